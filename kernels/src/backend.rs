@@ -1,0 +1,311 @@
+//! The compute contract: every op of a transformer as an explicit forward/backward pair.
+//!
+//! Shape legend (used in every op comment below and in kernels/src/cpu):
+//!   N = tokens in the (flattened, possibly packed) batch, D = model width,
+//!   H = query heads, Hkv = key/value heads (H % Hkv == 0), Dh = head dim,
+//!   V = vocabulary, I/O = linear in/out features.
+//!
+//! Buffers. A backend owns three buffer kinds:
+//!   `Act` compute precision: activations, activation gradients, the compute copy of weights
+//!         (bf16 on CUDA in mixed precision; T on the CPU backend `CpuBackend<T>`);
+//!   `Acc` accumulation precision: master weights, weight gradients, Adam moments, norm
+//!         statistics, logsumexp, per-token losses (fp32 on CUDA; T on CPU);
+//!   `Idx` i32: token ids, targets, positions, cumulative sequence offsets.
+//! Ops address a buffer region through [`Src`] (read) and [`Dst`] (write): buffer, start, len.
+//! A logical tensor inside a flat parameter unit is such a region.
+//!
+//! Gradient convention (as in llm.c): every `*_backward` ADDS into its gradient outputs
+//! (dx, dw, db, dtable, ...). Callers zero a gradient buffer when it starts a new accumulation.
+//! Exceptions are named on the op: `rope_*` rotate in place, `cross_entropy` overwrites dlogits,
+//! `attention_backward` overwrites dq, dk, dv (attention is their only producer).
+
+use crate::Result;
+
+/// A device buffer: knows its length in elements.
+pub trait Buffer: Send + Sync {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T: Send + Sync> Buffer for Vec<T> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+}
+
+/// A read-only region `[start, start + len)` of a buffer.
+pub struct Src<'a, B> {
+    pub buf: &'a B,
+    pub start: usize,
+    pub len: usize,
+}
+
+impl<B> Clone for Src<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B> Copy for Src<'_, B> {}
+
+impl<'a, B: Buffer> Src<'a, B> {
+    pub fn all(buf: &'a B) -> Self {
+        Src { buf, start: 0, len: buf.len() }
+    }
+    pub fn range(buf: &'a B, start: usize, len: usize) -> Self {
+        assert!(start + len <= buf.len(), "Src range {start}+{len} outside buffer of {}", buf.len());
+        Src { buf, start, len }
+    }
+    /// A sub-region relative to this one.
+    pub fn sub(self, start: usize, len: usize) -> Self {
+        assert!(start + len <= self.len, "sub-range {start}+{len} outside region of {}", self.len);
+        Src { buf: self.buf, start: self.start + start, len }
+    }
+}
+
+/// A writable region `[start, start + len)` of a buffer.
+pub struct Dst<'a, B> {
+    pub buf: &'a mut B,
+    pub start: usize,
+    pub len: usize,
+}
+
+impl<'a, B: Buffer> Dst<'a, B> {
+    pub fn all(buf: &'a mut B) -> Self {
+        let len = buf.len();
+        Dst { buf, start: 0, len }
+    }
+    pub fn range(buf: &'a mut B, start: usize, len: usize) -> Self {
+        assert!(start + len <= buf.len(), "Dst range {start}+{len} outside buffer of {}", buf.len());
+        Dst { buf, start, len }
+    }
+    /// Reborrow, so one `Dst` can be passed to several calls in turn.
+    pub fn reborrow(&mut self) -> Dst<'_, B> {
+        Dst { buf: self.buf, start: self.start, len: self.len }
+    }
+    pub fn as_src(&self) -> Src<'_, B> {
+        Src { buf: self.buf, start: self.start, len: self.len }
+    }
+}
+
+/// How a weight matrix is stored.
+/// `OutIn`: [O, I], torch `nn.Linear` (Llama). `InOut`: [I, O], HF `Conv1D` (GPT-2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightLayout {
+    OutIn,
+    InOut,
+}
+
+/// y[N, O] = x[N, I] · W^T (+ b[O]), W in `layout`.
+#[derive(Clone, Copy, Debug)]
+pub struct LinearDims {
+    pub n: usize,
+    pub inp: usize,
+    pub out: usize,
+    pub layout: WeightLayout,
+}
+
+/// Attention over a packed batch of `segments` independent sequences.
+/// q, o: [N, H, Dh]; k, v: [N, Hkv, Dh]; lse: [H, N] (natural-log logsumexp of the scaled scores).
+/// `cu_seqlens` [segments + 1]: segment s holds tokens cu[s]..cu[s+1]; a token attends only
+/// inside its own segment, and (when `causal`) only to positions at or before its own.
+/// Query head h reads key/value head h / (H / Hkv).
+#[derive(Clone, Copy, Debug)]
+pub struct AttnDims {
+    pub tokens: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub segments: usize,
+    pub max_seqlen: usize,
+    pub causal: bool,
+    pub scale: f32,
+}
+
+/// One decoupled AdamW update (Loshchilov & Hutter), PyTorch semantics:
+///   p -= lr·wd·p;  m = b1·m + (1−b1)·g;  v = b2·v + (1−b2)·g²;
+///   p -= lr · (m / (1−b1^t)) / (sqrt(v / (1−b2^t)) + eps)
+/// `step` is t, starting at 1.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamWStep {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub step: u64,
+}
+
+/// Shorthands for the regions of a backend's three buffer kinds.
+pub type ActSrc<'a, B> = Src<'a, <B as Backend>::Act>;
+pub type ActDst<'a, B> = Dst<'a, <B as Backend>::Act>;
+pub type AccSrc<'a, B> = Src<'a, <B as Backend>::Acc>;
+pub type AccDst<'a, B> = Dst<'a, <B as Backend>::Acc>;
+pub type IdxSrc<'a, B> = Src<'a, <B as Backend>::Idx>;
+
+pub trait Backend: Send + Sync {
+    type Act: Buffer;
+    type Acc: Buffer;
+    type Idx: Buffer;
+
+    /// e.g. "cpu-f32", "cuda:0-bf16".
+    fn name(&self) -> String;
+    /// Wait for queued work (no-op on CPU).
+    fn synchronize(&self) -> Result<()>;
+
+    // ---- memory ----------------------------------------------------------------------------
+    fn zeros_act(&self, n: usize) -> Result<Self::Act>;
+    fn zeros_acc(&self, n: usize) -> Result<Self::Acc>;
+    fn upload_act(&self, host: &[f32]) -> Result<Self::Act>;
+    fn upload_acc(&self, host: &[f32]) -> Result<Self::Acc>;
+    fn upload_idx(&self, host: &[i32]) -> Result<Self::Idx>;
+    fn download_act(&self, src: ActSrc<'_, Self>) -> Result<Vec<f32>>;
+    fn download_acc(&self, src: AccSrc<'_, Self>) -> Result<Vec<f32>>;
+    fn fill_zero_act(&self, dst: ActDst<'_, Self>) -> Result<()>;
+    fn fill_zero_acc(&self, dst: AccDst<'_, Self>) -> Result<()>;
+    /// dst = src (same length).
+    fn copy_acc(&self, src: AccSrc<'_, Self>, dst: AccDst<'_, Self>) -> Result<()>;
+    /// dst = cast(src): the compute copy of master weights.
+    fn acc_to_act(&self, src: AccSrc<'_, Self>, dst: ActDst<'_, Self>) -> Result<()>;
+    /// Column block copy between row-major matrices with `rows` rows:
+    /// dst[r, dst_col0 + c] (=|+=) src[r, src_col0 + c] for c < width.
+    /// src has `src_cols` columns, dst `dst_cols`. Used to split/merge fused QKV.
+    #[allow(clippy::too_many_arguments)]
+    fn copy_columns(
+        &self,
+        src: ActSrc<'_, Self>,
+        src_cols: usize,
+        src_col0: usize,
+        dst: ActDst<'_, Self>,
+        dst_cols: usize,
+        dst_col0: usize,
+        rows: usize,
+        width: usize,
+        accumulate: bool,
+    ) -> Result<()>;
+
+    // ---- embedding -------------------------------------------------------------------------
+    /// out[n, :] = table[ids[n], :]. ids [N], table [V, D], out [N, D].
+    fn embedding_forward(&self, ids: IdxSrc<'_, Self>, table: ActSrc<'_, Self>, out: ActDst<'_, Self>, n: usize, d: usize) -> Result<()>;
+    /// dtable[ids[n], :] += dout[n, :].
+    fn embedding_backward(&self, ids: IdxSrc<'_, Self>, dout: ActSrc<'_, Self>, dtable: AccDst<'_, Self>, n: usize, d: usize) -> Result<()>;
+
+    // ---- linear ----------------------------------------------------------------------------
+    /// y = x · W^T (+ b). Overwrites y.
+    fn linear_forward(&self, x: ActSrc<'_, Self>, w: ActSrc<'_, Self>, b: Option<ActSrc<'_, Self>>, y: ActDst<'_, Self>, dims: LinearDims) -> Result<()>;
+    /// dx += dy · W;  dW += dy^T · x (stored in W's layout);  db += Σ_n dy[n].
+    #[allow(clippy::too_many_arguments)]
+    fn linear_backward(
+        &self,
+        x: ActSrc<'_, Self>,
+        w: ActSrc<'_, Self>,
+        dy: ActSrc<'_, Self>,
+        dx: Option<ActDst<'_, Self>>,
+        dw: AccDst<'_, Self>,
+        db: Option<AccDst<'_, Self>>,
+        dims: LinearDims,
+    ) -> Result<()>;
+
+    // ---- norms -----------------------------------------------------------------------------
+    /// y = x · rstd · w,  rstd[n] = 1 / sqrt(mean_d x[n]² + eps). x, y [N, D], w [D], rstd [N].
+    #[allow(clippy::too_many_arguments)]
+    fn rmsnorm_forward(&self, x: ActSrc<'_, Self>, w: ActSrc<'_, Self>, y: ActDst<'_, Self>, rstd: AccDst<'_, Self>, n: usize, d: usize, eps: f64) -> Result<()>;
+    #[allow(clippy::too_many_arguments)]
+    fn rmsnorm_backward(&self, x: ActSrc<'_, Self>, w: ActSrc<'_, Self>, rstd: AccSrc<'_, Self>, dy: ActSrc<'_, Self>, dx: ActDst<'_, Self>, dw: AccDst<'_, Self>, n: usize, d: usize) -> Result<()>;
+    /// y = (x − mean) · rstd · w + b. mean, rstd [N].
+    #[allow(clippy::too_many_arguments)]
+    fn layernorm_forward(&self, x: ActSrc<'_, Self>, w: ActSrc<'_, Self>, b: ActSrc<'_, Self>, y: ActDst<'_, Self>, mean: AccDst<'_, Self>, rstd: AccDst<'_, Self>, n: usize, d: usize, eps: f64) -> Result<()>;
+    #[allow(clippy::too_many_arguments)]
+    fn layernorm_backward(
+        &self,
+        x: ActSrc<'_, Self>,
+        w: ActSrc<'_, Self>,
+        mean: AccSrc<'_, Self>,
+        rstd: AccSrc<'_, Self>,
+        dy: ActSrc<'_, Self>,
+        dx: ActDst<'_, Self>,
+        dw: AccDst<'_, Self>,
+        db: AccDst<'_, Self>,
+        n: usize,
+        d: usize,
+    ) -> Result<()>;
+
+    // ---- rotary position embedding (HF rotate-half) ----------------------------------------
+    /// In place on x [N, heads, Dh]: for i < Dh/2, angle a = pos[n] · theta^(−2i/Dh),
+    /// (x_i, x_{i+Dh/2}) ← (x_i cos a − x_{i+Dh/2} sin a, x_{i+Dh/2} cos a + x_i sin a).
+    #[allow(clippy::too_many_arguments)]
+    fn rope_forward(&self, x: ActDst<'_, Self>, pos: IdxSrc<'_, Self>, n: usize, heads: usize, head_dim: usize, theta: f64) -> Result<()>;
+    /// In place on dx: the transpose (inverse) rotation.
+    #[allow(clippy::too_many_arguments)]
+    fn rope_backward(&self, dx: ActDst<'_, Self>, pos: IdxSrc<'_, Self>, n: usize, heads: usize, head_dim: usize, theta: f64) -> Result<()>;
+
+    // ---- attention -------------------------------------------------------------------------
+    /// o = softmax(scale · q kᵀ + mask) v per head and segment; writes o and lse (see AttnDims).
+    #[allow(clippy::too_many_arguments)]
+    fn attention_forward(
+        &self,
+        q: ActSrc<'_, Self>,
+        k: ActSrc<'_, Self>,
+        v: ActSrc<'_, Self>,
+        o: ActDst<'_, Self>,
+        lse: AccDst<'_, Self>,
+        cu_seqlens: IdxSrc<'_, Self>,
+        dims: &AttnDims,
+    ) -> Result<()>;
+    /// dq, dk, dv = gradients of the attention output given dout, recomputing P from lse.
+    /// OVERWRITES dq, dk, dv.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        &self,
+        q: ActSrc<'_, Self>,
+        k: ActSrc<'_, Self>,
+        v: ActSrc<'_, Self>,
+        o: ActSrc<'_, Self>,
+        dout: ActSrc<'_, Self>,
+        lse: AccSrc<'_, Self>,
+        dq: ActDst<'_, Self>,
+        dk: ActDst<'_, Self>,
+        dv: ActDst<'_, Self>,
+        cu_seqlens: IdxSrc<'_, Self>,
+        dims: &AttnDims,
+    ) -> Result<()>;
+
+    // ---- activations and residual ----------------------------------------------------------
+    /// out = silu(gate) · up, silu(g) = g · σ(g). All [n] elements.
+    fn swiglu_forward(&self, gate: ActSrc<'_, Self>, up: ActSrc<'_, Self>, out: ActDst<'_, Self>) -> Result<()>;
+    fn swiglu_backward(&self, gate: ActSrc<'_, Self>, up: ActSrc<'_, Self>, dout: ActSrc<'_, Self>, dgate: ActDst<'_, Self>, dup: ActDst<'_, Self>) -> Result<()>;
+    /// y = 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))  (HF "gelu_new" / "gelu_pytorch_tanh").
+    fn gelu_forward(&self, x: ActSrc<'_, Self>, y: ActDst<'_, Self>) -> Result<()>;
+    fn gelu_backward(&self, x: ActSrc<'_, Self>, dy: ActSrc<'_, Self>, dx: ActDst<'_, Self>) -> Result<()>;
+    /// x += y (the residual connection; its backward is the identity, folded into the
+    /// accumulate convention).
+    fn add_inplace(&self, x: ActDst<'_, Self>, y: ActSrc<'_, Self>) -> Result<()>;
+
+    // ---- loss ------------------------------------------------------------------------------
+    /// Fused softmax cross-entropy over rows of logits [N, V] with targets [N] (−100 = ignore):
+    ///   losses[n] = logsumexp(logits[n]) − logits[n, t[n]]   (0 where ignored);
+    ///   dlogits[n] = grad_scale · (softmax(logits[n]) − onehot(t[n]))   (0 where ignored).
+    /// OVERWRITES dlogits (it may alias nothing else). Targets are already shifted by the caller.
+    #[allow(clippy::too_many_arguments)]
+    fn cross_entropy(
+        &self,
+        logits: ActSrc<'_, Self>,
+        targets: IdxSrc<'_, Self>,
+        losses: AccDst<'_, Self>,
+        dlogits: Option<ActDst<'_, Self>>,
+        n: usize,
+        v: usize,
+        grad_scale: f64,
+    ) -> Result<()>;
+
+    // ---- reductions and the optimizer ------------------------------------------------------
+    fn sum(&self, x: AccSrc<'_, Self>) -> Result<f64>;
+    fn sum_squares(&self, x: AccSrc<'_, Self>) -> Result<f64>;
+    /// x *= s.
+    fn scale_acc(&self, x: AccDst<'_, Self>, s: f64) -> Result<()>;
+    /// x += y (accumulation precision; microbatch and reduction sums).
+    fn add_acc(&self, x: AccDst<'_, Self>, y: AccSrc<'_, Self>) -> Result<()>;
+    /// One AdamW step on a region of master weights with its gradient and moments.
+    fn adamw_step(&self, param: AccDst<'_, Self>, grad: AccSrc<'_, Self>, m: AccDst<'_, Self>, v: AccDst<'_, Self>, h: &AdamWStep) -> Result<()>;
+}

@@ -1,0 +1,1 @@
+//! Safe strided GEMM over slices (bounds checked), on top of CpuFloat::gemm (matrixmultiply).

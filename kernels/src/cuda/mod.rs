@@ -1,0 +1,3 @@
+//! CUDA backend: the `Backend` trait on NVIDIA GPUs (cudarc, loaded at run time).
+
+pub mod flash_attn;

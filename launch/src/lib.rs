@@ -1,0 +1,1 @@
+//! ferrotron-launch: torchrun-style launcher, environment detection (torchrun, mpirun, srun), rendezvous.

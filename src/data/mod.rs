@@ -1,0 +1,1 @@
+//! Data pipeline: text, alpaca and chat datasets, packing, deterministic sampling.
