@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use ferrotron_kernels::cpu::CpuBackend;
-use ferrotron_kernels::{Backend, Dst, LinearDims, Src, WeightLayout};
+use ferrotron_kernels::{Backend, Dst, LinearDims, Src, WeightGrads, WeightLayout};
 
 type B64 = CpuBackend<f64>;
 
@@ -138,25 +138,38 @@ impl LinearCase {
             WeightLayout::InOut => self.w[i * self.dims.out + o],
         }
     }
-    /// (dx, dw, db) after `times` backward calls into zeroed buffers.
+    /// (dx, dw, db) after `times` backward calls into zeroed buffers. dw and db share one
+    /// gradient buffer (as in a parameter unit): [3 padding | db | dw | 2 padding].
     fn backward(&self, times: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let LinearDims { n, inp, out, .. } = self.dims;
-        let (mut dx, mut dw, mut db) = (vec![0.0; n * inp], vec![0.0; out * inp], vec![0.0; out]);
+        let (b_at, w_at) = (3, 3 + out);
+        let mut dx = vec![0.0; n * inp];
+        let mut unit = vec![0.0; w_at + out * inp + 2];
         for _ in 0..times {
-            let db_dst = self.b.as_ref().map(|_| Dst::all(&mut db));
+            let b_region = self.b.as_ref().map(|_| (b_at, out));
             B64::new()
                 .linear_backward(
                     Src::all(&self.x),
                     Src::all(&self.w),
                     Src::all(&self.r),
                     Some(Dst::all(&mut dx)),
-                    Dst::all(&mut dw),
-                    db_dst,
+                    WeightGrads::new(&mut unit, (w_at, out * inp), b_region),
                     self.dims,
                 )
                 .unwrap();
         }
-        (dx, dw, db)
+        assert!(
+            unit[..b_at]
+                .iter()
+                .chain(&unit[w_at + out * inp..])
+                .all(|v| *v == 0.0),
+            "padding written"
+        );
+        (
+            dx,
+            unit[w_at..w_at + out * inp].to_vec(),
+            unit[b_at..b_at + out].to_vec(),
+        )
     }
 }
 
@@ -276,8 +289,11 @@ fn linear_all<T: ferrotron_kernels::cpu::CpuFloat>(
     );
     let mut y = be.zeros_act(dims.n * dims.out).unwrap();
     let mut dx = be.zeros_act(dims.n * dims.inp).unwrap();
-    let mut dw = be.zeros_acc(dims.out * dims.inp).unwrap();
-    let mut db = be.zeros_acc(dims.out).unwrap();
+    let mut grads = be.zeros_acc(dims.out * dims.inp + dims.out).unwrap();
+    let (w_region, b_region) = (
+        (0, dims.out * dims.inp),
+        Some((dims.out * dims.inp, dims.out)),
+    );
     be.linear_forward(
         Src::all(&x),
         Src::all(&w),
@@ -291,11 +307,11 @@ fn linear_all<T: ferrotron_kernels::cpu::CpuFloat>(
         Src::all(&w),
         Src::all(&dy),
         Some(Dst::all(&mut dx)),
-        Dst::all(&mut dw),
-        Some(Dst::all(&mut db)),
+        WeightGrads::new(&mut grads, w_region, b_region),
         dims,
     )
     .unwrap();
+    let (dw, db) = grads.split_at(dims.out * dims.inp);
     let f = |v: &[T]| v.iter().map(|a| a.to_f64c()).collect::<Vec<f64>>();
-    [f(&y), f(&dx), f(&dw), f(&db)]
+    [f(&y), f(&dx), f(dw), f(db)]
 }
