@@ -315,3 +315,18 @@ fn linear_all<T: ferrotron_kernels::cpu::CpuFloat>(
     let f = |v: &[T]| v.iter().map(|a| a.to_f64c()).collect::<Vec<f64>>();
     [f(&y), f(&dx), f(dw), f(db)]
 }
+
+/// The checker itself: an analytic gradient off by 1e-5 (relative) in one element is rejected,
+/// and the exact one passes.
+#[test]
+fn gradcheck_rejects_a_wrong_gradient() {
+    let mut g = rng(12);
+    let x = uniform(&mut g, 10);
+    let loss = |x: &[f64]| x.iter().map(|v| v.sin() * v).sum::<f64>();
+    let exact: Vec<f64> = x.iter().map(|v| v.cos() * v + v.sin()).collect();
+    let numeric = fd_grad(&x, loss);
+    assert!(grad_error(&exact, &numeric) <= FD_TOL);
+    let mut wrong = exact.clone();
+    wrong[7] *= 1.0 + 1e-5;
+    assert!(grad_error(&wrong, &numeric) > FD_TOL);
+}
