@@ -22,6 +22,8 @@ pub enum Device {
 pub enum DType {
     F32,
     Bf16,
+    /// CPU only: the f64 reference (same code as f32), for exact comparisons.
+    F64,
 }
 
 #[derive(Subcommand)]
@@ -67,9 +69,15 @@ fn check_hf(dir: &std::path::Path, device: Device, dtype: DType, tol: Option<f64
             let report = run(&b, dir)?;
             Ok(print_report(&report, "cpu-f32", tol.unwrap_or(1e-4)))
         }
+        (Device::Cpu, DType::F64) => {
+            let b = CpuBackend::<f64>::new();
+            let report = run(&b, dir)?;
+            Ok(print_report(&report, "cpu-f64", tol.unwrap_or(1e-4)))
+        }
         (Device::Cpu, DType::Bf16) => Err(Error::User(
             "--dtype bf16 is a GPU precision; the CPU backend computes in f32 (use --device cuda)".into(),
         )),
+        (Device::Cuda, DType::F64) => Err(Error::User("--dtype f64 runs on the CPU only (use --device cpu)".into())),
         (Device::Cuda, _) => Err(Error::User(
             "--device cuda: the CUDA backend is not wired into check-hf in this build yet".into(),
         )),

@@ -12,12 +12,13 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(name)
 }
 
-fn assert_parity(name: &str) {
-    let report = check_hf::run(&CpuBackend::<f32>::new(), &fixture(name)).expect("check-hf runs");
+/// Every relative error of `report` under its bound: `adamw_tol` for the AdamW rows, 1e-5 else.
+fn assert_within(name: &str, report: &check_hf::Report, adamw_tol: f64) {
     let n_params = report.rows.iter().filter(|r| r.name.starts_with("grad.")).count();
     assert!(n_params > 10, "{name}: compared only {n_params} gradients");
     for r in &report.rows {
-        assert!(r.rel_err <= 1e-5, "{name}: {} relative error {:.3e} > 1e-5", r.name, r.rel_err);
+        let tol = if r.name.starts_with("adamw1.") { adamw_tol } else { 1e-5 };
+        assert!(r.rel_err <= tol, "{name}: {} relative error {:.3e} > {tol:e}", r.name, r.rel_err);
     }
     println!(
         "{name}: {} quantities, max rel_err {:.3e} (logits {:.3e}, loss {:.3e}, grads {:.3e}, adamw {:.3e})",
@@ -30,14 +31,42 @@ fn assert_parity(name: &str) {
     );
 }
 
-#[test]
-fn tiny_llama_matches_hf_transformers() {
-    assert_parity("tiny-llama");
+/// f32, the training precision. Logits, loss and gradients within 1e-5. The AdamW step gets 2e-5:
+/// its first step moves each weight by lr·g/(|g| + eps), so for the few elements with |g| near
+/// eps = 1e-8 (e.g. 3e-8 in GPT-2's mlp.c_proj), f32's absolute gradient error (~2e-9, i.e. the
+/// 4e-7 relative error of the whole gradient) becomes a visible step difference.
+fn assert_parity_f32(name: &str) {
+    let report = check_hf::run(&CpuBackend::<f32>::new(), &fixture(name)).expect("check-hf runs");
+    assert_within(name, &report, 2e-5);
+}
+
+/// f64: the same model code on the f64 backend meets 1e-5 on everything, AdamW included. It does
+/// not reach round-off level (~1e-7 remains) because the reference itself has f32 steps:
+/// transformers' causal-LM loss casts logits with `.float()` (a down-cast for a double model),
+/// and its Llama rotary embedding computes cos/sin in float32 by design.
+fn assert_parity_f64(name: &str) {
+    let report = check_hf::run(&CpuBackend::<f64>::new(), &fixture(name)).expect("check-hf runs");
+    assert_within(name, &report, 1e-5);
 }
 
 #[test]
-fn tiny_gpt2_matches_hf_transformers() {
-    assert_parity("tiny-gpt2");
+fn tiny_llama_matches_hf_transformers_f32() {
+    assert_parity_f32("tiny-llama");
+}
+
+#[test]
+fn tiny_gpt2_matches_hf_transformers_f32() {
+    assert_parity_f32("tiny-gpt2");
+}
+
+#[test]
+fn tiny_llama_matches_hf_transformers_f64() {
+    assert_parity_f64("tiny-llama");
+}
+
+#[test]
+fn tiny_gpt2_matches_hf_transformers_f64() {
+    assert_parity_f64("tiny-gpt2");
 }
 
 /// Runs the binary; returns (exit code, stderr).

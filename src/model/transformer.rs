@@ -446,11 +446,17 @@ impl Transformer {
                 b.copy_columns(src(part), d, 0, dst(&mut dqkv), 3 * d, i * d, n, d, false)?;
             }
             self.linear_bwd(b, w, g, unit, (Role::Qkv, Role::QkvBias), &a.h1, &dqkv, Some(&mut dh1), self.lin(n, d, 3 * d))?;
+            // The key bias adds q_i·b_k to every score of row i, which softmax ignores: its exact
+            // gradient is 0. Keep it exactly 0 rather than f32 round-off, which Adam's g/(|g|+eps)
+            // would turn into lr-sized steps.
+            let kb = unit.tensor(Role::QkvBias);
+            b.fill_zero_acc(Dst::range(g, kb.offset + d, d))?;
         } else {
             b.rope_backward(dst(&mut dq), src(&batch.positions), n, c.heads, c.head_dim, c.rope_theta)?;
             b.rope_backward(dst(&mut dk), src(&batch.positions), n, c.kv_heads, c.head_dim, c.rope_theta)?;
             self.linear_bwd(b, w, g, unit, (Role::Q, Role::QBias), &a.h1, &dq, Some(&mut dh1), self.lin(n, d, qd))?;
-            self.linear_bwd(b, w, g, unit, (Role::K, Role::KBias), &a.h1, &dk, Some(&mut dh1), self.lin(n, d, kvd))?;
+            // No key-bias gradient: it is exactly 0 (softmax is shift-invariant per row; see GPT-2 above).
+            self.linear_bwd(b, w, g, unit, (Role::K, Role::K), &a.h1, &dk, Some(&mut dh1), self.lin(n, d, kvd))?;
             self.linear_bwd(b, w, g, unit, (Role::V, Role::VBias), &a.h1, &dv, Some(&mut dh1), self.lin(n, d, kvd))?;
         }
         let roles = (Role::AttnNorm, Role::AttnNormBias);
