@@ -1,0 +1,39 @@
+//! Device buffers of the CUDA backend: `CudaSlice<T>` is a [`Buffer`]; regions (`Src`/`Dst`)
+//! become raw device addresses (`u64`, what the kernels take) with `src_ptr` / `dst_ptr`.
+//! All work of a backend runs on its one stream, so no cross-stream events are needed.
+
+use crate::backend::{Buffer, Dst, Src};
+use crate::{Error, Result};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
+
+impl<T> Buffer for CudaSlice<T> {
+    fn len(&self) -> usize {
+        CudaSlice::len(self)
+    }
+}
+
+fn base<T>(buf: &CudaSlice<T>, stream: &CudaStream) -> u64 {
+    let (p, _record) = buf.device_ptr(stream);
+    p
+}
+
+/// Device address of the first element of a read region.
+pub fn src_ptr<T>(s: &Src<'_, CudaSlice<T>>, stream: &CudaStream) -> u64 {
+    base(s.buf, stream) + (s.start * std::mem::size_of::<T>()) as u64
+}
+
+/// Device address of the first element of a write region.
+pub fn dst_ptr<T>(d: &Dst<'_, CudaSlice<T>>, stream: &CudaStream) -> u64 {
+    base(d.buf, stream) + (d.start * std::mem::size_of::<T>()) as u64
+}
+
+/// `Err` unless a region holds at least `want` elements (so no kernel reads or writes past it).
+pub fn check_len(what: &str, have: usize, want: usize) -> Result<()> {
+    if have >= want {
+        Ok(())
+    } else {
+        Err(Error::Unsupported(format!(
+            "{what}: region of {have} elements, expected at least {want}"
+        )))
+    }
+}
