@@ -2,7 +2,7 @@
 //! become raw device addresses (`u64`, what the kernels take) with `src_ptr` / `dst_ptr`.
 //! All work of a backend runs on its one stream, so no cross-stream events are needed.
 
-use crate::backend::{Buffer, Dst, Src};
+use crate::backend::{Buffer, Dst, Src, WeightGrads};
 use crate::{Error, Result};
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 
@@ -36,4 +36,24 @@ pub fn check_len(what: &str, have: usize, want: usize) -> Result<()> {
             "{what}: region of {have} elements, expected at least {want}"
         )))
     }
+}
+
+/// A device region as a raw address and length (elements of fp32).
+#[derive(Clone, Copy, Debug)]
+pub struct RawRegion {
+    pub ptr: u64,
+    pub len: usize,
+}
+
+/// The weight and optional bias gradient regions of a [`WeightGrads`] borrow.
+pub fn weight_grads(
+    g: &WeightGrads<'_, CudaSlice<f32>>,
+    stream: &CudaStream,
+) -> (RawRegion, Option<RawRegion>) {
+    let b0 = base(g.buf, stream);
+    let at = |(start, len): (usize, usize)| RawRegion {
+        ptr: b0 + (start * 4) as u64,
+        len,
+    };
+    (at(g.w), g.b.map(at))
 }

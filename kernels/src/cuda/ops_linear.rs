@@ -10,7 +10,7 @@
 //!             db[O] += Σ_n dy[n]  (column_sum kernel, fp32)
 
 use super::backend::CudaBackend;
-use super::buffer::{check_len, dst_ptr, src_ptr};
+use super::buffer::{check_len, dst_ptr, src_ptr, RawRegion};
 use super::dtype::CudaAct;
 use super::gemm::Gemm;
 use crate::backend::{Dst, LinearDims, Src, WeightLayout};
@@ -78,8 +78,8 @@ impl<A: CudaAct> CudaBackend<A> {
         w: ASrc<'_, A>,
         dy: ASrc<'_, A>,
         dx: Option<ADst<'_, A>>,
-        dw: Dst<'_, CudaSlice<f32>>,
-        db: Option<Dst<'_, CudaSlice<f32>>>,
+        dw: RawRegion,
+        db: Option<RawRegion>,
         d: LinearDims,
     ) -> Result<()> {
         let (n, i, o) = (d.n, d.inp, d.out);
@@ -128,7 +128,7 @@ impl<A: CudaAct> CudaBackend<A> {
             lda: lda as i64,
             b,
             ldb: ldb as i64,
-            d: dst_ptr(&dw, s),
+            d: dw.ptr,
             ldd: m_ as i64,
             ab_type: A::BLAS_TYPE,
             d_type: cudaDataType_t::CUDA_R_32F,

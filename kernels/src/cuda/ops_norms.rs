@@ -3,7 +3,7 @@
 //! thread sums one column over ~64 rows and atomically adds into the fp32 gradient.
 
 use super::backend::{CudaBackend, KArg, KArg::*, BLOCK};
-use super::buffer::{check_len, dst_ptr, src_ptr};
+use super::buffer::{check_len, dst_ptr, src_ptr, RawRegion};
 use super::dtype::CudaAct;
 use crate::backend::{Dst, Src};
 use crate::Result;
@@ -176,8 +176,8 @@ impl<A: CudaAct> CudaBackend<A> {
         rstd: FSrc<'_>,
         dy: ASrc<'_, A>,
         dx: ADst<'_, A>,
-        dw: FDst<'_>,
-        db: FDst<'_>,
+        dw: RawRegion,
+        db: RawRegion,
         n: usize,
         d: usize,
     ) -> Result<()> {
@@ -224,8 +224,8 @@ impl<A: CudaAct> CudaBackend<A> {
             P(pm),
             P(pr),
             P(pdy),
-            P(dst_ptr(&dw, s)),
-            P(dst_ptr(&db, s)),
+            P(dw.ptr),
+            P(db.ptr),
             I64(n as i64),
             I32(d as i32),
             rpc,
@@ -237,7 +237,7 @@ impl<A: CudaAct> CudaBackend<A> {
     pub(crate) fn column_sum(
         &self,
         dy: ASrc<'_, A>,
-        db: FDst<'_>,
+        db: RawRegion,
         n: usize,
         d: usize,
     ) -> Result<()> {
@@ -249,7 +249,7 @@ impl<A: CudaAct> CudaBackend<A> {
         let (cfg, rpc) = cols_cfg(n, d);
         let args = [
             P(src_ptr(&dy, &self.stream)),
-            P(dst_ptr(&db, &self.stream)),
+            P(db.ptr),
             I64(n as i64),
             I32(d as i32),
             rpc,

@@ -2,6 +2,7 @@
 //! Host data crosses as f32 (Act is converted to/from A on the host) and i32.
 
 use super::backend::{cuda_err, CudaBackend};
+use super::buffer::weight_grads;
 use super::dtype::CudaAct;
 use crate::backend::*;
 use crate::Result;
@@ -112,10 +113,10 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
         w: S<'_, A>,
         dy: S<'_, A>,
         dx: Option<D<'_, A>>,
-        dw: D<'_, f32>,
-        db: Option<D<'_, f32>>,
+        grads: WeightGrads<'_, CudaSlice<f32>>,
         dims: LinearDims,
     ) -> Result<()> {
+        let (dw, db) = weight_grads(&grads, &self.stream);
         self.lin_bwd(x, w, dy, dx, dw, db, dims)
     }
 
@@ -166,11 +167,14 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
         rstd: S<'_, f32>,
         dy: S<'_, A>,
         dx: D<'_, A>,
-        dw: D<'_, f32>,
-        db: D<'_, f32>,
+        grads: WeightGrads<'_, CudaSlice<f32>>,
         n: usize,
         d: usize,
     ) -> Result<()> {
+        let (dw, db) = weight_grads(&grads, &self.stream);
+        let db = db.ok_or_else(|| {
+            crate::Error::Unsupported("layernorm_backward needs a bias-gradient region".into())
+        })?;
         self.ln_bwd(x, w, mean, rstd, dy, dx, dw, db, n, d)
     }
 
