@@ -1,18 +1,95 @@
-//! Elementwise activations.
+//! Elementwise activations over n elements (gate, up, out, x, y all [n]).
 //! SwiGLU: out = silu(g)·u, silu(g) = g·σ(g); dg += dout·u·σ(g)(1 + g(1 − σ(g))); du += dout·silu(g).
-//! tanh-GELU: y = ½x(1 + tanh(c(x + 0.044715x³))), c = √(2/π).
+//! tanh-GELU: y = ½x(1 + tanh(c(x + 0.044715x³))), c = √(2/π);
+//!   dx += dy·(½(1 + t) + ½x(1 − t²)·c(1 + 3·0.044715x²)), t = tanh(c(x + 0.044715x³)).
 
 use super::CpuFloat;
+use rayon::prelude::*;
+
+/// Elements per parallel work item.
+const CHUNK: usize = 1 << 13;
+const GELU_CUBIC: f64 = 0.044715;
+
+fn sigmoid<T: CpuFloat>(g: T) -> T {
+    T::one() / (T::one() + (-g).exp())
+}
+
+fn check_len(what: &str, lens: &[usize]) {
+    assert!(
+        lens.iter().all(|&l| l == lens[0]),
+        "{what}: buffer lengths differ: {lens:?}"
+    );
+}
 
 pub fn swiglu_forward<T: CpuFloat>(gate: &[T], up: &[T], out: &mut [T]) {
-    todo!()
+    check_len("swiglu_forward", &[gate.len(), up.len(), out.len()]);
+    out.par_chunks_mut(CHUNK)
+        .zip(gate.par_chunks(CHUNK))
+        .zip(up.par_chunks(CHUNK))
+        .for_each(|((o, g), u)| {
+            for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                *o = g * sigmoid(g) * u;
+            }
+        });
 }
-pub fn swiglu_backward<T: CpuFloat>(gate: &[T], up: &[T], dout: &[T], dgate: &mut [T], dup: &mut [T]) {
-    todo!()
+
+pub fn swiglu_backward<T: CpuFloat>(
+    gate: &[T],
+    up: &[T],
+    dout: &[T],
+    dgate: &mut [T],
+    dup: &mut [T],
+) {
+    check_len(
+        "swiglu_backward",
+        &[gate.len(), up.len(), dout.len(), dgate.len(), dup.len()],
+    );
+    dgate
+        .par_chunks_mut(CHUNK)
+        .zip(dup.par_chunks_mut(CHUNK))
+        .zip(
+            gate.par_chunks(CHUNK)
+                .zip(up.par_chunks(CHUNK))
+                .zip(dout.par_chunks(CHUNK)),
+        )
+        .for_each(|((dg, du), ((g, u), d))| {
+            for i in 0..dg.len() {
+                let s = sigmoid(g[i]);
+                dg[i] = dg[i] + d[i] * u[i] * s * (T::one() + g[i] * (T::one() - s));
+                du[i] = du[i] + d[i] * g[i] * s;
+            }
+        });
 }
+
+fn gelu_consts<T: CpuFloat>() -> (T, T, T) {
+    let c = T::from_f64c((2.0 / std::f64::consts::PI).sqrt());
+    (c, T::from_f64c(GELU_CUBIC), T::from_f64c(0.5))
+}
+
 pub fn gelu_forward<T: CpuFloat>(x: &[T], y: &mut [T]) {
-    todo!()
+    check_len("gelu_forward", &[x.len(), y.len()]);
+    let (c, a, half) = gelu_consts::<T>();
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(y, x)| {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = half * x * (T::one() + (c * (x + a * x * x * x)).tanh());
+            }
+        });
 }
+
 pub fn gelu_backward<T: CpuFloat>(x: &[T], dy: &[T], dx: &mut [T]) {
-    todo!()
+    check_len("gelu_backward", &[x.len(), dy.len(), dx.len()]);
+    let (c, a, half) = gelu_consts::<T>();
+    let three_a = T::from_f64c(3.0 * GELU_CUBIC);
+    dx.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .zip(dy.par_chunks(CHUNK))
+        .for_each(|((dx, x), dy)| {
+            for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+                let t = (c * (x + a * x * x * x)).tanh();
+                let dt = (T::one() - t * t) * c * (T::one() + three_a * x * x);
+                *dx = *dx + dy * (half * (T::one() + t) + half * x * dt);
+            }
+        });
 }

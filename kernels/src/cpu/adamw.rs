@@ -1,8 +1,42 @@
-//! Decoupled AdamW (see backend::AdamWStep for the exact update, PyTorch semantics).
+//! Decoupled AdamW (see backend::AdamWStep for the exact update), torch.optim.AdamW semantics
+//! (foreach = False, amsgrad = False, maximize = False). For each element, with t = h.step:
+//!   p ← p·(1 − lr·wd)
+//!   m ← m + (1 − β1)·(g − m)           (torch: exp_avg.lerp_(grad, 1 − β1))
+//!   v ← β2·v + (1 − β2)·g²
+//!   p ← p − (lr / (1 − β1^t)) · m / (sqrt(v) / sqrt(1 − β2^t) + eps)
+//! Scalars in f64; each element updated in f64 and stored back as T. Parallel over chunks.
 
 use super::CpuFloat;
 use crate::backend::AdamWStep;
+use rayon::prelude::*;
+
+/// Elements per parallel work item.
+const CHUNK: usize = 1 << 13;
 
 pub fn step<T: CpuFloat>(param: &mut [T], grad: &[T], m: &mut [T], v: &mut [T], h: &AdamWStep) {
-    todo!()
+    let n = param.len();
+    assert!(
+        grad.len() == n && m.len() == n && v.len() == n,
+        "adamw_step: param, grad, m, v lengths differ"
+    );
+    assert!(h.step >= 1, "adamw_step: step counts from 1");
+    let t = i32::try_from(h.step).unwrap_or(i32::MAX);
+    let decay = 1.0 - h.lr * h.weight_decay;
+    let step_size = h.lr / (1.0 - h.beta1.powi(t));
+    let bias2_sqrt = (1.0 - h.beta2.powi(t)).sqrt();
+    let (b1c, b2, b2c) = (1.0 - h.beta1, h.beta2, 1.0 - h.beta2);
+    param
+        .par_chunks_mut(CHUNK)
+        .zip(grad.par_chunks(CHUNK))
+        .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
+        .for_each(|((p, g), (m, v))| {
+            for i in 0..p.len() {
+                let g64 = g[i].to_f64c();
+                let m64 = m[i].to_f64c() + b1c * (g64 - m[i].to_f64c());
+                let v64 = b2 * v[i].to_f64c() + b2c * g64 * g64;
+                let p64 =
+                    p[i].to_f64c() * decay - step_size * m64 / (v64.sqrt() / bias2_sqrt + h.eps);
+                (p[i], m[i], v[i]) = (T::from_f64c(p64), T::from_f64c(m64), T::from_f64c(v64));
+            }
+        });
 }

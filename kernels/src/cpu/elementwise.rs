@@ -1,23 +1,94 @@
-//! Elementwise helpers: x += y, x *= s, Σx, Σx² (f64 accumulation), column-block copies.
+//! Elementwise helpers over flat slices of n elements:
+//!   add: x += y;  scale: x *= s;  sum: Σx;  sum_squares: Σx²  (both accumulated in f64);
+//!   copy_columns: dst[r, dst_col0 + c] (= | +=) src[r, src_col0 + c], r < rows, c < width,
+//!   for row-major src [rows, src_cols] and dst [rows, dst_cols] (split/merge of fused QKV).
+//! Reductions sum fixed-size chunks in parallel, then the chunk partials in order, so the result
+//! does not depend on the thread count or on scheduling.
 
 use super::CpuFloat;
+use rayon::prelude::*;
+
+/// Elements per parallel work item.
+const CHUNK: usize = 1 << 14;
 
 pub fn add<T: CpuFloat>(x: &mut [T], y: &[T]) {
-    todo!()
+    assert_eq!(x.len(), y.len(), "add: lengths differ");
+    x.par_chunks_mut(CHUNK)
+        .zip(y.par_chunks(CHUNK))
+        .for_each(|(xc, yc)| {
+            for (a, &b) in xc.iter_mut().zip(yc) {
+                *a = *a + b;
+            }
+        });
 }
+
 pub fn scale<T: CpuFloat>(x: &mut [T], s: f64) {
-    todo!()
+    let s = T::from_f64c(s);
+    x.par_chunks_mut(CHUNK)
+        .for_each(|xc| xc.iter_mut().for_each(|a| *a = *a * s));
 }
+
+/// Σ f(x) in f64, deterministic: chunk partials in parallel, then summed in chunk order.
+fn reduce<T: CpuFloat>(x: &[T], f: impl Fn(f64) -> f64 + Sync) -> f64 {
+    let partials: Vec<f64> = x
+        .par_chunks(CHUNK)
+        .map(|c| c.iter().map(|&a| f(a.to_f64c())).sum::<f64>())
+        .collect();
+    partials.iter().sum()
+}
+
 pub fn sum<T: CpuFloat>(x: &[T]) -> f64 {
-    todo!()
+    reduce(x, |a| a)
 }
+
 pub fn sum_squares<T: CpuFloat>(x: &[T]) -> f64 {
-    todo!()
+    reduce(x, |a| a * a)
 }
+
 #[allow(clippy::too_many_arguments)]
 pub fn copy_columns<T: CpuFloat>(
-    src: &[T], src_cols: usize, src_col0: usize, dst: &mut [T], dst_cols: usize, dst_col0: usize, rows: usize,
-    width: usize, accumulate: bool,
+    src: &[T],
+    src_cols: usize,
+    src_col0: usize,
+    dst: &mut [T],
+    dst_cols: usize,
+    dst_col0: usize,
+    rows: usize,
+    width: usize,
+    accumulate: bool,
 ) {
-    todo!()
+    assert!(
+        src_col0 + width <= src_cols,
+        "copy_columns: src columns {src_col0}+{width} exceed {src_cols}"
+    );
+    assert!(
+        dst_col0 + width <= dst_cols,
+        "copy_columns: dst columns {dst_col0}+{width} exceed {dst_cols}"
+    );
+    assert!(
+        src.len() >= rows * src_cols,
+        "copy_columns: src holds {} < {rows} x {src_cols}",
+        src.len()
+    );
+    assert!(
+        dst.len() >= rows * dst_cols,
+        "copy_columns: dst holds {} < {rows} x {dst_cols}",
+        dst.len()
+    );
+    if rows == 0 || width == 0 {
+        return;
+    }
+    let src = &src[..rows * src_cols];
+    let dst = &mut dst[..rows * dst_cols];
+    dst.par_chunks_mut(dst_cols)
+        .zip(src.par_chunks(src_cols))
+        .for_each(|(d, s)| {
+            let d = &mut d[dst_col0..dst_col0 + width];
+            let s = &s[src_col0..src_col0 + width];
+            if accumulate {
+                d.iter_mut().zip(s).for_each(|(a, &b)| *a = *a + b);
+            } else {
+                d.copy_from_slice(s);
+            }
+        });
 }

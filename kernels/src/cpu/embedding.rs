@@ -1,12 +1,62 @@
 //! Token / position embedding. ids [N], table [V, D], out [N, D].
 //! forward: out[n] = table[ids[n]];  backward: dtable[ids[n]] += dout[n].
+//!
+//! Backward is race-free without atomics: the table is split into blocks of rows, and each
+//! parallel task scans all ids and adds the rows that fall into its block, in token order
+//! (deterministic).
 
 use super::CpuFloat;
+use rayon::prelude::*;
+
+/// Table rows per backward task.
+const ROWS_PER_TASK: usize = 256;
+
+fn row_of(id: i32, v: usize) -> usize {
+    match usize::try_from(id) {
+        Ok(r) if r < v => r,
+        _ => panic!("embedding: id {id} outside the table of {v} rows"),
+    }
+}
 
 pub fn forward<T: CpuFloat>(ids: &[i32], table: &[T], out: &mut [T], n: usize, d: usize) {
-    todo!()
+    assert!(
+        ids.len() >= n && out.len() >= n * d && d > 0,
+        "embedding_forward: buffers too small for [{n} x {d}]"
+    );
+    let v = table.len() / d;
+    out[..n * d]
+        .par_chunks_mut(d)
+        .zip(&ids[..n])
+        .for_each(|(row, &id)| {
+            let r = row_of(id, v);
+            row.copy_from_slice(&table[r * d..(r + 1) * d]);
+        });
 }
 
 pub fn backward<T: CpuFloat>(ids: &[i32], dout: &[T], dtable: &mut [T], n: usize, d: usize) {
-    todo!()
+    assert!(
+        ids.len() >= n && dout.len() >= n * d && d > 0,
+        "embedding_backward: buffers too small for [{n} x {d}]"
+    );
+    let v = dtable.len() / d;
+    let ids = &ids[..n];
+    for &id in ids {
+        row_of(id, v);
+    }
+    dtable[..v * d]
+        .par_chunks_mut(ROWS_PER_TASK * d)
+        .enumerate()
+        .for_each(|(blk, block)| {
+            let first = blk * ROWS_PER_TASK;
+            let last = first + block.len() / d;
+            for (tok, &id) in ids.iter().enumerate() {
+                let r = id as usize;
+                if r >= first && r < last {
+                    let dst = &mut block[(r - first) * d..(r - first + 1) * d];
+                    dst.iter_mut()
+                        .zip(&dout[tok * d..(tok + 1) * d])
+                        .for_each(|(a, &b)| *a = *a + b);
+                }
+            }
+        });
 }

@@ -1,1 +1,179 @@
 //! Safe strided GEMM over slices (bounds checked), on top of CpuFloat::gemm (matrixmultiply).
+//!
+//!   C[M, N] = alpha · A[M, K] · B[K, N] + beta · C
+//!
+//! A matrix is a [`View`]: element (r, c) lives at data[r·rs + c·cs]. Transposing is swapping
+//! rows/cols and rs/cs ([`View::t`]), never a copy, so nn.Linear [O, I] and Conv1D [I, O] weights
+//! are both used in place. `gemm` checks shapes and that every addressed element lies inside its
+//! slice before it calls the unsafe kernel.
+//!
+//! Threads: matrixmultiply (feature `threading`) splits one large GEMM over its own pool of
+//! min(MATMUL_NUM_THREADS or the number of physical cores, 4) threads; products below
+//! ~2^14 elements of A + B stay single-threaded, so the tile GEMMs inside rayon tasks (attention)
+//! do not oversubscribe.
+
+use super::CpuFloat;
+
+/// A read-only strided matrix.
+#[derive(Clone, Copy, Debug)]
+pub struct View<'a, T> {
+    pub data: &'a [T],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+/// A writable strided matrix.
+#[derive(Debug)]
+pub struct ViewMut<'a, T> {
+    pub data: &'a mut [T],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+/// The largest index addressed by a rows × cols matrix with strides rs, cs (None when empty).
+fn last_index(rows: usize, cols: usize, rs: usize, cs: usize) -> Option<usize> {
+    if rows == 0 || cols == 0 {
+        None
+    } else {
+        Some((rows - 1) * rs + (cols - 1) * cs)
+    }
+}
+
+impl<'a, T> View<'a, T> {
+    /// A dense row-major [rows, cols] matrix at the start of `data`.
+    pub fn row_major(data: &'a [T], rows: usize, cols: usize) -> Self {
+        View {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+    /// A [rows, cols] matrix whose rows are `rs` elements apart (e.g. one head of [N, H, Dh]).
+    pub fn strided_rows(data: &'a [T], rows: usize, cols: usize, rs: usize) -> Self {
+        View {
+            data,
+            rows,
+            cols,
+            rs,
+            cs: 1,
+        }
+    }
+    /// The transpose, as a view of the same memory.
+    pub fn t(self) -> Self {
+        View {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+    fn check(&self, what: &str) {
+        if let Some(last) = last_index(self.rows, self.cols, self.rs, self.cs) {
+            assert!(
+                last < self.data.len(),
+                "gemm: {what} [{} x {}] strides ({}, {}) addresses element {last} of a slice of {}",
+                self.rows,
+                self.cols,
+                self.rs,
+                self.cs,
+                self.data.len()
+            );
+        }
+    }
+}
+
+impl<'a, T> ViewMut<'a, T> {
+    pub fn row_major(data: &'a mut [T], rows: usize, cols: usize) -> Self {
+        ViewMut {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+    pub fn strided_rows(data: &'a mut [T], rows: usize, cols: usize, rs: usize) -> Self {
+        ViewMut {
+            data,
+            rows,
+            cols,
+            rs,
+            cs: 1,
+        }
+    }
+    /// The transpose, as a view of the same memory.
+    pub fn t(self) -> Self {
+        ViewMut {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+}
+
+/// C = alpha · A · B + beta · C. With beta = 0, C's previous contents are never read.
+pub fn gemm<T: CpuFloat>(alpha: T, a: View<'_, T>, b: View<'_, T>, beta: T, c: ViewMut<'_, T>) {
+    assert!(
+        a.cols == b.rows && a.rows == c.rows && b.cols == c.cols,
+        "gemm: shapes [{} x {}] · [{} x {}] -> [{} x {}] do not match",
+        a.rows,
+        a.cols,
+        b.rows,
+        b.cols,
+        c.rows,
+        c.cols
+    );
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if let Some(last) = last_index(c.rows, c.cols, c.rs, c.cs) {
+        assert!(
+            last < c.data.len(),
+            "gemm: C [{m} x {n}] addresses element {last} of a slice of {}",
+            c.data.len()
+        );
+    }
+    if k == 0 {
+        // A·B is empty: C = beta · C (matrixmultiply's k = 0 path is not relied upon).
+        for r in 0..m {
+            for col in 0..n {
+                let x = &mut c.data[r * c.rs + col * c.cs];
+                *x = if beta == T::zero() {
+                    T::zero()
+                } else {
+                    beta * *x
+                };
+            }
+        }
+        return;
+    }
+    a.check("A");
+    b.check("B");
+    let s = |x: usize| isize::try_from(x).expect("gemm: stride overflows isize");
+    T::gemm(
+        m,
+        k,
+        n,
+        alpha,
+        a.data,
+        s(a.rs),
+        s(a.cs),
+        b.data,
+        s(b.rs),
+        s(b.cs),
+        beta,
+        c.data,
+        s(c.rs),
+        s(c.cs),
+    );
+}

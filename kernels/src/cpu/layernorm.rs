@@ -1,15 +1,107 @@
 //! LayerNorm. x, y [N, D], w, b [D], mean, rstd [N].
-//! forward: x̂ = (x − mean)·rstd; y = x̂·w + b.
+//! forward: mean = Σx/D; rstd = 1/sqrt(Σ(x − mean)²/D + eps) (biased variance, as torch);
+//!          x̂ = (x − mean)·rstd; y = x̂·w + b.
 //! backward: dw += Σ dy·x̂; db += Σ dy; dx += rstd·(g − mean(g) − x̂·mean(g·x̂)), g = dy·w.
+//!
+//! Row statistics in f64 (two-pass variance). dw, db reduced over fixed row blocks as in rmsnorm.
 
+use super::rmsnorm::{add_partials, ROWS_PER_TASK};
 use super::CpuFloat;
+use rayon::prelude::*;
 
 #[allow(clippy::too_many_arguments)]
-pub fn forward<T: CpuFloat>(x: &[T], w: &[T], b: &[T], y: &mut [T], mean: &mut [T], rstd: &mut [T], n: usize, d: usize, eps: f64) {
-    todo!()
+pub fn forward<T: CpuFloat>(
+    x: &[T],
+    w: &[T],
+    b: &[T],
+    y: &mut [T],
+    mean: &mut [T],
+    rstd: &mut [T],
+    n: usize,
+    d: usize,
+    eps: f64,
+) {
+    assert!(
+        d > 0
+            && x.len() >= n * d
+            && y.len() >= n * d
+            && w.len() >= d
+            && b.len() >= d
+            && mean.len() >= n
+            && rstd.len() >= n,
+        "layernorm_forward: buffers too small for [{n} x {d}]"
+    );
+    y[..n * d]
+        .par_chunks_mut(d)
+        .zip(x[..n * d].par_chunks(d))
+        .zip(mean[..n].par_iter_mut().zip(&mut rstd[..n]))
+        .for_each(|((y, x), (mu_out, rs_out))| {
+            let mu = x.iter().map(|v| v.to_f64c()).sum::<f64>() / d as f64;
+            let var = x.iter().map(|v| (v.to_f64c() - mu).powi(2)).sum::<f64>() / d as f64;
+            let r = 1.0 / (var + eps).sqrt();
+            *mu_out = T::from_f64c(mu);
+            *rs_out = T::from_f64c(r);
+            for j in 0..d {
+                y[j] = T::from_f64c((x[j].to_f64c() - mu) * r) * w[j] + b[j];
+            }
+        });
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn backward<T: CpuFloat>(x: &[T], w: &[T], mean: &[T], rstd: &[T], dy: &[T], dx: &mut [T], dw: &mut [T], db: &mut [T], n: usize, d: usize) {
-    todo!()
+pub fn backward<T: CpuFloat>(
+    x: &[T],
+    w: &[T],
+    mean: &[T],
+    rstd: &[T],
+    dy: &[T],
+    dx: &mut [T],
+    dw: &mut [T],
+    db: &mut [T],
+    n: usize,
+    d: usize,
+) {
+    assert!(
+        d > 0
+            && x.len() >= n * d
+            && dy.len() >= n * d
+            && dx.len() >= n * d
+            && w.len() >= d
+            && dw.len() >= d
+            && db.len() >= d
+            && mean.len() >= n
+            && rstd.len() >= n,
+        "layernorm_backward: buffers too small for [{n} x {d}]"
+    );
+    let blk = ROWS_PER_TASK * d;
+    let partials: Vec<(Vec<f64>, Vec<f64>)> = dx[..n * d]
+        .par_chunks_mut(blk)
+        .enumerate()
+        .map(|(b, dxb)| {
+            let (mut dw_part, mut db_part) = (vec![0f64; d], vec![0f64; d]);
+            for (i, dxr) in dxb.chunks_mut(d).enumerate() {
+                let row = b * ROWS_PER_TASK + i;
+                let (xr, dyr) = (&x[row * d..(row + 1) * d], &dy[row * d..(row + 1) * d]);
+                let (mu, r) = (mean[row].to_f64c(), rstd[row].to_f64c());
+                let (mut sum_g, mut sum_gx) = (0f64, 0f64);
+                for j in 0..d {
+                    let xh = (xr[j].to_f64c() - mu) * r;
+                    let g = dyr[j].to_f64c() * w[j].to_f64c();
+                    sum_g += g;
+                    sum_gx += g * xh;
+                    dw_part[j] += dyr[j].to_f64c() * xh;
+                    db_part[j] += dyr[j].to_f64c();
+                }
+                let (mean_g, mean_gx) = (sum_g / d as f64, sum_gx / d as f64);
+                for j in 0..d {
+                    let xh = (xr[j].to_f64c() - mu) * r;
+                    let g = dyr[j].to_f64c() * w[j].to_f64c();
+                    dxr[j] = dxr[j] + T::from_f64c(r * (g - mean_g - xh * mean_gx));
+                }
+            }
+            (dw_part, db_part)
+        })
+        .collect();
+    let (dw_parts, db_parts): (Vec<Vec<f64>>, Vec<Vec<f64>>) = partials.into_iter().unzip();
+    add_partials(&mut dw[..d], &dw_parts);
+    add_partials(&mut db[..d], &db_parts);
 }

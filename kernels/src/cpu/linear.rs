@@ -1,13 +1,132 @@
 //! Linear layer. x [N, I], W [O, I] (OutIn) or [I, O] (InOut), b [O], y [N, O].
 //! forward: y = x Wᵀ + b.  backward: dx += dy W; dW += dyᵀ x (in W's layout); db += Σ_n dy.
+//!
+//! Both layouts go through the same GEMMs; only the strides of the W view change
+//! (`w_as_out_in` below), so no weight is ever transposed in memory.
 
+use super::gemm::{gemm, View, ViewMut};
 use super::CpuFloat;
-use crate::backend::LinearDims;
+use crate::backend::{LinearDims, WeightLayout};
+use rayon::prelude::*;
 
-pub fn forward<T: CpuFloat>(x: &[T], w: &[T], b: Option<&[T]>, y: &mut [T], dims: LinearDims) {
-    todo!()
+/// Columns of db per parallel task.
+const BIAS_COLS_PER_TASK: usize = 64;
+
+/// W as a logical [O, I] matrix, whatever its storage layout.
+fn w_as_out_in<T>(w: &[T], dims: LinearDims) -> View<'_, T> {
+    let (o, i) = (dims.out, dims.inp);
+    assert!(
+        w.len() >= o * i,
+        "linear: weight holds {} < {o} x {i}",
+        w.len()
+    );
+    match dims.layout {
+        WeightLayout::OutIn => View::row_major(w, o, i),
+        WeightLayout::InOut => View::row_major(w, i, o).t(),
+    }
 }
 
-pub fn backward<T: CpuFloat>(x: &[T], w: &[T], dy: &[T], dx: Option<&mut [T]>, dw: &mut [T], db: Option<&mut [T]>, dims: LinearDims) {
-    todo!()
+pub fn forward<T: CpuFloat>(x: &[T], w: &[T], b: Option<&[T]>, y: &mut [T], dims: LinearDims) {
+    let LinearDims { n, inp, out, .. } = dims;
+    assert!(
+        x.len() >= n * inp && y.len() >= n * out,
+        "linear_forward: x or y too small for {dims:?}"
+    );
+    let y = &mut y[..n * out];
+    let beta = match b {
+        Some(b) => {
+            assert!(
+                b.len() >= out,
+                "linear_forward: bias holds {} < {out}",
+                b.len()
+            );
+            y.par_chunks_mut(out.max(1))
+                .for_each(|row| row.copy_from_slice(&b[..out]));
+            T::one()
+        }
+        None => T::zero(),
+    };
+    let wt = w_as_out_in(w, dims).t(); // [I, O]
+    gemm(
+        T::one(),
+        View::row_major(x, n, inp),
+        wt,
+        beta,
+        ViewMut::row_major(y, n, out),
+    );
+}
+
+pub fn backward<T: CpuFloat>(
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    dx: Option<&mut [T]>,
+    dw: &mut [T],
+    db: Option<&mut [T]>,
+    dims: LinearDims,
+) {
+    let LinearDims {
+        n,
+        inp,
+        out,
+        layout,
+    } = dims;
+    assert!(
+        x.len() >= n * inp && dy.len() >= n * out,
+        "linear_backward: x or dy too small for {dims:?}"
+    );
+    assert!(
+        dw.len() >= out * inp,
+        "linear_backward: dw holds {} < {out} x {inp}",
+        dw.len()
+    );
+    let x = View::row_major(x, n, inp);
+    let dyv = View::row_major(dy, n, out);
+    if let Some(dx) = dx {
+        assert!(
+            dx.len() >= n * inp,
+            "linear_backward: dx holds {} < {n} x {inp}",
+            dx.len()
+        );
+        gemm(
+            T::one(),
+            dyv,
+            w_as_out_in(w, dims),
+            T::one(),
+            ViewMut::row_major(dx, n, inp),
+        );
+    }
+    // dW[O, I] += dyᵀ[O, N] · x[N, I], written through a view in W's storage layout.
+    let dw_out_in = match layout {
+        WeightLayout::OutIn => ViewMut::row_major(dw, out, inp),
+        WeightLayout::InOut => ViewMut::row_major(dw, inp, out).t(),
+    };
+    gemm(T::one(), dyv.t(), x, T::one(), dw_out_in);
+    if let Some(db) = db {
+        assert!(
+            db.len() >= out,
+            "linear_backward: db holds {} < {out}",
+            db.len()
+        );
+        bias_grad(&dy[..n * out], &mut db[..out], n, out);
+    }
+}
+
+/// db[o] += Σ_n dy[n, o], summed in f64 per column block.
+fn bias_grad<T: CpuFloat>(dy: &[T], db: &mut [T], n: usize, out: usize) {
+    db.par_chunks_mut(BIAS_COLS_PER_TASK)
+        .enumerate()
+        .for_each(|(blk, dbc)| {
+            let c0 = blk * BIAS_COLS_PER_TASK;
+            let mut acc = vec![0f64; dbc.len()];
+            for r in 0..n {
+                let row = &dy[r * out + c0..r * out + c0 + dbc.len()];
+                acc.iter_mut()
+                    .zip(row)
+                    .for_each(|(a, &g)| *a += g.to_f64c());
+            }
+            dbc.iter_mut()
+                .zip(&acc)
+                .for_each(|(d, &a)| *d = *d + T::from_f64c(a));
+        });
 }

@@ -1,15 +1,99 @@
 //! RMSNorm. x, y [N, D], w [D], rstd [N].
 //! forward: rstd = 1/sqrt(mean(x²) + eps); y = x · rstd · w.
 //! backward: dw += Σ_n dy·x·rstd;  dx += rstd·(dy·w − x̂·mean(dy·w·x̂)), x̂ = x·rstd.
+//!
+//! Row statistics are accumulated in f64. dw is reduced over fixed blocks of rows (one f64
+//! partial per block, summed in block order): race-free and independent of the thread count.
 
 use super::CpuFloat;
+use rayon::prelude::*;
 
-#[allow(clippy::too_many_arguments)]
-pub fn forward<T: CpuFloat>(x: &[T], w: &[T], y: &mut [T], rstd: &mut [T], n: usize, d: usize, eps: f64) {
-    todo!()
+/// Rows per parallel task (and per dw partial sum).
+pub(crate) const ROWS_PER_TASK: usize = 32;
+
+pub fn forward<T: CpuFloat>(
+    x: &[T],
+    w: &[T],
+    y: &mut [T],
+    rstd: &mut [T],
+    n: usize,
+    d: usize,
+    eps: f64,
+) {
+    assert!(
+        d > 0 && x.len() >= n * d && y.len() >= n * d && w.len() >= d && rstd.len() >= n,
+        "rmsnorm_forward: buffers too small for [{n} x {d}]"
+    );
+    y[..n * d]
+        .par_chunks_mut(d)
+        .zip(x[..n * d].par_chunks(d))
+        .zip(&mut rstd[..n])
+        .for_each(|((y, x), rs)| {
+            let ms = x.iter().map(|v| v.to_f64c().powi(2)).sum::<f64>() / d as f64;
+            let r = 1.0 / (ms + eps).sqrt();
+            *rs = T::from_f64c(r);
+            for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
+                *y = T::from_f64c(x.to_f64c() * r) * w;
+            }
+        });
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn backward<T: CpuFloat>(x: &[T], w: &[T], rstd: &[T], dy: &[T], dx: &mut [T], dw: &mut [T], n: usize, d: usize) {
-    todo!()
+pub fn backward<T: CpuFloat>(
+    x: &[T],
+    w: &[T],
+    rstd: &[T],
+    dy: &[T],
+    dx: &mut [T],
+    dw: &mut [T],
+    n: usize,
+    d: usize,
+) {
+    assert!(
+        d > 0
+            && x.len() >= n * d
+            && dy.len() >= n * d
+            && dx.len() >= n * d
+            && w.len() >= d
+            && dw.len() >= d
+            && rstd.len() >= n,
+        "rmsnorm_backward: buffers too small for [{n} x {d}]"
+    );
+    let blk = ROWS_PER_TASK * d;
+    let partials: Vec<Vec<f64>> = dx[..n * d]
+        .par_chunks_mut(blk)
+        .enumerate()
+        .map(|(b, dxb)| {
+            let mut dw_part = vec![0f64; d];
+            for (i, dxr) in dxb.chunks_mut(d).enumerate() {
+                let row = b * ROWS_PER_TASK + i;
+                let (xr, dyr) = (&x[row * d..(row + 1) * d], &dy[row * d..(row + 1) * d]);
+                let r = rstd[row].to_f64c();
+                // mean over d of (dy·w)·x̂
+                let mut dot = 0f64;
+                for j in 0..d {
+                    let xh = xr[j].to_f64c() * r;
+                    let g = dyr[j].to_f64c() * w[j].to_f64c();
+                    dot += g * xh;
+                    dw_part[j] += dyr[j].to_f64c() * xh;
+                }
+                let mean_gx = dot / d as f64;
+                for j in 0..d {
+                    let xh = xr[j].to_f64c() * r;
+                    let g = dyr[j].to_f64c() * w[j].to_f64c();
+                    dxr[j] = dxr[j] + T::from_f64c(r * (g - xh * mean_gx));
+                }
+            }
+            dw_part
+        })
+        .collect();
+    add_partials(&mut dw[..d], &partials);
+}
+
+/// dst[j] += Σ_p partials[p][j], summed in order.
+pub(crate) fn add_partials<T: CpuFloat>(dst: &mut [T], partials: &[Vec<f64>]) {
+    for (j, v) in dst.iter_mut().enumerate() {
+        let s: f64 = partials.iter().map(|p| p[j]).sum();
+        *v = *v + T::from_f64c(s);
+    }
 }

@@ -1,13 +1,75 @@
 //! Rotary position embedding, HF rotate-half convention, in place on x [N, heads, Dh].
 //! For i < Dh/2: a = pos[n]·theta^(−2i/Dh); (x_i, x_{i+Dh/2}) ← (x_i cos a − x_{i+Dh/2} sin a,
 //! x_{i+Dh/2} cos a + x_i sin a). backward applies the inverse rotation (angle −a) to dx.
+//!
+//! Angles, cos and sin are computed in f64, then cast to T. (HF computes inv_freq and the angles
+//! in f32, so at position p the two differ by about p·2^-24 radians.) Parallel over tokens.
 
 use super::CpuFloat;
+use rayon::prelude::*;
 
-pub fn forward<T: CpuFloat>(x: &mut [T], pos: &[i32], n: usize, heads: usize, head_dim: usize, theta: f64) {
-    todo!()
+fn rotate<T: CpuFloat>(
+    x: &mut [T],
+    pos: &[i32],
+    n: usize,
+    heads: usize,
+    head_dim: usize,
+    theta: f64,
+    sign: f64,
+) {
+    assert!(
+        head_dim > 0 && head_dim & 1 == 0,
+        "rope: head_dim {head_dim} must be even"
+    );
+    assert!(
+        x.len() >= n * heads * head_dim && pos.len() >= n,
+        "rope: buffers too small for [{n} x {heads} x {head_dim}]"
+    );
+    let half = head_dim / 2;
+    let inv_freq: Vec<f64> = (0..half)
+        .map(|i| theta.powf(-((2 * i) as f64) / head_dim as f64))
+        .collect();
+    let row = heads * head_dim;
+    x[..n * row]
+        .par_chunks_mut(row)
+        .zip(&pos[..n])
+        .for_each(|(tok, &p)| {
+            let (cos, sin): (Vec<T>, Vec<T>) = inv_freq
+                .iter()
+                .map(|f| {
+                    let a = p as f64 * f;
+                    (T::from_f64c(a.cos()), T::from_f64c(sign * a.sin()))
+                })
+                .unzip();
+            for head in tok.chunks_mut(head_dim) {
+                let (lo, hi) = head.split_at_mut(half);
+                for i in 0..half {
+                    let (a, b) = (lo[i], hi[i]);
+                    lo[i] = a * cos[i] - b * sin[i];
+                    hi[i] = b * cos[i] + a * sin[i];
+                }
+            }
+        });
 }
 
-pub fn backward<T: CpuFloat>(dx: &mut [T], pos: &[i32], n: usize, heads: usize, head_dim: usize, theta: f64) {
-    todo!()
+pub fn forward<T: CpuFloat>(
+    x: &mut [T],
+    pos: &[i32],
+    n: usize,
+    heads: usize,
+    head_dim: usize,
+    theta: f64,
+) {
+    rotate(x, pos, n, heads, head_dim, theta, 1.0);
+}
+
+pub fn backward<T: CpuFloat>(
+    dx: &mut [T],
+    pos: &[i32],
+    n: usize,
+    heads: usize,
+    head_dim: usize,
+    theta: f64,
+) {
+    rotate(dx, pos, n, heads, head_dim, theta, -1.0);
 }

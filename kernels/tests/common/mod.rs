@@ -1,0 +1,94 @@
+//! Shared helpers of the CPU op tests: seeded random data and the finite-difference checker.
+//!
+//! Gradcheck method: for an op out = f(x), take a random linear functional L(x) = Σ out·r
+//! (r fixed, random), so that one backward with dout = r yields ∂L/∂x for every input element,
+//! and compare each element with the central difference (L(x + h e_i) − L(x − h e_i)) / 2h in f64.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+pub fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// n values uniform in [-1, 1).
+pub fn uniform(rng: &mut ChaCha8Rng, n: usize) -> Vec<f64> {
+    (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+}
+
+pub fn uniform_f32(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+pub fn dot(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// FD step: near the optimum eps^(1/3) ≈ 6e-6 for O(1) inputs in f64; truncation error
+/// O(h²·f''') ≈ 1e-10 and rounding error O(eps·|L|/h) ≈ 1e-10 both stay far below the tolerance.
+pub const FD_STEP: f64 = 1e-5;
+
+/// Allowed error of one gradient element (see `fd_check`).
+pub const FD_TOL: f64 = 1e-6;
+
+/// Central finite differences of `loss` around `x0`, one per element.
+pub fn fd_grad(x0: &[f64], mut loss: impl FnMut(&[f64]) -> f64) -> Vec<f64> {
+    let mut x = x0.to_vec();
+    (0..x0.len())
+        .map(|i| {
+            x[i] = x0[i] + FD_STEP;
+            let up = loss(&x);
+            x[i] = x0[i] - FD_STEP;
+            let down = loss(&x);
+            x[i] = x0[i];
+            (up - down) / (2.0 * FD_STEP)
+        })
+        .collect()
+}
+
+/// Largest element error of `analytic` against `numeric`:
+///   err_i = |a_i − n_i| / (|n_i| + 1e-3 · max_j |n_j|).
+/// A pure relative error is meaningless for elements that are (near) zero, where the FD result
+/// carries an absolute rounding error of order eps·|L|/h; the floor of 1e-3 of the tensor's
+/// largest gradient bounds the denominator away from zero while keeping the check relative for
+/// every element that carries weight (an error of 1e-6 on a 1e-3-scale element is still caught).
+pub fn grad_error(analytic: &[f64], numeric: &[f64]) -> f64 {
+    assert_eq!(analytic.len(), numeric.len(), "gradient lengths differ");
+    let scale = numeric.iter().fold(0f64, |m, v| m.max(v.abs()));
+    assert!(
+        scale > 0.0,
+        "the numeric gradient is identically zero: the check would be vacuous"
+    );
+    analytic
+        .iter()
+        .zip(numeric)
+        .map(|(a, n)| (a - n).abs() / (n.abs() + 1e-3 * scale))
+        .fold(0f64, f64::max)
+}
+
+/// Asserts that `analytic` matches the finite-difference gradient of `loss` at `x0`; prints and
+/// returns the error.
+pub fn fd_check(name: &str, x0: &[f64], analytic: &[f64], loss: impl FnMut(&[f64]) -> f64) -> f64 {
+    let numeric = fd_grad(x0, loss);
+    let err = grad_error(analytic, &numeric);
+    println!("gradcheck {name:<40} n={:<6} max err {err:.3e}", x0.len());
+    assert!(
+        err <= FD_TOL,
+        "gradcheck {name}: max error {err:.3e} > {FD_TOL:.0e}"
+    );
+    err
+}
+
+/// Max |a − b| / max |b|.
+pub fn max_rel_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs()));
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f64, f64::max)
+        / scale
+}

@@ -1,0 +1,325 @@
+//! CPU ops: RMSNorm, LayerNorm, RoPE, SwiGLU, tanh-GELU. Forward against naive formulas or known
+//! values, backward against f64 central finite differences (common/mod.rs), "adds into" checks.
+
+mod common;
+
+use common::*;
+use ferrotron_kernels::cpu::CpuBackend;
+use ferrotron_kernels::{Backend, Dst, Src, WeightGrads};
+
+type B64 = CpuBackend<f64>;
+const EPS: f64 = 1e-5;
+const N: usize = 5;
+const D: usize = 9;
+
+fn rmsnorm_fwd(x: &[f64], w: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let (mut y, mut rstd) = (vec![f64::NAN; N * D], vec![f64::NAN; N]);
+    let (x, w) = (x.to_vec(), w.to_vec());
+    B64::new()
+        .rmsnorm_forward(
+            Src::all(&x),
+            Src::all(&w),
+            Dst::all(&mut y),
+            Dst::all(&mut rstd),
+            N,
+            D,
+            EPS,
+        )
+        .unwrap();
+    (y, rstd)
+}
+
+/// (dx, dw) after `times` backward calls into zeroed buffers.
+fn rmsnorm_bwd(x: &[f64], w: &[f64], dy: &[f64], times: usize) -> (Vec<f64>, Vec<f64>) {
+    let (_, rstd) = rmsnorm_fwd(x, w);
+    let (x, w, dy) = (x.to_vec(), w.to_vec(), dy.to_vec());
+    let (mut dx, mut dw) = (vec![0.0; N * D], vec![0.0; D]);
+    for _ in 0..times {
+        B64::new()
+            .rmsnorm_backward(
+                Src::all(&x),
+                Src::all(&w),
+                Src::all(&rstd),
+                Src::all(&dy),
+                Dst::all(&mut dx),
+                Dst::all(&mut dw),
+                N,
+                D,
+            )
+            .unwrap();
+    }
+    (dx, dw)
+}
+
+fn layernorm_fwd(x: &[f64], w: &[f64], b: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (mut y, mut mean, mut rstd) = (vec![f64::NAN; N * D], vec![f64::NAN; N], vec![f64::NAN; N]);
+    let (x, w, b) = (x.to_vec(), w.to_vec(), b.to_vec());
+    B64::new()
+        .layernorm_forward(
+            Src::all(&x),
+            Src::all(&w),
+            Src::all(&b),
+            Dst::all(&mut y),
+            Dst::all(&mut mean),
+            Dst::all(&mut rstd),
+            N,
+            D,
+            EPS,
+        )
+        .unwrap();
+    (y, mean, rstd)
+}
+
+/// (dx, dw, db) after `times` backward calls; dw and db share one unit buffer [dw | 1 pad | db].
+fn layernorm_bwd(
+    x: &[f64],
+    w: &[f64],
+    b: &[f64],
+    dy: &[f64],
+    times: usize,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (_, mean, rstd) = layernorm_fwd(x, w, b);
+    let (x, w, dy) = (x.to_vec(), w.to_vec(), dy.to_vec());
+    let mut dx = vec![0.0; N * D];
+    let mut unit = vec![0.0; 2 * D + 1];
+    for _ in 0..times {
+        let grads = WeightGrads::new(&mut unit, (0, D), Some((D + 1, D)));
+        B64::new()
+            .layernorm_backward(
+                Src::all(&x),
+                Src::all(&w),
+                Src::all(&mean),
+                Src::all(&rstd),
+                Src::all(&dy),
+                Dst::all(&mut dx),
+                grads,
+                N,
+                D,
+            )
+            .unwrap();
+    }
+    assert_eq!(unit[D], 0.0, "padding between dw and db written");
+    (dx, unit[..D].to_vec(), unit[D + 1..].to_vec())
+}
+
+#[test]
+fn rmsnorm_forward_and_gradcheck() {
+    let mut g = rng(21);
+    let (x, w, r) = (
+        uniform(&mut g, N * D),
+        uniform(&mut g, D),
+        uniform(&mut g, N * D),
+    );
+    let (y, rstd) = rmsnorm_fwd(&x, &w);
+    for n in 0..N {
+        let row = &x[n * D..(n + 1) * D];
+        let rs = 1.0 / (row.iter().map(|v| v * v).sum::<f64>() / D as f64 + EPS).sqrt();
+        assert!((rstd[n] - rs).abs() < 1e-14 * rs);
+        for j in 0..D {
+            assert!((y[n * D + j] - row[j] * rs * w[j]).abs() < 1e-14);
+        }
+    }
+    let (dx, dw) = rmsnorm_bwd(&x, &w, &r, 1);
+    fd_check("rmsnorm dx", &x, &dx, |x| dot(&rmsnorm_fwd(x, &w).0, &r));
+    fd_check("rmsnorm dw", &w, &dw, |w| dot(&rmsnorm_fwd(&x, w).0, &r));
+}
+
+#[test]
+fn layernorm_forward_and_gradcheck() {
+    let mut g = rng(22);
+    let (x, w, b, r) = (
+        uniform(&mut g, N * D),
+        uniform(&mut g, D),
+        uniform(&mut g, D),
+        uniform(&mut g, N * D),
+    );
+    let (y, mean, rstd) = layernorm_fwd(&x, &w, &b);
+    for n in 0..N {
+        let row = &x[n * D..(n + 1) * D];
+        let mu = row.iter().sum::<f64>() / D as f64;
+        let rs = 1.0 / (row.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / D as f64 + EPS).sqrt();
+        assert!((mean[n] - mu).abs() < 1e-15 && (rstd[n] - rs).abs() < 1e-14 * rs);
+        for j in 0..D {
+            assert!((y[n * D + j] - ((row[j] - mu) * rs * w[j] + b[j])).abs() < 1e-14);
+        }
+    }
+    let (dx, dw, db) = layernorm_bwd(&x, &w, &b, &r, 1);
+    fd_check("layernorm dx", &x, &dx, |x| {
+        dot(&layernorm_fwd(x, &w, &b).0, &r)
+    });
+    fd_check("layernorm dw", &w, &dw, |w| {
+        dot(&layernorm_fwd(&x, w, &b).0, &r)
+    });
+    fd_check("layernorm db", &b, &db, |b| {
+        dot(&layernorm_fwd(&x, &w, b).0, &r)
+    });
+}
+
+fn assert_doubled(name: &str, once: &[f64], twice: &[f64]) {
+    assert!(once.iter().any(|v| *v != 0.0), "{name}: gradient is zero");
+    assert!(
+        twice
+            .iter()
+            .zip(once)
+            .all(|(t, o)| (t - 2.0 * o).abs() <= 1e-14 * o.abs().max(1.0)),
+        "{name} not accumulated"
+    );
+}
+
+#[test]
+fn norms_backward_add_into_gradients() {
+    let mut g = rng(23);
+    let (x, w, b, r) = (
+        uniform(&mut g, N * D),
+        uniform(&mut g, D),
+        uniform(&mut g, D),
+        uniform(&mut g, N * D),
+    );
+    let (once, twice) = (rmsnorm_bwd(&x, &w, &r, 1), rmsnorm_bwd(&x, &w, &r, 2));
+    assert_doubled("rmsnorm dx", &once.0, &twice.0);
+    assert_doubled("rmsnorm dw", &once.1, &twice.1);
+    let (once, twice) = (
+        layernorm_bwd(&x, &w, &b, &r, 1),
+        layernorm_bwd(&x, &w, &b, &r, 2),
+    );
+    assert_doubled("layernorm dx", &once.0, &twice.0);
+    assert_doubled("layernorm dw", &once.1, &twice.1);
+    assert_doubled("layernorm db", &once.2, &twice.2);
+}
+
+const ROPE_HEADS: usize = 3;
+const ROPE_DH: usize = 8;
+const ROPE_POS: [i32; 5] = [0, 5, 1, 100, 7];
+
+fn rope(x: &[f64], theta: f64, inverse: bool) -> Vec<f64> {
+    let mut y = x.to_vec();
+    let pos = ROPE_POS.to_vec();
+    let be = B64::new();
+    let n = pos.len();
+    if inverse {
+        be.rope_backward(
+            Dst::all(&mut y),
+            Src::all(&pos),
+            n,
+            ROPE_HEADS,
+            ROPE_DH,
+            theta,
+        )
+        .unwrap();
+    } else {
+        be.rope_forward(
+            Dst::all(&mut y),
+            Src::all(&pos),
+            n,
+            ROPE_HEADS,
+            ROPE_DH,
+            theta,
+        )
+        .unwrap();
+    }
+    y
+}
+
+#[test]
+fn rope_forward_and_gradcheck() {
+    let mut g = rng(24);
+    let n = ROPE_POS.len();
+    let len = n * ROPE_HEADS * ROPE_DH;
+    let (x, r) = (uniform(&mut g, len), uniform(&mut g, len));
+    for theta in [10_000.0, 500_000.0] {
+        let y = rope(&x, theta, false);
+        // HF rotate-half: pairs (i, i + Dh/2), not interleaved (2i, 2i+1).
+        let half = ROPE_DH / 2;
+        for (t, &p) in ROPE_POS.iter().enumerate() {
+            for h in 0..ROPE_HEADS {
+                let base = (t * ROPE_HEADS + h) * ROPE_DH;
+                for i in 0..half {
+                    let a = p as f64 / theta.powf(2.0 * i as f64 / ROPE_DH as f64);
+                    let (x1, x2) = (x[base + i], x[base + i + half]);
+                    assert!((y[base + i] - (x1 * a.cos() - x2 * a.sin())).abs() < 1e-14);
+                    assert!((y[base + i + half] - (x2 * a.cos() + x1 * a.sin())).abs() < 1e-14);
+                }
+            }
+        }
+        let back = rope(&y, theta, true);
+        assert!(
+            max_rel_diff(&back, &x) < 1e-14,
+            "rope_backward does not invert rope_forward"
+        );
+        // rope_backward maps dout to dx in place.
+        let dx = rope(&r, theta, true);
+        fd_check(&format!("rope theta={theta} dx"), &x, &dx, |x| {
+            dot(&rope(x, theta, false), &r)
+        });
+    }
+}
+
+fn swiglu(gate: &[f64], up: &[f64]) -> Vec<f64> {
+    let mut out = vec![f64::NAN; gate.len()];
+    let (gate, up) = (gate.to_vec(), up.to_vec());
+    B64::new()
+        .swiglu_forward(Src::all(&gate), Src::all(&up), Dst::all(&mut out))
+        .unwrap();
+    out
+}
+
+fn gelu(x: &[f64]) -> Vec<f64> {
+    let mut y = vec![f64::NAN; x.len()];
+    B64::new()
+        .gelu_forward(Src::all(&x.to_vec()), Dst::all(&mut y))
+        .unwrap();
+    y
+}
+
+#[test]
+fn swiglu_forward_and_gradcheck() {
+    // silu(1) = σ(1) = 0.7310585786300049; silu(-2)·3 = −2/(1+e²)·3
+    let out = swiglu(&[1.0, -2.0], &[1.0, 3.0]);
+    assert!(
+        (out[0] - 0.7310585786300049).abs() < 1e-15
+            && (out[1] - 3.0 * -0.2384058440442351).abs() < 1e-15
+    );
+    let mut g = rng(25);
+    let n = 37;
+    let scale4 = |v: Vec<f64>| v.into_iter().map(|a| 4.0 * a).collect::<Vec<_>>();
+    let (gate, up, r) = (
+        scale4(uniform(&mut g, n)),
+        uniform(&mut g, n),
+        uniform(&mut g, n),
+    );
+    let (mut dgate, mut dup) = (vec![0.0; n], vec![0.0; n]);
+    B64::new()
+        .swiglu_backward(
+            Src::all(&gate),
+            Src::all(&up),
+            Src::all(&r),
+            Dst::all(&mut dgate),
+            Dst::all(&mut dup),
+        )
+        .unwrap();
+    fd_check("swiglu dgate", &gate, &dgate, |gt| {
+        dot(&swiglu(gt, &up), &r)
+    });
+    fd_check("swiglu dup", &up, &dup, |u| dot(&swiglu(&gate, u), &r));
+}
+
+#[test]
+fn gelu_forward_and_gradcheck() {
+    // Values of 0.5x(1 + tanh(√(2/π)(x + 0.044715x³))) from Python's math module.
+    let y = gelu(&[1.0, -1.0, 3.0]);
+    for (got, want) in y
+        .iter()
+        .zip([0.8411919906082768, -0.15880800939172324, 2.996362607918227])
+    {
+        assert!((got - want).abs() < 1e-15, "gelu {got} != {want}");
+    }
+    let mut g = rng(26);
+    let n = 37;
+    let x: Vec<f64> = uniform(&mut g, n).into_iter().map(|a| 4.0 * a).collect();
+    let r = uniform(&mut g, n);
+    let mut dx = vec![0.0; n];
+    B64::new()
+        .gelu_backward(Src::all(&x), Src::all(&r), Dst::all(&mut dx))
+        .unwrap();
+    fd_check("gelu dx", &x, &dx, |x| dot(&gelu(x), &r));
+}
