@@ -39,7 +39,7 @@ fn shape(d: &AttnDims) -> Result<AttnShape> {
             d.head_dim
         )));
     }
-    if d.kv_heads == 0 || d.heads % d.kv_heads != 0 || d.segments == 0 {
+    if d.kv_heads == 0 || !d.heads.is_multiple_of(d.kv_heads) || d.segments == 0 {
         return Err(Error::Unsupported(format!(
             "CUDA attention: heads {} not a multiple of kv_heads {}, or no segments ({})",
             d.heads, d.kv_heads, d.segments
