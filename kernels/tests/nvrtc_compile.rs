@@ -11,8 +11,12 @@ use std::path::{Path, PathBuf};
 
 const ARCHS: [&str; 2] = ["sm_80", "sm_90"];
 
+/// kernels/cuda, or $FERROTRON_KERNEL_DIR (for a prebuilt test binary run on another machine).
 fn kernel_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("cuda")
+    match std::env::var_os("FERROTRON_KERNEL_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("cuda"),
+    }
 }
 
 fn required() -> bool {
