@@ -34,6 +34,8 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | s
   echo "| --- | --- | --- |"
   grep -o 'CUDA-OP .*' "$log" | awk '{sub("rel=", "", $4); print "| " $2 " | " $3 " | " $4 " |"}'
   echo
+  grep -o 'CUDA-BENCH .*' "$log" | sed 's/^CUDA-BENCH /bench: /'
+  echo
   grep -E '^test result:|^test .* FAILED|panicked' "$log"
 } | tee "$table"
 [ -n "${OUT:-}" ] && cp "$log" "$OUT/gpu-check.log"

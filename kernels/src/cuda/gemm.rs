@@ -14,9 +14,10 @@ use cudarc::cublaslt::sys::{
     cublasLtMatmulPreferenceAttributes_t as PrefAttr, cudaDataType_t,
 };
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
+use std::collections::HashMap;
 use std::ffi::c_void;
 use std::mem::size_of;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 const WORKSPACE_BYTES: usize = 32 << 20;
 
@@ -25,7 +26,11 @@ pub struct Blas {
     handle: sys::cublasLtHandle_t,
     workspace: CudaSlice<u8>,
     stream: Arc<CudaStream>,
+    /// The heuristic's choice per problem (shape, types, bias, alignments): asked once.
+    algos: Mutex<HashMap<AlgoKey, sys::cublasLtMatmulAlgo_t>>,
 }
+
+type AlgoKey = (bool, bool, [u64; 3], [i64; 3], [u32; 2], bool, [u32; 3]);
 
 // SAFETY: the handle is only used with the backend's one stream; cuBLASLt handles may be used
 // from any thread.
@@ -110,6 +115,7 @@ impl Blas {
             handle,
             workspace,
             stream,
+            algos: Mutex::new(HashMap::new()),
         })
     }
 
@@ -192,9 +198,35 @@ impl Blas {
         // SAFETY: every pointer addresses a live device region the caller sized for these
         // dimensions; the workspace belongs to this handle and stream.
         unsafe {
-            let heur =
-                lt::get_matmul_algo_heuristic(self.handle, desc.0, la.0, lb.0, ld.0, ld.0, pref.0)
+            let key: AlgoKey = (
+                g.transa,
+                g.transb,
+                [g.m, g.n, g.k],
+                [g.lda, g.ldb, g.ldd],
+                [g.ab_type as u32, g.d_type as u32],
+                g.bias.is_some(),
+                [alignment(g.a), alignment(g.b), alignment(g.d)],
+            );
+            let cached = self.algos.lock().ok().and_then(|m| m.get(&key).copied());
+            let algo = match cached {
+                Some(a) => a,
+                None => {
+                    let heur = lt::get_matmul_algo_heuristic(
+                        self.handle,
+                        desc.0,
+                        la.0,
+                        lb.0,
+                        ld.0,
+                        ld.0,
+                        pref.0,
+                    )
                     .map_err(|e| err(&format!("no algorithm for {g:?}"), e))?;
+                    if let Ok(mut m) = self.algos.lock() {
+                        m.insert(key, heur.algo);
+                    }
+                    heur.algo
+                }
+            };
             lt::matmul(
                 self.handle,
                 desc.0,
@@ -208,7 +240,7 @@ impl Blas {
                 ld.0,
                 g.d as *mut c_void,
                 ld.0,
-                &heur.algo,
+                &algo,
                 ws as *mut c_void,
                 WORKSPACE_BYTES,
                 self.stream.cu_stream() as sys::cudaStream_t,

@@ -210,26 +210,43 @@ fn loaded() -> &'static Mutex<HashMap<ModuleKey, Arc<CudaModule>>> {
     LOADED.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
+/// Options of [`load_module_with`]; `ModuleOpts::default()` is what [`load_module`] uses.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ModuleOpts<'a> {
+    /// Target, e.g. "sm_90a" for wgmma; default: the device's "sm_XY".
+    pub arch: Option<&'a str>,
+    /// Extra NVRTC options, e.g. "-DKBLOCK=128", "--use_fast_math".
+    pub extra: &'a [String],
+    /// Local headers (`#include "name"` -> text) beyond ferrotron_common.cuh.
+    pub headers: &'a [(&'a str, &'a str)],
+}
+
 /// Compile (or fetch from the disk cache) and load `source` for the context's device, once per
 /// context: later calls with the same context, name, source and options return the same module.
 pub fn load_module(ctx: &Arc<CudaContext>, name: &str, source: &str) -> Result<Arc<CudaModule>> {
-    load_module_with(ctx, name, source, None, &[])
+    load_module_with(ctx, name, source, &ModuleOpts::default())
 }
 
-/// As [`load_module`], with an explicit arch (e.g. "sm_90a"; default: the device's) and extra
-/// NVRTC options (e.g. "-DKBLOCK=128", "--use_fast_math").
+/// As [`load_module`], with an explicit arch, extra NVRTC options and extra local headers.
 pub fn load_module_with(
     ctx: &Arc<CudaContext>,
     name: &str,
     source: &str,
-    arch: Option<&str>,
-    extra: &[String],
+    opts: &ModuleOpts<'_>,
 ) -> Result<Arc<CudaModule>> {
-    let source = expand_includes(source, &|h| super::sources::header(h).map(String::from))?;
-    let arch = match arch {
+    let resolve = |h: &str| {
+        opts.headers
+            .iter()
+            .find(|(n, _)| *n == h)
+            .map(|(_, t)| t.to_string())
+            .or_else(|| super::sources::header(h).map(String::from))
+    };
+    let source = expand_includes(source, &resolve)?;
+    let arch = match opts.arch {
         Some(a) => a.to_string(),
         None => device_arch(ctx)?,
     };
+    let extra = opts.extra;
     let digest: String = Sha256::digest(source.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
