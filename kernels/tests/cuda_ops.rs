@@ -329,7 +329,10 @@ fn linear<A: CudaAct>() {
                 &cdx,
                 1.0,
             );
-            assert!(rel_err(&cgr, &g0) > 1e-2, "the reference did not change dW/db");
+            assert!(
+                rel_err(&cgr, &g0) > 1e-2,
+                "the reference did not change dW/db"
+            );
             let gg = t.get_acc(&ggr);
             t.check(
                 &format!("linear_backward_dw[{tag}]"),
