@@ -20,7 +20,14 @@ use rand_chacha::ChaCha8Rng;
 const TOL_F32: f64 = 1e-5;
 const TOL_BF16: f64 = 1e-2;
 
+thread_local! {
+    /// Set by the multi-stream tests: the backend's context then also has a side stream, which
+    /// switches cudarc into per-buffer event tracking.
+    static SIDE_STREAM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 struct T<A: CudaAct> {
+    _side: Option<std::sync::Arc<cudarc::driver::CudaStream>>,
     g: CudaBackend<A>,
     c: CpuBackend<f32>,
     rng: ChaCha8Rng,
@@ -40,7 +47,11 @@ fn setup<A: CudaAct>() -> T<A> {
     eprintln!("seed {seed} ({})", A::NAME);
     let g = CudaBackend::<A>::new(0).expect("a CUDA device");
     let tol = if A::NAME == "f32" { TOL_F32 } else { TOL_BF16 };
+    let _side = SIDE_STREAM
+        .get()
+        .then(|| g.context().new_stream().expect("a side stream"));
     T {
+        _side,
         g,
         c: CpuBackend::new(),
         rng: ChaCha8Rng::seed_from_u64(seed),
@@ -131,6 +142,20 @@ gpu_tests!(
     adamw,
     attention
 );
+
+/// The same op checks with a second stream on the context (cudarc's multi-stream mode).
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn multi_stream_mode() {
+    SIDE_STREAM.set(true);
+    memory::<bf16>();
+    linear::<bf16>();
+    layernorm::<f32>();
+    cross_entropy::<bf16>();
+    reductions::<f32>();
+    adamw::<f32>();
+    attention::<bf16>();
+}
 
 #[test]
 fn no_driver_is_an_error_not_a_panic() {

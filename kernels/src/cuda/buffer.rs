@@ -1,10 +1,12 @@
 //! Device buffers of the CUDA backend: `CudaSlice<T>` is a [`Buffer`]; regions (`Src`/`Dst`)
-//! become raw device addresses (`u64`, what the kernels take) with `src_ptr` / `dst_ptr`.
-//! All work of a backend runs on its one stream, so no cross-stream events are needed.
+//! become raw device addresses (`u64`, what the kernels take) through a [`Bound`], which keeps
+//! cudarc's stream-synchronisation guards alive until the launch is queued. So when another
+//! stream exists (cudarc then tracks events per buffer), a kernel waits for earlier writes of
+//! what it reads and writes, and its own reads/writes are recorded after it is queued.
 
 use crate::backend::{Buffer, Dst, Src, WeightGrads};
 use crate::{Error, Result};
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, SyncOnDrop};
 
 impl<T> Buffer for CudaSlice<T> {
     fn len(&self) -> usize {
@@ -12,19 +14,56 @@ impl<T> Buffer for CudaSlice<T> {
     }
 }
 
-fn base<T>(buf: &CudaSlice<T>, stream: &CudaStream) -> u64 {
-    let (p, _record) = buf.device_ptr(stream);
-    p
+/// The regions of one launch (or one cuBLASLt call). Drop it after the launch.
+pub struct Bound<'a> {
+    stream: &'a CudaStream,
+    guards: Vec<SyncOnDrop<'a>>,
 }
 
-/// Device address of the first element of a read region.
-pub fn src_ptr<T>(s: &Src<'_, CudaSlice<T>>, stream: &CudaStream) -> u64 {
-    base(s.buf, stream) + (s.start * std::mem::size_of::<T>()) as u64
+impl<'a> Bound<'a> {
+    pub fn new(stream: &'a CudaStream) -> Self {
+        Bound {
+            stream,
+            guards: Vec::with_capacity(8),
+        }
+    }
+
+    /// Address of the first element of a region that the launch reads.
+    pub fn r<T>(&mut self, s: &Src<'a, CudaSlice<T>>) -> u64 {
+        let (p, g) = s.buf.device_ptr(self.stream);
+        self.guards.push(g);
+        p + (s.start * std::mem::size_of::<T>()) as u64
+    }
+
+    /// Address of the first element of a region that the launch writes (and may read).
+    pub fn w<T>(&mut self, d: &'a mut Dst<'_, CudaSlice<T>>) -> u64 {
+        let off = (d.start * std::mem::size_of::<T>()) as u64;
+        let (p, g) = d.buf.device_ptr_mut(self.stream);
+        self.guards.push(g);
+        p + off
+    }
+
+    /// Addresses of the weight and optional bias gradient regions of a [`WeightGrads`].
+    pub fn grads(
+        &mut self,
+        g: &'a mut WeightGrads<'_, CudaSlice<f32>>,
+    ) -> (RawRegion, Option<RawRegion>) {
+        let (w, b) = (g.w, g.b);
+        let (p, guard) = g.buf.device_ptr_mut(self.stream);
+        self.guards.push(guard);
+        let at = |(start, len): (usize, usize)| RawRegion {
+            ptr: p + (start * 4) as u64,
+            len,
+        };
+        (at(w), b.map(at))
+    }
 }
 
-/// Device address of the first element of a write region.
-pub fn dst_ptr<T>(d: &Dst<'_, CudaSlice<T>>, stream: &CudaStream) -> u64 {
-    base(d.buf, stream) + (d.start * std::mem::size_of::<T>()) as u64
+/// A device region as a raw address and length (elements of fp32).
+#[derive(Clone, Copy, Debug)]
+pub struct RawRegion {
+    pub ptr: u64,
+    pub len: usize,
 }
 
 /// `Err` unless a region holds at least `want` elements (so no kernel reads or writes past it).
@@ -36,24 +75,4 @@ pub fn check_len(what: &str, have: usize, want: usize) -> Result<()> {
             "{what}: region of {have} elements, expected at least {want}"
         )))
     }
-}
-
-/// A device region as a raw address and length (elements of fp32).
-#[derive(Clone, Copy, Debug)]
-pub struct RawRegion {
-    pub ptr: u64,
-    pub len: usize,
-}
-
-/// The weight and optional bias gradient regions of a [`WeightGrads`] borrow.
-pub fn weight_grads(
-    g: &WeightGrads<'_, CudaSlice<f32>>,
-    stream: &CudaStream,
-) -> (RawRegion, Option<RawRegion>) {
-    let b0 = base(g.buf, stream);
-    let at = |(start, len): (usize, usize)| RawRegion {
-        ptr: b0 + (start * 4) as u64,
-        len,
-    };
-    (at(g.w), g.b.map(at))
 }

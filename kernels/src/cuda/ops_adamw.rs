@@ -3,7 +3,7 @@
 //! the host in f64: step_size = lr / (1 − b1^t), sqrt_bc2 = sqrt(1 − b2^t).
 
 use super::backend::{CudaBackend, KArg::*, BLOCK};
-use super::buffer::{check_len, dst_ptr, src_ptr};
+use super::buffer::{check_len, Bound};
 use super::dtype::CudaAct;
 use crate::backend::{AdamWStep, Dst, Src};
 use crate::{Error, Result};
@@ -38,21 +38,17 @@ impl<A: CudaAct> CudaBackend<A> {
         if h.step == 0 {
             return Err(Error::Unsupported("AdamW step must start at 1".into()));
         }
-        let s = &self.stream;
-        let mut table: Vec<(u64, u64, u64, u64, usize)> = Vec::with_capacity(tensors.len());
+        let mut tensors = tensors;
         for (p, g, m, v) in &tensors {
             check_len("adamw grad", g.len, p.len)?;
             check_len("adamw m", m.len, p.len)?;
             check_len("adamw v", v.len, p.len)?;
-            if p.len > 0 {
-                table.push((
-                    dst_ptr(p, s),
-                    src_ptr(g, s),
-                    dst_ptr(m, s),
-                    dst_ptr(v, s),
-                    p.len,
-                ));
-            }
+        }
+        let mut bind = Bound::new(&self.stream);
+        let mut table: Vec<(u64, u64, u64, u64, usize)> = Vec::with_capacity(tensors.len());
+        for (p, g, m, v) in tensors.iter_mut().filter(|t| t.0.len > 0) {
+            let n = p.len;
+            table.push((bind.w(p), bind.r(g), bind.w(m), bind.w(v), n));
         }
         let t = h.step as i32;
         let step_size = (h.lr / (1.0 - h.beta1.powi(t))) as f32;

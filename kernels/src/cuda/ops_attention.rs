@@ -5,7 +5,7 @@
 //! (ceil(N / 4), Hkv). Shared memory 4 warps x 2 x Dh floats.
 
 use super::backend::{CudaBackend, KArg::*};
-use super::buffer::{check_len, dst_ptr, src_ptr};
+use super::buffer::{check_len, Bound};
 use super::dtype::CudaAct;
 use crate::backend::{AttnDims, Dst, Src};
 use crate::{Error, Result};
@@ -100,8 +100,8 @@ impl<A: CudaAct> CudaBackend<A> {
         q: ASrc<'_, A>,
         k: ASrc<'_, A>,
         v: ASrc<'_, A>,
-        o: ADst<'_, A>,
-        lse: Dst<'_, CudaSlice<f32>>,
+        mut o: ADst<'_, A>,
+        mut lse: Dst<'_, CudaSlice<f32>>,
         cu: Src<'_, CudaSlice<i32>>,
         d: &AttnDims,
     ) -> Result<()> {
@@ -109,14 +109,14 @@ impl<A: CudaAct> CudaBackend<A> {
         if d.tokens == 0 || d.heads == 0 {
             return Ok(());
         }
-        let s = &self.stream;
+        let mut bind = Bound::new(&self.stream);
         let args = [
-            P(src_ptr(&q, s)),
-            P(src_ptr(&k, s)),
-            P(src_ptr(&v, s)),
-            P(dst_ptr(&o, s)),
-            P(dst_ptr(&lse, s)),
-            P(src_ptr(&cu, s)),
+            P(bind.r(&q)),
+            P(bind.r(&k)),
+            P(bind.r(&v)),
+            P(bind.w(&mut o)),
+            P(bind.w(&mut lse)),
+            P(bind.r(&cu)),
             Attn(sh),
         ];
         self.launch(
@@ -136,9 +136,9 @@ impl<A: CudaAct> CudaBackend<A> {
         o: ASrc<'_, A>,
         dout: ASrc<'_, A>,
         lse: Src<'_, CudaSlice<f32>>,
-        dq: ADst<'_, A>,
-        dk: ADst<'_, A>,
-        dv: ADst<'_, A>,
+        mut dq: ADst<'_, A>,
+        mut dk: ADst<'_, A>,
+        mut dv: ADst<'_, A>,
         cu: Src<'_, CudaSlice<i32>>,
         d: &AttnDims,
     ) -> Result<()> {
@@ -151,17 +151,18 @@ impl<A: CudaAct> CudaBackend<A> {
             return Ok(());
         }
         let mut delta = self.zeros::<f32>(d.heads * d.tokens)?;
-        let delta_p = dst_ptr(&Dst::all(&mut delta), &self.stream);
-        let s = &self.stream;
+        let mut delta_dst = Dst::all(&mut delta);
+        let mut bind = Bound::new(&self.stream);
+        let delta_p = bind.w(&mut delta_dst);
         let (pq, pk, pv, pdo, plse, pcu) = (
-            src_ptr(&q, s),
-            src_ptr(&k, s),
-            src_ptr(&v, s),
-            src_ptr(&dout, s),
-            src_ptr(&lse, s),
-            src_ptr(&cu, s),
+            bind.r(&q),
+            bind.r(&k),
+            bind.r(&v),
+            bind.r(&dout),
+            bind.r(&lse),
+            bind.r(&cu),
         );
-        let args = [P(src_ptr(&o, s)), P(pdo), P(delta_p), Attn(sh)];
+        let args = [P(bind.r(&o)), P(pdo), P(delta_p), Attn(sh)];
         self.launch(
             "attention",
             &Self::kname("attn_bwd_delta"),
@@ -175,7 +176,7 @@ impl<A: CudaAct> CudaBackend<A> {
             P(pdo),
             P(plse),
             P(delta_p),
-            P(dst_ptr(&dq, s)),
+            P(bind.w(&mut dq)),
             P(pcu),
             Attn(sh),
         ];
@@ -192,8 +193,8 @@ impl<A: CudaAct> CudaBackend<A> {
             P(pdo),
             P(plse),
             P(delta_p),
-            P(dst_ptr(&dk, s)),
-            P(dst_ptr(&dv, s)),
+            P(bind.w(&mut dk)),
+            P(bind.w(&mut dv)),
             P(pcu),
             Attn(sh),
         ];
@@ -203,8 +204,8 @@ impl<A: CudaAct> CudaBackend<A> {
             cfg(d.tokens, d.kv_heads, 2 * d.head_dim),
             &args,
         )?;
-        // `delta` is freed (stream-ordered) only after the kernels queued above.
-        drop(delta);
+        // `bind` records the launches' events, then `delta` is freed (stream-ordered, after the
+        // kernels queued above).
         Ok(())
     }
 }

@@ -10,7 +10,7 @@
 //!             db[O] += Σ_n dy[n]  (column_sum kernel, fp32)
 
 use super::backend::CudaBackend;
-use super::buffer::{check_len, dst_ptr, src_ptr, RawRegion};
+use super::buffer::{check_len, Bound, RawRegion};
 use super::dtype::CudaAct;
 use super::gemm::Gemm;
 use crate::backend::{Dst, LinearDims, Src, WeightLayout};
@@ -27,7 +27,7 @@ impl<A: CudaAct> CudaBackend<A> {
         x: ASrc<'_, A>,
         w: ASrc<'_, A>,
         b: Option<ASrc<'_, A>>,
-        y: ADst<'_, A>,
+        mut y: ADst<'_, A>,
         d: LinearDims,
     ) -> Result<()> {
         let (n, i, o) = (d.n, d.inp, d.out);
@@ -45,7 +45,7 @@ impl<A: CudaAct> CudaBackend<A> {
                 "CUDA linear with zero input features".into(),
             ));
         }
-        let s = &self.stream;
+        let mut bind = Bound::new(&self.stream);
         let (transa, lda) = match d.layout {
             WeightLayout::OutIn => (true, i),
             WeightLayout::InOut => (false, o),
@@ -56,17 +56,17 @@ impl<A: CudaAct> CudaBackend<A> {
             m: o as u64,
             n: n as u64,
             k: i as u64,
-            a: src_ptr(&w, s),
+            a: bind.r(&w),
             lda: lda as i64,
-            b: src_ptr(&x, s),
+            b: bind.r(&x),
             ldb: i as i64,
-            d: dst_ptr(&y, s),
+            d: bind.w(&mut y),
             ldd: o as i64,
             ab_type: A::BLAS_TYPE,
             d_type: A::BLAS_TYPE,
             alpha: 1.0,
             beta: 0.0,
-            bias: b.map(|b| src_ptr(&b, s)),
+            bias: b.as_ref().map(|bs| bind.r(bs)),
         };
         self.blas.matmul(&g)
     }
@@ -77,7 +77,7 @@ impl<A: CudaAct> CudaBackend<A> {
         x: ASrc<'_, A>,
         w: ASrc<'_, A>,
         dy: ASrc<'_, A>,
-        dx: Option<ADst<'_, A>>,
+        mut dx: Option<ADst<'_, A>>,
         dw: RawRegion,
         db: Option<RawRegion>,
         d: LinearDims,
@@ -87,9 +87,9 @@ impl<A: CudaAct> CudaBackend<A> {
         check_len("linear_backward w", w.len, i * o)?;
         check_len("linear_backward dy", dy.len, n * o)?;
         check_len("linear_backward dw", dw.len, i * o)?;
-        let s = &self.stream;
-        let (px, pw, pdy) = (src_ptr(&x, s), src_ptr(&w, s), src_ptr(&dy, s));
-        if let Some(dx) = &dx {
+        let mut bind = Bound::new(&self.stream);
+        let (px, pw, pdy) = (bind.r(&x), bind.r(&w), bind.r(&dy));
+        if let Some(dx) = &mut dx {
             check_len("linear_backward dx", dx.len, n * i)?;
             let (transa, lda) = match d.layout {
                 WeightLayout::OutIn => (false, i),
@@ -105,7 +105,7 @@ impl<A: CudaAct> CudaBackend<A> {
                 lda: lda as i64,
                 b: pdy,
                 ldb: o as i64,
-                d: dst_ptr(dx, s),
+                d: bind.w(dx),
                 ldd: i as i64,
                 ab_type: A::BLAS_TYPE,
                 d_type: A::BLAS_TYPE,

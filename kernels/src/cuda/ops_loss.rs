@@ -3,7 +3,7 @@
 //! partial per block, summed on the host).
 
 use super::backend::{cuda_err, CudaBackend, KArg::*, BLOCK};
-use super::buffer::{check_len, dst_ptr, src_ptr};
+use super::buffer::{check_len, Bound};
 use super::dtype::CudaAct;
 use crate::backend::{Dst, Src};
 use crate::Result;
@@ -18,8 +18,8 @@ impl<A: CudaAct> CudaBackend<A> {
         &self,
         logits: Src<'_, CudaSlice<A>>,
         targets: Src<'_, CudaSlice<i32>>,
-        losses: Dst<'_, CudaSlice<f32>>,
-        dlogits: Option<Dst<'_, CudaSlice<A>>>,
+        mut losses: Dst<'_, CudaSlice<f32>>,
+        mut dlogits: Option<Dst<'_, CudaSlice<A>>>,
         n: usize,
         v: usize,
         grad_scale: f64,
@@ -36,9 +36,9 @@ impl<A: CudaAct> CudaBackend<A> {
         if v == 0 {
             return self.fill_zero(losses);
         }
-        let s = &self.stream;
-        let (dl, want) = match &dlogits {
-            Some(d) => (dst_ptr(d, s), 1),
+        let mut bind = Bound::new(&self.stream);
+        let (dl, want) = match &mut dlogits {
+            Some(d) => (bind.w(d), 1),
             None => (0, 0),
         };
         let threads = (v.next_multiple_of(32) as u32).clamp(32, CE_THREADS);
@@ -48,9 +48,9 @@ impl<A: CudaAct> CudaBackend<A> {
             shared_mem_bytes: 0,
         };
         let args = [
-            P(src_ptr(&logits, s)),
-            P(src_ptr(&targets, s)),
-            P(dst_ptr(&losses, s)),
+            P(bind.r(&logits)),
+            P(bind.r(&targets)),
+            P(bind.w(&mut losses)),
             P(dl),
             I32(want),
             I64(v as i64),
@@ -66,7 +66,9 @@ impl<A: CudaAct> CudaBackend<A> {
         }
         let blocks = x.len.div_ceil(BLOCK as usize).clamp(1, REDUCE_BLOCKS);
         let mut partials = self.zeros::<f64>(blocks)?;
-        let pp = dst_ptr(&Dst::all(&mut partials), &self.stream);
+        let mut pdst = Dst::all(&mut partials);
+        let mut bind = Bound::new(&self.stream);
+        let pp = bind.w(&mut pdst);
         let cfg = LaunchConfig {
             grid_dim: (blocks as u32, 1, 1),
             block_dim: (BLOCK, 1, 1),
@@ -77,12 +79,9 @@ impl<A: CudaAct> CudaBackend<A> {
         } else {
             "sum_partials"
         };
-        self.launch(
-            "reduce",
-            name,
-            cfg,
-            &[P(src_ptr(&x, &self.stream)), I64(x.len as i64), P(pp)],
-        )?;
+        let n = x.len as i64;
+        self.launch("reduce", name, cfg, &[P(bind.r(&x)), I64(n), P(pp)])?;
+        drop(bind);
         let mut host = vec![0f64; blocks];
         self.stream
             .memcpy_dtoh(&partials, &mut host)

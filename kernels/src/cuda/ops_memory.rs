@@ -3,7 +3,7 @@
 //! column-block copies (split/merge of fused QKV).
 
 use super::backend::{cuda_err, grid_for, CudaBackend, KArg::*};
-use super::buffer::{check_len, dst_ptr, src_ptr};
+use super::buffer::{check_len, Bound};
 use super::dtype::CudaAct;
 use crate::backend::{Dst, Src};
 use crate::Result;
@@ -46,12 +46,13 @@ impl<A: CudaAct> CudaBackend<A> {
         Ok(out)
     }
 
-    pub(crate) fn fill_zero<T>(&self, dst: Dst<'_, CudaSlice<T>>) -> Result<()> {
+    pub(crate) fn fill_zero<T>(&self, mut dst: Dst<'_, CudaSlice<T>>) -> Result<()> {
         if dst.len == 0 {
             return Ok(());
         }
-        let p = dst_ptr(&dst, &self.stream);
         let bytes = dst.len * std::mem::size_of::<T>();
+        let mut bind = Bound::new(&self.stream);
+        let p = bind.w(&mut dst);
         self.ctx
             .bind_to_thread()
             .map_err(|e| cuda_err("bind context", e))?;
@@ -63,13 +64,14 @@ impl<A: CudaAct> CudaBackend<A> {
     pub(crate) fn copy_f32(
         &self,
         src: Src<'_, CudaSlice<f32>>,
-        dst: Dst<'_, CudaSlice<f32>>,
+        mut dst: Dst<'_, CudaSlice<f32>>,
     ) -> Result<()> {
         check_len("copy_acc dst", dst.len, src.len)?;
         if src.len == 0 {
             return Ok(());
         }
-        let (s, d) = (src_ptr(&src, &self.stream), dst_ptr(&dst, &self.stream));
+        let mut bind = Bound::new(&self.stream);
+        let (s, d) = (bind.r(&src), bind.w(&mut dst));
         self.ctx
             .bind_to_thread()
             .map_err(|e| cuda_err("bind context", e))?;
@@ -81,17 +83,14 @@ impl<A: CudaAct> CudaBackend<A> {
     pub(crate) fn cast_acc_to_act(
         &self,
         src: Src<'_, CudaSlice<f32>>,
-        dst: Dst<'_, CudaSlice<A>>,
+        mut dst: Dst<'_, CudaSlice<A>>,
     ) -> Result<()> {
         check_len("acc_to_act dst", dst.len, src.len)?;
         if src.len == 0 {
             return Ok(());
         }
-        let args = [
-            P(src_ptr(&src, &self.stream)),
-            P(dst_ptr(&dst, &self.stream)),
-            I64(src.len as i64),
-        ];
+        let mut bind = Bound::new(&self.stream);
+        let args = [P(bind.r(&src)), P(bind.w(&mut dst)), I64(src.len as i64)];
         self.launch(
             "elementwise",
             &Self::kname("cast_acc"),
@@ -106,7 +105,7 @@ impl<A: CudaAct> CudaBackend<A> {
         src: Src<'_, CudaSlice<A>>,
         src_cols: usize,
         src_col0: usize,
-        dst: Dst<'_, CudaSlice<A>>,
+        mut dst: Dst<'_, CudaSlice<A>>,
         dst_cols: usize,
         dst_col0: usize,
         rows: usize,
@@ -126,11 +125,12 @@ impl<A: CudaAct> CudaBackend<A> {
             dst.len,
             (rows - 1) * dst_cols + dst_col0 + width,
         )?;
+        let mut bind = Bound::new(&self.stream);
         let args = [
-            P(src_ptr(&src, &self.stream)),
+            P(bind.r(&src)),
             I64(src_cols as i64),
             I64(src_col0 as i64),
-            P(dst_ptr(&dst, &self.stream)),
+            P(bind.w(&mut dst)),
             I64(dst_cols as i64),
             I64(dst_col0 as i64),
             I64(rows as i64),

@@ -3,7 +3,7 @@
 //! thread sums one column over ~64 rows and atomically adds into the fp32 gradient.
 
 use super::backend::{CudaBackend, KArg, KArg::*, BLOCK};
-use super::buffer::{check_len, dst_ptr, src_ptr, RawRegion};
+use super::buffer::{check_len, Bound, RawRegion};
 use super::dtype::CudaAct;
 use crate::backend::{Dst, Src};
 use crate::Result;
@@ -43,8 +43,8 @@ impl<A: CudaAct> CudaBackend<A> {
         &self,
         x: ASrc<'_, A>,
         w: ASrc<'_, A>,
-        y: ADst<'_, A>,
-        rstd: FDst<'_>,
+        mut y: ADst<'_, A>,
+        mut rstd: FDst<'_>,
         n: usize,
         d: usize,
         eps: f64,
@@ -56,12 +56,12 @@ impl<A: CudaAct> CudaBackend<A> {
         if n * d == 0 {
             return Ok(());
         }
-        let s = &self.stream;
+        let mut bind = Bound::new(&self.stream);
         let args = [
-            P(src_ptr(&x, s)),
-            P(src_ptr(&w, s)),
-            P(dst_ptr(&y, s)),
-            P(dst_ptr(&rstd, s)),
+            P(bind.r(&x)),
+            P(bind.r(&w)),
+            P(bind.w(&mut y)),
+            P(bind.w(&mut rstd)),
             I32(d as i32),
             F32(eps as f32),
         ];
@@ -75,8 +75,8 @@ impl<A: CudaAct> CudaBackend<A> {
         w: ASrc<'_, A>,
         rstd: FSrc<'_>,
         dy: ASrc<'_, A>,
-        dx: ADst<'_, A>,
-        dw: FDst<'_>,
+        mut dx: ADst<'_, A>,
+        mut dw: FDst<'_>,
         n: usize,
         d: usize,
     ) -> Result<()> {
@@ -93,14 +93,14 @@ impl<A: CudaAct> CudaBackend<A> {
         if n * d == 0 {
             return Ok(());
         }
-        let s = &self.stream;
-        let (px, pr, pdy) = (src_ptr(&x, s), src_ptr(&rstd, s), src_ptr(&dy, s));
+        let mut bind = Bound::new(&self.stream);
+        let (px, pr, pdy) = (bind.r(&x), bind.r(&rstd), bind.r(&dy));
         let args = [
             P(px),
-            P(src_ptr(&w, s)),
+            P(bind.r(&w)),
             P(pr),
             P(pdy),
-            P(dst_ptr(&dx, s)),
+            P(bind.w(&mut dx)),
             I32(d as i32),
         ];
         self.launch(
@@ -114,7 +114,7 @@ impl<A: CudaAct> CudaBackend<A> {
             P(px),
             P(pr),
             P(pdy),
-            P(dst_ptr(&dw, s)),
+            P(bind.w(&mut dw)),
             I64(n as i64),
             I32(d as i32),
             rpc,
@@ -128,9 +128,9 @@ impl<A: CudaAct> CudaBackend<A> {
         x: ASrc<'_, A>,
         w: ASrc<'_, A>,
         b: ASrc<'_, A>,
-        y: ADst<'_, A>,
-        mean: FDst<'_>,
-        rstd: FDst<'_>,
+        mut y: ADst<'_, A>,
+        mut mean: FDst<'_>,
+        mut rstd: FDst<'_>,
         n: usize,
         d: usize,
         eps: f64,
@@ -148,14 +148,14 @@ impl<A: CudaAct> CudaBackend<A> {
         if n * d == 0 {
             return Ok(());
         }
-        let s = &self.stream;
+        let mut bind = Bound::new(&self.stream);
         let args = [
-            P(src_ptr(&x, s)),
-            P(src_ptr(&w, s)),
-            P(src_ptr(&b, s)),
-            P(dst_ptr(&y, s)),
-            P(dst_ptr(&mean, s)),
-            P(dst_ptr(&rstd, s)),
+            P(bind.r(&x)),
+            P(bind.r(&w)),
+            P(bind.r(&b)),
+            P(bind.w(&mut y)),
+            P(bind.w(&mut mean)),
+            P(bind.w(&mut rstd)),
             I32(d as i32),
             F32(eps as f32),
         ];
@@ -175,7 +175,7 @@ impl<A: CudaAct> CudaBackend<A> {
         mean: FSrc<'_>,
         rstd: FSrc<'_>,
         dy: ASrc<'_, A>,
-        dx: ADst<'_, A>,
+        mut dx: ADst<'_, A>,
         dw: RawRegion,
         db: RawRegion,
         n: usize,
@@ -196,20 +196,15 @@ impl<A: CudaAct> CudaBackend<A> {
         if n * d == 0 {
             return Ok(());
         }
-        let s = &self.stream;
-        let (px, pm, pr, pdy) = (
-            src_ptr(&x, s),
-            src_ptr(&mean, s),
-            src_ptr(&rstd, s),
-            src_ptr(&dy, s),
-        );
+        let mut bind = Bound::new(&self.stream);
+        let (px, pm, pr, pdy) = (bind.r(&x), bind.r(&mean), bind.r(&rstd), bind.r(&dy));
         let args = [
             P(px),
-            P(src_ptr(&w, s)),
+            P(bind.r(&w)),
             P(pm),
             P(pr),
             P(pdy),
-            P(dst_ptr(&dx, s)),
+            P(bind.w(&mut dx)),
             I32(d as i32),
         ];
         self.launch(
@@ -247,13 +242,8 @@ impl<A: CudaAct> CudaBackend<A> {
             return Ok(());
         }
         let (cfg, rpc) = cols_cfg(n, d);
-        let args = [
-            P(src_ptr(&dy, &self.stream)),
-            P(db.ptr),
-            I64(n as i64),
-            I32(d as i32),
-            rpc,
-        ];
+        let mut bind = Bound::new(&self.stream);
+        let args = [P(bind.r(&dy)), P(db.ptr), I64(n as i64), I32(d as i32), rpc];
         self.launch("norms", &Self::kname("column_sum"), cfg, &args)
     }
 }

@@ -2,7 +2,7 @@
 //! Shapes and math: see kernels/cuda/{elementwise,activations,embedding,rope}.cu.
 
 use super::backend::{grid_for, CudaBackend, KArg::*};
-use super::buffer::{check_len, dst_ptr, src_ptr};
+use super::buffer::{check_len, Bound};
 use super::dtype::CudaAct;
 use crate::backend::{Dst, Src};
 use crate::Result;
@@ -12,54 +12,47 @@ type ASrc<'a, A> = Src<'a, CudaSlice<A>>;
 type ADst<'a, A> = Dst<'a, CudaSlice<A>>;
 
 impl<A: CudaAct> CudaBackend<A> {
-    pub(crate) fn add_act(&self, x: ADst<'_, A>, y: ASrc<'_, A>) -> Result<()> {
-        check_len("add_inplace y", y.len, x.len)?;
-        if x.len == 0 {
+    pub(crate) fn add_act(&self, mut x: ADst<'_, A>, y: ASrc<'_, A>) -> Result<()> {
+        let n = x.len;
+        check_len("add_inplace y", y.len, n)?;
+        if n == 0 {
             return Ok(());
         }
-        let args = [
-            P(dst_ptr(&x, &self.stream)),
-            P(src_ptr(&y, &self.stream)),
-            I64(x.len as i64),
-        ];
-        self.launch(
-            "elementwise",
-            &Self::kname("add_act"),
-            grid_for(x.len),
-            &args,
-        )
+        let mut bind = Bound::new(&self.stream);
+        let args = [P(bind.w(&mut x)), P(bind.r(&y)), I64(n as i64)];
+        self.launch("elementwise", &Self::kname("add_act"), grid_for(n), &args)
     }
 
     pub(crate) fn add_f32(
         &self,
-        x: Dst<'_, CudaSlice<f32>>,
+        mut x: Dst<'_, CudaSlice<f32>>,
         y: Src<'_, CudaSlice<f32>>,
     ) -> Result<()> {
-        check_len("add_acc y", y.len, x.len)?;
-        if x.len == 0 {
+        let n = x.len;
+        check_len("add_acc y", y.len, n)?;
+        if n == 0 {
             return Ok(());
         }
-        let args = [
-            P(dst_ptr(&x, &self.stream)),
-            P(src_ptr(&y, &self.stream)),
-            I64(x.len as i64),
-        ];
-        self.launch("elementwise", "add_acc", grid_for(x.len), &args)
+        let mut bind = Bound::new(&self.stream);
+        let args = [P(bind.w(&mut x)), P(bind.r(&y)), I64(n as i64)];
+        self.launch("elementwise", "add_acc", grid_for(n), &args)
     }
 
-    pub(crate) fn scale_f32(&self, x: Dst<'_, CudaSlice<f32>>, s: f64) -> Result<()> {
-        if x.len == 0 {
+    pub(crate) fn scale_f32(&self, mut x: Dst<'_, CudaSlice<f32>>, s: f64) -> Result<()> {
+        let n = x.len;
+        if n == 0 {
             return Ok(());
         }
-        let args = [P(dst_ptr(&x, &self.stream)), F64(s), I64(x.len as i64)];
-        self.launch("elementwise", "scale_acc", grid_for(x.len), &args)
+        let mut bind = Bound::new(&self.stream);
+        let args = [P(bind.w(&mut x)), F64(s), I64(n as i64)];
+        self.launch("elementwise", "scale_acc", grid_for(n), &args)
     }
 
     pub(crate) fn swiglu_fwd(
         &self,
         gate: ASrc<'_, A>,
         up: ASrc<'_, A>,
-        out: ADst<'_, A>,
+        mut out: ADst<'_, A>,
     ) -> Result<()> {
         let n = out.len;
         check_len("swiglu gate", gate.len, n)?;
@@ -67,11 +60,11 @@ impl<A: CudaAct> CudaBackend<A> {
         if n == 0 {
             return Ok(());
         }
-        let s = &self.stream;
+        let mut bind = Bound::new(&self.stream);
         let args = [
-            P(src_ptr(&gate, s)),
-            P(src_ptr(&up, s)),
-            P(dst_ptr(&out, s)),
+            P(bind.r(&gate)),
+            P(bind.r(&up)),
+            P(bind.w(&mut out)),
             I64(n as i64),
         ];
         self.launch(
@@ -87,8 +80,8 @@ impl<A: CudaAct> CudaBackend<A> {
         gate: ASrc<'_, A>,
         up: ASrc<'_, A>,
         dout: ASrc<'_, A>,
-        dgate: ADst<'_, A>,
-        dup: ADst<'_, A>,
+        mut dgate: ADst<'_, A>,
+        mut dup: ADst<'_, A>,
     ) -> Result<()> {
         let n = gate.len;
         for (what, len) in [
@@ -102,13 +95,13 @@ impl<A: CudaAct> CudaBackend<A> {
         if n == 0 {
             return Ok(());
         }
-        let s = &self.stream;
+        let mut bind = Bound::new(&self.stream);
         let args = [
-            P(src_ptr(&gate, s)),
-            P(src_ptr(&up, s)),
-            P(src_ptr(&dout, s)),
-            P(dst_ptr(&dgate, s)),
-            P(dst_ptr(&dup, s)),
+            P(bind.r(&gate)),
+            P(bind.r(&up)),
+            P(bind.r(&dout)),
+            P(bind.w(&mut dgate)),
+            P(bind.w(&mut dup)),
             I64(n as i64),
         ];
         self.launch(
@@ -119,16 +112,13 @@ impl<A: CudaAct> CudaBackend<A> {
         )
     }
 
-    pub(crate) fn gelu_fwd(&self, x: ASrc<'_, A>, y: ADst<'_, A>) -> Result<()> {
+    pub(crate) fn gelu_fwd(&self, x: ASrc<'_, A>, mut y: ADst<'_, A>) -> Result<()> {
         check_len("gelu y", y.len, x.len)?;
         if x.len == 0 {
             return Ok(());
         }
-        let args = [
-            P(src_ptr(&x, &self.stream)),
-            P(dst_ptr(&y, &self.stream)),
-            I64(x.len as i64),
-        ];
+        let mut bind = Bound::new(&self.stream);
+        let args = [P(bind.r(&x)), P(bind.w(&mut y)), I64(x.len as i64)];
         self.launch(
             "activations",
             &Self::kname("gelu_fwd"),
@@ -137,17 +127,22 @@ impl<A: CudaAct> CudaBackend<A> {
         )
     }
 
-    pub(crate) fn gelu_bwd(&self, x: ASrc<'_, A>, dy: ASrc<'_, A>, dx: ADst<'_, A>) -> Result<()> {
+    pub(crate) fn gelu_bwd(
+        &self,
+        x: ASrc<'_, A>,
+        dy: ASrc<'_, A>,
+        mut dx: ADst<'_, A>,
+    ) -> Result<()> {
         check_len("gelu_backward dy", dy.len, x.len)?;
         check_len("gelu_backward dx", dx.len, x.len)?;
         if x.len == 0 {
             return Ok(());
         }
-        let s = &self.stream;
+        let mut bind = Bound::new(&self.stream);
         let args = [
-            P(src_ptr(&x, s)),
-            P(src_ptr(&dy, s)),
-            P(dst_ptr(&dx, s)),
+            P(bind.r(&x)),
+            P(bind.r(&dy)),
+            P(bind.w(&mut dx)),
             I64(x.len as i64),
         ];
         self.launch(
@@ -162,7 +157,7 @@ impl<A: CudaAct> CudaBackend<A> {
         &self,
         ids: Src<'_, CudaSlice<i32>>,
         table: ASrc<'_, A>,
-        out: ADst<'_, A>,
+        mut out: ADst<'_, A>,
         n: usize,
         d: usize,
     ) -> Result<()> {
@@ -171,12 +166,12 @@ impl<A: CudaAct> CudaBackend<A> {
         if n * d == 0 {
             return Ok(());
         }
-        let s = &self.stream;
+        let mut bind = Bound::new(&self.stream);
         let v = (table.len / d) as i64;
         let args = [
-            P(src_ptr(&ids, s)),
-            P(src_ptr(&table, s)),
-            P(dst_ptr(&out, s)),
+            P(bind.r(&ids)),
+            P(bind.r(&table)),
+            P(bind.w(&mut out)),
             I64(n as i64),
             I64(d as i64),
             I64(v),
@@ -193,7 +188,7 @@ impl<A: CudaAct> CudaBackend<A> {
         &self,
         ids: Src<'_, CudaSlice<i32>>,
         dout: ASrc<'_, A>,
-        dtable: Dst<'_, CudaSlice<f32>>,
+        mut dtable: Dst<'_, CudaSlice<f32>>,
         n: usize,
         d: usize,
     ) -> Result<()> {
@@ -202,12 +197,12 @@ impl<A: CudaAct> CudaBackend<A> {
         if n * d == 0 {
             return Ok(());
         }
-        let s = &self.stream;
+        let mut bind = Bound::new(&self.stream);
         let v = (dtable.len / d) as i64;
         let args = [
-            P(src_ptr(&ids, s)),
-            P(src_ptr(&dout, s)),
-            P(dst_ptr(&dtable, s)),
+            P(bind.r(&ids)),
+            P(bind.r(&dout)),
+            P(bind.w(&mut dtable)),
             I64(n as i64),
             I64(d as i64),
             I64(v),
@@ -223,7 +218,7 @@ impl<A: CudaAct> CudaBackend<A> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn rope(
         &self,
-        x: ADst<'_, A>,
+        mut x: ADst<'_, A>,
         pos: Src<'_, CudaSlice<i32>>,
         n: usize,
         heads: usize,
@@ -237,10 +232,10 @@ impl<A: CudaAct> CudaBackend<A> {
         if total == 0 {
             return Ok(());
         }
-        let s = &self.stream;
+        let mut bind = Bound::new(&self.stream);
         let args = [
-            P(dst_ptr(&x, s)),
-            P(src_ptr(&pos, s)),
+            P(bind.w(&mut x)),
+            P(bind.r(&pos)),
             I64(n as i64),
             I32(heads as i32),
             I32(head_dim as i32),

@@ -2,7 +2,7 @@
 //! Host data crosses as f32 (Act is converted to/from A on the host) and i32.
 
 use super::backend::{cuda_err, CudaBackend};
-use super::buffer::weight_grads;
+use super::buffer::Bound;
 use super::dtype::CudaAct;
 use crate::backend::*;
 use crate::Result;
@@ -113,10 +113,11 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
         w: S<'_, A>,
         dy: S<'_, A>,
         dx: Option<D<'_, A>>,
-        grads: WeightGrads<'_, CudaSlice<f32>>,
+        mut grads: WeightGrads<'_, CudaSlice<f32>>,
         dims: LinearDims,
     ) -> Result<()> {
-        let (dw, db) = weight_grads(&grads, &self.stream);
+        let mut bind = Bound::new(&self.stream);
+        let (dw, db) = bind.grads(&mut grads);
         self.lin_bwd(x, w, dy, dx, dw, db, dims)
     }
 
@@ -167,11 +168,12 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
         rstd: S<'_, f32>,
         dy: S<'_, A>,
         dx: D<'_, A>,
-        grads: WeightGrads<'_, CudaSlice<f32>>,
+        mut grads: WeightGrads<'_, CudaSlice<f32>>,
         n: usize,
         d: usize,
     ) -> Result<()> {
-        let (dw, db) = weight_grads(&grads, &self.stream);
+        let mut bind = Bound::new(&self.stream);
+        let (dw, db) = bind.grads(&mut grads);
         let db = db.ok_or_else(|| {
             crate::Error::Unsupported("layernorm_backward needs a bias-gradient region".into())
         })?;
