@@ -1,0 +1,172 @@
+//! Throughput of the CPU ops the small-GPT training loop spends its time in (f32).
+//! Ignored by default; run with
+//!   cargo test --release -p ferrotron-kernels --test bench_cpu -- --ignored --nocapture --test-threads 1
+//! GFLOP/s count useful work only: linear fwd 2·N·I·O, bwd 4·N·I·O; attention fwd 4·P·Dh·H,
+//! bwd 10·P·Dh·H (the 2 + 5 GEMMs of FlashAttention-2), with P the visible (query, key) pairs.
+
+mod common;
+
+use common::*;
+use ferrotron_kernels::cpu::gemm::{gemm, View, ViewMut};
+use ferrotron_kernels::cpu::CpuBackend;
+use ferrotron_kernels::{AttnDims, Backend, Dst, LinearDims, Src, WeightGrads, WeightLayout};
+use std::time::Instant;
+
+/// Best wall time of `reps` runs of f, in seconds.
+fn best_of(reps: usize, mut f: impl FnMut()) -> f64 {
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+#[test]
+#[ignore]
+fn bench_linear_4096x768x2304() {
+    let be = CpuBackend::<f32>::new();
+    let mut g = rng(1);
+    let (n, inp, out) = (4096, 768, 2304);
+    for layout in [WeightLayout::OutIn, WeightLayout::InOut] {
+        let dims = LinearDims {
+            n,
+            inp,
+            out,
+            layout,
+        };
+        let x = uniform_f32(&mut g, n * inp);
+        let w = uniform_f32(&mut g, out * inp);
+        let b = uniform_f32(&mut g, out);
+        let dy = uniform_f32(&mut g, n * out);
+        let mut y = vec![0f32; n * out];
+        let mut dx = vec![0f32; n * inp];
+        let mut grads = vec![0f32; out * inp + out];
+        let fwd = best_of(3, || {
+            be.linear_forward(
+                Src::all(&x),
+                Src::all(&w),
+                Some(Src::all(&b)),
+                Dst::all(&mut y),
+                dims,
+            )
+            .unwrap();
+        });
+        let bwd = best_of(3, || {
+            let gr = WeightGrads::new(&mut grads, (0, out * inp), Some((out * inp, out)));
+            be.linear_backward(
+                Src::all(&x),
+                Src::all(&w),
+                Src::all(&dy),
+                Some(Dst::all(&mut dx)),
+                gr,
+                dims,
+            )
+            .unwrap();
+        });
+        let flop = 2.0 * (n * inp * out) as f64;
+        println!(
+            "linear {layout:?} [{n}x{inp}]x[{inp}x{out}] f32: fwd {:.1} ms {:.1} GFLOP/s, bwd {:.1} ms {:.1} GFLOP/s, fwd+bwd {:.1} GFLOP/s",
+            fwd * 1e3,
+            flop / fwd / 1e9,
+            bwd * 1e3,
+            2.0 * flop / bwd / 1e9,
+            3.0 * flop / (fwd + bwd) / 1e9
+        );
+    }
+}
+
+#[test]
+#[ignore]
+fn bench_tile_gemm() {
+    for (m, n, k) in [(64, 64, 64), (128, 128, 64), (64, 64, 128), (128, 128, 128)] {
+        let a = vec![0.5f32; m * k];
+        let b = vec![0.25f32; n * k];
+        let mut c = vec![0f32; m * n];
+        let iters = 2000;
+        let t = best_of(3, || {
+            for _ in 0..iters {
+                gemm(
+                    1.0,
+                    View::row_major(&a, m, k),
+                    View::row_major(&b, n, k).t(),
+                    0.0,
+                    ViewMut::row_major(&mut c, m, n),
+                );
+            }
+        });
+        println!(
+            "tile gemm {m}x{n}x{k} f32: {:.2} us, {:.1} GFLOP/s",
+            t / iters as f64 * 1e6,
+            2.0 * (m * n * k * iters) as f64 / t / 1e9
+        );
+    }
+}
+
+#[test]
+#[ignore]
+fn bench_attention_gpt2_small_shape() {
+    let be = CpuBackend::<f32>::new();
+    let mut g = rng(2);
+    let (heads, dh, seg, segments) = (12, 64, 1024, 4);
+    let n = seg * segments;
+    let cu: Vec<i32> = (0..=segments).map(|s| (s * seg) as i32).collect();
+    let dims = AttnDims {
+        tokens: n,
+        heads,
+        kv_heads: heads,
+        head_dim: dh,
+        segments,
+        max_seqlen: seg,
+        causal: true,
+        scale: 0.125,
+    };
+    let q = uniform_f32(&mut g, n * heads * dh);
+    let k = uniform_f32(&mut g, n * heads * dh);
+    let v = uniform_f32(&mut g, n * heads * dh);
+    let dout = uniform_f32(&mut g, n * heads * dh);
+    let (mut o, mut lse) = (vec![0f32; n * heads * dh], vec![0f32; heads * n]);
+    let (mut dq, mut dk, mut dv) = (
+        vec![0f32; q.len()],
+        vec![0f32; k.len()],
+        vec![0f32; v.len()],
+    );
+    let fwd = best_of(3, || {
+        be.attention_forward(
+            Src::all(&q),
+            Src::all(&k),
+            Src::all(&v),
+            Dst::all(&mut o),
+            Dst::all(&mut lse),
+            Src::all(&cu),
+            &dims,
+        )
+        .unwrap();
+    });
+    let bwd = best_of(3, || {
+        be.attention_backward(
+            Src::all(&q),
+            Src::all(&k),
+            Src::all(&v),
+            Src::all(&o),
+            Src::all(&dout),
+            Src::all(&lse),
+            Dst::all(&mut dq),
+            Dst::all(&mut dk),
+            Dst::all(&mut dv),
+            Src::all(&cu),
+            &dims,
+        )
+        .unwrap();
+    });
+    let pairs = (segments * seg * (seg + 1) / 2) as f64;
+    let unit = pairs * (dh * heads) as f64;
+    println!(
+        "attention causal {segments}x{seg} tokens H={heads} Dh={dh} f32: fwd {:.1} ms {:.1} GFLOP/s, bwd {:.1} ms {:.1} GFLOP/s",
+        fwd * 1e3,
+        4.0 * unit / fwd / 1e9,
+        bwd * 1e3,
+        10.0 * unit / bwd / 1e9
+    );
+}
