@@ -1,5 +1,5 @@
-//! Every op of `CudaBackend<A>` against the CPU reference `CpuBackend<f32>` (attention against an
-//! f64 reference in this file), on fresh random inputs (seed printed; FERROTRON_TEST_SEED fixes it).
+//! Every op of `CudaBackend<A>` against the CPU reference `CpuBackend<f32>` (attention also against
+//! an f64 reference in this file), on fresh random inputs (seed printed; FERROTRON_TEST_SEED fixes it).
 //! Inputs are rounded through A first, so both backends see the same numbers. Outputs that an op
 //! overwrites are poisoned with NaN on the GPU first; outputs it adds into start from the same
 //! random values on both sides. Pass: ‖cuda − ref‖/‖ref‖ ≤ 1e-5 (f32), ≤ 1e-2 (bf16), no NaN.
@@ -833,6 +833,30 @@ fn attention<A: CudaAct>() {
             1.0,
         );
         // backward from the reference o (rounded through A), as a trainer would pass the saved o.
+        // and against the CPU backend's tiled attention
+        let (mut co, mut clse) = (vec![0f32; n * hq * dh], vec![0f32; hq * n]);
+        t.c.attention_forward(
+            Src::all(&q),
+            Src::all(&k),
+            Src::all(&v),
+            Dst::all(&mut co),
+            Dst::all(&mut clse),
+            Src::all(&cu),
+            &d,
+        )
+        .unwrap();
+        t.check(
+            &format!("attention_forward_o_vs_cpu{tag}"),
+            &t.get_act(&go),
+            &co,
+            1.0,
+        );
+        t.check(
+            &format!("attention_forward_lse_vs_cpu{tag}"),
+            &t.get_acc(&glse),
+            &clse,
+            1.0,
+        );
         let o_in: Vec<f32> = ro.iter().map(|&x| A::from_f32(x).to_f32()).collect();
         let (go_in, gdo) = (t.act(&o_in), t.act(&dout));
         let (mut gdq, mut gdk, mut gdv) = (
@@ -870,6 +894,44 @@ fn attention<A: CudaAct>() {
             &format!("attention_backward_dv{tag}"),
             &t.get_act(&gdv),
             &rdv,
+            1.0,
+        );
+        let clse_in = t.get_acc(&glse);
+        let (mut cdq, mut cdk, mut cdv) = (
+            vec![0f32; n * hq * dh],
+            vec![0f32; n * hk * dh],
+            vec![0f32; n * hk * dh],
+        );
+        t.c.attention_backward(
+            Src::all(&q),
+            Src::all(&k),
+            Src::all(&v),
+            Src::all(&o_in),
+            Src::all(&dout),
+            Src::all(&clse_in),
+            Dst::all(&mut cdq),
+            Dst::all(&mut cdk),
+            Dst::all(&mut cdv),
+            Src::all(&cu),
+            &d,
+        )
+        .unwrap();
+        t.check(
+            &format!("attention_backward_dq_vs_cpu{tag}"),
+            &t.get_act(&gdq),
+            &cdq,
+            1.0,
+        );
+        t.check(
+            &format!("attention_backward_dk_vs_cpu{tag}"),
+            &t.get_act(&gdk),
+            &cdk,
+            1.0,
+        );
+        t.check(
+            &format!("attention_backward_dv_vs_cpu{tag}"),
+            &t.get_act(&gdv),
+            &cdv,
             1.0,
         );
     }
