@@ -243,15 +243,16 @@ fn linear_backward_adds_into_gradients() {
     }
 }
 
-/// f32 against f64 at a size where matrixmultiply runs multi-threaded.
+/// f32 against f64 at a size where matrixmultiply runs multi-threaded (m·k + k·n ≥ 2^15 for
+/// every GEMM of forward and backward). N and O are not multiples of the kernel tiles.
 #[test]
 fn linear_f32_matches_f64_at_threaded_size() {
     let mut g = rng(11);
     for layout in [WeightLayout::OutIn, WeightLayout::InOut] {
         let dims = LinearDims {
-            n: 300,
-            inp: 200,
-            out: 150,
+            n: 517,
+            inp: 256,
+            out: 199,
             layout,
         };
         let x = uniform_f32(&mut g, dims.n * dims.inp);
@@ -329,4 +330,53 @@ fn gradcheck_rejects_a_wrong_gradient() {
     let mut wrong = exact.clone();
     wrong[7] *= 1.0 + 1e-5;
     assert!(grad_error(&wrong, &numeric) > FD_TOL);
+}
+
+/// The strided GEMM wrapper against a naive triple loop, for every combination of transposed
+/// A / B and row- / column-major C, at a multi-threaded size with odd dimensions; beta = 1
+/// checks accumulation, alpha a scale.
+#[test]
+fn gemm_views_and_parallel_split_match_naive() {
+    use ferrotron_kernels::cpu::gemm::{gemm, View, ViewMut};
+    let (m, k, n) = (261, 250, 270);
+    let mut g = rng(13);
+    let (a, b, c0) = (
+        uniform(&mut g, m * k),
+        uniform(&mut g, k * n),
+        uniform(&mut g, m * n),
+    );
+    for (ta, tb, tc) in (0..8).map(|bits| (bits & 1 == 1, bits & 2 == 2, bits & 4 == 4)) {
+        // the same logical A [m, k], B [k, n], C [m, n], stored transposed or not
+        let av = if ta {
+            View::row_major(&a, k, m).t()
+        } else {
+            View::row_major(&a, m, k)
+        };
+        let bv = if tb {
+            View::row_major(&b, n, k).t()
+        } else {
+            View::row_major(&b, k, n)
+        };
+        let at = |i: usize, j: usize| if ta { a[j * m + i] } else { a[i * k + j] };
+        let bt = |i: usize, j: usize| if tb { b[j * k + i] } else { b[i * n + j] };
+        let c_idx = |i: usize, j: usize| if tc { j * m + i } else { i * n + j };
+        let mut c = c0.clone();
+        let cv = if tc {
+            ViewMut::row_major(&mut c, n, m).t()
+        } else {
+            ViewMut::row_major(&mut c, m, n)
+        };
+        gemm(0.5, av, bv, 1.0, cv);
+        let mut worst = 0f64;
+        for i in 0..m {
+            for j in 0..n {
+                let want = c0[c_idx(i, j)] + 0.5 * (0..k).map(|x| at(i, x) * bt(x, j)).sum::<f64>();
+                worst = worst.max((c[c_idx(i, j)] - want).abs());
+            }
+        }
+        assert!(
+            worst < 1e-12,
+            "A^T {ta} B^T {tb} C col-major {tc}: max error {worst:.2e}"
+        );
+    }
 }

@@ -1,0 +1,52 @@
+// Elementwise activations, one thread per element (grid-stride), fp32 math, T = float | bf16.
+//   swiglu:  out = silu(g)·u, silu(g) = g·σ(g)
+//            dg += dout·u·σ(g)(1 + g(1 − σ(g))),  du += dout·silu(g)
+//   gelu (tanh): y = ½x(1 + tanh(c(x + 0.044715x³))), c = √(2/π)
+//            dx += dy·(½(1 + t) + ½x(1 − t²)·c(1 + 3·0.044715x²)),  t = tanh(c(x + 0.044715x³))
+#include "ferrotron_common.cuh"
+
+#define FT_GRID_STRIDE(i, n) \
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); i += (long long)gridDim.x * blockDim.x)
+
+__device__ __forceinline__ float sigmoidf_(float x) { return 1.f / (1.f + expf(-x)); }
+
+template <typename T> __device__ void swiglu_fwd(const T* gate, const T* up, T* out, long long n) {
+    FT_GRID_STRIDE(i, n) {
+        const float g = ld(gate[i]);
+        out[i] = cvt<T>(g * sigmoidf_(g) * ld(up[i]));
+    }
+}
+FT_EXPORT(swiglu_fwd, (const T* gate, const T* up, T* out, long long n), (gate, up, out, n))
+
+template <typename T>
+__device__ void swiglu_bwd(const T* gate, const T* up, const T* dout, T* dgate, T* dup, long long n) {
+    FT_GRID_STRIDE(i, n) {
+        const float g = ld(gate[i]), u = ld(up[i]), d = ld(dout[i]);
+        const float s = sigmoidf_(g);
+        dgate[i] = cvt<T>(ld(dgate[i]) + d * u * s * (1.f + g * (1.f - s)));
+        dup[i] = cvt<T>(ld(dup[i]) + d * g * s);
+    }
+}
+FT_EXPORT(swiglu_bwd, (const T* gate, const T* up, const T* dout, T* dgate, T* dup, long long n),
+          (gate, up, dout, dgate, dup, n))
+
+#define FT_GELU_C 0.7978845608028654f
+#define FT_GELU_A 0.044715f
+
+template <typename T> __device__ void gelu_fwd(const T* x, T* y, long long n) {
+    FT_GRID_STRIDE(i, n) {
+        const float v = ld(x[i]);
+        y[i] = cvt<T>(0.5f * v * (1.f + tanhf(FT_GELU_C * (v + FT_GELU_A * v * v * v))));
+    }
+}
+FT_EXPORT(gelu_fwd, (const T* x, T* y, long long n), (x, y, n))
+
+template <typename T> __device__ void gelu_bwd(const T* x, const T* dy, T* dx, long long n) {
+    FT_GRID_STRIDE(i, n) {
+        const float v = ld(x[i]);
+        const float t = tanhf(FT_GELU_C * (v + FT_GELU_A * v * v * v));
+        const float g = 0.5f * (1.f + t) + 0.5f * v * (1.f - t * t) * FT_GELU_C * (1.f + 3.f * FT_GELU_A * v * v);
+        dx[i] = cvt<T>(ld(dx[i]) + ld(dy[i]) * g);
+    }
+}
+FT_EXPORT(gelu_bwd, (const T* x, const T* dy, T* dx, long long n), (x, dy, dx, n))

@@ -1,0 +1,63 @@
+// Fused softmax cross-entropy, one block per row of logits [N, V] (T = float | bf16), targets [N].
+// Pass 1 streams the row once keeping an online (max, sum-exp) pair per thread, merged across the
+// block: lse = m + log(s). Pass 2 (when dlogits is wanted) streams it again and writes
+//   dlogits[n, j] = grad_scale·(exp(x_j − lse) − [j == t])
+// so no fp32 copy of the logits ever exists. losses[n] = lse − x_t (fp32). A target outside
+// [0, V) (−100 by convention) means "ignored": loss 0 and a zero gradient row.
+#include "ferrotron_common.cuh"
+
+__device__ __forceinline__ void online_merge(float& m, float& s, float m2, float s2) {
+    const float mn = fmaxf(m, m2);
+    if (mn == -FT_INF) return;
+    s = s * expf(m - mn) + s2 * expf(m2 - mn);
+    m = mn;
+}
+
+template <typename T>
+__device__ void cross_entropy(const T* logits, const int* targets, float* losses, T* dlogits, int want_grad,
+                              long long v, float grad_scale) {
+    __shared__ float sm[32], ss[32];
+    const long long row = blockIdx.x;
+    const T* x = logits + row * v;
+    const int t = targets[row];
+    const bool ignored = t < 0 || (long long)t >= v;
+    float m = -FT_INF, s = 0.f;
+    for (long long j = threadIdx.x; j < v; j += blockDim.x) {
+        const float xj = ld(x[j]);
+        if (xj > m) {
+            s = s * expf(m - xj) + 1.f;
+            m = xj;
+        } else {
+            s += expf(xj - m);
+        }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const float m2 = __shfl_xor_sync(FT_FULL_MASK, m, o), s2 = __shfl_xor_sync(FT_FULL_MASK, s, o);
+        online_merge(m, s, m2, s2);
+    }
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    if (lane == 0) {
+        sm[wid] = m;
+        ss[wid] = s;
+    }
+    __syncthreads();
+    m = lane < nw ? sm[lane] : -FT_INF;
+    s = lane < nw ? ss[lane] : 0.f;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const float m2 = __shfl_xor_sync(FT_FULL_MASK, m, o), s2 = __shfl_xor_sync(FT_FULL_MASK, s, o);
+        online_merge(m, s, m2, s2);
+    }
+    const float lse = m + logf(s);
+    if (threadIdx.x == 0) losses[row] = ignored ? 0.f : lse - ld(x[t]);
+    if (!want_grad) return;
+    T* dx = dlogits + row * v;
+    for (long long j = threadIdx.x; j < v; j += blockDim.x) {
+        const float g = ignored ? 0.f : grad_scale * (expf(ld(x[j]) - lse) - (j == t ? 1.f : 0.f));
+        dx[j] = cvt<T>(g);
+    }
+}
+FT_EXPORT(cross_entropy,
+          (const T* logits, const int* targets, float* losses, T* dlogits, int want_grad, long long v, float gs),
+          (logits, targets, losses, dlogits, want_grad, v, gs))

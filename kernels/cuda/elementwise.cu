@@ -1,0 +1,43 @@
+// Elementwise ops over flat regions (one thread per element, grid-stride).
+//   add_act    x[i] += y[i]                      T = float | bf16 (x, y activations)
+//   add_acc    x[i] += y[i]                      fp32
+//   scale_acc  x[i] *= s                         fp32, s given in double
+//   cast_acc   dst[i] = T(src[i])                fp32 -> T (compute copy of master weights)
+//   copy_columns  dst[r, dc0 + c] (=|+=) src[r, sc0 + c], r < rows, c < width (row-major)
+#include "ferrotron_common.cuh"
+
+#define FT_GRID_STRIDE(i, n) \
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); i += (long long)gridDim.x * blockDim.x)
+
+template <typename T> __device__ void add_act(T* x, const T* y, long long n) {
+    FT_GRID_STRIDE(i, n) x[i] = cvt<T>(ld(x[i]) + ld(y[i]));
+}
+FT_EXPORT(add_act, (T * x, const T* y, long long n), (x, y, n))
+
+extern "C" __global__ void add_acc(float* x, const float* y, long long n) {
+    FT_GRID_STRIDE(i, n) x[i] += y[i];
+}
+
+extern "C" __global__ void scale_acc(float* x, double s, long long n) {
+    FT_GRID_STRIDE(i, n) x[i] = (float)((double)x[i] * s);
+}
+
+template <typename T> __device__ void cast_acc(const float* src, T* dst, long long n) {
+    FT_GRID_STRIDE(i, n) dst[i] = cvt<T>(src[i]);
+}
+FT_EXPORT(cast_acc, (const float* src, T* dst, long long n), (src, dst, n))
+
+template <typename T>
+__device__ void copy_columns(const T* src, long long src_cols, long long src_col0, T* dst, long long dst_cols,
+                             long long dst_col0, long long rows, long long width, int accumulate) {
+    FT_GRID_STRIDE(i, rows * width) {
+        const long long r = i / width, c = i % width;
+        const float s = ld(src[r * src_cols + src_col0 + c]);
+        T* d = dst + r * dst_cols + dst_col0 + c;
+        *d = cvt<T>(accumulate ? ld(*d) + s : s);
+    }
+}
+FT_EXPORT(copy_columns,
+          (const T* src, long long src_cols, long long src_col0, T* dst, long long dst_cols, long long dst_col0,
+           long long rows, long long width, int accumulate),
+          (src, src_cols, src_col0, dst, dst_cols, dst_col0, rows, width, accumulate))

@@ -1,0 +1,142 @@
+//! `CudaBackend<A>`: the `Backend` contract on one NVIDIA GPU. Act = CudaSlice<A> (A = f32 or
+//! bf16), Acc = CudaSlice<f32>, Idx = CudaSlice<i32>. All work is queued on the backend's one
+//! stream; `synchronize` waits for it. This file holds construction and the launch plumbing;
+//! the ops live in ops_*.rs, the trait mapping in trait_impl.rs.
+
+use super::device::{cublaslt_present, open_context};
+use super::dtype::CudaAct;
+use super::gemm::Blas;
+use super::nvrtc;
+use super::sources::MODULES;
+use crate::{Error, Result};
+use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+
+pub struct CudaBackend<A: CudaAct> {
+    pub(crate) ctx: Arc<CudaContext>,
+    pub(crate) stream: Arc<CudaStream>,
+    pub(crate) blas: Blas,
+    funcs: Mutex<HashMap<String, CudaFunction>>,
+    _act: PhantomData<A>,
+}
+
+/// A kernel argument (kernels take device addresses as u64 and sizes as long long / int).
+pub(crate) enum KArg {
+    P(u64),
+    I64(i64),
+    I32(i32),
+    F32(f32),
+    F64(f64),
+    Attn(super::ops_attention::AttnShape),
+    AdamW(Box<super::ops_adamw::AdamWTensors>),
+}
+
+pub(crate) const BLOCK: u32 = 256;
+
+/// A 1-D grid for a grid-stride loop over `n` elements.
+pub(crate) fn grid_for(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(BLOCK as usize).clamp(1, 65536) as u32;
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+pub(crate) fn cuda_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Cuda(format!("{what}: {e}"))
+}
+
+impl<A: CudaAct> CudaBackend<A> {
+    /// Opens device `ordinal`. Errors (never panics) when the driver, NVRTC or cuBLASLt is
+    /// missing. Kernels are compiled lazily, on first use of their module.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        let ctx = open_context(ordinal)?;
+        if !nvrtc::nvrtc_available() {
+            return Err(Error::Cuda("CUDA requested but libnvrtc was not found (add the CUDA toolkit's lib64 to LD_LIBRARY_PATH)".into()));
+        }
+        if !cublaslt_present() {
+            return Err(Error::Cuda("CUDA requested but libcublasLt was not found (add the CUDA toolkit's lib64 to LD_LIBRARY_PATH)".into()));
+        }
+        let stream = ctx.default_stream();
+        let blas = Blas::new(stream.clone())?;
+        Ok(CudaBackend {
+            ctx,
+            stream,
+            blas,
+            funcs: Mutex::new(HashMap::new()),
+            _act: PhantomData,
+        })
+    }
+
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Compiles and loads every kernel module now (instead of on first use).
+    pub fn warm_up(&self) -> Result<()> {
+        for (name, src) in MODULES {
+            nvrtc::load_module(&self.ctx, name, src)?;
+        }
+        Ok(())
+    }
+
+    /// "<base>_f32" or "<base>_bf16".
+    pub(crate) fn kname(base: &str) -> String {
+        format!("{base}_{}", A::NAME)
+    }
+
+    fn func(&self, module: &str, name: &str) -> Result<CudaFunction> {
+        let mut funcs = self
+            .funcs
+            .lock()
+            .map_err(|_| Error::Cuda("kernel cache poisoned".into()))?;
+        if let Some(f) = funcs.get(name) {
+            return Ok(f.clone());
+        }
+        let src = MODULES
+            .iter()
+            .find(|(m, _)| *m == module)
+            .map(|(_, s)| *s)
+            .ok_or_else(|| Error::Cuda(format!("no kernel module {module}")))?;
+        let m = nvrtc::load_module(&self.ctx, module, src)?;
+        let f = m
+            .load_function(name)
+            .map_err(|e| cuda_err(&format!("kernel {name} in {module}.cu"), e))?;
+        funcs.insert(name.to_string(), f.clone());
+        Ok(f)
+    }
+
+    /// Queues kernel `name` of `module` on the stream.
+    pub(crate) fn launch(
+        &self,
+        module: &str,
+        name: &str,
+        cfg: LaunchConfig,
+        args: &[KArg],
+    ) -> Result<()> {
+        let f = self.func(module, name)?;
+        let mut b = self.stream.launch_builder(&f);
+        for a in args {
+            match a {
+                KArg::P(v) => b.arg(v),
+                KArg::I64(v) => b.arg(v),
+                KArg::I32(v) => b.arg(v),
+                KArg::F32(v) => b.arg(v),
+                KArg::F64(v) => b.arg(v),
+                KArg::Attn(v) => b.arg(v),
+                KArg::AdamW(v) => b.arg(&**v),
+            };
+        }
+        // SAFETY: each kernel's parameter list matches `args` (see the .cu file it names) and
+        // every address points into a live region sized by the caller's checks.
+        unsafe { b.launch(cfg) }
+            .map(|_| ())
+            .map_err(|e| cuda_err(&format!("launching {name}"), e))
+    }
+}

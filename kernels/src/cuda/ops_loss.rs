@@ -1,0 +1,94 @@
+//! Fused cross-entropy (kernels/cuda/cross_entropy.cu: one block per row, online logsumexp, no
+//! fp32 logits buffer) and the fp64-accumulated reductions Σx, Σx² (kernels/cuda/reduce.cu: one
+//! partial per block, summed on the host).
+
+use super::backend::{cuda_err, CudaBackend, KArg::*, BLOCK};
+use super::buffer::{check_len, Bound};
+use super::dtype::CudaAct;
+use crate::backend::{Dst, Src};
+use crate::Result;
+use cudarc::driver::{CudaSlice, LaunchConfig};
+
+const REDUCE_BLOCKS: usize = 1024;
+const CE_THREADS: u32 = 512;
+
+impl<A: CudaAct> CudaBackend<A> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn xent(
+        &self,
+        logits: Src<'_, CudaSlice<A>>,
+        targets: Src<'_, CudaSlice<i32>>,
+        mut losses: Dst<'_, CudaSlice<f32>>,
+        mut dlogits: Option<Dst<'_, CudaSlice<A>>>,
+        n: usize,
+        v: usize,
+        grad_scale: f64,
+    ) -> Result<()> {
+        check_len("cross_entropy logits", logits.len, n * v)?;
+        check_len("cross_entropy targets", targets.len, n)?;
+        check_len("cross_entropy losses", losses.len, n)?;
+        if let Some(d) = &dlogits {
+            check_len("cross_entropy dlogits", d.len, n * v)?;
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        if v == 0 {
+            return self.fill_zero(losses);
+        }
+        let mut bind = Bound::new(&self.stream);
+        let (dl, want) = match &mut dlogits {
+            Some(d) => (bind.w(d), 1),
+            None => (0, 0),
+        };
+        let threads = (v.next_multiple_of(32) as u32).clamp(32, CE_THREADS);
+        let cfg = LaunchConfig {
+            grid_dim: (n as u32, 1, 1),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let args = [
+            P(bind.r(&logits)),
+            P(bind.r(&targets)),
+            P(bind.w(&mut losses)),
+            P(dl),
+            I32(want),
+            I64(v as i64),
+            F32(grad_scale as f32),
+        ];
+        self.launch("cross_entropy", &Self::kname("cross_entropy"), cfg, &args)
+    }
+
+    /// Σ x (squares = false) or Σ x² over an fp32 region, in f64.
+    pub(crate) fn reduce_f32(&self, x: Src<'_, CudaSlice<f32>>, squares: bool) -> Result<f64> {
+        if x.len == 0 {
+            return Ok(0.0);
+        }
+        let blocks = x.len.div_ceil(BLOCK as usize).clamp(1, REDUCE_BLOCKS);
+        let mut partials = self.zeros::<f64>(blocks)?;
+        let mut pdst = Dst::all(&mut partials);
+        let mut bind = Bound::new(&self.stream);
+        let pp = bind.w(&mut pdst);
+        let cfg = LaunchConfig {
+            grid_dim: (blocks as u32, 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let name = if squares {
+            "sum_squares_partials"
+        } else {
+            "sum_partials"
+        };
+        let n = x.len as i64;
+        self.launch("reduce", name, cfg, &[P(bind.r(&x)), I64(n), P(pp)])?;
+        drop(bind);
+        let mut host = vec![0f64; blocks];
+        self.stream
+            .memcpy_dtoh(&partials, &mut host)
+            .map_err(|e| cuda_err("device-to-host copy", e))?;
+        self.stream
+            .synchronize()
+            .map_err(|e| cuda_err("synchronize", e))?;
+        Ok(host.iter().sum())
+    }
+}

@@ -1,0 +1,938 @@
+//! Every op of `CudaBackend<A>` against the CPU reference `CpuBackend<f32>` (attention also against
+//! an f64 reference in this file), on fresh random inputs (seed printed; FERROTRON_TEST_SEED fixes it).
+//! Inputs are rounded through A first, so both backends see the same numbers. Outputs that an op
+//! overwrites are poisoned with NaN on the GPU first; outputs it adds into start from the same
+//! random values on both sides. Pass: ‖cuda − ref‖/‖ref‖ ≤ 1e-5 (f32), ≤ 1e-2 (bf16), no NaN.
+//! Each line "CUDA-OP <op> <dtype> rel=<err>" is collected by scripts/gpu-check.sh.
+//!
+//! The GPU tests are #[ignore = "needs a CUDA GPU"]; run with --include-ignored on the GPU machine.
+//! `no_driver_is_an_error_not_a_panic` runs everywhere.
+
+use ferrotron_kernels::backend::{
+    AdamWStep, AttnDims, Backend, Dst, LinearDims, Src, WeightGrads, WeightLayout,
+};
+use ferrotron_kernels::cpu::CpuBackend;
+use ferrotron_kernels::cuda::{device, CudaAct, CudaBackend};
+use half::bf16;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const TOL_F32: f64 = 1e-5;
+const TOL_BF16: f64 = 1e-2;
+
+thread_local! {
+    /// Set by the multi-stream tests: the backend's context then also has a side stream, which
+    /// switches cudarc into per-buffer event tracking.
+    static SIDE_STREAM: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+struct T<A: CudaAct> {
+    _side: Option<std::sync::Arc<cudarc::driver::CudaStream>>,
+    g: CudaBackend<A>,
+    c: CpuBackend<f32>,
+    rng: ChaCha8Rng,
+    tol: f64,
+}
+
+fn setup<A: CudaAct>() -> T<A> {
+    let seed = std::env::var("FERROTRON_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    eprintln!("seed {seed} ({})", A::NAME);
+    let g = CudaBackend::<A>::new(0).expect("a CUDA device");
+    let tol = if A::NAME == "f32" { TOL_F32 } else { TOL_BF16 };
+    let _side = SIDE_STREAM
+        .get()
+        .then(|| g.context().new_stream().expect("a side stream"));
+    T {
+        _side,
+        g,
+        c: CpuBackend::new(),
+        rng: ChaCha8Rng::seed_from_u64(seed),
+        tol,
+    }
+}
+
+impl<A: CudaAct> T<A> {
+    /// n values uniform in [-s, s), rounded through A.
+    fn rand(&mut self, n: usize, s: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| A::from_f32(self.rng.random_range(-s..s)).to_f32())
+            .collect()
+    }
+    fn ids(&mut self, n: usize, v: usize) -> Vec<i32> {
+        (0..n).map(|_| self.rng.random_range(0..v as i32)).collect()
+    }
+    fn act(&self, h: &[f32]) -> cudarc::driver::CudaSlice<A> {
+        self.g.upload_act(h).unwrap()
+    }
+    fn acc(&self, h: &[f32]) -> cudarc::driver::CudaSlice<f32> {
+        self.g.upload_acc(h).unwrap()
+    }
+    fn idx(&self, h: &[i32]) -> cudarc::driver::CudaSlice<i32> {
+        self.g.upload_idx(h).unwrap()
+    }
+    fn nan_act(&self, n: usize) -> cudarc::driver::CudaSlice<A> {
+        self.act(&vec![f32::NAN; n])
+    }
+    fn nan_acc(&self, n: usize) -> cudarc::driver::CudaSlice<f32> {
+        self.acc(&vec![f32::NAN; n])
+    }
+    fn get_act(&self, b: &cudarc::driver::CudaSlice<A>) -> Vec<f32> {
+        self.g.download_act(Src::all(b)).unwrap()
+    }
+    fn get_acc(&self, b: &cudarc::driver::CudaSlice<f32>) -> Vec<f32> {
+        self.g.download_acc(Src::all(b)).unwrap()
+    }
+    /// Asserts ‖gpu − reference‖/‖reference‖ ≤ tol (tol scaled by `slack` for inherently lossy ops).
+    fn check(&self, op: &str, gpu: &[f32], reference: &[f32], slack: f64) {
+        let rel = rel_err(gpu, reference);
+        eprintln!("CUDA-OP {op} {} rel={rel:.3e}", A::NAME);
+        assert!(
+            rel <= self.tol * slack,
+            "{op} ({}): relative error {rel:.3e} over {:.1e}",
+            A::NAME,
+            self.tol * slack
+        );
+    }
+}
+
+fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    if a.iter().any(|x| !x.is_finite()) {
+        return f64::INFINITY;
+    }
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum();
+    let den: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
+    (num / den.max(1e-300)).sqrt()
+}
+
+macro_rules! gpu_tests {
+    ($($name:ident),* $(,)?) => {
+        mod f32_ {
+            $( #[test] #[ignore = "needs a CUDA GPU"] fn $name() { super::$name::<f32>(); } )*
+        }
+        mod bf16_ {
+            $( #[test] #[ignore = "needs a CUDA GPU"] fn $name() { super::$name::<super::bf16>(); } )*
+        }
+    };
+}
+
+gpu_tests!(
+    memory,
+    copy_columns,
+    embedding,
+    linear,
+    rmsnorm,
+    layernorm,
+    rope,
+    activations,
+    cross_entropy,
+    reductions,
+    adamw,
+    attention
+);
+
+/// The same op checks with a second stream on the context (cudarc's multi-stream mode).
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn multi_stream_mode() {
+    SIDE_STREAM.set(true);
+    memory::<bf16>();
+    linear::<bf16>();
+    layernorm::<f32>();
+    cross_entropy::<bf16>();
+    reductions::<f32>();
+    adamw::<f32>();
+    attention::<bf16>();
+}
+
+#[test]
+fn no_driver_is_an_error_not_a_panic() {
+    if device::driver_present() {
+        eprintln!("libcuda present: the no-driver path cannot be exercised here");
+        return;
+    }
+    let err = CudaBackend::<f32>::new(0)
+        .err()
+        .expect("an error without a driver");
+    assert!(
+        err.to_string().contains("no NVIDIA driver/libcuda"),
+        "{err}"
+    );
+    assert!(CudaBackend::<bf16>::new(0).is_err());
+}
+
+fn memory<A: CudaAct>() {
+    let mut t = setup::<A>();
+    let h = t.rand(1000, 2.0);
+    let a = t.act(&h);
+    t.check("upload_download_act", &t.get_act(&a), &h, 1.0);
+    let mut acc = t.acc(&h);
+    t.g.fill_zero_acc(Dst::range(&mut acc, 100, 200)).unwrap();
+    let mut want = h.clone();
+    want[100..300].iter_mut().for_each(|x| *x = 0.0);
+    t.check("fill_zero_acc", &t.get_acc(&acc), &want, 1.0);
+    let mut a2 = t.act(&h);
+    t.g.fill_zero_act(Dst::range(&mut a2, 5, 7)).unwrap();
+    let mut want = h.clone();
+    want[5..12].iter_mut().for_each(|x| *x = 0.0);
+    t.check("fill_zero_act", &t.get_act(&a2), &want, 1.0);
+    let mut dst = t.nan_acc(600);
+    t.g.copy_acc(Src::range(&acc, 300, 600), Dst::all(&mut dst))
+        .unwrap();
+    t.check("copy_acc", &t.get_acc(&dst), &h[300..900], 1.0);
+    let master = t.rand(777, 3.0);
+    let m = t.acc(&master);
+    let mut out = t.nan_act(777);
+    t.g.acc_to_act(Src::all(&m), Dst::all(&mut out)).unwrap();
+    t.check("acc_to_act", &t.get_act(&out), &master, 1.0);
+    assert_eq!(
+        t.g.download_acc(Src::all(&t.acc(&[]))).unwrap(),
+        Vec::<f32>::new()
+    );
+}
+
+fn copy_columns<A: CudaAct>() {
+    let mut t = setup::<A>();
+    let (rows, sc, dc, w) = (37, 96, 40, 32);
+    let src = t.rand(rows * sc, 1.0);
+    for acc in [false, true] {
+        let init = t.rand(rows * dc, 1.0);
+        let (gs, mut gd) = (t.act(&src), t.act(&init));
+        let (cs, mut cd) = (src.clone(), init.clone());
+        t.g.copy_columns(
+            Src::all(&gs),
+            sc,
+            64,
+            Dst::all(&mut gd),
+            dc,
+            5,
+            rows,
+            w,
+            acc,
+        )
+        .unwrap();
+        t.c.copy_columns(
+            Src::all(&cs),
+            sc,
+            64,
+            Dst::all(&mut cd),
+            dc,
+            5,
+            rows,
+            w,
+            acc,
+        )
+        .unwrap();
+        t.check(
+            if acc {
+                "copy_columns_acc"
+            } else {
+                "copy_columns"
+            },
+            &t.get_act(&gd),
+            &cd,
+            1.0,
+        );
+    }
+}
+
+fn embedding<A: CudaAct>() {
+    let mut t = setup::<A>();
+    let (n, v, d) = (300, 50, 72);
+    let ids = t.ids(n, v);
+    let table = t.rand(v * d, 1.0);
+    let mut out = t.nan_act(n * d);
+    let mut cout = vec![0f32; n * d];
+    t.g.embedding_forward(
+        Src::all(&t.idx(&ids)),
+        Src::all(&t.act(&table)),
+        Dst::all(&mut out),
+        n,
+        d,
+    )
+    .unwrap();
+    t.c.embedding_forward(Src::all(&ids), Src::all(&table), Dst::all(&mut cout), n, d)
+        .unwrap();
+    t.check("embedding_forward", &t.get_act(&out), &cout, 1.0);
+    let dout = t.rand(n * d, 1.0);
+    let init = t.rand(v * d, 1.0);
+    let mut gdt = t.acc(&init);
+    let mut cdt = init.clone();
+    t.g.embedding_backward(
+        Src::all(&t.idx(&ids)),
+        Src::all(&t.act(&dout)),
+        Dst::all(&mut gdt),
+        n,
+        d,
+    )
+    .unwrap();
+    t.c.embedding_backward(Src::all(&ids), Src::all(&dout), Dst::all(&mut cdt), n, d)
+        .unwrap();
+    t.check("embedding_backward", &t.get_acc(&gdt), &cdt, 1.0);
+}
+
+fn linear<A: CudaAct>() {
+    let mut t = setup::<A>();
+    let (n, i, o) = (67, 96, 80);
+    for layout in [WeightLayout::OutIn, WeightLayout::InOut] {
+        for bias in [false, true] {
+            let tag = format!("{layout:?}{}", if bias { "+b" } else { "" });
+            let dims = LinearDims {
+                n,
+                inp: i,
+                out: o,
+                layout,
+            };
+            // x starts at an odd offset: cuBLASLt must cope with unaligned regions.
+            let x = t.rand(n * i + 3, 1.0);
+            let w = t.rand(i * o, 0.3);
+            let b = t.rand(o, 1.0);
+            let (gx, gw, gb) = (t.act(&x), t.act(&w), t.act(&b));
+            let mut gy = t.nan_act(n * o);
+            let mut cy = vec![0f32; n * o];
+            let gbs = bias.then(|| Src::all(&gb));
+            t.g.linear_forward(
+                Src::range(&gx, 3, n * i),
+                Src::all(&gw),
+                gbs,
+                Dst::all(&mut gy),
+                dims,
+            )
+            .unwrap();
+            let cbs = bias.then(|| Src::all(&b));
+            t.c.linear_forward(
+                Src::range(&x, 3, n * i),
+                Src::all(&w),
+                cbs,
+                Dst::all(&mut cy),
+                dims,
+            )
+            .unwrap();
+            t.check(&format!("linear_forward[{tag}]"), &t.get_act(&gy), &cy, 1.0);
+
+            let dy = t.rand(n * o, 1.0);
+            let dx0 = t.rand(n * i, 1.0);
+            // grads buffer: [bias o][pad 1][weight i*o]: the weight region starts unaligned.
+            let g0 = t.rand(o + 1 + i * o, 1.0);
+            let (wr, br) = ((o + 1, i * o), bias.then_some((0, o)));
+            let (mut gdx, mut ggr) = (t.act(&dx0), t.acc(&g0));
+            let (mut cdx, mut cgr) = (dx0.clone(), g0.clone());
+            let gdy = t.act(&dy);
+            t.g.linear_backward(
+                Src::range(&gx, 3, n * i),
+                Src::all(&gw),
+                Src::all(&gdy),
+                Some(Dst::all(&mut gdx)),
+                WeightGrads::new(&mut ggr, wr, br),
+                dims,
+            )
+            .unwrap();
+            t.c.linear_backward(
+                Src::range(&x, 3, n * i),
+                Src::all(&w),
+                Src::all(&dy),
+                Some(Dst::all(&mut cdx)),
+                WeightGrads::new(&mut cgr, wr, br),
+                dims,
+            )
+            .unwrap();
+            t.check(
+                &format!("linear_backward_dx[{tag}]"),
+                &t.get_act(&gdx),
+                &cdx,
+                1.0,
+            );
+            assert!(
+                rel_err(&cgr, &g0) > 1e-2,
+                "the reference did not change dW/db"
+            );
+            let gg = t.get_acc(&ggr);
+            t.check(
+                &format!("linear_backward_dw[{tag}]"),
+                &gg[o + 1..],
+                &cgr[o + 1..],
+                1.0,
+            );
+            t.check(
+                &format!("linear_backward_db_pad[{tag}]"),
+                &gg[..o + 1],
+                &cgr[..o + 1],
+                1.0,
+            );
+        }
+    }
+}
+
+fn rmsnorm<A: CudaAct>() {
+    let mut t = setup::<A>();
+    for (n, d) in [(64, 96), (9, 1000), (3, 2048)] {
+        let (x, w) = (t.rand(n * d, 2.0), t.rand(d, 1.0));
+        let (gx, gw) = (t.act(&x), t.act(&w));
+        let (mut gy, mut gr) = (t.nan_act(n * d), t.nan_acc(n));
+        let (mut cy, mut cr) = (vec![0f32; n * d], vec![0f32; n]);
+        t.g.rmsnorm_forward(
+            Src::all(&gx),
+            Src::all(&gw),
+            Dst::all(&mut gy),
+            Dst::all(&mut gr),
+            n,
+            d,
+            1e-5,
+        )
+        .unwrap();
+        t.c.rmsnorm_forward(
+            Src::all(&x),
+            Src::all(&w),
+            Dst::all(&mut cy),
+            Dst::all(&mut cr),
+            n,
+            d,
+            1e-5,
+        )
+        .unwrap();
+        t.check("rmsnorm_forward_y", &t.get_act(&gy), &cy, 1.0);
+        t.check("rmsnorm_forward_rstd", &t.get_acc(&gr), &cr, 1.0);
+        let (dy, dx0, dw0) = (t.rand(n * d, 1.0), t.rand(n * d, 1.0), t.rand(d, 1.0));
+        let (mut gdx, mut gdw) = (t.act(&dx0), t.acc(&dw0));
+        let (mut cdx, mut cdw) = (dx0.clone(), dw0.clone());
+        let gdy = t.act(&dy);
+        t.g.rmsnorm_backward(
+            Src::all(&gx),
+            Src::all(&gw),
+            Src::all(&gr),
+            Src::all(&gdy),
+            Dst::all(&mut gdx),
+            Dst::all(&mut gdw),
+            n,
+            d,
+        )
+        .unwrap();
+        t.c.rmsnorm_backward(
+            Src::all(&x),
+            Src::all(&w),
+            Src::all(&cr),
+            Src::all(&dy),
+            Dst::all(&mut cdx),
+            Dst::all(&mut cdw),
+            n,
+            d,
+        )
+        .unwrap();
+        t.check("rmsnorm_backward_dx", &t.get_act(&gdx), &cdx, 1.0);
+        t.check("rmsnorm_backward_dw", &t.get_acc(&gdw), &cdw, 1.0);
+    }
+}
+
+fn layernorm<A: CudaAct>() {
+    let mut t = setup::<A>();
+    for (n, d) in [(64, 96), (9, 1000), (3, 2048)] {
+        let (x, w, b) = (t.rand(n * d, 2.0), t.rand(d, 1.0), t.rand(d, 1.0));
+        let (gx, gw, gb) = (t.act(&x), t.act(&w), t.act(&b));
+        let (mut gy, mut gm, mut gr) = (t.nan_act(n * d), t.nan_acc(n), t.nan_acc(n));
+        let (mut cy, mut cm, mut cr) = (vec![0f32; n * d], vec![0f32; n], vec![0f32; n]);
+        t.g.layernorm_forward(
+            Src::all(&gx),
+            Src::all(&gw),
+            Src::all(&gb),
+            Dst::all(&mut gy),
+            Dst::all(&mut gm),
+            Dst::all(&mut gr),
+            n,
+            d,
+            1e-5,
+        )
+        .unwrap();
+        t.c.layernorm_forward(
+            Src::all(&x),
+            Src::all(&w),
+            Src::all(&b),
+            Dst::all(&mut cy),
+            Dst::all(&mut cm),
+            Dst::all(&mut cr),
+            n,
+            d,
+            1e-5,
+        )
+        .unwrap();
+        t.check("layernorm_forward_y", &t.get_act(&gy), &cy, 1.0);
+        t.check("layernorm_forward_mean", &t.get_acc(&gm), &cm, 1.0);
+        t.check("layernorm_forward_rstd", &t.get_acc(&gr), &cr, 1.0);
+        let (dy, dx0, g0) = (t.rand(n * d, 1.0), t.rand(n * d, 1.0), t.rand(2 * d, 1.0));
+        let (mut gdx, mut ggr) = (t.act(&dx0), t.acc(&g0));
+        let (mut cdx, mut cgr) = (dx0.clone(), g0.clone());
+        let gdy = t.act(&dy);
+        let (wr, br) = ((0, d), Some((d, d)));
+        t.g.layernorm_backward(
+            Src::all(&gx),
+            Src::all(&gw),
+            Src::all(&gm),
+            Src::all(&gr),
+            Src::all(&gdy),
+            Dst::all(&mut gdx),
+            WeightGrads::new(&mut ggr, wr, br),
+            n,
+            d,
+        )
+        .unwrap();
+        t.c.layernorm_backward(
+            Src::all(&x),
+            Src::all(&w),
+            Src::all(&cm),
+            Src::all(&cr),
+            Src::all(&dy),
+            Dst::all(&mut cdx),
+            WeightGrads::new(&mut cgr, wr, br),
+            n,
+            d,
+        )
+        .unwrap();
+        t.check("layernorm_backward_dx", &t.get_act(&gdx), &cdx, 1.0);
+        let gg = t.get_acc(&ggr);
+        t.check("layernorm_backward_dw", &gg[..d], &cgr[..d], 1.0);
+        t.check("layernorm_backward_db", &gg[d..], &cgr[d..], 1.0);
+    }
+}
+
+fn rope<A: CudaAct>() {
+    let mut t = setup::<A>();
+    let (n, h, dh) = (50, 3, 64);
+    let pos: Vec<i32> = (0..n as i32).map(|i| i * 37 % 4096).collect();
+    let x = t.rand(n * h * dh, 1.0);
+    let gpos = t.idx(&pos);
+    let mut gx = t.act(&x);
+    let mut cx = x.clone();
+    t.g.rope_forward(Dst::all(&mut gx), Src::all(&gpos), n, h, dh, 10000.0)
+        .unwrap();
+    t.c.rope_forward(Dst::all(&mut cx), Src::all(&pos), n, h, dh, 10000.0)
+        .unwrap();
+    t.check("rope_forward", &t.get_act(&gx), &cx, 1.0);
+    let dy = t.rand(n * h * dh, 1.0);
+    let (mut gd, mut cd) = (t.act(&dy), dy.clone());
+    t.g.rope_backward(Dst::all(&mut gd), Src::all(&gpos), n, h, dh, 500000.0)
+        .unwrap();
+    t.c.rope_backward(Dst::all(&mut cd), Src::all(&pos), n, h, dh, 500000.0)
+        .unwrap();
+    t.check("rope_backward", &t.get_act(&gd), &cd, 1.0);
+}
+
+fn activations<A: CudaAct>() {
+    let mut t = setup::<A>();
+    let n = 10_007;
+    let (g, u, d) = (t.rand(n, 4.0), t.rand(n, 2.0), t.rand(n, 1.0));
+    let (gg, gu, gdo) = (t.act(&g), t.act(&u), t.act(&d));
+    let mut go = t.nan_act(n);
+    let mut co = vec![0f32; n];
+    t.g.swiglu_forward(Src::all(&gg), Src::all(&gu), Dst::all(&mut go))
+        .unwrap();
+    t.c.swiglu_forward(Src::all(&g), Src::all(&u), Dst::all(&mut co))
+        .unwrap();
+    t.check("swiglu_forward", &t.get_act(&go), &co, 1.0);
+    let (i1, i2) = (t.rand(n, 1.0), t.rand(n, 1.0));
+    let (mut gdg, mut gdu, mut cdg, mut cdu) = (t.act(&i1), t.act(&i2), i1.clone(), i2.clone());
+    t.g.swiglu_backward(
+        Src::all(&gg),
+        Src::all(&gu),
+        Src::all(&gdo),
+        Dst::all(&mut gdg),
+        Dst::all(&mut gdu),
+    )
+    .unwrap();
+    t.c.swiglu_backward(
+        Src::all(&g),
+        Src::all(&u),
+        Src::all(&d),
+        Dst::all(&mut cdg),
+        Dst::all(&mut cdu),
+    )
+    .unwrap();
+    t.check("swiglu_backward_dgate", &t.get_act(&gdg), &cdg, 1.0);
+    t.check("swiglu_backward_dup", &t.get_act(&gdu), &cdu, 1.0);
+    let mut gy = t.nan_act(n);
+    let mut cy = vec![0f32; n];
+    t.g.gelu_forward(Src::all(&gg), Dst::all(&mut gy)).unwrap();
+    t.c.gelu_forward(Src::all(&g), Dst::all(&mut cy)).unwrap();
+    t.check("gelu_forward", &t.get_act(&gy), &cy, 1.0);
+    let (mut gdx, mut cdx) = (t.act(&i1), i1.clone());
+    t.g.gelu_backward(Src::all(&gg), Src::all(&gdo), Dst::all(&mut gdx))
+        .unwrap();
+    t.c.gelu_backward(Src::all(&g), Src::all(&d), Dst::all(&mut cdx))
+        .unwrap();
+    t.check("gelu_backward", &t.get_act(&gdx), &cdx, 1.0);
+    let (mut gx, mut cx) = (t.act(&i2), i2.clone());
+    t.g.add_inplace(Dst::all(&mut gx), Src::all(&gu)).unwrap();
+    t.c.add_inplace(Dst::all(&mut cx), Src::all(&u)).unwrap();
+    t.check("add_inplace", &t.get_act(&gx), &cx, 1.0);
+}
+
+fn cross_entropy<A: CudaAct>() {
+    let mut t = setup::<A>();
+    for (n, v) in [(33, 1000), (4, 50_257), (5, 17)] {
+        let logits = t.rand(n * v, 8.0);
+        let mut tg = t.ids(n, v);
+        tg[1] = -100;
+        let (gl, gt) = (t.act(&logits), t.idx(&tg));
+        for with_grad in [true, false] {
+            let (mut gloss, mut gd) = (t.nan_acc(n), t.nan_act(n * v));
+            let (mut closs, mut cd) = (vec![0f32; n], vec![0f32; n * v]);
+            let gdd = with_grad.then(|| Dst::all(&mut gd));
+            t.g.cross_entropy(
+                Src::all(&gl),
+                Src::all(&gt),
+                Dst::all(&mut gloss),
+                gdd,
+                n,
+                v,
+                1.0 / 29.0,
+            )
+            .unwrap();
+            let cdd = with_grad.then(|| Dst::all(&mut cd));
+            t.c.cross_entropy(
+                Src::all(&logits),
+                Src::all(&tg),
+                Dst::all(&mut closs),
+                cdd,
+                n,
+                v,
+                1.0 / 29.0,
+            )
+            .unwrap();
+            t.check(
+                &format!("cross_entropy_loss[V={v}]"),
+                &t.get_acc(&gloss),
+                &closs,
+                1.0,
+            );
+            if with_grad {
+                t.check(
+                    &format!("cross_entropy_dlogits[V={v}]"),
+                    &t.get_act(&gd),
+                    &cd,
+                    1.0,
+                );
+            }
+        }
+    }
+}
+
+fn reductions<A: CudaAct>() {
+    let mut t = setup::<A>();
+    let x = t.rand(1_000_003, 1.0);
+    let y = t.rand(1_000_003, 1.0);
+    let (gx, gy) = (t.acc(&x), t.acc(&y));
+    let (s, cs) = (
+        t.g.sum(Src::range(&gx, 1, 999_999)).unwrap(),
+        t.c.sum(Src::range(&x, 1, 999_999)).unwrap(),
+    );
+    t.check("sum", &[s as f32], &[cs as f32], 1.0);
+    let (s, cs) = (
+        t.g.sum_squares(Src::all(&gx)).unwrap(),
+        t.c.sum_squares(Src::all(&x)).unwrap(),
+    );
+    t.check("sum_squares", &[s as f32], &[cs as f32], 1.0);
+    let (mut gs, mut cs) = (t.acc(&x), x.clone());
+    t.g.scale_acc(Dst::range(&mut gs, 10, 5000), 0.37).unwrap();
+    t.c.scale_acc(Dst::range(&mut cs, 10, 5000), 0.37).unwrap();
+    t.check("scale_acc", &t.get_acc(&gs), &cs, 1.0);
+    let (mut ga, mut ca) = (t.acc(&x), x.clone());
+    t.g.add_acc(Dst::all(&mut ga), Src::all(&gy)).unwrap();
+    t.c.add_acc(Dst::all(&mut ca), Src::all(&y)).unwrap();
+    t.check("add_acc", &t.get_acc(&ga), &ca, 1.0);
+}
+
+fn adamw<A: CudaAct>() {
+    let mut t = setup::<A>();
+    let sizes = [1000usize, 1, 4097, 33];
+    let mut gp = Vec::new();
+    let mut cp = Vec::new();
+    for &n in &sizes {
+        let (p, m) = (t.rand(n, 1.0), t.rand(n, 0.1));
+        let v: Vec<f32> = t.rand(n, 0.1).iter().map(|x| x * x).collect();
+        gp.push((t.acc(&p), t.acc(&m), t.acc(&v)));
+        cp.push((p, m, v));
+    }
+    for step in 1..=3u64 {
+        let h = AdamWStep {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            step,
+        };
+        let grads: Vec<Vec<f32>> = sizes.iter().map(|&n| t.rand(n, 1.0)).collect();
+        let gg: Vec<_> = grads.iter().map(|g| t.acc(g)).collect();
+        // GPU: one multi-tensor launch; CPU: tensor by tensor through the trait.
+        let regions: Vec<_> = gp
+            .iter_mut()
+            .zip(&gg)
+            .map(|((p, m, v), g)| (Dst::all(p), Src::all(g), Dst::all(m), Dst::all(v)))
+            .collect();
+        t.g.adamw_multi(regions, &h).unwrap();
+        for ((p, m, v), g) in cp.iter_mut().zip(&grads) {
+            t.c.adamw_step(Dst::all(p), Src::all(g), Dst::all(m), Dst::all(v), &h)
+                .unwrap();
+        }
+    }
+    // and the trait's single-tensor path
+    let h = AdamWStep {
+        lr: 3e-4,
+        beta1: 0.8,
+        beta2: 0.99,
+        eps: 1e-6,
+        weight_decay: 0.0,
+        step: 4,
+    };
+    let g = t.rand(sizes[0], 1.0);
+    let gg = t.acc(&g);
+    let (p, m, v) = &mut gp[0];
+    t.g.adamw_step(Dst::all(p), Src::all(&gg), Dst::all(m), Dst::all(v), &h)
+        .unwrap();
+    let (p, m, v) = &mut cp[0];
+    t.c.adamw_step(Dst::all(p), Src::all(&g), Dst::all(m), Dst::all(v), &h)
+        .unwrap();
+    for (k, ((p, m, v), (cpv, cm, cv))) in gp.iter().zip(&cp).enumerate() {
+        t.check(&format!("adamw_param[{k}]"), &t.get_acc(p), cpv, 1.0);
+        t.check(&format!("adamw_m[{k}]"), &t.get_acc(m), cm, 1.0);
+        t.check(&format!("adamw_v[{k}]"), &t.get_acc(v), cv, 1.0);
+    }
+}
+
+/// f64 reference attention: returns (o, lse) and, given dout, (dq, dk, dv).
+#[allow(clippy::type_complexity)]
+fn attention_ref(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dout: &[f32],
+    cu: &[i32],
+    d: &AttnDims,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (n, hq, hk, dh) = (d.tokens, d.heads, d.kv_heads, d.head_dim);
+    let g = hq / hk;
+    let qi = |t: usize, h: usize| (t * hq + h) * dh;
+    let ki = |t: usize, h: usize| (t * hk + h) * dh;
+    let (mut o, mut lse) = (vec![0f64; n * hq * dh], vec![0f64; hq * n]);
+    let (mut dq, mut dk, mut dv) = (
+        vec![0f64; n * hq * dh],
+        vec![0f64; n * hk * dh],
+        vec![0f64; n * hk * dh],
+    );
+    for s in 0..d.segments {
+        let (s0, s1) = (cu[s] as usize, cu[s + 1] as usize);
+        for h in 0..hq {
+            let kh = h / g;
+            for i in s0..s1 {
+                let keys: Vec<usize> = (s0..if d.causal { i + 1 } else { s1 }).collect();
+                let sc: Vec<f64> = keys
+                    .iter()
+                    .map(|&j| {
+                        d.scale as f64
+                            * (0..dh)
+                                .map(|e| q[qi(i, h) + e] as f64 * k[ki(j, kh) + e] as f64)
+                                .sum::<f64>()
+                    })
+                    .collect();
+                let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let l = m + sc.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
+                lse[h * n + i] = l;
+                let p: Vec<f64> = sc.iter().map(|x| (x - l).exp()).collect();
+                for (&j, &pj) in keys.iter().zip(&p) {
+                    for e in 0..dh {
+                        o[qi(i, h) + e] += pj * v[ki(j, kh) + e] as f64;
+                    }
+                }
+                let dp: Vec<f64> = keys
+                    .iter()
+                    .map(|&j| {
+                        (0..dh)
+                            .map(|e| dout[qi(i, h) + e] as f64 * v[ki(j, kh) + e] as f64)
+                            .sum()
+                    })
+                    .collect();
+                let delta: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
+                for ((&j, &pj), &dpj) in keys.iter().zip(&p).zip(&dp) {
+                    let ds = pj * (dpj - delta) * d.scale as f64;
+                    for e in 0..dh {
+                        dq[qi(i, h) + e] += ds * k[ki(j, kh) + e] as f64;
+                        dk[ki(j, kh) + e] += ds * q[qi(i, h) + e] as f64;
+                        dv[ki(j, kh) + e] += pj * dout[qi(i, h) + e] as f64;
+                    }
+                }
+            }
+        }
+    }
+    let f = |x: Vec<f64>| x.into_iter().map(|v| v as f32).collect::<Vec<f32>>();
+    (f(o), f(lse), f(dq), f(dk), f(dv))
+}
+
+fn attention<A: CudaAct>() {
+    let mut t = setup::<A>();
+    for (causal, dh, hq, hk, cu) in [
+        (true, 64, 4, 2, vec![0, 37, 100, 161]),
+        (false, 64, 4, 4, vec![0, 80, 81, 150]),
+        (true, 128, 2, 1, vec![0, 300]),
+        (false, 40, 3, 1, vec![0, 45, 90]),
+    ] {
+        let n = *cu.last().unwrap() as usize;
+        let d = AttnDims {
+            tokens: n,
+            heads: hq,
+            kv_heads: hk,
+            head_dim: dh,
+            segments: cu.len() - 1,
+            max_seqlen: cu.windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap(),
+            causal,
+            scale: 1.0 / (dh as f32).sqrt(),
+        };
+        let tag = format!(
+            "[{}Dh{dh}H{hq}/{hk}S{}]",
+            if causal { "causal," } else { "" },
+            d.segments
+        );
+        let (q, k, v, dout) = (
+            t.rand(n * hq * dh, 2.0),
+            t.rand(n * hk * dh, 2.0),
+            t.rand(n * hk * dh, 1.0),
+            t.rand(n * hq * dh, 1.0),
+        );
+        let (ro, rlse, rdq, rdk, rdv) = attention_ref(&q, &k, &v, &dout, &cu, &d);
+        let (gq, gk, gv, gcu) = (t.act(&q), t.act(&k), t.act(&v), t.idx(&cu));
+        let (mut go, mut glse) = (t.nan_act(n * hq * dh), t.nan_acc(hq * n));
+        t.g.attention_forward(
+            Src::all(&gq),
+            Src::all(&gk),
+            Src::all(&gv),
+            Dst::all(&mut go),
+            Dst::all(&mut glse),
+            Src::all(&gcu),
+            &d,
+        )
+        .unwrap();
+        t.check(
+            &format!("attention_forward_o{tag}"),
+            &t.get_act(&go),
+            &ro,
+            1.0,
+        );
+        t.check(
+            &format!("attention_forward_lse{tag}"),
+            &t.get_acc(&glse),
+            &rlse,
+            1.0,
+        );
+        // backward from the reference o (rounded through A), as a trainer would pass the saved o.
+        // and against the CPU backend's tiled attention
+        let (mut co, mut clse) = (vec![0f32; n * hq * dh], vec![0f32; hq * n]);
+        t.c.attention_forward(
+            Src::all(&q),
+            Src::all(&k),
+            Src::all(&v),
+            Dst::all(&mut co),
+            Dst::all(&mut clse),
+            Src::all(&cu),
+            &d,
+        )
+        .unwrap();
+        t.check(
+            &format!("attention_forward_o_vs_cpu{tag}"),
+            &t.get_act(&go),
+            &co,
+            1.0,
+        );
+        t.check(
+            &format!("attention_forward_lse_vs_cpu{tag}"),
+            &t.get_acc(&glse),
+            &clse,
+            1.0,
+        );
+        let o_in: Vec<f32> = ro.iter().map(|&x| A::from_f32(x).to_f32()).collect();
+        let (go_in, gdo) = (t.act(&o_in), t.act(&dout));
+        let (mut gdq, mut gdk, mut gdv) = (
+            t.nan_act(n * hq * dh),
+            t.nan_act(n * hk * dh),
+            t.nan_act(n * hk * dh),
+        );
+        t.g.attention_backward(
+            Src::all(&gq),
+            Src::all(&gk),
+            Src::all(&gv),
+            Src::all(&go_in),
+            Src::all(&gdo),
+            Src::all(&glse),
+            Dst::all(&mut gdq),
+            Dst::all(&mut gdk),
+            Dst::all(&mut gdv),
+            Src::all(&gcu),
+            &d,
+        )
+        .unwrap();
+        t.check(
+            &format!("attention_backward_dq{tag}"),
+            &t.get_act(&gdq),
+            &rdq,
+            1.0,
+        );
+        t.check(
+            &format!("attention_backward_dk{tag}"),
+            &t.get_act(&gdk),
+            &rdk,
+            1.0,
+        );
+        t.check(
+            &format!("attention_backward_dv{tag}"),
+            &t.get_act(&gdv),
+            &rdv,
+            1.0,
+        );
+        let clse_in = t.get_acc(&glse);
+        let (mut cdq, mut cdk, mut cdv) = (
+            vec![0f32; n * hq * dh],
+            vec![0f32; n * hk * dh],
+            vec![0f32; n * hk * dh],
+        );
+        t.c.attention_backward(
+            Src::all(&q),
+            Src::all(&k),
+            Src::all(&v),
+            Src::all(&o_in),
+            Src::all(&dout),
+            Src::all(&clse_in),
+            Dst::all(&mut cdq),
+            Dst::all(&mut cdk),
+            Dst::all(&mut cdv),
+            Src::all(&cu),
+            &d,
+        )
+        .unwrap();
+        t.check(
+            &format!("attention_backward_dq_vs_cpu{tag}"),
+            &t.get_act(&gdq),
+            &cdq,
+            1.0,
+        );
+        t.check(
+            &format!("attention_backward_dk_vs_cpu{tag}"),
+            &t.get_act(&gdk),
+            &cdk,
+            1.0,
+        );
+        t.check(
+            &format!("attention_backward_dv_vs_cpu{tag}"),
+            &t.get_act(&gdv),
+            &cdv,
+            1.0,
+        );
+    }
+}
