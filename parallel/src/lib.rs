@@ -7,7 +7,11 @@ pub mod env;
 pub mod mesh;
 pub mod mesh_comms;
 pub mod mpi;
+pub mod selftest;
+pub mod store;
+pub mod tcp;
 pub mod watchdog;
+pub mod world;
 
 pub use comm::buffer::{Buf, BufMut, Dtype, ReduceOp};
 pub use comm::counters::{CommCounters, OpKind, OpTraffic, TrafficSnapshot};
@@ -18,3 +22,5 @@ pub use env::{BackendKind, DistEnv, Launcher};
 pub use mesh::{Axis, Coords, Mesh, MeshError};
 pub use mesh_comms::MeshComms;
 pub use mpi::runtime::{MpiRuntime, DEFAULT_COLLECTIVE_TIMEOUT};
+pub use tcp::comm::TcpComm;
+pub use world::{init_world, WorldOptions};

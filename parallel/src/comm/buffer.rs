@@ -174,7 +174,6 @@ impl BufMut<'_> {
 
     /// Combines `other` (raw bytes of the same type and length) into this buffer elementwise.
     /// `Avg` accumulates a sum; the caller divides at the end.
-    #[allow(dead_code)] // used by the TCP backend
     pub(crate) fn combine_bytes(&mut self, other: &[u8], op: ReduceOp) {
         fn apply<T: bytemuck::Pod + PartialOrd + std::ops::AddAssign>(
             acc: &mut [T],

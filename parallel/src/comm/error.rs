@@ -16,7 +16,7 @@ pub enum CommError {
     Timeout {
         op: &'static str,
         group: String,
-        secs: u64,
+        secs: String,
         rank: usize,
         detail: String,
     },
