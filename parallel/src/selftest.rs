@@ -70,6 +70,16 @@ pub fn check_collectives(comm: &dyn Comm) -> Result<(), String> {
         format!("all_gather: got {all:?}, expected {expect:?}")
     })?;
 
+    let mut in_place = vec![-1.0f32; 2 * n];
+    in_place[2 * r] = r as f32;
+    in_place[2 * r + 1] = -(r as f32);
+    comm.all_gather_in_place((&mut in_place[..]).into())
+        .map_err(e)?;
+    let expect: Vec<f32> = (0..n).flat_map(|q| [q as f32, -(q as f32)]).collect();
+    ensure(in_place == expect, || {
+        format!("all_gather_in_place: got {in_place:?}")
+    })?;
+
     let root = n - 1;
     let mut b = if r == root {
         vec![42.5f64, -1.0]

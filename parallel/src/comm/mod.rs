@@ -129,6 +129,37 @@ pub trait Comm: Send + Sync {
         Ok(())
     }
 
+    /// `all_gather` where this rank's contribution already sits in block `rank()` of `buf`
+    /// (size * k elements): afterwards `buf` holds every rank's block (ZeRO's parameter gather).
+    fn all_gather_in_place(&self, buf: BufMut<'_>) -> Result<(), CommError> {
+        let (n, r) = (self.size(), self.rank());
+        if buf.len() % n != 0 {
+            return Err(CommError::invalid(
+                "all_gather",
+                self.name(),
+                format!(
+                    "buffer of {} elements is not a multiple of the group size {n}",
+                    buf.len()
+                ),
+            ));
+        }
+        let k = buf.len() / n;
+        match buf {
+            BufMut::F32(s) => {
+                let mine = s[r * k..(r + 1) * k].to_vec();
+                self.all_gather(Buf::F32(&mine), BufMut::F32(s))
+            }
+            BufMut::F64(s) => {
+                let mine = s[r * k..(r + 1) * k].to_vec();
+                self.all_gather(Buf::F64(&mine), BufMut::F64(s))
+            }
+            BufMut::I32(s) => {
+                let mine = s[r * k..(r + 1) * k].to_vec();
+                self.all_gather(Buf::I32(&mine), BufMut::I32(s))
+            }
+        }
+    }
+
     /// Copies `buf` of rank `root` into `buf` of every rank.
     fn broadcast(&self, mut buf: BufMut<'_>, root: usize) -> Result<(), CommError> {
         check_rank("broadcast", self.name(), "root", root, self.size())?;
