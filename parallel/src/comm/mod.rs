@@ -133,7 +133,7 @@ pub trait Comm: Send + Sync {
     /// (size * k elements): afterwards `buf` holds every rank's block (ZeRO's parameter gather).
     fn all_gather_in_place(&self, buf: BufMut<'_>) -> Result<(), CommError> {
         let (n, r) = (self.size(), self.rank());
-        if buf.len() % n != 0 {
+        if !buf.len().is_multiple_of(n) {
             return Err(CommError::invalid(
                 "all_gather",
                 self.name(),
