@@ -78,6 +78,17 @@ impl TrafficSnapshot {
         self.per_op[kind.index()]
     }
 
+    /// The traffic between `earlier` and this snapshot (e.g. one training step).
+    pub fn since(&self, earlier: &TrafficSnapshot) -> TrafficSnapshot {
+        let mut diff = *self;
+        for (d, e) in diff.per_op.iter_mut().zip(&earlier.per_op) {
+            d.calls = d.calls.saturating_sub(e.calls);
+            d.bytes_sent = d.bytes_sent.saturating_sub(e.bytes_sent);
+            d.bytes_received = d.bytes_received.saturating_sub(e.bytes_received);
+        }
+        diff
+    }
+
     pub fn total_sent(&self) -> u64 {
         self.per_op.iter().map(|t| t.bytes_sent).sum()
     }
@@ -164,6 +175,11 @@ mod tests {
         );
         assert_eq!(s.op(OpKind::Barrier).calls, 1);
         assert_eq!(s.total_sent(), 11);
+        c.record(OpKind::AllGather, 5, 6);
+        let step = c.snapshot().since(&s);
+        assert_eq!(step.op(OpKind::AllReduce), OpTraffic::default());
+        assert_eq!(step.op(OpKind::AllGather).bytes_received, 6);
+        assert_eq!(step.total_sent(), 5);
         c.reset();
         assert_eq!(c.snapshot(), TrafficSnapshot::default());
     }
