@@ -3,6 +3,7 @@
 //! Tensor-parallel layers and pipeline schedules will live here too.
 
 pub mod comm;
+pub mod data_parallel;
 pub mod env;
 pub mod mesh;
 pub mod mesh_comms;

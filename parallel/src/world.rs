@@ -48,7 +48,7 @@ pub fn init_world(env: &DistEnv, options: &WorldOptions) -> Result<Arc<dyn Comm>
             let world = runtime.world();
             if world.size() != env.world_size || world.rank() != env.rank {
                 return Err(CommError::Setup(format!(
-                    "MPI reports rank {} of {} but the environment says rank {} of {}",
+                    "MPI reports rank {} of {} but the environment says rank {} of {} (start the program with mpirun or srun, not directly inside an allocation)",
                     world.rank(),
                     world.size(),
                     env.rank,
