@@ -1,0 +1,92 @@
+//! `ferrotron-comm-selftest`: checks the communication layer of a real job, the way the trainer
+//! opens it (environment detection, then `init_world`). Run it under mpirun, srun or
+//! `ferrotron launch`; every rank prints one "ok" line or an error, and exits non-zero on error.
+//!
+//!   ferrotron-comm-selftest collectives [--timeout-s N]   values and byte counters
+//!   ferrotron-comm-selftest mesh PP DP TP                 mesh groups built by split
+//!   ferrotron-comm-selftest hang [--timeout-s N]          rank 1 stalls; the others must time out
+//!   ferrotron-comm-selftest die                           rank 1 kills itself mid-loop
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrotron_parallel::selftest::{check_collectives, check_mesh};
+use ferrotron_parallel::{env, init_world, Comm, Mesh, ReduceOp, WorldOptions};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ferrotron-comm-selftest: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<String, String> {
+    let scenario = args.first().ok_or(
+        "usage: ferrotron-comm-selftest <collectives|mesh PP DP TP|hang|die> [--timeout-s N]",
+    )?;
+    let mut options = WorldOptions::default();
+    if let Some(i) = args.iter().position(|a| a == "--timeout-s") {
+        let secs: f64 = args
+            .get(i + 1)
+            .and_then(|s| s.parse().ok())
+            .ok_or("--timeout-s needs a number of seconds")?;
+        options.collective_timeout = Duration::from_secs_f64(secs);
+    }
+    let dist = env::detect_from_process()?;
+    let world = init_world(&dist, &options).map_err(|e| e.to_string())?;
+    let (rank, size) = (world.rank(), world.size());
+    let tag = format!("rank {rank} of {size} ({:?})", dist.backend());
+    let result = match scenario.as_str() {
+        "collectives" => check_collectives(&*world),
+        "mesh" => mesh_scenario(Arc::clone(&world), &args[1..]),
+        "hang" => hang(&*world),
+        "die" => die(&*world),
+        other => Err(format!("unknown scenario {other}")),
+    };
+    drop(world); // finalises MPI before the process exits
+    result
+        .map(|_| format!("ok: {scenario} {tag}"))
+        .map_err(|e| format!("{scenario} failed on {tag}: {e}"))
+}
+
+fn mesh_scenario(world: Arc<dyn Comm>, args: &[String]) -> Result<(), String> {
+    let sizes: Vec<usize> = args.iter().take(3).filter_map(|a| a.parse().ok()).collect();
+    let [pp, dp, tp] = sizes[..] else {
+        return Err("mesh needs PP DP TP".into());
+    };
+    let mesh = Mesh::new(world.size(), pp, dp, tp).map_err(|e| e.to_string())?;
+    check_mesh(world, mesh)
+}
+
+fn hang(world: &dyn Comm) -> Result<(), String> {
+    if world.rank() == 1 {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+    let mut x = [1.0f32];
+    world
+        .all_reduce((&mut x[..]).into(), ReduceOp::Sum)
+        .map_err(|e| e.to_string())
+}
+
+fn die(world: &dyn Comm) -> Result<(), String> {
+    for step in 0..2000 {
+        if world.rank() == 1 && step == 20 {
+            // SAFETY: plain libc calls; the process ends here.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        }
+        let mut x = [step as f32];
+        world
+            .all_reduce((&mut x[..]).into(), ReduceOp::Sum)
+            .map_err(|e| format!("step {step}: {e}"))?;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Err("rank 1 should have died but the loop finished".into())
+}

@@ -1,0 +1,271 @@
+//! The `Comm` trait: one process group, the only way ferrotron code communicates.
+//!
+//! Contract:
+//! - Used as `Arc<dyn Comm>`. Ranks are `0..size()` within the group; `name()` names the group in
+//!   errors ("world", "dp(pp=0,tp=1)", ...).
+//! - Callers use the provided methods (`all_reduce`, `reduce_scatter`, ...). They check the
+//!   arguments, short-circuit groups of one (a no-op, or a copy where input and output differ),
+//!   call the backend hook, and count the bytes on success (convention: `counters.rs`). Backends
+//!   implement only the `backend_*` hooks, which always see validated arguments and size >= 2.
+//! - Collectives must be called by every member of the group in the same order. The calls block.
+//! - `reduce_scatter`: input holds `size * k` elements, output `k`; rank r receives block r of the
+//!   reduction. Callers pad to a multiple of the group size (ZeRO does). `all_gather`: input `k`,
+//!   output `size * k`, block r from rank r.
+//! - `send`/`recv` may block until the peer posts the matching call (like MPI_Ssend); messages
+//!   between two ranks on one group with one tag arrive in order.
+//! - `split(color, key, name)`: collective over this group; ranks with the same color form a new
+//!   group, ordered by (key, old rank).
+//! - Failures (timeout, dead peer, transport) are `CommError`s naming the group and operation;
+//!   the MPI backend cannot return from a hung collective and aborts the job instead (watchdog).
+
+pub mod buffer;
+pub mod counters;
+pub mod error;
+pub mod local;
+
+use std::sync::Arc;
+
+use buffer::{check_reduce_op, Buf, BufMut, ReduceOp};
+use counters::{all_reduce_ring_bytes, scatter_gather_ring_bytes, CommCounters, OpKind};
+use error::CommError;
+
+pub trait Comm: Send + Sync {
+    fn rank(&self) -> usize;
+    fn size(&self) -> usize;
+    fn name(&self) -> &str;
+    fn counters(&self) -> &CommCounters;
+
+    #[doc(hidden)]
+    fn backend_all_reduce(&self, buf: BufMut<'_>, op: ReduceOp) -> Result<(), CommError>;
+    #[doc(hidden)]
+    fn backend_reduce_scatter(
+        &self,
+        input: Buf<'_>,
+        output: BufMut<'_>,
+        op: ReduceOp,
+    ) -> Result<(), CommError>;
+    #[doc(hidden)]
+    fn backend_all_gather(&self, input: Buf<'_>, output: BufMut<'_>) -> Result<(), CommError>;
+    #[doc(hidden)]
+    fn backend_broadcast(&self, buf: BufMut<'_>, root: usize) -> Result<(), CommError>;
+    #[doc(hidden)]
+    fn backend_send(&self, buf: Buf<'_>, dest: usize, tag: u32) -> Result<(), CommError>;
+    #[doc(hidden)]
+    fn backend_recv(&self, buf: BufMut<'_>, src: usize, tag: u32) -> Result<(), CommError>;
+    #[doc(hidden)]
+    fn backend_barrier(&self) -> Result<(), CommError>;
+    #[doc(hidden)]
+    fn backend_split(&self, color: u32, key: u32, name: &str) -> Result<Arc<dyn Comm>, CommError>;
+
+    /// Reduces `buf` across the group in place; every rank ends with the result.
+    fn all_reduce(&self, mut buf: BufMut<'_>, op: ReduceOp) -> Result<(), CommError> {
+        check_reduce_op(buf.dtype(), op)
+            .map_err(|e| CommError::invalid("all_reduce", self.name(), e))?;
+        let bytes = buf.byte_len() as u64;
+        if self.size() > 1 {
+            self.backend_all_reduce(buf.reborrow(), op)?;
+        }
+        let moved = all_reduce_ring_bytes(bytes, self.size() as u64);
+        self.counters().record(OpKind::AllReduce, moved, moved);
+        Ok(())
+    }
+
+    /// Reduces `input` (size * k elements) across the group; this rank gets block `rank()` in
+    /// `output` (k elements).
+    fn reduce_scatter(
+        &self,
+        input: Buf<'_>,
+        mut output: BufMut<'_>,
+        op: ReduceOp,
+    ) -> Result<(), CommError> {
+        let name = "reduce_scatter";
+        check_reduce_op(input.dtype(), op).map_err(|e| CommError::invalid(name, self.name(), e))?;
+        check_same_dtype(name, self.name(), input, &output)?;
+        if input.len() != output.len() * self.size() {
+            return Err(CommError::invalid(
+                name,
+                self.name(),
+                format!(
+                    "input has {} elements but must hold group size {} x output length {} (pad the input to a multiple of the group size)",
+                    input.len(),
+                    self.size(),
+                    output.len()
+                ),
+            ));
+        }
+        if self.size() > 1 {
+            self.backend_reduce_scatter(input, output.reborrow(), op)?;
+        } else {
+            output.copy_from(input);
+        }
+        let moved = scatter_gather_ring_bytes(input.byte_len() as u64, self.size() as u64);
+        self.counters().record(OpKind::ReduceScatter, moved, moved);
+        Ok(())
+    }
+
+    /// Concatenates every rank's `input` (k elements) into `output` (size * k), in rank order.
+    fn all_gather(&self, input: Buf<'_>, mut output: BufMut<'_>) -> Result<(), CommError> {
+        let name = "all_gather";
+        check_same_dtype(name, self.name(), input, &output)?;
+        if output.len() != input.len() * self.size() {
+            return Err(CommError::invalid(
+                name,
+                self.name(),
+                format!(
+                    "output has {} elements but must hold group size {} x input length {}",
+                    output.len(),
+                    self.size(),
+                    input.len()
+                ),
+            ));
+        }
+        if self.size() > 1 {
+            self.backend_all_gather(input, output.reborrow())?;
+        } else {
+            output.copy_from(input);
+        }
+        let moved = scatter_gather_ring_bytes(output.byte_len() as u64, self.size() as u64);
+        self.counters().record(OpKind::AllGather, moved, moved);
+        Ok(())
+    }
+
+    /// `all_gather` where this rank's contribution already sits in block `rank()` of `buf`
+    /// (size * k elements): afterwards `buf` holds every rank's block (ZeRO's parameter gather).
+    fn all_gather_in_place(&self, buf: BufMut<'_>) -> Result<(), CommError> {
+        let (n, r) = (self.size(), self.rank());
+        if !buf.len().is_multiple_of(n) {
+            return Err(CommError::invalid(
+                "all_gather",
+                self.name(),
+                format!(
+                    "buffer of {} elements is not a multiple of the group size {n}",
+                    buf.len()
+                ),
+            ));
+        }
+        let k = buf.len() / n;
+        match buf {
+            BufMut::F32(s) => {
+                let mine = s[r * k..(r + 1) * k].to_vec();
+                self.all_gather(Buf::F32(&mine), BufMut::F32(s))
+            }
+            BufMut::F64(s) => {
+                let mine = s[r * k..(r + 1) * k].to_vec();
+                self.all_gather(Buf::F64(&mine), BufMut::F64(s))
+            }
+            BufMut::I32(s) => {
+                let mine = s[r * k..(r + 1) * k].to_vec();
+                self.all_gather(Buf::I32(&mine), BufMut::I32(s))
+            }
+        }
+    }
+
+    /// Copies `buf` of rank `root` into `buf` of every rank.
+    fn broadcast(&self, mut buf: BufMut<'_>, root: usize) -> Result<(), CommError> {
+        check_rank("broadcast", self.name(), "root", root, self.size())?;
+        let bytes = buf.byte_len() as u64;
+        if self.size() > 1 {
+            self.backend_broadcast(buf.reborrow(), root)?;
+        }
+        let n = self.size();
+        let me = self.rank();
+        let sent = if me != (root + n - 1) % n { bytes } else { 0 };
+        let received = if me != root { bytes } else { 0 };
+        self.counters().record(OpKind::Broadcast, sent, received);
+        Ok(())
+    }
+
+    /// Sends `buf` to rank `dest` of this group with a user tag.
+    fn send(&self, buf: Buf<'_>, dest: usize, tag: u32) -> Result<(), CommError> {
+        check_peer("send", self.name(), dest, self.rank(), self.size())?;
+        self.backend_send(buf, dest, tag)?;
+        self.counters()
+            .record(OpKind::Send, buf.byte_len() as u64, 0);
+        Ok(())
+    }
+
+    /// Receives into `buf` from rank `src`; the message must have exactly `buf`'s type and length.
+    fn recv(&self, mut buf: BufMut<'_>, src: usize, tag: u32) -> Result<(), CommError> {
+        check_peer("recv", self.name(), src, self.rank(), self.size())?;
+        self.backend_recv(buf.reborrow(), src, tag)?;
+        self.counters()
+            .record(OpKind::Recv, 0, buf.byte_len() as u64);
+        Ok(())
+    }
+
+    /// Returns once every rank of the group has entered the barrier.
+    fn barrier(&self) -> Result<(), CommError> {
+        if self.size() > 1 {
+            self.backend_barrier()?;
+        }
+        self.counters().record(OpKind::Barrier, 0, 0);
+        Ok(())
+    }
+
+    /// Splits the group: ranks passing the same `color` form one new group named `name`, ordered
+    /// by (`key`, old rank).
+    fn split(&self, color: u32, key: u32, name: &str) -> Result<Arc<dyn Comm>, CommError> {
+        let child = if self.size() > 1 {
+            self.backend_split(color, key, name)?
+        } else {
+            Arc::new(local::LocalComm::named(name))
+        };
+        self.counters().record(OpKind::Split, 0, 0);
+        Ok(child)
+    }
+}
+
+fn check_same_dtype(
+    op: &'static str,
+    group: &str,
+    input: Buf<'_>,
+    output: &BufMut<'_>,
+) -> Result<(), CommError> {
+    if input.dtype() != output.dtype() {
+        return Err(CommError::invalid(
+            op,
+            group,
+            format!(
+                "input is {} but output is {}",
+                input.dtype().name(),
+                output.dtype().name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_rank(
+    op: &'static str,
+    group: &str,
+    what: &str,
+    rank: usize,
+    size: usize,
+) -> Result<(), CommError> {
+    if rank >= size {
+        return Err(CommError::invalid(
+            op,
+            group,
+            format!("{what} {rank} is not a rank of this group of {size}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_peer(
+    op: &'static str,
+    group: &str,
+    peer: usize,
+    me: usize,
+    size: usize,
+) -> Result<(), CommError> {
+    check_rank(op, group, "peer", peer, size)?;
+    if peer == me {
+        return Err(CommError::invalid(
+            op,
+            group,
+            format!("rank {me} cannot {op} to or from itself"),
+        ));
+    }
+    Ok(())
+}
