@@ -213,6 +213,46 @@ fn chat_loss_only_on_assistant_turns() {
 }
 
 #[test]
+fn chat_uses_the_tokenizer_template_and_rejects_unmaskable_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let tdir = dir.path().join("tok");
+    std::fs::create_dir(&tdir).unwrap();
+    for f in ["encoder.json", "vocab.bpe"] {
+        std::fs::copy(data_dir().join("gpt2").join(f), tdir.join(f)).unwrap();
+    }
+    let zephyr = "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}";
+    std::fs::write(
+        tdir.join("tokenizer_config.json"),
+        serde_json::json!({"chat_template": zephyr}).to_string(),
+    )
+    .unwrap();
+    let tok = Tokenizer::from_dir(&tdir).unwrap();
+    let f = dir.path().join("c.jsonl");
+    std::fs::write(&f, "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"hello\"}]}\n").unwrap();
+    let c = cfg(Format::Chat, &f, dir.path());
+    assert_eq!(data::chat_template_source(&c, &tok).unwrap(), zephyr);
+    let ds = data::load(&c, &tok, 64).unwrap();
+    assert_eq!(
+        labelled_text(&tok, &ds.train.batch(&[0]).unwrap()),
+        "hello<|endoftext|>\n"
+    );
+
+    // A generation prompt that is not how the template writes assistant turns: no mask possible.
+    let bad = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}";
+    let c = DataConfig {
+        chat_template: Some(bad.into()),
+        ..c
+    };
+    let e = data::load(&c, &tok, 64).err().unwrap();
+    assert_eq!(e.exit_code(), 2);
+    let msg = e.to_string();
+    assert!(
+        msg.contains("c.jsonl:1:") && msg.contains("prefix"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn real_demo_data_masks_match_the_responses() {
     let tok = gpt2();
     let dir = tempfile::tempdir().unwrap();

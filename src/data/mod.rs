@@ -10,6 +10,8 @@
 //!     let batch = ds.train.batch(mb)?;                    // see batch.rs for the layout
 //! }
 //! for ids in eval_order(ds.val.len(), rows, max_batches) { ds.val.batch(&ids)?; }
+//! // chat fine-tune: export the template the data was rendered with
+//! tok.set_chat_template(Some(data::chat_template_source(&cfg, &tok)?));
 //! ```
 //! Held-out split: text takes the last `ceil(val_fraction * rows)` rows of the stream (the tail
 //! of the last file); alpaca/chat take `ceil(val_fraction * examples)` examples chosen by a
@@ -235,17 +237,21 @@ fn text_rows(
     }
 }
 
+/// The Jinja source a chat dataset is rendered with: data.chat_template ("chatml", a .jinja
+/// path, or inline Jinja), else the tokenizer's template, else ChatML. Save it with the
+/// fine-tuned model (`Tokenizer::set_chat_template`) so the export serves the format it learned.
+pub fn chat_template_source(cfg: &DataConfig, tok: &Tokenizer) -> Result<String> {
+    Ok(match cfg.chat_template.as_deref() {
+        None => tok.chat_template_source().unwrap_or(CHATML).to_string(),
+        Some("chatml") => CHATML.to_string(),
+        Some(s) if !s.contains("{%") && !s.contains("{{") => std::fs::read_to_string(s)
+            .map_err(|e| user!("data.chat_template: cannot read the template file {s}: {e}"))?,
+        Some(s) => s.to_string(),
+    })
+}
+
 fn chat_template(cfg: &DataConfig, tok: &Tokenizer) -> Result<ChatTemplate> {
-    match cfg.chat_template.as_deref() {
-        None => tok.chat_template(None),
-        Some("chatml") => tok.chat_template(Some(CHATML)),
-        Some(s) if !s.contains("{%") && !s.contains("{{") => {
-            let src = std::fs::read_to_string(s)
-                .map_err(|e| user!("data.chat_template: cannot read the template file {s}: {e}"))?;
-            tok.chat_template(Some(&src))
-        }
-        Some(s) => tok.chat_template(Some(s)),
-    }
+    tok.chat_template(Some(&chat_template_source(cfg, tok)?))
 }
 
 fn load_examples(
