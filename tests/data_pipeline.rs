@@ -526,3 +526,57 @@ fn held_out_split_is_fixed_and_disjoint() {
     )
     .is_err());
 }
+
+/// GPT-2's BPE with a Llama-style post-processor that starts every sequence with `<s>`.
+fn llama_style(dir: &Path) -> Tokenizer {
+    gpt2().save(dir, None).unwrap();
+    let p = dir.join("tokenizer.json");
+    let mut j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    j["added_tokens"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "id": 50257, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false,
+            "normalized": false, "special": true
+        }));
+    let bos = serde_json::json!({"SpecialToken": {"id": "<s>", "type_id": 0}});
+    j["post_processor"] = serde_json::json!({
+        "type": "TemplateProcessing",
+        "single": [bos, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [bos, {"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {"<s>": {"id": "<s>", "ids": [50257], "tokens": ["<s>"]}}
+    });
+    std::fs::write(&p, j.to_string()).unwrap();
+    let cfg = serde_json::json!({"bos_token": "<s>", "eos_token": "<|endoftext|>"});
+    std::fs::write(dir.join("tokenizer_config.json"), cfg.to_string()).unwrap();
+    Tokenizer::from_dir(dir).unwrap()
+}
+
+#[test]
+fn llama_style_bos_starts_every_document_and_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    let tdir = dir.path().join("tok");
+    let tok = llama_style(&tdir);
+    assert_eq!((tok.vocab_size(), tok.leading_bos()), (50258, Some(50257)));
+    assert_eq!(gpt2().leading_bos(), None);
+    let (bos, eos) = (50257, 50256);
+    let f = dir.path().join("t.txt");
+    std::fs::write(&f, "A B<|endoftext|>C").unwrap();
+    let ds = data::load(&cfg(Format::Text, &f, dir.path()), &tok, 8).unwrap();
+    let [a, b, c] = ["A", " B", "C"].map(|s| one(&tok, s));
+    let bt = ds.train.batch(&[0]).unwrap();
+    assert_eq!(bt.input_ids, vec![bos, a, b, eos, bos, c, eos, eos]);
+    assert_eq!(bt.targets, vec![a, b, eos, M, c, eos, M, M]);
+    assert_eq!(bt.cu_seqlens, vec![0, 4, 7, 8]);
+
+    let g = dir.path().join("a.jsonl");
+    std::fs::write(&g, "{\"instruction\": \"x\", \"output\": \"y\"}\n").unwrap();
+    let bt = data::load(&cfg(Format::Alpaca, &g, dir.path()), &tok, 64)
+        .unwrap()
+        .train
+        .batch(&[0])
+        .unwrap();
+    assert_eq!((bt.input_ids[0], bt.targets[0]), (bos, M));
+    assert_eq!(labelled_text(&tok, &bt), "y<|endoftext|>");
+}

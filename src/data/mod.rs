@@ -192,6 +192,9 @@ fn load_text(
         text_rows(fi as u32, toks, eos, seq_len, cfg.packing, &mut rows);
         files.push(tf);
     }
+    if rows.is_empty() {
+        return Err(user!("{} holds no text", paths[0].display()));
+    }
     let k = n_val(rows.len(), cfg.val_fraction, "rows")?;
     let val = rows.split_off(rows.len() - k);
     if let Some(Row::Text { cont, .. }) = rows.last_mut() {

@@ -3,8 +3,10 @@
 //! Documents: with `TextSplit::Eos` the file is split on the eos token's text (e.g.
 //! `<|endoftext|>`, the GPT-2/OpenWebText convention) and a file's end ends a document; with
 //! `TextSplit::BlankLine` a document is a run of non-blank lines. Whitespace-only documents are
-//! dropped. Each document is encoded (no special tokens added) and followed by the eos id, so in
-//! the stream a document ends exactly at an eos token (the row builder relies on this).
+//! dropped. Each document is encoded (no special tokens added), preceded by the bos id when the
+//! tokenizer's post-processor adds one (`Tokenizer::leading_bos`, Llama style), and followed by
+//! the eos id, so in the stream a document ends exactly at an eos token (the row builder relies
+//! on this).
 //! Long documents are cut for parallel encoding only where a byte-level (GPT-2-style)
 //! pre-tokenizer splits anyway (after a single newline that follows a non-space character and
 //! precedes a printable ASCII character, e.g. `word\n|Word`), so the
@@ -86,11 +88,17 @@ pub fn tokenize_text(
         doc_ends.push(pieces.len());
     }
     let ids = tok.encode_batch(pieces)?;
-    let mut out = Vec::with_capacity(ids.iter().map(Vec::len).sum::<usize>() + docs.len());
+    let bos = tok.leading_bos();
+    let mut out = Vec::with_capacity(ids.iter().map(Vec::len).sum::<usize>() + 2 * docs.len());
     let mut next_end = doc_ends.iter().peekable();
+    let mut doc_start = true;
     for (i, piece) in ids.into_iter().enumerate() {
+        if doc_start {
+            out.extend(bos);
+        }
         out.extend(piece);
-        if next_end.peek() == Some(&&(i + 1)) {
+        doc_start = next_end.peek() == Some(&&(i + 1));
+        if doc_start {
             out.push(eos);
             next_end.next();
         }

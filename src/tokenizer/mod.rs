@@ -190,6 +190,14 @@ impl Tokenizer {
         pad.or(self.eos_id()).unwrap_or(0)
     }
 
+    /// The BOS id when the tokenizer's post-processor starts every sequence with a BOS distinct
+    /// from EOS (Llama style); None for GPT-2 style tokenizers.
+    pub fn leading_bos(&self) -> Option<u32> {
+        let bos = self.bos_id()?;
+        let ids = self.encode_with_special("a", true).ok()?;
+        (Some(bos) != self.eos_id() && ids.first() == Some(&bos)).then_some(bos)
+    }
+
     /// The tokenizer's own Jinja chat template, if it has one.
     pub fn chat_template_source(&self) -> Option<&str> {
         self.config.chat_template.as_deref()
