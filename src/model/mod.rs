@@ -5,11 +5,10 @@ pub mod batch;
 pub mod config;
 pub mod hf_import;
 pub mod layout;
-pub mod store;
 pub mod transformer;
 
 pub use batch::{DeviceBatch, HostBatch};
 pub use config::{Arch, ModelConfig};
 pub use layout::{ParamLayout, Role, TensorSpec, UnitKind, UnitSpec};
-pub use store::{ParamStore, ResidentStore};
+pub use ferrotron_zero::{ParamStore, ResidentStore};
 pub use transformer::{Forward, Transformer};

@@ -18,7 +18,7 @@
 use super::batch::DeviceBatch;
 use super::config::{Arch, ModelConfig};
 use super::layout::{ParamLayout, Role, UnitKind, UnitSpec};
-use super::store::ParamStore;
+use ferrotron_zero::ParamStore;
 use ferrotron_kernels::{AttnDims, Backend, Dst, LinearDims, Result, Src, WeightGrads, WeightLayout};
 
 pub struct Transformer {
