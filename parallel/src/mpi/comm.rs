@@ -83,6 +83,21 @@ fn check_tag(op: &'static str, group: &str, tag: u32) -> Result<(), CommError> {
     Ok(())
 }
 
+/// MPI counts are C ints: refuse buffers that would overflow them instead of truncating.
+fn check_count(op: &'static str, group: &str, len: usize) -> Result<(), CommError> {
+    if len > i32::MAX as usize {
+        return Err(CommError::invalid(
+            op,
+            group,
+            format!(
+                "a buffer of {len} elements exceeds MPI's limit of {} elements per call; split it",
+                i32::MAX
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn mismatch(op: &'static str, group: &str) -> CommError {
     CommError::invalid(op, group, "input and output element types differ")
 }
@@ -102,6 +117,7 @@ impl Comm for MpiComm {
     }
 
     fn backend_all_reduce(&self, mut buf: BufMut<'_>, op: ReduceOp) -> Result<(), CommError> {
+        check_count("all_reduce", &self.name, buf.len())?;
         let mpi_op = system_op(op);
         self.call("all_reduce", |c| match buf.reborrow() {
             BufMut::F32(s) => c.all_reduce_into(&s.to_vec()[..], s, mpi_op),
@@ -122,6 +138,7 @@ impl Comm for MpiComm {
     ) -> Result<(), CommError> {
         let mpi_op = system_op(op);
         let name = "reduce_scatter";
+        check_count(name, &self.name, input.len())?;
         self.call(name, |c| {
             match (input, output.reborrow()) {
                 (Buf::F32(i), BufMut::F32(o)) => c.reduce_scatter_block_into(i, o, mpi_op),
@@ -139,6 +156,7 @@ impl Comm for MpiComm {
 
     fn backend_all_gather(&self, input: Buf<'_>, output: BufMut<'_>) -> Result<(), CommError> {
         let name = "all_gather";
+        check_count(name, &self.name, output.len())?;
         self.call(name, |c| {
             match (input, output) {
                 (Buf::F32(i), BufMut::F32(o)) => c.all_gather_into(i, o),
@@ -151,6 +169,7 @@ impl Comm for MpiComm {
     }
 
     fn backend_broadcast(&self, buf: BufMut<'_>, root: usize) -> Result<(), CommError> {
+        check_count("broadcast", &self.name, buf.len())?;
         self.call("broadcast", |c| {
             let root = c.process_at_rank(root as i32);
             match buf {
@@ -164,6 +183,7 @@ impl Comm for MpiComm {
 
     fn backend_send(&self, buf: Buf<'_>, dest: usize, tag: u32) -> Result<(), CommError> {
         check_tag("send", &self.name, tag)?;
+        check_count("send", &self.name, buf.len())?;
         self.call("send", |c| {
             let to = c.process_at_rank(dest as i32);
             match buf {
@@ -177,6 +197,7 @@ impl Comm for MpiComm {
 
     fn backend_recv(&self, buf: BufMut<'_>, src: usize, tag: u32) -> Result<(), CommError> {
         check_tag("recv", &self.name, tag)?;
+        check_count("recv", &self.name, buf.len())?;
         let expected = buf.len();
         let received = self.call("recv", |c| {
             let from = c.process_at_rank(src as i32);
