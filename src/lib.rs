@@ -5,4 +5,5 @@ pub mod cli;
 pub mod data;
 pub mod error;
 pub mod model;
+pub mod recipe;
 pub mod tokenizer;
