@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "ferrotron", version, about = "Train transformer language models")]
+#[command(
+    name = "ferrotron",
+    version,
+    about = "Train transformer language models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -56,7 +60,12 @@ pub fn main() -> i32 {
 
 fn run(cli: Cli) -> Result<i32> {
     match cli.command {
-        Command::CheckHf { dir, device, dtype, tol } => check_hf(&dir, device, dtype, tol),
+        Command::CheckHf {
+            dir,
+            device,
+            dtype,
+            tol,
+        } => check_hf(&dir, device, dtype, tol),
     }
 }
 
@@ -75,9 +84,12 @@ fn check_hf(dir: &std::path::Path, device: Device, dtype: DType, tol: Option<f64
             Ok(print_report(&report, "cpu-f64", tol.unwrap_or(1e-4)))
         }
         (Device::Cpu, DType::Bf16) => Err(Error::User(
-            "--dtype bf16 is a GPU precision; the CPU backend computes in f32 (use --device cuda)".into(),
+            "--dtype bf16 is a GPU precision; the CPU backend computes in f32 (use --device cuda)"
+                .into(),
         )),
-        (Device::Cuda, DType::F64) => Err(Error::User("--dtype f64 runs on the CPU only (use --device cpu)".into())),
+        (Device::Cuda, DType::F64) => Err(Error::User(
+            "--dtype f64 runs on the CPU only (use --device cpu)".into(),
+        )),
         (Device::Cuda, _) => Err(Error::User(
             "--device cuda: the CUDA backend is not wired into check-hf in this build yet".into(),
         )),
