@@ -89,6 +89,28 @@ impl<'a, B: Buffer> Dst<'a, B> {
     }
 }
 
+/// The gradient regions of a weight and its optional bias inside ONE accumulation buffer (a
+/// unit's flat gradient), borrowed once: `w` and `b` are (start, len) and must not overlap.
+/// Backends split the buffer into the two disjoint regions (CPU: `split_at_mut`; CUDA:
+/// `CudaSlice::split_at_mut`).
+pub struct WeightGrads<'a, B> {
+    pub buf: &'a mut B,
+    pub w: (usize, usize),
+    pub b: Option<(usize, usize)>,
+}
+
+impl<'a, B: Buffer> WeightGrads<'a, B> {
+    pub fn new(buf: &'a mut B, w: (usize, usize), b: Option<(usize, usize)>) -> Self {
+        let end = |r: (usize, usize)| r.0 + r.1;
+        assert!(end(w) <= buf.len(), "weight-grad region {w:?} outside buffer of {}", buf.len());
+        if let Some(b) = b {
+            assert!(end(b) <= buf.len(), "bias-grad region {b:?} outside buffer of {}", buf.len());
+            assert!(end(w) <= b.0 || end(b) <= w.0, "weight-grad {w:?} and bias-grad {b:?} regions overlap");
+        }
+        WeightGrads { buf, w, b }
+    }
+}
+
 /// How a weight matrix is stored.
 /// `OutIn`: [O, I], torch `nn.Linear` (Llama). `InOut`: [I, O], HF `Conv1D` (GPT-2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,7 +216,7 @@ pub trait Backend: Send + Sync {
     // ---- linear ----------------------------------------------------------------------------
     /// y = x · W^T (+ b). Overwrites y.
     fn linear_forward(&self, x: ActSrc<'_, Self>, w: ActSrc<'_, Self>, b: Option<ActSrc<'_, Self>>, y: ActDst<'_, Self>, dims: LinearDims) -> Result<()>;
-    /// dx += dy · W;  dW += dy^T · x (stored in W's layout);  db += Σ_n dy[n].
+    /// dx += dy · W;  dW += dy^T · x (stored in W's layout);  db += Σ_n dy[n]  (dW, db: `grads`).
     #[allow(clippy::too_many_arguments)]
     fn linear_backward(
         &self,
@@ -202,8 +224,7 @@ pub trait Backend: Send + Sync {
         w: ActSrc<'_, Self>,
         dy: ActSrc<'_, Self>,
         dx: Option<ActDst<'_, Self>>,
-        dw: AccDst<'_, Self>,
-        db: Option<AccDst<'_, Self>>,
+        grads: WeightGrads<'_, Self::Acc>,
         dims: LinearDims,
     ) -> Result<()>;
 
@@ -213,7 +234,8 @@ pub trait Backend: Send + Sync {
     fn rmsnorm_forward(&self, x: ActSrc<'_, Self>, w: ActSrc<'_, Self>, y: ActDst<'_, Self>, rstd: AccDst<'_, Self>, n: usize, d: usize, eps: f64) -> Result<()>;
     #[allow(clippy::too_many_arguments)]
     fn rmsnorm_backward(&self, x: ActSrc<'_, Self>, w: ActSrc<'_, Self>, rstd: AccSrc<'_, Self>, dy: ActSrc<'_, Self>, dx: ActDst<'_, Self>, dw: AccDst<'_, Self>, n: usize, d: usize) -> Result<()>;
-    /// y = (x − mean) · rstd · w + b. mean, rstd [N].
+    /// y = (x − mean) · rstd · w + b. mean, rstd [N]. Backward: dx += …; dw, db (in `grads`, bias
+    /// region required) += ….
     #[allow(clippy::too_many_arguments)]
     fn layernorm_forward(&self, x: ActSrc<'_, Self>, w: ActSrc<'_, Self>, b: ActSrc<'_, Self>, y: ActDst<'_, Self>, mean: AccDst<'_, Self>, rstd: AccDst<'_, Self>, n: usize, d: usize, eps: f64) -> Result<()>;
     #[allow(clippy::too_many_arguments)]
@@ -225,8 +247,7 @@ pub trait Backend: Send + Sync {
         rstd: AccSrc<'_, Self>,
         dy: ActSrc<'_, Self>,
         dx: ActDst<'_, Self>,
-        dw: AccDst<'_, Self>,
-        db: AccDst<'_, Self>,
+        grads: WeightGrads<'_, Self::Acc>,
         n: usize,
         d: usize,
     ) -> Result<()>;

@@ -38,6 +38,23 @@ fn r<'a, E>(s: Src<'a, Vec<E>>) -> &'a [E] {
 fn w<'a, E>(d: Dst<'a, Vec<E>>) -> &'a mut [E] {
     &mut d.buf[d.start..d.start + d.len]
 }
+/// The weight and (optional) bias gradient regions as two disjoint slices.
+fn split_grads<E>(g: WeightGrads<'_, Vec<E>>) -> (&mut [E], Option<&mut [E]>) {
+    let (ws, wl) = g.w;
+    let all = g.buf.as_mut_slice();
+    match g.b {
+        None => (&mut all[ws..ws + wl], None),
+        Some((bs, bl)) if bs >= ws + wl => {
+            let (lo, hi) = all.split_at_mut(bs);
+            (&mut lo[ws..ws + wl], Some(&mut hi[..bl]))
+        }
+        Some((bs, bl)) => {
+            let (lo, hi) = all.split_at_mut(ws);
+            (&mut hi[..wl], Some(&mut lo[bs..bs + bl]))
+        }
+    }
+}
+
 fn cast_in<T: CpuFloat>(host: &[f32]) -> Vec<T> {
     host.iter().map(|&x| T::from_f64c(x as f64)).collect()
 }
@@ -129,11 +146,11 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         wt: Src<'_, Vec<T>>,
         dy: Src<'_, Vec<T>>,
         dx: Option<Dst<'_, Vec<T>>>,
-        dw: Dst<'_, Vec<T>>,
-        db: Option<Dst<'_, Vec<T>>>,
+        grads: WeightGrads<'_, Vec<T>>,
         dims: LinearDims,
     ) -> Result<()> {
-        linear::backward(r(x), r(wt), r(dy), dx.map(w), w(dw), db.map(w), dims);
+        let (dw, db) = split_grads(grads);
+        linear::backward(r(x), r(wt), r(dy), dx.map(w), dw, db, dims);
         Ok(())
     }
 
@@ -178,12 +195,13 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         rstd: Src<'_, Vec<T>>,
         dy: Src<'_, Vec<T>>,
         dx: Dst<'_, Vec<T>>,
-        dw: Dst<'_, Vec<T>>,
-        db: Dst<'_, Vec<T>>,
+        grads: WeightGrads<'_, Vec<T>>,
         n: usize,
         d: usize,
     ) -> Result<()> {
-        layernorm::backward(r(x), r(wt), r(mean), r(rstd), r(dy), w(dx), w(dw), w(db), n, d);
+        let (dw, db) = split_grads(grads);
+        let db = db.expect("layernorm_backward needs a bias-gradient region");
+        layernorm::backward(r(x), r(wt), r(mean), r(rstd), r(dy), w(dx), dw, db, n, d);
         Ok(())
     }
 
