@@ -255,7 +255,9 @@ extern "C" __global__ void __launch_bounds__(kFwdThreads)
 flash_fwd(const AttnParams p) {
     constexpr int MI = kFwdMI, BM = kFwdBlockM, BN = kFwdBlockN, NB = BN / 8;
     extern __shared__ __align__(128) unsigned char smem[];
-    const int m_block = blockIdx.x, h = blockIdx.y, seg = blockIdx.z;
+    // causal: the last query tiles have the most work, so they are scheduled first
+    const int m_block = p.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
+    const int h = blockIdx.y, seg = blockIdx.z;
     const int seq0 = p.cu_seqlens[seg];
     const int seqlen = p.cu_seqlens[seg + 1] - seq0;
     if (m_block * BM >= seqlen) return;
@@ -304,52 +306,58 @@ flash_fwd(const AttnParams p) {
         zero(s);
         gemm_nt<MI, NB>(s, sQ, row0, sKc, 0);
 
-        // scale (to log2 units) and mask: keys past the segment end, and causal j > i
+        // mask (raw scores): keys past the segment end, and causal j > i
         const bool mask = (nb + 1) * BN > seqlen || (p.causal && (nb + 1) * BN > m_block * BM + 1);
+        if (mask) {
 #pragma unroll
-        for (int mi = 0; mi < MI; ++mi)
+            for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
-            for (int j = 0; j < NB; ++j)
+                for (int j = 0; j < NB; ++j)
 #pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    float x = s[mi][j][e] * p.scale_log2;
-                    if (mask) {
+                    for (int e = 0; e < 4; ++e) {
                         int row = m_block * BM + row0 + mi * 16 + (lane >> 2) + (e >> 1) * 8;
                         int col = nb * BN + j * 8 + (lane & 3) * 2 + (e & 1);
-                        if (col >= seqlen || (p.causal && col > row)) x = neg_inf();
+                        if (col >= seqlen || (p.causal && col > row)) s[mi][j][e] = neg_inf();
                     }
-                    s[mi][j][e] = x;
-                }
+        }
 
-        // online softmax
+        // online softmax, in log2 units (x = s * scale * log2 e, one FFMA per score). The running
+        // max m is raised lazily: only when the tile's max exceeds it by more than kRescale, so
+        // P = 2^(x - m) <= 2^kRescale stays small and O, l are rescaled rarely (exact either way:
+        // O and l share the same m).
+        constexpr float kRescale = 8.f;
 #pragma unroll
         for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
             for (int hf = 0; hf < 2; ++hf) {
-                float mx = row_max[mi][hf];
+                float mx = neg_inf();
 #pragma unroll
                 for (int j = 0; j < NB; ++j)
                     mx = fmaxf(mx, fmaxf(s[mi][j][2 * hf], s[mi][j][2 * hf + 1]));
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 1));
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 2));
-                const float m_use = mx == neg_inf() ? 0.f : mx;
-                const float corr = exp2f(row_max[mi][hf] - m_use);
-                row_max[mi][hf] = mx;
+                mx *= p.scale_log2;
+                if (mx > row_max[mi][hf] + kRescale) {  // uniform across the quad owning the row
+                    const float corr = exp2f(row_max[mi][hf] - mx);  // 0 on the first raise
+                    row_max[mi][hf] = mx;
+                    row_sum[mi][hf] *= corr;
+#pragma unroll
+                    for (int j = 0; j < HEAD_DIM / 8; ++j) {
+                        acc_o[mi][j][2 * hf] *= corr;
+                        acc_o[mi][j][2 * hf + 1] *= corr;
+                    }
+                }
+                const float m_use = row_max[mi][hf] == neg_inf() ? 0.f : row_max[mi][hf];
                 float sum = 0.f;
 #pragma unroll
                 for (int j = 0; j < NB; ++j) {
-                    float p0 = exp2f(s[mi][j][2 * hf] - m_use);
-                    float p1 = exp2f(s[mi][j][2 * hf + 1] - m_use);
+                    float p0 = exp2f(fmaf(s[mi][j][2 * hf], p.scale_log2, -m_use));
+                    float p1 = exp2f(fmaf(s[mi][j][2 * hf + 1], p.scale_log2, -m_use));
                     s[mi][j][2 * hf] = p0;
                     s[mi][j][2 * hf + 1] = p1;
                     sum += p0 + p1;
                 }
-                row_sum[mi][hf] = row_sum[mi][hf] * corr + sum;
-#pragma unroll
-                for (int j = 0; j < HEAD_DIM / 8; ++j) {
-                    acc_o[mi][j][2 * hf] *= corr;
-                    acc_o[mi][j][2 * hf + 1] *= corr;
-                }
+                row_sum[mi][hf] += sum;
             }
 
         u32 pa[MI][NB / 2][4];
@@ -484,7 +492,7 @@ flash_bwd_dkdv(const AttnParams p) {
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
                     const int col = j * 8 + (lane & 3) * 2 + (e & 1);
-                    float x = exp2f(s[mi][j][e] * p.scale_log2 - sLc[col]);
+                    float x = exp2f(fmaf(s[mi][j][e], p.scale_log2, -sLc[col]));
                     if (mask) {
                         const int key = n_block * BN + row0 + mi * 16 + (lane >> 2) + (e >> 1) * 8;
                         if (key > m * BM + col) x = 0.f;
@@ -529,7 +537,8 @@ extern "C" __global__ void __launch_bounds__(kQThreads, 1)
 flash_bwd_dq(const AttnParams p) {
     constexpr int MI = kQMI, BM = kQBlockM, BN = kQBlockN, NB = BN / 8;
     extern __shared__ __align__(128) unsigned char smem[];
-    const int m_block = blockIdx.x, h = blockIdx.y, seg = blockIdx.z;
+    const int m_block = p.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;  // longest first
+    const int h = blockIdx.y, seg = blockIdx.z;
     const int seq0 = p.cu_seqlens[seg];
     const int seqlen = p.cu_seqlens[seg + 1] - seq0;
     if (m_block * BM >= seqlen) return;
@@ -592,7 +601,7 @@ flash_bwd_dq(const AttnParams p) {
             for (int j = 0; j < NB; ++j)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                    float x = exp2f(s[mi][j][e] * p.scale_log2 - lse2[mi][e >> 1]);
+                    float x = exp2f(fmaf(s[mi][j][e], p.scale_log2, -lse2[mi][e >> 1]));
                     if (mask) {
                         const int row = m_block * BM + row0 + mi * 16 + (lane >> 2) + (e >> 1) * 8;
                         const int col = nb * BN + j * 8 + (lane & 3) * 2 + (e & 1);
