@@ -138,7 +138,7 @@ impl FlashAttention {
         if dims.head_dim != 64 && dims.head_dim != 128 {
             return bad(format!("head_dim {} (supported: 64, 128)", dims.head_dim));
         }
-        if dims.kv_heads == 0 || dims.heads % dims.kv_heads != 0 {
+        if dims.kv_heads == 0 || !dims.heads.is_multiple_of(dims.kv_heads) {
             return bad(format!(
                 "heads {} not a multiple of kv_heads {}",
                 dims.heads, dims.kv_heads
@@ -179,7 +179,7 @@ impl FlashAttention {
     }
 
     fn aligned(ptrs: &[u64]) -> Result<()> {
-        if ptrs.iter().any(|p| p % 16 != 0) {
+        if ptrs.iter().any(|p| !p.is_multiple_of(16)) {
             return Err(Error::Unsupported(
                 "flash attention: buffers must start 16-byte aligned".into(),
             ));
