@@ -6,7 +6,11 @@
 //! buffer until the dQ pass overwrites them, so the op allocates nothing beyond O, lse and the
 //! gradients.
 
+mod bench;
 mod launch;
 pub mod params;
 
+pub use bench::{
+    bench_attention, bench_attention_cli, parse_sdpa_json, BenchRow, SdpaRow, BENCH_SHAPES,
+};
 pub use launch::{FlashAttention, FLASH_ATTN_SRC};
