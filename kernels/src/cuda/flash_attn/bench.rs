@@ -115,7 +115,7 @@ pub fn bench_attention(
                     &dims,
                 )
             };
-            let mut time = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+            let time = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
                 for _ in 0..3 {
                     f()?;
                 }
