@@ -213,3 +213,36 @@ fn flash_attention_within_twice_sdpa_error_of_fp64() {
     }
     assert!(failures.is_empty(), "failures:\n{}", failures.join("\n"));
 }
+
+/// The kernel source compiles for both head dims on Ampere and Hopper wherever libnvrtc is
+/// present (no GPU needed); skipped, with a note, where it is not.
+#[test]
+fn source_compiles_with_nvrtc() {
+    // SAFETY: only probes whether the shared library can be loaded.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        eprintln!("skipped: libnvrtc not found");
+        return;
+    }
+    for d in [64, 128] {
+        for arch in ["sm_80", "sm_90"] {
+            let ptx = FlashAttention::compile_ptx(d, arch)
+                .unwrap_or_else(|e| panic!("D={d} {arch}: {e}"));
+            let text = ptx.to_src();
+            for k in [
+                "flash_fwd",
+                "flash_bwd_dot_do_o",
+                "flash_bwd_dkdv",
+                "flash_bwd_dq",
+            ] {
+                assert!(
+                    text.contains(&format!(".entry {k}")),
+                    "D={d} {arch}: no entry {k}"
+                );
+            }
+            assert!(text.contains("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"));
+            assert!(text.contains("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16"));
+            assert!(text.contains("cp.async.cg.shared.global"));
+        }
+    }
+    assert!(FlashAttention::compile_ptx(96, "sm_90").is_err());
+}

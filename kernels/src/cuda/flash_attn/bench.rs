@@ -70,6 +70,12 @@ pub fn bench_attention(
     iters: usize,
     print: bool,
 ) -> Result<Vec<BenchRow>> {
+    // SAFETY: only probes whether the driver library can be loaded (CudaContext::new panics without).
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err(Error::Unsupported(
+            "no CUDA driver found: bench attention needs an NVIDIA GPU".into(),
+        ));
+    }
     let ctx = CudaContext::new(0).map_err(cuda)?;
     let stream = ctx.default_stream();
     let fa = FlashAttention::new(stream.clone())?;

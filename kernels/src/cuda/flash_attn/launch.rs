@@ -59,6 +59,12 @@ impl FlashAttention {
     /// Compile the source for one head dim (64 or 128) and architecture (`"sm_90"`). Public so the
     /// source can be checked on machines without a GPU (NVRTC alone suffices).
     pub fn compile_ptx(head_dim: usize, arch: &'static str) -> Result<Ptx> {
+        // SAFETY: only probes whether the shared library can be loaded.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            return Err(Error::Cuda(
+                "flash attention: libnvrtc not found (install the CUDA runtime compiler)".into(),
+            ));
+        }
         if head_dim != 64 && head_dim != 128 {
             return Err(Error::Unsupported(format!(
                 "flash attention: head_dim {head_dim} (supported: 64, 128)"
