@@ -170,3 +170,42 @@ fn bench_attention_gpt2_small_shape() {
         10.0 * unit / bwd / 1e9
     );
 }
+
+#[test]
+#[ignore]
+fn bench_exp_and_cross_entropy() {
+    let mut g = rng(3);
+    let mut x = uniform_f32(&mut g, 1 << 20);
+    let t = best_of(5, || {
+        <f32 as ferrotron_kernels::cpu::CpuFloat>::exp_shifted(&mut x, 1.0)
+    });
+    println!(
+        "exp_shifted f32: {:.2} ns/element (1 thread)",
+        t / (1 << 20) as f64 * 1e9
+    );
+    let (n, v) = (512, 50_257);
+    let logits: Vec<f32> = uniform_f32(&mut g, n * v)
+        .into_iter()
+        .map(|a| 8.0 * a)
+        .collect();
+    let targets: Vec<i32> = (0..n as i32).collect();
+    let (mut losses, mut dlogits) = (vec![0f32; n], vec![0f32; n * v]);
+    let be = CpuBackend::<f32>::new();
+    let t = best_of(3, || {
+        be.cross_entropy(
+            Src::all(&logits),
+            Src::all(&targets),
+            Dst::all(&mut losses),
+            Some(Dst::all(&mut dlogits)),
+            n,
+            v,
+            1.0,
+        )
+        .unwrap();
+    });
+    println!(
+        "cross_entropy f32 [{n} x {v}] with dlogits: {:.1} ms, {:.2} ns/logit",
+        t * 1e3,
+        t / (n * v) as f64 * 1e9
+    );
+}

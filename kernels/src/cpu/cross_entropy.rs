@@ -23,8 +23,42 @@ fn target_col(t: i32, v: usize) -> Option<usize> {
     }
 }
 
+/// Independent accumulators in the row reductions (they let the compiler use SIMD lanes).
+const LANES: usize = 8;
+
 fn row_max<T: CpuFloat>(row: &[T]) -> T {
-    row.iter().fold(T::neg_infinity(), |m, &x| m.max(x))
+    let mut acc = [T::neg_infinity(); LANES];
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(T::neg_infinity(), |m, &x| m.max(x));
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = a.max(x);
+        }
+    }
+    acc.iter().fold(tail, |m, &x| m.max(x))
+}
+
+fn sum_f64<T: CpuFloat>(xs: &[T]) -> f64 {
+    let mut acc = [0f64; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail: f64 = chunks.remainder().iter().map(|x| x.to_f64c()).sum();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x.to_f64c();
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// Fills e = exp(row − max(row)) and returns (max, Σe).
+fn exp_row<T: CpuFloat>(row: &[T], e: &mut [T]) -> (T, f64) {
+    let m = row_max(row);
+    e.copy_from_slice(row);
+    T::exp_shifted(e, m);
+    (m, sum_f64(e))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -47,16 +81,18 @@ pub fn forward_backward<T: CpuFloat>(
             .par_iter_mut()
             .zip(logits.par_chunks(v))
             .zip(targets)
-            .for_each(|((loss, row), &t)| {
-                *loss = match target_col(t, v) {
-                    None => T::zero(),
-                    Some(c) => {
-                        let m = row_max(row);
-                        let sum: f64 = row.iter().map(|&x| (x - m).exp().to_f64c()).sum();
-                        T::from_f64c(m.to_f64c() + sum.ln() - row[c].to_f64c())
-                    }
-                };
-            }),
+            .for_each_init(
+                || vec![T::zero(); v],
+                |e, ((loss, row), &t)| {
+                    *loss = match target_col(t, v) {
+                        None => T::zero(),
+                        Some(c) => {
+                            let (m, sum) = exp_row(row, e);
+                            T::from_f64c(m.to_f64c() + sum.ln() - row[c].to_f64c())
+                        }
+                    };
+                },
+            ),
         Some(dl) => {
             assert!(
                 dl.len() >= n * v,
@@ -73,13 +109,7 @@ pub fn forward_backward<T: CpuFloat>(
                         *loss = T::zero();
                         return;
                     };
-                    let m = row_max(row);
-                    let mut sum = 0f64;
-                    for (d, &x) in drow.iter_mut().zip(row) {
-                        let e = (x - m).exp();
-                        *d = e;
-                        sum += e.to_f64c();
-                    }
+                    let (m, sum) = exp_row(row, drow);
                     *loss = T::from_f64c(m.to_f64c() + sum.ln() - row[c].to_f64c());
                     let k = T::from_f64c(grad_scale / sum); // s · softmax = s · e / Σe
                     drow.iter_mut().for_each(|d| *d = *d * k);

@@ -173,9 +173,7 @@ fn p_and_ds<T: CpuFloat>(
     );
     for i in 0..rows {
         let lse_i = inp.lse[h * n + q_tok + i];
-        sc.p[i * cols..(i + 1) * cols]
-            .iter_mut()
-            .for_each(|s| *s = (*s - lse_i).exp()); // exp(−∞) = 0
+        T::exp_shifted(&mut sc.p[i * cols..(i + 1) * cols], lse_i); // exp(−∞) = 0
     }
     let dov = head_rows(inp.dout, q_tok, rows, heads, h, dh);
     let vv = head_rows(inp.v, kv_tok, cols, kv_heads, kvh, dh);

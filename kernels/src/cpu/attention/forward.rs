@@ -139,11 +139,8 @@ fn query_tile_head<T: CpuFloat>(
                 s_row.fill(T::zero()); // every key so far masked: nothing to add
                 continue;
             }
-            let mut row_sum = T::zero();
-            for s in s_row.iter_mut() {
-                *s = (*s - m_new).exp();
-                row_sum = row_sum + *s;
-            }
+            T::exp_shifted(s_row, m_new);
+            let row_sum = s_row.iter().fold(T::zero(), |a, &p| a + p);
             let c = (sc.m[i] - m_new).exp(); // 0 when m was −∞
             sc.l[i] = c * sc.l[i] + row_sum;
             sc.acc[i * dh..(i + 1) * dh]
