@@ -145,7 +145,8 @@ fn exp_f32(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5·2^23: adding and subtracting it rounds to an integer
     let xc = x.clamp(MIN_LOG, HI);
-    let n = (xc * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let t = xc * std::f32::consts::LOG2_E + ROUND; // bits of t: bits(ROUND) + n
+    let n = t - ROUND;
     let r = xc - n * LN2_HI - n * LN2_LO;
     // Cephes expf polynomial: exp(r) ≈ 1 + r + r²·p(r) on |r| ≤ ln(2)/2
     let p = 1.987_569_1e-4_f32;
@@ -155,7 +156,9 @@ fn exp_f32(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    let y = y * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n from the bits of t, with integer ops only (a float-to-int cast would not vectorize)
+    let two_n = f32::from_bits(t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23);
+    let y = y * two_n;
     if x > MAX_LOG {
         f32::INFINITY
     } else if x < MIN_LOG {
