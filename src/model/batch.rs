@@ -1,0 +1,74 @@
+//! A batch on the device, in the layout every op expects: tokens flattened row-major, N = rows·S.
+//!
+//! `targets` are already shifted (HF convention: position t predicts token t+1 of the same
+//! document; −100 where no loss is taken). `cu_seqlens` [segments + 1] marks documents: attention
+//! never crosses them, and `positions` restart at 0 in each.
+
+use ferrotron_kernels::{Backend, Result};
+
+/// The host-side batch (what the data pipeline produces).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HostBatch {
+    pub input_ids: Vec<i32>,
+    pub targets: Vec<i32>,
+    pub positions: Vec<i32>,
+    pub cu_seqlens: Vec<i32>,
+}
+
+impl HostBatch {
+    /// Unpacked rows: each of `rows` rows of `seq` tokens is one document; `labels` [rows·seq]
+    /// in HF form (unshifted, −100 = ignore).
+    pub fn from_rows(input_ids: &[i32], labels: &[i32], rows: usize, seq: usize) -> Self {
+        assert_eq!(input_ids.len(), rows * seq);
+        assert_eq!(labels.len(), rows * seq);
+        let mut targets = vec![-100; rows * seq];
+        for r in 0..rows {
+            for t in 0..seq.saturating_sub(1) {
+                targets[r * seq + t] = labels[r * seq + t + 1];
+            }
+        }
+        HostBatch {
+            input_ids: input_ids.to_vec(),
+            targets,
+            positions: (0..rows).flat_map(|_| 0..seq as i32).collect(),
+            cu_seqlens: (0..=rows).map(|r| (r * seq) as i32).collect(),
+        }
+    }
+
+    pub fn tokens(&self) -> usize {
+        self.input_ids.len()
+    }
+
+    /// Tokens that carry a loss target.
+    pub fn target_count(&self) -> usize {
+        self.targets.iter().filter(|&&t| t != -100).count()
+    }
+
+    pub fn max_seqlen(&self) -> usize {
+        self.cu_seqlens.windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap_or(0)
+    }
+}
+
+pub struct DeviceBatch<B: Backend> {
+    pub input_ids: B::Idx,
+    pub targets: B::Idx,
+    pub positions: B::Idx,
+    pub cu_seqlens: B::Idx,
+    pub tokens: usize,
+    pub segments: usize,
+    pub max_seqlen: usize,
+}
+
+impl<B: Backend> DeviceBatch<B> {
+    pub fn upload(b: &B, h: &HostBatch) -> Result<Self> {
+        Ok(DeviceBatch {
+            input_ids: b.upload_idx(&h.input_ids)?,
+            targets: b.upload_idx(&h.targets)?,
+            positions: b.upload_idx(&h.positions)?,
+            cu_seqlens: b.upload_idx(&h.cu_seqlens)?,
+            tokens: h.tokens(),
+            segments: h.cu_seqlens.len() - 1,
+            max_seqlen: h.max_seqlen(),
+        })
+    }
+}

@@ -1,0 +1,377 @@
+//! Model configuration, read from a Hugging Face `config.json`.
+//!
+//! Two families: the Llama family (Llama 2/3, Mistral, Qwen2: RMSNorm, RoPE, SwiGLU, GQA) and
+//! GPT-2 (LayerNorm, learned positions, tanh-GELU, fused Conv1D QKV). Every key the math depends
+//! on is read here; a value the model does not implement (a rope scaling type, an active sliding
+//! window, another activation) is rejected with an error naming the file and key.
+
+use crate::error::{Error, Result};
+use crate::user;
+use serde_json::{Map, Value};
+use std::path::Path;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    Llama,
+    Gpt2,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    /// HF `model_type` as read ("llama", "mistral", "qwen2", "gpt2").
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub ffn: usize,
+    pub norm_eps: f64,
+    /// Llama family: rotary base. GPT-2: unused.
+    pub rope_theta: f64,
+    /// Context length the checkpoint was built for (GPT-2: the learned position table size).
+    pub max_positions: usize,
+    pub tie_embeddings: bool,
+    /// Bias on q, k, v projections.
+    pub qkv_bias: bool,
+    /// Bias on the attention output projection.
+    pub o_bias: bool,
+    pub mlp_bias: bool,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<u32>,
+    /// Notes for the user about accepted-but-ignored settings (e.g. dropout), printed at load.
+    pub notes: Vec<String>,
+}
+
+impl ModelConfig {
+    /// Reads and validates `path` (a config.json).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| user!("{}: cannot read: {e}", path.display()))?;
+        Self::from_json_str(&text, &path.display().to_string())
+    }
+
+    /// Parses config JSON; `origin` names the file in errors.
+    pub fn from_json_str(text: &str, origin: &str) -> Result<Self> {
+        let v: Value = serde_json::from_str(text).map_err(|e| user!("{origin}: not valid JSON: {e}"))?;
+        let obj = v.as_object().ok_or_else(|| user!("{origin}: expected a JSON object at the top level"))?;
+        let c = Keys { obj, origin };
+        let model_type = c.string("model_type")?;
+        let cfg = match model_type.as_str() {
+            "llama" | "mistral" | "qwen2" => llama(&c, model_type)?,
+            "gpt2" => gpt2(&c)?,
+            other => {
+                return Err(user!(
+                    "{origin}: model_type `{other}` is not supported (supported: llama, mistral, qwen2, gpt2)"
+                ))
+            }
+        };
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, origin: &str) -> Result<()> {
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("hidden size", self.hidden),
+            ("number of layers", self.layers),
+            ("attention heads", self.heads),
+            ("key/value heads", self.kv_heads),
+            ("head_dim", self.head_dim),
+            ("intermediate size", self.ffn),
+        ];
+        for (what, v) in positive {
+            if v == 0 {
+                return Err(user!("{origin}: {what} must be positive"));
+            }
+        }
+        if self.heads % self.kv_heads != 0 {
+            return Err(user!(
+                "{origin}: num_attention_heads ({}) is not a multiple of num_key_value_heads ({})",
+                self.heads,
+                self.kv_heads
+            ));
+        }
+        if self.arch == Arch::Llama && self.head_dim % 2 != 0 {
+            return Err(user!("{origin}: head_dim ({}) must be even for rotary embeddings", self.head_dim));
+        }
+        if self.arch == Arch::Gpt2 && self.heads * self.head_dim != self.hidden {
+            return Err(user!("{origin}: n_embd ({}) is not divisible by n_head ({})", self.hidden, self.heads));
+        }
+        Ok(())
+    }
+
+    /// Parameters counted over every logical tensor (tied tensors once).
+    pub fn num_params(&self) -> usize {
+        crate::model::layout::ParamLayout::new(self).num_params()
+    }
+
+    /// Writes this configuration as a HF config.json object of its architecture.
+    pub fn to_hf_json(&self) -> Value {
+        let mut m = Map::new();
+        let mut put = |k: &str, v: Value| {
+            m.insert(k.to_string(), v);
+        };
+        match self.arch {
+            Arch::Llama => {
+                let class = match self.model_type.as_str() {
+                    "mistral" => "MistralForCausalLM",
+                    "qwen2" => "Qwen2ForCausalLM",
+                    _ => "LlamaForCausalLM",
+                };
+                put("architectures", serde_json::json!([class]));
+                put("model_type", self.model_type.clone().into());
+                put("vocab_size", self.vocab_size.into());
+                put("hidden_size", self.hidden.into());
+                put("intermediate_size", self.ffn.into());
+                put("num_hidden_layers", self.layers.into());
+                put("num_attention_heads", self.heads.into());
+                put("num_key_value_heads", self.kv_heads.into());
+                put("head_dim", self.head_dim.into());
+                put("hidden_act", "silu".into());
+                put("max_position_embeddings", self.max_positions.into());
+                put("rms_norm_eps", self.norm_eps.into());
+                put("rope_theta", self.rope_theta.into());
+                put("rope_scaling", Value::Null);
+                put("tie_word_embeddings", self.tie_embeddings.into());
+                if self.model_type != "qwen2" {
+                    put("attention_bias", self.qkv_bias.into());
+                    put("mlp_bias", self.mlp_bias.into());
+                }
+                if self.model_type == "mistral" {
+                    put("sliding_window", Value::Null);
+                }
+            }
+            Arch::Gpt2 => {
+                put("architectures", serde_json::json!(["GPT2LMHeadModel"]));
+                put("model_type", "gpt2".into());
+                put("vocab_size", self.vocab_size.into());
+                put("n_embd", self.hidden.into());
+                put("n_layer", self.layers.into());
+                put("n_head", self.heads.into());
+                put("n_inner", self.ffn.into());
+                put("n_positions", self.max_positions.into());
+                put("layer_norm_epsilon", self.norm_eps.into());
+                put("activation_function", "gelu_new".into());
+                put("tie_word_embeddings", true.into());
+                for k in ["attn_pdrop", "embd_pdrop", "resid_pdrop"] {
+                    put(k, 0.0.into());
+                }
+            }
+        }
+        put("bos_token_id", self.bos_token_id.map(Value::from).unwrap_or(Value::Null));
+        put("eos_token_id", self.eos_token_id.map(Value::from).unwrap_or(Value::Null));
+        put("torch_dtype", "float32".into());
+        Value::Object(m)
+    }
+}
+
+/// Typed access to config keys with errors that name the file and key.
+struct Keys<'a> {
+    obj: &'a Map<String, Value>,
+    origin: &'a str,
+}
+
+impl Keys<'_> {
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.obj.get(key).filter(|v| !v.is_null())
+    }
+    fn missing(&self, key: &str) -> Error {
+        user!("{}: missing key `{key}`", self.origin)
+    }
+    fn wrong(&self, key: &str, want: &str, v: &Value) -> Error {
+        user!("{}: key `{key}` must be {want}, found {v}", self.origin)
+    }
+    fn string(&self, key: &str) -> Result<String> {
+        let v = self.get(key).ok_or_else(|| self.missing(key))?;
+        v.as_str().map(str::to_string).ok_or_else(|| self.wrong(key, "a string", v))
+    }
+    fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| self.wrong(key, "a non-negative integer", v)),
+        }
+    }
+    fn usize(&self, key: &str) -> Result<usize> {
+        self.opt_usize(key)?.ok_or_else(|| self.missing(key))
+    }
+    fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| self.wrong(key, "a number", v)),
+        }
+    }
+    fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v.as_bool().map(Some).ok_or_else(|| self.wrong(key, "true or false", v)),
+        }
+    }
+    /// A token id: an integer, or a list whose first element is used (HF allows lists for eos).
+    fn opt_token(&self, key: &str) -> Result<Option<u32>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Array(a)) if a.is_empty() => Ok(None),
+            Some(Value::Array(a)) => a[0].as_u64().map(|x| Some(x as u32)).ok_or_else(|| self.wrong(key, "an integer", &a[0])),
+            Some(v) => v.as_u64().map(|x| Some(x as u32)).ok_or_else(|| self.wrong(key, "an integer", v)),
+        }
+    }
+    fn dropout_note(&self, keys: &[&str], notes: &mut Vec<String>) -> Result<()> {
+        for k in keys {
+            if let Some(p) = self.opt_f64(k)? {
+                if p != 0.0 {
+                    notes.push(format!("{}: `{k}` = {p} is ignored: ferrotron trains without dropout", self.origin));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
+    let origin = c.origin;
+    let hidden = c.usize("hidden_size")?;
+    let heads = c.usize("num_attention_heads")?;
+    let kv_heads = c.opt_usize("num_key_value_heads")?.unwrap_or(heads);
+    if heads == 0 {
+        return Err(user!("{origin}: num_attention_heads must be positive"));
+    }
+    let head_dim = c.opt_usize("head_dim")?.unwrap_or(hidden / heads);
+    let act = c.opt_string("hidden_act")?.unwrap_or_else(|| "silu".into());
+    if act != "silu" {
+        return Err(user!("{origin}: hidden_act `{act}` is not supported for {model_type} (only `silu`)"));
+    }
+    let rope_theta = rope_theta(c)?;
+    // Sliding-window attention changes the mask; reject it when it is active.
+    let window = c.opt_usize("sliding_window")?;
+    let use_window = c.opt_bool("use_sliding_window")?;
+    let window_active = match model_type.as_str() {
+        "qwen2" => use_window == Some(true),
+        _ => window.is_some() && use_window != Some(false),
+    };
+    if window_active {
+        return Err(user!(
+            "{origin}: sliding_window = {} is not supported (ferrotron implements full causal attention)",
+            window.map(|w| w.to_string()).unwrap_or_else(|| "on".into())
+        ));
+    }
+    let pretraining_tp = c.opt_usize("pretraining_tp")?.unwrap_or(1);
+    if pretraining_tp != 1 {
+        return Err(user!("{origin}: pretraining_tp = {pretraining_tp} is not supported (only 1)"));
+    }
+    let qkv_bias;
+    let o_bias;
+    if model_type == "qwen2" {
+        qkv_bias = true;
+        o_bias = false;
+    } else {
+        qkv_bias = c.opt_bool("attention_bias")?.unwrap_or(false);
+        o_bias = qkv_bias;
+    }
+    let mut notes = Vec::new();
+    c.dropout_note(&["attention_dropout"], &mut notes)?;
+    Ok(ModelConfig {
+        arch: Arch::Llama,
+        vocab_size: c.usize("vocab_size")?,
+        hidden,
+        layers: c.usize("num_hidden_layers")?,
+        heads,
+        kv_heads,
+        head_dim,
+        ffn: c.usize("intermediate_size")?,
+        norm_eps: c.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
+        rope_theta,
+        max_positions: c.opt_usize("max_position_embeddings")?.unwrap_or(2048),
+        tie_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(false),
+        qkv_bias,
+        o_bias,
+        mlp_bias: c.opt_bool("mlp_bias")?.unwrap_or(false),
+        bos_token_id: c.opt_token("bos_token_id")?,
+        eos_token_id: c.opt_token("eos_token_id")?,
+        model_type,
+        notes,
+    })
+}
+
+/// rope_theta from transformers 4.x (top-level `rope_theta`, `rope_scaling`) or 5.x
+/// (`rope_parameters: {rope_theta, rope_type}`). Only the default (unscaled) rotary is implemented.
+fn rope_theta(c: &Keys) -> Result<f64> {
+    let origin = c.origin;
+    let mut theta = c.opt_f64("rope_theta")?;
+    for key in ["rope_scaling", "rope_parameters"] {
+        let Some(v) = c.get(key) else { continue };
+        let Some(o) = v.as_object() else {
+            return Err(user!("{origin}: key `{key}` must be an object, found {v}"));
+        };
+        let kind = o.get("rope_type").or_else(|| o.get("type")).and_then(Value::as_str).unwrap_or("default");
+        if kind != "default" {
+            return Err(user!(
+                "{origin}: {key}.rope_type `{kind}` is not supported (only the default, unscaled rotary embedding)"
+            ));
+        }
+        if let Some(t) = o.get("rope_theta") {
+            theta = Some(t.as_f64().ok_or_else(|| user!("{origin}: key `{key}.rope_theta` must be a number, found {t}"))?);
+        }
+    }
+    Ok(theta.unwrap_or(10000.0))
+}
+
+fn gpt2(c: &Keys) -> Result<ModelConfig> {
+    let origin = c.origin;
+    let hidden = c.usize("n_embd")?;
+    let heads = c.usize("n_head")?;
+    if heads == 0 {
+        return Err(user!("{origin}: n_head must be positive"));
+    }
+    let act = c.opt_string("activation_function")?.unwrap_or_else(|| "gelu_new".into());
+    if act != "gelu_new" && act != "gelu_pytorch_tanh" {
+        return Err(user!(
+            "{origin}: activation_function `{act}` is not supported (gelu_new and gelu_pytorch_tanh are)"
+        ));
+    }
+    for (key, bad) in [("scale_attn_by_inverse_layer_idx", true), ("reorder_and_upcast_attn", true), ("scale_attn_weights", false)]
+    {
+        if c.opt_bool(key)? == Some(bad) {
+            return Err(user!("{origin}: {key} = {bad} is not supported"));
+        }
+    }
+    if c.opt_bool("add_cross_attention")? == Some(true) {
+        return Err(user!("{origin}: add_cross_attention = true is not supported (decoder-only models)"));
+    }
+    if c.opt_bool("tie_word_embeddings")? == Some(false) {
+        return Err(user!("{origin}: tie_word_embeddings = false is not supported for gpt2"));
+    }
+    let mut notes = Vec::new();
+    c.dropout_note(&["attn_pdrop", "embd_pdrop", "resid_pdrop"], &mut notes)?;
+    Ok(ModelConfig {
+        arch: Arch::Gpt2,
+        model_type: "gpt2".into(),
+        vocab_size: c.usize("vocab_size")?,
+        hidden,
+        layers: c.usize("n_layer")?,
+        heads,
+        kv_heads: heads,
+        head_dim: hidden / heads,
+        ffn: c.opt_usize("n_inner")?.unwrap_or(4 * hidden),
+        norm_eps: c.opt_f64("layer_norm_epsilon")?.unwrap_or(1e-5),
+        rope_theta: 0.0,
+        max_positions: c.opt_usize("n_positions")?.unwrap_or(1024),
+        tie_embeddings: true,
+        qkv_bias: true,
+        o_bias: true,
+        mlp_bias: true,
+        bos_token_id: c.opt_token("bos_token_id")?,
+        eos_token_id: c.opt_token("eos_token_id")?,
+        notes,
+    })
+}
+
+impl Keys<'_> {
+    fn opt_string(&self, key: &str) -> Result<Option<String>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v.as_str().map(|s| Some(s.to_string())).ok_or_else(|| self.wrong(key, "a string", v)),
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Parameters as flat units.
+//!
+//! Every parameter lives in one flat buffer per unit: the embedding unit (token table, and
+//! GPT-2's position table), one unit per transformer block, the final norm, and the LM head
+//! (absent when tied to the token table). A logical tensor — HF name, HF shape — is a view
+//! `[offset, offset + numel)` into its unit, stored in exactly the HF layout (GPT-2 Conv1D weights
+//! stay [in, out]). ZeRO shards units, pipeline stages own whole units, checkpoints store logical
+//! tensors: everything parallel is a statement about this layout.
+
+use super::config::{Arch, ModelConfig};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorSpec {
+    /// The HF parameter name, e.g. `model.layers.3.self_attn.q_proj.weight`.
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// Offset into the unit's flat buffer, in elements.
+    pub offset: usize,
+    /// What the tensor does; the model picks its weights by role, and weight-decay defaults
+    /// follow it (norms and biases are not decayed).
+    pub role: Role,
+}
+
+impl TensorSpec {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// Parameter roles. Each unit holds at most one tensor of each role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    TokenEmbedding,
+    PositionEmbedding,
+    AttnNorm,
+    AttnNormBias,
+    /// GPT-2's fused [D, 3D] Conv1D.
+    Qkv,
+    QkvBias,
+    Q,
+    QBias,
+    K,
+    KBias,
+    V,
+    VBias,
+    O,
+    OBias,
+    MlpNorm,
+    MlpNormBias,
+    Gate,
+    GateBias,
+    Up,
+    UpBias,
+    Down,
+    DownBias,
+    FinalNorm,
+    FinalNormBias,
+    LmHead,
+}
+
+impl Role {
+    /// Default weight-decay rule (HF Trainer, nanoGPT): matrices decay; norms and biases do not.
+    pub fn decays_by_default(self) -> bool {
+        !matches!(
+            self,
+            Role::AttnNorm
+                | Role::AttnNormBias
+                | Role::MlpNorm
+                | Role::MlpNormBias
+                | Role::FinalNorm
+                | Role::FinalNormBias
+                | Role::QkvBias
+                | Role::QBias
+                | Role::KBias
+                | Role::VBias
+                | Role::OBias
+                | Role::GateBias
+                | Role::UpBias
+                | Role::DownBias
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnitKind {
+    Embedding,
+    Block(usize),
+    FinalNorm,
+    Head,
+}
+
+#[derive(Clone, Debug)]
+pub struct UnitSpec {
+    pub kind: UnitKind,
+    pub tensors: Vec<TensorSpec>,
+    pub numel: usize,
+}
+
+impl UnitSpec {
+    /// The tensor of `role` in this unit. Panics if absent: the layout and the model are built
+    /// from the same config, so a missing role is a bug, not user input.
+    pub fn tensor(&self, role: Role) -> &TensorSpec {
+        self.find(role).unwrap_or_else(|| panic!("unit {:?} has no tensor of role {role:?}", self.kind))
+    }
+    pub fn find(&self, role: Role) -> Option<&TensorSpec> {
+        self.tensors.iter().find(|t| t.role == role)
+    }
+    pub fn name(&self) -> String {
+        match self.kind {
+            UnitKind::Embedding => "embedding".into(),
+            UnitKind::Block(i) => format!("block.{i}"),
+            UnitKind::FinalNorm => "final_norm".into(),
+            UnitKind::Head => "lm_head".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ParamLayout {
+    pub units: Vec<UnitSpec>,
+}
+
+struct UnitBuilder {
+    kind: UnitKind,
+    tensors: Vec<TensorSpec>,
+    numel: usize,
+}
+
+impl UnitBuilder {
+    fn new(kind: UnitKind) -> Self {
+        UnitBuilder { kind, tensors: Vec::new(), numel: 0 }
+    }
+    fn add(&mut self, name: String, shape: &[usize], role: Role) {
+        let t = TensorSpec { name, shape: shape.to_vec(), offset: self.numel, role };
+        self.numel += t.numel();
+        self.tensors.push(t);
+    }
+    fn add_if(&mut self, on: bool, name: String, shape: &[usize], role: Role) {
+        if on {
+            self.add(name, shape, role);
+        }
+    }
+    fn build(self) -> UnitSpec {
+        UnitSpec { kind: self.kind, tensors: self.tensors, numel: self.numel }
+    }
+}
+
+impl ParamLayout {
+    pub fn new(c: &ModelConfig) -> Self {
+        match c.arch {
+            Arch::Llama => llama(c),
+            Arch::Gpt2 => gpt2(c),
+        }
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.units.iter().map(|u| u.numel).sum()
+    }
+
+    /// Index of the first block unit (blocks are contiguous, in order).
+    pub fn block_unit(&self, layer: usize) -> usize {
+        1 + layer
+    }
+
+    pub fn unit_of(&self, kind: UnitKind) -> Option<usize> {
+        self.units.iter().position(|u| u.kind == kind)
+    }
+
+    /// Every logical tensor with the index of its unit, in unit order.
+    pub fn tensors(&self) -> impl Iterator<Item = (usize, &TensorSpec)> {
+        self.units.iter().enumerate().flat_map(|(i, u)| u.tensors.iter().map(move |t| (i, t)))
+    }
+}
+
+fn llama(c: &ModelConfig) -> ParamLayout {
+    let (d, v, f) = (c.hidden, c.vocab_size, c.ffn);
+    let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+    let mut units = Vec::new();
+    let mut e = UnitBuilder::new(UnitKind::Embedding);
+    e.add("model.embed_tokens.weight".into(), &[v, d], Role::TokenEmbedding);
+    units.push(e.build());
+    for i in 0..c.layers {
+        let p = format!("model.layers.{i}.");
+        let mut b = UnitBuilder::new(UnitKind::Block(i));
+        b.add(format!("{p}self_attn.q_proj.weight"), &[qd, d], Role::Q);
+        b.add_if(c.qkv_bias, format!("{p}self_attn.q_proj.bias"), &[qd], Role::QBias);
+        b.add(format!("{p}self_attn.k_proj.weight"), &[kvd, d], Role::K);
+        b.add_if(c.qkv_bias, format!("{p}self_attn.k_proj.bias"), &[kvd], Role::KBias);
+        b.add(format!("{p}self_attn.v_proj.weight"), &[kvd, d], Role::V);
+        b.add_if(c.qkv_bias, format!("{p}self_attn.v_proj.bias"), &[kvd], Role::VBias);
+        b.add(format!("{p}self_attn.o_proj.weight"), &[d, qd], Role::O);
+        b.add_if(c.o_bias, format!("{p}self_attn.o_proj.bias"), &[d], Role::OBias);
+        b.add(format!("{p}mlp.gate_proj.weight"), &[f, d], Role::Gate);
+        b.add_if(c.mlp_bias, format!("{p}mlp.gate_proj.bias"), &[f], Role::GateBias);
+        b.add(format!("{p}mlp.up_proj.weight"), &[f, d], Role::Up);
+        b.add_if(c.mlp_bias, format!("{p}mlp.up_proj.bias"), &[f], Role::UpBias);
+        b.add(format!("{p}mlp.down_proj.weight"), &[d, f], Role::Down);
+        b.add_if(c.mlp_bias, format!("{p}mlp.down_proj.bias"), &[d], Role::DownBias);
+        b.add(format!("{p}input_layernorm.weight"), &[d], Role::AttnNorm);
+        b.add(format!("{p}post_attention_layernorm.weight"), &[d], Role::MlpNorm);
+        units.push(b.build());
+    }
+    let mut n = UnitBuilder::new(UnitKind::FinalNorm);
+    n.add("model.norm.weight".into(), &[d], Role::FinalNorm);
+    units.push(n.build());
+    if !c.tie_embeddings {
+        let mut h = UnitBuilder::new(UnitKind::Head);
+        h.add("lm_head.weight".into(), &[v, d], Role::LmHead);
+        units.push(h.build());
+    }
+    ParamLayout { units }
+}
+
+fn gpt2(c: &ModelConfig) -> ParamLayout {
+    let (d, v, f) = (c.hidden, c.vocab_size, c.ffn);
+    let mut units = Vec::new();
+    let mut e = UnitBuilder::new(UnitKind::Embedding);
+    e.add("transformer.wte.weight".into(), &[v, d], Role::TokenEmbedding);
+    e.add("transformer.wpe.weight".into(), &[c.max_positions, d], Role::PositionEmbedding);
+    units.push(e.build());
+    for i in 0..c.layers {
+        let p = format!("transformer.h.{i}.");
+        let mut b = UnitBuilder::new(UnitKind::Block(i));
+        b.add(format!("{p}ln_1.weight"), &[d], Role::AttnNorm);
+        b.add(format!("{p}ln_1.bias"), &[d], Role::AttnNormBias);
+        b.add(format!("{p}attn.c_attn.weight"), &[d, 3 * d], Role::Qkv);
+        b.add(format!("{p}attn.c_attn.bias"), &[3 * d], Role::QkvBias);
+        b.add(format!("{p}attn.c_proj.weight"), &[d, d], Role::O);
+        b.add(format!("{p}attn.c_proj.bias"), &[d], Role::OBias);
+        b.add(format!("{p}ln_2.weight"), &[d], Role::MlpNorm);
+        b.add(format!("{p}ln_2.bias"), &[d], Role::MlpNormBias);
+        b.add(format!("{p}mlp.c_fc.weight"), &[d, f], Role::Up);
+        b.add(format!("{p}mlp.c_fc.bias"), &[f], Role::UpBias);
+        b.add(format!("{p}mlp.c_proj.weight"), &[f, d], Role::Down);
+        b.add(format!("{p}mlp.c_proj.bias"), &[d], Role::DownBias);
+        units.push(b.build());
+    }
+    let mut n = UnitBuilder::new(UnitKind::FinalNorm);
+    n.add("transformer.ln_f.weight".into(), &[d], Role::FinalNorm);
+    n.add("transformer.ln_f.bias".into(), &[d], Role::FinalNormBias);
+    units.push(n.build());
+    ParamLayout { units }
+}

@@ -1,0 +1,15 @@
+//! Models: configuration from HF config.json, the flat-unit parameter layout, the transformer's
+//! hand-written forward/backward, and HF safetensors import.
+
+pub mod batch;
+pub mod config;
+pub mod hf_import;
+pub mod layout;
+pub mod store;
+pub mod transformer;
+
+pub use batch::{DeviceBatch, HostBatch};
+pub use config::{Arch, ModelConfig};
+pub use layout::{ParamLayout, Role, TensorSpec, UnitKind, UnitSpec};
+pub use store::{ParamStore, ResidentStore};
+pub use transformer::{Forward, Transformer};
