@@ -274,3 +274,32 @@ fn attention_f32_matches_f64_realistic_size() {
         assert!(e < 1e-5, "{name}: {e:.2e}");
     }
 }
+
+/// Race-freedom and determinism: forward and backward in f32 give bitwise the same results on
+/// a 1-thread and a 2-thread rayon pool (no atomics, no order-dependent reductions).
+#[test]
+fn attention_is_bitwise_deterministic_across_thread_counts() {
+    let case = Case {
+        heads: 4,
+        kv_heads: 2,
+        head_dim: 32,
+        causal: true,
+    };
+    let (dims, cu) = dims_for(case, &[300, 77, 150]);
+    let to32 = |x: &[f64]| x.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+    let [q, k, v, r] = inputs(56, &dims, 1.0).map(|x| to32(&x));
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            (
+                attn_fwd(&q, &k, &v, &cu, &dims),
+                attn_bwd(&q, &k, &v, &r, &cu, &dims, 0.0),
+            )
+        })
+    };
+    let (one, two) = (run(1), run(2));
+    assert!(one == two, "results depend on the thread count");
+}
