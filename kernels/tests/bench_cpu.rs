@@ -160,6 +160,12 @@ fn bench_attention_gpt2_small_shape() {
         )
         .unwrap();
     });
+    let two_pass = best_of(3, || {
+        let scheme = ferrotron_kernels::cpu::attention::BackwardScheme::TwoPass;
+        ferrotron_kernels::cpu::attention::backward_with(
+            &q, &k, &v, &o, &dout, &lse, &mut dq, &mut dk, &mut dv, &cu, &dims, scheme,
+        );
+    });
     let pairs = (segments * seg * (seg + 1) / 2) as f64;
     let unit = pairs * (dh * heads) as f64;
     println!(
@@ -168,6 +174,10 @@ fn bench_attention_gpt2_small_shape() {
         4.0 * unit / fwd / 1e9,
         bwd * 1e3,
         10.0 * unit / bwd / 1e9
+    );
+    println!(
+        "  (backward forced to the TwoPass scheme: {:.1} ms)",
+        two_pass * 1e3
     );
 }
 
