@@ -4,6 +4,7 @@
 //! both 0 for rows whose target is IGNORE_INDEX. s = grad_scale. Sums in f64, parallel over rows.
 //! With dlogits, exp is evaluated once: stored in dlogits, then scaled in place.
 
+use super::elementwise::{max_lanes, sum_lanes_f64};
 use super::CpuFloat;
 use rayon::prelude::*;
 
@@ -23,42 +24,12 @@ fn target_col(t: i32, v: usize) -> Option<usize> {
     }
 }
 
-/// Independent accumulators in the row reductions (they let the compiler use SIMD lanes).
-const LANES: usize = 8;
-
-fn row_max<T: CpuFloat>(row: &[T]) -> T {
-    let mut acc = [T::neg_infinity(); LANES];
-    let chunks = row.chunks_exact(LANES);
-    let tail = chunks
-        .remainder()
-        .iter()
-        .fold(T::neg_infinity(), |m, &x| m.max(x));
-    for c in chunks {
-        for (a, &x) in acc.iter_mut().zip(c) {
-            *a = a.max(x);
-        }
-    }
-    acc.iter().fold(tail, |m, &x| m.max(x))
-}
-
-fn sum_f64<T: CpuFloat>(xs: &[T]) -> f64 {
-    let mut acc = [0f64; LANES];
-    let chunks = xs.chunks_exact(LANES);
-    let tail: f64 = chunks.remainder().iter().map(|x| x.to_f64c()).sum();
-    for c in chunks {
-        for (a, &x) in acc.iter_mut().zip(c) {
-            *a += x.to_f64c();
-        }
-    }
-    acc.iter().sum::<f64>() + tail
-}
-
 /// Fills e = exp(row − max(row)) and returns (max, Σe).
 fn exp_row<T: CpuFloat>(row: &[T], e: &mut [T]) -> (T, f64) {
-    let m = row_max(row);
+    let m = max_lanes(row);
     e.copy_from_slice(row);
     T::exp_shifted(e, m);
-    (m, sum_f64(e))
+    (m, sum_lanes_f64(e))
 }
 
 #[allow(clippy::too_many_arguments)]
