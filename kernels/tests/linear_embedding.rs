@@ -336,7 +336,7 @@ fn gradcheck_rejects_a_wrong_gradient() {
 /// A / B and row- / column-major C, at a multi-threaded size with odd dimensions; beta = 1
 /// checks accumulation, alpha a scale.
 #[test]
-fn gemm_views_and_parallel_split_match_naive() {
+fn gemm_strided_views_match_naive() {
     use ferrotron_kernels::cpu::gemm::{gemm, View, ViewMut};
     let (m, k, n) = (261, 250, 270);
     let mut g = rng(13);
