@@ -1,9 +1,46 @@
 //! ferrotron-zero: data-parallel model state. `ParamStore` is how the model reaches its units;
 //! an `Engine` (ZeRO stage 0, 1, 2 or 3) implements it and owns gradients, master weights and
-//! optimizer states, whole or sharded over the data-parallel group.
+//! optimizer states, whole or sharded over the data-parallel group. One type per stage:
+//! `Stage0` .. `Stage3`; `build_engine` picks one from a recipe's `parallel.zero_stage`.
 
 pub mod engine;
+pub mod shard;
+pub mod stage0;
+pub mod stage1;
+pub mod stage2;
+pub mod stage3;
 pub mod store;
 
 pub use engine::{Engine, FullState, MemoryReport, Region, StepConfig, StepStats, UnitMeta};
+pub use shard::{HostAccess, ShardPlan};
+pub use stage0::Stage0;
+pub use stage1::Stage1;
+pub use stage2::Stage2;
+pub use stage3::Stage3;
 pub use store::{ParamStore, ResidentStore};
+
+use ferrotron_kernels::{Error, Result};
+use ferrotron_parallel::Comm;
+use std::sync::Arc;
+
+/// The engine for ZeRO `stage` (0-3) over the dp group `dp`, starting from full weights `init`
+/// (one Vec per unit, identical on every rank). Any other stage is an error naming it.
+pub fn build_engine<B: HostAccess + 'static>(
+    stage: u8,
+    b: &B,
+    dp: Arc<dyn Comm>,
+    units: Vec<UnitMeta>,
+    init: &[Vec<f32>],
+) -> Result<Box<dyn Engine<B>>> {
+    Ok(match stage {
+        0 => Box::new(Stage0::new(b, dp, units, init)?),
+        1 => Box::new(Stage1::new(b, dp, units, init)?),
+        2 => Box::new(Stage2::new(b, dp, units, init)?),
+        3 => Box::new(Stage3::new(b, dp, units, init)?),
+        s => {
+            return Err(Error::Unsupported(format!(
+                "parallel.zero_stage = {s} is not a ZeRO stage (0, 1, 2 or 3)"
+            )))
+        }
+    })
+}
