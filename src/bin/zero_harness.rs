@@ -30,7 +30,7 @@ const SEED: u64 = 1234;
 const ODD_CONFIG: &str = r#"{"model_type": "llama", "hidden_size": 61, "intermediate_size": 97,
  "vocab_size": 301, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
  "head_dim": 16, "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
- "tie_word_embeddings": false, "attention_bias": true, "mlp_bias": false, "hidden_act": "silu"}"#;
+ "tie_word_embeddings": false, "attention_bias": false, "mlp_bias": false, "hidden_act": "silu"}"#;
 
 fn main() {
     if let Err(e) = run() {
