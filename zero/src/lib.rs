@@ -44,3 +44,33 @@ pub fn build_engine<B: HostAccess + 'static>(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrotron_kernels::cpu::CpuBackend;
+    use ferrotron_parallel::LocalComm;
+
+    #[test]
+    fn an_unknown_stage_is_rejected_with_the_reason() {
+        let b = CpuBackend::<f32>::new();
+        let dp: Arc<dyn Comm> = Arc::new(LocalComm::named("dp"));
+        let units = vec![UnitMeta {
+            name: "u".into(),
+            numel: 1,
+            regions: vec![Region {
+                offset: 0,
+                len: 1,
+                decay: true,
+            }],
+        }];
+        let err = build_engine(4, &b, dp, units, &[vec![0.0]])
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            err,
+            "parallel.zero_stage = 4 is not a ZeRO stage (0, 1, 2 or 3)"
+        );
+    }
+}

@@ -320,3 +320,60 @@ pub fn reduce_scatter_sum(dp: &dyn Comm, full: &[f32], out: &mut [f32]) -> Resul
     dp.reduce_scatter(full.into(), out.into(), ferrotron_parallel::ReduceOp::Sum)
         .map_err(comm_err)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Region;
+
+    fn unit(name: &str, regions: &[(usize, bool)]) -> UnitMeta {
+        let mut at = 0;
+        let regions = regions
+            .iter()
+            .map(|&(len, decay)| {
+                let r = Region {
+                    offset: at,
+                    len,
+                    decay,
+                };
+                at += len;
+                r
+            })
+            .collect();
+        UnitMeta {
+            name: name.into(),
+            numel: at,
+            regions,
+        }
+    }
+
+    #[test]
+    fn shards_pad_the_last_rank_and_split_regions() {
+        // 7 elements: a matrix of 5 (decay) and a norm of 2 (no decay), over 4 ranks: padded 8.
+        let units = vec![unit("u", &[(5, true), (2, false)])];
+        let plans: Vec<ShardPlan> = (0..4)
+            .map(|r| ShardPlan::new(units.clone(), 4, r).unwrap())
+            .collect();
+        assert_eq!(plans[0].padded, vec![8]);
+        assert_eq!(plans[1].pieces(0), vec![(0, 2, true)]);
+        assert_eq!(plans[2].pieces(0), vec![(0, 1, true), (1, 1, false)]);
+        assert_eq!(plans[3].pieces(0), vec![(0, 1, false)]); // the padding element is in no piece
+        assert_eq!(
+            plans.iter().map(|p| p.own_padding()).collect::<Vec<_>>(),
+            vec![0, 0, 0, 1]
+        );
+        assert_eq!(
+            plans[3].slice_own(0, &[1., 2., 3., 4., 5., 6., 7.]),
+            vec![7.0, 0.0]
+        );
+    }
+
+    #[test]
+    fn regions_that_do_not_tile_a_unit_are_rejected() {
+        let mut u = unit("block.0", &[(4, true)]);
+        u.numel = 5;
+        let e = ShardPlan::new(vec![u], 2, 0).unwrap_err().to_string();
+        assert!(e.contains("block.0: regions cover 4 of 5 elements"), "{e}");
+        assert!(ShardPlan::new(vec![], 2, 2).is_err());
+    }
+}

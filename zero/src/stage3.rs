@@ -209,3 +209,142 @@ impl<B: HostAccess> Engine<B> for Stage3<B> {
         self.refresh_shards(b)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Region;
+    use ferrotron_kernels::cpu::CpuBackend;
+    use ferrotron_parallel::{LocalComm, OpKind};
+
+    type Cpu = CpuBackend<f32>;
+
+    fn units(sizes: &[usize]) -> Vec<UnitMeta> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| UnitMeta {
+                name: format!("u{i}"),
+                numel: n,
+                regions: vec![Region {
+                    offset: 0,
+                    len: n,
+                    decay: true,
+                }],
+            })
+            .collect()
+    }
+
+    /// The hook sequence of the model (src/model/transformer.rs) for `blocks` blocks; `head` is the
+    /// unit holding the output projection (the embedding, 0, when tied).
+    fn micro_batch(
+        e: &mut Stage3<Cpu>,
+        b: &Cpu,
+        blocks: usize,
+        head: usize,
+        resident_max: &mut usize,
+    ) {
+        let fu = blocks + 1;
+        let mut use_unit = |e: &mut Stage3<Cpu>, u: usize| {
+            e.before_use(b, u).unwrap();
+            assert!(!e.parts().0[u].is_empty(), "unit {u} resident while used");
+            *resident_max =
+                (*resident_max).max(e.gathered.iter().filter(|g| !g.is_empty()).count());
+        };
+        for u in 0..=blocks {
+            use_unit(e, u);
+            e.after_use(b, u).unwrap();
+        }
+        use_unit(e, fu);
+        use_unit(e, head);
+        for u in [fu, head] {
+            e.before_grad(b, u).unwrap();
+        }
+        e.after_grad(b, fu).unwrap();
+        if head != 0 {
+            e.after_grad(b, head).unwrap();
+        }
+        e.after_use(b, fu).unwrap();
+        e.after_use(b, head).unwrap();
+        for u in (1..=blocks).rev() {
+            use_unit(e, u);
+            e.before_grad(b, u).unwrap();
+            e.after_grad(b, u).unwrap();
+            e.after_use(b, u).unwrap();
+        }
+        e.before_grad(b, 0).unwrap();
+        e.after_grad(b, 0).unwrap();
+    }
+
+    fn gathers_per_step(tied: bool) -> (Vec<u64>, usize) {
+        let b = Cpu::new();
+        let sizes: &[usize] = if tied {
+            &[10, 20, 20, 2]
+        } else {
+            &[10, 20, 20, 2, 10]
+        };
+        let head = if tied { 0 } else { 4 };
+        let init: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.5; n]).collect();
+        let dp: Arc<dyn Comm> = Arc::new(LocalComm::named("dp"));
+        let mut e = Stage3::new(&b, dp.clone(), units(sizes), &init).unwrap();
+        let cfg = StepConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            clip_norm: None,
+            step: 1,
+        };
+        let (mut calls, mut resident_max) = (Vec::new(), 0);
+        for step in 1..=3 {
+            let before = dp.counters().snapshot();
+            e.zero_grads(&b).unwrap();
+            micro_batch(&mut e, &b, 2, head, &mut resident_max);
+            micro_batch(&mut e, &b, 2, head, &mut resident_max);
+            e.step(&b, &StepConfig { step, ..cfg }).unwrap();
+            calls.push(
+                dp.counters()
+                    .snapshot()
+                    .since(&before)
+                    .op(OpKind::AllGather)
+                    .calls,
+            );
+            assert!(
+                e.gathered.iter().all(|g| g.is_empty()),
+                "nothing stays gathered across a step"
+            );
+        }
+        (calls, resident_max)
+    }
+
+    #[test]
+    fn each_use_gathers_once_and_at_most_three_units_are_resident() {
+        // Per micro-batch: blocks twice, final norm once, head once, embedding once (+1 tied).
+        let (calls, resident) = gathers_per_step(false);
+        assert_eq!(calls, vec![14, 14, 14]);
+        assert!(resident <= 3, "{resident} units resident");
+        let (calls, resident) = gathers_per_step(true);
+        assert_eq!(calls, vec![14, 14, 14]);
+        assert!(resident <= 3, "{resident} units resident");
+    }
+
+    #[test]
+    fn step_with_a_unit_in_use_is_an_error() {
+        let b = Cpu::new();
+        let dp: Arc<dyn Comm> = Arc::new(LocalComm::named("dp"));
+        let mut e = Stage3::new(&b, dp, units(&[4]), &[vec![1.0; 4]]).unwrap();
+        e.before_use(&b, 0).unwrap();
+        let cfg = StepConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            clip_norm: None,
+            step: 1,
+        };
+        let err = e.step(&b, &cfg).unwrap_err().to_string();
+        assert!(err.contains("unit u0 is in use"), "{err}");
+    }
+}
