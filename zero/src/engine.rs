@@ -105,7 +105,7 @@ pub trait Engine<B: Backend>: ParamStore<B> {
     /// Reduces, clips and applies AdamW; see the module comment.
     fn step(&mut self, b: &B, cfg: &StepConfig) -> Result<StepStats>;
     fn memory(&self) -> MemoryReport;
-    /// The full state, identical on every rank (gathers shards).
+    /// The full state, identical on every rank (gathers shards: collective, every dp rank calls it).
     fn full_state(&mut self, b: &B) -> Result<FullState>;
     /// Replaces this rank's state from a full state (each rank keeps its shards).
     fn load_full_state(&mut self, b: &B, state: &FullState) -> Result<()>;

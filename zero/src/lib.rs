@@ -73,4 +73,53 @@ mod tests {
             "parallel.zero_stage = 4 is not a ZeRO stage (0, 1, 2 or 3)"
         );
     }
+
+    #[test]
+    fn full_state_round_trips_through_every_stage() {
+        let b = CpuBackend::<f32>::new();
+        let regions = vec![
+            Region {
+                offset: 0,
+                len: 2,
+                decay: true,
+            },
+            Region {
+                offset: 2,
+                len: 1,
+                decay: false,
+            },
+        ];
+        let units = vec![UnitMeta {
+            name: "u".into(),
+            numel: 3,
+            regions,
+        }];
+        let state = FullState {
+            master: vec![vec![1.0, 2.0, 3.0]],
+            exp_avg: vec![vec![0.1, 0.2, 0.3]],
+            exp_avg_sq: vec![vec![4.0, 5.0, 6.0]],
+        };
+        for stage in 0..4 {
+            let dp: Arc<dyn Comm> = Arc::new(LocalComm::named("dp"));
+            let mut e = build_engine(stage, &b, dp, units.clone(), &[vec![0.0; 3]]).unwrap();
+            e.load_full_state(&b, &state).unwrap();
+            assert_eq!(e.full_state(&b).unwrap(), state, "stage {stage}");
+            e.before_use(&b, 0).unwrap();
+            assert_eq!(
+                e.parts().0[0][..3],
+                [1.0, 2.0, 3.0],
+                "stage {stage}: compute weights follow the master"
+            );
+            e.after_use(&b, 0).unwrap();
+            let bad = FullState {
+                master: vec![vec![0.0; 2]],
+                ..state.clone()
+            };
+            let err = e.load_full_state(&b, &bad).unwrap_err().to_string();
+            assert_eq!(
+                err, "master weights: unit u has 2 elements, expected 3",
+                "stage {stage}"
+            );
+        }
+    }
 }
