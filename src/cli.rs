@@ -40,6 +40,10 @@ enum Command {
         #[arg(long)]
         tol: Option<f64>,
     },
+    /// Export a checkpoint as a Hugging Face model directory.
+    Export(crate::export::ExportArgs),
+    /// Generate text from a HF model directory or a checkpoint (CPU).
+    Sample(crate::sample::SampleArgs),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -57,6 +61,8 @@ pub fn main() -> i32 {
 fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::CheckHf { dir, device, dtype, tol } => check_hf(&dir, device, dtype, tol),
+        Command::Export(args) => crate::export::run_cli(&args),
+        Command::Sample(args) => crate::sample::run_cli(&args),
     }
 }
 
