@@ -91,8 +91,13 @@ pub fn load_model(path: &Path) -> Result<LoadedModel> {
     }
     let dir = if path.join("config.json").is_file() {
         path.to_path_buf()
-    } else {
+    } else if checkpoint::latest(path)?.is_some() {
         checkpoint::resolve(path)?
+    } else {
+        return Err(user!(
+            "{} is not a model: it holds no config.json and no step-* checkpoint directory",
+            path.display()
+        ));
     };
     let cfg = ModelConfig::from_file(&dir.join("config.json"))?;
     let model = Transformer::new(cfg);
@@ -247,4 +252,25 @@ pub fn argmax(xs: &[f32]) -> u32 {
         }
     }
     best as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pick_samples_the_softmax_of_the_top_k() {
+        let logits = [0.0, 2f32.ln(), 4f32.ln(), 0.5];
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut counts = [0usize; 4];
+        let n = 20_000;
+        for _ in 0..n {
+            counts[pick(&logits, 1.0, 2, &mut rng) as usize] += 1;
+        }
+        assert_eq!((counts[0], counts[3]), (0, 0), "only the top 2 may be drawn");
+        let p2 = counts[2] as f64 / n as f64;
+        assert!((p2 - 4.0 / 6.0).abs() < 0.02, "p(2) = {p2}");
+        assert_eq!(pick(&logits, 0.0, 0, &mut rng), 2);
+        assert_eq!(argmax(&[1.0, 3.0, 3.0]), 1, "ties go to the first index");
+    }
 }

@@ -158,8 +158,11 @@ fn group_files(dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
     }
 }
 
+/// (exp_avg, exp_avg_sq), one buffer per unit.
+type Moments = (Vec<Vec<f32>>, Vec<Vec<f32>>);
+
 /// Reads `exp_avg.<name>` and `exp_avg_sq.<name>` for every tensor of the layout (F32, exact shape).
-fn load_moments(dir: &Path, layout: &ParamLayout) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+fn load_moments(dir: &Path, layout: &ParamLayout) -> Result<Moments> {
     let paths = group_files(dir, "optimizer")?;
     let mut maps = Vec::new();
     for p in &paths {
