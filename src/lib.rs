@@ -1,9 +1,13 @@
 //! ferrotron: train transformer language models (CLI, models, trainer, data, checkpoints).
 
 pub mod check_hf;
+pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod error;
+pub mod export;
 pub mod model;
 pub mod recipe;
+pub mod sample;
 pub mod tokenizer;
+pub mod train;
