@@ -65,6 +65,16 @@ fn mpirun_2_and_4_ranks_match_one_rank() {
     }
 }
 
+/// Issue 5 through the real trainer: every ZeRO stage on 2 ranks matches one rank.
+#[test]
+fn zero_stages_through_the_trainer_match_one_rank() {
+    for model in MODELS {
+        for stage in [1, 2, 3] {
+            assert_equivalent(model, stage, 2, mpirun);
+        }
+    }
+}
+
 #[test]
 fn launch_2_ranks_matches_one_rank() {
     let launch = |n: usize, a: &[&str]| {
