@@ -141,7 +141,7 @@ fn killing_a_rank_stops_the_job_naming_it() {
         "--set".into(),
         "checkpoint.every=0".into(),
     ]);
-    let mut child = std::process::Command::new(bin())
+    let child = std::process::Command::new(bin())
         .args(["launch", "--nproc-per-node", "2", "--"])
         .args(&a)
         .current_dir(root())

@@ -111,7 +111,7 @@ impl<B: HostAccess + 'static> Setup<B> {
             ));
         }
         let data = data::load(&recipe.data, &tokenizer, seq_len)?;
-        if data.train.len() == 0 {
+        if data.train.is_empty() {
             return Err(user!(
                 "the training data yields no rows of {seq_len} tokens"
             ));
