@@ -18,7 +18,18 @@ fn out_set(dir: &Path) -> String {
 #[test]
 fn trains_and_writes_metrics() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = ferrotron(&["train", &recipe(), "--set", &out_set(tmp.path())]);
+    let out = ferrotron(&[
+        "train",
+        &recipe(),
+        "--set",
+        &out_set(tmp.path()),
+        "--set",
+        "train.sample_every=5",
+        "--set",
+        "train.sample_prompt=\"ROMEO:\"",
+        "--set",
+        "train.sample_tokens=8",
+    ]);
     check(&out, "train");
     let recs = step_records(tmp.path());
     assert_eq!(recs.len(), 10);

@@ -200,6 +200,9 @@ fn train<B: HostAccess + 'static>(b: &B, recipe: Recipe, resume: bool) -> Result
                 m.println(&format!("step {step}: validation loss {e:.4}"));
             }
         }
+        if r.train.sample_every > 0 && step % r.train.sample_every == 0 && step != steps {
+            s.print_sample(b)?;
+        }
         let ckpt_now = r.checkpoint.every > 0 && step % r.checkpoint.every == 0;
         if ckpt_now || step == steps {
             s.save_checkpoint(b, step, tokens_seen)?;

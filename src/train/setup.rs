@@ -328,7 +328,7 @@ impl<B: HostAccess + 'static> Setup<B> {
         };
         let text =
             crate::sample::generate(&self.model, &state.master, &self.tokenizer, &prompt, &opts)?;
-        println!("sample: {text}");
+        println!("sample: {prompt}{text}");
         Ok(())
     }
 }
