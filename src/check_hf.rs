@@ -33,7 +33,11 @@ impl Report {
     }
     /// The largest error among rows whose name starts with `prefix`.
     pub fn max_err_of(&self, prefix: &str) -> f64 {
-        self.rows.iter().filter(|r| r.name.starts_with(prefix)).map(|r| r.rel_err).fold(0.0, f64::max)
+        self.rows
+            .iter()
+            .filter(|r| r.name.starts_with(prefix))
+            .map(|r| r.rel_err)
+            .fold(0.0, f64::max)
     }
 }
 
@@ -62,14 +66,24 @@ pub fn run<B: Backend>(b: &B, dir: &Path) -> Result<Report> {
     let (ids_shape, ids) = refs.tensor_i64("input_ids")?;
     let (_, labels) = refs.tensor_i64("labels")?;
     let [rows, seq] = ids_shape[..] else {
-        return Err(user!("{}: `input_ids` must be [batch, seq], found {:?}", ref_path.display(), ids_shape));
+        return Err(user!(
+            "{}: `input_ids` must be [batch, seq], found {:?}",
+            ref_path.display(),
+            ids_shape
+        ));
     };
     if labels.len() != ids.len() {
-        return Err(user!("{}: `labels` and `input_ids` differ in size", ref_path.display()));
+        return Err(user!(
+            "{}: `labels` and `input_ids` differ in size",
+            ref_path.display()
+        ));
     }
     let vocab = model.cfg.vocab_size as i64;
     if let Some(bad) = ids.iter().find(|&&t| t < 0 || t >= vocab) {
-        return Err(user!("{}: token id {bad} in `input_ids` is outside the vocabulary of {vocab}", ref_path.display()));
+        return Err(user!(
+            "{}: token id {bad} in `input_ids` is outside the vocabulary of {vocab}",
+            ref_path.display()
+        ));
     }
     let ids32: Vec<i32> = ids.iter().map(|&x| x as i32).collect();
     let labels32: Vec<i32> = labels.iter().map(|&x| x as i32).collect();
@@ -77,28 +91,56 @@ pub fn run<B: Backend>(b: &B, dir: &Path) -> Result<Report> {
     let batch = DeviceBatch::upload(b, &host)?;
     let n_targets = host.target_count();
     if n_targets == 0 {
-        return Err(user!("{}: every label is -100, so there is no loss to compare", ref_path.display()));
+        return Err(user!(
+            "{}: every label is -100, so there is no loss to compare",
+            ref_path.display()
+        ));
     }
 
     let mut store = ResidentStore::<B> {
-        weights: host_units.iter().map(|u| b.upload_act(u)).collect::<ferrotron_kernels::Result<_>>()?,
-        grads: host_units.iter().map(|u| b.zeros_acc(u.len())).collect::<ferrotron_kernels::Result<_>>()?,
+        weights: host_units
+            .iter()
+            .map(|u| b.upload_act(u))
+            .collect::<ferrotron_kernels::Result<_>>()?,
+        grads: host_units
+            .iter()
+            .map(|u| b.zeros_acc(u.len()))
+            .collect::<ferrotron_kernels::Result<_>>()?,
     };
     let fwd = model.forward(b, &mut store, &batch)?;
     let mut logits = Vec::with_capacity(rows * seq * model.cfg.vocab_size);
     let scale = 1.0 / n_targets as f64;
     let (loss_sum, dx) = model.head(b, &mut store, &batch, &fwd, Some(scale), Some(&mut logits))?;
-    model.backward(b, &mut store, &batch, &fwd, dx.expect("head returns dx with a grad scale"))?;
+    model.backward(
+        b,
+        &mut store,
+        &batch,
+        &fwd,
+        dx.expect("head returns dx with a grad scale"),
+    )?;
     let loss = loss_sum / n_targets as f64;
 
     let mut rows_out = Vec::new();
     let (_, ref_logits) = refs.tensor_f64("logits")?;
-    rows_out.push(Comparison { name: "logits".into(), rel_err: rel_err(&logits, &ref_logits) });
+    rows_out.push(Comparison {
+        name: "logits".into(),
+        rel_err: rel_err(&logits, &ref_logits),
+    });
     let (_, ref_loss) = refs.tensor_f64("loss")?;
-    rows_out.push(Comparison { name: "loss".into(), rel_err: rel_err(&[loss as f32], &ref_loss[..1]) });
+    rows_out.push(Comparison {
+        name: "loss".into(),
+        rel_err: rel_err(&[loss as f32], &ref_loss[..1]),
+    });
 
     // Gradients, then one AdamW step from zero moments.
-    let h = AdamWStep { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, step: 1 };
+    let h = AdamWStep {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.1,
+        step: 1,
+    };
     let mut grads_host = Vec::new();
     for (ui, g) in store.grads.iter().enumerate() {
         grads_host.push((ui, b.download_acc(Src::all(g))?));
@@ -106,32 +148,56 @@ pub fn run<B: Backend>(b: &B, dir: &Path) -> Result<Report> {
     for (ui, t) in model.layout.tensors() {
         let ours = &grads_host[ui].1[t.offset..t.offset + t.numel()];
         let (_, reference) = refs.tensor_f64(&format!("grad.{}", t.name))?;
-        rows_out.push(Comparison { name: format!("grad.{}", t.name), rel_err: rel_err(ours, &reference) });
+        rows_out.push(Comparison {
+            name: format!("grad.{}", t.name),
+            rel_err: rel_err(ours, &reference),
+        });
     }
     for (ui, host) in host_units.iter().enumerate() {
         let mut p = b.upload_acc(host)?;
         let mut m = b.zeros_acc(host.len())?;
         let mut v = b.zeros_acc(host.len())?;
-        b.adamw_step(Dst::all(&mut p), Src::all(&store.grads[ui]), Dst::all(&mut m), Dst::all(&mut v), &h)?;
+        b.adamw_step(
+            Dst::all(&mut p),
+            Src::all(&store.grads[ui]),
+            Dst::all(&mut m),
+            Dst::all(&mut v),
+            &h,
+        )?;
         let after = b.download_acc(Src::all(&p))?;
         for t in &model.layout.units[ui].tensors {
             let (_, reference) = refs.tensor_f64(&format!("adamw1.{}", t.name))?;
             let ours = &after[t.offset..t.offset + t.numel()];
-            rows_out.push(Comparison { name: format!("adamw1.{}", t.name), rel_err: rel_err(ours, &reference) });
+            rows_out.push(Comparison {
+                name: format!("adamw1.{}", t.name),
+                rel_err: rel_err(ours, &reference),
+            });
         }
     }
-    Ok(Report { rows: rows_out, loss, ref_loss: ref_loss[0] })
+    Ok(Report {
+        rows: rows_out,
+        loss,
+        ref_loss: ref_loss[0],
+    })
 }
 
 /// Prints the report; returns the process exit code (1 if any error exceeds `tol`).
 pub fn print_report(report: &Report, backend: &str, tol: f64) -> i32 {
-    println!("check-hf on {backend}: loss {:.9} (reference {:.9}), tolerance {tol:.1e}", report.loss, report.ref_loss);
+    println!(
+        "check-hf on {backend}: loss {:.9} (reference {:.9}), tolerance {tol:.1e}",
+        report.loss, report.ref_loss
+    );
     let width = report.rows.iter().map(|r| r.name.len()).max().unwrap_or(0);
     let mut bad = 0;
     for r in &report.rows {
         let ok = r.rel_err <= tol;
         bad += usize::from(!ok);
-        println!("  {:width$}  rel_err {:.3e}  {}", r.name, r.rel_err, if ok { "ok" } else { "FAIL" });
+        println!(
+            "  {:width$}  rel_err {:.3e}  {}",
+            r.name,
+            r.rel_err,
+            if ok { "ok" } else { "FAIL" }
+        );
     }
     println!(
         "{} of {} quantities within {tol:.1e}; max rel_err {:.3e}",

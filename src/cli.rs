@@ -3,10 +3,14 @@
 
 use crate::error::{Error, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
-#[command(name = "ferrotron", version, about = "Train transformer language models")]
+#[command(
+    name = "ferrotron",
+    version,
+    about = "Train transformer language models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,6 +32,8 @@ pub enum DType {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start N local ranks with torchrun's environment: launch --nproc-per-node N -- train R.toml
+    Launch(ferrotron_launch::LaunchArgs),
     /// Compare the model against a HF transformers reference (DIR/reference.safetensors).
     CheckHf {
         /// Directory with config.json, model.safetensors and reference.safetensors.
@@ -36,14 +42,32 @@ enum Command {
         device: Device,
         #[arg(long, value_enum, default_value = "f32")]
         dtype: DType,
-        /// Largest accepted relative error (default 1e-4; bf16 runs should pass 2e-2).
+        /// Largest accepted relative error (default 1e-4 for f32/f64, 2e-2 for bf16).
         #[arg(long)]
         tol: Option<f64>,
     },
+    /// Microbenchmarks on the local GPU.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Export a checkpoint as a Hugging Face model directory.
     Export(crate::export::ExportArgs),
     /// Generate text from a HF model directory or a checkpoint (CPU).
     Sample(crate::sample::SampleArgs),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// FlashAttention fwd/bwd TFLOP/s on the shapes of baselines/attention_bench.py.
+    Attention {
+        /// Only B8 S2048 and B4 S4096.
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, default_value_t = 20)]
+        iters: usize,
+        /// attention_bench.py --out FILE from the same GPU, printed beside ours.
+        #[arg(long)]
+        sdpa_json: Option<PathBuf>,
+    },
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -60,32 +84,54 @@ pub fn main() -> i32 {
 
 fn run(cli: Cli) -> Result<i32> {
     match cli.command {
-        Command::CheckHf { dir, device, dtype, tol } => check_hf(&dir, device, dtype, tol),
+        Command::Launch(args) => {
+            ferrotron_launch::run(args).map_err(|e| Error::User(format!("ferrotron launch: {e}")))
+        }
+        Command::CheckHf {
+            dir,
+            device,
+            dtype,
+            tol,
+        } => check_hf(&dir, device, dtype, tol),
+        Command::Bench(BenchCommand::Attention {
+            quick,
+            iters,
+            sdpa_json,
+        }) => ferrotron_kernels::cuda::flash_attn::bench_attention_cli(
+            quick,
+            iters,
+            sdpa_json.as_deref(),
+        )
+        .map(|()| 0)
+        .map_err(|e| Error::Internal(format!("bench attention: {e}"))),
         Command::Export(args) => crate::export::run_cli(&args),
         Command::Sample(args) => crate::sample::run_cli(&args),
     }
 }
 
-fn check_hf(dir: &std::path::Path, device: Device, dtype: DType, tol: Option<f64>) -> Result<i32> {
+fn check_hf(dir: &Path, device: Device, dtype: DType, tol: Option<f64>) -> Result<i32> {
     use crate::check_hf::{print_report, run};
     use ferrotron_kernels::cpu::CpuBackend;
+    use ferrotron_kernels::cuda::CudaBackend;
+    let report = |b: &dyn Fn() -> Result<crate::check_hf::Report>,
+                  name: &str,
+                  default_tol: f64|
+     -> Result<i32> { Ok(print_report(&b()?, name, tol.unwrap_or(default_tol))) };
+    let no_gpu = |e: ferrotron_kernels::Error| Error::User(format!("--device cuda: {e}"));
     match (device, dtype) {
-        (Device::Cpu, DType::F32) => {
-            let b = CpuBackend::<f32>::new();
-            let report = run(&b, dir)?;
-            Ok(print_report(&report, "cpu-f32", tol.unwrap_or(1e-4)))
-        }
-        (Device::Cpu, DType::F64) => {
-            let b = CpuBackend::<f64>::new();
-            let report = run(&b, dir)?;
-            Ok(print_report(&report, "cpu-f64", tol.unwrap_or(1e-4)))
-        }
+        (Device::Cpu, DType::F32) => report(&|| run(&CpuBackend::<f32>::new(), dir), "cpu-f32", 1e-4),
+        (Device::Cpu, DType::F64) => report(&|| run(&CpuBackend::<f64>::new(), dir), "cpu-f64", 1e-4),
         (Device::Cpu, DType::Bf16) => Err(Error::User(
-            "--dtype bf16 is a GPU precision; the CPU backend computes in f32 (use --device cuda)".into(),
+            "--dtype bf16 is a GPU precision; the CPU backend computes in f32 or f64 (use --device cuda)".into(),
         )),
         (Device::Cuda, DType::F64) => Err(Error::User("--dtype f64 runs on the CPU only (use --device cpu)".into())),
-        (Device::Cuda, _) => Err(Error::User(
-            "--device cuda: the CUDA backend is not wired into check-hf in this build yet".into(),
-        )),
+        (Device::Cuda, DType::F32) => {
+            let b = CudaBackend::<f32>::new(0).map_err(no_gpu)?;
+            report(&|| run(&b, dir), "cuda-f32", 1e-4)
+        }
+        (Device::Cuda, DType::Bf16) => {
+            let b = CudaBackend::<half::bf16>::new(0).map_err(no_gpu)?;
+            report(&|| run(&b, dir), "cuda-bf16", 2e-2)
+        }
     }
 }

@@ -7,5 +7,6 @@ pub mod data;
 pub mod error;
 pub mod export;
 pub mod model;
+pub mod recipe;
 pub mod sample;
 pub mod tokenizer;

@@ -9,16 +9,31 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hf")
+        .join(name)
 }
 
 /// Every relative error of `report` under its bound: `adamw_tol` for the AdamW rows, 1e-5 else.
 fn assert_within(name: &str, report: &check_hf::Report, adamw_tol: f64) {
-    let n_params = report.rows.iter().filter(|r| r.name.starts_with("grad.")).count();
+    let n_params = report
+        .rows
+        .iter()
+        .filter(|r| r.name.starts_with("grad."))
+        .count();
     assert!(n_params > 10, "{name}: compared only {n_params} gradients");
     for r in &report.rows {
-        let tol = if r.name.starts_with("adamw1.") { adamw_tol } else { 1e-5 };
-        assert!(r.rel_err <= tol, "{name}: {} relative error {:.3e} > {tol:e}", r.name, r.rel_err);
+        let tol = if r.name.starts_with("adamw1.") {
+            adamw_tol
+        } else {
+            1e-5
+        };
+        assert!(
+            r.rel_err <= tol,
+            "{name}: {} relative error {:.3e} > {tol:e}",
+            r.name,
+            r.rel_err
+        );
     }
     println!(
         "{name}: {} quantities, max rel_err {:.3e} (logits {:.3e}, loss {:.3e}, grads {:.3e}, adamw {:.3e})",
@@ -71,8 +86,14 @@ fn tiny_gpt2_matches_hf_transformers_f64() {
 
 /// Runs the binary; returns (exit code, stderr).
 fn ferrotron(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferrotron")).args(args).output().expect("binary runs");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrotron"))
+        .args(args)
+        .output()
+        .expect("binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A copy of a fixture in a temp dir, to be damaged by the test.
@@ -92,16 +113,28 @@ fn rewrite_weights(dir: &Path, edit: impl FnOnce(&mut Vec<(String, Vec<usize>, V
         .tensors()
         .into_iter()
         .map(|(n, v)| {
-            let data = v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+            let data = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
             (n, v.shape().to_vec(), data)
         })
         .collect();
     edit(&mut tensors);
-    let raw: Vec<(String, Vec<usize>, Vec<u8>)> =
-        tensors.into_iter().map(|(n, s, d)| (n, s, d.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
+    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(n, s, d)| (n, s, d.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = raw
         .iter()
-        .map(|(n, s, d)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap()))
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
+                    .unwrap(),
+            )
+        })
         .collect();
     safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
 }
@@ -115,11 +148,22 @@ fn cli_check_hf_passes_on_fixture() {
 #[test]
 fn malformed_config_is_a_one_line_user_error() {
     let tmp = damaged_copy("tiny-llama");
-    std::fs::write(tmp.path().join("config.json"), "{ \"model_type\": \"llama\", \"hidden_size\": ").unwrap();
+    std::fs::write(
+        tmp.path().join("config.json"),
+        "{ \"model_type\": \"llama\", \"hidden_size\": ",
+    )
+    .unwrap();
     let (code, err) = ferrotron(&["check-hf", tmp.path().to_str().unwrap()]);
     assert_eq!(code, 2, "stderr: {err}");
-    assert!(err.contains("config.json") && err.contains("not valid JSON"), "stderr: {err}");
-    assert_eq!(err.trim().lines().count(), 1, "one sentence, no backtrace: {err}");
+    assert!(
+        err.contains("config.json") && err.contains("not valid JSON"),
+        "stderr: {err}"
+    );
+    assert_eq!(
+        err.trim().lines().count(),
+        1,
+        "one sentence, no backtrace: {err}"
+    );
 }
 
 #[test]
@@ -131,7 +175,10 @@ fn config_missing_key_names_it() {
     std::fs::write(tmp.path().join("config.json"), v.to_string()).unwrap();
     let (code, err) = ferrotron(&["check-hf", tmp.path().to_str().unwrap()]);
     assert_eq!(code, 2, "stderr: {err}");
-    assert!(err.contains("config.json") && err.contains("num_hidden_layers"), "stderr: {err}");
+    assert!(
+        err.contains("config.json") && err.contains("num_hidden_layers"),
+        "stderr: {err}"
+    );
 }
 
 #[test]
@@ -143,16 +190,24 @@ fn unsupported_rope_scaling_is_rejected_by_name() {
     std::fs::write(tmp.path().join("config.json"), v.to_string()).unwrap();
     let (code, err) = ferrotron(&["check-hf", tmp.path().to_str().unwrap()]);
     assert_eq!(code, 2, "stderr: {err}");
-    assert!(err.contains("rope_scaling") && err.contains("yarn"), "stderr: {err}");
+    assert!(
+        err.contains("rope_scaling") && err.contains("yarn"),
+        "stderr: {err}"
+    );
 }
 
 #[test]
 fn missing_tensor_names_file_and_tensor() {
     let tmp = damaged_copy("tiny-llama");
-    rewrite_weights(tmp.path(), |ts| ts.retain(|(n, _, _)| n != "model.layers.1.mlp.up_proj.weight"));
+    rewrite_weights(tmp.path(), |ts| {
+        ts.retain(|(n, _, _)| n != "model.layers.1.mlp.up_proj.weight")
+    });
     let (code, err) = ferrotron(&["check-hf", tmp.path().to_str().unwrap()]);
     assert_eq!(code, 2, "stderr: {err}");
-    assert!(err.contains("model.layers.1.mlp.up_proj.weight") && err.contains("missing"), "stderr: {err}");
+    assert!(
+        err.contains("model.layers.1.mlp.up_proj.weight") && err.contains("missing"),
+        "stderr: {err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
@@ -160,14 +215,19 @@ fn missing_tensor_names_file_and_tensor() {
 fn shape_mismatch_names_file_tensor_and_shapes() {
     let tmp = damaged_copy("tiny-gpt2");
     rewrite_weights(tmp.path(), |ts| {
-        let t = ts.iter_mut().find(|(n, _, _)| n == "transformer.h.0.attn.c_proj.weight").unwrap();
+        let t = ts
+            .iter_mut()
+            .find(|(n, _, _)| n == "transformer.h.0.attn.c_proj.weight")
+            .unwrap();
         // [64, 64] -> [32, 128]: same element count, wrong shape.
         t.1 = vec![32, 128];
     });
     let (code, err) = ferrotron(&["check-hf", tmp.path().to_str().unwrap()]);
     assert_eq!(code, 2, "stderr: {err}");
     assert!(
-        err.contains("model.safetensors") && err.contains("transformer.h.0.attn.c_proj.weight") && err.contains("[32, 128]"),
+        err.contains("model.safetensors")
+            && err.contains("transformer.h.0.attn.c_proj.weight")
+            && err.contains("[32, 128]"),
         "stderr: {err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");

@@ -51,16 +51,32 @@ impl<B> Copy for Src<'_, B> {}
 
 impl<'a, B: Buffer> Src<'a, B> {
     pub fn all(buf: &'a B) -> Self {
-        Src { buf, start: 0, len: buf.len() }
+        Src {
+            buf,
+            start: 0,
+            len: buf.len(),
+        }
     }
     pub fn range(buf: &'a B, start: usize, len: usize) -> Self {
-        assert!(start + len <= buf.len(), "Src range {start}+{len} outside buffer of {}", buf.len());
+        assert!(
+            start + len <= buf.len(),
+            "Src range {start}+{len} outside buffer of {}",
+            buf.len()
+        );
         Src { buf, start, len }
     }
     /// A sub-region relative to this one.
     pub fn sub(self, start: usize, len: usize) -> Self {
-        assert!(start + len <= self.len, "sub-range {start}+{len} outside region of {}", self.len);
-        Src { buf: self.buf, start: self.start + start, len }
+        assert!(
+            start + len <= self.len,
+            "sub-range {start}+{len} outside region of {}",
+            self.len
+        );
+        Src {
+            buf: self.buf,
+            start: self.start + start,
+            len,
+        }
     }
 }
 
@@ -77,15 +93,27 @@ impl<'a, B: Buffer> Dst<'a, B> {
         Dst { buf, start: 0, len }
     }
     pub fn range(buf: &'a mut B, start: usize, len: usize) -> Self {
-        assert!(start + len <= buf.len(), "Dst range {start}+{len} outside buffer of {}", buf.len());
+        assert!(
+            start + len <= buf.len(),
+            "Dst range {start}+{len} outside buffer of {}",
+            buf.len()
+        );
         Dst { buf, start, len }
     }
     /// Reborrow, so one `Dst` can be passed to several calls in turn.
     pub fn reborrow(&mut self) -> Dst<'_, B> {
-        Dst { buf: self.buf, start: self.start, len: self.len }
+        Dst {
+            buf: self.buf,
+            start: self.start,
+            len: self.len,
+        }
     }
     pub fn as_src(&self) -> Src<'_, B> {
-        Src { buf: self.buf, start: self.start, len: self.len }
+        Src {
+            buf: self.buf,
+            start: self.start,
+            len: self.len,
+        }
     }
 }
 
@@ -102,10 +130,21 @@ pub struct WeightGrads<'a, B> {
 impl<'a, B: Buffer> WeightGrads<'a, B> {
     pub fn new(buf: &'a mut B, w: (usize, usize), b: Option<(usize, usize)>) -> Self {
         let end = |r: (usize, usize)| r.0 + r.1;
-        assert!(end(w) <= buf.len(), "weight-grad region {w:?} outside buffer of {}", buf.len());
+        assert!(
+            end(w) <= buf.len(),
+            "weight-grad region {w:?} outside buffer of {}",
+            buf.len()
+        );
         if let Some(b) = b {
-            assert!(end(b) <= buf.len(), "bias-grad region {b:?} outside buffer of {}", buf.len());
-            assert!(end(w) <= b.0 || end(b) <= w.0, "weight-grad {w:?} and bias-grad {b:?} regions overlap");
+            assert!(
+                end(b) <= buf.len(),
+                "bias-grad region {b:?} outside buffer of {}",
+                buf.len()
+            );
+            assert!(
+                end(w) <= b.0 || end(b) <= w.0,
+                "weight-grad {w:?} and bias-grad {b:?} regions overlap"
+            );
         }
         WeightGrads { buf, w, b }
     }
@@ -209,13 +248,34 @@ pub trait Backend: Send + Sync {
 
     // ---- embedding -------------------------------------------------------------------------
     /// out[n, :] = table[ids[n], :]. ids [N], table [V, D], out [N, D].
-    fn embedding_forward(&self, ids: IdxSrc<'_, Self>, table: ActSrc<'_, Self>, out: ActDst<'_, Self>, n: usize, d: usize) -> Result<()>;
+    fn embedding_forward(
+        &self,
+        ids: IdxSrc<'_, Self>,
+        table: ActSrc<'_, Self>,
+        out: ActDst<'_, Self>,
+        n: usize,
+        d: usize,
+    ) -> Result<()>;
     /// dtable[ids[n], :] += dout[n, :].
-    fn embedding_backward(&self, ids: IdxSrc<'_, Self>, dout: ActSrc<'_, Self>, dtable: AccDst<'_, Self>, n: usize, d: usize) -> Result<()>;
+    fn embedding_backward(
+        &self,
+        ids: IdxSrc<'_, Self>,
+        dout: ActSrc<'_, Self>,
+        dtable: AccDst<'_, Self>,
+        n: usize,
+        d: usize,
+    ) -> Result<()>;
 
     // ---- linear ----------------------------------------------------------------------------
     /// y = x · W^T (+ b). Overwrites y.
-    fn linear_forward(&self, x: ActSrc<'_, Self>, w: ActSrc<'_, Self>, b: Option<ActSrc<'_, Self>>, y: ActDst<'_, Self>, dims: LinearDims) -> Result<()>;
+    fn linear_forward(
+        &self,
+        x: ActSrc<'_, Self>,
+        w: ActSrc<'_, Self>,
+        b: Option<ActSrc<'_, Self>>,
+        y: ActDst<'_, Self>,
+        dims: LinearDims,
+    ) -> Result<()>;
     /// dx += dy · W;  dW += dy^T · x (stored in W's layout);  db += Σ_n dy[n]  (dW, db: `grads`).
     #[allow(clippy::too_many_arguments)]
     fn linear_backward(
@@ -231,13 +291,43 @@ pub trait Backend: Send + Sync {
     // ---- norms -----------------------------------------------------------------------------
     /// y = x · rstd · w,  rstd[n] = 1 / sqrt(mean_d x[n]² + eps). x, y [N, D], w [D], rstd [N].
     #[allow(clippy::too_many_arguments)]
-    fn rmsnorm_forward(&self, x: ActSrc<'_, Self>, w: ActSrc<'_, Self>, y: ActDst<'_, Self>, rstd: AccDst<'_, Self>, n: usize, d: usize, eps: f64) -> Result<()>;
+    fn rmsnorm_forward(
+        &self,
+        x: ActSrc<'_, Self>,
+        w: ActSrc<'_, Self>,
+        y: ActDst<'_, Self>,
+        rstd: AccDst<'_, Self>,
+        n: usize,
+        d: usize,
+        eps: f64,
+    ) -> Result<()>;
     #[allow(clippy::too_many_arguments)]
-    fn rmsnorm_backward(&self, x: ActSrc<'_, Self>, w: ActSrc<'_, Self>, rstd: AccSrc<'_, Self>, dy: ActSrc<'_, Self>, dx: ActDst<'_, Self>, dw: AccDst<'_, Self>, n: usize, d: usize) -> Result<()>;
+    fn rmsnorm_backward(
+        &self,
+        x: ActSrc<'_, Self>,
+        w: ActSrc<'_, Self>,
+        rstd: AccSrc<'_, Self>,
+        dy: ActSrc<'_, Self>,
+        dx: ActDst<'_, Self>,
+        dw: AccDst<'_, Self>,
+        n: usize,
+        d: usize,
+    ) -> Result<()>;
     /// y = (x − mean) · rstd · w + b. mean, rstd [N]. Backward: dx += …; dw, db (in `grads`, bias
     /// region required) += ….
     #[allow(clippy::too_many_arguments)]
-    fn layernorm_forward(&self, x: ActSrc<'_, Self>, w: ActSrc<'_, Self>, b: ActSrc<'_, Self>, y: ActDst<'_, Self>, mean: AccDst<'_, Self>, rstd: AccDst<'_, Self>, n: usize, d: usize, eps: f64) -> Result<()>;
+    fn layernorm_forward(
+        &self,
+        x: ActSrc<'_, Self>,
+        w: ActSrc<'_, Self>,
+        b: ActSrc<'_, Self>,
+        y: ActDst<'_, Self>,
+        mean: AccDst<'_, Self>,
+        rstd: AccDst<'_, Self>,
+        n: usize,
+        d: usize,
+        eps: f64,
+    ) -> Result<()>;
     #[allow(clippy::too_many_arguments)]
     fn layernorm_backward(
         &self,
@@ -256,10 +346,26 @@ pub trait Backend: Send + Sync {
     /// In place on x [N, heads, Dh]: for i < Dh/2, angle a = pos[n] · theta^(−2i/Dh),
     /// (x_i, x_{i+Dh/2}) ← (x_i cos a − x_{i+Dh/2} sin a, x_{i+Dh/2} cos a + x_i sin a).
     #[allow(clippy::too_many_arguments)]
-    fn rope_forward(&self, x: ActDst<'_, Self>, pos: IdxSrc<'_, Self>, n: usize, heads: usize, head_dim: usize, theta: f64) -> Result<()>;
+    fn rope_forward(
+        &self,
+        x: ActDst<'_, Self>,
+        pos: IdxSrc<'_, Self>,
+        n: usize,
+        heads: usize,
+        head_dim: usize,
+        theta: f64,
+    ) -> Result<()>;
     /// In place on dx: the transpose (inverse) rotation.
     #[allow(clippy::too_many_arguments)]
-    fn rope_backward(&self, dx: ActDst<'_, Self>, pos: IdxSrc<'_, Self>, n: usize, heads: usize, head_dim: usize, theta: f64) -> Result<()>;
+    fn rope_backward(
+        &self,
+        dx: ActDst<'_, Self>,
+        pos: IdxSrc<'_, Self>,
+        n: usize,
+        heads: usize,
+        head_dim: usize,
+        theta: f64,
+    ) -> Result<()>;
 
     // ---- attention -------------------------------------------------------------------------
     /// o = softmax(scale · q kᵀ + mask) v per head and segment; writes o and lse (see AttnDims).
@@ -294,11 +400,28 @@ pub trait Backend: Send + Sync {
 
     // ---- activations and residual ----------------------------------------------------------
     /// out = silu(gate) · up, silu(g) = g · σ(g). All [n] elements.
-    fn swiglu_forward(&self, gate: ActSrc<'_, Self>, up: ActSrc<'_, Self>, out: ActDst<'_, Self>) -> Result<()>;
-    fn swiglu_backward(&self, gate: ActSrc<'_, Self>, up: ActSrc<'_, Self>, dout: ActSrc<'_, Self>, dgate: ActDst<'_, Self>, dup: ActDst<'_, Self>) -> Result<()>;
+    fn swiglu_forward(
+        &self,
+        gate: ActSrc<'_, Self>,
+        up: ActSrc<'_, Self>,
+        out: ActDst<'_, Self>,
+    ) -> Result<()>;
+    fn swiglu_backward(
+        &self,
+        gate: ActSrc<'_, Self>,
+        up: ActSrc<'_, Self>,
+        dout: ActSrc<'_, Self>,
+        dgate: ActDst<'_, Self>,
+        dup: ActDst<'_, Self>,
+    ) -> Result<()>;
     /// y = 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))  (HF "gelu_new" / "gelu_pytorch_tanh").
     fn gelu_forward(&self, x: ActSrc<'_, Self>, y: ActDst<'_, Self>) -> Result<()>;
-    fn gelu_backward(&self, x: ActSrc<'_, Self>, dy: ActSrc<'_, Self>, dx: ActDst<'_, Self>) -> Result<()>;
+    fn gelu_backward(
+        &self,
+        x: ActSrc<'_, Self>,
+        dy: ActSrc<'_, Self>,
+        dx: ActDst<'_, Self>,
+    ) -> Result<()>;
     /// x += y (the residual connection; its backward is the identity, folded into the
     /// accumulate convention).
     fn add_inplace(&self, x: ActDst<'_, Self>, y: ActSrc<'_, Self>) -> Result<()>;
@@ -328,5 +451,12 @@ pub trait Backend: Send + Sync {
     /// x += y (accumulation precision; microbatch and reduction sums).
     fn add_acc(&self, x: AccDst<'_, Self>, y: AccSrc<'_, Self>) -> Result<()>;
     /// One AdamW step on a region of master weights with its gradient and moments.
-    fn adamw_step(&self, param: AccDst<'_, Self>, grad: AccSrc<'_, Self>, m: AccDst<'_, Self>, v: AccDst<'_, Self>, h: &AdamWStep) -> Result<()>;
+    fn adamw_step(
+        &self,
+        param: AccDst<'_, Self>,
+        grad: AccSrc<'_, Self>,
+        m: AccDst<'_, Self>,
+        v: AccDst<'_, Self>,
+        h: &AdamWStep,
+    ) -> Result<()>;
 }

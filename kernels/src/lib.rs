@@ -10,5 +10,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod error;
 
-pub use backend::{AdamWStep, AttnDims, Backend, Buffer, Dst, LinearDims, Src, WeightGrads, WeightLayout};
+pub use backend::{
+    AdamWStep, AttnDims, Backend, Buffer, Dst, LinearDims, Src, WeightGrads, WeightLayout,
+};
 pub use error::{Error, Result};

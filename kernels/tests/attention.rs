@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use ferrotron_kernels::cpu::attention::{BLOCK_K, BLOCK_Q};
+use ferrotron_kernels::cpu::attention::{self, scheme_for, BackwardScheme, BLOCK_K, BLOCK_Q};
 use ferrotron_kernels::cpu::{CpuBackend, CpuFloat};
 use ferrotron_kernels::{AttnDims, Backend, Dst, Src};
 
@@ -199,6 +199,8 @@ fn attention_forward_matches_naive_softmax() {
 
 fn gradcheck_case(case: Case, seed: u64) {
     let (dims, cu) = dims_for(case, &[37, 70]);
+    // the FD-checked scheme; attention_backward_schemes_agree ties ByKvHead to it
+    assert_eq!(scheme_for(&cu, &dims), BackwardScheme::TwoPass);
     let [q, k, v, r] = inputs(seed, &dims, 1.5);
     let (dq, dk, dv) = attn_bwd(&q, &k, &v, &r, &cu, &dims, 0.0);
     let loss = |q: &[f64], k: &[f64], v: &[f64]| dot(&attn_fwd(q, k, v, &cu, &dims).0, &r);
@@ -250,6 +252,7 @@ fn attention_f32_matches_f64_realistic_size() {
         causal: true,
     };
     let (dims, cu) = dims_for(case, &[700, 324]);
+    assert_eq!(scheme_for(&cu, &dims), BackwardScheme::ByKvHead);
     let [q, k, v, r] = inputs(55, &dims, 1.0);
     let to32 = |x: &[f64]| x.iter().map(|&a| a as f32).collect::<Vec<f32>>();
     let (q32, k32, v32, r32) = (to32(&q), to32(&k), to32(&v), to32(&r));
@@ -272,5 +275,79 @@ fn attention_f32_matches_f64_realistic_size() {
     println!("attention f32 vs f64 N=1024 H=12 Hkv=4 Dh=64 causal: {errs:?}; f32 fwd {t_fwd:.3}s bwd {t_bwd:.3}s");
     for (name, e) in errs {
         assert!(e < 1e-5, "{name}: {e:.2e}");
+    }
+}
+
+/// Race-freedom and determinism: forward and backward in f32 give bitwise the same results on
+/// a 1-thread and a 2-thread rayon pool (no atomics, no order-dependent reductions), for both
+/// backward schemes.
+#[test]
+fn attention_is_bitwise_deterministic_across_thread_counts() {
+    let gqa8 = Case {
+        heads: 8,
+        kv_heads: 4,
+        head_dim: 32,
+        causal: true,
+    };
+    let mqa = Case {
+        heads: 4,
+        kv_heads: 1,
+        head_dim: 32,
+        causal: true,
+    };
+    for (case, scheme) in [
+        (gqa8, BackwardScheme::ByKvHead),
+        (mqa, BackwardScheme::TwoPass),
+    ] {
+        let (dims, cu) = dims_for(case, &[300, 77, 150]);
+        assert_eq!(scheme_for(&cu, &dims), scheme);
+        let to32 = |x: &[f64]| x.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+        let [q, k, v, r] = inputs(56, &dims, 1.0).map(|x| to32(&x));
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                (
+                    attn_fwd(&q, &k, &v, &cu, &dims),
+                    attn_bwd(&q, &k, &v, &r, &cu, &dims, 0.0),
+                )
+            })
+        };
+        let (one, two) = (run(1), run(2));
+        assert!(one == two, "{scheme:?}: results depend on the thread count");
+    }
+}
+
+/// The one-pass ByKvHead scheme against the FD-checked TwoPass scheme, in f64, on the gradcheck
+/// shapes (which `backward` itself runs with TwoPass) and on more segments.
+#[test]
+fn attention_backward_schemes_agree() {
+    for (c, case) in CASES.iter().enumerate() {
+        for lens in [&[37usize, 70][..], &[37, 70, 1, 150, 64, 0]] {
+            let (dims, cu) = dims_for(*case, lens);
+            let [q, k, v, r] = inputs(60 + c as u64, &dims, 1.5);
+            let (o, lse) = attn_fwd(&q, &k, &v, &cu, &dims);
+            let grads = |scheme| {
+                let (mut dq, mut dk, mut dv) = (
+                    vec![f64::NAN; q.len()],
+                    vec![f64::NAN; k.len()],
+                    vec![f64::NAN; v.len()],
+                );
+                attention::backward_with(
+                    &q, &k, &v, &o, &r, &lse, &mut dq, &mut dk, &mut dv, &cu, &dims, scheme,
+                );
+                [dq, dk, dv]
+            };
+            let (two, one) = (
+                grads(BackwardScheme::TwoPass),
+                grads(BackwardScheme::ByKvHead),
+            );
+            for (name, (a, b)) in ["dq", "dk", "dv"].iter().zip(one.iter().zip(&two)) {
+                let e = max_rel_diff(a, b);
+                assert!(e < 1e-13, "{case:?} {lens:?} {name}: {e:.2e}");
+            }
+        }
     }
 }

@@ -160,6 +160,12 @@ fn bench_attention_gpt2_small_shape() {
         )
         .unwrap();
     });
+    let two_pass = best_of(3, || {
+        let scheme = ferrotron_kernels::cpu::attention::BackwardScheme::TwoPass;
+        ferrotron_kernels::cpu::attention::backward_with(
+            &q, &k, &v, &o, &dout, &lse, &mut dq, &mut dk, &mut dv, &cu, &dims, scheme,
+        );
+    });
     let pairs = (segments * seg * (seg + 1) / 2) as f64;
     let unit = pairs * (dh * heads) as f64;
     println!(
@@ -168,5 +174,51 @@ fn bench_attention_gpt2_small_shape() {
         4.0 * unit / fwd / 1e9,
         bwd * 1e3,
         10.0 * unit / bwd / 1e9
+    );
+    println!(
+        "  (backward forced to the TwoPass scheme: {:.1} ms)",
+        two_pass * 1e3
+    );
+}
+
+#[test]
+#[ignore]
+fn bench_exp_and_cross_entropy() {
+    let mut g = rng(3);
+    let mut x = uniform_f32(&mut g, 1 << 20);
+    let t = best_of(5, || {
+        <f32 as ferrotron_kernels::cpu::CpuFloat>::exp_shifted(&mut x, 1.0)
+    });
+    let t_std = best_of(5, || x.iter_mut().for_each(|v| *v = (*v - 1.0).exp()));
+    let per = |t: f64| t / (1 << 20) as f64 * 1e9;
+    println!(
+        "exp_shifted f32: {:.2} ns/element, std exp {:.2} ns/element (1 thread)",
+        per(t),
+        per(t_std)
+    );
+    let (n, v) = (512, 50_257);
+    let logits: Vec<f32> = uniform_f32(&mut g, n * v)
+        .into_iter()
+        .map(|a| 8.0 * a)
+        .collect();
+    let targets: Vec<i32> = (0..n as i32).collect();
+    let (mut losses, mut dlogits) = (vec![0f32; n], vec![0f32; n * v]);
+    let be = CpuBackend::<f32>::new();
+    let t = best_of(3, || {
+        be.cross_entropy(
+            Src::all(&logits),
+            Src::all(&targets),
+            Dst::all(&mut losses),
+            Some(Dst::all(&mut dlogits)),
+            n,
+            v,
+            1.0,
+        )
+        .unwrap();
+    });
+    println!(
+        "cross_entropy f32 [{n} x {v}] with dlogits: {:.1} ms, {:.2} ns/logit",
+        t * 1e3,
+        t / (n * v) as f64 * 1e9
     );
 }

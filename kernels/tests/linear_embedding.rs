@@ -336,7 +336,7 @@ fn gradcheck_rejects_a_wrong_gradient() {
 /// A / B and row- / column-major C, at a multi-threaded size with odd dimensions; beta = 1
 /// checks accumulation, alpha a scale.
 #[test]
-fn gemm_views_and_parallel_split_match_naive() {
+fn gemm_strided_views_match_naive() {
     use ferrotron_kernels::cpu::gemm::{gemm, View, ViewMut};
     let (m, k, n) = (261, 250, 270);
     let mut g = rng(13);
@@ -378,5 +378,22 @@ fn gemm_views_and_parallel_split_match_naive() {
             worst < 1e-12,
             "A^T {ta} B^T {tb} C col-major {tc}: max error {worst:.2e}"
         );
+    }
+}
+
+/// The lane-parallel row reductions against plain folds, for lengths around the lane count.
+#[test]
+fn row_helpers_match_naive() {
+    use ferrotron_kernels::cpu::elementwise::{max_lanes, sum_lanes, sum_lanes_f64};
+    let mut g = rng(14);
+    for len in [0, 1, 7, 8, 9, 17, 64, 70] {
+        let x = uniform(&mut g, len);
+        assert_eq!(
+            max_lanes(&x),
+            x.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v))
+        );
+        let want: f64 = x.iter().sum();
+        assert!((sum_lanes(&x) - want).abs() <= 1e-15 * len as f64);
+        assert!((sum_lanes_f64(&x) - want).abs() <= 1e-15 * len as f64);
     }
 }

@@ -143,3 +143,54 @@ fn adamw_two_steps_match_pytorch_formula() {
     // g = 0 throughout keeps m = v = 0, so the update is pure decay: p0·(1 − lr·wd)².
     assert!((p[5] - p0[5] * (1.0 - lr * wd).powi(2)).abs() < 1e-15);
 }
+
+/// f32 (vectorized exp, f64 sums) against f64 at GPT-2's vocabulary size.
+#[test]
+fn cross_entropy_f32_matches_f64_at_gpt2_vocab() {
+    let (n, v) = (24, 50_257);
+    let mut g = rng(33);
+    let logits: Vec<f64> = uniform(&mut g, n * v)
+        .into_iter()
+        .map(|a| 8.0 * a)
+        .collect();
+    let targets: Vec<i32> = (0..n)
+        .map(|i| {
+            if i % 5 == 3 {
+                -100
+            } else {
+                (i * 2003 % v) as i32
+            }
+        })
+        .collect();
+    let logits32: Vec<f32> = logits.iter().map(|&x| x as f32).collect();
+    let logits = logits32.iter().map(|&x| x as f64).collect::<Vec<f64>>(); // same inputs
+    let grad_scale = 1.0 / 19.0;
+    let (mut l64, mut d64) = (vec![0.0; n], vec![0.0; n * v]);
+    B64::new()
+        .cross_entropy(
+            Src::all(&logits),
+            Src::all(&targets),
+            Dst::all(&mut l64),
+            Some(Dst::all(&mut d64)),
+            n,
+            v,
+            grad_scale,
+        )
+        .unwrap();
+    let (mut l32, mut d32) = (vec![0f32; n], vec![0f32; n * v]);
+    CpuBackend::<f32>::new()
+        .cross_entropy(
+            Src::all(&logits32),
+            Src::all(&targets),
+            Dst::all(&mut l32),
+            Some(Dst::all(&mut d32)),
+            n,
+            v,
+            grad_scale,
+        )
+        .unwrap();
+    let up = |x: &[f32]| x.iter().map(|&a| a as f64).collect::<Vec<f64>>();
+    let (el, ed) = (max_rel_diff(&up(&l32), &l64), max_rel_diff(&up(&d32), &d64));
+    println!("cross_entropy f32 vs f64, V={v}: losses {el:.2e} dlogits {ed:.2e}");
+    assert!(el < 1e-6 && ed < 1e-6, "losses {el:.2e} dlogits {ed:.2e}");
+}

@@ -45,7 +45,11 @@ impl HostBatch {
     }
 
     pub fn max_seqlen(&self) -> usize {
-        self.cu_seqlens.windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap_or(0)
+        self.cu_seqlens
+            .windows(2)
+            .map(|w| (w[1] - w[0]) as usize)
+            .max()
+            .unwrap_or(0)
     }
 }
 

@@ -48,14 +48,18 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// Reads and validates `path` (a config.json).
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| user!("{}: cannot read: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| user!("{}: cannot read: {e}", path.display()))?;
         Self::from_json_str(&text, &path.display().to_string())
     }
 
     /// Parses config JSON; `origin` names the file in errors.
     pub fn from_json_str(text: &str, origin: &str) -> Result<Self> {
-        let v: Value = serde_json::from_str(text).map_err(|e| user!("{origin}: not valid JSON: {e}"))?;
-        let obj = v.as_object().ok_or_else(|| user!("{origin}: expected a JSON object at the top level"))?;
+        let v: Value =
+            serde_json::from_str(text).map_err(|e| user!("{origin}: not valid JSON: {e}"))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| user!("{origin}: expected a JSON object at the top level"))?;
         let c = Keys { obj, origin };
         let model_type = c.string("model_type")?;
         let cfg = match model_type.as_str() {
@@ -94,10 +98,17 @@ impl ModelConfig {
             ));
         }
         if self.arch == Arch::Llama && self.head_dim % 2 != 0 {
-            return Err(user!("{origin}: head_dim ({}) must be even for rotary embeddings", self.head_dim));
+            return Err(user!(
+                "{origin}: head_dim ({}) must be even for rotary embeddings",
+                self.head_dim
+            ));
         }
         if self.arch == Arch::Gpt2 && self.heads * self.head_dim != self.hidden {
-            return Err(user!("{origin}: n_embd ({}) is not divisible by n_head ({})", self.hidden, self.heads));
+            return Err(user!(
+                "{origin}: n_embd ({}) is not divisible by n_head ({})",
+                self.hidden,
+                self.heads
+            ));
         }
         Ok(())
     }
@@ -160,8 +171,14 @@ impl ModelConfig {
                 }
             }
         }
-        put("bos_token_id", self.bos_token_id.map(Value::from).unwrap_or(Value::Null));
-        put("eos_token_id", self.eos_token_id.map(Value::from).unwrap_or(Value::Null));
+        put(
+            "bos_token_id",
+            self.bos_token_id.map(Value::from).unwrap_or(Value::Null),
+        );
+        put(
+            "eos_token_id",
+            self.eos_token_id.map(Value::from).unwrap_or(Value::Null),
+        );
         put("torch_dtype", "float32".into());
         Value::Object(m)
     }
@@ -185,12 +202,17 @@ impl Keys<'_> {
     }
     fn string(&self, key: &str) -> Result<String> {
         let v = self.get(key).ok_or_else(|| self.missing(key))?;
-        v.as_str().map(str::to_string).ok_or_else(|| self.wrong(key, "a string", v))
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| self.wrong(key, "a string", v))
     }
     fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| self.wrong(key, "a non-negative integer", v)),
+            Some(v) => v
+                .as_u64()
+                .map(|x| Some(x as usize))
+                .ok_or_else(|| self.wrong(key, "a non-negative integer", v)),
         }
     }
     fn usize(&self, key: &str) -> Result<usize> {
@@ -199,13 +221,19 @@ impl Keys<'_> {
     fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| self.wrong(key, "a number", v)),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| self.wrong(key, "a number", v)),
         }
     }
     fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_bool().map(Some).ok_or_else(|| self.wrong(key, "true or false", v)),
+            Some(v) => v
+                .as_bool()
+                .map(Some)
+                .ok_or_else(|| self.wrong(key, "true or false", v)),
         }
     }
     /// A token id: an integer, or a list whose first element is used (HF allows lists for eos).
@@ -213,15 +241,24 @@ impl Keys<'_> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Array(a)) if a.is_empty() => Ok(None),
-            Some(Value::Array(a)) => a[0].as_u64().map(|x| Some(x as u32)).ok_or_else(|| self.wrong(key, "an integer", &a[0])),
-            Some(v) => v.as_u64().map(|x| Some(x as u32)).ok_or_else(|| self.wrong(key, "an integer", v)),
+            Some(Value::Array(a)) => a[0]
+                .as_u64()
+                .map(|x| Some(x as u32))
+                .ok_or_else(|| self.wrong(key, "an integer", &a[0])),
+            Some(v) => v
+                .as_u64()
+                .map(|x| Some(x as u32))
+                .ok_or_else(|| self.wrong(key, "an integer", v)),
         }
     }
     fn dropout_note(&self, keys: &[&str], notes: &mut Vec<String>) -> Result<()> {
         for k in keys {
             if let Some(p) = self.opt_f64(k)? {
                 if p != 0.0 {
-                    notes.push(format!("{}: `{k}` = {p} is ignored: ferrotron trains without dropout", self.origin));
+                    notes.push(format!(
+                        "{}: `{k}` = {p} is ignored: ferrotron trains without dropout",
+                        self.origin
+                    ));
                 }
             }
         }
@@ -240,7 +277,9 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
     let head_dim = c.opt_usize("head_dim")?.unwrap_or(hidden / heads);
     let act = c.opt_string("hidden_act")?.unwrap_or_else(|| "silu".into());
     if act != "silu" {
-        return Err(user!("{origin}: hidden_act `{act}` is not supported for {model_type} (only `silu`)"));
+        return Err(user!(
+            "{origin}: hidden_act `{act}` is not supported for {model_type} (only `silu`)"
+        ));
     }
     let rope_theta = rope_theta(c)?;
     // Sliding-window attention changes the mask; reject it when it is active.
@@ -258,7 +297,9 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
     }
     let pretraining_tp = c.opt_usize("pretraining_tp")?.unwrap_or(1);
     if pretraining_tp != 1 {
-        return Err(user!("{origin}: pretraining_tp = {pretraining_tp} is not supported (only 1)"));
+        return Err(user!(
+            "{origin}: pretraining_tp = {pretraining_tp} is not supported (only 1)"
+        ));
     }
     let qkv_bias;
     let o_bias;
@@ -304,14 +345,20 @@ fn rope_theta(c: &Keys) -> Result<f64> {
         let Some(o) = v.as_object() else {
             return Err(user!("{origin}: key `{key}` must be an object, found {v}"));
         };
-        let kind = o.get("rope_type").or_else(|| o.get("type")).and_then(Value::as_str).unwrap_or("default");
+        let kind = o
+            .get("rope_type")
+            .or_else(|| o.get("type"))
+            .and_then(Value::as_str)
+            .unwrap_or("default");
         if kind != "default" {
             return Err(user!(
                 "{origin}: {key}.rope_type `{kind}` is not supported (only the default, unscaled rotary embedding)"
             ));
         }
         if let Some(t) = o.get("rope_theta") {
-            theta = Some(t.as_f64().ok_or_else(|| user!("{origin}: key `{key}.rope_theta` must be a number, found {t}"))?);
+            theta = Some(t.as_f64().ok_or_else(|| {
+                user!("{origin}: key `{key}.rope_theta` must be a number, found {t}")
+            })?);
         }
     }
     Ok(theta.unwrap_or(10000.0))
@@ -324,23 +371,32 @@ fn gpt2(c: &Keys) -> Result<ModelConfig> {
     if heads == 0 {
         return Err(user!("{origin}: n_head must be positive"));
     }
-    let act = c.opt_string("activation_function")?.unwrap_or_else(|| "gelu_new".into());
+    let act = c
+        .opt_string("activation_function")?
+        .unwrap_or_else(|| "gelu_new".into());
     if act != "gelu_new" && act != "gelu_pytorch_tanh" {
         return Err(user!(
             "{origin}: activation_function `{act}` is not supported (gelu_new and gelu_pytorch_tanh are)"
         ));
     }
-    for (key, bad) in [("scale_attn_by_inverse_layer_idx", true), ("reorder_and_upcast_attn", true), ("scale_attn_weights", false)]
-    {
+    for (key, bad) in [
+        ("scale_attn_by_inverse_layer_idx", true),
+        ("reorder_and_upcast_attn", true),
+        ("scale_attn_weights", false),
+    ] {
         if c.opt_bool(key)? == Some(bad) {
             return Err(user!("{origin}: {key} = {bad} is not supported"));
         }
     }
     if c.opt_bool("add_cross_attention")? == Some(true) {
-        return Err(user!("{origin}: add_cross_attention = true is not supported (decoder-only models)"));
+        return Err(user!(
+            "{origin}: add_cross_attention = true is not supported (decoder-only models)"
+        ));
     }
     if c.opt_bool("tie_word_embeddings")? == Some(false) {
-        return Err(user!("{origin}: tie_word_embeddings = false is not supported for gpt2"));
+        return Err(user!(
+            "{origin}: tie_word_embeddings = false is not supported for gpt2"
+        ));
     }
     let mut notes = Vec::new();
     c.dropout_note(&["attn_pdrop", "embd_pdrop", "resid_pdrop"], &mut notes)?;
@@ -371,7 +427,10 @@ impl Keys<'_> {
     fn opt_string(&self, key: &str) -> Result<Option<String>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_str().map(|s| Some(s.to_string())).ok_or_else(|| self.wrong(key, "a string", v)),
+            Some(v) => v
+                .as_str()
+                .map(|s| Some(s.to_string()))
+                .ok_or_else(|| self.wrong(key, "a string", v)),
         }
     }
 }

@@ -29,16 +29,22 @@ impl SafetensorsFiles {
         let index = dir.join("model.safetensors.index.json");
         let single = dir.join("model.safetensors");
         let paths: Vec<PathBuf> = if index.exists() {
-            let text = std::fs::read_to_string(&index).map_err(|e| user!("{}: cannot read: {e}", index.display()))?;
-            let v: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| user!("{}: not valid JSON: {e}", index.display()))?;
+            let text = std::fs::read_to_string(&index)
+                .map_err(|e| user!("{}: cannot read: {e}", index.display()))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| user!("{}: not valid JSON: {e}", index.display()))?;
             let map = v
                 .get("weight_map")
                 .and_then(|m| m.as_object())
                 .ok_or_else(|| user!("{}: missing object `weight_map`", index.display()))?;
             let mut shards: Vec<String> = Vec::new();
             for (name, f) in map {
-                let f = f.as_str().ok_or_else(|| user!("{}: weight_map entry `{name}` is not a file name", index.display()))?;
+                let f = f.as_str().ok_or_else(|| {
+                    user!(
+                        "{}: weight_map entry `{name}` is not a file name",
+                        index.display()
+                    )
+                })?;
                 if !shards.iter().any(|s| s == f) {
                     shards.push(f.to_string());
                 }
@@ -61,8 +67,10 @@ impl SafetensorsFiles {
         for p in paths {
             let f = File::open(p).map_err(|e| user!("{}: cannot open: {e}", p.display()))?;
             // SAFETY: the file is opened read-only; a concurrent writer is outside our contract.
-            let m = unsafe { Mmap::map(&f) }.map_err(|e| user!("{}: cannot map: {e}", p.display()))?;
-            SafeTensors::deserialize(&m).map_err(|e| user!("{}: not a valid safetensors file: {e}", p.display()))?;
+            let m =
+                unsafe { Mmap::map(&f) }.map_err(|e| user!("{}: cannot map: {e}", p.display()))?;
+            SafeTensors::deserialize(&m)
+                .map_err(|e| user!("{}: not a valid safetensors file: {e}", p.display()))?;
             files.push((p.clone(), m));
         }
         Ok(SafetensorsFiles { files })
@@ -75,7 +83,10 @@ impl SafetensorsFiles {
             let st = SafeTensors::deserialize(m).map_err(|e| user!("{}: {e}", p.display()))?;
             for name in st.names() {
                 if out.insert(name.to_string(), i).is_some() {
-                    return Err(user!("{}: tensor `{name}` appears in more than one shard", p.display()));
+                    return Err(user!(
+                        "{}: tensor `{name}` appears in more than one shard",
+                        p.display()
+                    ));
                 }
             }
         }
@@ -83,10 +94,18 @@ impl SafetensorsFiles {
     }
 
     /// Reads tensor `name` from file `file` as f32, checking its shape (`want`, if given).
-    pub fn read_f32(&self, file: usize, name: &str, want: Option<&[usize]>, out: &mut [f32]) -> Result<()> {
+    pub fn read_f32(
+        &self,
+        file: usize,
+        name: &str,
+        want: Option<&[usize]>,
+        out: &mut [f32],
+    ) -> Result<()> {
         let (path, m) = &self.files[file];
         let st = SafeTensors::deserialize(m).map_err(|e| user!("{}: {e}", path.display()))?;
-        let view = st.tensor(name).map_err(|_| user!("{}: tensor `{name}` is missing", path.display()))?;
+        let view = st
+            .tensor(name)
+            .map_err(|_| user!("{}: tensor `{name}` is missing", path.display()))?;
         if let Some(want) = want {
             if view.shape() != want {
                 return Err(user!(
@@ -100,7 +119,10 @@ impl SafetensorsFiles {
         let numel: usize = view.shape().iter().product();
         assert_eq!(out.len(), numel, "caller sized the output for `{name}`");
         convert(view.dtype(), view.data(), out).map_err(|dt| {
-            user!("{}: tensor `{name}` has dtype {dt:?}; only F32, BF16, F16 and F64 are supported", path.display())
+            user!(
+                "{}: tensor `{name}` has dtype {dt:?}; only F32, BF16, F16 and F64 are supported",
+                path.display()
+            )
         })
     }
 
@@ -125,9 +147,20 @@ impl SafetensorsFiles {
             if let Ok(view) = st.tensor(name) {
                 let d = view.data();
                 let v: Vec<i64> = match view.dtype() {
-                    Dtype::I64 => d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
-                    Dtype::I32 => d.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
-                    dt => return Err(user!("{}: tensor `{name}` has dtype {dt:?}, expected an integer type", path.display())),
+                    Dtype::I64 => d
+                        .chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                        .collect(),
+                    Dtype::I32 => d
+                        .chunks_exact(4)
+                        .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
+                        .collect(),
+                    dt => {
+                        return Err(user!(
+                            "{}: tensor `{name}` has dtype {dt:?}, expected an integer type",
+                            path.display()
+                        ))
+                    }
                 };
                 return Ok((view.shape().to_vec(), v));
             }
@@ -141,7 +174,11 @@ impl SafetensorsFiles {
             let st = SafeTensors::deserialize(m).map_err(|e| user!("{}: {e}", path.display()))?;
             if let Ok(view) = st.tensor(name) {
                 if view.dtype() == Dtype::F64 {
-                    let v = view.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
+                    let v = view
+                        .data()
+                        .chunks_exact(8)
+                        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                        .collect();
                     return Ok((view.shape().to_vec(), v));
                 }
                 let (shape, v) = self.tensor_f32(name)?;
@@ -154,7 +191,11 @@ impl SafetensorsFiles {
     fn describe(&self) -> String {
         match self.files.as_slice() {
             [(p, _)] => p.display().to_string(),
-            fs => fs.first().and_then(|(p, _)| p.parent()).map(|d| d.display().to_string()).unwrap_or_default(),
+            fs => fs
+                .first()
+                .and_then(|(p, _)| p.parent())
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
         }
     }
 }
@@ -163,26 +204,38 @@ impl SafetensorsFiles {
 fn convert(dt: Dtype, data: &[u8], out: &mut [f32]) -> std::result::Result<(), Dtype> {
     const CHUNK: usize = 1 << 16;
     match dt {
-        Dtype::F32 => out.par_chunks_mut(CHUNK).zip(data.par_chunks(CHUNK * 4)).for_each(|(o, d)| {
-            for (x, c) in o.iter_mut().zip(d.chunks_exact(4)) {
-                *x = f32::from_le_bytes(c.try_into().unwrap());
-            }
-        }),
-        Dtype::BF16 => out.par_chunks_mut(CHUNK).zip(data.par_chunks(CHUNK * 2)).for_each(|(o, d)| {
-            for (x, c) in o.iter_mut().zip(d.chunks_exact(2)) {
-                *x = half::bf16::from_le_bytes(c.try_into().unwrap()).to_f32();
-            }
-        }),
-        Dtype::F16 => out.par_chunks_mut(CHUNK).zip(data.par_chunks(CHUNK * 2)).for_each(|(o, d)| {
-            for (x, c) in o.iter_mut().zip(d.chunks_exact(2)) {
-                *x = half::f16::from_le_bytes(c.try_into().unwrap()).to_f32();
-            }
-        }),
-        Dtype::F64 => out.par_chunks_mut(CHUNK).zip(data.par_chunks(CHUNK * 8)).for_each(|(o, d)| {
-            for (x, c) in o.iter_mut().zip(d.chunks_exact(8)) {
-                *x = f64::from_le_bytes(c.try_into().unwrap()) as f32;
-            }
-        }),
+        Dtype::F32 => out
+            .par_chunks_mut(CHUNK)
+            .zip(data.par_chunks(CHUNK * 4))
+            .for_each(|(o, d)| {
+                for (x, c) in o.iter_mut().zip(d.chunks_exact(4)) {
+                    *x = f32::from_le_bytes(c.try_into().unwrap());
+                }
+            }),
+        Dtype::BF16 => out
+            .par_chunks_mut(CHUNK)
+            .zip(data.par_chunks(CHUNK * 2))
+            .for_each(|(o, d)| {
+                for (x, c) in o.iter_mut().zip(d.chunks_exact(2)) {
+                    *x = half::bf16::from_le_bytes(c.try_into().unwrap()).to_f32();
+                }
+            }),
+        Dtype::F16 => out
+            .par_chunks_mut(CHUNK)
+            .zip(data.par_chunks(CHUNK * 2))
+            .for_each(|(o, d)| {
+                for (x, c) in o.iter_mut().zip(d.chunks_exact(2)) {
+                    *x = half::f16::from_le_bytes(c.try_into().unwrap()).to_f32();
+                }
+            }),
+        Dtype::F64 => out
+            .par_chunks_mut(CHUNK)
+            .zip(data.par_chunks(CHUNK * 8))
+            .for_each(|(o, d)| {
+                for (x, c) in o.iter_mut().zip(d.chunks_exact(8)) {
+                    *x = f64::from_le_bytes(c.try_into().unwrap()) as f32;
+                }
+            }),
         other => return Err(other),
     }
     Ok(())
@@ -205,10 +258,13 @@ pub fn load_units(dir: &Path, cfg: &ModelConfig, layout: &ParamLayout) -> Result
     for (ui, unit) in layout.units.iter().enumerate() {
         for t in &unit.tensors {
             // Original GPT-2 checkpoints name tensors without the `transformer.` prefix.
-            let stored = [t.name.as_str(), t.name.strip_prefix("transformer.").unwrap_or(&t.name)]
-                .into_iter()
-                .find(|n| names.contains_key(*n))
-                .filter(|_| cfg.arch == Arch::Gpt2 || names.contains_key(&t.name));
+            let stored = [
+                t.name.as_str(),
+                t.name.strip_prefix("transformer.").unwrap_or(&t.name),
+            ]
+            .into_iter()
+            .find(|n| names.contains_key(*n))
+            .filter(|_| cfg.arch == Arch::Gpt2 || names.contains_key(&t.name));
             let Some(stored) = stored else {
                 return Err(user!(
                     "{}: tensor `{}` is missing from the checkpoint (config.json implies shape {:?})",

@@ -100,7 +100,8 @@ impl UnitSpec {
     /// The tensor of `role` in this unit. Panics if absent: the layout and the model are built
     /// from the same config, so a missing role is a bug, not user input.
     pub fn tensor(&self, role: Role) -> &TensorSpec {
-        self.find(role).unwrap_or_else(|| panic!("unit {:?} has no tensor of role {role:?}", self.kind))
+        self.find(role)
+            .unwrap_or_else(|| panic!("unit {:?} has no tensor of role {role:?}", self.kind))
     }
     pub fn find(&self, role: Role) -> Option<&TensorSpec> {
         self.tensors.iter().find(|t| t.role == role)
@@ -128,10 +129,19 @@ struct UnitBuilder {
 
 impl UnitBuilder {
     fn new(kind: UnitKind) -> Self {
-        UnitBuilder { kind, tensors: Vec::new(), numel: 0 }
+        UnitBuilder {
+            kind,
+            tensors: Vec::new(),
+            numel: 0,
+        }
     }
     fn add(&mut self, name: String, shape: &[usize], role: Role) {
-        let t = TensorSpec { name, shape: shape.to_vec(), offset: self.numel, role };
+        let t = TensorSpec {
+            name,
+            shape: shape.to_vec(),
+            offset: self.numel,
+            role,
+        };
         self.numel += t.numel();
         self.tensors.push(t);
     }
@@ -141,7 +151,11 @@ impl UnitBuilder {
         }
     }
     fn build(self) -> UnitSpec {
-        UnitSpec { kind: self.kind, tensors: self.tensors, numel: self.numel }
+        UnitSpec {
+            kind: self.kind,
+            tensors: self.tensors,
+            numel: self.numel,
+        }
     }
 }
 
@@ -168,7 +182,10 @@ impl ParamLayout {
 
     /// Every logical tensor with the index of its unit, in unit order.
     pub fn tensors(&self) -> impl Iterator<Item = (usize, &TensorSpec)> {
-        self.units.iter().enumerate().flat_map(|(i, u)| u.tensors.iter().map(move |t| (i, t)))
+        self.units
+            .iter()
+            .enumerate()
+            .flat_map(|(i, u)| u.tensors.iter().map(move |t| (i, t)))
     }
 }
 
@@ -177,27 +194,70 @@ fn llama(c: &ModelConfig) -> ParamLayout {
     let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
     let mut units = Vec::new();
     let mut e = UnitBuilder::new(UnitKind::Embedding);
-    e.add("model.embed_tokens.weight".into(), &[v, d], Role::TokenEmbedding);
+    e.add(
+        "model.embed_tokens.weight".into(),
+        &[v, d],
+        Role::TokenEmbedding,
+    );
     units.push(e.build());
     for i in 0..c.layers {
         let p = format!("model.layers.{i}.");
         let mut b = UnitBuilder::new(UnitKind::Block(i));
         b.add(format!("{p}self_attn.q_proj.weight"), &[qd, d], Role::Q);
-        b.add_if(c.qkv_bias, format!("{p}self_attn.q_proj.bias"), &[qd], Role::QBias);
+        b.add_if(
+            c.qkv_bias,
+            format!("{p}self_attn.q_proj.bias"),
+            &[qd],
+            Role::QBias,
+        );
         b.add(format!("{p}self_attn.k_proj.weight"), &[kvd, d], Role::K);
-        b.add_if(c.qkv_bias, format!("{p}self_attn.k_proj.bias"), &[kvd], Role::KBias);
+        b.add_if(
+            c.qkv_bias,
+            format!("{p}self_attn.k_proj.bias"),
+            &[kvd],
+            Role::KBias,
+        );
         b.add(format!("{p}self_attn.v_proj.weight"), &[kvd, d], Role::V);
-        b.add_if(c.qkv_bias, format!("{p}self_attn.v_proj.bias"), &[kvd], Role::VBias);
+        b.add_if(
+            c.qkv_bias,
+            format!("{p}self_attn.v_proj.bias"),
+            &[kvd],
+            Role::VBias,
+        );
         b.add(format!("{p}self_attn.o_proj.weight"), &[d, qd], Role::O);
-        b.add_if(c.o_bias, format!("{p}self_attn.o_proj.bias"), &[d], Role::OBias);
+        b.add_if(
+            c.o_bias,
+            format!("{p}self_attn.o_proj.bias"),
+            &[d],
+            Role::OBias,
+        );
         b.add(format!("{p}mlp.gate_proj.weight"), &[f, d], Role::Gate);
-        b.add_if(c.mlp_bias, format!("{p}mlp.gate_proj.bias"), &[f], Role::GateBias);
+        b.add_if(
+            c.mlp_bias,
+            format!("{p}mlp.gate_proj.bias"),
+            &[f],
+            Role::GateBias,
+        );
         b.add(format!("{p}mlp.up_proj.weight"), &[f, d], Role::Up);
-        b.add_if(c.mlp_bias, format!("{p}mlp.up_proj.bias"), &[f], Role::UpBias);
+        b.add_if(
+            c.mlp_bias,
+            format!("{p}mlp.up_proj.bias"),
+            &[f],
+            Role::UpBias,
+        );
         b.add(format!("{p}mlp.down_proj.weight"), &[d, f], Role::Down);
-        b.add_if(c.mlp_bias, format!("{p}mlp.down_proj.bias"), &[d], Role::DownBias);
+        b.add_if(
+            c.mlp_bias,
+            format!("{p}mlp.down_proj.bias"),
+            &[d],
+            Role::DownBias,
+        );
         b.add(format!("{p}input_layernorm.weight"), &[d], Role::AttnNorm);
-        b.add(format!("{p}post_attention_layernorm.weight"), &[d], Role::MlpNorm);
+        b.add(
+            format!("{p}post_attention_layernorm.weight"),
+            &[d],
+            Role::MlpNorm,
+        );
         units.push(b.build());
     }
     let mut n = UnitBuilder::new(UnitKind::FinalNorm);
@@ -215,8 +275,16 @@ fn gpt2(c: &ModelConfig) -> ParamLayout {
     let (d, v, f) = (c.hidden, c.vocab_size, c.ffn);
     let mut units = Vec::new();
     let mut e = UnitBuilder::new(UnitKind::Embedding);
-    e.add("transformer.wte.weight".into(), &[v, d], Role::TokenEmbedding);
-    e.add("transformer.wpe.weight".into(), &[c.max_positions, d], Role::PositionEmbedding);
+    e.add(
+        "transformer.wte.weight".into(),
+        &[v, d],
+        Role::TokenEmbedding,
+    );
+    e.add(
+        "transformer.wpe.weight".into(),
+        &[c.max_positions, d],
+        Role::PositionEmbedding,
+    );
     units.push(e.build());
     for i in 0..c.layers {
         let p = format!("transformer.h.{i}.");

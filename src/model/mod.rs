@@ -9,6 +9,6 @@ pub mod transformer;
 
 pub use batch::{DeviceBatch, HostBatch};
 pub use config::{Arch, ModelConfig};
-pub use layout::{ParamLayout, Role, TensorSpec, UnitKind, UnitSpec};
 pub use ferrotron_zero::{ParamStore, ResidentStore};
+pub use layout::{ParamLayout, Role, TensorSpec, UnitKind, UnitSpec};
 pub use transformer::{Forward, Transformer};

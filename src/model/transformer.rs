@@ -18,8 +18,10 @@
 use super::batch::DeviceBatch;
 use super::config::{Arch, ModelConfig};
 use super::layout::{ParamLayout, Role, UnitKind, UnitSpec};
+use ferrotron_kernels::{
+    AttnDims, Backend, Dst, LinearDims, Result, Src, WeightGrads, WeightLayout,
+};
 use ferrotron_zero::ParamStore;
-use ferrotron_kernels::{AttnDims, Backend, Dst, LinearDims, Result, Src, WeightGrads, WeightLayout};
 
 pub struct Transformer {
     pub cfg: ModelConfig,
@@ -74,8 +76,13 @@ fn tm<'a, T: ferrotron_kernels::Buffer>(buf: &'a mut T, unit: &UnitSpec, role: R
     let s = unit.tensor(role);
     Dst::range(buf, s.offset, s.numel())
 }
-fn opt<'a, T: ferrotron_kernels::Buffer>(buf: &'a T, unit: &UnitSpec, role: Role) -> Option<Src<'a, T>> {
-    unit.find(role).map(|s| Src::range(buf, s.offset, s.numel()))
+fn opt<'a, T: ferrotron_kernels::Buffer>(
+    buf: &'a T,
+    unit: &UnitSpec,
+    role: Role,
+) -> Option<Src<'a, T>> {
+    unit.find(role)
+        .map(|s| Src::range(buf, s.offset, s.numel()))
 }
 
 impl Transformer {
@@ -89,7 +96,12 @@ impl Transformer {
             Arch::Llama => WeightLayout::OutIn,
             Arch::Gpt2 => WeightLayout::InOut,
         };
-        LinearDims { n, inp, out, layout }
+        LinearDims {
+            n,
+            inp,
+            out,
+            layout,
+        }
     }
 
     fn attn_dims<B: Backend>(&self, batch: &DeviceBatch<B>) -> AttnDims {
@@ -110,7 +122,9 @@ impl Transformer {
         0
     }
     fn final_norm_unit(&self) -> usize {
-        self.layout.unit_of(UnitKind::FinalNorm).expect("layout has a final norm")
+        self.layout
+            .unit_of(UnitKind::FinalNorm)
+            .expect("layout has a final norm")
     }
     /// The unit holding the output projection: the head, or the embedding when tied.
     fn head_unit(&self) -> (usize, Role) {
@@ -122,7 +136,12 @@ impl Transformer {
 
     // ---- forward --------------------------------------------------------------------------
 
-    pub fn forward<B: Backend, S: ParamStore<B>>(&self, b: &B, store: &mut S, batch: &DeviceBatch<B>) -> Result<Forward<B>> {
+    pub fn forward<B: Backend, S: ParamStore<B>>(
+        &self,
+        b: &B,
+        store: &mut S,
+        batch: &DeviceBatch<B>,
+    ) -> Result<Forward<B>> {
         let (n, d) = (batch.tokens, self.cfg.hidden);
         let eu = self.embedding_unit();
         store.before_use(b, eu)?;
@@ -130,10 +149,22 @@ impl Transformer {
         {
             let (w, _) = store.parts();
             let unit = &self.layout.units[eu];
-            b.embedding_forward(src(&batch.input_ids), t(&w[eu], unit, Role::TokenEmbedding), dst(&mut x), n, d)?;
+            b.embedding_forward(
+                src(&batch.input_ids),
+                t(&w[eu], unit, Role::TokenEmbedding),
+                dst(&mut x),
+                n,
+                d,
+            )?;
             if self.cfg.arch == Arch::Gpt2 {
                 let mut p = b.zeros_act(n * d)?;
-                b.embedding_forward(src(&batch.positions), t(&w[eu], unit, Role::PositionEmbedding), dst(&mut p), n, d)?;
+                b.embedding_forward(
+                    src(&batch.positions),
+                    t(&w[eu], unit, Role::PositionEmbedding),
+                    dst(&mut p),
+                    n,
+                    d,
+                )?;
                 b.add_inplace(dst(&mut x), src(&p))?;
             }
         }
@@ -170,52 +201,163 @@ impl Transformer {
         let mut h1 = b.zeros_act(n * d)?;
         let mut mean1 = stat(gpt2)?;
         let mut rstd1 = b.zeros_acc(n)?;
-        self.norm_forward(b, w, unit, Role::AttnNorm, Role::AttnNormBias, x, &mut h1, &mut mean1, &mut rstd1, n)?;
+        self.norm_forward(
+            b,
+            w,
+            unit,
+            Role::AttnNorm,
+            Role::AttnNormBias,
+            x,
+            &mut h1,
+            &mut mean1,
+            &mut rstd1,
+            n,
+        )?;
         let mut q = b.zeros_act(n * qd)?;
         let mut k = b.zeros_act(n * kvd)?;
         let mut v = b.zeros_act(n * kvd)?;
         if gpt2 {
             let mut qkv = b.zeros_act(n * 3 * d)?;
-            b.linear_forward(src(&h1), t(w, unit, Role::Qkv), opt(w, unit, Role::QkvBias), dst(&mut qkv), self.lin(n, d, 3 * d))?;
+            b.linear_forward(
+                src(&h1),
+                t(w, unit, Role::Qkv),
+                opt(w, unit, Role::QkvBias),
+                dst(&mut qkv),
+                self.lin(n, d, 3 * d),
+            )?;
             for (i, part) in [&mut q, &mut k, &mut v].into_iter().enumerate() {
                 b.copy_columns(src(&qkv), 3 * d, i * d, dst(part), d, 0, n, d, false)?;
             }
         } else {
-            b.linear_forward(src(&h1), t(w, unit, Role::Q), opt(w, unit, Role::QBias), dst(&mut q), self.lin(n, d, qd))?;
-            b.linear_forward(src(&h1), t(w, unit, Role::K), opt(w, unit, Role::KBias), dst(&mut k), self.lin(n, d, kvd))?;
-            b.linear_forward(src(&h1), t(w, unit, Role::V), opt(w, unit, Role::VBias), dst(&mut v), self.lin(n, d, kvd))?;
-            b.rope_forward(dst(&mut q), src(&batch.positions), n, c.heads, c.head_dim, c.rope_theta)?;
-            b.rope_forward(dst(&mut k), src(&batch.positions), n, c.kv_heads, c.head_dim, c.rope_theta)?;
+            b.linear_forward(
+                src(&h1),
+                t(w, unit, Role::Q),
+                opt(w, unit, Role::QBias),
+                dst(&mut q),
+                self.lin(n, d, qd),
+            )?;
+            b.linear_forward(
+                src(&h1),
+                t(w, unit, Role::K),
+                opt(w, unit, Role::KBias),
+                dst(&mut k),
+                self.lin(n, d, kvd),
+            )?;
+            b.linear_forward(
+                src(&h1),
+                t(w, unit, Role::V),
+                opt(w, unit, Role::VBias),
+                dst(&mut v),
+                self.lin(n, d, kvd),
+            )?;
+            b.rope_forward(
+                dst(&mut q),
+                src(&batch.positions),
+                n,
+                c.heads,
+                c.head_dim,
+                c.rope_theta,
+            )?;
+            b.rope_forward(
+                dst(&mut k),
+                src(&batch.positions),
+                n,
+                c.kv_heads,
+                c.head_dim,
+                c.rope_theta,
+            )?;
         }
         let dims = self.attn_dims(batch);
         let mut o = b.zeros_act(n * qd)?;
         let mut lse = b.zeros_acc(c.heads * n)?;
-        b.attention_forward(src(&q), src(&k), src(&v), dst(&mut o), dst(&mut lse), src(&batch.cu_seqlens), &dims)?;
+        b.attention_forward(
+            src(&q),
+            src(&k),
+            src(&v),
+            dst(&mut o),
+            dst(&mut lse),
+            src(&batch.cu_seqlens),
+            &dims,
+        )?;
         let mut mid = b.zeros_act(n * d)?;
-        b.linear_forward(src(&o), t(w, unit, Role::O), opt(w, unit, Role::OBias), dst(&mut mid), self.lin(n, qd, d))?;
+        b.linear_forward(
+            src(&o),
+            t(w, unit, Role::O),
+            opt(w, unit, Role::OBias),
+            dst(&mut mid),
+            self.lin(n, qd, d),
+        )?;
         b.add_inplace(dst(&mut mid), src(x))?;
 
         // MLP
         let mut h2 = b.zeros_act(n * d)?;
         let mut mean2 = stat(gpt2)?;
         let mut rstd2 = b.zeros_acc(n)?;
-        self.norm_forward(b, w, unit, Role::MlpNorm, Role::MlpNormBias, &mid, &mut h2, &mut mean2, &mut rstd2, n)?;
+        self.norm_forward(
+            b,
+            w,
+            unit,
+            Role::MlpNorm,
+            Role::MlpNormBias,
+            &mid,
+            &mut h2,
+            &mut mean2,
+            &mut rstd2,
+            n,
+        )?;
         let mut up = b.zeros_act(n * f)?;
         let mut act = b.zeros_act(n * f)?;
-        b.linear_forward(src(&h2), t(w, unit, Role::Up), opt(w, unit, Role::UpBias), dst(&mut up), self.lin(n, d, f))?;
+        b.linear_forward(
+            src(&h2),
+            t(w, unit, Role::Up),
+            opt(w, unit, Role::UpBias),
+            dst(&mut up),
+            self.lin(n, d, f),
+        )?;
         let gate = if gpt2 {
             b.gelu_forward(src(&up), dst(&mut act))?;
             b.zeros_act(0)?
         } else {
             let mut gate = b.zeros_act(n * f)?;
-            b.linear_forward(src(&h2), t(w, unit, Role::Gate), opt(w, unit, Role::GateBias), dst(&mut gate), self.lin(n, d, f))?;
+            b.linear_forward(
+                src(&h2),
+                t(w, unit, Role::Gate),
+                opt(w, unit, Role::GateBias),
+                dst(&mut gate),
+                self.lin(n, d, f),
+            )?;
             b.swiglu_forward(src(&gate), src(&up), dst(&mut act))?;
             gate
         };
         let mut out = b.zeros_act(n * d)?;
-        b.linear_forward(src(&act), t(w, unit, Role::Down), opt(w, unit, Role::DownBias), dst(&mut out), self.lin(n, f, d))?;
+        b.linear_forward(
+            src(&act),
+            t(w, unit, Role::Down),
+            opt(w, unit, Role::DownBias),
+            dst(&mut out),
+            self.lin(n, f, d),
+        )?;
         b.add_inplace(dst(&mut out), src(&mid))?;
-        Ok((BlockActs { h1, mean1, rstd1, q, k, v, o, lse, mid, h2, mean2, rstd2, gate, up, act }, out))
+        Ok((
+            BlockActs {
+                h1,
+                mean1,
+                rstd1,
+                q,
+                k,
+                v,
+                o,
+                lse,
+                mid,
+                h2,
+                mean2,
+                rstd2,
+                gate,
+                up,
+                act,
+            },
+            out,
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -234,8 +376,20 @@ impl Transformer {
     ) -> Result<()> {
         let (d, eps) = (self.cfg.hidden, self.cfg.norm_eps);
         match self.cfg.arch {
-            Arch::Llama => b.rmsnorm_forward(src(x), t(w, unit, weight), dst(y), dst(rstd), n, d, eps),
-            Arch::Gpt2 => b.layernorm_forward(src(x), t(w, unit, weight), t(w, unit, bias), dst(y), dst(mean), dst(rstd), n, d, eps),
+            Arch::Llama => {
+                b.rmsnorm_forward(src(x), t(w, unit, weight), dst(y), dst(rstd), n, d, eps)
+            }
+            Arch::Gpt2 => b.layernorm_forward(
+                src(x),
+                t(w, unit, weight),
+                t(w, unit, bias),
+                dst(y),
+                dst(mean),
+                dst(rstd),
+                n,
+                d,
+                eps,
+            ),
         }
     }
 
@@ -256,10 +410,29 @@ impl Transformer {
     ) -> Result<()> {
         let d = self.cfg.hidden;
         match self.cfg.arch {
-            Arch::Llama => b.rmsnorm_backward(src(x), t(w, unit, weight), src(rstd), src(dy), dst(dx), tm(g, unit, weight), n, d),
+            Arch::Llama => b.rmsnorm_backward(
+                src(x),
+                t(w, unit, weight),
+                src(rstd),
+                src(dy),
+                dst(dx),
+                tm(g, unit, weight),
+                n,
+                d,
+            ),
             Arch::Gpt2 => {
                 let grads = weight_grads(g, unit, weight, bias);
-                b.layernorm_backward(src(x), t(w, unit, weight), src(mean), src(rstd), src(dy), dst(dx), grads, n, d)
+                b.layernorm_backward(
+                    src(x),
+                    t(w, unit, weight),
+                    src(mean),
+                    src(rstd),
+                    src(dy),
+                    dst(dx),
+                    grads,
+                    n,
+                    d,
+                )
             }
         }
     }
@@ -296,35 +469,92 @@ impl Transformer {
         let (w, g) = store.parts();
         let (funit, hunit) = (&self.layout.units[fu], &self.layout.units[hu]);
         let mut hf = b.zeros_act(n * d)?;
-        let mut mean = if gpt2 { b.zeros_acc(n)? } else { b.zeros_acc(0)? };
+        let mut mean = if gpt2 {
+            b.zeros_acc(n)?
+        } else {
+            b.zeros_acc(0)?
+        };
         let mut rstd = b.zeros_acc(n)?;
-        self.norm_forward(b, &w[fu], funit, Role::FinalNorm, Role::FinalNormBias, x, &mut hf, &mut mean, &mut rstd, n)?;
+        self.norm_forward(
+            b,
+            &w[fu],
+            funit,
+            Role::FinalNorm,
+            Role::FinalNormBias,
+            x,
+            &mut hf,
+            &mut mean,
+            &mut rstd,
+            n,
+        )?;
 
         let chunk = (HEAD_CHUNK_ELEMS / vocab).clamp(1, n.max(1));
         let mut logits = b.zeros_act(chunk * vocab)?;
-        let mut dlogits = if grad_scale.is_some() { b.zeros_act(chunk * vocab)? } else { b.zeros_act(0)? };
-        let mut dhf = if grad_scale.is_some() { b.zeros_act(n * d)? } else { b.zeros_act(0)? };
+        let mut dlogits = if grad_scale.is_some() {
+            b.zeros_act(chunk * vocab)?
+        } else {
+            b.zeros_act(0)?
+        };
+        let mut dhf = if grad_scale.is_some() {
+            b.zeros_act(n * d)?
+        } else {
+            b.zeros_act(0)?
+        };
         let mut losses = b.zeros_acc(n)?;
         let wh = t(&w[hu], hunit, head_role);
         let mut r0 = 0;
         while r0 < n {
             let rows = chunk.min(n - r0);
             let xin = Src::range(&hf, r0 * d, rows * d);
-            let dims = LinearDims { n: rows, inp: d, out: vocab, layout: WeightLayout::OutIn };
-            b.linear_forward(xin, wh, None, Dst::range(&mut logits, 0, rows * vocab), dims)?;
+            let dims = LinearDims {
+                n: rows,
+                inp: d,
+                out: vocab,
+                layout: WeightLayout::OutIn,
+            };
+            b.linear_forward(
+                xin,
+                wh,
+                None,
+                Dst::range(&mut logits, 0, rows * vocab),
+                dims,
+            )?;
             if let Some(out) = logits_out.as_deref_mut() {
                 out.extend(b.download_act(Src::range(&logits, 0, rows * vocab))?);
             }
             let tg = Src::range(&batch.targets, r0, rows);
             let ls = Dst::range(&mut losses, r0, rows);
             match grad_scale {
-                None => b.cross_entropy(Src::range(&logits, 0, rows * vocab), tg, ls, None, rows, vocab, 0.0)?,
+                None => b.cross_entropy(
+                    Src::range(&logits, 0, rows * vocab),
+                    tg,
+                    ls,
+                    None,
+                    rows,
+                    vocab,
+                    0.0,
+                )?,
                 Some(scale) => {
                     let dl = Dst::range(&mut dlogits, 0, rows * vocab);
-                    b.cross_entropy(Src::range(&logits, 0, rows * vocab), tg, ls, Some(dl), rows, vocab, scale)?;
+                    b.cross_entropy(
+                        Src::range(&logits, 0, rows * vocab),
+                        tg,
+                        ls,
+                        Some(dl),
+                        rows,
+                        vocab,
+                        scale,
+                    )?;
                     let dx = Dst::range(&mut dhf, r0 * d, rows * d);
                     let dw = weight_grads(&mut g[hu], hunit, head_role, head_role);
-                    b.linear_backward(xin, wh, Src::range(&dlogits, 0, rows * vocab), Some(dx), dw, dims)?;
+                    b.linear_backward(
+                        xin,
+                        wh,
+                        Src::range(&dlogits, 0, rows * vocab),
+                        Some(dx),
+                        dw,
+                        dims,
+                    )?;
                 }
             }
             r0 += rows;
@@ -335,7 +565,18 @@ impl Transformer {
             Some(_) => {
                 let mut dx = b.zeros_act(n * d)?;
                 let roles = (Role::FinalNorm, Role::FinalNormBias);
-                self.norm_backward(b, &w[fu], &mut g[fu], funit, roles, x, (&mean, &rstd), &dhf, &mut dx, n)?;
+                self.norm_backward(
+                    b,
+                    &w[fu],
+                    &mut g[fu],
+                    funit,
+                    roles,
+                    x,
+                    (&mean, &rstd),
+                    &dhf,
+                    &mut dx,
+                    n,
+                )?;
                 Some(dx)
             }
         };
@@ -369,7 +610,16 @@ impl Transformer {
             store.before_use(b, u)?;
             store.before_grad(b, u)?;
             let (w, g) = store.parts();
-            self.block_backward(b, &w[u], &mut g[u], &self.layout.units[u], &fwd.xs[l], &fwd.blocks[l], batch, &mut dx)?;
+            self.block_backward(
+                b,
+                &w[u],
+                &mut g[u],
+                &self.layout.units[u],
+                &fwd.xs[l],
+                &fwd.blocks[l],
+                batch,
+                &mut dx,
+            )?;
             store.after_grad(b, u)?;
             store.after_use(b, u)?;
         }
@@ -378,9 +628,21 @@ impl Transformer {
         {
             let (_, g) = store.parts();
             let unit = &self.layout.units[eu];
-            b.embedding_backward(src(&batch.input_ids), src(&dx), tm(&mut g[eu], unit, Role::TokenEmbedding), n, d)?;
+            b.embedding_backward(
+                src(&batch.input_ids),
+                src(&dx),
+                tm(&mut g[eu], unit, Role::TokenEmbedding),
+                n,
+                d,
+            )?;
             if self.cfg.arch == Arch::Gpt2 {
-                b.embedding_backward(src(&batch.positions), src(&dx), tm(&mut g[eu], unit, Role::PositionEmbedding), n, d)?;
+                b.embedding_backward(
+                    src(&batch.positions),
+                    src(&dx),
+                    tm(&mut g[eu], unit, Role::PositionEmbedding),
+                    n,
+                    d,
+                )?;
             }
         }
         store.after_grad(b, eu)
@@ -405,23 +667,80 @@ impl Transformer {
 
         // MLP: out = mid + down(act);  dx currently holds ∂/∂out, which is also ∂/∂mid's direct path.
         let mut dact = b.zeros_act(n * f)?;
-        self.linear_bwd(b, w, g, unit, (Role::Down, Role::DownBias), &a.act, dx, Some(&mut dact), self.lin(n, f, d))?;
+        self.linear_bwd(
+            b,
+            w,
+            g,
+            unit,
+            (Role::Down, Role::DownBias),
+            &a.act,
+            dx,
+            Some(&mut dact),
+            self.lin(n, f, d),
+        )?;
         let mut dup = b.zeros_act(n * f)?;
         let mut dh2 = b.zeros_act(n * d)?;
         if gpt2 {
             b.gelu_backward(src(&a.up), src(&dact), dst(&mut dup))?;
         } else {
             let mut dgate = b.zeros_act(n * f)?;
-            b.swiglu_backward(src(&a.gate), src(&a.up), src(&dact), dst(&mut dgate), dst(&mut dup))?;
-            self.linear_bwd(b, w, g, unit, (Role::Gate, Role::GateBias), &a.h2, &dgate, Some(&mut dh2), self.lin(n, d, f))?;
+            b.swiglu_backward(
+                src(&a.gate),
+                src(&a.up),
+                src(&dact),
+                dst(&mut dgate),
+                dst(&mut dup),
+            )?;
+            self.linear_bwd(
+                b,
+                w,
+                g,
+                unit,
+                (Role::Gate, Role::GateBias),
+                &a.h2,
+                &dgate,
+                Some(&mut dh2),
+                self.lin(n, d, f),
+            )?;
         }
-        self.linear_bwd(b, w, g, unit, (Role::Up, Role::UpBias), &a.h2, &dup, Some(&mut dh2), self.lin(n, d, f))?;
+        self.linear_bwd(
+            b,
+            w,
+            g,
+            unit,
+            (Role::Up, Role::UpBias),
+            &a.h2,
+            &dup,
+            Some(&mut dh2),
+            self.lin(n, d, f),
+        )?;
         let roles = (Role::MlpNorm, Role::MlpNormBias);
-        self.norm_backward(b, w, g, unit, roles, &a.mid, (&a.mean2, &a.rstd2), &dh2, dx, n)?;
+        self.norm_backward(
+            b,
+            w,
+            g,
+            unit,
+            roles,
+            &a.mid,
+            (&a.mean2, &a.rstd2),
+            &dh2,
+            dx,
+            n,
+        )?;
 
         // attention: mid = x + o·Woᵀ;  dx now holds ∂/∂mid.
         let mut d_o = b.zeros_act(n * qd)?;
-        self.linear_bwd(b, w, g, unit, (Role::O, Role::OBias), &a.o, dx, Some(&mut d_o), self.lin(n, qd, d))?;
+        self.linear_bwd(
+            b,
+            w,
+            g,
+            unit,
+            (Role::O, Role::OBias),
+            &a.o,
+            dx,
+            Some(&mut d_o),
+            self.lin(n, qd, d),
+        )?;
         let mut dq = b.zeros_act(n * qd)?;
         let mut dk = b.zeros_act(n * kvd)?;
         let mut dv = b.zeros_act(n * kvd)?;
@@ -445,19 +764,73 @@ impl Transformer {
             for (i, part) in [&dq, &dk, &dv].into_iter().enumerate() {
                 b.copy_columns(src(part), d, 0, dst(&mut dqkv), 3 * d, i * d, n, d, false)?;
             }
-            self.linear_bwd(b, w, g, unit, (Role::Qkv, Role::QkvBias), &a.h1, &dqkv, Some(&mut dh1), self.lin(n, d, 3 * d))?;
+            self.linear_bwd(
+                b,
+                w,
+                g,
+                unit,
+                (Role::Qkv, Role::QkvBias),
+                &a.h1,
+                &dqkv,
+                Some(&mut dh1),
+                self.lin(n, d, 3 * d),
+            )?;
             // The key bias adds q_i·b_k to every score of row i, which softmax ignores: its exact
             // gradient is 0. Keep it exactly 0 rather than f32 round-off, which Adam's g/(|g|+eps)
             // would turn into lr-sized steps.
             let kb = unit.tensor(Role::QkvBias);
             b.fill_zero_acc(Dst::range(g, kb.offset + d, d))?;
         } else {
-            b.rope_backward(dst(&mut dq), src(&batch.positions), n, c.heads, c.head_dim, c.rope_theta)?;
-            b.rope_backward(dst(&mut dk), src(&batch.positions), n, c.kv_heads, c.head_dim, c.rope_theta)?;
-            self.linear_bwd(b, w, g, unit, (Role::Q, Role::QBias), &a.h1, &dq, Some(&mut dh1), self.lin(n, d, qd))?;
+            b.rope_backward(
+                dst(&mut dq),
+                src(&batch.positions),
+                n,
+                c.heads,
+                c.head_dim,
+                c.rope_theta,
+            )?;
+            b.rope_backward(
+                dst(&mut dk),
+                src(&batch.positions),
+                n,
+                c.kv_heads,
+                c.head_dim,
+                c.rope_theta,
+            )?;
+            self.linear_bwd(
+                b,
+                w,
+                g,
+                unit,
+                (Role::Q, Role::QBias),
+                &a.h1,
+                &dq,
+                Some(&mut dh1),
+                self.lin(n, d, qd),
+            )?;
             // No key-bias gradient: it is exactly 0 (softmax is shift-invariant per row; see GPT-2 above).
-            self.linear_bwd(b, w, g, unit, (Role::K, Role::K), &a.h1, &dk, Some(&mut dh1), self.lin(n, d, kvd))?;
-            self.linear_bwd(b, w, g, unit, (Role::V, Role::VBias), &a.h1, &dv, Some(&mut dh1), self.lin(n, d, kvd))?;
+            self.linear_bwd(
+                b,
+                w,
+                g,
+                unit,
+                (Role::K, Role::K),
+                &a.h1,
+                &dk,
+                Some(&mut dh1),
+                self.lin(n, d, kvd),
+            )?;
+            self.linear_bwd(
+                b,
+                w,
+                g,
+                unit,
+                (Role::V, Role::VBias),
+                &a.h1,
+                &dv,
+                Some(&mut dh1),
+                self.lin(n, d, kvd),
+            )?;
         }
         let roles = (Role::AttnNorm, Role::AttnNormBias);
         self.norm_backward(b, w, g, unit, roles, x, (&a.mean1, &a.rstd1), &dh1, dx, n)
@@ -478,13 +851,33 @@ impl Transformer {
         dims: LinearDims,
     ) -> Result<()> {
         let grads = weight_grads(g, unit, weight, bias);
-        b.linear_backward(src(x), t(w, unit, weight), src(dy), dx.map(dst), grads, dims)
+        b.linear_backward(
+            src(x),
+            t(w, unit, weight),
+            src(dy),
+            dx.map(dst),
+            grads,
+            dims,
+        )
     }
 }
 
 /// The gradient regions of `weight` and (if the unit has one, and it differs) `bias`.
-fn weight_grads<'a, T: ferrotron_kernels::Buffer>(g: &'a mut T, unit: &UnitSpec, weight: Role, bias: Role) -> WeightGrads<'a, T> {
+fn weight_grads<'a, T: ferrotron_kernels::Buffer>(
+    g: &'a mut T,
+    unit: &UnitSpec,
+    weight: Role,
+    bias: Role,
+) -> WeightGrads<'a, T> {
     let ws = unit.tensor(weight);
-    let bs = if bias == weight { None } else { unit.find(bias) };
-    WeightGrads::new(g, (ws.offset, ws.numel()), bs.map(|s| (s.offset, s.numel())))
+    let bs = if bias == weight {
+        None
+    } else {
+        unit.find(bias)
+    };
+    WeightGrads::new(
+        g,
+        (ws.offset, ws.numel()),
+        bs.map(|s| (s.offset, s.numel())),
+    )
 }

@@ -4,6 +4,7 @@
 //! both 0 for rows whose target is IGNORE_INDEX. s = grad_scale. Sums in f64, parallel over rows.
 //! With dlogits, exp is evaluated once: stored in dlogits, then scaled in place.
 
+use super::elementwise::{max_lanes, sum_lanes_f64};
 use super::CpuFloat;
 use rayon::prelude::*;
 
@@ -23,8 +24,12 @@ fn target_col(t: i32, v: usize) -> Option<usize> {
     }
 }
 
-fn row_max<T: CpuFloat>(row: &[T]) -> T {
-    row.iter().fold(T::neg_infinity(), |m, &x| m.max(x))
+/// Fills e = exp(row − max(row)) and returns (max, Σe).
+fn exp_row<T: CpuFloat>(row: &[T], e: &mut [T]) -> (T, f64) {
+    let m = max_lanes(row);
+    e.copy_from_slice(row);
+    T::exp_shifted(e, m);
+    (m, sum_lanes_f64(e))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -47,16 +52,18 @@ pub fn forward_backward<T: CpuFloat>(
             .par_iter_mut()
             .zip(logits.par_chunks(v))
             .zip(targets)
-            .for_each(|((loss, row), &t)| {
-                *loss = match target_col(t, v) {
-                    None => T::zero(),
-                    Some(c) => {
-                        let m = row_max(row);
-                        let sum: f64 = row.iter().map(|&x| (x - m).exp().to_f64c()).sum();
-                        T::from_f64c(m.to_f64c() + sum.ln() - row[c].to_f64c())
-                    }
-                };
-            }),
+            .for_each_init(
+                || vec![T::zero(); v],
+                |e, ((loss, row), &t)| {
+                    *loss = match target_col(t, v) {
+                        None => T::zero(),
+                        Some(c) => {
+                            let (m, sum) = exp_row(row, e);
+                            T::from_f64c(m.to_f64c() + sum.ln() - row[c].to_f64c())
+                        }
+                    };
+                },
+            ),
         Some(dl) => {
             assert!(
                 dl.len() >= n * v,
@@ -73,13 +80,7 @@ pub fn forward_backward<T: CpuFloat>(
                         *loss = T::zero();
                         return;
                     };
-                    let m = row_max(row);
-                    let mut sum = 0f64;
-                    for (d, &x) in drow.iter_mut().zip(row) {
-                        let e = (x - m).exp();
-                        *d = e;
-                        sum += e.to_f64c();
-                    }
+                    let (m, sum) = exp_row(row, drow);
                     *loss = T::from_f64c(m.to_f64c() + sum.ln() - row[c].to_f64c());
                     let k = T::from_f64c(grad_scale / sum); // s · softmax = s · e / Σe
                     drow.iter_mut().for_each(|d| *d = *d * k);

@@ -4,6 +4,8 @@
 //!   for row-major src [rows, src_cols] and dst [rows, dst_cols] (split/merge of fused QKV).
 //! Reductions sum fixed-size chunks in parallel, then the chunk partials in order, so the result
 //! does not depend on the thread count or on scheduling.
+//! Row helpers (single-threaded): max_lanes, sum_lanes, sum_lanes_f64 keep LANES independent
+//! accumulators so the compiler can use SIMD lanes (a plain fold is one serial dependency chain).
 
 use super::CpuFloat;
 use rayon::prelude::*;
@@ -91,4 +93,49 @@ pub fn copy_columns<T: CpuFloat>(
                 d.copy_from_slice(s);
             }
         });
+}
+
+/// Independent accumulators of the row helpers.
+const LANES: usize = 8;
+
+/// max of xs (−∞ for an empty slice).
+pub fn max_lanes<T: CpuFloat>(xs: &[T]) -> T {
+    let mut acc = [T::neg_infinity(); LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(T::neg_infinity(), |m, &x| m.max(x));
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = a.max(x);
+        }
+    }
+    acc.iter().fold(tail, |m, &x| m.max(x))
+}
+
+/// Σ xs in T.
+pub fn sum_lanes<T: CpuFloat>(xs: &[T]) -> T {
+    let mut acc = [T::zero(); LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().fold(T::zero(), |s, &x| s + x);
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = *a + x;
+        }
+    }
+    acc.iter().fold(tail, |s, &x| s + x)
+}
+
+/// Σ xs accumulated in f64.
+pub fn sum_lanes_f64<T: CpuFloat>(xs: &[T]) -> f64 {
+    let mut acc = [0f64; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let tail: f64 = chunks.remainder().iter().map(|x| x.to_f64c()).sum();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x.to_f64c();
+        }
+    }
+    acc.iter().sum::<f64>() + tail
 }

@@ -1,9 +1,23 @@
 //! The element types of the CPU reference: f32 (training) and f64 (finite-difference checks).
+//!
+//! `exp_shifted` (xs ← exp(xs − shift), the inner loop of softmax, attention and cross-entropy)
+//! is std's exp for f64, and for f32 a branch-free Cephes-style polynomial that the compiler
+//! vectorizes: exp(x) = 2^n · p(r), n = round(x·log2 e), r = x − n·ln 2 (ln 2 split in two
+//! parts), p a degree-7 polynomial; relative error ≲ 2 ulp; 0 below ln(2^-126), ∞ above
+//! ln(f32::MAX), NaN stays NaN.
 
 use num_traits::{Float, FromPrimitive, ToPrimitive};
 
 pub trait CpuFloat:
-    Float + FromPrimitive + ToPrimitive + Default + Send + Sync + std::fmt::Debug + std::iter::Sum + 'static
+    Float
+    + FromPrimitive
+    + ToPrimitive
+    + Default
+    + Send
+    + Sync
+    + std::fmt::Debug
+    + std::iter::Sum
+    + 'static
 {
     const NAME: &'static str;
     fn from_f64c(x: f64) -> Self {
@@ -12,25 +26,69 @@ pub trait CpuFloat:
     fn to_f64c(self) -> f64 {
         ToPrimitive::to_f64(&self).unwrap()
     }
+    /// xs[i] ← exp(xs[i] − shift).
+    fn exp_shifted(xs: &mut [Self], shift: Self) {
+        xs.iter_mut().for_each(|x| *x = (*x - shift).exp());
+    }
     /// C[m, n] = alpha · A[m, k] · B[k, n] + beta · C, all addressed by (row, col) strides.
     #[allow(clippy::too_many_arguments)]
     fn gemm(
-        m: usize, k: usize, n: usize, alpha: Self,
-        a: &[Self], rsa: isize, csa: isize,
-        b: &[Self], rsb: isize, csb: isize,
-        beta: Self, c: &mut [Self], rsc: isize, csc: isize,
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: &[Self],
+        rsa: isize,
+        csa: isize,
+        b: &[Self],
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: &mut [Self],
+        rsc: isize,
+        csc: isize,
     );
 }
 
 impl CpuFloat for f32 {
     const NAME: &'static str = "f32";
+    fn exp_shifted(xs: &mut [f32], shift: f32) {
+        xs.iter_mut().for_each(|x| *x = exp_f32(*x - shift));
+    }
     fn gemm(
-        m: usize, k: usize, n: usize, alpha: f32, a: &[f32], rsa: isize, csa: isize, b: &[f32], rsb: isize,
-        csb: isize, beta: f32, c: &mut [f32], rsc: isize, csc: isize,
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: f32,
+        a: &[f32],
+        rsa: isize,
+        csa: isize,
+        b: &[f32],
+        rsb: isize,
+        csb: isize,
+        beta: f32,
+        c: &mut [f32],
+        rsc: isize,
+        csc: isize,
     ) {
         // SAFETY: callers pass slices that cover every addressed element (checked in gemm.rs).
         unsafe {
-            matrixmultiply::sgemm(m, k, n, alpha, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, beta, c.as_mut_ptr(), rsc, csc)
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                alpha,
+                a.as_ptr(),
+                rsa,
+                csa,
+                b.as_ptr(),
+                rsb,
+                csb,
+                beta,
+                c.as_mut_ptr(),
+                rsc,
+                csc,
+            )
         }
     }
 }
@@ -38,12 +96,76 @@ impl CpuFloat for f32 {
 impl CpuFloat for f64 {
     const NAME: &'static str = "f64";
     fn gemm(
-        m: usize, k: usize, n: usize, alpha: f64, a: &[f64], rsa: isize, csa: isize, b: &[f64], rsb: isize,
-        csb: isize, beta: f64, c: &mut [f64], rsc: isize, csc: isize,
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: f64,
+        a: &[f64],
+        rsa: isize,
+        csa: isize,
+        b: &[f64],
+        rsb: isize,
+        csb: isize,
+        beta: f64,
+        c: &mut [f64],
+        rsc: isize,
+        csc: isize,
     ) {
         // SAFETY: as above.
         unsafe {
-            matrixmultiply::dgemm(m, k, n, alpha, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, beta, c.as_mut_ptr(), rsc, csc)
+            matrixmultiply::dgemm(
+                m,
+                k,
+                n,
+                alpha,
+                a.as_ptr(),
+                rsa,
+                csa,
+                b.as_ptr(),
+                rsb,
+                csb,
+                beta,
+                c.as_mut_ptr(),
+                rsc,
+                csc,
+            )
         }
+    }
+}
+
+/// exp for f32 without branches or calls, so loops over it vectorize (see the top comment).
+/// Arguments in (88, ln f32::MAX] are evaluated at 88 (so that 2^n stays a normal number):
+/// every caller passes x − max ≤ 0.
+#[inline(always)]
+fn exp_f32(x: f32) -> f32 {
+    const HI: f32 = 88.0;
+    const MAX_LOG: f32 = 88.722_84; // ln(f32::MAX)
+    const MIN_LOG: f32 = -87.336_55; // ln(2^-126), the smallest normal
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0; // 1.5·2^23: adding and subtracting it rounds to an integer
+    let xc = x.clamp(MIN_LOG, HI);
+    let t = xc * std::f32::consts::LOG2_E + ROUND; // bits of t: bits(ROUND) + n
+    let n = t - ROUND;
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    // Cephes expf polynomial: exp(r) ≈ 1 + r + r²·p(r) on |r| ≤ ln(2)/2
+    let p = 1.987_569_1e-4_f32;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    // 2^n from the bits of t, with integer ops only (a float-to-int cast would not vectorize)
+    let two_n = f32::from_bits(t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23);
+    let y = y * two_n;
+    if x > MAX_LOG {
+        f32::INFINITY
+    } else if x < MIN_LOG {
+        0.0
+    } else if x.is_nan() {
+        x
+    } else {
+        y
     }
 }

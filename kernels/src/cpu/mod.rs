@@ -123,20 +123,51 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         width: usize,
         accumulate: bool,
     ) -> Result<()> {
-        elementwise::copy_columns(r(src), src_cols, src_col0, w(dst), dst_cols, dst_col0, rows, width, accumulate);
+        elementwise::copy_columns(
+            r(src),
+            src_cols,
+            src_col0,
+            w(dst),
+            dst_cols,
+            dst_col0,
+            rows,
+            width,
+            accumulate,
+        );
         Ok(())
     }
 
-    fn embedding_forward(&self, ids: Src<'_, Vec<i32>>, table: Src<'_, Vec<T>>, out: Dst<'_, Vec<T>>, n: usize, d: usize) -> Result<()> {
+    fn embedding_forward(
+        &self,
+        ids: Src<'_, Vec<i32>>,
+        table: Src<'_, Vec<T>>,
+        out: Dst<'_, Vec<T>>,
+        n: usize,
+        d: usize,
+    ) -> Result<()> {
         embedding::forward(r(ids), r(table), w(out), n, d);
         Ok(())
     }
-    fn embedding_backward(&self, ids: Src<'_, Vec<i32>>, dout: Src<'_, Vec<T>>, dtable: Dst<'_, Vec<T>>, n: usize, d: usize) -> Result<()> {
+    fn embedding_backward(
+        &self,
+        ids: Src<'_, Vec<i32>>,
+        dout: Src<'_, Vec<T>>,
+        dtable: Dst<'_, Vec<T>>,
+        n: usize,
+        d: usize,
+    ) -> Result<()> {
         embedding::backward(r(ids), r(dout), w(dtable), n, d);
         Ok(())
     }
 
-    fn linear_forward(&self, x: Src<'_, Vec<T>>, wt: Src<'_, Vec<T>>, b: Option<Src<'_, Vec<T>>>, y: Dst<'_, Vec<T>>, dims: LinearDims) -> Result<()> {
+    fn linear_forward(
+        &self,
+        x: Src<'_, Vec<T>>,
+        wt: Src<'_, Vec<T>>,
+        b: Option<Src<'_, Vec<T>>>,
+        y: Dst<'_, Vec<T>>,
+        dims: LinearDims,
+    ) -> Result<()> {
         linear::forward(r(x), r(wt), b.map(r), w(y), dims);
         Ok(())
     }
@@ -154,7 +185,16 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         Ok(())
     }
 
-    fn rmsnorm_forward(&self, x: Src<'_, Vec<T>>, wt: Src<'_, Vec<T>>, y: Dst<'_, Vec<T>>, rstd: Dst<'_, Vec<T>>, n: usize, d: usize, eps: f64) -> Result<()> {
+    fn rmsnorm_forward(
+        &self,
+        x: Src<'_, Vec<T>>,
+        wt: Src<'_, Vec<T>>,
+        y: Dst<'_, Vec<T>>,
+        rstd: Dst<'_, Vec<T>>,
+        n: usize,
+        d: usize,
+        eps: f64,
+    ) -> Result<()> {
         rmsnorm::forward(r(x), r(wt), w(y), w(rstd), n, d, eps);
         Ok(())
     }
@@ -205,11 +245,27 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         Ok(())
     }
 
-    fn rope_forward(&self, x: Dst<'_, Vec<T>>, pos: Src<'_, Vec<i32>>, n: usize, heads: usize, head_dim: usize, theta: f64) -> Result<()> {
+    fn rope_forward(
+        &self,
+        x: Dst<'_, Vec<T>>,
+        pos: Src<'_, Vec<i32>>,
+        n: usize,
+        heads: usize,
+        head_dim: usize,
+        theta: f64,
+    ) -> Result<()> {
         rope::forward(w(x), r(pos), n, heads, head_dim, theta);
         Ok(())
     }
-    fn rope_backward(&self, dx: Dst<'_, Vec<T>>, pos: Src<'_, Vec<i32>>, n: usize, heads: usize, head_dim: usize, theta: f64) -> Result<()> {
+    fn rope_backward(
+        &self,
+        dx: Dst<'_, Vec<T>>,
+        pos: Src<'_, Vec<i32>>,
+        n: usize,
+        heads: usize,
+        head_dim: usize,
+        theta: f64,
+    ) -> Result<()> {
         rope::backward(w(dx), r(pos), n, heads, head_dim, theta);
         Ok(())
     }
@@ -241,15 +297,39 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         cu_seqlens: Src<'_, Vec<i32>>,
         dims: &AttnDims,
     ) -> Result<()> {
-        attention::backward(r(q), r(k), r(v), r(o), r(dout), r(lse), w(dq), w(dk), w(dv), r(cu_seqlens), dims);
+        attention::backward(
+            r(q),
+            r(k),
+            r(v),
+            r(o),
+            r(dout),
+            r(lse),
+            w(dq),
+            w(dk),
+            w(dv),
+            r(cu_seqlens),
+            dims,
+        );
         Ok(())
     }
 
-    fn swiglu_forward(&self, gate: Src<'_, Vec<T>>, up: Src<'_, Vec<T>>, out: Dst<'_, Vec<T>>) -> Result<()> {
+    fn swiglu_forward(
+        &self,
+        gate: Src<'_, Vec<T>>,
+        up: Src<'_, Vec<T>>,
+        out: Dst<'_, Vec<T>>,
+    ) -> Result<()> {
         activation::swiglu_forward(r(gate), r(up), w(out));
         Ok(())
     }
-    fn swiglu_backward(&self, gate: Src<'_, Vec<T>>, up: Src<'_, Vec<T>>, dout: Src<'_, Vec<T>>, dgate: Dst<'_, Vec<T>>, dup: Dst<'_, Vec<T>>) -> Result<()> {
+    fn swiglu_backward(
+        &self,
+        gate: Src<'_, Vec<T>>,
+        up: Src<'_, Vec<T>>,
+        dout: Src<'_, Vec<T>>,
+        dgate: Dst<'_, Vec<T>>,
+        dup: Dst<'_, Vec<T>>,
+    ) -> Result<()> {
         activation::swiglu_backward(r(gate), r(up), r(dout), w(dgate), w(dup));
         Ok(())
     }
@@ -257,7 +337,12 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         activation::gelu_forward(r(x), w(y));
         Ok(())
     }
-    fn gelu_backward(&self, x: Src<'_, Vec<T>>, dy: Src<'_, Vec<T>>, dx: Dst<'_, Vec<T>>) -> Result<()> {
+    fn gelu_backward(
+        &self,
+        x: Src<'_, Vec<T>>,
+        dy: Src<'_, Vec<T>>,
+        dx: Dst<'_, Vec<T>>,
+    ) -> Result<()> {
         activation::gelu_backward(r(x), r(dy), w(dx));
         Ok(())
     }
@@ -276,7 +361,15 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         v: usize,
         grad_scale: f64,
     ) -> Result<()> {
-        cross_entropy::forward_backward(r(logits), r(targets), w(losses), dlogits.map(w), n, v, grad_scale);
+        cross_entropy::forward_backward(
+            r(logits),
+            r(targets),
+            w(losses),
+            dlogits.map(w),
+            n,
+            v,
+            grad_scale,
+        );
         Ok(())
     }
 
@@ -294,7 +387,14 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         elementwise::add(w(x), r(y));
         Ok(())
     }
-    fn adamw_step(&self, param: Dst<'_, Vec<T>>, grad: Src<'_, Vec<T>>, m: Dst<'_, Vec<T>>, v: Dst<'_, Vec<T>>, h: &AdamWStep) -> Result<()> {
+    fn adamw_step(
+        &self,
+        param: Dst<'_, Vec<T>>,
+        grad: Src<'_, Vec<T>>,
+        m: Dst<'_, Vec<T>>,
+        v: Dst<'_, Vec<T>>,
+        h: &AdamWStep,
+    ) -> Result<()> {
         adamw::step(w(param), r(grad), w(m), w(v), h);
         Ok(())
     }

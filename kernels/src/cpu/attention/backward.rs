@@ -1,13 +1,16 @@
-//! Attention backward (FlashAttention-2 math, recomputing P = exp(S − lse) per tile).
-//! Race-free and deterministic in two parallel passes, each task owning disjoint output rows:
-//!   pass 1, per (segment, key tile), for each kv head and each query head of its group, over
-//!     query tiles at or after the key tile (causal) or all (full):
-//!       S (BLOCK_Q, BLOCK_K); P = exp(S − lse); dV += Pᵀ dO; dP = dO Vᵀ; dS = P ∘ (dP − D);
-//!       dK += scale · dSᵀ Q                              dK, dV tiles (BLOCK_K, Dh)
-//!   pass 2, per (segment, query tile), for each query head, over visible key tiles:
-//!       recompute S, P, dP, dS;  dQ += scale · dS K       dQ tile (BLOCK_Q, Dh)
-//! D_i = Σ_d dO_id O_id ([N, H]) is computed first. The price of the two passes is recomputing
-//! S and dP in pass 2 (7 tile GEMMs per tile pair instead of 5); no atomics, no dq partials.
+//! Attention backward (FlashAttention-2 math, recomputing P = exp(S − lse) per tile):
+//!   S (BLOCK_Q, BLOCK_K); P = exp(S − lse); dV += Pᵀ dO; dP = dO Vᵀ; dS = P ∘ (dP − D);
+//!   dK += scale · dSᵀ Q;  dQ += scale · dS K,   with D_i = Σ_d dO_id O_id ([N, H]) computed first.
+//! Two race-free, deterministic schemes; which one runs depends only on the problem (not on the
+//! thread count), so results are bitwise reproducible:
+//!   ByKvHead (when there are ≥ MIN_KV_TASKS (segment, kv head) pairs, see by_kv_head.rs): one
+//!     task per pair owns its dk, dv and the dq of its query-head group: 5 GEMMs per tile pair.
+//!   TwoPass (otherwise: few long sequences, MQA): tasks own disjoint row blocks of the outputs
+//!     pass 1, per (segment, key tile), for each kv head and each query head of its group, over
+//!       query tiles at or after the key tile (causal) or all (full): dV, dK tiles (BLOCK_K, Dh);
+//!     pass 2, per (segment, query tile), for each query head, over visible key tiles:
+//!       recompute S, P, dP, dS; dQ tile (BLOCK_Q, Dh).
+//!     The price is recomputing S and dP in pass 2 (7 tile GEMMs per tile pair instead of 5).
 //! dq, dk, dv are OVERWRITTEN.
 
 use super::tiles::{
@@ -20,14 +23,39 @@ use crate::cpu::CpuFloat;
 use rayon::prelude::*;
 
 /// Read-only inputs of the backward, with the derived D = rowsum(dO ∘ O) and lse.
-struct Inputs<'a, T> {
-    q: &'a [T],
-    k: &'a [T],
-    v: &'a [T],
-    dout: &'a [T],
-    lse: &'a [T],  // [H, N]
-    delta: Vec<T>, // [N, H]
-    dims: AttnDims,
+pub(super) struct Inputs<'a, T> {
+    pub q: &'a [T],
+    pub k: &'a [T],
+    pub v: &'a [T],
+    pub dout: &'a [T],
+    pub lse: &'a [T],  // [H, N]
+    pub delta: Vec<T>, // [N, H]
+    pub dims: AttnDims,
+}
+
+/// How the backward splits its work (see the top comment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackwardScheme {
+    TwoPass,
+    ByKvHead,
+}
+
+/// ByKvHead runs when the batch has at least this many non-empty (segment, kv head) pairs:
+/// enough tasks to balance unequal segment lengths over a few cores.
+pub const MIN_KV_TASKS: usize = 8;
+
+/// The scheme `backward` picks for these segment bounds.
+pub fn scheme_for(cu_seqlens: &[i32], dims: &AttnDims) -> BackwardScheme {
+    let pairs = segments(cu_seqlens, dims)
+        .iter()
+        .filter(|s| s.1 > 0)
+        .count()
+        * dims.kv_heads;
+    if pairs >= MIN_KV_TASKS {
+        BackwardScheme::ByKvHead
+    } else {
+        BackwardScheme::TwoPass
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -43,6 +71,26 @@ pub fn backward<T: CpuFloat>(
     dv: &mut [T],
     cu_seqlens: &[i32],
     dims: &AttnDims,
+) {
+    let scheme = scheme_for(cu_seqlens, dims);
+    backward_with(q, k, v, o, dout, lse, dq, dk, dv, cu_seqlens, dims, scheme);
+}
+
+/// `backward` with an explicit scheme (tests run both on the same inputs).
+#[allow(clippy::too_many_arguments)]
+pub fn backward_with<T: CpuFloat>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    o: &[T],
+    dout: &[T],
+    lse: &[T],
+    dq: &mut [T],
+    dk: &mut [T],
+    dv: &mut [T],
+    cu_seqlens: &[i32],
+    dims: &AttnDims,
+    scheme: BackwardScheme,
 ) {
     let AttnDims {
         tokens: n,
@@ -103,6 +151,15 @@ pub fn backward<T: CpuFloat>(
         dims: *dims,
     };
 
+    if scheme == BackwardScheme::ByKvHead {
+        let (dq, dk, dv) = (
+            &mut dq[..n * q_row],
+            &mut dk[..n * kv_row],
+            &mut dv[..n * kv_row],
+        );
+        super::by_kv_head::backward(&inp, &segs, dq, dk, dv);
+        return;
+    }
     // pass 1: dk, dv by key tiles
     let k_tiles = row_tiles(&segs, BLOCK_K);
     let dk_blocks = split_rows(&mut dk[..n * kv_row], &k_tiles, kv_row);
@@ -124,13 +181,13 @@ pub fn backward<T: CpuFloat>(
 }
 
 /// Score-tile scratch: P and dP/dS, each (BLOCK_Q, BLOCK_K).
-struct Scratch<T> {
-    p: Vec<T>,
-    ds: Vec<T>,
+pub(super) struct Scratch<T> {
+    pub p: Vec<T>,
+    pub ds: Vec<T>,
 }
 
 impl<T: CpuFloat> Scratch<T> {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Scratch {
             p: vec![T::zero(); BLOCK_Q * BLOCK_K],
             ds: vec![T::zero(); BLOCK_Q * BLOCK_K],
@@ -141,7 +198,7 @@ impl<T: CpuFloat> Scratch<T> {
 /// For query rows r0..r0+rows and key rows c0..c0+cols of one segment and query head h, fills
 /// sc.p = P and sc.ds = dS = P ∘ (dO Vᵀ − D), both (rows, cols) row-major.
 #[allow(clippy::too_many_arguments)]
-fn p_and_ds<T: CpuFloat>(
+pub(super) fn p_and_ds<T: CpuFloat>(
     inp: &Inputs<'_, T>,
     sc: &mut Scratch<T>,
     start: usize,
@@ -173,9 +230,7 @@ fn p_and_ds<T: CpuFloat>(
     );
     for i in 0..rows {
         let lse_i = inp.lse[h * n + q_tok + i];
-        sc.p[i * cols..(i + 1) * cols]
-            .iter_mut()
-            .for_each(|s| *s = (*s - lse_i).exp()); // exp(−∞) = 0
+        T::exp_shifted(&mut sc.p[i * cols..(i + 1) * cols], lse_i); // exp(−∞) = 0
     }
     let dov = head_rows(inp.dout, q_tok, rows, heads, h, dh);
     let vv = head_rows(inp.v, kv_tok, cols, kv_heads, kvh, dh);

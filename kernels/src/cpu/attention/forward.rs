@@ -12,6 +12,7 @@ use super::tiles::{
     head_rows, key_end, row_tiles, scores, segments, split_rows, Tile, BLOCK_K, BLOCK_Q,
 };
 use crate::backend::AttnDims;
+use crate::cpu::elementwise::{max_lanes, sum_lanes};
 use crate::cpu::gemm::{gemm, View, ViewMut};
 use crate::cpu::CpuFloat;
 use rayon::prelude::*;
@@ -134,16 +135,13 @@ fn query_tile_head<T: CpuFloat>(
         );
         for i in 0..rows {
             let s_row = &mut sc.s[i * cols..(i + 1) * cols];
-            let m_new = s_row.iter().fold(sc.m[i], |a, &b| a.max(b));
+            let m_new = max_lanes(s_row).max(sc.m[i]);
             if m_new == T::neg_infinity() {
                 s_row.fill(T::zero()); // every key so far masked: nothing to add
                 continue;
             }
-            let mut row_sum = T::zero();
-            for s in s_row.iter_mut() {
-                *s = (*s - m_new).exp();
-                row_sum = row_sum + *s;
-            }
+            T::exp_shifted(s_row, m_new);
+            let row_sum = sum_lanes(s_row);
             let c = (sc.m[i] - m_new).exp(); // 0 when m was −∞
             sc.l[i] = c * sc.l[i] + row_sum;
             sc.acc[i * dh..(i + 1) * dh]

@@ -10,12 +10,14 @@
 //! Backward, with D_i = Σ_d dO_id O_id:
 //!   dV = Pᵀ dO;  dP = dO Vᵀ;  dS = P ∘ (dP − D);  dQ = scale · dS K;  dK = scale · dSᵀ Q.
 //!
-//! Files: `tiles` (tile shapes, segment tiling, the score tile), `forward`, `backward`.
+//! Files: `tiles` (tile shapes, segment tiling, the score tile), `forward`, `backward` (entry,
+//! shared tile math, the two-pass scheme), `by_kv_head` (the one-pass scheme).
 
 mod backward;
+mod by_kv_head;
 mod forward;
 mod tiles;
 
-pub use backward::backward;
+pub use backward::{backward, backward_with, scheme_for, BackwardScheme, MIN_KV_TASKS};
 pub use forward::forward;
 pub use tiles::{BLOCK_K, BLOCK_Q};

@@ -1,0 +1,483 @@
+//! Recipes: the TOML files users train from, typed (serde, unknown keys rejected).
+//!
+//! `ferrotron train RECIPE.toml --set section.key=value ...` applies the overrides to the parsed
+//! TOML before it is typed, so an override is checked exactly like a key in the file. An unknown
+//! key is reported with its full path and the closest valid key; relative paths in the recipe are
+//! resolved against the current directory (where the user runs ferrotron).
+
+use crate::data::DataConfig;
+use crate::error::Result;
+use crate::user;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    pub model: ModelSection,
+    pub data: DataConfig,
+    #[serde(default)]
+    pub optim: OptimSection,
+    pub train: TrainSection,
+    #[serde(default)]
+    pub parallel: ParallelSection,
+    #[serde(default)]
+    pub checkpoint: CheckpointSection,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Start from the weights (and config.json) of this Hugging Face checkpoint directory.
+    pub hf_dir: Option<PathBuf>,
+    /// Or: a HF config.json describing the architecture, initialised randomly.
+    pub config: Option<PathBuf>,
+    /// Standard deviation of the random initialisation (HF `initializer_range`).
+    #[serde(default = "default_init_std")]
+    pub init_std: f64,
+}
+
+fn default_init_std() -> f64 {
+    0.02
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    Cosine,
+    Linear,
+    Constant,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimSection {
+    pub lr: f64,
+    /// The learning rate decays to `lr * min_lr_ratio`.
+    pub min_lr_ratio: f64,
+    pub warmup_steps: u64,
+    pub schedule: Schedule,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Apply weight decay to norms and biases too (off by default, as in HF Trainer).
+    pub decay_norms_and_biases: bool,
+    /// Clip the global gradient norm to this value; 0 disables clipping.
+    pub clip_norm: f64,
+}
+
+impl Default for OptimSection {
+    fn default() -> Self {
+        OptimSection {
+            lr: 3e-4,
+            min_lr_ratio: 0.1,
+            warmup_steps: 0,
+            schedule: Schedule::Cosine,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            decay_norms_and_biases: false,
+            clip_norm: 1.0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    pub steps: u64,
+    /// Sequences per optimizer step, over all data-parallel ranks.
+    pub global_batch: usize,
+    /// Sequences per forward/backward on one rank (default: global_batch / dp).
+    pub micro_batch: Option<usize>,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    pub out_dir: PathBuf,
+    #[serde(default = "default_device")]
+    pub device: String,
+    #[serde(default = "one")]
+    pub log_every: u64,
+    /// Evaluate the held-out loss every N steps (0: only at the end).
+    #[serde(default)]
+    pub eval_every: u64,
+    #[serde(default = "default_eval_batches")]
+    pub eval_batches: usize,
+    /// Print a sample generation every N steps (0: only at the end, if a prompt is set).
+    #[serde(default)]
+    pub sample_every: u64,
+    #[serde(default)]
+    pub sample_prompt: Option<String>,
+    #[serde(default = "default_sample_tokens")]
+    pub sample_tokens: usize,
+}
+
+fn default_seed() -> u64 {
+    1234
+}
+fn default_device() -> String {
+    "cpu".into()
+}
+fn one() -> u64 {
+    1
+}
+fn default_eval_batches() -> usize {
+    8
+}
+fn default_sample_tokens() -> usize {
+    64
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ParallelSection {
+    pub zero_stage: u8,
+    pub tp: usize,
+    pub pp: usize,
+    /// Pipeline micro-batches (used with pp > 1).
+    pub microbatches: usize,
+    /// Seconds a collective may take before the job fails naming the group and operation.
+    pub collective_timeout_s: f64,
+}
+
+impl Default for ParallelSection {
+    fn default() -> Self {
+        ParallelSection {
+            zero_stage: 0,
+            tp: 1,
+            pp: 1,
+            microbatches: 1,
+            collective_timeout_s: 300.0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSection {
+    /// Where step directories go (default: <train.out_dir>/checkpoints).
+    pub dir: Option<PathBuf>,
+    /// Save every N steps (0: only at the end).
+    #[serde(default)]
+    pub every: u64,
+    #[serde(default = "default_keep")]
+    pub keep_last: usize,
+}
+
+fn default_keep() -> usize {
+    2
+}
+
+impl Recipe {
+    /// Reads `path`, applies `overrides` ("section.key=value"), and types the result.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| user!("{}: cannot read recipe: {e}", path.display()))?;
+        Self::parse(&text, &path.display().to_string(), overrides)
+    }
+
+    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| user!("{origin}: {}", one_line(e.message())))?;
+        for o in overrides {
+            apply_override(&mut table, o)?;
+        }
+        let recipe: Recipe = serde_path_to_error::deserialize(toml::Value::Table(table.clone()))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                typed_error(origin, &path, e.inner().message(), &table)
+            })?;
+        recipe.validate(origin)?;
+        Ok(recipe)
+    }
+
+    fn validate(&self, origin: &str) -> Result<()> {
+        match (&self.model.hf_dir, &self.model.config) {
+            (None, None) => return Err(user!("{origin}: set `model.hf_dir` (start from HF weights) or `model.config` (random init)")),
+            (Some(_), Some(_)) => return Err(user!("{origin}: set only one of `model.hf_dir` and `model.config`")),
+            _ => {}
+        }
+        let o = &self.optim;
+        if !(o.lr > 0.0 && o.lr.is_finite()) {
+            return Err(user!(
+                "{origin}: `optim.lr` must be a positive number, found {}",
+                o.lr
+            ));
+        }
+        if !(0.0..=1.0).contains(&o.min_lr_ratio) {
+            return Err(user!(
+                "{origin}: `optim.min_lr_ratio` must be within [0, 1], found {}",
+                o.min_lr_ratio
+            ));
+        }
+        for (k, v) in [("optim.beta1", o.beta1), ("optim.beta2", o.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(user!("{origin}: `{k}` must be within [0, 1), found {v}"));
+            }
+        }
+        if self.train.steps == 0 {
+            return Err(user!("{origin}: `train.steps` must be at least 1"));
+        }
+        if self.train.global_batch == 0 {
+            return Err(user!("{origin}: `train.global_batch` must be at least 1"));
+        }
+        if self.train.micro_batch == Some(0) {
+            return Err(user!("{origin}: `train.micro_batch` must be at least 1"));
+        }
+        if self.parallel.zero_stage > 3 {
+            return Err(user!(
+                "{origin}: `parallel.zero_stage` must be 0, 1, 2 or 3, found {}",
+                self.parallel.zero_stage
+            ));
+        }
+        if self.parallel.tp == 0 || self.parallel.pp == 0 {
+            return Err(user!(
+                "{origin}: `parallel.tp` and `parallel.pp` must be at least 1"
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn checkpoint_dir(&self) -> PathBuf {
+        self.checkpoint
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.train.out_dir.join("checkpoints"))
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Applies "a.b=value": the value is read as a TOML value, or as a string when it is not one.
+fn apply_override(table: &mut toml::Table, o: &str) -> Result<()> {
+    let (path, raw) = o
+        .split_once('=')
+        .ok_or_else(|| user!("--set `{o}`: expected section.key=value"))?;
+    let keys: Vec<&str> = path.trim().split('.').collect();
+    if keys.len() < 2 || keys.iter().any(|k| k.is_empty()) {
+        return Err(user!("--set `{o}`: expected section.key=value"));
+    }
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let mut cur = table;
+    for k in &keys[..keys.len() - 1] {
+        let entry = cur
+            .entry(k.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| user!("--set `{o}`: `{k}` is not a section"))?;
+    }
+    cur.insert(keys[keys.len() - 1].to_string(), value);
+    Ok(())
+}
+
+/// Every valid key of every section, for suggestions.
+fn known_keys() -> Vec<(&'static str, &'static [&'static str])> {
+    vec![
+        (
+            "",
+            &["model", "data", "optim", "train", "parallel", "checkpoint"],
+        ),
+        ("model", &["hf_dir", "config", "init_std"]),
+        (
+            "data",
+            &[
+                "format",
+                "path",
+                "paths",
+                "tokenizer",
+                "seq_len",
+                "val_fraction",
+                "packing",
+                "text_split",
+                "chat_template",
+                "on_bad_row",
+                "cache_dir",
+            ],
+        ),
+        (
+            "optim",
+            &[
+                "lr",
+                "min_lr_ratio",
+                "warmup_steps",
+                "schedule",
+                "beta1",
+                "beta2",
+                "eps",
+                "weight_decay",
+                "decay_norms_and_biases",
+                "clip_norm",
+            ],
+        ),
+        (
+            "train",
+            &[
+                "steps",
+                "global_batch",
+                "micro_batch",
+                "seed",
+                "out_dir",
+                "device",
+                "log_every",
+                "eval_every",
+                "eval_batches",
+                "sample_every",
+                "sample_prompt",
+                "sample_tokens",
+            ],
+        ),
+        (
+            "parallel",
+            &[
+                "zero_stage",
+                "tp",
+                "pp",
+                "microbatches",
+                "collective_timeout_s",
+            ],
+        ),
+        ("checkpoint", &["dir", "every", "keep_last"]),
+    ]
+}
+
+/// Edit distance, for "did you mean".
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Turns serde's error into one sentence; for unknown keys, names the full path and the closest
+/// valid key (found by walking the table, since serde's message lacks the section).
+fn typed_error(origin: &str, path: &str, msg: &str, table: &toml::Table) -> crate::error::Error {
+    for (section, keys) in known_keys() {
+        let present: Vec<String> = if section.is_empty() {
+            table.keys().cloned().collect()
+        } else {
+            match table.get(section).and_then(|v| v.as_table()) {
+                Some(t) => t.keys().cloned().collect(),
+                None => continue,
+            }
+        };
+        for k in present {
+            if !keys.contains(&k.as_str()) {
+                let best = keys
+                    .iter()
+                    .min_by_key(|c| distance(&k, c))
+                    .copied()
+                    .unwrap_or("");
+                let full = if section.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{section}.{k}")
+                };
+                let want = if section.is_empty() {
+                    best.to_string()
+                } else {
+                    format!("{section}.{best}")
+                };
+                return user!("{origin}: unknown key `{full}` (did you mean `{want}`?)");
+            }
+        }
+    }
+    if path.is_empty() || path == "." {
+        user!("{origin}: {}", one_line(msg))
+    } else {
+        user!("{origin}: key `{path}`: {}", one_line(msg))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+[model]
+config = "c.json"
+[data]
+path = "x.txt"
+[train]
+steps = 3
+global_batch = 2
+out_dir = "runs/x"
+"#;
+
+    #[test]
+    fn minimal_recipe_types_with_defaults() {
+        let r = Recipe::parse(MIN, "r.toml", &[]).unwrap();
+        assert_eq!(r.train.steps, 3);
+        assert_eq!(r.parallel.zero_stage, 0);
+        assert_eq!(r.optim.schedule, Schedule::Cosine);
+        assert_eq!(r.checkpoint_dir(), PathBuf::from("runs/x/checkpoints"));
+    }
+
+    #[test]
+    fn unknown_key_names_path_and_closest_key() {
+        let text = MIN.replace("steps = 3", "steps = 3\nstpes = 4");
+        let e = Recipe::parse(&text, "r.toml", &[]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "r.toml: unknown key `train.stpes` (did you mean `train.steps`?)"
+        );
+        let e = Recipe::parse(MIN, "r.toml", &["optim.lrr=0.1".into()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "r.toml: unknown key `optim.lrr` (did you mean `optim.lr`?)"
+        );
+        let e = Recipe::parse(&format!("{MIN}\n[optimizer]\nlr = 1.0\n"), "r.toml", &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "r.toml: unknown key `optimizer` (did you mean `optim`?)");
+    }
+
+    #[test]
+    fn overrides_are_typed_like_the_file() {
+        let r = Recipe::parse(
+            MIN,
+            "r.toml",
+            &["train.steps=7".into(), "optim.schedule=linear".into()],
+        )
+        .unwrap();
+        assert_eq!(r.train.steps, 7);
+        assert_eq!(r.optim.schedule, Schedule::Linear);
+        let e = Recipe::parse(MIN, "r.toml", &["train.steps=many".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("r.toml:") && e.contains("steps"), "{e}");
+        assert!(Recipe::parse(MIN, "r.toml", &["nonsense".into()]).is_err());
+    }
+
+    #[test]
+    fn invalid_values_are_rejected_with_the_key() {
+        let e = Recipe::parse(MIN, "r.toml", &["parallel.zero_stage=4".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("parallel.zero_stage"), "{e}");
+        let e = Recipe::parse(MIN, "r.toml", &["optim.lr=-1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("optim.lr"), "{e}");
+    }
+}
