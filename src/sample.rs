@@ -267,7 +267,11 @@ mod tests {
         for _ in 0..n {
             counts[pick(&logits, 1.0, 2, &mut rng) as usize] += 1;
         }
-        assert_eq!((counts[0], counts[3]), (0, 0), "only the top 2 may be drawn");
+        assert_eq!(
+            (counts[0], counts[3]),
+            (0, 0),
+            "only the top 2 may be drawn"
+        );
         let p2 = counts[2] as f64 / n as f64;
         assert!((p2 - 4.0 / 6.0).abs() < 0.02, "p(2) = {p2}");
         assert_eq!(pick(&logits, 0.0, 0, &mut rng), 2);
