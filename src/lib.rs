@@ -10,3 +10,4 @@ pub mod model;
 pub mod recipe;
 pub mod sample;
 pub mod tokenizer;
+pub mod train;

@@ -136,7 +136,7 @@ impl Transformer {
 
     // ---- forward --------------------------------------------------------------------------
 
-    pub fn forward<B: Backend, S: ParamStore<B>>(
+    pub fn forward<B: Backend, S: ParamStore<B> + ?Sized>(
         &self,
         b: &B,
         store: &mut S,
@@ -443,7 +443,7 @@ impl Transformer {
     /// With `grad_scale`, also runs the head's backward (dloss = grad_scale per target token)
     /// and returns dx, the gradient of the final hidden state. With `logits_out`, the logits
     /// ([N, V], row-major) are copied to the host.
-    pub fn head<B: Backend, S: ParamStore<B>>(
+    pub fn head<B: Backend, S: ParamStore<B> + ?Sized>(
         &self,
         b: &B,
         store: &mut S,
@@ -596,7 +596,7 @@ impl Transformer {
     // ---- backward -------------------------------------------------------------------------
 
     /// Runs every block's and the embedding's backward, given dx = ∂loss/∂x_L.
-    pub fn backward<B: Backend, S: ParamStore<B>>(
+    pub fn backward<B: Backend, S: ParamStore<B> + ?Sized>(
         &self,
         b: &B,
         store: &mut S,

@@ -4,9 +4,18 @@
 //! moments, whole or sharded over the data-parallel group — and serves the model through
 //! `ParamStore`. Per optimizer step the trainer calls:
 //!   zero_grads;  for each micro-batch { model forward/backward through the store };  step.
-//! `step` finishes the gradient reduction (the mean over the dp group), clips by the global
-//! gradient norm, runs AdamW on the parameters this rank owns, and makes the updated compute
-//! weights available again. The model never knows which stage runs.
+//! `step` finishes the gradient reduction, clips by the global gradient norm, runs AdamW on the
+//! parameters this rank owns, and makes the updated compute weights available again. The model
+//! never knows which stage runs.
+//!
+//! Gradient convention: the dp reduction is a SUM. Each rank scales its loss by
+//! 1 / (target tokens of the GLOBAL batch, all ranks), so the sum over ranks is the gradient of
+//! the global mean loss, exact also when ranks hold different numbers of targets.
+//!
+//! Bytes per parameter (the ZeRO paper's P, G, K) on CPU f32: P = 4 (the compute copy, `Act`),
+//! G = 4 (`Acc` gradients), K = 12 (fp32 master weights, Adam m and v, all `Acc`). The compute
+//! copy is kept apart from the master even where both are f32, so the CPU engines have the
+//! layout of the GPU ones (bf16 compute, P = 2). Ψ = parameter count, N = dp size.
 
 use crate::store::ParamStore;
 use ferrotron_kernels::{Backend, Result};
@@ -50,16 +59,34 @@ pub struct StepStats {
     pub clip_factor: f64,
 }
 
-/// Model-state bytes this rank holds, by kind (ZeRO paper's P, G, K terms), at the peak of a step.
+/// Model-state bytes this rank holds, measured from the buffers allocated (lengths x element
+/// size), by kind (the ZeRO paper's P, G, K terms). The first three are what stays allocated
+/// across steps; the peaks are what a step adds while it runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct MemoryReport {
+    /// Compute weights held across steps (full, or this rank's shard at stage 3).
     pub parameters: u64,
+    /// Gradient accumulators held across the step (full, or the shard at stages 2-3).
     pub gradients: u64,
+    /// Master weights + Adam m + v (this rank's shards from stage 1 on).
     pub optimizer_states: u64,
-    /// Compute weights of units gathered at once (stage 3), at the peak.
+    /// Stage 3: full compute weights of units gathered at once, at the peak of the last step.
     pub gathered_peak: u64,
-    /// Elements added to make units divide the dp size, in bytes.
+    /// Stages 2-3: full per-unit gradient buffers alive at once (while their backward runs), at
+    /// the peak of the last step.
+    pub grads_in_flight_peak: u64,
+    /// Short-lived communication scratch (one unit's shard during a reduce-scatter), at the peak.
+    pub scratch_peak: u64,
+    /// Of `parameters + gradients + optimizer_states`: the bytes that are padding (units padded
+    /// to a multiple of N).
     pub padding: u64,
+}
+
+impl MemoryReport {
+    /// Bytes held across steps (the ZeRO formula's terms).
+    pub fn model_state(&self) -> u64 {
+        self.parameters + self.gradients + self.optimizer_states
+    }
 }
 
 /// Full (unsharded) fp32 model state on the host, one Vec per unit: what checkpoints store.
@@ -78,8 +105,28 @@ pub trait Engine<B: Backend>: ParamStore<B> {
     /// Reduces, clips and applies AdamW; see the module comment.
     fn step(&mut self, b: &B, cfg: &StepConfig) -> Result<StepStats>;
     fn memory(&self) -> MemoryReport;
-    /// The full state, identical on every rank (gathers shards).
+    /// The full state, identical on every rank (gathers shards: collective, every dp rank calls it).
     fn full_state(&mut self, b: &B) -> Result<FullState>;
     /// Replaces this rank's state from a full state (each rank keeps its shards).
     fn load_full_state(&mut self, b: &B, state: &FullState) -> Result<()>;
+}
+
+/// A boxed engine (what `build_engine` returns) serves the model directly: the model's
+/// `S: ParamStore<B>` parameters need a sized type.
+impl<B: Backend> ParamStore<B> for Box<dyn Engine<B>> {
+    fn before_use(&mut self, b: &B, u: usize) -> Result<()> {
+        (**self).before_use(b, u)
+    }
+    fn after_use(&mut self, b: &B, u: usize) -> Result<()> {
+        (**self).after_use(b, u)
+    }
+    fn before_grad(&mut self, b: &B, u: usize) -> Result<()> {
+        (**self).before_grad(b, u)
+    }
+    fn after_grad(&mut self, b: &B, u: usize) -> Result<()> {
+        (**self).after_grad(b, u)
+    }
+    fn parts(&mut self) -> (&[B::Act], &mut [B::Acc]) {
+        (**self).parts()
+    }
 }

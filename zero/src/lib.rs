@@ -1,9 +1,125 @@
 //! ferrotron-zero: data-parallel model state. `ParamStore` is how the model reaches its units;
 //! an `Engine` (ZeRO stage 0, 1, 2 or 3) implements it and owns gradients, master weights and
-//! optimizer states, whole or sharded over the data-parallel group.
+//! optimizer states, whole or sharded over the data-parallel group. One type per stage:
+//! `Stage0` .. `Stage3`; `build_engine` picks one from a recipe's `parallel.zero_stage`.
 
 pub mod engine;
+pub mod shard;
+pub mod stage0;
+pub mod stage1;
+pub mod stage2;
+pub mod stage3;
 pub mod store;
 
 pub use engine::{Engine, FullState, MemoryReport, Region, StepConfig, StepStats, UnitMeta};
+pub use shard::{HostAccess, ShardPlan};
+pub use stage0::Stage0;
+pub use stage1::Stage1;
+pub use stage2::Stage2;
+pub use stage3::Stage3;
 pub use store::{ParamStore, ResidentStore};
+
+use ferrotron_kernels::{Error, Result};
+use ferrotron_parallel::Comm;
+use std::sync::Arc;
+
+/// The engine for ZeRO `stage` (0-3) over the dp group `dp`, starting from full weights `init`
+/// (one Vec per unit, identical on every rank). Any other stage is an error naming it.
+pub fn build_engine<B: HostAccess + 'static>(
+    stage: u8,
+    b: &B,
+    dp: Arc<dyn Comm>,
+    units: Vec<UnitMeta>,
+    init: &[Vec<f32>],
+) -> Result<Box<dyn Engine<B>>> {
+    Ok(match stage {
+        0 => Box::new(Stage0::new(b, dp, units, init)?),
+        1 => Box::new(Stage1::new(b, dp, units, init)?),
+        2 => Box::new(Stage2::new(b, dp, units, init)?),
+        3 => Box::new(Stage3::new(b, dp, units, init)?),
+        s => {
+            return Err(Error::Unsupported(format!(
+                "parallel.zero_stage = {s} is not a ZeRO stage (0, 1, 2 or 3)"
+            )))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrotron_kernels::cpu::CpuBackend;
+    use ferrotron_parallel::LocalComm;
+
+    #[test]
+    fn an_unknown_stage_is_rejected_with_the_reason() {
+        let b = CpuBackend::<f32>::new();
+        let dp: Arc<dyn Comm> = Arc::new(LocalComm::named("dp"));
+        let units = vec![UnitMeta {
+            name: "u".into(),
+            numel: 1,
+            regions: vec![Region {
+                offset: 0,
+                len: 1,
+                decay: true,
+            }],
+        }];
+        let err = build_engine(4, &b, dp, units, &[vec![0.0]])
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            err,
+            "parallel.zero_stage = 4 is not a ZeRO stage (0, 1, 2 or 3)"
+        );
+    }
+
+    #[test]
+    fn full_state_round_trips_through_every_stage() {
+        let b = CpuBackend::<f32>::new();
+        let regions = vec![
+            Region {
+                offset: 0,
+                len: 2,
+                decay: true,
+            },
+            Region {
+                offset: 2,
+                len: 1,
+                decay: false,
+            },
+        ];
+        let units = vec![UnitMeta {
+            name: "u".into(),
+            numel: 3,
+            regions,
+        }];
+        let state = FullState {
+            master: vec![vec![1.0, 2.0, 3.0]],
+            exp_avg: vec![vec![0.1, 0.2, 0.3]],
+            exp_avg_sq: vec![vec![4.0, 5.0, 6.0]],
+        };
+        for stage in 0..4 {
+            let dp: Arc<dyn Comm> = Arc::new(LocalComm::named("dp"));
+            let mut e = build_engine(stage, &b, dp, units.clone(), &[vec![0.0; 3]]).unwrap();
+            e.load_full_state(&b, &state).unwrap();
+            assert_eq!(e.full_state(&b).unwrap(), state, "stage {stage}");
+            e.before_use(&b, 0).unwrap();
+            assert_eq!(
+                e.parts().0[0][..3],
+                [1.0, 2.0, 3.0],
+                "stage {stage}: compute weights follow the master"
+            );
+            e.after_use(&b, 0).unwrap();
+            let bad = FullState {
+                master: vec![vec![0.0; 2]],
+                ..state.clone()
+            };
+            let err = e.load_full_state(&b, &bad).unwrap_err().to_string();
+            assert_eq!(
+                err, "master weights: unit u has 2 elements, expected 3",
+                "stage {stage}"
+            );
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! Everything a training run builds before its first step: the process groups, tokenizer, data,
+//! model and weights (HF import, random init, or a checkpoint to resume), the ZeRO engine, the
+//! sampler; and what it does around steps: the memory table, checkpoints, samples.
+
+use super::init::init_units;
+use crate::checkpoint;
+use crate::data::{self, Datasets, Sampler, SamplerState};
+use crate::error::{Error, Result};
+use crate::model::{hf_import::load_units, Arch, ModelConfig, ParamLayout, Transformer};
+use crate::recipe::Recipe;
+use crate::tokenizer::Tokenizer;
+use crate::user;
+use ferrotron_parallel::{env, init_world, Mesh, MeshComms, WorldOptions};
+use ferrotron_zero::{build_engine, Engine, HostAccess, Region, UnitMeta};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+pub struct Setup<B: ferrotron_kernels::Backend> {
+    pub recipe: Recipe,
+    pub comms: MeshComms,
+    pub rank0: bool,
+    pub tokenizer: Tokenizer,
+    pub data: Datasets,
+    pub model: Transformer,
+    pub engine: Box<dyn Engine<B>>,
+    pub sampler: Sampler,
+    pub seq_len: usize,
+    /// Sequences per forward/backward on one rank.
+    pub micro_batch: usize,
+    /// The last completed step (0 for a fresh run).
+    pub start_step: u64,
+}
+
+fn comm_err(e: ferrotron_parallel::CommError) -> Error {
+    Error::Internal(e.to_string())
+}
+
+/// Per-unit regions with the weight-decay rule of the recipe.
+pub fn unit_metas(layout: &ParamLayout, decay_everything: bool) -> Vec<UnitMeta> {
+    layout
+        .units
+        .iter()
+        .map(|u| UnitMeta {
+            name: u.name(),
+            numel: u.numel,
+            regions: u
+                .tensors
+                .iter()
+                .map(|t| Region {
+                    offset: t.offset,
+                    len: t.numel(),
+                    decay: decay_everything || t.role.decays_by_default(),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+impl<B: HostAccess + 'static> Setup<B> {
+    pub fn new(b: &B, recipe: Recipe, resume: bool) -> Result<Self> {
+        let p = &recipe.parallel;
+        if p.tp != 1 || p.pp != 1 {
+            return Err(user!(
+                "parallel.tp = {} and parallel.pp = {}: tensor and pipeline parallelism are not implemented in this build yet (use 1)",
+                p.tp,
+                p.pp
+            ));
+        }
+        let dist = env::detect_from_process().map_err(|e| user!("{e}"))?;
+        let options = WorldOptions {
+            collective_timeout: Duration::from_secs_f64(p.collective_timeout_s),
+            ..WorldOptions::default()
+        };
+        let world = init_world(&dist, &options).map_err(comm_err)?;
+        let mesh = Mesh::with_inferred_dp(world.size(), p.pp, p.tp).map_err(|e| user!("{e}"))?;
+        let comms = MeshComms::build(world, mesh).map_err(comm_err)?;
+        let rank0 = comms.world.rank() == 0;
+        let dp = comms.dp.size();
+
+        // Model config and starting weights.
+        let (cfg, weights_dir) = match (&recipe.model.hf_dir, &recipe.model.config) {
+            (Some(dir), _) => (
+                ModelConfig::from_file(&dir.join("config.json"))?,
+                Some(dir.clone()),
+            ),
+            (None, Some(path)) => (ModelConfig::from_file(path)?, None),
+            (None, None) => unreachable!("validated by Recipe"),
+        };
+        if rank0 {
+            for note in &cfg.notes {
+                eprintln!("note: {note}");
+            }
+        }
+        let tok_dir = recipe.data.tokenizer.clone().or_else(|| weights_dir.clone()).ok_or_else(|| {
+            user!("set `data.tokenizer` (a directory with tokenizer.json or encoder.json + vocab.bpe)")
+        })?;
+        let tokenizer = Tokenizer::from_dir(&tok_dir)?;
+        if tokenizer.vocab_size() > cfg.vocab_size {
+            return Err(user!(
+                "the tokenizer in {} has {} tokens but the model's vocab_size is {}",
+                tok_dir.display(),
+                tokenizer.vocab_size(),
+                cfg.vocab_size
+            ));
+        }
+        let seq_len = recipe.data.seq_len.unwrap_or(cfg.max_positions.min(1024));
+        if cfg.arch == Arch::Gpt2 && seq_len > cfg.max_positions {
+            return Err(user!(
+                "data.seq_len = {seq_len} exceeds the model's {} learned positions (n_positions)",
+                cfg.max_positions
+            ));
+        }
+        let data = data::load(&recipe.data, &tokenizer, seq_len)?;
+        if data.train.len() == 0 {
+            return Err(user!(
+                "the training data yields no rows of {seq_len} tokens"
+            ));
+        }
+
+        // Batch arithmetic.
+        let t = &recipe.train;
+        if t.global_batch % dp != 0 {
+            return Err(user!(
+                "train.global_batch = {} does not divide over {dp} data-parallel ranks",
+                t.global_batch
+            ));
+        }
+        let per_rank = t.global_batch / dp;
+        let micro_batch = t.micro_batch.unwrap_or(per_rank);
+        if per_rank % micro_batch != 0 {
+            return Err(user!(
+                "train.micro_batch = {micro_batch} does not divide the {per_rank} sequences each rank gets per step"
+            ));
+        }
+
+        let model = Transformer::new(cfg);
+        let units = match &weights_dir {
+            Some(dir) => load_units(dir, &model.cfg, &model.layout)?,
+            None => init_units(&model.cfg, &model.layout, recipe.model.init_std, t.seed),
+        };
+        let metas = unit_metas(&model.layout, recipe.optim.decay_norms_and_biases);
+        let mut engine = build_engine(p.zero_stage, b, comms.dp.clone(), metas, &units)?;
+        drop(units);
+
+        let mut sampler = Sampler::new(data.train.len(), t.seed)?;
+        let mut start_step = 0;
+        let ckpt_root = recipe.checkpoint_dir();
+        if resume {
+            match checkpoint::latest(&ckpt_root)? {
+                None => {
+                    if rank0 {
+                        eprintln!(
+                            "note: --resume: no checkpoint in {} yet, starting from step 0",
+                            ckpt_root.display()
+                        );
+                    }
+                }
+                Some(dir) => {
+                    let (state, trainer) = checkpoint::load(&dir, &model.cfg, &model.layout)?;
+                    engine.load_full_state(b, &state)?;
+                    let bad = |k: &str| {
+                        user!("{}: trainer_state.json lacks a valid `{k}`", dir.display())
+                    };
+                    start_step = trainer
+                        .get("step")
+                        .and_then(Value::as_u64)
+                        .ok_or_else(|| bad("step"))?;
+                    let ss: SamplerState = serde_json::from_value(
+                        trainer
+                            .get("sampler")
+                            .cloned()
+                            .ok_or_else(|| bad("sampler"))?,
+                    )
+                    .map_err(|_| bad("sampler"))?;
+                    sampler = Sampler::from_state(ss, data.train.len())?;
+                    if rank0 {
+                        eprintln!("resuming from {} (step {start_step})", dir.display());
+                    }
+                }
+            }
+        }
+
+        let s = Setup {
+            recipe,
+            comms,
+            rank0,
+            tokenizer,
+            data,
+            model,
+            engine,
+            sampler,
+            seq_len,
+            micro_batch,
+            start_step,
+        };
+        if s.rank0 {
+            s.print_plan();
+        }
+        Ok(s)
+    }
+
+    fn print_plan(&self) {
+        let t = &self.recipe.train;
+        let dp = self.comms.dp.size();
+        let params = self.model.layout.num_params();
+        let accum = t.global_batch / dp / self.micro_batch;
+        let c = &self.model.cfg;
+        // fp32 master + compute copy + gradient + two Adam moments, before ZeRO sharding.
+        let state_bytes = params as f64 * 20.0;
+        // Activations kept for backward per micro-batch (rough: ~(12·D + 4·F)·tokens per layer + logits chunk).
+        let act_bytes = (self.micro_batch * self.seq_len) as f64
+            * c.layers as f64
+            * (12 * c.hidden + 4 * c.ffn) as f64
+            * 4.0;
+        println!(
+            "ferrotron train: {} ({} layers, d={}, {} heads), {:.2} M parameters",
+            c.model_type,
+            c.layers,
+            c.hidden,
+            c.heads,
+            params as f64 / 1e6
+        );
+        println!(
+            "  world {} = pp {} x dp {dp} x tp {}; ZeRO stage {}; device {}",
+            self.comms.world.size(),
+            self.recipe.parallel.pp,
+            self.recipe.parallel.tp,
+            self.recipe.parallel.zero_stage,
+            t.device
+        );
+        println!(
+            "  global batch {} sequences x {} tokens = {} tokens/step; micro-batch {} per rank, {} accumulation step(s)",
+            t.global_batch,
+            self.seq_len,
+            t.global_batch * self.seq_len,
+            self.micro_batch,
+            accum
+        );
+        println!(
+            "  estimated memory per rank: model state {:.1} MiB (before sharding), activations {:.1} MiB",
+            state_bytes / 1048576.0,
+            act_bytes / 1048576.0
+        );
+        println!("  {}", self.data.stats.summary());
+        println!("  {} steps from step {}", t.steps, self.start_step);
+    }
+
+    /// Every rank's model-state bytes; rank 0 prints the table. Returns the JSON rows.
+    pub fn memory_table(&self, b: &B) -> Result<Value> {
+        let _ = b;
+        let m = self.engine.memory();
+        let mine = [
+            m.parameters as f64,
+            m.gradients as f64,
+            m.optimizer_states as f64,
+            m.gathered_peak as f64,
+            m.padding as f64,
+        ];
+        let world = &self.comms.world;
+        let mut all = vec![0.0f64; mine.len() * world.size()];
+        world
+            .all_gather((&mine[..]).into(), (&mut all[..]).into())
+            .map_err(comm_err)?;
+        let rows: Vec<Value> = all
+            .chunks(mine.len())
+            .enumerate()
+            .map(|(r, v)| {
+                json!({"rank": r, "parameters": v[0], "gradients": v[1], "optimizer_states": v[2], "gathered_peak": v[3], "padding": v[4]})
+            })
+            .collect();
+        if self.rank0 {
+            println!(
+                "  model-state bytes per rank (ZeRO stage {}):",
+                self.engine.stage()
+            );
+            println!("    rank   parameters    gradients  optim states  gathered peak  padding");
+            for v in all.chunks(mine.len()).enumerate() {
+                let (r, v) = v;
+                println!(
+                    "    {r:4} {:12.0} {:12.0} {:13.0} {:14.0} {:8.0}",
+                    v[0], v[1], v[2], v[3], v[4]
+                );
+            }
+        }
+        Ok(Value::Array(rows))
+    }
+
+    /// Saves a checkpoint (collective: every rank contributes its shards; rank 0 writes).
+    pub fn save_checkpoint(&mut self, b: &B, step: u64, tokens: u64) -> Result<()> {
+        let state = self.engine.full_state(b)?;
+        if self.rank0 {
+            let trainer = json!({
+                "step": step,
+                "tokens": tokens,
+                "sampler": self.sampler.state(),
+                "seed": self.recipe.train.seed,
+                "recipe": serde_json::to_value(&self.recipe).unwrap_or(Value::Null),
+            });
+            let ck = &self.recipe.checkpoint;
+            let dir = checkpoint::save(
+                &self.recipe.checkpoint_dir(),
+                step,
+                &self.model.cfg,
+                &self.model.layout,
+                &state,
+                &self.tokenizer,
+                &trainer,
+                ck.keep_last,
+            )?;
+            println!("step {step}: checkpoint {}", dir.display());
+        }
+        self.comms.world.barrier().map_err(comm_err)
+    }
+
+    /// Prints a sample from the current weights, if the recipe sets a prompt. Collective (every
+    /// rank gathers the weights); rank 0 generates and prints.
+    pub fn print_sample(&mut self, b: &B) -> Result<()> {
+        let Some(prompt) = self.recipe.train.sample_prompt.clone() else {
+            return Ok(());
+        };
+        let state = self.engine.full_state(b)?;
+        if !self.rank0 {
+            return Ok(());
+        }
+        let opts = crate::sample::SampleOptions {
+            max_new_tokens: self.recipe.train.sample_tokens,
+            ..Default::default()
+        };
+        let text =
+            crate::sample::generate(&self.model, &state.master, &self.tokenizer, &prompt, &opts)?;
+        println!("sample: {text}");
+        Ok(())
+    }
+}

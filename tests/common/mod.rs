@@ -1,0 +1,126 @@
+//! Helpers for end-to-end tests: run the ferrotron binary (alone, under mpirun, or under
+//! `ferrotron launch`), read metrics.jsonl and checkpoint weights.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ferrotron")
+}
+
+/// `ferrotron <args>` in the repository root.
+pub fn ferrotron(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("ferrotron runs")
+}
+
+/// `mpirun -np N ferrotron <args>`.
+pub fn mpirun(n: usize, args: &[&str]) -> Output {
+    Command::new("mpirun")
+        .args([
+            "-np",
+            &n.to_string(),
+            "--oversubscribe",
+            "--bind-to",
+            "none",
+        ])
+        .arg(bin())
+        .args(args)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
+        .current_dir(root())
+        .output()
+        .expect("mpirun runs")
+}
+
+pub fn check(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Per-step records (those with a `loss`) of `<out_dir>/metrics.jsonl`.
+pub fn step_records(out_dir: &Path) -> Vec<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(out_dir.join("metrics.jsonl")).expect("metrics.jsonl exists");
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("metrics line is JSON"))
+        .filter(|v| v.get("loss").is_some())
+        .collect()
+}
+
+pub fn losses(out_dir: &Path) -> Vec<f64> {
+    step_records(out_dir)
+        .iter()
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect()
+}
+
+/// Every tensor of the latest checkpoint's model.safetensors, by name, as f32.
+pub fn checkpoint_weights(ckpt_root: &Path) -> Vec<(String, Vec<f32>)> {
+    let mut steps: Vec<PathBuf> = std::fs::read_dir(ckpt_root)
+        .expect("checkpoint dir exists")
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("step-")
+        })
+        .collect();
+    steps.sort();
+    let last = steps.last().expect("a checkpoint was written");
+    let bytes = std::fs::read(last.join("model.safetensors")).expect("model.safetensors");
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<(String, Vec<f32>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| {
+            (
+                n,
+                v.data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// max over i of |a_i − b_i| / max(|b_i|, 1e-3·max|b|) — a per-element relative difference.
+pub fn max_rel(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / y.abs().max(1e-12))
+        .fold(0.0, f64::max)
+}
+
+/// ‖a − b‖ / ‖b‖ over all tensors of two weight sets with the same names.
+pub fn weights_rel(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for ((na, va), (nb, vb)) in a.iter().zip(b) {
+        assert_eq!(na, nb);
+        for (x, y) in va.iter().zip(vb) {
+            num += (*x as f64 - *y as f64).powi(2);
+            den += (*y as f64).powi(2);
+        }
+    }
+    (num / den).sqrt()
+}

@@ -1,0 +1,379 @@
+//! What every stage shares: the shard plan, host access to buffers, and the sharded AdamW.
+//!
+//! Shard plan. N = dp size, r = dp rank. Unit u has `numel` elements; it is padded to
+//! `padded = ceil(numel / N) · N` and rank r owns `[r·k, (r+1)·k)`, k = padded / N. Padding is
+//! zero in every buffer, is never stepped (so it never decays), and never enters the norm.
+//! Stage 0 uses the plan with N = 1 (one shard: the whole unit, no padding).
+//!
+//! AdamW over a shard runs region by region: the unit's regions (logical tensors, each with its
+//! weight-decay flag) intersected with the owned range; padding lies in no region.
+
+use crate::engine::{FullState, StepConfig, UnitMeta};
+use ferrotron_kernels::cpu::CpuBackend;
+use ferrotron_kernels::{AdamWStep, Backend, Buffer, Dst, Error, Result, Src};
+use ferrotron_parallel::{Comm, CommError};
+use std::ops::Range;
+
+/// Host views of a backend's buffers: the `Comm` layer moves host slices. The CPU backend's
+/// buffers are host memory. A GPU backend will instead hand device buffers to NCCL (new `BufMut`
+/// variants) or stage through the host; the engines only call these four functions.
+pub trait HostAccess: Backend {
+    /// Bytes per element of `Act` and `Acc` (memory accounting).
+    const ACT_BYTES: u64;
+    const ACC_BYTES: u64;
+    fn act_host(buf: &Self::Act) -> &[f32];
+    fn act_host_mut(buf: &mut Self::Act) -> &mut [f32];
+    fn acc_host(buf: &Self::Acc) -> &[f32];
+    fn acc_host_mut(buf: &mut Self::Acc) -> &mut [f32];
+}
+
+impl HostAccess for CpuBackend<f32> {
+    const ACT_BYTES: u64 = 4;
+    const ACC_BYTES: u64 = 4;
+    fn act_host(buf: &Vec<f32>) -> &[f32] {
+        buf
+    }
+    fn act_host_mut(buf: &mut Vec<f32>) -> &mut [f32] {
+        buf
+    }
+    fn acc_host(buf: &Vec<f32>) -> &[f32] {
+        buf
+    }
+    fn acc_host_mut(buf: &mut Vec<f32>) -> &mut [f32] {
+        buf
+    }
+}
+
+/// A communication failure as a kernels error (the `ParamStore` hooks return kernels results).
+pub(crate) fn comm_err(e: CommError) -> Error {
+    Error::Unsupported(format!("communication failed: {e}"))
+}
+
+/// Which elements of every unit this rank owns.
+#[derive(Clone, Debug)]
+pub struct ShardPlan {
+    pub units: Vec<UnitMeta>,
+    pub n: usize,
+    pub rank: usize,
+    /// Per unit: numel rounded up to a multiple of n.
+    pub padded: Vec<usize>,
+}
+
+impl ShardPlan {
+    /// Checks that each unit's regions tile it in order (the optimizer relies on it).
+    pub fn new(units: Vec<UnitMeta>, n: usize, rank: usize) -> Result<Self> {
+        if n == 0 || rank >= n {
+            return Err(Error::Unsupported(format!(
+                "dp rank {rank} is not below the dp size {n}"
+            )));
+        }
+        for u in &units {
+            let mut at = 0;
+            for r in &u.regions {
+                if r.offset != at {
+                    return Err(Error::Unsupported(format!(
+                        "unit {}: regions must tile the unit in order, but a region starts at {} where {at} was expected",
+                        u.name, r.offset
+                    )));
+                }
+                at += r.len;
+            }
+            if at != u.numel {
+                return Err(Error::Unsupported(format!(
+                    "unit {}: regions cover {at} of {} elements",
+                    u.name, u.numel
+                )));
+            }
+        }
+        let padded = units.iter().map(|u| u.numel.div_ceil(n) * n).collect();
+        Ok(ShardPlan {
+            units,
+            n,
+            rank,
+            padded,
+        })
+    }
+
+    pub fn shard_len(&self, u: usize) -> usize {
+        self.padded[u] / self.n
+    }
+    /// The owned range, in unit coordinates (may reach into the padding).
+    pub fn own(&self, u: usize) -> Range<usize> {
+        let k = self.shard_len(u);
+        self.rank * k..(self.rank + 1) * k
+    }
+    /// Ψ: parameters of the model.
+    pub fn psi(&self) -> usize {
+        self.units.iter().map(|u| u.numel).sum()
+    }
+    /// Σ padded unit sizes.
+    pub fn psi_padded(&self) -> usize {
+        self.padded.iter().sum()
+    }
+    /// Padding elements of all units (full buffers).
+    pub fn padding(&self) -> usize {
+        self.psi_padded() - self.psi()
+    }
+    /// Padding elements inside this rank's shards (only the last ranks of a unit hold any).
+    pub fn own_padding(&self) -> usize {
+        (0..self.units.len())
+            .map(|u| {
+                let (own, n) = (self.own(u), self.units[u].numel);
+                own.len() - (own.end.min(n) - own.start.min(n))
+            })
+            .sum()
+    }
+    /// Σ shard lengths (Ψp / N).
+    pub fn shard_total(&self) -> usize {
+        self.psi_padded() / self.n
+    }
+    /// The owned pieces of unit u's regions, as (start relative to the shard, len, decay).
+    pub fn pieces(&self, u: usize) -> Vec<(usize, usize, bool)> {
+        let own = self.own(u);
+        self.units[u]
+            .regions
+            .iter()
+            .filter_map(|r| {
+                let (s, e) = (r.offset.max(own.start), (r.offset + r.len).min(own.end));
+                (s < e).then(|| (s - own.start, e - s, r.decay))
+            })
+            .collect()
+    }
+    /// Copies the owned part of a full unit (numel values) into a zero-padded shard.
+    pub fn slice_own(&self, u: usize, full: &[f32]) -> Vec<f32> {
+        let own = self.own(u);
+        let mut out = vec![0.0; own.len()];
+        let end = own.end.min(full.len());
+        if own.start < end {
+            out[..end - own.start].copy_from_slice(&full[own.start..end]);
+        }
+        out
+    }
+    /// Checks that a full state / initial weights match the units.
+    pub fn check_full(&self, what: &str, units: &[Vec<f32>]) -> Result<()> {
+        if units.len() != self.units.len() {
+            return Err(Error::Unsupported(format!(
+                "{what}: {} units given, the model has {}",
+                units.len(),
+                self.units.len()
+            )));
+        }
+        for (u, w) in self.units.iter().zip(units) {
+            if w.len() != u.numel {
+                return Err(Error::Unsupported(format!(
+                    "{what}: unit {} has {} elements, expected {}",
+                    u.name,
+                    w.len(),
+                    u.numel
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// AdamW state for the shards this rank owns: fp32 master weights, m and v (K = 12 bytes per
+/// owned element on CPU f32).
+pub struct ShardedAdam<B: Backend> {
+    pub master: Vec<B::Acc>,
+    pub m: Vec<B::Acc>,
+    pub v: Vec<B::Acc>,
+}
+
+impl<B: HostAccess> ShardedAdam<B> {
+    pub fn new(b: &B, plan: &ShardPlan, init: &[Vec<f32>]) -> Result<Self> {
+        plan.check_full("initial weights", init)?;
+        let mut s = ShardedAdam {
+            master: Vec::new(),
+            m: Vec::new(),
+            v: Vec::new(),
+        };
+        for (u, w) in init.iter().enumerate() {
+            s.master.push(b.upload_acc(&plan.slice_own(u, w))?);
+            s.m.push(b.zeros_acc(plan.shard_len(u))?);
+            s.v.push(b.zeros_acc(plan.shard_len(u))?);
+        }
+        Ok(s)
+    }
+
+    pub fn bytes(&self) -> u64 {
+        let n: usize = self
+            .master
+            .iter()
+            .chain(&self.m)
+            .chain(&self.v)
+            .map(|x| x.len())
+            .sum();
+        n as u64 * B::ACC_BYTES
+    }
+
+    /// Σ g² over the owned, non-padding elements; `grads[u]` holds the shard at `offset(u)`.
+    pub fn sum_squares(
+        &self,
+        b: &B,
+        plan: &ShardPlan,
+        grads: &[B::Acc],
+        offset: impl Fn(usize) -> usize,
+    ) -> Result<f64> {
+        let mut s = 0.0;
+        for (u, g) in grads.iter().enumerate() {
+            for (start, len, _) in plan.pieces(u) {
+                s += b.sum_squares(Src::range(g, offset(u) + start, len))?;
+            }
+        }
+        Ok(s)
+    }
+
+    /// Clips (factor < 1) and steps every owned region; returns nothing, mutates grads by the clip.
+    pub fn apply(
+        &mut self,
+        b: &B,
+        plan: &ShardPlan,
+        grads: &mut [B::Acc],
+        offset: impl Fn(usize) -> usize,
+        cfg: &StepConfig,
+        clip_factor: f64,
+    ) -> Result<()> {
+        for (u, g) in grads.iter_mut().enumerate() {
+            for (start, len, decay) in plan.pieces(u) {
+                let o = offset(u) + start;
+                if clip_factor < 1.0 {
+                    b.scale_acc(Dst::range(g, o, len), clip_factor)?;
+                }
+                let h = AdamWStep {
+                    lr: cfg.lr,
+                    beta1: cfg.beta1,
+                    beta2: cfg.beta2,
+                    eps: cfg.eps,
+                    weight_decay: if decay { cfg.weight_decay } else { 0.0 },
+                    step: cfg.step,
+                };
+                b.adamw_step(
+                    Dst::range(&mut self.master[u], start, len),
+                    Src::range(g, o, len),
+                    Dst::range(&mut self.m[u], start, len),
+                    Dst::range(&mut self.v[u], start, len),
+                    &h,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gathers every shard into the full (unpadded) state, identical on every rank.
+    pub fn full_state(&self, plan: &ShardPlan, dp: &dyn Comm) -> Result<FullState> {
+        let gather = |bufs: &[B::Acc]| -> Result<Vec<Vec<f32>>> {
+            let mut out = Vec::with_capacity(bufs.len());
+            for (u, x) in bufs.iter().enumerate() {
+                let mut full = vec![0.0f32; plan.padded[u]];
+                if plan.n == 1 {
+                    // Stage 0: the whole unit is local (the dp group may be larger).
+                    full.copy_from_slice(B::acc_host(x));
+                } else {
+                    dp.all_gather(B::acc_host(x).into(), (&mut full[..]).into())
+                        .map_err(comm_err)?;
+                }
+                full.truncate(plan.units[u].numel);
+                out.push(full);
+            }
+            Ok(out)
+        };
+        Ok(FullState {
+            master: gather(&self.master)?,
+            exp_avg: gather(&self.m)?,
+            exp_avg_sq: gather(&self.v)?,
+        })
+    }
+
+    /// Keeps this rank's shards of a full state.
+    pub fn load_full_state(&mut self, plan: &ShardPlan, state: &FullState) -> Result<()> {
+        plan.check_full("master weights", &state.master)?;
+        plan.check_full("exp_avg", &state.exp_avg)?;
+        plan.check_full("exp_avg_sq", &state.exp_avg_sq)?;
+        for u in 0..plan.units.len() {
+            B::acc_host_mut(&mut self.master[u])
+                .copy_from_slice(&plan.slice_own(u, &state.master[u]));
+            B::acc_host_mut(&mut self.m[u]).copy_from_slice(&plan.slice_own(u, &state.exp_avg[u]));
+            B::acc_host_mut(&mut self.v[u])
+                .copy_from_slice(&plan.slice_own(u, &state.exp_avg_sq[u]));
+        }
+        Ok(())
+    }
+}
+
+/// The global gradient norm from this rank's Σ g² (all-reduced over dp), and the clip factor
+/// (PyTorch's clip_grad_norm_: min(1, max_norm / (norm + 1e-6))).
+pub fn global_norm(dp: &dyn Comm, local_sq: f64, cfg: &StepConfig) -> Result<(f64, f64)> {
+    let mut s = [local_sq];
+    dp.all_reduce((&mut s[..]).into(), ferrotron_parallel::ReduceOp::Sum)
+        .map_err(comm_err)?;
+    let norm = s[0].sqrt();
+    let factor = match cfg.clip_norm {
+        Some(c) => (c / (norm + 1e-6)).min(1.0),
+        None => 1.0,
+    };
+    Ok((norm, factor))
+}
+
+/// Reduce-scatters (sum) a full padded gradient into this rank's shard `out` (overwritten).
+pub fn reduce_scatter_sum(dp: &dyn Comm, full: &[f32], out: &mut [f32]) -> Result<()> {
+    dp.reduce_scatter(full.into(), out.into(), ferrotron_parallel::ReduceOp::Sum)
+        .map_err(comm_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Region;
+
+    fn unit(name: &str, regions: &[(usize, bool)]) -> UnitMeta {
+        let mut at = 0;
+        let regions = regions
+            .iter()
+            .map(|&(len, decay)| {
+                let r = Region {
+                    offset: at,
+                    len,
+                    decay,
+                };
+                at += len;
+                r
+            })
+            .collect();
+        UnitMeta {
+            name: name.into(),
+            numel: at,
+            regions,
+        }
+    }
+
+    #[test]
+    fn shards_pad_the_last_rank_and_split_regions() {
+        // 7 elements: a matrix of 5 (decay) and a norm of 2 (no decay), over 4 ranks: padded 8.
+        let units = vec![unit("u", &[(5, true), (2, false)])];
+        let plans: Vec<ShardPlan> = (0..4)
+            .map(|r| ShardPlan::new(units.clone(), 4, r).unwrap())
+            .collect();
+        assert_eq!(plans[0].padded, vec![8]);
+        assert_eq!(plans[1].pieces(0), vec![(0, 2, true)]);
+        assert_eq!(plans[2].pieces(0), vec![(0, 1, true), (1, 1, false)]);
+        assert_eq!(plans[3].pieces(0), vec![(0, 1, false)]); // the padding element is in no piece
+        assert_eq!(
+            plans.iter().map(|p| p.own_padding()).collect::<Vec<_>>(),
+            vec![0, 0, 0, 1]
+        );
+        assert_eq!(
+            plans[3].slice_own(0, &[1., 2., 3., 4., 5., 6., 7.]),
+            vec![7.0, 0.0]
+        );
+    }
+
+    #[test]
+    fn regions_that_do_not_tile_a_unit_are_rejected() {
+        let mut u = unit("block.0", &[(4, true)]);
+        u.numel = 5;
+        let e = ShardPlan::new(vec![u], 2, 0).unwrap_err().to_string();
+        assert!(e.contains("block.0: regions cover 4 of 5 elements"), "{e}");
+        assert!(ShardPlan::new(vec![], 2, 2).is_err());
+    }
+}

@@ -1,0 +1,116 @@
+//! ZeRO stage 0: plain data parallelism. Every rank holds everything, replicated.
+//!
+//! Per rank (Ψ parameters, CPU f32: P = 4, G = 4, K = 12):
+//!   compute weights  Act [Ψ]        PΨ
+//!   gradients        Acc [Ψ]        GΨ
+//!   master, m, v     Acc [Ψ] x 3    KΨ          total (P + G + K)Ψ
+//! step: all-reduce (sum) every unit's gradient (2(N-1)/N · GΨ bytes per rank), the norm from the
+//! full gradient (identical on every rank, no communication), AdamW on the whole model, and the
+//! compute copy refreshed from the master.
+
+use crate::engine::{Engine, FullState, MemoryReport, StepConfig, StepStats, UnitMeta};
+use crate::shard::{comm_err, HostAccess, ShardPlan, ShardedAdam};
+use crate::store::ParamStore;
+use ferrotron_kernels::{Buffer, Dst, Result, Src};
+use ferrotron_parallel::{Comm, ReduceOp};
+use std::sync::Arc;
+
+pub struct Stage0<B: HostAccess> {
+    dp: Arc<dyn Comm>,
+    plan: ShardPlan,
+    weights: Vec<B::Act>,
+    grads: Vec<B::Acc>,
+    adam: ShardedAdam<B>,
+}
+
+impl<B: HostAccess> Stage0<B> {
+    pub fn new(b: &B, dp: Arc<dyn Comm>, units: Vec<UnitMeta>, init: &[Vec<f32>]) -> Result<Self> {
+        let plan = ShardPlan::new(units, 1, 0)?;
+        let adam = ShardedAdam::new(b, &plan, init)?;
+        let weights = init
+            .iter()
+            .map(|w| b.upload_act(w))
+            .collect::<Result<_>>()?;
+        let grads = init
+            .iter()
+            .map(|w| b.zeros_acc(w.len()))
+            .collect::<Result<_>>()?;
+        Ok(Stage0 {
+            dp,
+            plan,
+            weights,
+            grads,
+            adam,
+        })
+    }
+
+    fn refresh_weights(&mut self, b: &B) -> Result<()> {
+        for (m, w) in self.adam.master.iter().zip(&mut self.weights) {
+            b.acc_to_act(Src::all(m), Dst::all(w))?;
+        }
+        Ok(())
+    }
+}
+
+impl<B: HostAccess> ParamStore<B> for Stage0<B> {
+    fn before_use(&mut self, _: &B, _: usize) -> Result<()> {
+        Ok(())
+    }
+    fn after_use(&mut self, _: &B, _: usize) -> Result<()> {
+        Ok(())
+    }
+    fn before_grad(&mut self, _: &B, _: usize) -> Result<()> {
+        Ok(())
+    }
+    fn after_grad(&mut self, _: &B, _: usize) -> Result<()> {
+        Ok(())
+    }
+    fn parts(&mut self) -> (&[B::Act], &mut [B::Acc]) {
+        (&self.weights, &mut self.grads)
+    }
+}
+
+impl<B: HostAccess> Engine<B> for Stage0<B> {
+    fn stage(&self) -> u8 {
+        0
+    }
+    fn zero_grads(&mut self, b: &B) -> Result<()> {
+        self.grads
+            .iter_mut()
+            .try_for_each(|g| b.fill_zero_acc(Dst::all(g)))
+    }
+    fn step(&mut self, b: &B, cfg: &StepConfig) -> Result<StepStats> {
+        for g in &mut self.grads {
+            self.dp
+                .all_reduce(B::acc_host_mut(g).into(), ReduceOp::Sum)
+                .map_err(comm_err)?;
+        }
+        let sq = self.adam.sum_squares(b, &self.plan, &self.grads, |_| 0)?;
+        let norm = sq.sqrt();
+        let clip_factor = cfg.clip_norm.map_or(1.0, |c| (c / (norm + 1e-6)).min(1.0));
+        self.adam
+            .apply(b, &self.plan, &mut self.grads, |_| 0, cfg, clip_factor)?;
+        self.refresh_weights(b)?;
+        Ok(StepStats {
+            grad_norm: norm,
+            clip_factor,
+        })
+    }
+    fn memory(&self) -> MemoryReport {
+        let act: usize = self.weights.iter().map(|w| w.len()).sum();
+        let acc: usize = self.grads.iter().map(|g| g.len()).sum();
+        MemoryReport {
+            parameters: act as u64 * B::ACT_BYTES,
+            gradients: acc as u64 * B::ACC_BYTES,
+            optimizer_states: self.adam.bytes(),
+            ..Default::default()
+        }
+    }
+    fn full_state(&mut self, _: &B) -> Result<FullState> {
+        self.adam.full_state(&self.plan, self.dp.as_ref())
+    }
+    fn load_full_state(&mut self, b: &B, state: &FullState) -> Result<()> {
+        self.adam.load_full_state(&self.plan, state)?;
+        self.refresh_weights(b)
+    }
+}

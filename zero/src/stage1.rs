@@ -1,0 +1,144 @@
+//! ZeRO stage 1: optimizer state sharded over the dp group; weights and gradients full.
+//!
+//! Units are padded to a multiple of N (see shard.rs); rank r owns block r of every unit.
+//! Per rank (Ψ parameters, Ψp padded, CPU f32: P = 4, G = 4, K = 12):
+//!   compute weights  Act [Ψp]             PΨp
+//!   gradients        Acc [Ψp]             GΨp
+//!   master, m, v     Acc [Ψp/N] x 3       KΨp/N      total (P + G)Ψ + KΨ/N, plus padding
+//! step, per unit: reduce-scatter (sum) the full gradient; the rank's reduced block is written
+//! back into its own block of the gradient buffer ((N-1)/N · GΨp bytes). Σ g² over own blocks,
+//! all-reduced (one f64) -> global norm and clip. AdamW on own blocks of the master. The master
+//! shard is cast into the own block of the compute copy, and the compute copy all-gathered in
+//! place ((N-1)/N · PΨp bytes). Per step: 2 · (N-1)/N · 4Ψp bytes sent per rank.
+
+use crate::engine::{Engine, FullState, MemoryReport, StepConfig, StepStats, UnitMeta};
+use crate::shard::{comm_err, global_norm, reduce_scatter_sum, HostAccess, ShardPlan, ShardedAdam};
+use crate::store::ParamStore;
+use ferrotron_kernels::{Buffer, Dst, Result, Src};
+use ferrotron_parallel::Comm;
+use std::sync::Arc;
+
+pub struct Stage1<B: HostAccess> {
+    dp: Arc<dyn Comm>,
+    plan: ShardPlan,
+    weights: Vec<B::Act>,
+    grads: Vec<B::Acc>,
+    adam: ShardedAdam<B>,
+    scratch_peak: usize,
+}
+
+impl<B: HostAccess> Stage1<B> {
+    pub fn new(b: &B, dp: Arc<dyn Comm>, units: Vec<UnitMeta>, init: &[Vec<f32>]) -> Result<Self> {
+        let plan = ShardPlan::new(units, dp.size(), dp.rank())?;
+        let adam = ShardedAdam::new(b, &plan, init)?;
+        let mut weights = Vec::new();
+        let mut grads = Vec::new();
+        for (u, w) in init.iter().enumerate() {
+            let mut full = w.clone();
+            full.resize(plan.padded[u], 0.0);
+            weights.push(b.upload_act(&full)?);
+            grads.push(b.zeros_acc(plan.padded[u])?);
+        }
+        Ok(Stage1 {
+            dp,
+            plan,
+            weights,
+            grads,
+            adam,
+            scratch_peak: 0,
+        })
+    }
+
+    /// Master shards -> own blocks of the compute copy -> all-gather.
+    fn refresh_weights(&mut self, b: &B) -> Result<()> {
+        for u in 0..self.weights.len() {
+            let own = self.plan.own(u);
+            b.acc_to_act(
+                Src::all(&self.adam.master[u]),
+                Dst::range(&mut self.weights[u], own.start, own.len()),
+            )?;
+            self.dp
+                .all_gather_in_place(B::act_host_mut(&mut self.weights[u]).into())
+                .map_err(comm_err)?;
+        }
+        Ok(())
+    }
+}
+
+impl<B: HostAccess> ParamStore<B> for Stage1<B> {
+    fn before_use(&mut self, _: &B, _: usize) -> Result<()> {
+        Ok(())
+    }
+    fn after_use(&mut self, _: &B, _: usize) -> Result<()> {
+        Ok(())
+    }
+    fn before_grad(&mut self, _: &B, _: usize) -> Result<()> {
+        Ok(())
+    }
+    fn after_grad(&mut self, _: &B, _: usize) -> Result<()> {
+        Ok(())
+    }
+    fn parts(&mut self) -> (&[B::Act], &mut [B::Acc]) {
+        (&self.weights, &mut self.grads)
+    }
+}
+
+impl<B: HostAccess> Engine<B> for Stage1<B> {
+    fn stage(&self) -> u8 {
+        1
+    }
+    fn zero_grads(&mut self, b: &B) -> Result<()> {
+        self.grads
+            .iter_mut()
+            .try_for_each(|g| b.fill_zero_acc(Dst::all(g)))
+    }
+    fn step(&mut self, b: &B, cfg: &StepConfig) -> Result<StepStats> {
+        let dp = self.dp.as_ref();
+        for u in 0..self.grads.len() {
+            let own = self.plan.own(u);
+            let mut shard = vec![0.0f32; own.len()];
+            self.scratch_peak = self.scratch_peak.max(shard.len());
+            let g = B::acc_host_mut(&mut self.grads[u]);
+            reduce_scatter_sum(dp, g, &mut shard)?;
+            g[own].copy_from_slice(&shard);
+        }
+        let plan = &self.plan;
+        let sq = self
+            .adam
+            .sum_squares(b, plan, &self.grads, |u| plan.own(u).start)?;
+        let (grad_norm, clip_factor) = global_norm(dp, sq, cfg)?;
+        self.adam.apply(
+            b,
+            plan,
+            &mut self.grads,
+            |u| plan.own(u).start,
+            cfg,
+            clip_factor,
+        )?;
+        self.refresh_weights(b)?;
+        Ok(StepStats {
+            grad_norm,
+            clip_factor,
+        })
+    }
+    fn memory(&self) -> MemoryReport {
+        let act: usize = self.weights.iter().map(|w| w.len()).sum();
+        let acc: usize = self.grads.iter().map(|g| g.len()).sum();
+        let (pad, own_pad) = (self.plan.padding() as u64, self.plan.own_padding() as u64);
+        MemoryReport {
+            parameters: act as u64 * B::ACT_BYTES,
+            gradients: acc as u64 * B::ACC_BYTES,
+            optimizer_states: self.adam.bytes(),
+            scratch_peak: self.scratch_peak as u64 * B::ACC_BYTES,
+            padding: pad * (B::ACT_BYTES + B::ACC_BYTES) + 3 * own_pad * B::ACC_BYTES,
+            ..Default::default()
+        }
+    }
+    fn full_state(&mut self, _: &B) -> Result<FullState> {
+        self.adam.full_state(&self.plan, self.dp.as_ref())
+    }
+    fn load_full_state(&mut self, b: &B, state: &FullState) -> Result<()> {
+        self.adam.load_full_state(&self.plan, state)?;
+        self.refresh_weights(b)
+    }
+}
