@@ -49,8 +49,10 @@ impl Default for SampleOptions {
 pub struct SampleArgs {
     /// A HF model directory, a checkpoint step directory, or a checkpoint root.
     pub model: PathBuf,
+    /// Text to continue.
     #[arg(long)]
     pub prompt: String,
+    /// Stop after this many new tokens (or at EOS).
     #[arg(long, default_value_t = 64)]
     pub max_new_tokens: usize,
     /// 0 = greedy.
@@ -59,6 +61,7 @@ pub struct SampleArgs {
     /// Sample among the K most likely tokens (0 = all).
     #[arg(long, default_value_t = 0)]
     pub top_k: usize,
+    /// Seed of the sampling RNG (ChaCha8): a seed reproduces a sample.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }

@@ -133,6 +133,24 @@ fn keep_last_k_prunes_oldest_and_ignores_temp_dirs() {
 }
 
 #[test]
+fn pruning_never_removes_the_checkpoint_just_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    for step in [10, 20] {
+        save_fixture(root, "tiny-gpt2", step, 2);
+    }
+    // A run resumed from an older checkpoint saves a lower step number.
+    let (dir, _) = save_fixture(root, "tiny-gpt2", 5, 2);
+    assert!(dir.join("trainer_state.json").is_file());
+    let steps: Vec<u64> = step_dirs(root)
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(steps, vec![5, 20]);
+}
+
+#[test]
 fn saving_a_step_again_replaces_it() {
     let tmp = tempfile::tempdir().unwrap();
     let (cfg, layout, units) = fixture("tiny-gpt2");

@@ -20,14 +20,19 @@ pub fn remove_tmp_dirs(root: &Path) {
     }
 }
 
-/// Removes all but the newest `keep` step directories (`keep == 0`: keep all).
-pub fn keep_last_steps(root: &Path, keep: usize) -> Result<()> {
+/// Keeps `keep` step directories (`keep == 0`: keep all): `protect` (the one just written) and
+/// the newest others; removes the rest. The new checkpoint is never pruned, even when older
+/// step numbers than its own exist.
+pub fn keep_last_steps(root: &Path, keep: usize, protect: &Path) -> Result<()> {
     if keep == 0 {
         return Ok(());
     }
-    let steps = step_dirs(root)?;
-    let n = steps.len().saturating_sub(keep);
-    for (_, dir) in &steps[..n] {
+    let others: Vec<_> = step_dirs(root)?
+        .into_iter()
+        .filter(|(_, d)| d != protect)
+        .collect();
+    let n = others.len().saturating_sub(keep - 1);
+    for (_, dir) in &others[..n] {
         std::fs::remove_dir_all(dir)
             .map_err(|e| user!("cannot remove old checkpoint {}: {e}", dir.display()))?;
     }

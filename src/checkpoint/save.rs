@@ -94,7 +94,7 @@ pub fn save_with(
             other => other,
         });
     }
-    keep_last_steps(root, opts.keep_last)?;
+    keep_last_steps(root, opts.keep_last, &dest)?;
     Ok(dest)
 }
 
