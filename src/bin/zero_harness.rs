@@ -15,7 +15,7 @@ use ferrotron::model::hf_import::load_units;
 use ferrotron::model::{DeviceBatch, HostBatch, ModelConfig, Role, Transformer};
 use ferrotron_kernels::cpu::CpuBackend;
 use ferrotron_parallel::{data_parallel, env, init_world, Comm, OpKind, ReduceOp, WorldOptions};
-use ferrotron_zero::{build_engine, Region, ShardPlan, StepConfig, UnitMeta};
+use ferrotron_zero::{build_engine, ShardPlan, StepConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
@@ -74,24 +74,7 @@ fn run() -> Result<(), String> {
         None => return Err("give --model HF_DIR or --odd".into()),
     };
     let model = Transformer::new(cfg);
-    let metas: Vec<UnitMeta> = model
-        .layout
-        .units
-        .iter()
-        .map(|u| UnitMeta {
-            name: u.name(),
-            numel: u.numel,
-            regions: u
-                .tensors
-                .iter()
-                .map(|t| Region {
-                    offset: t.offset,
-                    len: t.numel(),
-                    decay: t.role.decays_by_default(),
-                })
-                .collect(),
-        })
-        .collect();
+    let metas = ferrotron::train::unit_metas(&model.layout, false);
 
     let dist = env::detect_from_process()?;
     let world = init_world(&dist, &WorldOptions::default()).map_err(|e| e.to_string())?;

@@ -24,7 +24,7 @@ use serde_json::json;
 use std::path::Path;
 use std::time::Instant;
 
-pub use setup::Setup;
+pub use setup::{unit_metas, Setup};
 
 impl From<Batch> for HostBatch {
     fn from(b: Batch) -> Self {
