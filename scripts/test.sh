@@ -11,4 +11,4 @@ if [ -f scripts/setup-nvrtc.sh ]; then
   # NVRTC without a GPU, so every .cu kernel is compile-checked for sm_80 and sm_90.
   eval "$(bash scripts/setup-nvrtc.sh)"
 fi
-cargo test --workspace 2>&1
+cargo test --workspace --no-fail-fast 2>&1

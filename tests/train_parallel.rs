@@ -78,10 +78,15 @@ fn zero_stages_through_the_trainer_match_one_rank() {
 #[test]
 fn launch_2_ranks_matches_one_rank() {
     let launch = |n: usize, a: &[&str]| {
-        let mut all = vec!["launch", "--nproc-per-node"];
-        let n = n.to_string();
-        all.push(&n);
-        all.push("--");
+        let (n, port) = (n.to_string(), free_port());
+        let mut all = vec![
+            "launch",
+            "--nproc-per-node",
+            &n,
+            "--master-port",
+            &port,
+            "--",
+        ];
         all.extend_from_slice(a);
         ferrotron(&all)
     };
@@ -142,7 +147,14 @@ fn killing_a_rank_stops_the_job_naming_it() {
         "checkpoint.every=0".into(),
     ]);
     let child = std::process::Command::new(bin())
-        .args(["launch", "--nproc-per-node", "2", "--"])
+        .args([
+            "launch",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            &free_port(),
+            "--",
+        ])
         .args(&a)
         .current_dir(root())
         .stdout(std::process::Stdio::piped())

@@ -124,3 +124,10 @@ pub fn weights_rel(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> f64 {
     }
     (num / den).sqrt()
 }
+
+/// A TCP port that was free a moment ago (the OS picks it), for a launcher's rendezvous store, so
+/// tests running at the same time do not collide on the default 29500.
+pub fn free_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().unwrap().port().to_string()
+}
