@@ -37,7 +37,7 @@ impl From<Batch> for HostBatch {
     }
 }
 
-fn comm_err(e: ferrotron_parallel::CommError) -> Error {
+pub(crate) fn comm_err(e: ferrotron_parallel::CommError) -> Error {
     Error::Internal(e.to_string())
 }
 
@@ -171,7 +171,7 @@ fn train<B: HostAccess + 'static>(b: &B, recipe: Recipe, resume: bool) -> Result
                 },
             });
             if step == s.start_step + 1 {
-                rec["memory"] = s.memory_table(b)?;
+                rec["memory"] = s.memory_table()?;
             }
             m.record(&rec)?;
             if step % r.train.log_every == 0 || step == steps {
@@ -181,7 +181,7 @@ fn train<B: HostAccess + 'static>(b: &B, recipe: Recipe, resume: bool) -> Result
                 m.progress(step, &format!("step {step}/{steps} loss {loss:.4}{ev} lr {lr:.2e} gnorm {:.3} {tps:.0} tok/s", stats.grad_norm));
             }
         } else if step == s.start_step + 1 {
-            s.memory_table(b)?;
+            s.memory_table()?;
         }
         let eval_now = r.train.eval_every > 0 && step % r.train.eval_every == 0;
         if eval_now || step == steps {

@@ -2,10 +2,10 @@
 //! model and weights (HF import, random init, or a checkpoint to resume), the ZeRO engine, the
 //! sampler; and what it does around steps: the memory table, checkpoints, samples.
 
-use super::init::init_units;
+use super::{comm_err, init::init_units};
 use crate::checkpoint;
 use crate::data::{self, Datasets, Sampler, SamplerState};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{hf_import::load_units, Arch, ModelConfig, ParamLayout, Transformer};
 use crate::recipe::Recipe;
 use crate::tokenizer::Tokenizer;
@@ -29,10 +29,6 @@ pub struct Setup<B: ferrotron_kernels::Backend> {
     pub micro_batch: usize,
     /// The last completed step (0 for a fresh run).
     pub start_step: u64,
-}
-
-fn comm_err(e: ferrotron_parallel::CommError) -> Error {
-    Error::Internal(e.to_string())
 }
 
 /// Per-unit regions with the weight-decay rule of the recipe.
@@ -246,8 +242,7 @@ impl<B: HostAccess + 'static> Setup<B> {
     }
 
     /// Every rank's model-state bytes; rank 0 prints the table. Returns the JSON rows.
-    pub fn memory_table(&self, b: &B) -> Result<Value> {
-        let _ = b;
+    pub fn memory_table(&self) -> Result<Value> {
         let m = self.engine.memory();
         let mine = [
             m.parameters as f64,
