@@ -1,19 +1,17 @@
 #!/usr/bin/env bash
-# Runs the GPU test suite from prebuilt test executables (the GPU machine has no cargo).
-#   usage: scripts/gpu-check.sh DIR [extra libtest args...]
-# Build them on the dev machine:  cargo test -p ferrotron-kernels --no-run  (the test profile is
-# opt-level 3), copy target/debug/deps/<test>-<hash> into DIR (e.g. cuda_ops, nvrtc_compile).
+# Runs the GPU test suite from prebuilt test executables (the GPU machine has no cargo), in the
+# repository root.
+#   usage: scripts/gpu-check.sh DIR [extra libtest args...]     (DIR: e.g. .gpu/pack/tests)
+# Build them on the dev machine with scripts/gpu-pack.sh (also packs the release binary and the
+# Open MPI runtime it links; scripts/gpu-env.sh puts them on the paths).
 # Each executable runs with --include-ignored --test-threads=1 --nocapture; the "CUDA-OP" lines the
 # tests print become a markdown table (on stdout, and in $OUT/gpu-check.md when $OUT is set).
 # Exit status: non-zero when any executable fails or DIR holds none.
 set -uo pipefail
 dir="${1:?usage: scripts/gpu-check.sh DIR [libtest args]}"
 shift
-# cudarc dlopens libcuda / libnvrtc / libcublasLt by name: put the toolkit's libraries on the path.
-for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
-  [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-done
-[ -d /usr/local/cuda/include ] && export FERROTRON_NVRTC_INCLUDE="${FERROTRON_NVRTC_INCLUDE:-/usr/local/cuda/include}"
+# CUDA, NCCL and the packed Open MPI on the paths; tests find this tree and the packed binary.
+. "$(dirname "$0")/gpu-env.sh" "${FERROTRON_PACK:-.gpu/pack}"
 export FERROTRON_REQUIRE_NVRTC=1
 log="$(mktemp)"
 table=/dev/null
@@ -35,6 +33,8 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | s
   grep -o 'CUDA-OP .*' "$log" | awk '{sub("rel=", "", $4); print "| " $2 " | " $3 " | " $4 " |"}'
   echo
   grep -o 'CUDA-BENCH .*' "$log" | sed 's/^CUDA-BENCH /bench: /'
+  echo
+  grep -o 'GPU-TRAIN .*' "$log" | sed 's/^GPU-TRAIN /- /'
   echo
   grep -E '^test result:|^test .* FAILED|panicked' "$log"
 } | tee "$table"

@@ -97,6 +97,10 @@ pub struct TrainSection {
     pub out_dir: PathBuf,
     #[serde(default = "default_device")]
     pub device: String,
+    /// Compute precision: "f32" (the only one on cpu) or "bf16" (bf16 weights and activations,
+    /// fp32 master weights, gradients and Adam moments). Default: f32 on cpu, bf16 on cuda.
+    #[serde(default)]
+    pub precision: Option<String>,
     #[serde(default = "one")]
     pub log_every: u64,
     /// Evaluate the held-out loss every N steps (0: only at the end).
@@ -139,6 +143,9 @@ pub struct ParallelSection {
     pub microbatches: usize,
     /// Seconds a collective may take before the job fails naming the group and operation.
     pub collective_timeout_s: f64,
+    /// How GPU buffers cross the data-parallel group on cuda: "nccl", or "host-staged" (through
+    /// host memory and the MPI/TCP group; lets several ranks share one GPU, which NCCL refuses).
+    pub gpu_comm: String,
 }
 
 impl Default for ParallelSection {
@@ -149,6 +156,7 @@ impl Default for ParallelSection {
             pp: 1,
             microbatches: 1,
             collective_timeout_s: 300.0,
+            gpu_comm: "nccl".into(),
         }
     }
 }
@@ -237,7 +245,37 @@ impl Recipe {
                 "{origin}: `parallel.tp` and `parallel.pp` must be at least 1"
             ));
         }
+        let device = self.train.device.as_str();
+        if !matches!(device, "cpu" | "cuda") {
+            return Err(user!(
+                "{origin}: `train.device` = \"{device}\" is not one of \"cpu\", \"cuda\""
+            ));
+        }
+        match (device, self.precision()) {
+            ("cpu", "f32") | ("cuda", "f32" | "bf16") => {}
+            ("cpu", "bf16") => return Err(user!(
+                "{origin}: `train.precision` = \"bf16\" needs `train.device` = \"cuda\" (the CPU backend is the f32 reference)"
+            )),
+            (_, p) => return Err(user!(
+                "{origin}: `train.precision` = \"{p}\" is not one of \"f32\", \"bf16\""
+            )),
+        }
+        if !matches!(self.parallel.gpu_comm.as_str(), "nccl" | "host-staged") {
+            return Err(user!(
+                "{origin}: `parallel.gpu_comm` = \"{}\" is not one of \"nccl\", \"host-staged\"",
+                self.parallel.gpu_comm
+            ));
+        }
         Ok(())
+    }
+
+    /// `train.precision`, or the device's default (f32 on cpu, bf16 on cuda).
+    pub fn precision(&self) -> &str {
+        match (&self.train.precision, self.train.device.as_str()) {
+            (Some(p), _) => p,
+            (None, "cuda") => "bf16",
+            (None, _) => "f32",
+        }
     }
 
     pub fn checkpoint_dir(&self) -> PathBuf {
@@ -327,6 +365,7 @@ fn known_keys() -> Vec<(&'static str, &'static [&'static str])> {
                 "seed",
                 "out_dir",
                 "device",
+                "precision",
                 "log_every",
                 "eval_every",
                 "eval_batches",
@@ -343,6 +382,7 @@ fn known_keys() -> Vec<(&'static str, &'static [&'static str])> {
                 "pp",
                 "microbatches",
                 "collective_timeout_s",
+                "gpu_comm",
             ],
         ),
         ("checkpoint", &["dir", "every", "keep_last"]),

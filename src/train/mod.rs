@@ -18,7 +18,7 @@ use crate::recipe::Recipe;
 use crate::user;
 use ferrotron_kernels::Backend;
 use ferrotron_parallel::{Comm, OpKind, ReduceOp};
-use ferrotron_zero::{Engine, HostAccess, StepConfig};
+use ferrotron_zero::{Collectives, Engine, StepConfig};
 use metrics::Metrics;
 use serde_json::json;
 use std::path::Path;
@@ -52,20 +52,18 @@ pub fn all_sum(comm: &dyn Comm, x: f64) -> Result<f64> {
 /// Runs the whole training; returns the exit code.
 pub fn run(recipe_path: &Path, overrides: &[String], resume: bool) -> Result<i32> {
     let recipe = Recipe::load(recipe_path, overrides)?;
-    match recipe.train.device.as_str() {
-        "cpu" => {
-            let b = ferrotron_kernels::cpu::CpuBackend::<f32>::new();
-            train(&b, recipe, resume)
-        }
-        "cuda" => Err(user!(
-            "{}: train.device = \"cuda\" is not wired into the trainer in this build yet (the CUDA backend exists; use \"cpu\")",
-            recipe_path.display()
-        )),
-        other => Err(user!("{}: train.device = \"{other}\" is not one of \"cpu\", \"cuda\"", recipe_path.display())),
+    match (recipe.train.device.as_str(), recipe.precision()) {
+        ("cuda", "bf16") => train(&setup::open_gpu::<half::bf16>(&recipe)?, recipe, resume),
+        ("cuda", _) => train(&setup::open_gpu::<f32>(&recipe)?, recipe, resume),
+        _ => train(
+            &ferrotron_kernels::cpu::CpuBackend::<f32>::new(),
+            recipe,
+            resume,
+        ),
     }
 }
 
-fn train<B: HostAccess + 'static>(b: &B, recipe: Recipe, resume: bool) -> Result<i32> {
+fn train<B: Collectives + 'static>(b: &B, recipe: Recipe, resume: bool) -> Result<i32> {
     let mut s = Setup::new(b, recipe, resume)?;
     let r = s.recipe.clone();
     let (steps, global_batch, seq_len) = (r.train.steps, r.train.global_batch, s.seq_len);

@@ -10,8 +10,9 @@ use crate::model::{hf_import::load_units, Arch, ModelConfig, ParamLayout, Transf
 use crate::recipe::Recipe;
 use crate::tokenizer::Tokenizer;
 use crate::user;
+use ferrotron_kernels::cuda::{device::device_count, CudaAct, CudaBackend};
 use ferrotron_parallel::{env, init_world, Mesh, MeshComms, WorldOptions};
-use ferrotron_zero::{build_engine, Engine, HostAccess, Region, UnitMeta};
+use ferrotron_zero::{build_engine, Collectives, Engine, Region, UnitMeta};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -52,7 +53,28 @@ pub fn unit_metas(layout: &ParamLayout, decay_everything: bool) -> Vec<UnitMeta>
         .collect()
 }
 
-impl<B: HostAccess + 'static> Setup<B> {
+/// The CUDA backend of this rank: GPU `LOCAL_RANK mod device count`. With NCCL, more local ranks
+/// than GPUs is rejected (NCCL refuses two ranks on one GPU).
+pub fn open_gpu<A: CudaAct>(recipe: &Recipe) -> Result<CudaBackend<A>> {
+    let dist = env::detect_from_process().map_err(|e| user!("{e}"))?;
+    let gpus = device_count().map_err(|e| user!("train.device = \"cuda\": {e}"))?;
+    if gpus == 0 {
+        return Err(user!(
+            "train.device = \"cuda\" but no CUDA device is visible"
+        ));
+    }
+    let local = dist.local_world_size.unwrap_or(1);
+    if recipe.parallel.gpu_comm == "nccl" && local > gpus {
+        return Err(user!(
+            "{local} ranks on this node share {gpus} GPU(s) and NCCL refuses two ranks on one GPU: set parallel.gpu_comm = \"host-staged\" or start one rank per GPU"
+        ));
+    }
+    let b = CudaBackend::<A>::new(dist.local_rank % gpus)
+        .map_err(|e| user!("train.device = \"cuda\": {e}"))?;
+    Ok(b)
+}
+
+impl<B: Collectives + 'static> Setup<B> {
     pub fn new(b: &B, recipe: Recipe, resume: bool) -> Result<Self> {
         let p = &recipe.parallel;
         if p.tp != 1 || p.pp != 1 {
@@ -69,7 +91,10 @@ impl<B: HostAccess + 'static> Setup<B> {
         };
         let world = init_world(&dist, &options).map_err(comm_err)?;
         let mesh = Mesh::with_inferred_dp(world.size(), p.pp, p.tp).map_err(|e| user!("{e}"))?;
-        let comms = MeshComms::build(world, mesh).map_err(comm_err)?;
+        let mut comms = MeshComms::build(world, mesh).map_err(comm_err)?;
+        if recipe.train.device == "cuda" && p.gpu_comm == "nccl" {
+            comms.dp = b.nccl_group(comms.dp.clone())?;
+        }
         let rank0 = comms.world.rank() == 0;
         let dp = comms.dp.size();
 
@@ -216,13 +241,21 @@ impl<B: HostAccess + 'static> Setup<B> {
             c.heads,
             params as f64 / 1e6
         );
+        let device = if t.device == "cuda" {
+            let comm = match self.comms.dp.nccl() {
+                Some(_) => "nccl",
+                None => "host-staged",
+            };
+            format!("cuda ({}), gpu comm {comm}", self.recipe.precision())
+        } else {
+            format!("cpu ({})", self.recipe.precision())
+        };
         println!(
-            "  world {} = pp {} x dp {dp} x tp {}; ZeRO stage {}; device {}",
+            "  world {} = pp {} x dp {dp} x tp {}; ZeRO stage {}; device {device}",
             self.comms.world.size(),
             self.recipe.parallel.pp,
             self.recipe.parallel.tp,
             self.recipe.parallel.zero_stage,
-            t.device
         );
         println!(
             "  global batch {} sequences x {} tokens = {} tokens/step; micro-batch {} per rank, {} accumulation step(s)",

@@ -5,12 +5,19 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The repository root: `FERROTRON_REPO` when set (a prebuilt test executable run on another
+/// machine, e.g. by scripts/gpu-check.sh), else the source tree it was built from.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("FERROTRON_REPO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ferrotron")
+/// The ferrotron binary: `FERROTRON_BIN` when set, else the one cargo built beside the test.
+pub fn bin() -> PathBuf {
+    std::env::var_os("FERROTRON_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ferrotron")))
 }
 
 /// `ferrotron <args>` in the repository root.

@@ -3,6 +3,8 @@
 //! optimizer states, whole or sharded over the data-parallel group. One type per stage:
 //! `Stage0` .. `Stage3`; `build_engine` picks one from a recipe's `parallel.zero_stage`.
 
+pub mod collectives;
+mod collectives_cuda;
 pub mod engine;
 pub mod shard;
 pub mod stage0;
@@ -11,8 +13,9 @@ pub mod stage2;
 pub mod stage3;
 pub mod store;
 
+pub use collectives::Collectives;
 pub use engine::{Engine, FullState, MemoryReport, Region, StepConfig, StepStats, UnitMeta};
-pub use shard::{HostAccess, ShardPlan};
+pub use shard::ShardPlan;
 pub use stage0::Stage0;
 pub use stage1::Stage1;
 pub use stage2::Stage2;
@@ -25,7 +28,7 @@ use std::sync::Arc;
 
 /// The engine for ZeRO `stage` (0-3) over the dp group `dp`, starting from full weights `init`
 /// (one Vec per unit, identical on every rank). Any other stage is an error naming it.
-pub fn build_engine<B: HostAccess + 'static>(
+pub fn build_engine<B: Collectives + 'static>(
     stage: u8,
     b: &B,
     dp: Arc<dyn Comm>,

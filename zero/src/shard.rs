@@ -8,41 +8,11 @@
 //! AdamW over a shard runs region by region: the unit's regions (logical tensors, each with its
 //! weight-decay flag) intersected with the owned range; padding lies in no region.
 
+use crate::collectives::Collectives;
 use crate::engine::{FullState, StepConfig, UnitMeta};
-use ferrotron_kernels::cpu::CpuBackend;
 use ferrotron_kernels::{AdamWStep, Backend, Buffer, Dst, Error, Result, Src};
 use ferrotron_parallel::{Comm, CommError};
 use std::ops::Range;
-
-/// Host views of a backend's buffers: the `Comm` layer moves host slices. The CPU backend's
-/// buffers are host memory. A GPU backend will instead hand device buffers to NCCL (new `BufMut`
-/// variants) or stage through the host; the engines only call these four functions.
-pub trait HostAccess: Backend {
-    /// Bytes per element of `Act` and `Acc` (memory accounting).
-    const ACT_BYTES: u64;
-    const ACC_BYTES: u64;
-    fn act_host(buf: &Self::Act) -> &[f32];
-    fn act_host_mut(buf: &mut Self::Act) -> &mut [f32];
-    fn acc_host(buf: &Self::Acc) -> &[f32];
-    fn acc_host_mut(buf: &mut Self::Acc) -> &mut [f32];
-}
-
-impl HostAccess for CpuBackend<f32> {
-    const ACT_BYTES: u64 = 4;
-    const ACC_BYTES: u64 = 4;
-    fn act_host(buf: &Vec<f32>) -> &[f32] {
-        buf
-    }
-    fn act_host_mut(buf: &mut Vec<f32>) -> &mut [f32] {
-        buf
-    }
-    fn acc_host(buf: &Vec<f32>) -> &[f32] {
-        buf
-    }
-    fn acc_host_mut(buf: &mut Vec<f32>) -> &mut [f32] {
-        buf
-    }
-}
 
 /// A communication failure as a kernels error (the `ParamStore` hooks return kernels results).
 pub(crate) fn comm_err(e: CommError) -> Error {
@@ -180,7 +150,7 @@ pub struct ShardedAdam<B: Backend> {
     pub v: Vec<B::Acc>,
 }
 
-impl<B: HostAccess> ShardedAdam<B> {
+impl<B: Collectives> ShardedAdam<B> {
     pub fn new(b: &B, plan: &ShardPlan, init: &[Vec<f32>]) -> Result<Self> {
         plan.check_full("initial weights", init)?;
         let mut s = ShardedAdam {
@@ -260,19 +230,22 @@ impl<B: HostAccess> ShardedAdam<B> {
         Ok(())
     }
 
-    /// Gathers every shard into the full (unpadded) state, identical on every rank.
-    pub fn full_state(&self, plan: &ShardPlan, dp: &dyn Comm) -> Result<FullState> {
+    /// Gathers every shard into the full (unpadded) state, identical on every rank (through host
+    /// memory: checkpoints are written from the host).
+    pub fn full_state(&self, b: &B, plan: &ShardPlan, dp: &dyn Comm) -> Result<FullState> {
         let gather = |bufs: &[B::Acc]| -> Result<Vec<Vec<f32>>> {
             let mut out = Vec::with_capacity(bufs.len());
             for (u, x) in bufs.iter().enumerate() {
-                let mut full = vec![0.0f32; plan.padded[u]];
-                if plan.n == 1 {
+                let shard = b.download_acc(Src::all(x))?;
+                let mut full = if plan.n == 1 {
                     // Stage 0: the whole unit is local (the dp group may be larger).
-                    full.copy_from_slice(B::acc_host(x));
+                    shard
                 } else {
-                    dp.all_gather(B::acc_host(x).into(), (&mut full[..]).into())
+                    let mut full = vec![0.0f32; plan.padded[u]];
+                    dp.all_gather((&shard[..]).into(), (&mut full[..]).into())
                         .map_err(comm_err)?;
-                }
+                    full
+                };
                 full.truncate(plan.units[u].numel);
                 out.push(full);
             }
@@ -286,16 +259,14 @@ impl<B: HostAccess> ShardedAdam<B> {
     }
 
     /// Keeps this rank's shards of a full state.
-    pub fn load_full_state(&mut self, plan: &ShardPlan, state: &FullState) -> Result<()> {
+    pub fn load_full_state(&mut self, b: &B, plan: &ShardPlan, state: &FullState) -> Result<()> {
         plan.check_full("master weights", &state.master)?;
         plan.check_full("exp_avg", &state.exp_avg)?;
         plan.check_full("exp_avg_sq", &state.exp_avg_sq)?;
         for u in 0..plan.units.len() {
-            B::acc_host_mut(&mut self.master[u])
-                .copy_from_slice(&plan.slice_own(u, &state.master[u]));
-            B::acc_host_mut(&mut self.m[u]).copy_from_slice(&plan.slice_own(u, &state.exp_avg[u]));
-            B::acc_host_mut(&mut self.v[u])
-                .copy_from_slice(&plan.slice_own(u, &state.exp_avg_sq[u]));
+            self.master[u] = b.upload_acc(&plan.slice_own(u, &state.master[u]))?;
+            self.m[u] = b.upload_acc(&plan.slice_own(u, &state.exp_avg[u]))?;
+            self.v[u] = b.upload_acc(&plan.slice_own(u, &state.exp_avg_sq[u]))?;
         }
         Ok(())
     }
@@ -313,12 +284,6 @@ pub fn global_norm(dp: &dyn Comm, local_sq: f64, cfg: &StepConfig) -> Result<(f6
         None => 1.0,
     };
     Ok((norm, factor))
-}
-
-/// Reduce-scatters (sum) a full padded gradient into this rank's shard `out` (overwritten).
-pub fn reduce_scatter_sum(dp: &dyn Comm, full: &[f32], out: &mut [f32]) -> Result<()> {
-    dp.reduce_scatter(full.into(), out.into(), ferrotron_parallel::ReduceOp::Sum)
-        .map_err(comm_err)
 }
 
 #[cfg(test)]

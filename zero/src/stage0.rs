@@ -8,14 +8,15 @@
 //! full gradient (identical on every rank, no communication), AdamW on the whole model, and the
 //! compute copy refreshed from the master.
 
+use crate::collectives::Collectives;
 use crate::engine::{Engine, FullState, MemoryReport, StepConfig, StepStats, UnitMeta};
-use crate::shard::{comm_err, HostAccess, ShardPlan, ShardedAdam};
+use crate::shard::{ShardPlan, ShardedAdam};
 use crate::store::ParamStore;
 use ferrotron_kernels::{Buffer, Dst, Result, Src};
-use ferrotron_parallel::{Comm, ReduceOp};
+use ferrotron_parallel::Comm;
 use std::sync::Arc;
 
-pub struct Stage0<B: HostAccess> {
+pub struct Stage0<B: Collectives> {
     dp: Arc<dyn Comm>,
     plan: ShardPlan,
     weights: Vec<B::Act>,
@@ -23,7 +24,7 @@ pub struct Stage0<B: HostAccess> {
     adam: ShardedAdam<B>,
 }
 
-impl<B: HostAccess> Stage0<B> {
+impl<B: Collectives> Stage0<B> {
     pub fn new(b: &B, dp: Arc<dyn Comm>, units: Vec<UnitMeta>, init: &[Vec<f32>]) -> Result<Self> {
         let plan = ShardPlan::new(units, 1, 0)?;
         let adam = ShardedAdam::new(b, &plan, init)?;
@@ -52,7 +53,7 @@ impl<B: HostAccess> Stage0<B> {
     }
 }
 
-impl<B: HostAccess> ParamStore<B> for Stage0<B> {
+impl<B: Collectives> ParamStore<B> for Stage0<B> {
     fn before_use(&mut self, _: &B, _: usize) -> Result<()> {
         Ok(())
     }
@@ -70,7 +71,7 @@ impl<B: HostAccess> ParamStore<B> for Stage0<B> {
     }
 }
 
-impl<B: HostAccess> Engine<B> for Stage0<B> {
+impl<B: Collectives> Engine<B> for Stage0<B> {
     fn stage(&self) -> u8 {
         0
     }
@@ -81,9 +82,7 @@ impl<B: HostAccess> Engine<B> for Stage0<B> {
     }
     fn step(&mut self, b: &B, cfg: &StepConfig) -> Result<StepStats> {
         for g in &mut self.grads {
-            self.dp
-                .all_reduce(B::acc_host_mut(g).into(), ReduceOp::Sum)
-                .map_err(comm_err)?;
+            b.all_reduce_sum_acc(self.dp.as_ref(), Dst::all(g))?;
         }
         let sq = self.adam.sum_squares(b, &self.plan, &self.grads, |_| 0)?;
         let norm = sq.sqrt();
@@ -106,11 +105,11 @@ impl<B: HostAccess> Engine<B> for Stage0<B> {
             ..Default::default()
         }
     }
-    fn full_state(&mut self, _: &B) -> Result<FullState> {
-        self.adam.full_state(&self.plan, self.dp.as_ref())
+    fn full_state(&mut self, b: &B) -> Result<FullState> {
+        self.adam.full_state(b, &self.plan, self.dp.as_ref())
     }
     fn load_full_state(&mut self, b: &B, state: &FullState) -> Result<()> {
-        self.adam.load_full_state(&self.plan, state)?;
+        self.adam.load_full_state(b, &self.plan, state)?;
         self.refresh_weights(b)
     }
 }

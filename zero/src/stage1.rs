@@ -11,14 +11,15 @@
 //! shard is cast into the own block of the compute copy, and the compute copy all-gathered in
 //! place ((N-1)/N · PΨp bytes). Per step: 2 · (N-1)/N · 4Ψp bytes sent per rank.
 
+use crate::collectives::Collectives;
 use crate::engine::{Engine, FullState, MemoryReport, StepConfig, StepStats, UnitMeta};
-use crate::shard::{comm_err, global_norm, reduce_scatter_sum, HostAccess, ShardPlan, ShardedAdam};
+use crate::shard::{global_norm, ShardPlan, ShardedAdam};
 use crate::store::ParamStore;
 use ferrotron_kernels::{Buffer, Dst, Result, Src};
 use ferrotron_parallel::Comm;
 use std::sync::Arc;
 
-pub struct Stage1<B: HostAccess> {
+pub struct Stage1<B: Collectives> {
     dp: Arc<dyn Comm>,
     plan: ShardPlan,
     weights: Vec<B::Act>,
@@ -27,7 +28,7 @@ pub struct Stage1<B: HostAccess> {
     scratch_peak: usize,
 }
 
-impl<B: HostAccess> Stage1<B> {
+impl<B: Collectives> Stage1<B> {
     pub fn new(b: &B, dp: Arc<dyn Comm>, units: Vec<UnitMeta>, init: &[Vec<f32>]) -> Result<Self> {
         let plan = ShardPlan::new(units, dp.size(), dp.rank())?;
         let adam = ShardedAdam::new(b, &plan, init)?;
@@ -57,15 +58,13 @@ impl<B: HostAccess> Stage1<B> {
                 Src::all(&self.adam.master[u]),
                 Dst::range(&mut self.weights[u], own.start, own.len()),
             )?;
-            self.dp
-                .all_gather_in_place(B::act_host_mut(&mut self.weights[u]).into())
-                .map_err(comm_err)?;
+            b.all_gather_act_in_place(self.dp.as_ref(), &mut self.weights[u])?;
         }
         Ok(())
     }
 }
 
-impl<B: HostAccess> ParamStore<B> for Stage1<B> {
+impl<B: Collectives> ParamStore<B> for Stage1<B> {
     fn before_use(&mut self, _: &B, _: usize) -> Result<()> {
         Ok(())
     }
@@ -83,7 +82,7 @@ impl<B: HostAccess> ParamStore<B> for Stage1<B> {
     }
 }
 
-impl<B: HostAccess> Engine<B> for Stage1<B> {
+impl<B: Collectives> Engine<B> for Stage1<B> {
     fn stage(&self) -> u8 {
         1
     }
@@ -96,11 +95,11 @@ impl<B: HostAccess> Engine<B> for Stage1<B> {
         let dp = self.dp.as_ref();
         for u in 0..self.grads.len() {
             let own = self.plan.own(u);
-            let mut shard = vec![0.0f32; own.len()];
+            let mut shard = b.zeros_acc(own.len())?;
             self.scratch_peak = self.scratch_peak.max(shard.len());
-            let g = B::acc_host_mut(&mut self.grads[u]);
-            reduce_scatter_sum(dp, g, &mut shard)?;
-            g[own].copy_from_slice(&shard);
+            let g = &mut self.grads[u];
+            b.reduce_scatter_sum_acc(dp, Src::all(g), Dst::all(&mut shard))?;
+            b.copy_acc(Src::all(&shard), Dst::range(g, own.start, own.len()))?;
         }
         let plan = &self.plan;
         let sq = self
@@ -134,11 +133,11 @@ impl<B: HostAccess> Engine<B> for Stage1<B> {
             ..Default::default()
         }
     }
-    fn full_state(&mut self, _: &B) -> Result<FullState> {
-        self.adam.full_state(&self.plan, self.dp.as_ref())
+    fn full_state(&mut self, b: &B) -> Result<FullState> {
+        self.adam.full_state(b, &self.plan, self.dp.as_ref())
     }
     fn load_full_state(&mut self, b: &B, state: &FullState) -> Result<()> {
-        self.adam.load_full_state(&self.plan, state)?;
+        self.adam.load_full_state(b, &self.plan, state)?;
         self.refresh_weights(b)
     }
 }

@@ -13,8 +13,9 @@
 //! cast into own blocks of the compute copy, which is all-gathered in place.
 //! Per step and micro-batch: reduce-scatter (N-1)/N · 4Ψp; per step: all-gather (N-1)/N · 4Ψp.
 
+use crate::collectives::Collectives;
 use crate::engine::{Engine, FullState, MemoryReport, StepConfig, StepStats, UnitMeta};
-use crate::shard::{comm_err, global_norm, reduce_scatter_sum, HostAccess, ShardPlan, ShardedAdam};
+use crate::shard::{global_norm, ShardPlan, ShardedAdam};
 use crate::store::ParamStore;
 use ferrotron_kernels::{Buffer, Dst, Result, Src};
 use ferrotron_parallel::Comm;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 
 /// Full per-unit gradient buffers that exist only while a unit's backward runs, and the sharded
 /// accumulators they are reduced into (shared by stages 2 and 3).
-pub(crate) struct ShardedGrads<B: HostAccess> {
+pub(crate) struct ShardedGrads<B: Collectives> {
     /// Per unit: the full padded gradient while in flight, else empty.
     pub full: Vec<B::Acc>,
     /// Per unit: this rank's reduced gradient block, accumulated over micro-batches.
@@ -32,7 +33,7 @@ pub(crate) struct ShardedGrads<B: HostAccess> {
     pub scratch_peak: usize,
 }
 
-impl<B: HostAccess> ShardedGrads<B> {
+impl<B: Collectives> ShardedGrads<B> {
     pub fn new(b: &B, plan: &ShardPlan) -> Result<Self> {
         let n = plan.units.len();
         Ok(ShardedGrads {
@@ -60,12 +61,10 @@ impl<B: HostAccess> ShardedGrads<B> {
         if self.full[u].is_empty() {
             return Ok(());
         }
-        let mut block = vec![0.0f32; plan.shard_len(u)];
+        let mut block = b.zeros_acc(plan.shard_len(u))?;
         self.scratch_peak = self.scratch_peak.max(block.len());
-        reduce_scatter_sum(dp, B::acc_host(&self.full[u]), &mut block)?;
-        for (acc, x) in B::acc_host_mut(&mut self.shard[u]).iter_mut().zip(&block) {
-            *acc += *x;
-        }
+        b.reduce_scatter_sum_acc(dp, Src::all(&self.full[u]), Dst::all(&mut block))?;
+        b.add_acc(Dst::all(&mut self.shard[u]), Src::all(&block))?;
         self.full[u] = b.zeros_acc(0)?;
         self.live -= plan.padded[u];
         Ok(())
@@ -104,7 +103,7 @@ impl<B: HostAccess> ShardedGrads<B> {
     }
 }
 
-pub struct Stage2<B: HostAccess> {
+pub struct Stage2<B: Collectives> {
     dp: Arc<dyn Comm>,
     plan: ShardPlan,
     weights: Vec<B::Act>,
@@ -112,7 +111,7 @@ pub struct Stage2<B: HostAccess> {
     adam: ShardedAdam<B>,
 }
 
-impl<B: HostAccess> Stage2<B> {
+impl<B: Collectives> Stage2<B> {
     pub fn new(b: &B, dp: Arc<dyn Comm>, units: Vec<UnitMeta>, init: &[Vec<f32>]) -> Result<Self> {
         let plan = ShardPlan::new(units, dp.size(), dp.rank())?;
         let adam = ShardedAdam::new(b, &plan, init)?;
@@ -139,15 +138,13 @@ impl<B: HostAccess> Stage2<B> {
                 Src::all(&self.adam.master[u]),
                 Dst::range(&mut self.weights[u], own.start, own.len()),
             )?;
-            self.dp
-                .all_gather_in_place(B::act_host_mut(&mut self.weights[u]).into())
-                .map_err(comm_err)?;
+            b.all_gather_act_in_place(self.dp.as_ref(), &mut self.weights[u])?;
         }
         Ok(())
     }
 }
 
-impl<B: HostAccess> ParamStore<B> for Stage2<B> {
+impl<B: Collectives> ParamStore<B> for Stage2<B> {
     fn before_use(&mut self, _: &B, _: usize) -> Result<()> {
         Ok(())
     }
@@ -165,7 +162,7 @@ impl<B: HostAccess> ParamStore<B> for Stage2<B> {
     }
 }
 
-impl<B: HostAccess> Engine<B> for Stage2<B> {
+impl<B: Collectives> Engine<B> for Stage2<B> {
     fn stage(&self) -> u8 {
         2
     }
@@ -192,11 +189,11 @@ impl<B: HostAccess> Engine<B> for Stage2<B> {
             ..Default::default()
         }
     }
-    fn full_state(&mut self, _: &B) -> Result<FullState> {
-        self.adam.full_state(&self.plan, self.dp.as_ref())
+    fn full_state(&mut self, b: &B) -> Result<FullState> {
+        self.adam.full_state(b, &self.plan, self.dp.as_ref())
     }
     fn load_full_state(&mut self, b: &B, state: &FullState) -> Result<()> {
-        self.adam.load_full_state(&self.plan, state)?;
+        self.adam.load_full_state(b, &self.plan, state)?;
         self.refresh_weights(b)
     }
 }

@@ -24,15 +24,16 @@
 //! 2): (N-1)/N · 4 · (Σ_u uses(u) · padded(u) + Ψp) bytes, at most 3Ψ worth. `step` moves no
 //! weights: AdamW updates the master shards and casts them into the compute shards.
 
+use crate::collectives::Collectives;
 use crate::engine::{Engine, FullState, MemoryReport, StepConfig, StepStats, UnitMeta};
-use crate::shard::{comm_err, HostAccess, ShardPlan, ShardedAdam};
+use crate::shard::{ShardPlan, ShardedAdam};
 use crate::stage2::ShardedGrads;
 use crate::store::ParamStore;
 use ferrotron_kernels::{Buffer, Dst, Result, Src};
 use ferrotron_parallel::Comm;
 use std::sync::Arc;
 
-pub struct Stage3<B: HostAccess> {
+pub struct Stage3<B: Collectives> {
     dp: Arc<dyn Comm>,
     plan: ShardPlan,
     /// This rank's block of every unit's compute weights.
@@ -49,7 +50,7 @@ pub struct Stage3<B: HostAccess> {
     adam: ShardedAdam<B>,
 }
 
-impl<B: HostAccess> Stage3<B> {
+impl<B: Collectives> Stage3<B> {
     pub fn new(b: &B, dp: Arc<dyn Comm>, units: Vec<UnitMeta>, init: &[Vec<f32>]) -> Result<Self> {
         let plan = ShardPlan::new(units, dp.size(), dp.rank())?;
         let adam = ShardedAdam::new(b, &plan, init)?;
@@ -87,10 +88,11 @@ impl<B: HostAccess> Stage3<B> {
             return Ok(());
         }
         let mut full = b.zeros_act(self.plan.padded[u])?;
-        let input = B::act_host(&self.shards[u]);
-        self.dp
-            .all_gather(input.into(), B::act_host_mut(&mut full).into())
-            .map_err(comm_err)?;
+        b.all_gather_act(
+            self.dp.as_ref(),
+            Src::all(&self.shards[u]),
+            Dst::all(&mut full),
+        )?;
         self.gathered[u] = full;
         self.live += self.plan.padded[u];
         self.live_peak = self.live_peak.max(self.live);
@@ -114,7 +116,7 @@ impl<B: HostAccess> Stage3<B> {
     }
 }
 
-impl<B: HostAccess> ParamStore<B> for Stage3<B> {
+impl<B: Collectives> ParamStore<B> for Stage3<B> {
     fn before_use(&mut self, b: &B, u: usize) -> Result<()> {
         self.in_use[u] = true;
         if self.recording {
@@ -162,7 +164,7 @@ impl<B: HostAccess> ParamStore<B> for Stage3<B> {
     }
 }
 
-impl<B: HostAccess> Engine<B> for Stage3<B> {
+impl<B: Collectives> Engine<B> for Stage3<B> {
     fn stage(&self) -> u8 {
         3
     }
@@ -200,12 +202,12 @@ impl<B: HostAccess> Engine<B> for Stage3<B> {
             padding: own_pad * (B::ACT_BYTES + 4 * B::ACC_BYTES),
         }
     }
-    fn full_state(&mut self, _: &B) -> Result<FullState> {
-        self.adam.full_state(&self.plan, self.dp.as_ref())
+    fn full_state(&mut self, b: &B) -> Result<FullState> {
+        self.adam.full_state(b, &self.plan, self.dp.as_ref())
     }
     fn load_full_state(&mut self, b: &B, state: &FullState) -> Result<()> {
         self.release_all(b)?;
-        self.adam.load_full_state(&self.plan, state)?;
+        self.adam.load_full_state(b, &self.plan, state)?;
         self.refresh_shards(b)
     }
 }

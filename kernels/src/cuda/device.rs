@@ -20,15 +20,21 @@ pub fn cublaslt_present() -> bool {
     unsafe { cudarc::cublaslt::sys::is_culib_present() }
 }
 
-/// The primary context of device `ordinal`, or an error saying what is missing.
-pub fn open_context(ordinal: usize) -> Result<Arc<CudaContext>> {
+/// How many CUDA devices this process sees, or an error saying what is missing.
+pub fn device_count() -> Result<usize> {
     if !driver_present() {
         return Err(Error::Cuda(NO_DRIVER.into()));
     }
     let count = std::panic::catch_unwind(CudaContext::device_count)
         .map_err(|_| Error::Cuda(NO_DRIVER.into()))?
         .map_err(|e| Error::Cuda(format!("no usable CUDA device: {e}")))?;
-    if ordinal >= count.max(0) as usize {
+    Ok(count.max(0) as usize)
+}
+
+/// The primary context of device `ordinal`, or an error saying what is missing.
+pub fn open_context(ordinal: usize) -> Result<Arc<CudaContext>> {
+    let count = device_count()?;
+    if ordinal >= count {
         return Err(Error::Cuda(format!(
             "CUDA device {ordinal} requested but {count} device(s) found"
         )));

@@ -34,6 +34,11 @@ pub trait Comm: Send + Sync {
     fn size(&self) -> usize;
     fn name(&self) -> &str;
     fn counters(&self) -> &CommCounters;
+    /// The NCCL communicator behind this group, when device buffers can move through NCCL
+    /// (None: host buffers only; GPU callers stage through the host).
+    fn nccl(&self) -> Option<&crate::nccl::NcclComm> {
+        None
+    }
 
     #[doc(hidden)]
     fn backend_all_reduce(&self, buf: BufMut<'_>, op: ReduceOp) -> Result<(), CommError>;

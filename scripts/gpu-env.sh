@@ -1,0 +1,28 @@
+# Sourced on the GPU machine (by gpu-check.sh, or by hand) from the repository root:
+#   . scripts/gpu-env.sh [PACK_DIR]     (default .gpu/pack, made by scripts/gpu-pack.sh)
+# Puts the CUDA toolkit, NCCL and the packed Open MPI runtime on the paths, and points prebuilt
+# test executables at this tree (FERROTRON_REPO) and the packed binary (FERROTRON_BIN).
+pack="$(cd "${1:-.gpu/pack}" && pwd)"
+# cudarc dlopens libcuda / libnvrtc / libcublasLt / libnccl by name.
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+  [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+done
+[ -d /usr/local/cuda/include ] && export FERROTRON_NVRTC_INCLUDE="${FERROTRON_NVRTC_INCLUDE:-/usr/local/cuda/include}"
+# NCCL: pip's nvidia-nccl wheel ships libnccl.so.2; cudarc asks for libnccl.so.
+links="$pack/links"
+mkdir -p "$links"
+nccl="$(python3 -c 'import nvidia.nccl as n, os; print(os.path.join(list(n.__path__)[0], "lib"))' 2>/dev/null || true)"
+for d in "$nccl" /usr/lib/x86_64-linux-gnu /usr/local/cuda/lib64; do
+  if [ -n "$d" ] && [ -e "$d/libnccl.so.2" ]; then ln -sf "$d/libnccl.so.2" "$links/libnccl.so"; break; fi
+done
+export LD_LIBRARY_PATH="$links:$LD_LIBRARY_PATH"
+# Open MPI, relocated.
+if [ -d "$pack/ompi" ]; then
+  o="$pack/ompi"
+  export OPAL_PREFIX="$o" OPAL_EXEC_PREFIX="$o" OPAL_BINDIR="$o/bin" OPAL_LIBDIR="$o/lib" \
+    OPAL_PKGLIBDIR="$o/plugins" OPAL_PKGDATADIR="$o/share" OPAL_DATADIR="$o/share" \
+    OPAL_SYSCONFDIR="$o/etc"
+  export PATH="$o/bin:$PATH" LD_LIBRARY_PATH="$o/lib:$LD_LIBRARY_PATH"
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+export FERROTRON_REPO="$PWD" FERROTRON_BIN="$pack/bin/ferrotron"

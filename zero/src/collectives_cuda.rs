@@ -1,0 +1,180 @@
+//! `Collectives` for the CUDA backend (see collectives.rs for the four operations).
+//!
+//! NCCL path (the group is an `NcclComm` built on this backend's stream): device addresses go to
+//! NCCL, queued on the compute stream — no host copy, no synchronisation. Act buffers move as
+//! bf16 (P = 2) or f32, Acc as f32.
+//! Host-staged path (any other group: MPI, TCP, local): the region is downloaded, the host
+//! collective runs on f32 values, and the result is uploaded. bf16 values are exact in f32, so
+//! the staged gather is lossless; its counted bytes are those of the f32 host buffers.
+
+use crate::collectives::Collectives;
+use crate::shard::comm_err;
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
+use ferrotron_kernels::backend::{AccDst, AccSrc, ActDst, ActSrc};
+use ferrotron_kernels::cuda::{CudaAct, CudaBackend};
+use ferrotron_kernels::{Backend, Dst, Error, Result, Src};
+use ferrotron_parallel::{Comm, DeviceDtype, NcclComm, ReduceOp};
+use std::sync::Arc;
+
+fn act_dtype<A: CudaAct>() -> DeviceDtype {
+    if std::mem::size_of::<A>() == 2 {
+        DeviceDtype::Bf16
+    } else {
+        DeviceDtype::F32
+    }
+}
+
+fn driver_err(e: impl std::fmt::Debug) -> Error {
+    Error::Cuda(format!("host staging copy: {e:?}"))
+}
+
+/// The NCCL communicator of `comm`, if it is one and runs on the backend's stream.
+fn nccl_of<'c, A: CudaAct>(b: &CudaBackend<A>, comm: &'c dyn Comm) -> Result<Option<&'c NcclComm>> {
+    match comm.nccl() {
+        Some(n) if n.stream().cu_stream() != b.stream().cu_stream() => {
+            Err(Error::Unsupported(format!(
+                "group {}: the NCCL communicator runs on another stream than the CUDA backend",
+                comm.name()
+            )))
+        }
+        other => Ok(other),
+    }
+}
+
+fn upload_into<A: CudaAct, T: cudarc::driver::DeviceRepr>(
+    b: &CudaBackend<A>,
+    host: &[T],
+    buf: &mut CudaSlice<T>,
+    start: usize,
+) -> Result<()> {
+    let mut view = buf.slice_mut(start..start + host.len());
+    b.stream().memcpy_htod(host, &mut view).map_err(driver_err)
+}
+
+fn upload_act_into<A: CudaAct>(
+    b: &CudaBackend<A>,
+    host: &[f32],
+    dst: Dst<'_, CudaSlice<A>>,
+) -> Result<()> {
+    let v: Vec<A> = host.iter().map(|&x| A::from_f32(x)).collect();
+    upload_into(b, &v, dst.buf, dst.start)
+}
+
+impl<A: CudaAct> Collectives for CudaBackend<A> {
+    const ACT_BYTES: u64 = std::mem::size_of::<A>() as u64;
+    const ACC_BYTES: u64 = 4;
+
+    fn all_reduce_sum_acc(&self, comm: &dyn Comm, x: AccDst<'_, Self>) -> Result<()> {
+        if let Some(n) = nccl_of(self, comm)? {
+            let (p, _sync) = x.buf.device_ptr_mut(self.stream());
+            // SAFETY: [start, start + len) lies inside the buffer (Dst checks it) on this GPU.
+            return unsafe { n.device_all_reduce_sum(p + 4 * x.start as u64, x.len) }
+                .map_err(comm_err);
+        }
+        let mut h = self.download_acc(x.as_src())?;
+        comm.all_reduce((&mut h[..]).into(), ReduceOp::Sum)
+            .map_err(comm_err)?;
+        upload_into(self, &h, x.buf, x.start)
+    }
+
+    fn reduce_scatter_sum_acc(
+        &self,
+        comm: &dyn Comm,
+        input: AccSrc<'_, Self>,
+        out: AccDst<'_, Self>,
+    ) -> Result<()> {
+        if input.len != out.len * comm.size() {
+            return Err(Error::Unsupported(format!(
+                "reduce_scatter on group {}: input of {} elements is not group size {} x output {}",
+                comm.name(),
+                input.len,
+                comm.size(),
+                out.len
+            )));
+        }
+        if let Some(n) = nccl_of(self, comm)? {
+            let (pi, _s1) = input.buf.device_ptr(self.stream());
+            let (po, _s2) = out.buf.device_ptr_mut(self.stream());
+            // SAFETY: both regions are inside their buffers; distinct buffers do not overlap.
+            return unsafe {
+                n.device_reduce_scatter_sum(
+                    pi + 4 * input.start as u64,
+                    po + 4 * out.start as u64,
+                    out.len,
+                )
+            }
+            .map_err(comm_err);
+        }
+        let h = self.download_acc(input)?;
+        let mut o = vec![0.0f32; out.len];
+        comm.reduce_scatter((&h[..]).into(), (&mut o[..]).into(), ReduceOp::Sum)
+            .map_err(comm_err)?;
+        upload_into(self, &o, out.buf, out.start)
+    }
+
+    fn all_gather_act(
+        &self,
+        comm: &dyn Comm,
+        input: ActSrc<'_, Self>,
+        out: ActDst<'_, Self>,
+    ) -> Result<()> {
+        if out.len != input.len * comm.size() {
+            return Err(Error::Unsupported(format!(
+                "all_gather on group {}: output of {} elements is not group size {} x input {}",
+                comm.name(),
+                out.len,
+                comm.size(),
+                input.len
+            )));
+        }
+        if let Some(n) = nccl_of(self, comm)? {
+            let es = std::mem::size_of::<A>() as u64;
+            let (pi, _s1) = input.buf.device_ptr(self.stream());
+            let (po, _s2) = out.buf.device_ptr_mut(self.stream());
+            // SAFETY: both regions are inside their buffers on this GPU.
+            return unsafe {
+                n.device_all_gather(
+                    pi + es * input.start as u64,
+                    po + es * out.start as u64,
+                    input.len,
+                    act_dtype::<A>(),
+                )
+            }
+            .map_err(comm_err);
+        }
+        let h = self.download_act(input)?;
+        let mut o = vec![0.0f32; out.len];
+        comm.all_gather((&h[..]).into(), (&mut o[..]).into())
+            .map_err(comm_err)?;
+        upload_act_into(self, &o, out)
+    }
+
+    fn all_gather_act_in_place(&self, comm: &dyn Comm, buf: &mut CudaSlice<A>) -> Result<()> {
+        let (size, rank, len) = (comm.size(), comm.rank(), buf.len());
+        if !len.is_multiple_of(size) {
+            return Err(Error::Unsupported(format!(
+                "all_gather on group {}: buffer of {len} elements is not a multiple of the group size {size}",
+                comm.name()
+            )));
+        }
+        let k = len / size;
+        if let Some(n) = nccl_of(self, comm)? {
+            let es = std::mem::size_of::<A>() as u64;
+            let (p, _s) = buf.device_ptr_mut(self.stream());
+            // SAFETY: in-place NCCL all-gather: the input is block `rank` of the output.
+            return unsafe {
+                n.device_all_gather(p + es * (rank * k) as u64, p, k, act_dtype::<A>())
+            }
+            .map_err(comm_err);
+        }
+        let mut h = self.download_act(Src::all(buf))?;
+        comm.all_gather_in_place((&mut h[..]).into())
+            .map_err(comm_err)?;
+        upload_act_into(self, &h, Dst::all(buf))
+    }
+
+    fn nccl_group(&self, host: Arc<dyn Comm>) -> Result<Arc<dyn Comm>> {
+        let n = NcclComm::new(host, self.stream().clone()).map_err(comm_err)?;
+        Ok(Arc::new(n))
+    }
+}
