@@ -16,14 +16,23 @@ use std::path::Path;
 const NEEDS_GPU: &str = "needs a CUDA GPU";
 const MODELS: [&str; 2] = ["tiny-llama", "tiny-gpt2"];
 
+/// AdamW rows that bf16 cannot hold to 2e-2, with the reason: HF initialises GPT-2's LayerNorm
+/// biases to zero, so the parameter after Adam's first step IS the step, ≈ −lr·sign(g) per
+/// element; in `transformer.h.1.ln_1.bias` one of the 64 gradient elements has |g| = 0.12% of the
+/// tensor's norm, below bf16's gradient error, and its step flips: 2·sqrt(1/64) = 0.25. These rows
+/// are held to 0.5 (at most a sixteenth of the signs flipped) and reported.
+const BF16_SIGN_FLIP_ROWS: [&str; 1] = ["adamw1.transformer.h.1.ln_1.bias"];
+
 fn check_hf_on_cuda<A: ferrotron_kernels::cuda::CudaAct>(dtype: &str, tol: f64) {
     let b = CudaBackend::<A>::new(0).expect(NEEDS_GPU);
     for model in MODELS {
         let dir = root().join("tests/fixtures/hf").join(model);
         let report = check_hf::run(&b, &dir).expect("check-hf runs");
+        let exempt = |name: &str| dtype == "bf16" && BF16_SIGN_FLIP_ROWS.contains(&name);
         let worst = report
             .rows
             .iter()
+            .filter(|r| !exempt(&r.name))
             .max_by(|a, b| a.rel_err.total_cmp(&b.rel_err))
             .unwrap();
         println!(
@@ -42,6 +51,13 @@ fn check_hf_on_cuda<A: ferrotron_kernels::cuda::CudaAct>(dtype: &str, tol: f64) 
             worst.name,
             worst.rel_err
         );
+        for r in report.rows.iter().filter(|r| exempt(&r.name)) {
+            println!(
+                "GPU-TRAIN check-hf {model} cuda-{dtype}: {} {:.2e} (zero-initialised, sign-flip row; bound 0.5)",
+                r.name, r.rel_err
+            );
+            assert!(r.rel_err <= 0.5, "{}: {:.3e}", r.name, r.rel_err);
+        }
     }
 }
 
@@ -137,47 +153,66 @@ fn quickstart_50_steps_in_bf16_track_the_cpu_curve() {
     );
 }
 
-fn tiny_args(model: &str, out: &Path, stage: u8, gpu_comm: &str) -> Vec<String> {
+fn tiny_args(model: &str, out: &Path, stage: u8, gpu_comm: &str, extra: &[&str]) -> Vec<String> {
     let recipe = root().join("tests/recipes/tiny-dp.toml");
-    let sets = vec![
+    let mut sets = vec![
         format!("model.hf_dir=tests/fixtures/hf/{model}"),
         format!("train.out_dir={}", out.display()),
         format!("parallel.zero_stage={stage}"),
         "train.device=cuda".into(),
         format!("parallel.gpu_comm={gpu_comm}"),
     ];
+    sets.extend(extra.iter().map(|s| s.to_string()));
     with_sets(&recipe.display().to_string(), &sets)
 }
 
+/// Two layouts, each held to the CPU test's 1e-5:
+/// - f32 with 2 micro-batches per rank: stage 2-3 reduce each micro-batch's gradient and sum the
+///   shards, stage 0-1 sum the micro-batches and reduce once; the orders differ by fp32 round-off.
+/// - bf16 with one micro-batch per rank: the same sums in the same order, so the stages agree
+///   exactly. (bf16 with several micro-batches is not held to 1e-5: the fp32 round-off of the
+///   different summation order flips the bf16 rounding of the odd compute weight, a 2^-8 change.)
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn zero_stages_with_two_ranks_on_one_gpu_match_stage_0() {
+    let layouts: [(&str, &[&str]); 2] = [
+        (
+            "f32, 2 micro-batches",
+            &["train.precision=\"f32\"", "train.micro_batch=2"],
+        ),
+        (
+            "bf16, 1 micro-batch",
+            &["train.precision=\"bf16\"", "train.micro_batch=4"],
+        ),
+    ];
     for model in MODELS {
-        let base = tempfile::tempdir().unwrap();
-        let args = tiny_args(model, base.path(), 0, "host-staged");
-        check(&mpirun(2, &strs(&args)), "stage 0, 2 ranks");
-        let (l0, w0) = (
-            losses(base.path()),
-            checkpoint_weights(&base.path().join("checkpoints")),
-        );
-        assert_eq!(l0.len(), 10);
-        for stage in [1, 2, 3] {
-            let out = tempfile::tempdir().unwrap();
-            let args = tiny_args(model, out.path(), stage, "host-staged");
-            check(&mpirun(2, &strs(&args)), &format!("stage {stage}, 2 ranks"));
-            let dl = max_rel(&losses(out.path()), &l0);
-            let dw = weights_rel(&checkpoint_weights(&out.path().join("checkpoints")), &w0);
-            println!(
-                "GPU-TRAIN {model} bf16 stage {stage} vs stage 0, 2 ranks on one GPU (host-staged MPI): loss rel diff {dl:.2e}, final weights rel diff {dw:.2e}"
+        for (name, extra) in layouts {
+            let base = tempfile::tempdir().unwrap();
+            let args = tiny_args(model, base.path(), 0, "host-staged", extra);
+            check(&mpirun(2, &strs(&args)), "stage 0, 2 ranks");
+            let (l0, w0) = (
+                losses(base.path()),
+                checkpoint_weights(&base.path().join("checkpoints")),
             );
-            assert!(
-                dl <= 1e-5,
-                "{model} stage {stage}: losses differ by {dl:.2e}"
-            );
-            assert!(
-                dw <= 1e-5,
-                "{model} stage {stage}: weights differ by {dw:.2e}"
-            );
+            assert_eq!(l0.len(), 10);
+            for stage in [1, 2, 3] {
+                let out = tempfile::tempdir().unwrap();
+                let args = tiny_args(model, out.path(), stage, "host-staged", extra);
+                check(&mpirun(2, &strs(&args)), &format!("stage {stage}, 2 ranks"));
+                let dl = max_rel(&losses(out.path()), &l0);
+                let dw = weights_rel(&checkpoint_weights(&out.path().join("checkpoints")), &w0);
+                println!(
+                    "GPU-TRAIN {model} {name}: stage {stage} vs stage 0, 2 ranks on one GPU (host-staged MPI): loss rel diff {dl:.2e}, final weights rel diff {dw:.2e}"
+                );
+                assert!(
+                    dl <= 1e-5,
+                    "{model} {name} stage {stage}: losses differ by {dl:.2e}"
+                );
+                assert!(
+                    dw <= 1e-5,
+                    "{model} {name} stage {stage}: weights differ by {dw:.2e}"
+                );
+            }
         }
     }
 }
@@ -192,9 +227,16 @@ fn nccl_at_world_size_1_runs_the_same_training() {
             staged.path(),
             stage,
             "host-staged",
+            &[],
         )));
         check(&a, "host-staged");
-        let b = ferrotron(&strs(&tiny_args("tiny-llama", nccl.path(), stage, "nccl")));
+        let b = ferrotron(&strs(&tiny_args(
+            "tiny-llama",
+            nccl.path(),
+            stage,
+            "nccl",
+            &[],
+        )));
         check(&b, "nccl");
         let plan = String::from_utf8_lossy(&b.stdout);
         assert!(

@@ -7,8 +7,9 @@
 //!   layout before building one (use the host-staged path there).
 //! - Host buffers (`Comm` trait: loss sums, norms, checkpoint gathers) go through the host group;
 //!   device buffers go through the `device_*` methods, which queue NCCL work on the stream the
-//!   communicator was built with (the compute stream, so it is ordered after the kernels that
-//!   produced the data and before those that read the result).
+//!   communicator was built with. Ordering against other streams is the caller's: the CUDA
+//!   engines take the addresses through cudarc's per-buffer events on this stream
+//!   (zero/src/collectives_cuda.rs).
 //! - Device collectives always call NCCL, also on a group of one (a copy), so a world of one runs
 //!   the same NCCL path as a real job. Their bytes are counted with the ring formulas of
 //!   `counters.rs`, like the host collectives.

@@ -1,7 +1,8 @@
 //! `Collectives` for the CUDA backend (see collectives.rs for the four operations).
 //!
-//! NCCL path (the group is an `NcclComm` built on this backend's stream): device addresses go to
-//! NCCL, queued on the compute stream — no host copy, no synchronisation. Act buffers move as
+//! NCCL path (the group is an `NcclComm`, built by `nccl_group` on a stream of its own): device
+//! addresses go to NCCL, queued on the communication stream; cudarc's per-buffer events order
+//! it against the compute stream (no host copy, no host synchronisation). Act buffers move as
 //! bf16 (P = 2) or f32, Acc as f32.
 //! Host-staged path (any other group: MPI, TCP, local): the region is downloaded, the host
 //! collective runs on f32 values, and the result is uploaded. bf16 values are exact in f32, so
@@ -28,12 +29,12 @@ fn driver_err(e: impl std::fmt::Debug) -> Error {
     Error::Cuda(format!("host staging copy: {e:?}"))
 }
 
-/// The NCCL communicator of `comm`, if it is one and runs on the backend's stream.
+/// The NCCL communicator of `comm`, if it is one and lives on the backend's GPU.
 fn nccl_of<'c, A: CudaAct>(b: &CudaBackend<A>, comm: &'c dyn Comm) -> Result<Option<&'c NcclComm>> {
     match comm.nccl() {
-        Some(n) if n.stream().cu_stream() != b.stream().cu_stream() => {
+        Some(n) if n.stream().context().cu_ctx() != b.context().cu_ctx() => {
             Err(Error::Unsupported(format!(
-                "group {}: the NCCL communicator runs on another stream than the CUDA backend",
+                "group {}: the NCCL communicator belongs to another GPU than the CUDA backend",
                 comm.name()
             )))
         }
@@ -66,7 +67,7 @@ impl<A: CudaAct> Collectives for CudaBackend<A> {
 
     fn all_reduce_sum_acc(&self, comm: &dyn Comm, x: AccDst<'_, Self>) -> Result<()> {
         if let Some(n) = nccl_of(self, comm)? {
-            let (p, _sync) = x.buf.device_ptr_mut(self.stream());
+            let (p, _sync) = x.buf.device_ptr_mut(n.stream());
             // SAFETY: [start, start + len) lies inside the buffer (Dst checks it) on this GPU.
             return unsafe { n.device_all_reduce_sum(p + 4 * x.start as u64, x.len) }
                 .map_err(comm_err);
@@ -93,8 +94,8 @@ impl<A: CudaAct> Collectives for CudaBackend<A> {
             )));
         }
         if let Some(n) = nccl_of(self, comm)? {
-            let (pi, _s1) = input.buf.device_ptr(self.stream());
-            let (po, _s2) = out.buf.device_ptr_mut(self.stream());
+            let (pi, _s1) = input.buf.device_ptr(n.stream());
+            let (po, _s2) = out.buf.device_ptr_mut(n.stream());
             // SAFETY: both regions are inside their buffers; distinct buffers do not overlap.
             return unsafe {
                 n.device_reduce_scatter_sum(
@@ -129,8 +130,8 @@ impl<A: CudaAct> Collectives for CudaBackend<A> {
         }
         if let Some(n) = nccl_of(self, comm)? {
             let es = std::mem::size_of::<A>() as u64;
-            let (pi, _s1) = input.buf.device_ptr(self.stream());
-            let (po, _s2) = out.buf.device_ptr_mut(self.stream());
+            let (pi, _s1) = input.buf.device_ptr(n.stream());
+            let (po, _s2) = out.buf.device_ptr_mut(n.stream());
             // SAFETY: both regions are inside their buffers on this GPU.
             return unsafe {
                 n.device_all_gather(
@@ -160,7 +161,7 @@ impl<A: CudaAct> Collectives for CudaBackend<A> {
         let k = len / size;
         if let Some(n) = nccl_of(self, comm)? {
             let es = std::mem::size_of::<A>() as u64;
-            let (p, _s) = buf.device_ptr_mut(self.stream());
+            let (p, _s) = buf.device_ptr_mut(n.stream());
             // SAFETY: in-place NCCL all-gather: the input is block `rank` of the output.
             return unsafe {
                 n.device_all_gather(p + es * (rank * k) as u64, p, k, act_dtype::<A>())
@@ -174,7 +175,15 @@ impl<A: CudaAct> Collectives for CudaBackend<A> {
     }
 
     fn nccl_group(&self, host: Arc<dyn Comm>) -> Result<Arc<dyn Comm>> {
-        let n = NcclComm::new(host, self.stream().clone()).map_err(comm_err)?;
+        // NCCL gets its own stream: buffers allocated from here on carry cudarc's read/write
+        // events, so a collective waits for the kernels that produced its input, and a kernel
+        // waits for the collective that produced what it reads (stage 3's prefetched gather
+        // of the next unit runs while the current unit computes).
+        let stream = self
+            .stream()
+            .fork()
+            .map_err(|e| Error::Cuda(format!("creating the NCCL stream: {e}")))?;
+        let n = NcclComm::new(host, stream).map_err(comm_err)?;
         Ok(Arc::new(n))
     }
 }
