@@ -55,32 +55,52 @@ struct AttnParams {
     int causal;
     float scale;        // softmax scale
     float scale_log2;   // scale * log2(e)
+    int segments;       // number of packed sequences (cu_seqlens has segments + 1 entries)
+    int sched_chunk;    // CTA order: groups per chunk, >= 1 (see sched_tile)
     int pad_;
 };
 
 // ---------------------------------------------------------------------------------------------
-// Tile traits.
+// Tile traits. The launch side (kernels/src/cuda/flash_attn/params.rs, TileConfig) passes the
+// tunable ones as defines; the defaults here are its defaults for head dim 128.
 // ---------------------------------------------------------------------------------------------
+#ifndef FA_FWD_BN
+#define FA_FWD_BN 64    // forward K/V tile rows
+#endif
+#ifndef FA_KV_WARPS
+#define FA_KV_WARPS 4   // dK/dV: warps per CTA (16 key rows each): K/V tile = 16 * warps rows
+#endif
+#ifndef FA_KV_BM
+#define FA_KV_BM 64     // dK/dV: Q/dO tile rows
+#endif
+#ifndef FA_DQ_WARPS
+#define FA_DQ_WARPS 4   // dQ: warps per CTA (16 query rows each): Q/dO tile = 16 * warps rows
+#endif
+#ifndef FA_DQ_BN
+#define FA_DQ_BN 64     // dQ: K/V tile rows
+#endif
 constexpr int kChunks = HEAD_DIM / 8;       // 16-byte chunks per smem row
 constexpr int kRowBytes = HEAD_DIM * 2;
 // forward: (kFwdBlockM, HEAD_DIM) query tile, (kFwdBlockN, HEAD_DIM) K/V tiles, 4 warps x 32 rows
 constexpr int kFwdWarps = 4;
 constexpr int kFwdMI = 2;
 constexpr int kFwdBlockM = 16 * kFwdMI * kFwdWarps;  // 128
-constexpr int kFwdBlockN = 64;
+constexpr int kFwdBlockN = FA_FWD_BN;                // 64
 constexpr int kFwdThreads = 32 * kFwdWarps;
-// backward dK/dV: (kKvBlockN, HEAD_DIM) K/V tile, (kKvBlockM, HEAD_DIM) Q/dO tiles, 8 warps x 16
-constexpr int kKvWarps = 8;
+// backward dK/dV: (kKvBlockN, HEAD_DIM) K/V tile, (kKvBlockM, HEAD_DIM) Q/dO tiles, warps x 16 rows
+constexpr int kKvWarps = FA_KV_WARPS;
 constexpr int kKvMI = 1;
-constexpr int kKvBlockN = 16 * kKvMI * kKvWarps;  // 128
-constexpr int kKvBlockM = 64;
+constexpr int kKvBlockN = 16 * kKvMI * kKvWarps;  // 64
+constexpr int kKvBlockM = FA_KV_BM;               // 64
 constexpr int kKvThreads = 32 * kKvWarps;
-// backward dQ: (kQBlockM, HEAD_DIM) Q/dO tiles, (kQBlockN, HEAD_DIM) K/V tiles, 8 warps x 16
-constexpr int kQWarps = 8;
+constexpr int kKvMinBlocks = kKvWarps <= 4 ? 2 : 1;  // CTAs per SM the register budget allows
+// backward dQ: (kQBlockM, HEAD_DIM) Q/dO tiles, (kQBlockN, HEAD_DIM) K/V tiles, warps x 16 rows
+constexpr int kQWarps = FA_DQ_WARPS;
 constexpr int kQMI = 1;
-constexpr int kQBlockM = 16 * kQMI * kQWarps;  // 128
-constexpr int kQBlockN = 64;
+constexpr int kQBlockM = 16 * kQMI * kQWarps;  // 64
+constexpr int kQBlockN = FA_DQ_BN;             // 64
 constexpr int kQThreads = 32 * kQWarps;
+constexpr int kQMinBlocks = kQWarps <= 4 ? 2 : 1;
 
 #define LOG2E_F 1.4426950408889634f
 #define LN2_F 0.6931471805599453f
@@ -99,6 +119,11 @@ __device__ __forceinline__ u32 smem_u32(const void* p) {
 __device__ __forceinline__ void cp_async16(u32 dst, const void* src, bool pred) {
     int sz = pred ? 16 : 0;
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(sz));
+}
+// 4-byte async copy (cp.async.ca; .cg takes 16 bytes only); zero-fills when !pred.
+__device__ __forceinline__ void cp_async4(u32 dst, const void* src, bool pred) {
+    int sz = pred ? 4 : 0;
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(sz));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() {
@@ -247,8 +272,29 @@ __device__ __forceinline__ void store_rows(bf16* g, long ld, int row0, int valid
 }
 
 // ---------------------------------------------------------------------------------------------
+// CTA order. Every kernel runs on a 1-D grid of tiles x groups CTAs (group = head + heads * seg).
+// The linear index is split into chunks of `chunk` groups; inside a chunk the tile index is
+// the slow one, so each chunk starts all its heaviest tiles first (longest-processing-time
+// order: the last wave holds only short CTAs), while a chunk's K/V (or Q/dO) working set stays
+// small enough for L2. chunk = 1 is the plain order (one group's tiles after another).
+// `reverse`: tile index counts down (causal forward and dQ: the last query tiles are longest).
+// ---------------------------------------------------------------------------------------------
+__device__ __forceinline__ void sched_tile(int groups, int chunk, bool reverse, int& tile,
+                                           int& group) {
+    const int tiles = gridDim.x / groups;
+    const int bid = blockIdx.x;
+    const int per = chunk * tiles;
+    const int c = bid / per;
+    const int w = bid - c * per;
+    const int cg = min(chunk, groups - c * chunk);
+    const int ti = w / cg;
+    group = c * chunk + (w - ti * cg);
+    tile = reverse ? tiles - 1 - ti : ti;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Forward.
-// grid (ceil(max_seqlen / kFwdBlockM), H, segments), block kFwdThreads,
+// grid ceil(max_seqlen / kFwdBlockM) * H * segments (see sched_tile), block kFwdThreads,
 // smem Q (kFwdBlockM, D) + 2 x K (kFwdBlockN, D) + 2 x V (kFwdBlockN, D).
 // ---------------------------------------------------------------------------------------------
 extern "C" __global__ void __launch_bounds__(kFwdThreads)
@@ -256,8 +302,9 @@ flash_fwd(const AttnParams p) {
     constexpr int MI = kFwdMI, BM = kFwdBlockM, BN = kFwdBlockN, NB = BN / 8;
     extern __shared__ __align__(128) unsigned char smem[];
     // causal: the last query tiles have the most work, so they are scheduled first
-    const int m_block = p.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
-    const int h = blockIdx.y, seg = blockIdx.z;
+    int m_block, grp;
+    sched_tile(p.heads * p.segments, p.sched_chunk, p.causal, m_block, grp);
+    const int h = grp % p.heads, seg = grp / p.heads;
     const int seq0 = p.cu_seqlens[seg];
     const int seqlen = p.cu_seqlens[seg + 1] - seq0;
     if (m_block * BM >= seqlen) return;
@@ -416,14 +463,17 @@ __device__ __forceinline__ float load_d(const AttnParams& p, long n, int h) {
 
 // ---------------------------------------------------------------------------------------------
 // Backward pass 2: dK, dV.
-// grid (ceil(max_seqlen / kKvBlockN), Hkv, segments), block kKvThreads,
-// smem K, V (kKvBlockN, D) + 2 x Q, dO (kKvBlockM, D) + 2 x lse2, D [kKvBlockM] fp32.
+// grid ceil(max_seqlen / kKvBlockN) * Hkv * segments (see sched_tile; key tile 0 is longest when
+// causal and comes first), block kKvThreads,
+// smem K, V (kKvBlockN, D) + 2 x Q, dO (kKvBlockM, D) + 2 x lse, D [kKvBlockM] fp32.
 // ---------------------------------------------------------------------------------------------
-extern "C" __global__ void __launch_bounds__(kKvThreads, 1)
+extern "C" __global__ void __launch_bounds__(kKvThreads, kKvMinBlocks)
 flash_bwd_dkdv(const AttnParams p) {
     constexpr int MI = kKvMI, BN = kKvBlockN, BM = kKvBlockM, NB = BM / 8;
     extern __shared__ __align__(128) unsigned char smem[];
-    const int n_block = blockIdx.x, hk = blockIdx.y, seg = blockIdx.z;
+    int n_block, grp;
+    sched_tile(p.kv_heads * p.segments, p.sched_chunk, false, n_block, grp);
+    const int hk = grp % p.kv_heads, seg = grp / p.kv_heads;
     const int seq0 = p.cu_seqlens[seg];
     const int seqlen = p.cu_seqlens[seg + 1] - seq0;
     if (n_block * BN >= seqlen) return;
@@ -447,7 +497,9 @@ flash_bwd_dkdv(const AttnParams p) {
     const int m_count = ceil_div(seqlen, BM) - m_begin;
     const int total = p.group * m_count;
 
-    // Issue the copies of query tile `it` (head, tile) into buffer `buf`.
+    // Issue the copies of query tile `it` (head, tile) into buffer `buf`, all asynchronous
+    // (lse and D included). Rows past the segment end read as 0 everywhere (Q, dO, lse, D): their
+    // P is 2^0 = 1 but every product it enters has a zero dO or Q row, so they add exactly 0.
     auto prefetch = [&](int it, int buf) {
         const int h = hk * p.group + it / m_count;
         const int m = m_begin + it % m_count;
@@ -457,9 +509,9 @@ flash_bwd_dkdv(const AttnParams p) {
         load_tile<BM, kKvThreads>(sdO + buf * kTileBytes, p.dout + off, q_ld, valid);
         for (int i = threadIdx.x; i < BM; i += kKvThreads) {
             const bool ok = i < valid;
-            const long n = seq0 + m * BM + i;
-            sL[buf * BM + i] = ok ? p.lse[(long)h * p.tokens + n] * LOG2E_F : pos_inf();
-            sD[buf * BM + i] = ok ? load_d(p, n, h) : 0.f;
+            const long n = seq0 + m * BM + (ok ? i : 0);
+            cp_async4(smem_u32(sL + buf * BM + i), p.lse + (long)h * p.tokens + n, ok);
+            cp_async4(smem_u32(sD + buf * BM + i), p.dq + (n * p.heads + h) * HEAD_DIM, ok);
         }
     };
     prefetch(0, 0);
@@ -492,7 +544,7 @@ flash_bwd_dkdv(const AttnParams p) {
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
                     const int col = j * 8 + (lane & 3) * 2 + (e & 1);
-                    float x = exp2f(fmaf(s[mi][j][e], p.scale_log2, -sLc[col]));
+                    float x = exp2f(fmaf(s[mi][j][e], p.scale_log2, -(sLc[col] * LOG2E_F)));
                     if (mask) {
                         const int key = n_block * BN + row0 + mi * 16 + (lane >> 2) + (e >> 1) * 8;
                         if (key > m * BM + col) x = 0.f;
@@ -530,15 +582,16 @@ flash_bwd_dkdv(const AttnParams p) {
 
 // ---------------------------------------------------------------------------------------------
 // Backward pass 3: dQ.
-// grid (ceil(max_seqlen / kQBlockM), H, segments), block kQThreads,
+// grid ceil(max_seqlen / kQBlockM) * H * segments (see sched_tile), block kQThreads,
 // smem Q, dO (kQBlockM, D) + 2 x K, V (kQBlockN, D).
 // ---------------------------------------------------------------------------------------------
-extern "C" __global__ void __launch_bounds__(kQThreads, 1)
+extern "C" __global__ void __launch_bounds__(kQThreads, kQMinBlocks)
 flash_bwd_dq(const AttnParams p) {
     constexpr int MI = kQMI, BM = kQBlockM, BN = kQBlockN, NB = BN / 8;
     extern __shared__ __align__(128) unsigned char smem[];
-    const int m_block = p.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;  // longest first
-    const int h = blockIdx.y, seg = blockIdx.z;
+    int m_block, grp;  // causal: longest first
+    sched_tile(p.heads * p.segments, p.sched_chunk, p.causal, m_block, grp);
+    const int h = grp % p.heads, seg = grp / p.heads;
     const int seq0 = p.cu_seqlens[seg];
     const int seqlen = p.cu_seqlens[seg + 1] - seq0;
     if (m_block * BM >= seqlen) return;

@@ -5,19 +5,20 @@
 //! scripts/attention_vs_sdpa.py run on the GPU machine: FLASH_CASES=DIR names its output.
 //! Every output buffer is poisoned with NaN before each run, so unwritten elements fail; each
 //! case runs twice and must give bit-identical results (the kernels use no atomics).
+//! FA_TUNING (a `Tuning::parse` spec) checks a non-default tile configuration (tile sweeps).
 
 use std::path::PathBuf;
 
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
-use ferrotron_kernels::cuda::flash_attn::{params::AttnParams, FlashAttention};
+use ferrotron_kernels::cuda::flash_attn::{params::AttnParams, FlashAttention, Tuning};
 use ferrotron_kernels::AttnDims;
 use half::bf16;
 use safetensors::{Dtype, SafeTensors};
 
 #[test]
 fn params_struct_matches_the_kernel_layout() {
-    // 10 pointers, then 8 four-byte fields: the C struct in flash_attn.cu.
-    assert_eq!(std::mem::size_of::<AttnParams>(), 10 * 8 + 8 * 4);
+    // 10 pointers, then 10 four-byte fields: the C struct in flash_attn.cu.
+    assert_eq!(std::mem::size_of::<AttnParams>(), 10 * 8 + 10 * 4);
     assert_eq!(std::mem::align_of::<AttnParams>(), 8);
 }
 
@@ -149,7 +150,9 @@ fn flash_attention_within_twice_sdpa_error_of_fp64() {
     assert!(!files.is_empty(), "no cases in {}", dir.display());
     let ctx = CudaContext::new(0).unwrap();
     let stream = ctx.default_stream();
-    let fa = FlashAttention::new(stream.clone()).unwrap();
+    let tuning = Tuning::parse(&std::env::var("FA_TUNING").unwrap_or_default()).unwrap();
+    println!("tuning: {tuning:?}");
+    let fa = FlashAttention::with_tuning(stream.clone(), tuning).unwrap();
     let mut failures = Vec::new();
     println!(
         "{:28} {:>5} | {:>22} | {:>22} | {:>22} | {:>22} | lse max|e|",

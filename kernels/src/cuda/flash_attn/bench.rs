@@ -9,7 +9,7 @@
 use cudarc::driver::{sys::CUevent_flags, CudaContext, CudaSlice};
 use half::bf16;
 
-use super::FlashAttention;
+use super::{FlashAttention, Tuning};
 use crate::{AttnDims, Error, Result};
 
 /// (batch, heads, seqlen, head_dim), as in attention_bench.py.
@@ -64,11 +64,21 @@ fn cuda(e: impl std::fmt::Debug) -> Error {
 }
 
 /// Measure forward and backward on `shapes` (causal and not), printing one line per point as
-/// it goes (`print`), on device 0.
+/// it goes (`print`), on device 0, with the default tuning.
 pub fn bench_attention(
     shapes: &[(usize, usize, usize, usize)],
     iters: usize,
     print: bool,
+) -> Result<Vec<BenchRow>> {
+    bench_attention_with(shapes, iters, print, Tuning::default())
+}
+
+/// As [`bench_attention`] with explicit tile shapes and CTA order (tile sweeps).
+pub fn bench_attention_with(
+    shapes: &[(usize, usize, usize, usize)],
+    iters: usize,
+    print: bool,
+    tuning: Tuning,
 ) -> Result<Vec<BenchRow>> {
     // SAFETY: only probes whether the driver library can be loaded (CudaContext::new panics without).
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
@@ -78,7 +88,7 @@ pub fn bench_attention(
     }
     let ctx = CudaContext::new(0).map_err(cuda)?;
     let stream = ctx.default_stream();
-    let fa = FlashAttention::new(stream.clone())?;
+    let fa = FlashAttention::with_tuning(stream.clone(), tuning)?;
     let iters = iters.max(1);
     let mut rows = Vec::new();
     for &(b, h, s, d) in shapes {

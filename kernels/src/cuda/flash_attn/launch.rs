@@ -1,8 +1,9 @@
 //! Loading the FlashAttention module and launching its kernels.
 //!
-//! One NVRTC module per head dim (compiled with `-DHEAD_DIM=..` on first use, for the device's
-//! architecture). Until the shared NVRTC loader with its disk cache lands, this compiles with
-//! `cudarc::nvrtc` directly; NVRTC needs no CUDA headers for this source.
+//! One NVRTC module per head dim (compiled with `-DHEAD_DIM=..` and the tile defines of
+//! [`Tuning`] on first use, for the device's architecture) through the shared loader
+//! (`cuda::nvrtc::load_module_with`), so its PTX is cached on disk like every other kernel's.
+//! NVRTC needs no CUDA headers for this source.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,10 +13,11 @@ use cudarc::driver::{
     CudaFunction, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, LaunchConfig,
     PushKernelArg,
 };
-use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
+use cudarc::nvrtc::Ptx;
 use half::bf16;
 
-use super::params::{tiles, AttnParams};
+use super::params::{tiles, AttnParams, Tuning};
+use crate::cuda::nvrtc::{self, ModuleOpts};
 use crate::{AttnDims, Error, Result};
 
 /// The kernel source, embedded so a binary carries it to any machine.
@@ -37,51 +39,45 @@ struct Kernels {
 /// FlashAttention-2 forward/backward on one stream (bf16 in and out, fp32 lse).
 pub struct FlashAttention {
     stream: Arc<CudaStream>,
-    arch: &'static str,
+    tuning: Tuning,
     kernels: Mutex<HashMap<usize, Arc<Kernels>>>,
 }
 
-/// `sm_XY` for a compute capability (NVRTC wants a `'static` name).
-fn arch_name(cc: (i32, i32)) -> &'static str {
-    match cc {
-        (8, 0) => "sm_80",
-        (8, 6) => "sm_86",
-        (8, 7) => "sm_87",
-        (8, 9) => "sm_89",
-        (9, 0) => "sm_90",
-        (10, 0) => "sm_100",
-        (12, 0) => "sm_120",
-        _ => "sm_80",
+/// NVRTC options for one head dim under `tuning`.
+fn nvrtc_options(head_dim: usize, tuning: &Tuning) -> Result<Vec<String>> {
+    if head_dim != 64 && head_dim != 128 {
+        return Err(Error::Unsupported(format!(
+            "flash attention: head_dim {head_dim} (supported: 64, 128)"
+        )));
     }
+    let tiles = tuning.tiles(head_dim);
+    tiles.validate(head_dim)?;
+    let mut o = vec![format!("-DHEAD_DIM={head_dim}"), "--use_fast_math".into()];
+    o.extend(tiles.defines());
+    Ok(o)
 }
 
 impl FlashAttention {
-    /// Compile the source for one head dim (64 or 128) and architecture (`"sm_90"`). Public so the
-    /// source can be checked on machines without a GPU (NVRTC alone suffices).
-    pub fn compile_ptx(head_dim: usize, arch: &'static str) -> Result<Ptx> {
-        // SAFETY: only probes whether the shared library can be loaded.
-        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-            return Err(Error::Cuda(
-                "flash attention: libnvrtc not found (install the CUDA runtime compiler)".into(),
-            ));
-        }
-        if head_dim != 64 && head_dim != 128 {
-            return Err(Error::Unsupported(format!(
-                "flash attention: head_dim {head_dim} (supported: 64, 128)"
-            )));
-        }
-        let opts = CompileOptions {
-            arch: Some(arch),
-            options: vec![format!("-DHEAD_DIM={head_dim}"), "--std=c++17".into()],
-            use_fast_math: Some(true),
-            name: Some(format!("flash_attn_d{head_dim}.cu")),
-            ..Default::default()
-        };
-        compile_ptx_with_opts(FLASH_ATTN_SRC, opts).map_err(|e| cuda_err("NVRTC compile", e))
+    /// Compile the source for one head dim (64 or 128) and architecture (`"sm_90"`) with the
+    /// default tuning, without a GPU or the disk cache (NVRTC alone suffices): the CI check.
+    pub fn compile_ptx(head_dim: usize, arch: &str) -> Result<Ptx> {
+        Self::compile_ptx_with(head_dim, arch, &Tuning::default())
     }
 
-    /// Kernels are compiled lazily, per head dim, on first use.
+    /// As [`Self::compile_ptx`] for a given tuning.
+    pub fn compile_ptx_with(head_dim: usize, arch: &str, tuning: &Tuning) -> Result<Ptx> {
+        let opts = nvrtc_options(head_dim, tuning)?;
+        let name = format!("flash_attn_d{head_dim}");
+        nvrtc::compile_ptx(&name, FLASH_ATTN_SRC, arch, &opts).map(Ptx::from_src)
+    }
+
+    /// Kernels are compiled lazily, per head dim, on first use, with the default tuning.
     pub fn new(stream: Arc<CudaStream>) -> Result<Self> {
+        Self::with_tuning(stream, Tuning::default())
+    }
+
+    /// As [`Self::new`] with explicit tile shapes and CTA order (benchmark sweeps).
+    pub fn with_tuning(stream: Arc<CudaStream>, tuning: Tuning) -> Result<Self> {
         let cc = stream
             .context()
             .compute_capability()
@@ -92,11 +88,17 @@ impl FlashAttention {
                 cc.0, cc.1
             )));
         }
+        tuning.d64.validate(64)?;
+        tuning.d128.validate(128)?;
         Ok(FlashAttention {
             stream,
-            arch: arch_name(cc),
+            tuning,
             kernels: Mutex::new(HashMap::new()),
         })
+    }
+
+    pub fn tuning(&self) -> &Tuning {
+        &self.tuning
     }
 
     pub fn stream(&self) -> &Arc<CudaStream> {
@@ -108,12 +110,17 @@ impl FlashAttention {
         if let Some(k) = map.get(&head_dim) {
             return Ok(k.clone());
         }
-        let ptx = Self::compile_ptx(head_dim, self.arch)?;
-        let module = self
-            .stream
-            .context()
-            .load_module(ptx)
-            .map_err(|e| cuda_err("module load", e))?;
+        let extra = nvrtc_options(head_dim, &self.tuning)?;
+        let module = nvrtc::load_module_with(
+            self.stream.context(),
+            &format!("flash_attn_d{head_dim}"),
+            FLASH_ATTN_SRC,
+            &ModuleOpts {
+                extra: &extra,
+                ..Default::default()
+            },
+        )?;
+        let t = self.tuning.tiles(head_dim);
         let load = |name: &str, smem: usize| -> Result<CudaFunction> {
             let f = module.load_function(name).map_err(|e| cuda_err(name, e))?;
             f.set_attribute(
@@ -124,10 +131,10 @@ impl FlashAttention {
             Ok(f)
         };
         let k = Arc::new(Kernels {
-            fwd: load("flash_fwd", tiles::fwd_smem(head_dim))?,
+            fwd: load("flash_fwd", t.fwd_smem(head_dim))?,
             dot_do_o: load("flash_bwd_dot_do_o", 0)?,
-            dkdv: load("flash_bwd_dkdv", tiles::dkdv_smem(head_dim))?,
-            dq: load("flash_bwd_dq", tiles::dq_smem(head_dim))?,
+            dkdv: load("flash_bwd_dkdv", t.dkdv_smem(head_dim))?,
+            dq: load("flash_bwd_dq", t.dq_smem(head_dim))?,
         });
         map.insert(head_dim, k.clone());
         Ok(k)
@@ -180,8 +187,20 @@ impl FlashAttention {
             causal: dims.causal as i32,
             scale: dims.scale,
             scale_log2: dims.scale * LOG2E,
+            segments: dims.segments as i32,
             ..Default::default()
         }
+    }
+
+    /// 1-D grid of `tiles` x `groups` CTAs (the kernels' `sched_tile` decodes it); 0 when empty.
+    fn grid(tiles: usize, groups: usize) -> Result<u32> {
+        let n = tiles * groups;
+        if n > i32::MAX as usize {
+            return Err(Error::Unsupported(
+                "flash attention: problem too large (grid)".into(),
+            ));
+        }
+        Ok(n as u32)
     }
 
     fn aligned(ptrs: &[u64]) -> Result<()> {
@@ -224,6 +243,11 @@ impl FlashAttention {
         let (lse_p, _g5) = lse.device_ptr_mut(s);
         let (cu_p, _g6) = cu_seqlens.device_ptr(s);
         Self::aligned(&[q_p, k_p, v_p, o_p])?;
+        let d = dims.head_dim;
+        let t = self.tuning.tiles(d);
+        let groups = dims.heads * dims.segments;
+        // streamed per (head, segment): K and V, shared by the `group` query heads of a kv head
+        let kv_bytes = dims.max_seqlen * d * 4 / (dims.heads / dims.kv_heads);
         let p = AttnParams {
             q: q_p,
             k: k_p,
@@ -231,16 +255,17 @@ impl FlashAttention {
             o: o_p,
             lse: lse_p,
             cu_seqlens: cu_p,
+            sched_chunk: self.tuning.sched_chunk(groups, kv_bytes),
             ..Self::params(dims)
         };
         let cfg = LaunchConfig {
             grid_dim: (
-                dims.max_seqlen.div_ceil(tiles::FWD_BLOCK_M) as u32,
-                dims.heads as u32,
-                dims.segments as u32,
+                Self::grid(dims.max_seqlen.div_ceil(tiles::FWD_BLOCK_M), groups)?,
+                1,
+                1,
             ),
             block_dim: (tiles::FWD_THREADS, 1, 1),
-            shared_mem_bytes: tiles::fwd_smem(dims.head_dim) as u32,
+            shared_mem_bytes: t.fwd_smem(d) as u32,
         };
         if cfg.grid_dim.0 == 0 {
             return Ok(());
@@ -298,6 +323,9 @@ impl FlashAttention {
         let (dv_p, _g9) = dv.device_ptr_mut(s);
         let (cu_p, _g10) = cu_seqlens.device_ptr(s);
         Self::aligned(&[q_p, k_p, v_p, o_p, do_p, dq_p, dk_p, dv_p])?;
+        let d = dims.head_dim;
+        let t = self.tuning.tiles(d);
+        let group = dims.heads / dims.kv_heads;
         let p = AttnParams {
             q: q_p,
             k: k_p,
@@ -311,7 +339,20 @@ impl FlashAttention {
             cu_seqlens: cu_p,
             ..Self::params(dims)
         };
-        let d = dims.head_dim;
+        let (kv_groups, q_groups) = (dims.kv_heads * dims.segments, dims.heads * dims.segments);
+        // streamed per group: Q and dO of the `group` query heads (dK/dV); K and V (dQ)
+        let p_kv = AttnParams {
+            sched_chunk: self
+                .tuning
+                .sched_chunk(kv_groups, dims.max_seqlen * d * 4 * group),
+            ..p
+        };
+        let p_q = AttnParams {
+            sched_chunk: self
+                .tuning
+                .sched_chunk(q_groups, dims.max_seqlen * d * 4 / group),
+            ..p
+        };
         let rows = dims.tokens * dims.heads;
         let rows_per_block = 256 / (d / 8);
         let dot_cfg = LaunchConfig {
@@ -321,21 +362,21 @@ impl FlashAttention {
         };
         let dkdv_cfg = LaunchConfig {
             grid_dim: (
-                dims.max_seqlen.div_ceil(tiles::KV_BLOCK_N) as u32,
-                dims.kv_heads as u32,
-                dims.segments as u32,
+                Self::grid(dims.max_seqlen.div_ceil(t.kv_block_n()), kv_groups)?,
+                1,
+                1,
             ),
-            block_dim: (tiles::KV_THREADS, 1, 1),
-            shared_mem_bytes: tiles::dkdv_smem(d) as u32,
+            block_dim: (t.kv_threads(), 1, 1),
+            shared_mem_bytes: t.dkdv_smem(d) as u32,
         };
         let dq_cfg = LaunchConfig {
             grid_dim: (
-                dims.max_seqlen.div_ceil(tiles::Q_BLOCK_M) as u32,
-                dims.heads as u32,
-                dims.segments as u32,
+                Self::grid(dims.max_seqlen.div_ceil(t.dq_block_m()), q_groups)?,
+                1,
+                1,
             ),
-            block_dim: (tiles::Q_THREADS, 1, 1),
-            shared_mem_bytes: tiles::dq_smem(d) as u32,
+            block_dim: (t.dq_threads(), 1, 1),
+            shared_mem_bytes: t.dq_smem(d) as u32,
         };
         if dkdv_cfg.grid_dim.0 == 0 {
             return Ok(());
@@ -347,11 +388,11 @@ impl FlashAttention {
                 .launch(dot_cfg)
                 .map_err(|e| cuda_err("backward D launch", e))?;
             s.launch_builder(&kern.dkdv)
-                .arg(&p)
+                .arg(&p_kv)
                 .launch(dkdv_cfg)
                 .map_err(|e| cuda_err("backward dK/dV launch", e))?;
             s.launch_builder(&kern.dq)
-                .arg(&p)
+                .arg(&p_q)
                 .launch(dq_cfg)
                 .map_err(|e| cuda_err("backward dQ launch", e))?;
         }
