@@ -342,6 +342,42 @@ pub trait Backend: Send + Sync {
         d: usize,
     ) -> Result<()>;
 
+    /// The residual add fused with the RMSNorm that follows it, one pass over memory:
+    ///   h += y;  then exactly `rmsnorm_forward(h, w, out, rstd)` on the updated h.
+    /// h, y, out [N, D]. h is rounded to Act before its statistics are taken, so the result is
+    /// that of `add_inplace` followed by `rmsnorm_forward` (bit for bit on every backend), and
+    /// `rmsnorm_backward` on the saved h is its backward. There is no fused backward: the add's
+    /// backward is the identity, already folded into the convention that norm backwards ADD dx
+    /// into the residual stream's gradient.
+    #[allow(clippy::too_many_arguments)]
+    fn residual_rmsnorm_forward(
+        &self,
+        h: ActDst<'_, Self>,
+        y: ActSrc<'_, Self>,
+        w: ActSrc<'_, Self>,
+        out: ActDst<'_, Self>,
+        rstd: AccDst<'_, Self>,
+        n: usize,
+        d: usize,
+        eps: f64,
+    ) -> Result<()>;
+    /// h += y; then exactly `layernorm_forward(h, w, b, out, mean, rstd)` (see
+    /// `residual_rmsnorm_forward`; backward is `layernorm_backward` on the saved h).
+    #[allow(clippy::too_many_arguments)]
+    fn residual_layernorm_forward(
+        &self,
+        h: ActDst<'_, Self>,
+        y: ActSrc<'_, Self>,
+        w: ActSrc<'_, Self>,
+        b: ActSrc<'_, Self>,
+        out: ActDst<'_, Self>,
+        mean: AccDst<'_, Self>,
+        rstd: AccDst<'_, Self>,
+        n: usize,
+        d: usize,
+        eps: f64,
+    ) -> Result<()>;
+
     // ---- rotary position embedding (HF rotate-half) ----------------------------------------
     /// In place on x [N, heads, Dh]: for i < Dh/2, angle a = pos[n] · theta^(−2i/Dh),
     /// (x_i, x_{i+Dh/2}) ← (x_i cos a − x_{i+Dh/2} sin a, x_{i+Dh/2} cos a + x_i sin a).
