@@ -172,6 +172,9 @@ pub struct LinearDims {
 /// `cu_seqlens` [segments + 1]: segment s holds tokens cu[s]..cu[s+1]; a token attends only
 /// inside its own segment, and (when `causal`) only to positions at or before its own.
 /// Query head h reads key/value head h / (H / Hkv).
+/// `max_seqlen` must be at least the longest segment (cu[s+1] − cu[s]) and cu[segments] = N:
+/// the CPU backend asserts both; CUDA's FlashAttention sizes its grid from `max_seqlen` and
+/// leaves rows of longer segments unwritten (it cannot read cu_seqlens without a sync).
 #[derive(Clone, Copy, Debug)]
 pub struct AttnDims {
     pub tokens: usize,
