@@ -8,6 +8,12 @@
 //! Saved per block (`BlockActs`): h₁, norm₁ stats, q, k, v, o, lse, m, h₂, norm₂ stats,
 //! gate, up, a. `Forward::xs[ℓ]` holds x_ℓ, the input of block ℓ (and x_L the final state).
 //! Each unit is gathered (`before_use`) only while its block runs.
+//!
+//! Residual adds are fused with the norm that follows them (`Backend::residual_*norm_forward`,
+//! h += y then norm(h), one pass over memory): m = x_ℓ + o·Woᵀ with norm₂ inside block ℓ, and
+//! x_{ℓ+1} = m + a·W_downᵀ (and GPT-2's x₀ = E[ids] + P[pos]) with norm₁ at the start of the
+//! next block, whose unit holds that norm's weights. Only x_L's add stays separate (norm_f
+//! runs in the head). The values are those of add-then-norm, bit for bit on the CPU.
 
 use super::super::batch::DeviceBatch;
 use super::super::config::Arch;
@@ -27,6 +33,7 @@ impl Transformer {
         let eu = self.embedding_unit();
         store.before_use(b, eu)?;
         let mut x = b.zeros_act(n * d)?;
+        let mut pos = None;
         {
             let (w, _) = store.parts();
             let unit = &self.layout.units[eu];
@@ -46,30 +53,48 @@ impl Transformer {
                     n,
                     d,
                 )?;
-                b.add_inplace(dst(&mut x), src(&p))?;
+                // x₀ = E[ids] + P[pos]: added by block 0, fused with its first norm.
+                pos = Some(p);
             }
         }
         store.after_use(b, eu)?;
-        let mut xs = vec![x];
-        let mut blocks = Vec::with_capacity(self.cfg.layers);
+        let mut xs = Vec::with_capacity(self.cfg.layers + 1);
+        let mut blocks: Vec<BlockActs<B>> = Vec::with_capacity(self.cfg.layers);
         for l in 0..self.cfg.layers {
             let u = self.layout.block_unit(l);
             store.before_use(b, u)?;
             let (w, _) = store.parts();
-            let (acts, out) = self.block_forward(b, &w[u], &self.layout.units[u], &xs[l], batch)?;
+            // What is still to be added into x: m of the previous block, or GPT-2's positions.
+            let residual = match blocks.last() {
+                Some(prev) => Some(&prev.mid),
+                None => pos.as_ref(),
+            };
+            let (acts, out) =
+                self.block_forward(b, &w[u], &self.layout.units[u], &mut x, residual, batch)?;
             store.after_use(b, u)?;
             blocks.push(acts);
-            xs.push(out);
+            xs.push(std::mem::replace(&mut x, out));
         }
+        // x_L = out + m of the last block: a plain add, because its norm (norm_f) runs in the
+        // head, after forward has returned.
+        if let Some(y) = blocks.last().map(|a| &a.mid).or(pos.as_ref()) {
+            b.add_inplace(dst(&mut x), src(y))?;
+        }
+        xs.push(x);
         Ok(Forward { xs, blocks })
     }
 
+    /// Block ℓ on x (its input still missing `residual`, which is added into x first, fused
+    /// with norm₁). Returns the saved activations and the MLP output a·W_downᵀ (+ b) WITHOUT
+    /// the residual m: the caller adds `acts.mid` into it (fused with the next norm).
+    #[allow(clippy::too_many_arguments)]
     fn block_forward<B: Backend>(
         &self,
         b: &B,
         w: &B::Act,
         unit: &UnitSpec,
-        x: &B::Act,
+        x: &mut B::Act,
+        residual: Option<&B::Act>,
         batch: &DeviceBatch<B>,
     ) -> Result<(BlockActs<B>, B::Act)> {
         let c = &self.cfg;
@@ -82,13 +107,13 @@ impl Transformer {
         let mut h1 = b.zeros_act(n * d)?;
         let mut mean1 = stat(gpt2)?;
         let mut rstd1 = b.zeros_acc(n)?;
-        self.norm_forward(
+        self.residual_norm_forward(
             b,
             w,
             unit,
-            Role::AttnNorm,
-            Role::AttnNormBias,
+            (Role::AttnNorm, Role::AttnNormBias),
             x,
+            residual,
             &mut h1,
             &mut mean1,
             &mut rstd1,
@@ -168,19 +193,18 @@ impl Transformer {
             dst(&mut mid),
             self.lin(n, qd, d),
         )?;
-        b.add_inplace(dst(&mut mid), src(x))?;
 
-        // MLP
+        // MLP: m = x + o·Woᵀ, fused with norm₂.
         let mut h2 = b.zeros_act(n * d)?;
         let mut mean2 = stat(gpt2)?;
         let mut rstd2 = b.zeros_acc(n)?;
-        self.norm_forward(
+        self.residual_norm_forward(
             b,
             w,
             unit,
-            Role::MlpNorm,
-            Role::MlpNormBias,
-            &mid,
+            (Role::MlpNorm, Role::MlpNormBias),
+            &mut mid,
+            Some(x),
             &mut h2,
             &mut mean2,
             &mut rstd2,
@@ -218,7 +242,6 @@ impl Transformer {
             dst(&mut out),
             self.lin(n, f, d),
         )?;
-        b.add_inplace(dst(&mut out), src(&mid))?;
         Ok((
             BlockActs {
                 h1,

@@ -3,6 +3,11 @@
 //!   GPT-2: LayerNorm y = (x − mean)·rstd·w + b,  rstd = 1/sqrt(var x + eps)
 //! Statistics are saved per token ([N], accumulation precision) for the backward, which ADDS
 //! dx into the residual stream's gradient and dw (db) into the unit's gradient.
+//!
+//! residual_norm_forward: h += y, then norm(h), in one pass (the residual add fused with the norm
+//! after it). It needs no backward of its own: the add's backward is the identity, so the
+//! residual gradient dx, with the norm backward (on the saved h) added into it, is the gradient
+//! of both h and y — which is how backward.rs already flows dx.
 
 use super::super::config::Arch;
 use super::super::layout::{Role, UnitSpec};
@@ -34,6 +39,52 @@ impl Transformer {
                 t(w, unit, weight),
                 t(w, unit, bias),
                 dst(y),
+                dst(mean),
+                dst(rstd),
+                n,
+                d,
+                eps,
+            ),
+        }
+    }
+
+    /// h += y (when `y` is given), then norm(h) → out with its statistics: the residual add
+    /// fused with the norm after it. Without `y`, the plain norm of h.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn residual_norm_forward<B: Backend>(
+        &self,
+        b: &B,
+        w: &B::Act,
+        unit: &UnitSpec,
+        (weight, bias): (Role, Role),
+        h: &mut B::Act,
+        y: Option<&B::Act>,
+        out: &mut B::Act,
+        mean: &mut B::Acc,
+        rstd: &mut B::Acc,
+        n: usize,
+    ) -> Result<()> {
+        let Some(y) = y else {
+            return self.norm_forward(b, w, unit, weight, bias, h, out, mean, rstd, n);
+        };
+        let (d, eps) = (self.cfg.hidden, self.cfg.norm_eps);
+        match self.cfg.arch {
+            Arch::Llama => b.residual_rmsnorm_forward(
+                dst(h),
+                src(y),
+                t(w, unit, weight),
+                dst(out),
+                dst(rstd),
+                n,
+                d,
+                eps,
+            ),
+            Arch::Gpt2 => b.residual_layernorm_forward(
+                dst(h),
+                src(y),
+                t(w, unit, weight),
+                t(w, unit, bias),
+                dst(out),
                 dst(mean),
                 dst(rstd),
                 n,
