@@ -156,6 +156,7 @@ fn multi_stream_mode() {
     reductions::<f32>();
     adamw::<f32>();
     attention::<bf16>();
+    residual_norms::<bf16>();
 }
 
 #[test]
@@ -916,6 +917,9 @@ fn attention_ref(
     (f(o), f(lse), f(dq), f(dk), f(dv))
 }
 
+/// Through the Backend call, so on bf16 the Dh 64/128 cases run FlashAttention (the backend's
+/// dispatch, see ops_attention.rs) and Dh 40 the fallback; f32 always runs the fallback.
+/// tests/cuda_flash_backend.rs compares the two paths directly.
 fn attention<A: CudaAct>() {
     let mut t = setup::<A>();
     for (causal, dh, hq, hk, cu) in [
