@@ -5,6 +5,11 @@
 //   ln fwd:   mean = mean_d x, rstd = 1/sqrt(mean_d (x−mean)² + eps);  y = (x−mean)·rstd·w + b
 //   ln bwd:   x̂ = (x−mean)·rstd, g = dy·w;  dx += rstd·(g − mean_d g − x̂·mean_d(g·x̂))
 //             dw += Σ_n dy·x̂,  db += Σ_n dy
+//   residual_*_fwd:  h += y (rounded to T), then the norm's forward on the updated h: the residual
+//             add fused with the norm after it (one launch; h is read from DRAM once instead of
+//             twice). Bit for bit add_act + *_fwd: same rounding of h, same reduction order
+//             (same block size, see ops_norms.rs). Forward only: the add's backward is the
+//             identity and *_bwd_dx already ADDS into the residual gradient.
 // Row kernels: one block per row (block reductions). Column kernels (dw, db): one thread per
 // column over a chunk of rows (blockIdx.y), partial sums atomically added into fp32.
 #include "ferrotron_common.cuh"
@@ -25,6 +30,28 @@ __device__ void rmsnorm_fwd(const T* x, const T* w, T* y, float* rstd, int d, fl
     if (threadIdx.x == 0) rstd[row] = r;
 }
 FT_EXPORT(rmsnorm_fwd, (const T* x, const T* w, T* y, float* rstd, int d, float eps), (x, w, y, rstd, d, eps))
+
+// h += y, then rmsnorm_fwd on h. Each thread re-reads only the elements of h it wrote itself.
+template <typename T>
+__device__ void residual_rmsnorm_fwd(T* h, const T* y, const T* w, T* out, float* rstd, int d, float eps) {
+    const long long row = blockIdx.x;
+    T* hr = h + row * d;
+    const T* yr = y + row * d;
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        const T s = cvt<T>(ld(hr[i]) + ld(yr[i]));
+        hr[i] = s;
+        const float v = ld(s);
+        ss += v * v;
+    }
+    ss = block_sum(ss);
+    const float r = 1.f / sqrtf(ss / (float)d + eps);
+    T* outr = out + row * d;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) outr[i] = cvt<T>(ld(hr[i]) * r * ld(w[i]));
+    if (threadIdx.x == 0) rstd[row] = r;
+}
+FT_EXPORT(residual_rmsnorm_fwd, (T * h, const T* y, const T* w, T* out, float* rstd, int d, float eps),
+          (h, y, w, out, rstd, d, eps))
 
 template <typename T>
 __device__ void rmsnorm_bwd_dx(const T* x, const T* w, const float* rstd, const T* dy, T* dx, int d) {
@@ -79,6 +106,38 @@ __device__ void layernorm_fwd(const T* x, const T* w, const T* b, T* y, float* m
 }
 FT_EXPORT(layernorm_fwd, (const T* x, const T* w, const T* b, T* y, float* mean, float* rstd, int d, float eps),
           (x, w, b, y, mean, rstd, d, eps))
+
+// h += y, then layernorm_fwd on h (same passes and reduction order).
+template <typename T>
+__device__ void residual_layernorm_fwd(T* h, const T* y, const T* w, const T* b, T* out, float* mean, float* rstd,
+                                       int d, float eps) {
+    const long long row = blockIdx.x;
+    T* hr = h + row * d;
+    const T* yr = y + row * d;
+    float s = 0.f;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        const T v = cvt<T>(ld(hr[i]) + ld(yr[i]));
+        hr[i] = v;
+        s += ld(v);
+    }
+    const float mu = block_sum(s) / (float)d;
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        const float v = ld(hr[i]) - mu;
+        ss += v * v;
+    }
+    const float r = 1.f / sqrtf(block_sum(ss) / (float)d + eps);
+    T* outr = out + row * d;
+    for (int i = threadIdx.x; i < d; i += blockDim.x)
+        outr[i] = cvt<T>((ld(hr[i]) - mu) * r * ld(w[i]) + ld(b[i]));
+    if (threadIdx.x == 0) {
+        mean[row] = mu;
+        rstd[row] = r;
+    }
+}
+FT_EXPORT(residual_layernorm_fwd,
+          (T * h, const T* y, const T* w, const T* b, T* out, float* mean, float* rstd, int d, float eps),
+          (h, y, w, b, out, mean, rstd, d, eps))
 
 template <typename T>
 __device__ void layernorm_bwd_dx(const T* x, const T* w, const float* mean, const float* rstd, const T* dy, T* dx,

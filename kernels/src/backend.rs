@@ -172,6 +172,9 @@ pub struct LinearDims {
 /// `cu_seqlens` [segments + 1]: segment s holds tokens cu[s]..cu[s+1]; a token attends only
 /// inside its own segment, and (when `causal`) only to positions at or before its own.
 /// Query head h reads key/value head h / (H / Hkv).
+/// `max_seqlen` must be at least the longest segment (cu[s+1] − cu[s]) and cu[segments] = N:
+/// the CPU backend asserts both; CUDA's FlashAttention sizes its grid from `max_seqlen` and
+/// leaves rows of longer segments unwritten (it cannot read cu_seqlens without a sync).
 #[derive(Clone, Copy, Debug)]
 pub struct AttnDims {
     pub tokens: usize,
@@ -340,6 +343,42 @@ pub trait Backend: Send + Sync {
         grads: WeightGrads<'_, Self::Acc>,
         n: usize,
         d: usize,
+    ) -> Result<()>;
+
+    /// The residual add fused with the RMSNorm that follows it, one pass over memory:
+    ///   h += y;  then exactly `rmsnorm_forward(h, w, out, rstd)` on the updated h.
+    /// h, y, out [N, D]. h is rounded to Act before its statistics are taken, so the result is
+    /// that of `add_inplace` followed by `rmsnorm_forward` (bit for bit on every backend), and
+    /// `rmsnorm_backward` on the saved h is its backward. There is no fused backward: the add's
+    /// backward is the identity, already folded into the convention that norm backwards ADD dx
+    /// into the residual stream's gradient.
+    #[allow(clippy::too_many_arguments)]
+    fn residual_rmsnorm_forward(
+        &self,
+        h: ActDst<'_, Self>,
+        y: ActSrc<'_, Self>,
+        w: ActSrc<'_, Self>,
+        out: ActDst<'_, Self>,
+        rstd: AccDst<'_, Self>,
+        n: usize,
+        d: usize,
+        eps: f64,
+    ) -> Result<()>;
+    /// h += y; then exactly `layernorm_forward(h, w, b, out, mean, rstd)` (see
+    /// `residual_rmsnorm_forward`; backward is `layernorm_backward` on the saved h).
+    #[allow(clippy::too_many_arguments)]
+    fn residual_layernorm_forward(
+        &self,
+        h: ActDst<'_, Self>,
+        y: ActSrc<'_, Self>,
+        w: ActSrc<'_, Self>,
+        b: ActSrc<'_, Self>,
+        out: ActDst<'_, Self>,
+        mean: AccDst<'_, Self>,
+        rstd: AccDst<'_, Self>,
+        n: usize,
+        d: usize,
+        eps: f64,
     ) -> Result<()>;
 
     // ---- rotary position embedding (HF rotate-half) ----------------------------------------

@@ -135,6 +135,7 @@ gpu_tests!(
     linear,
     rmsnorm,
     layernorm,
+    residual_norms,
     rope,
     activations,
     cross_entropy,
@@ -155,6 +156,7 @@ fn multi_stream_mode() {
     reductions::<f32>();
     adamw::<f32>();
     attention::<bf16>();
+    residual_norms::<bf16>();
 }
 
 #[test]
@@ -505,6 +507,144 @@ fn layernorm<A: CudaAct>() {
     }
 }
 
+/// The residual add fused with RMSNorm / LayerNorm: against the CPU reference (which is itself
+/// bit for bit add_inplace + norm, kernels/tests/residual_norm.rs), and against the GPU's own
+/// add_inplace + norm: h must match exactly, the outputs and statistics to 1e-6 (the kernels
+/// share the reduction order, so in practice they match bit for bit; the count is printed).
+fn residual_norms<A: CudaAct>() {
+    let mut t = setup::<A>();
+    for (n, d) in [(64, 96), (9, 1000), (3, 2048), (5, 4096)] {
+        let (h0, y) = (t.rand(n * d, 2.0), t.rand(n * d, 1.0));
+        let (w, b) = (t.rand(d, 1.0), t.rand(d, 1.0));
+        let (gy, gw, gb) = (t.act(&y), t.act(&w), t.act(&b));
+        for ln in [false, true] {
+            let op = if ln {
+                "residual_layernorm"
+            } else {
+                "residual_rmsnorm"
+            };
+            // fused, on the GPU
+            let (mut gh, mut gout) = (t.act(&h0), t.nan_act(n * d));
+            let (mut gm, mut gr) = (t.nan_acc(n), t.nan_acc(n));
+            // unfused, on the GPU
+            let (mut uh, mut uout) = (t.act(&h0), t.nan_act(n * d));
+            let (mut um, mut ur) = (t.nan_acc(n), t.nan_acc(n));
+            // CPU
+            let (mut ch, mut cout) = (h0.clone(), vec![0f32; n * d]);
+            let (mut cm, mut cr) = (vec![0f32; n], vec![0f32; n]);
+            t.g.add_inplace(Dst::all(&mut uh), Src::all(&gy)).unwrap();
+            if ln {
+                t.g.residual_layernorm_forward(
+                    Dst::all(&mut gh),
+                    Src::all(&gy),
+                    Src::all(&gw),
+                    Src::all(&gb),
+                    Dst::all(&mut gout),
+                    Dst::all(&mut gm),
+                    Dst::all(&mut gr),
+                    n,
+                    d,
+                    1e-5,
+                )
+                .unwrap();
+                t.g.layernorm_forward(
+                    Src::all(&uh),
+                    Src::all(&gw),
+                    Src::all(&gb),
+                    Dst::all(&mut uout),
+                    Dst::all(&mut um),
+                    Dst::all(&mut ur),
+                    n,
+                    d,
+                    1e-5,
+                )
+                .unwrap();
+                t.c.residual_layernorm_forward(
+                    Dst::all(&mut ch),
+                    Src::all(&y),
+                    Src::all(&w),
+                    Src::all(&b),
+                    Dst::all(&mut cout),
+                    Dst::all(&mut cm),
+                    Dst::all(&mut cr),
+                    n,
+                    d,
+                    1e-5,
+                )
+                .unwrap();
+            } else {
+                t.g.residual_rmsnorm_forward(
+                    Dst::all(&mut gh),
+                    Src::all(&gy),
+                    Src::all(&gw),
+                    Dst::all(&mut gout),
+                    Dst::all(&mut gr),
+                    n,
+                    d,
+                    1e-5,
+                )
+                .unwrap();
+                t.g.rmsnorm_forward(
+                    Src::all(&uh),
+                    Src::all(&gw),
+                    Dst::all(&mut uout),
+                    Dst::all(&mut ur),
+                    n,
+                    d,
+                    1e-5,
+                )
+                .unwrap();
+                t.c.residual_rmsnorm_forward(
+                    Dst::all(&mut ch),
+                    Src::all(&y),
+                    Src::all(&w),
+                    Dst::all(&mut cout),
+                    Dst::all(&mut cr),
+                    n,
+                    d,
+                    1e-5,
+                )
+                .unwrap();
+            }
+            // The CPU adds in f32; on bf16 the GPU rounds h to bf16, and so must the reference.
+            let ch_a: Vec<f32> = ch.iter().map(|&x| A::from_f32(x).to_f32()).collect();
+            let (h_g, out_g, r_g) = (t.get_act(&gh), t.get_act(&gout), t.get_acc(&gr));
+            t.check(&format!("{op}_h"), &h_g, &ch_a, 1.0);
+            t.check(&format!("{op}_out"), &out_g, &cout, 1.0);
+            t.check(&format!("{op}_rstd"), &r_g, &cr, 1.0);
+            if ln {
+                t.check(&format!("{op}_mean"), &t.get_acc(&gm), &cm, 1.0);
+            }
+            // fused vs unfused on the GPU
+            let (h_u, out_u, r_u) = (t.get_act(&uh), t.get_act(&uout), t.get_acc(&ur));
+            assert_eq!(
+                h_g.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                h_u.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                "{op}: fused h differs from add_inplace"
+            );
+            let mut pairs = vec![(&out_g, &out_u), (&r_g, &r_u)];
+            let (m_g, m_u) = (t.get_acc(&gm), t.get_acc(&um));
+            if ln {
+                pairs.push((&m_g, &m_u));
+            }
+            let mut differ = 0;
+            for (f, u) in pairs {
+                let rel = rel_err(f, u);
+                assert!(rel <= 1e-6, "{op}: fused vs unfused rel {rel:.3e}");
+                differ += f
+                    .iter()
+                    .zip(u)
+                    .filter(|(a, b)| a.to_bits() != b.to_bits())
+                    .count();
+            }
+            eprintln!(
+                "{op} {} [{n} x {d}]: {differ} elements differ in bits from add_inplace + norm",
+                A::NAME
+            );
+        }
+    }
+}
+
 fn rope<A: CudaAct>() {
     let mut t = setup::<A>();
     let (n, h, dh) = (50, 3, 64);
@@ -777,6 +917,9 @@ fn attention_ref(
     (f(o), f(lse), f(dq), f(dk), f(dv))
 }
 
+/// Through the Backend call, so on bf16 the Dh 64/128 cases run FlashAttention (the backend's
+/// dispatch, see ops_attention.rs) and Dh 40 the fallback; f32 always runs the fallback.
+/// tests/cuda_flash_backend.rs compares the two paths directly.
 fn attention<A: CudaAct>() {
     let mut t = setup::<A>();
     for (causal, dh, hq, hk, cu) in [

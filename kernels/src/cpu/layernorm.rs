@@ -2,6 +2,7 @@
 //! forward: mean = Σx/D; rstd = 1/sqrt(Σ(x − mean)²/D + eps) (biased variance, as torch);
 //!          x̂ = (x − mean)·rstd; y = x̂·w + b.
 //! backward: dw += Σ dy·x̂; db += Σ dy; dx += rstd·(g − mean(g) − x̂·mean(g·x̂)), g = dy·w.
+//! residual_forward: h += y, then forward(h) (forward only, as in rmsnorm.rs).
 //!
 //! Row statistics in f64 (two-pass variance). dw, db reduced over fixed row blocks as in rmsnorm.
 
@@ -35,15 +36,57 @@ pub fn forward<T: CpuFloat>(
         .par_chunks_mut(d)
         .zip(x[..n * d].par_chunks(d))
         .zip(mean[..n].par_iter_mut().zip(&mut rstd[..n]))
-        .for_each(|((y, x), (mu_out, rs_out))| {
-            let mu = x.iter().map(|v| v.to_f64c()).sum::<f64>() / d as f64;
-            let var = x.iter().map(|v| (v.to_f64c() - mu).powi(2)).sum::<f64>() / d as f64;
-            let r = 1.0 / (var + eps).sqrt();
-            *mu_out = T::from_f64c(mu);
-            *rs_out = T::from_f64c(r);
-            for j in 0..d {
-                y[j] = T::from_f64c((x[j].to_f64c() - mu) * r) * w[j] + b[j];
+        .for_each(|((y, x), (mu_out, rs_out))| (*mu_out, *rs_out) = row(x, w, b, y, eps));
+}
+
+/// One row of the forward: y = (x − mean)·rstd·w + b; returns (mean, rstd).
+fn row<T: CpuFloat>(x: &[T], w: &[T], b: &[T], y: &mut [T], eps: f64) -> (T, T) {
+    let d = x.len();
+    let mu = x.iter().map(|v| v.to_f64c()).sum::<f64>() / d as f64;
+    let var = x.iter().map(|v| (v.to_f64c() - mu).powi(2)).sum::<f64>() / d as f64;
+    let r = 1.0 / (var + eps).sqrt();
+    for j in 0..d {
+        y[j] = T::from_f64c((x[j].to_f64c() - mu) * r) * w[j] + b[j];
+    }
+    (T::from_f64c(mu), T::from_f64c(r))
+}
+
+/// Residual add fused with the forward: h += y, then out = layernorm(h) row by row (same
+/// numbers as `elementwise::add` then `forward`).
+#[allow(clippy::too_many_arguments)]
+pub fn residual_forward<T: CpuFloat>(
+    h: &mut [T],
+    y: &[T],
+    w: &[T],
+    b: &[T],
+    out: &mut [T],
+    mean: &mut [T],
+    rstd: &mut [T],
+    n: usize,
+    d: usize,
+    eps: f64,
+) {
+    assert!(
+        d > 0
+            && h.len() >= n * d
+            && y.len() >= n * d
+            && out.len() >= n * d
+            && w.len() >= d
+            && b.len() >= d
+            && mean.len() >= n
+            && rstd.len() >= n,
+        "residual_layernorm_forward: buffers too small for [{n} x {d}]"
+    );
+    h[..n * d]
+        .par_chunks_mut(d)
+        .zip(y[..n * d].par_chunks(d))
+        .zip(out[..n * d].par_chunks_mut(d))
+        .zip(mean[..n].par_iter_mut().zip(&mut rstd[..n]))
+        .for_each(|(((h, y), out), (mu_out, rs_out))| {
+            for (h, &y) in h.iter_mut().zip(y) {
+                *h = *h + y;
             }
+            (*mu_out, *rs_out) = row(h, w, b, out, eps);
         });
 }
 

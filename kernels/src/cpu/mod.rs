@@ -245,6 +245,37 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         Ok(())
     }
 
+    fn residual_rmsnorm_forward(
+        &self,
+        h: Dst<'_, Vec<T>>,
+        y: Src<'_, Vec<T>>,
+        wt: Src<'_, Vec<T>>,
+        out: Dst<'_, Vec<T>>,
+        rstd: Dst<'_, Vec<T>>,
+        n: usize,
+        d: usize,
+        eps: f64,
+    ) -> Result<()> {
+        rmsnorm::residual_forward(w(h), r(y), r(wt), w(out), w(rstd), n, d, eps);
+        Ok(())
+    }
+    fn residual_layernorm_forward(
+        &self,
+        h: Dst<'_, Vec<T>>,
+        y: Src<'_, Vec<T>>,
+        wt: Src<'_, Vec<T>>,
+        b: Src<'_, Vec<T>>,
+        out: Dst<'_, Vec<T>>,
+        mean: Dst<'_, Vec<T>>,
+        rstd: Dst<'_, Vec<T>>,
+        n: usize,
+        d: usize,
+        eps: f64,
+    ) -> Result<()> {
+        layernorm::residual_forward(w(h), r(y), r(wt), r(b), w(out), w(mean), w(rstd), n, d, eps);
+        Ok(())
+    }
+
     fn rope_forward(
         &self,
         x: Dst<'_, Vec<T>>,

@@ -1,6 +1,8 @@
 //! RMSNorm. x, y [N, D], w [D], rstd [N].
 //! forward: rstd = 1/sqrt(mean(x²) + eps); y = x · rstd · w.
 //! backward: dw += Σ_n dy·x·rstd;  dx += rstd·(dy·w − x̂·mean(dy·w·x̂)), x̂ = x·rstd.
+//! residual_forward: h += y, then forward(h) (forward only: the add's backward is the identity,
+//! and `backward` already ADDS dx into the residual gradient).
 //!
 //! Row statistics are accumulated in f64. dw is reduced over fixed blocks of rows (one f64
 //! partial per block, summed in block order): race-free and independent of the thread count.
@@ -28,13 +30,51 @@ pub fn forward<T: CpuFloat>(
         .par_chunks_mut(d)
         .zip(x[..n * d].par_chunks(d))
         .zip(&mut rstd[..n])
-        .for_each(|((y, x), rs)| {
-            let ms = x.iter().map(|v| v.to_f64c().powi(2)).sum::<f64>() / d as f64;
-            let r = 1.0 / (ms + eps).sqrt();
-            *rs = T::from_f64c(r);
-            for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
-                *y = T::from_f64c(x.to_f64c() * r) * w;
+        .for_each(|((y, x), rs)| *rs = row(x, w, y, eps));
+}
+
+/// One row of the forward: y = x·rstd·w; returns rstd.
+fn row<T: CpuFloat>(x: &[T], w: &[T], y: &mut [T], eps: f64) -> T {
+    let ms = x.iter().map(|v| v.to_f64c().powi(2)).sum::<f64>() / x.len() as f64;
+    let r = 1.0 / (ms + eps).sqrt();
+    for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
+        *y = T::from_f64c(x.to_f64c() * r) * w;
+    }
+    T::from_f64c(r)
+}
+
+/// Residual add fused with the forward: h += y, then y_out = rmsnorm(h) row by row (one pass
+/// over memory instead of two; same numbers as `elementwise::add` then `forward`).
+#[allow(clippy::too_many_arguments)]
+pub fn residual_forward<T: CpuFloat>(
+    h: &mut [T],
+    y: &[T],
+    w: &[T],
+    out: &mut [T],
+    rstd: &mut [T],
+    n: usize,
+    d: usize,
+    eps: f64,
+) {
+    assert!(
+        d > 0
+            && h.len() >= n * d
+            && y.len() >= n * d
+            && out.len() >= n * d
+            && w.len() >= d
+            && rstd.len() >= n,
+        "residual_rmsnorm_forward: buffers too small for [{n} x {d}]"
+    );
+    h[..n * d]
+        .par_chunks_mut(d)
+        .zip(y[..n * d].par_chunks(d))
+        .zip(out[..n * d].par_chunks_mut(d))
+        .zip(&mut rstd[..n])
+        .for_each(|(((h, y), out), rs)| {
+            for (h, &y) in h.iter_mut().zip(y) {
+                *h = *h + y;
             }
+            *rs = row(h, w, out, eps);
         });
 }
 

@@ -1,10 +1,13 @@
 //! `CudaBackend<A>`: the `Backend` contract on one NVIDIA GPU. Act = CudaSlice<A> (A = f32 or
 //! bf16), Acc = CudaSlice<f32>, Idx = CudaSlice<i32>. All work is queued on the backend's one
 //! stream; `synchronize` waits for it. This file holds construction and the launch plumbing;
-//! the ops live in ops_*.rs, the trait mapping in trait_impl.rs.
+//! the ops live in ops_*.rs, the trait mapping in trait_impl.rs. Attention on `CudaBackend<bf16>`
+//! goes through one lazily created [`FlashAttention`] on the same stream where the shape allows
+//! (ops_attention.rs decides), the fallback kernels otherwise.
 
 use super::device::{cublaslt_present, open_context};
 use super::dtype::CudaAct;
+use super::flash_attn::FlashAttention;
 use super::gemm::Blas;
 use super::nvrtc;
 use super::sources::MODULES;
@@ -12,13 +15,20 @@ use crate::{Error, Result};
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, OnceLock};
 
 pub struct CudaBackend<A: CudaAct> {
     pub(crate) ctx: Arc<CudaContext>,
     pub(crate) stream: Arc<CudaStream>,
     pub(crate) blas: Blas,
     funcs: Mutex<HashMap<String, CudaFunction>>,
+    /// FlashAttention on `stream`, created on first bf16 attention call; `None` inside when the
+    /// device cannot run it (compute capability < 8.0).
+    pub(crate) flash: OnceLock<Option<FlashAttention>>,
+    /// Whether attention may use FlashAttention at all (on by default; tests and benchmarks
+    /// turn it off to reach the fallback kernels). See `set_flash_attention`.
+    pub(crate) flash_enabled: AtomicBool,
     _act: PhantomData<A>,
 }
 
@@ -67,6 +77,8 @@ impl<A: CudaAct> CudaBackend<A> {
             stream,
             blas,
             funcs: Mutex::new(HashMap::new()),
+            flash: OnceLock::new(),
+            flash_enabled: AtomicBool::new(true),
             _act: PhantomData,
         })
     }

@@ -1,6 +1,9 @@
-//! RMSNorm / LayerNorm launches (math in kernels/cuda/norms.cu) and the linear-bias column sum.
+//! RMSNorm / LayerNorm launches (math in kernels/cuda/norms.cu), the residual add fused with
+//! either norm's forward, and the linear-bias column sum.
 //! Row kernels: grid N, one block per row. Column kernels: grid (ceil(D / 256), chunks), each
 //! thread sums one column over ~64 rows and atomically adds into the fp32 gradient.
+//! The fused residual kernels use the same row config as the plain norms, so their reductions
+//! run in the same order and give the same bits as add_inplace + norm.
 
 use super::backend::{CudaBackend, KArg, KArg::*, BLOCK};
 use super::buffer::{check_len, Bound, RawRegion};
@@ -66,6 +69,49 @@ impl<A: CudaAct> CudaBackend<A> {
             F32(eps as f32),
         ];
         self.launch("norms", &Self::kname("rmsnorm_fwd"), rows_cfg(n, d), &args)
+    }
+
+    /// h += y; y_out = rmsnorm(h) (see `Backend::residual_rmsnorm_forward`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn res_rms_fwd(
+        &self,
+        mut h: ADst<'_, A>,
+        y: ASrc<'_, A>,
+        w: ASrc<'_, A>,
+        mut out: ADst<'_, A>,
+        mut rstd: FDst<'_>,
+        n: usize,
+        d: usize,
+        eps: f64,
+    ) -> Result<()> {
+        for (what, have, want) in [
+            ("h", h.len, n * d),
+            ("y", y.len, n * d),
+            ("w", w.len, d),
+            ("out", out.len, n * d),
+            ("rstd", rstd.len, n),
+        ] {
+            check_len(&format!("residual_rmsnorm {what}"), have, want)?;
+        }
+        if n * d == 0 {
+            return Ok(());
+        }
+        let mut bind = Bound::new(&self.stream);
+        let args = [
+            P(bind.w(&mut h)),
+            P(bind.r(&y)),
+            P(bind.r(&w)),
+            P(bind.w(&mut out)),
+            P(bind.w(&mut rstd)),
+            I32(d as i32),
+            F32(eps as f32),
+        ];
+        self.launch(
+            "norms",
+            &Self::kname("residual_rmsnorm_fwd"),
+            rows_cfg(n, d),
+            &args,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -162,6 +208,55 @@ impl<A: CudaAct> CudaBackend<A> {
         self.launch(
             "norms",
             &Self::kname("layernorm_fwd"),
+            rows_cfg(n, d),
+            &args,
+        )
+    }
+
+    /// h += y; out = layernorm(h) (see `Backend::residual_layernorm_forward`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn res_ln_fwd(
+        &self,
+        mut h: ADst<'_, A>,
+        y: ASrc<'_, A>,
+        w: ASrc<'_, A>,
+        b: ASrc<'_, A>,
+        mut out: ADst<'_, A>,
+        mut mean: FDst<'_>,
+        mut rstd: FDst<'_>,
+        n: usize,
+        d: usize,
+        eps: f64,
+    ) -> Result<()> {
+        for (what, have, want) in [
+            ("h", h.len, n * d),
+            ("y", y.len, n * d),
+            ("w", w.len, d),
+            ("b", b.len, d),
+            ("out", out.len, n * d),
+            ("mean", mean.len, n),
+            ("rstd", rstd.len, n),
+        ] {
+            check_len(&format!("residual_layernorm {what}"), have, want)?;
+        }
+        if n * d == 0 {
+            return Ok(());
+        }
+        let mut bind = Bound::new(&self.stream);
+        let args = [
+            P(bind.w(&mut h)),
+            P(bind.r(&y)),
+            P(bind.r(&w)),
+            P(bind.r(&b)),
+            P(bind.w(&mut out)),
+            P(bind.w(&mut mean)),
+            P(bind.w(&mut rstd)),
+            I32(d as i32),
+            F32(eps as f32),
+        ];
+        self.launch(
+            "norms",
+            &Self::kname("residual_layernorm_fwd"),
             rows_cfg(n, d),
             &args,
         )

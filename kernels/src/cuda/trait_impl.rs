@@ -180,6 +180,35 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
         self.ln_bwd(x, w, mean, rstd, dy, dx, dw, db, n, d)
     }
 
+    fn residual_rmsnorm_forward(
+        &self,
+        h: D<'_, A>,
+        y: S<'_, A>,
+        w: S<'_, A>,
+        out: D<'_, A>,
+        rstd: D<'_, f32>,
+        n: usize,
+        d: usize,
+        eps: f64,
+    ) -> Result<()> {
+        self.res_rms_fwd(h, y, w, out, rstd, n, d, eps)
+    }
+    fn residual_layernorm_forward(
+        &self,
+        h: D<'_, A>,
+        y: S<'_, A>,
+        w: S<'_, A>,
+        b: S<'_, A>,
+        out: D<'_, A>,
+        mean: D<'_, f32>,
+        rstd: D<'_, f32>,
+        n: usize,
+        d: usize,
+        eps: f64,
+    ) -> Result<()> {
+        self.res_ln_fwd(h, y, w, b, out, mean, rstd, n, d, eps)
+    }
+
     fn rope_forward(
         &self,
         x: D<'_, A>,

@@ -1,0 +1,266 @@
+//! Forward: the embedding and every block, keeping what backward needs (no recomputation).
+//!
+//!   x₀ = E[ids] (+ P[pos] for GPT-2)
+//!   block ℓ:  h₁ = norm₁(x_ℓ);  q, k, v = h₁·W{q,k,v}ᵀ (+ b);  q, k ← rope(q, k) (Llama)
+//!             o = attn(q, k, v) (causal, per segment, lse saved);  m = x_ℓ + o·Woᵀ (+ b)
+//!             h₂ = norm₂(m);  a = silu(h₂·W_gateᵀ) ⊙ h₂·W_upᵀ (Llama) | gelu(h₂·W_fc) (GPT-2)
+//!             x_{ℓ+1} = m + a·W_downᵀ (+ b)
+//! Saved per block (`BlockActs`): h₁, norm₁ stats, q, k, v, o, lse, m, h₂, norm₂ stats,
+//! gate, up, a. `Forward::xs[ℓ]` holds x_ℓ, the input of block ℓ (and x_L the final state).
+//! Each unit is gathered (`before_use`) only while its block runs.
+//!
+//! Residual adds are fused with the norm that follows them (`Backend::residual_*norm_forward`,
+//! h += y then norm(h), one pass over memory): m = x_ℓ + o·Woᵀ with norm₂ inside block ℓ, and
+//! x_{ℓ+1} = m + a·W_downᵀ (and GPT-2's x₀ = E[ids] + P[pos]) with norm₁ at the start of the
+//! next block, whose unit holds that norm's weights. Only x_L's add stays separate (norm_f
+//! runs in the head). The values are those of add-then-norm, bit for bit on the CPU.
+
+use super::super::batch::DeviceBatch;
+use super::super::config::Arch;
+use super::super::layout::{Role, UnitSpec};
+use super::{dst, opt, src, t, BlockActs, Forward, Transformer};
+use ferrotron_kernels::{Backend, Result};
+use ferrotron_zero::ParamStore;
+
+impl Transformer {
+    pub fn forward<B: Backend, S: ParamStore<B> + ?Sized>(
+        &self,
+        b: &B,
+        store: &mut S,
+        batch: &DeviceBatch<B>,
+    ) -> Result<Forward<B>> {
+        let (n, d) = (batch.tokens, self.cfg.hidden);
+        let eu = self.embedding_unit();
+        store.before_use(b, eu)?;
+        let mut x = b.zeros_act(n * d)?;
+        let mut pos = None;
+        {
+            let (w, _) = store.parts();
+            let unit = &self.layout.units[eu];
+            b.embedding_forward(
+                src(&batch.input_ids),
+                t(&w[eu], unit, Role::TokenEmbedding),
+                dst(&mut x),
+                n,
+                d,
+            )?;
+            if self.cfg.arch == Arch::Gpt2 {
+                let mut p = b.zeros_act(n * d)?;
+                b.embedding_forward(
+                    src(&batch.positions),
+                    t(&w[eu], unit, Role::PositionEmbedding),
+                    dst(&mut p),
+                    n,
+                    d,
+                )?;
+                // x₀ = E[ids] + P[pos]: added by block 0, fused with its first norm.
+                pos = Some(p);
+            }
+        }
+        store.after_use(b, eu)?;
+        let mut xs = Vec::with_capacity(self.cfg.layers + 1);
+        let mut blocks: Vec<BlockActs<B>> = Vec::with_capacity(self.cfg.layers);
+        for l in 0..self.cfg.layers {
+            let u = self.layout.block_unit(l);
+            store.before_use(b, u)?;
+            let (w, _) = store.parts();
+            // What is still to be added into x: m of the previous block, or GPT-2's positions.
+            let residual = match blocks.last() {
+                Some(prev) => Some(&prev.mid),
+                None => pos.as_ref(),
+            };
+            let (acts, out) =
+                self.block_forward(b, &w[u], &self.layout.units[u], &mut x, residual, batch)?;
+            store.after_use(b, u)?;
+            blocks.push(acts);
+            xs.push(std::mem::replace(&mut x, out));
+        }
+        // x_L = out + m of the last block: a plain add, because its norm (norm_f) runs in the
+        // head, after forward has returned.
+        if let Some(y) = blocks.last().map(|a| &a.mid).or(pos.as_ref()) {
+            b.add_inplace(dst(&mut x), src(y))?;
+        }
+        xs.push(x);
+        Ok(Forward { xs, blocks })
+    }
+
+    /// Block ℓ on x (its input still missing `residual`, which is added into x first, fused
+    /// with norm₁). Returns the saved activations and the MLP output a·W_downᵀ (+ b) WITHOUT
+    /// the residual m: the caller adds `acts.mid` into it (fused with the next norm).
+    #[allow(clippy::too_many_arguments)]
+    fn block_forward<B: Backend>(
+        &self,
+        b: &B,
+        w: &B::Act,
+        unit: &UnitSpec,
+        x: &mut B::Act,
+        residual: Option<&B::Act>,
+        batch: &DeviceBatch<B>,
+    ) -> Result<(BlockActs<B>, B::Act)> {
+        let c = &self.cfg;
+        let (n, d, f) = (batch.tokens, c.hidden, c.ffn);
+        let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        let gpt2 = c.arch == Arch::Gpt2;
+        let stat = |on: bool| if on { b.zeros_acc(n) } else { b.zeros_acc(0) };
+
+        // attention
+        let mut h1 = b.zeros_act(n * d)?;
+        let mut mean1 = stat(gpt2)?;
+        let mut rstd1 = b.zeros_acc(n)?;
+        self.residual_norm_forward(
+            b,
+            w,
+            unit,
+            (Role::AttnNorm, Role::AttnNormBias),
+            x,
+            residual,
+            &mut h1,
+            &mut mean1,
+            &mut rstd1,
+            n,
+        )?;
+        let mut q = b.zeros_act(n * qd)?;
+        let mut k = b.zeros_act(n * kvd)?;
+        let mut v = b.zeros_act(n * kvd)?;
+        if gpt2 {
+            let mut qkv = b.zeros_act(n * 3 * d)?;
+            b.linear_forward(
+                src(&h1),
+                t(w, unit, Role::Qkv),
+                opt(w, unit, Role::QkvBias),
+                dst(&mut qkv),
+                self.lin(n, d, 3 * d),
+            )?;
+            for (i, part) in [&mut q, &mut k, &mut v].into_iter().enumerate() {
+                b.copy_columns(src(&qkv), 3 * d, i * d, dst(part), d, 0, n, d, false)?;
+            }
+        } else {
+            b.linear_forward(
+                src(&h1),
+                t(w, unit, Role::Q),
+                opt(w, unit, Role::QBias),
+                dst(&mut q),
+                self.lin(n, d, qd),
+            )?;
+            b.linear_forward(
+                src(&h1),
+                t(w, unit, Role::K),
+                opt(w, unit, Role::KBias),
+                dst(&mut k),
+                self.lin(n, d, kvd),
+            )?;
+            b.linear_forward(
+                src(&h1),
+                t(w, unit, Role::V),
+                opt(w, unit, Role::VBias),
+                dst(&mut v),
+                self.lin(n, d, kvd),
+            )?;
+            b.rope_forward(
+                dst(&mut q),
+                src(&batch.positions),
+                n,
+                c.heads,
+                c.head_dim,
+                c.rope_theta,
+            )?;
+            b.rope_forward(
+                dst(&mut k),
+                src(&batch.positions),
+                n,
+                c.kv_heads,
+                c.head_dim,
+                c.rope_theta,
+            )?;
+        }
+        let dims = self.attn_dims(batch);
+        let mut o = b.zeros_act(n * qd)?;
+        let mut lse = b.zeros_acc(c.heads * n)?;
+        b.attention_forward(
+            src(&q),
+            src(&k),
+            src(&v),
+            dst(&mut o),
+            dst(&mut lse),
+            src(&batch.cu_seqlens),
+            &dims,
+        )?;
+        let mut mid = b.zeros_act(n * d)?;
+        b.linear_forward(
+            src(&o),
+            t(w, unit, Role::O),
+            opt(w, unit, Role::OBias),
+            dst(&mut mid),
+            self.lin(n, qd, d),
+        )?;
+
+        // MLP: m = x + o·Woᵀ, fused with norm₂.
+        let mut h2 = b.zeros_act(n * d)?;
+        let mut mean2 = stat(gpt2)?;
+        let mut rstd2 = b.zeros_acc(n)?;
+        self.residual_norm_forward(
+            b,
+            w,
+            unit,
+            (Role::MlpNorm, Role::MlpNormBias),
+            &mut mid,
+            Some(x),
+            &mut h2,
+            &mut mean2,
+            &mut rstd2,
+            n,
+        )?;
+        let mut up = b.zeros_act(n * f)?;
+        let mut act = b.zeros_act(n * f)?;
+        b.linear_forward(
+            src(&h2),
+            t(w, unit, Role::Up),
+            opt(w, unit, Role::UpBias),
+            dst(&mut up),
+            self.lin(n, d, f),
+        )?;
+        let gate = if gpt2 {
+            b.gelu_forward(src(&up), dst(&mut act))?;
+            b.zeros_act(0)?
+        } else {
+            let mut gate = b.zeros_act(n * f)?;
+            b.linear_forward(
+                src(&h2),
+                t(w, unit, Role::Gate),
+                opt(w, unit, Role::GateBias),
+                dst(&mut gate),
+                self.lin(n, d, f),
+            )?;
+            b.swiglu_forward(src(&gate), src(&up), dst(&mut act))?;
+            gate
+        };
+        let mut out = b.zeros_act(n * d)?;
+        b.linear_forward(
+            src(&act),
+            t(w, unit, Role::Down),
+            opt(w, unit, Role::DownBias),
+            dst(&mut out),
+            self.lin(n, f, d),
+        )?;
+        Ok((
+            BlockActs {
+                h1,
+                mean1,
+                rstd1,
+                q,
+                k,
+                v,
+                o,
+                lse,
+                mid,
+                h2,
+                mean2,
+                rstd2,
+                gate,
+                up,
+                act,
+            },
+            out,
+        ))
+    }
+}

@@ -1,0 +1,173 @@
+//! The head: final norm, output projection and cross-entropy, and their backward.
+//!
+//!   h_f = norm_f(x_L);  logits = h_f·W_headᵀ (W_head = E when tied);
+//!   loss = Σ_n CE(logits[n], target[n])  (targets already shifted; −100 ignored)
+//! Logits are computed `HEAD_CHUNK_ELEMS / V` rows at a time, so N×V logits never exist whole;
+//! with a gradient scale each chunk's dlogits = scale·(softmax − onehot) is folded straight into
+//! dh_f and dW_head before the next chunk. Then dx_L = norm_f backward(dh_f).
+
+use super::super::batch::DeviceBatch;
+use super::super::config::Arch;
+use super::super::layout::Role;
+use super::{src, t, weight_grads, Forward, Transformer};
+use ferrotron_kernels::{Backend, Dst, LinearDims, Result, Src, WeightLayout};
+use ferrotron_zero::ParamStore;
+
+/// Rows of logits computed at once in the head, so N×V logits never exist whole.
+const HEAD_CHUNK_ELEMS: usize = 1 << 22;
+
+impl Transformer {
+    /// Final norm, output projection and cross-entropy. Returns Σ loss over target tokens.
+    /// With `grad_scale`, also runs the head's backward (dloss = grad_scale per target token)
+    /// and returns dx, the gradient of the final hidden state. With `logits_out`, the logits
+    /// ([N, V], row-major) are copied to the host.
+    pub fn head<B: Backend, S: ParamStore<B> + ?Sized>(
+        &self,
+        b: &B,
+        store: &mut S,
+        batch: &DeviceBatch<B>,
+        fwd: &Forward<B>,
+        grad_scale: Option<f64>,
+        mut logits_out: Option<&mut Vec<f32>>,
+    ) -> Result<(f64, Option<B::Act>)> {
+        let c = &self.cfg;
+        let (n, d, vocab) = (batch.tokens, c.hidden, c.vocab_size);
+        let fu = self.final_norm_unit();
+        let (hu, head_role) = self.head_unit();
+        let gpt2 = c.arch == Arch::Gpt2;
+        let x = fwd.xs.last().expect("forward has a final state");
+        store.before_use(b, fu)?;
+        if hu != fu {
+            store.before_use(b, hu)?;
+        }
+        if grad_scale.is_some() {
+            store.before_grad(b, fu)?;
+            store.before_grad(b, hu)?;
+        }
+        let (w, g) = store.parts();
+        let (funit, hunit) = (&self.layout.units[fu], &self.layout.units[hu]);
+        let mut hf = b.zeros_act(n * d)?;
+        let mut mean = if gpt2 {
+            b.zeros_acc(n)?
+        } else {
+            b.zeros_acc(0)?
+        };
+        let mut rstd = b.zeros_acc(n)?;
+        self.norm_forward(
+            b,
+            &w[fu],
+            funit,
+            Role::FinalNorm,
+            Role::FinalNormBias,
+            x,
+            &mut hf,
+            &mut mean,
+            &mut rstd,
+            n,
+        )?;
+
+        let chunk = (HEAD_CHUNK_ELEMS / vocab).clamp(1, n.max(1));
+        let mut logits = b.zeros_act(chunk * vocab)?;
+        let mut dlogits = if grad_scale.is_some() {
+            b.zeros_act(chunk * vocab)?
+        } else {
+            b.zeros_act(0)?
+        };
+        let mut dhf = if grad_scale.is_some() {
+            b.zeros_act(n * d)?
+        } else {
+            b.zeros_act(0)?
+        };
+        let mut losses = b.zeros_acc(n)?;
+        let wh = t(&w[hu], hunit, head_role);
+        let mut r0 = 0;
+        while r0 < n {
+            let rows = chunk.min(n - r0);
+            let xin = Src::range(&hf, r0 * d, rows * d);
+            let dims = LinearDims {
+                n: rows,
+                inp: d,
+                out: vocab,
+                layout: WeightLayout::OutIn,
+            };
+            b.linear_forward(
+                xin,
+                wh,
+                None,
+                Dst::range(&mut logits, 0, rows * vocab),
+                dims,
+            )?;
+            if let Some(out) = logits_out.as_deref_mut() {
+                out.extend(b.download_act(Src::range(&logits, 0, rows * vocab))?);
+            }
+            let tg = Src::range(&batch.targets, r0, rows);
+            let ls = Dst::range(&mut losses, r0, rows);
+            match grad_scale {
+                None => b.cross_entropy(
+                    Src::range(&logits, 0, rows * vocab),
+                    tg,
+                    ls,
+                    None,
+                    rows,
+                    vocab,
+                    0.0,
+                )?,
+                Some(scale) => {
+                    let dl = Dst::range(&mut dlogits, 0, rows * vocab);
+                    b.cross_entropy(
+                        Src::range(&logits, 0, rows * vocab),
+                        tg,
+                        ls,
+                        Some(dl),
+                        rows,
+                        vocab,
+                        scale,
+                    )?;
+                    let dx = Dst::range(&mut dhf, r0 * d, rows * d);
+                    let dw = weight_grads(&mut g[hu], hunit, head_role, head_role);
+                    b.linear_backward(
+                        xin,
+                        wh,
+                        Src::range(&dlogits, 0, rows * vocab),
+                        Some(dx),
+                        dw,
+                        dims,
+                    )?;
+                }
+            }
+            r0 += rows;
+        }
+        let loss_sum = b.sum(src(&losses))?;
+        let dx = match grad_scale {
+            None => None,
+            Some(_) => {
+                let mut dx = b.zeros_act(n * d)?;
+                let roles = (Role::FinalNorm, Role::FinalNormBias);
+                self.norm_backward(
+                    b,
+                    &w[fu],
+                    &mut g[fu],
+                    funit,
+                    roles,
+                    x,
+                    (&mean, &rstd),
+                    &dhf,
+                    &mut dx,
+                    n,
+                )?;
+                Some(dx)
+            }
+        };
+        if grad_scale.is_some() {
+            store.after_grad(b, fu)?;
+            if hu != fu && hu != self.embedding_unit() {
+                store.after_grad(b, hu)?;
+            }
+        }
+        store.after_use(b, fu)?;
+        if hu != fu {
+            store.after_use(b, hu)?;
+        }
+        Ok((loss_sum, dx))
+    }
+}

@@ -1,0 +1,140 @@
+//! The norm of the configured family, forward and backward:
+//!   Llama: RMSNorm   y = x·rstd·w,              rstd = 1/sqrt(mean x² + eps)      (mean unused)
+//!   GPT-2: LayerNorm y = (x − mean)·rstd·w + b,  rstd = 1/sqrt(var x + eps)
+//! Statistics are saved per token ([N], accumulation precision) for the backward, which ADDS
+//! dx into the residual stream's gradient and dw (db) into the unit's gradient.
+//!
+//! residual_norm_forward: h += y, then norm(h), in one pass (the residual add fused with the norm
+//! after it). It needs no backward of its own: the add's backward is the identity, so the
+//! residual gradient dx, with the norm backward (on the saved h) added into it, is the gradient
+//! of both h and y — which is how backward.rs already flows dx.
+
+use super::super::config::Arch;
+use super::super::layout::{Role, UnitSpec};
+use super::{dst, src, t, tm, weight_grads, Transformer};
+use ferrotron_kernels::{Backend, Result};
+
+impl Transformer {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn norm_forward<B: Backend>(
+        &self,
+        b: &B,
+        w: &B::Act,
+        unit: &UnitSpec,
+        weight: Role,
+        bias: Role,
+        x: &B::Act,
+        y: &mut B::Act,
+        mean: &mut B::Acc,
+        rstd: &mut B::Acc,
+        n: usize,
+    ) -> Result<()> {
+        let (d, eps) = (self.cfg.hidden, self.cfg.norm_eps);
+        match self.cfg.arch {
+            Arch::Llama => {
+                b.rmsnorm_forward(src(x), t(w, unit, weight), dst(y), dst(rstd), n, d, eps)
+            }
+            Arch::Gpt2 => b.layernorm_forward(
+                src(x),
+                t(w, unit, weight),
+                t(w, unit, bias),
+                dst(y),
+                dst(mean),
+                dst(rstd),
+                n,
+                d,
+                eps,
+            ),
+        }
+    }
+
+    /// h += y (when `y` is given), then norm(h) → out with its statistics: the residual add
+    /// fused with the norm after it. Without `y`, the plain norm of h.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn residual_norm_forward<B: Backend>(
+        &self,
+        b: &B,
+        w: &B::Act,
+        unit: &UnitSpec,
+        (weight, bias): (Role, Role),
+        h: &mut B::Act,
+        y: Option<&B::Act>,
+        out: &mut B::Act,
+        mean: &mut B::Acc,
+        rstd: &mut B::Acc,
+        n: usize,
+    ) -> Result<()> {
+        let Some(y) = y else {
+            return self.norm_forward(b, w, unit, weight, bias, h, out, mean, rstd, n);
+        };
+        let (d, eps) = (self.cfg.hidden, self.cfg.norm_eps);
+        match self.cfg.arch {
+            Arch::Llama => b.residual_rmsnorm_forward(
+                dst(h),
+                src(y),
+                t(w, unit, weight),
+                dst(out),
+                dst(rstd),
+                n,
+                d,
+                eps,
+            ),
+            Arch::Gpt2 => b.residual_layernorm_forward(
+                dst(h),
+                src(y),
+                t(w, unit, weight),
+                t(w, unit, bias),
+                dst(out),
+                dst(mean),
+                dst(rstd),
+                n,
+                d,
+                eps,
+            ),
+        }
+    }
+
+    /// dx += ∂/∂x of the norm; weight (and bias) gradients added into `g`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn norm_backward<B: Backend>(
+        &self,
+        b: &B,
+        w: &B::Act,
+        g: &mut B::Acc,
+        unit: &UnitSpec,
+        (weight, bias): (Role, Role),
+        x: &B::Act,
+        (mean, rstd): (&B::Acc, &B::Acc),
+        dy: &B::Act,
+        dx: &mut B::Act,
+        n: usize,
+    ) -> Result<()> {
+        let d = self.cfg.hidden;
+        match self.cfg.arch {
+            Arch::Llama => b.rmsnorm_backward(
+                src(x),
+                t(w, unit, weight),
+                src(rstd),
+                src(dy),
+                dst(dx),
+                tm(g, unit, weight),
+                n,
+                d,
+            ),
+            Arch::Gpt2 => {
+                let grads = weight_grads(g, unit, weight, bias);
+                b.layernorm_backward(
+                    src(x),
+                    t(w, unit, weight),
+                    src(mean),
+                    src(rstd),
+                    src(dy),
+                    dst(dx),
+                    grads,
+                    n,
+                    d,
+                )
+            }
+        }
+    }
+}
