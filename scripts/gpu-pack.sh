@@ -2,7 +2,8 @@
 # Builds, on the dev machine, everything scripts/gpu-check.sh runs on a GPU machine that has no
 # cargo, and puts it under .gpu/pack (git-ignored; carry it to the GPU machine):
 #   bin/ferrotron           release binary, stripped
-#   tests/<name>            GPU test executables, stripped (kernels cuda_ops + flash_attn, gpu_training)
+#   tests/<name>            GPU test executables, stripped (kernels cuda_ops, cuda_flash_backend,
+#                           flash_attn; gpu_training)
 #   ompi/                   the Open MPI runtime the binary links (libmpi.so.40) and mpirun needs,
 #                           relocated through OPAL_* variables by gpu-check.sh (the GPU image has
 #                           no Open MPI of this ABI)
@@ -27,7 +28,7 @@ for l in sys.stdin:
         print(m["target"]["name"], m["executable"])'
 }
 {
-  executables -p ferrotron-kernels --test cuda_ops --test flash_attn
+  executables -p ferrotron-kernels --test cuda_ops --test cuda_flash_backend --test flash_attn
   executables -p ferrotron --test gpu_training "${@/#/--test=}"
 } | while read -r name exe; do
   install -m 755 "$exe" "$pack/tests/$name"
@@ -46,4 +47,8 @@ cp -r /usr/share/openmpi "$pack/ompi/share"
 cp -r /etc/openmpi "$pack/ompi/etc"
 cp -L /usr/bin/orterun "$pack/ompi/bin/mpirun"
 cp -L /usr/bin/orted "$pack/ompi/bin/orted"
+# The PyTorch side of the attention checks: fresh cases with SDPA errors (flash_attn test) and the
+# SDPA timings `ferrotron bench attention --sdpa-json` prints beside ours.
+cp scripts/attention_vs_sdpa.py "$pack/"
+[ -f ../shared/baselines/attention_bench.py ] && cp ../shared/baselines/attention_bench.py "$pack/"
 du -sh "$pack"/* | sed 's/^/gpu-pack: /'

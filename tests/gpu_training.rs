@@ -96,6 +96,12 @@ fn tokens_per_s(out: &Path) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
+/// The quickstart model and recipe for 50 steps with `optim.lr = 1e-3` (the recipe's 3e-3 peaks at
+/// step 40 on 8-sequence batches, where the run turns chaotic: on the H100, CUDA f32 — bitwise
+/// equal to the CPU for 37 steps — drifted 1.7% from it by step 48, and bf16 runs of the same
+/// build landed 1.8% and 3.2% off, so a per-step bound there measures the chaos, not the
+/// precision; see docs/gpu-runs). At 1e-3, CUDA f32 must stay within 0.1% of the CPU and bf16
+/// within the 2% per step.
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn quickstart_50_steps_in_bf16_track_the_cpu_curve() {
@@ -104,52 +110,69 @@ fn quickstart_50_steps_in_bf16_track_the_cpu_curve() {
         data.exists(),
         "the quickstart data is missing: run scripts/fetch-data.sh (or carry data-cache/)"
     );
-    let run = |device: &str, out: &Path| {
+    let run = |device: &str, precision: &str, out: &Path| {
         let sets = vec![
             "train.steps=50".to_string(),
+            "optim.lr=1e-3".into(),
             "train.eval_every=0".into(),
             "checkpoint.every=0".into(),
             format!("train.device={device}"),
+            format!("train.precision={precision}"),
             format!("train.out_dir={}", out.display()),
         ];
         check(
             &ferrotron(&strs(&with_sets("recipes/quickstart.toml", &sets))),
-            device,
+            &format!("{device} {precision}"),
         );
+        losses(out)
     };
-    let (cpu, gpu) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    run("cpu", cpu.path());
-    run("cuda", gpu.path());
-    let (a, b) = (losses(cpu.path()), losses(gpu.path()));
-    assert_eq!(a.len(), 50);
-    assert_eq!(b.len(), 50);
-    let rel: Vec<f64> = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (y - x).abs() / x.abs())
-        .collect();
-    let (worst_step, worst) =
-        rel.iter().enumerate().fold(
-            (0, 0.0f64),
-            |m, (i, &r)| if r > m.1 { (i + 1, r) } else { m },
-        );
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let cpu = run("cpu", "f32", dirs[0].path());
+    let f32s = run("cuda", "f32", dirs[1].path());
+    let bf16s = run("cuda", "bf16", dirs[2].path());
+    assert_eq!(cpu.len(), 50);
+    let worst = |other: &[f64]| {
+        assert_eq!(other.len(), 50);
+        cpu.iter()
+            .zip(other)
+            .map(|(x, y)| (y - x).abs() / x.abs())
+            .enumerate()
+            .fold(
+                (0, 0.0f64),
+                |m, (i, r)| if r > m.1 { (i + 1, r) } else { m },
+            )
+    };
+    let ((sf, wf), (sb, wb)) = (worst(&f32s), worst(&bf16s));
     println!(
-        "GPU-TRAIN quickstart 50 steps: cpu f32 loss {:.4} -> {:.4}, cuda bf16 {:.4} -> {:.4}; max per-step rel diff {:.2}% at step {worst_step} (bound 2%); tokens/s cpu {:.0}, cuda {:.0}",
-        a[0],
-        a[49],
-        b[0],
-        b[49],
-        100.0 * worst,
-        tokens_per_s(cpu.path()),
-        tokens_per_s(gpu.path())
+        "GPU-TRAIN quickstart 50 steps (lr 1e-3): cpu f32 loss {:.4} -> {:.4}; cuda f32 max per-step rel diff {:.3}% (step {sf}, bound 0.1%); cuda bf16 {:.4} -> {:.4}, max {:.3}% (step {sb}, bound 2%); tokens/s cpu {:.0}, cuda f32 {:.0}, cuda bf16 {:.0}",
+        cpu[0],
+        cpu[49],
+        100.0 * wf,
+        bf16s[0],
+        bf16s[49],
+        100.0 * wb,
+        tokens_per_s(dirs[0].path()),
+        tokens_per_s(dirs[1].path()),
+        tokens_per_s(dirs[2].path())
     );
-    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        println!("GPU-CURVE step {} cpu {x:.5} cuda {y:.5}", i + 1);
+    for i in 0..50 {
+        println!(
+            "GPU-CURVE step {} cpu {:.5} cuda-f32 {:.5} cuda-bf16 {:.5}",
+            i + 1,
+            cpu[i],
+            f32s[i],
+            bf16s[i]
+        );
     }
     assert!(
-        worst <= 0.02,
-        "step {worst_step}: bf16 loss off the CPU curve by {:.2}%",
-        100.0 * worst
+        wf <= 1e-3,
+        "step {sf}: f32 loss off the CPU curve by {:.3}%",
+        100.0 * wf
+    );
+    assert!(
+        wb <= 0.02,
+        "step {sb}: bf16 loss off the CPU curve by {:.2}%",
+        100.0 * wb
     );
 }
 
@@ -256,4 +279,67 @@ fn nccl_at_world_size_1_runs_the_same_training() {
             "NCCL run differs: losses {dl:.2e}, weights {dw:.2e}"
         );
     }
+}
+
+/// The model's attention on the GPU runs our FlashAttention kernels when the head dim is 64 or
+/// 128: the quickstart model with 2 heads of 64 (tests/data/gpt-quickstart-dh64.json) takes that
+/// path (asserted through the backend's dispatch rule) and its bf16 loss curve stays within 2% of
+/// the CPU's for 30 steps at lr 1e-3.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn flash_attention_model_tracks_the_cpu_curve() {
+    let b = CudaBackend::<half::bf16>::new(0).expect(NEEDS_GPU);
+    let dims = ferrotron_kernels::AttnDims {
+        tokens: 8 * 128,
+        heads: 2,
+        kv_heads: 2,
+        head_dim: 64,
+        segments: 8,
+        max_seqlen: 128,
+        causal: true,
+        scale: 0.125,
+    };
+    assert!(
+        b.uses_flash_attention(&dims, &[0, 0, 0]).unwrap(),
+        "the Dh-64 model's attention would not take the FlashAttention path"
+    );
+    drop(b);
+    let run = |device: &str, out: &Path| {
+        let sets = vec![
+            "model.config=tests/data/gpt-quickstart-dh64.json".to_string(),
+            "train.steps=30".into(),
+            "optim.lr=1e-3".into(),
+            "train.eval_every=0".into(),
+            "checkpoint.every=0".into(),
+            format!("train.device={device}"),
+            format!("train.out_dir={}", out.display()),
+        ];
+        check(
+            &ferrotron(&strs(&with_sets("recipes/quickstart.toml", &sets))),
+            device,
+        );
+        losses(out)
+    };
+    let (c, g) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (cpu, gpu) = (run("cpu", c.path()), run("cuda", g.path()));
+    assert_eq!((cpu.len(), gpu.len()), (30, 30));
+    let worst = cpu
+        .iter()
+        .zip(&gpu)
+        .map(|(x, y)| (y - x).abs() / x.abs())
+        .fold(0.0f64, f64::max);
+    println!(
+        "GPU-TRAIN Dh-64 quickstart model (FlashAttention path), 30 steps: cpu f32 {:.4} -> {:.4}, cuda bf16 {:.4} -> {:.4}, max per-step rel diff {:.3}% (bound 2%); tokens/s cuda {:.0}",
+        cpu[0],
+        cpu[29],
+        gpu[0],
+        gpu[29],
+        100.0 * worst,
+        tokens_per_s(g.path())
+    );
+    assert!(
+        worst <= 0.02,
+        "bf16 FlashAttention model off the CPU curve by {:.2}%",
+        100.0 * worst
+    );
 }

@@ -76,6 +76,9 @@ struct AttnParams {
 #ifndef FA_DQ_WARPS
 #define FA_DQ_WARPS 4   // dQ: warps per CTA (16 query rows each): Q/dO tile = 16 * warps rows
 #endif
+#ifndef FA_RESCALE
+#define FA_RESCALE 0    // forward: raise the running max only when exceeded by more (log2 units)
+#endif
 #ifndef FA_DQ_BN
 #define FA_DQ_BN 64     // dQ: K/V tile rows
 #endif
@@ -369,10 +372,10 @@ flash_fwd(const AttnParams p) {
         }
 
         // online softmax, in log2 units (x = s * scale * log2 e, one FFMA per score). The running
-        // max m is raised lazily: only when the tile's max exceeds it by more than kRescale, so
-        // P = 2^(x - m) <= 2^kRescale stays small and O, l are rescaled rarely (exact either way:
-        // O and l share the same m).
-        constexpr float kRescale = 8.f;
+        // max m is raised when the tile's max exceeds it by more than kRescale (FA_RESCALE): 0 is
+        // FlashAttention-2's eager rescale, the default; > 0 rescales O and l less often (P may
+        // reach 2^kRescale), which measured up to 2.6x SDPA's O error on the H100.
+        constexpr float kRescale = (float)FA_RESCALE;
 #pragma unroll
         for (int mi = 0; mi < MI; ++mi)
 #pragma unroll

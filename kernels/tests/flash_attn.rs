@@ -147,7 +147,13 @@ fn flash_attention_within_twice_sdpa_error_of_fp64() {
         .collect();
     files.retain(|p| p.extension().is_some_and(|e| e == "safetensors"));
     files.sort();
-    assert!(!files.is_empty(), "no cases in {}", dir.display());
+    // attention_vs_sdpa.py writes 16 cases; fewer means it was cut short.
+    assert_eq!(
+        files.len(),
+        16,
+        "expected the 16 cases of attention_vs_sdpa.py in {}",
+        dir.display()
+    );
     let ctx = CudaContext::new(0).unwrap();
     let stream = ctx.default_stream();
     let tuning = Tuning::parse(&std::env::var("FA_TUNING").unwrap_or_default()).unwrap();
