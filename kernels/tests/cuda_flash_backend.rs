@@ -10,6 +10,9 @@
 //! Pass: ‖gpu − ref‖/‖ref‖ ≤ 1e-2 (bf16). Lines "CUDA-OP <op> bf16 rel=<err>" feed
 //! scripts/gpu-check.sh. All tests are #[ignore = "needs a CUDA GPU"].
 
+mod common;
+use common::rel_err;
+
 use ferrotron_kernels::backend::{AttnDims, Backend, Dst, Src};
 use ferrotron_kernels::cpu::CpuBackend;
 use ferrotron_kernels::cuda::CudaBackend;
@@ -41,20 +44,6 @@ fn rand(rng: &mut ChaCha8Rng, n: usize, s: f32) -> Vec<f32> {
     (0..n)
         .map(|_| bf16::from_f32(rng.random_range(-s..s)).to_f32())
         .collect()
-}
-
-fn rel_err(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    if a.iter().any(|x| !x.is_finite()) {
-        return f64::INFINITY;
-    }
-    let num: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
-        .sum();
-    let den: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
-    (num / den.max(1e-300)).sqrt()
 }
 
 fn check(op: &str, got: &[f32], reference: &[f32]) {

@@ -8,6 +8,9 @@
 //! The GPU tests are #[ignore = "needs a CUDA GPU"]; run with --include-ignored on the GPU machine.
 //! `no_driver_is_an_error_not_a_panic` runs everywhere.
 
+mod common;
+use common::rel_err;
+
 use ferrotron_kernels::backend::{
     AdamWStep, AttnDims, Backend, Dst, LinearDims, Src, WeightGrads, WeightLayout,
 };
@@ -101,20 +104,6 @@ impl<A: CudaAct> T<A> {
             self.tol * slack
         );
     }
-}
-
-fn rel_err(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    if a.iter().any(|x| !x.is_finite()) {
-        return f64::INFINITY;
-    }
-    let num: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
-        .sum();
-    let den: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
-    (num / den.max(1e-300)).sqrt()
 }
 
 macro_rules! gpu_tests {

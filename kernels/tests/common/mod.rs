@@ -102,3 +102,18 @@ pub fn max_rel_diff(a: &[f64], b: &[f64]) -> f64 {
         .fold(0f64, f64::max)
         / scale
 }
+
+/// ‖a − b‖ / ‖b‖ in f64; infinite when `a` holds a non-finite value (unwritten, poisoned output).
+pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    if a.iter().any(|x| !x.is_finite()) {
+        return f64::INFINITY;
+    }
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum();
+    let den: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
+    (num / den.max(1e-300)).sqrt()
+}
