@@ -2,6 +2,7 @@
 # Runs the GPU test suite from prebuilt test executables (the GPU machine has no cargo), in the
 # repository root.
 #   usage: scripts/gpu-check.sh DIR [extra libtest args...]     (DIR: e.g. .gpu/pack/tests)
+#   FLASH_CASES=DIR: FlashAttention cases from scripts/attention_vs_sdpa.py (made here when unset)
 # Build them on the dev machine with scripts/gpu-pack.sh (also packs the release binary and the
 # Open MPI runtime it links; scripts/gpu-env.sh puts them on the paths).
 # Each executable runs with --include-ignored --test-threads=1 --nocapture; the "CUDA-OP" lines the
@@ -13,6 +14,16 @@ shift
 # CUDA, NCCL and the packed Open MPI on the paths; tests find this tree and the packed binary.
 . "$(dirname "$0")/gpu-env.sh" "${FERROTRON_PACK:-.gpu/pack}"
 export FERROTRON_REQUIRE_NVRTC=1
+# The FlashAttention correctness test reads fresh cases (random inputs, fp64 reference, SDPA's bf16
+# errors) that PyTorch makes on this GPU; make them unless FLASH_CASES names a set already.
+if [ -z "${FLASH_CASES:-}" ]; then
+  export FLASH_CASES="$(mktemp -d)"
+  if python3 "$(dirname "$0")/attention_vs_sdpa.py" --out "$FLASH_CASES" > "$FLASH_CASES/make.log" 2>&1; then
+    head -1 "$FLASH_CASES/make.log"
+  else
+    echo "gpu-check: could not make FlashAttention cases (python3 with torch needed): $(tail -1 "$FLASH_CASES/make.log")" >&2
+  fi
+fi
 log="$(mktemp)"
 table=/dev/null
 [ -n "${OUT:-}" ] && table="$OUT/gpu-check.md"
