@@ -272,6 +272,26 @@ impl<B: Collectives> ShardedAdam<B> {
     }
 }
 
+/// Stages 1-2: each rank casts its master shards into its own blocks of the full compute copy,
+/// then the copy is all-gathered in place ((N-1)/N · P·Ψp bytes per rank).
+pub fn refresh_full_weights<B: Collectives>(
+    b: &B,
+    plan: &ShardPlan,
+    dp: &dyn Comm,
+    adam: &ShardedAdam<B>,
+    weights: &mut [B::Act],
+) -> Result<()> {
+    for (u, w) in weights.iter_mut().enumerate() {
+        let own = plan.own(u);
+        b.acc_to_act(
+            Src::all(&adam.master[u]),
+            Dst::range(w, own.start, own.len()),
+        )?;
+        b.all_gather_act_in_place(dp, w)?;
+    }
+    Ok(())
+}
+
 /// The global gradient norm from this rank's Σ g² (all-reduced over dp), and the clip factor
 /// (PyTorch's clip_grad_norm_: min(1, max_norm / (norm + 1e-6))).
 pub fn global_norm(dp: &dyn Comm, local_sq: f64, cfg: &StepConfig) -> Result<(f64, f64)> {

@@ -15,7 +15,7 @@
 
 use crate::collectives::Collectives;
 use crate::engine::{Engine, FullState, MemoryReport, StepConfig, StepStats, UnitMeta};
-use crate::shard::{global_norm, ShardPlan, ShardedAdam};
+use crate::shard::{global_norm, refresh_full_weights, ShardPlan, ShardedAdam};
 use crate::store::ParamStore;
 use ferrotron_kernels::{Buffer, Dst, Result, Src};
 use ferrotron_parallel::Comm;
@@ -132,15 +132,13 @@ impl<B: Collectives> Stage2<B> {
     }
 
     fn refresh_weights(&mut self, b: &B) -> Result<()> {
-        for u in 0..self.weights.len() {
-            let own = self.plan.own(u);
-            b.acc_to_act(
-                Src::all(&self.adam.master[u]),
-                Dst::range(&mut self.weights[u], own.start, own.len()),
-            )?;
-            b.all_gather_act_in_place(self.dp.as_ref(), &mut self.weights[u])?;
-        }
-        Ok(())
+        refresh_full_weights(
+            b,
+            &self.plan,
+            self.dp.as_ref(),
+            &self.adam,
+            &mut self.weights,
+        )
     }
 }
 
