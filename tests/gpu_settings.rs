@@ -6,27 +6,13 @@
 mod common;
 use common::*;
 
-fn base(out: &std::path::Path) -> Vec<String> {
-    vec![
-        "train".into(),
-        root()
-            .join("tests/recipes/tiny-dp.toml")
-            .display()
-            .to_string(),
-        "--set".into(),
-        format!("train.out_dir={}", out.display()),
-    ]
-}
-
-/// Runs with extra `--set`s; returns (exit code, stderr).
+/// tests/recipes/tiny-dp.toml with extra `--set`s; returns (exit code, stderr).
 fn run(out: &std::path::Path, sets: &[&str]) -> (Option<i32>, String) {
-    let mut args = base(out);
-    for s in sets {
-        args.push("--set".into());
-        args.push(s.to_string());
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = ferrotron(&args);
+    let mut all = vec![format!("train.out_dir={}", out.display())];
+    all.extend(sets.iter().map(|s| s.to_string()));
+    let recipe = root().join("tests/recipes/tiny-dp.toml");
+    let args = train_args(&recipe.display().to_string(), &all);
+    let o = ferrotron(&strs(&args));
     (
         o.status.code(),
         String::from_utf8_lossy(&o.stderr).into_owned(),

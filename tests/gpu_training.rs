@@ -75,19 +75,6 @@ fn check_hf_cuda_bf16_within_2e2() {
     check_hf_on_cuda::<half::bf16>("bf16", 2e-2);
 }
 
-fn with_sets(recipe: &str, sets: &[String]) -> Vec<String> {
-    let mut a = vec!["train".to_string(), recipe.to_string()];
-    for s in sets {
-        a.push("--set".into());
-        a.push(s.clone());
-    }
-    a
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
 fn tokens_per_s(out: &Path) -> f64 {
     let r = step_records(out);
     let v: Vec<f64> = r
@@ -123,7 +110,7 @@ fn quickstart_50_steps_in_bf16_track_the_cpu_curve() {
             format!("train.out_dir={}", out.display()),
         ];
         check(
-            &ferrotron(&strs(&with_sets("recipes/quickstart.toml", &sets))),
+            &ferrotron(&strs(&train_args("recipes/quickstart.toml", &sets))),
             &format!("{device} {precision}"),
         );
         losses(out)
@@ -188,7 +175,7 @@ fn tiny_args(model: &str, out: &Path, stage: u8, gpu_comm: &str, extra: &[&str])
         format!("parallel.gpu_comm={gpu_comm}"),
     ];
     sets.extend(extra.iter().map(|s| s.to_string()));
-    with_sets(&recipe.display().to_string(), &sets)
+    train_args(&recipe.display().to_string(), &sets)
 }
 
 /// Two layouts, each held to the CPU test's 1e-5:
@@ -317,7 +304,7 @@ fn flash_attention_model_tracks_the_cpu_curve() {
             format!("train.out_dir={}", out.display()),
         ];
         check(
-            &ferrotron(&strs(&with_sets("recipes/quickstart.toml", &sets))),
+            &ferrotron(&strs(&train_args("recipes/quickstart.toml", &sets))),
             device,
         );
         losses(out)

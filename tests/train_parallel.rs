@@ -9,23 +9,13 @@ use std::path::Path;
 const MODELS: [&str; 2] = ["tiny-llama", "tiny-gpt2"];
 
 fn args(model: &str, out: &Path, stage: u8) -> Vec<String> {
-    vec![
-        "train".into(),
-        root()
-            .join("tests/recipes/tiny-dp.toml")
-            .display()
-            .to_string(),
-        "--set".into(),
+    let recipe = root().join("tests/recipes/tiny-dp.toml");
+    let sets = [
         format!("model.hf_dir=tests/fixtures/hf/{model}"),
-        "--set".into(),
         format!("train.out_dir={}", out.display()),
-        "--set".into(),
         format!("parallel.zero_stage={stage}"),
-    ]
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
+    ];
+    train_args(&recipe.display().to_string(), &sets)
 }
 
 /// Runs one rank and `ranks` ranks (via `run_n`); asserts losses and weights agree to 1e-5.

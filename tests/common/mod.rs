@@ -20,6 +20,20 @@ pub fn bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ferrotron")))
 }
 
+/// `train RECIPE --set S1 --set S2 ...`.
+pub fn train_args(recipe: &str, sets: &[String]) -> Vec<String> {
+    let mut a = vec!["train".to_string(), recipe.to_string()];
+    for s in sets {
+        a.push("--set".into());
+        a.push(s.clone());
+    }
+    a
+}
+
+pub fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 /// `ferrotron <args>` in the repository root.
 pub fn ferrotron(args: &[&str]) -> Output {
     Command::new(bin())
