@@ -75,7 +75,7 @@ pub struct MemoryReport {
     /// Stages 2-3: full per-unit gradient buffers alive at once (while their backward runs), at
     /// the peak of the last step.
     pub grads_in_flight_peak: u64,
-    /// Short-lived communication scratch (one unit's shard during a reduce-scatter), at the peak.
+    /// Communication scratch: the reduce-scatter output buffer, one longest unit shard, reused.
     pub scratch_peak: u64,
     /// Of `parameters + gradients + optimizer_states`: the bytes that are padding (units padded
     /// to a multiple of N).

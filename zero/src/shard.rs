@@ -93,6 +93,13 @@ impl ShardPlan {
             })
             .sum()
     }
+    /// The longest shard of any unit: the size of the reduce-scatter scratch buffer.
+    pub fn max_shard_len(&self) -> usize {
+        (0..self.units.len())
+            .map(|u| self.shard_len(u))
+            .max()
+            .unwrap_or(0)
+    }
     /// Σ shard lengths (Ψp / N).
     pub fn shard_total(&self) -> usize {
         self.psi_padded() / self.n

@@ -25,7 +25,8 @@ pub struct Stage1<B: Collectives> {
     weights: Vec<B::Act>,
     grads: Vec<B::Acc>,
     adam: ShardedAdam<B>,
-    scratch_peak: usize,
+    /// Reduce-scatter output, reused for every unit (the longest shard).
+    scratch: B::Acc,
 }
 
 impl<B: Collectives> Stage1<B> {
@@ -42,11 +43,11 @@ impl<B: Collectives> Stage1<B> {
         }
         Ok(Stage1 {
             dp,
+            scratch: b.zeros_acc(plan.max_shard_len())?,
             plan,
             weights,
             grads,
             adam,
-            scratch_peak: 0,
         })
     }
 
@@ -92,12 +93,13 @@ impl<B: Collectives> Engine<B> for Stage1<B> {
     fn step(&mut self, b: &B, cfg: &StepConfig) -> Result<StepStats> {
         let dp = self.dp.as_ref();
         for u in 0..self.grads.len() {
-            let own = self.plan.own(u);
-            let mut shard = b.zeros_acc(own.len())?;
-            self.scratch_peak = self.scratch_peak.max(shard.len());
-            let g = &mut self.grads[u];
-            b.reduce_scatter_sum_acc(dp, Src::all(g), Dst::all(&mut shard))?;
-            b.copy_acc(Src::all(&shard), Dst::range(g, own.start, own.len()))?;
+            let (own, g) = (self.plan.own(u), &mut self.grads[u]);
+            let shard = Dst::range(&mut self.scratch, 0, own.len());
+            b.reduce_scatter_sum_acc(dp, Src::all(g), shard)?;
+            b.copy_acc(
+                Src::range(&self.scratch, 0, own.len()),
+                Dst::range(g, own.start, own.len()),
+            )?;
         }
         let plan = &self.plan;
         let sq = self
@@ -126,7 +128,7 @@ impl<B: Collectives> Engine<B> for Stage1<B> {
             parameters: act as u64 * B::ACT_BYTES,
             gradients: acc as u64 * B::ACC_BYTES,
             optimizer_states: self.adam.bytes(),
-            scratch_peak: self.scratch_peak as u64 * B::ACC_BYTES,
+            scratch_peak: self.scratch.len() as u64 * B::ACC_BYTES,
             padding: pad * (B::ACT_BYTES + B::ACC_BYTES) + 3 * own_pad * B::ACC_BYTES,
             ..Default::default()
         }

@@ -30,7 +30,8 @@ pub(crate) struct ShardedGrads<B: Collectives> {
     pub shard: Vec<B::Acc>,
     live: usize,
     pub live_peak: usize,
-    pub scratch_peak: usize,
+    /// Reduce-scatter output, reused for every unit and micro-batch (the longest shard).
+    pub scratch: B::Acc,
 }
 
 impl<B: Collectives> ShardedGrads<B> {
@@ -43,7 +44,7 @@ impl<B: Collectives> ShardedGrads<B> {
                 .collect::<Result<_>>()?,
             live: 0,
             live_peak: 0,
-            scratch_peak: 0,
+            scratch: b.zeros_acc(plan.max_shard_len())?,
         })
     }
     /// Allocates unit u's zeroed full gradient unless it is already in flight (tied embeddings:
@@ -61,10 +62,13 @@ impl<B: Collectives> ShardedGrads<B> {
         if self.full[u].is_empty() {
             return Ok(());
         }
-        let mut block = b.zeros_acc(plan.shard_len(u))?;
-        self.scratch_peak = self.scratch_peak.max(block.len());
-        b.reduce_scatter_sum_acc(dp, Src::all(&self.full[u]), Dst::all(&mut block))?;
-        b.add_acc(Dst::all(&mut self.shard[u]), Src::all(&block))?;
+        let k = plan.shard_len(u);
+        let block = Dst::range(&mut self.scratch, 0, k);
+        b.reduce_scatter_sum_acc(dp, Src::all(&self.full[u]), block)?;
+        b.add_acc(
+            Dst::all(&mut self.shard[u]),
+            Src::range(&self.scratch, 0, k),
+        )?;
         self.full[u] = b.zeros_acc(0)?;
         self.live -= plan.padded[u];
         Ok(())
@@ -182,7 +186,7 @@ impl<B: Collectives> Engine<B> for Stage2<B> {
             gradients: self.grads.shard_bytes(),
             optimizer_states: self.adam.bytes(),
             grads_in_flight_peak: self.grads.live_peak as u64 * B::ACC_BYTES,
-            scratch_peak: self.grads.scratch_peak as u64 * B::ACC_BYTES,
+            scratch_peak: self.grads.scratch.len() as u64 * B::ACC_BYTES,
             padding: pad * B::ACT_BYTES + 4 * own_pad * B::ACC_BYTES,
             ..Default::default()
         }

@@ -198,7 +198,7 @@ impl<B: Collectives> Engine<B> for Stage3<B> {
             optimizer_states: self.adam.bytes(),
             gathered_peak: self.live_peak as u64 * B::ACT_BYTES,
             grads_in_flight_peak: self.grads.live_peak as u64 * B::ACC_BYTES,
-            scratch_peak: self.grads.scratch_peak as u64 * B::ACC_BYTES,
+            scratch_peak: self.grads.scratch.len() as u64 * B::ACC_BYTES,
             padding: own_pad * (B::ACT_BYTES + 4 * B::ACC_BYTES),
         }
     }
