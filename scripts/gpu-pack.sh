@@ -2,7 +2,7 @@
 # Builds, on the dev machine, everything scripts/gpu-check.sh runs on a GPU machine that has no
 # cargo, and puts it under .gpu/pack (git-ignored; carry it to the GPU machine):
 #   bin/ferrotron           release binary, stripped
-#   tests/<name>            GPU test executables, stripped (kernels cuda_ops, cuda_flash_backend,
+#   tests/<name>            GPU test executables, stripped (kernels cuda_ops, cuda_optimizer, cuda_flash_backend,
 #                           flash_attn; gpu_training)
 #   ompi/                   the Open MPI runtime the binary links (libmpi.so.40) and mpirun needs,
 #                           relocated through OPAL_* variables by gpu-check.sh (the GPU image has
@@ -28,7 +28,7 @@ for l in sys.stdin:
         print(m["target"]["name"], m["executable"])'
 }
 {
-  executables -p ferrotron-kernels --test cuda_ops --test cuda_flash_backend --test flash_attn
+  executables -p ferrotron-kernels --test cuda_ops --test cuda_optimizer --test cuda_flash_backend --test flash_attn
   executables -p ferrotron --test gpu_training "${@/#/--test=}"
 } | while read -r name exe; do
   install -m 755 "$exe" "$pack/tests/$name"

@@ -201,6 +201,37 @@ pub struct AdamWStep {
     pub step: u64,
 }
 
+/// The AdamW regions of one parameter buffer set, for [`Backend::adamw_multi_step`]: master
+/// weights, gradient and moments (equal lengths), and the pieces of them to update as
+/// `(start, len, decay)` relative to the regions (`decay`: apply `AdamWStep::weight_decay`;
+/// norms and biases are usually excluded). Elements outside every piece (padding) are untouched.
+pub struct AdamWGroup<'a, A> {
+    pub param: Dst<'a, A>,
+    pub grad: Src<'a, A>,
+    pub m: Dst<'a, A>,
+    pub v: Dst<'a, A>,
+    pub pieces: Vec<(usize, usize, bool)>,
+}
+
+impl<'a, A: Buffer> AdamWGroup<'a, A> {
+    /// Checks that the four regions have one length and every piece lies inside them.
+    pub fn check(&self) -> Result<()> {
+        let n = self.param.len;
+        if self.grad.len != n || self.m.len != n || self.v.len != n {
+            return Err(crate::Error::Unsupported(format!(
+                "adamw: param, grad, m, v lengths differ ({n}, {}, {}, {})",
+                self.grad.len, self.m.len, self.v.len
+            )));
+        }
+        if let Some(&(s, l, _)) = self.pieces.iter().find(|&&(s, l, _)| s + l > n) {
+            return Err(crate::Error::Unsupported(format!(
+                "adamw: piece {s}+{l} outside regions of {n}"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Shorthands for the regions of a backend's three buffer kinds.
 pub type ActSrc<'a, B> = Src<'a, <B as Backend>::Act>;
 pub type ActDst<'a, B> = Dst<'a, <B as Backend>::Act>;
@@ -485,11 +516,25 @@ pub trait Backend: Send + Sync {
     // ---- reductions and the optimizer ------------------------------------------------------
     fn sum(&self, x: AccSrc<'_, Self>) -> Result<f64>;
     fn sum_squares(&self, x: AccSrc<'_, Self>) -> Result<f64>;
+    /// Σ over the regions of Σ x² (a gradient norm over many tensors; on a GPU one wait for the
+    /// result instead of one per region).
+    fn sum_squares_many(&self, xs: &[AccSrc<'_, Self>]) -> Result<f64> {
+        xs.iter().map(|&x| self.sum_squares(x)).sum()
+    }
     /// x *= s.
     fn scale_acc(&self, x: AccDst<'_, Self>, s: f64) -> Result<()>;
     /// x += y (accumulation precision; microbatch and reduction sums).
     fn add_acc(&self, x: AccDst<'_, Self>, y: AccSrc<'_, Self>) -> Result<()>;
-    /// One AdamW step on a region of master weights with its gradient and moments.
+    /// One AdamW step over every piece of every group (one launch per many pieces on a GPU).
+    /// The gradient is read as g·grad_scale (global-norm clipping folded in; 1.0: none) and is
+    /// not modified; `h.weight_decay` applies to the pieces marked `decay`.
+    fn adamw_multi_step(
+        &self,
+        groups: Vec<AdamWGroup<'_, Self::Acc>>,
+        h: &AdamWStep,
+        grad_scale: f64,
+    ) -> Result<()>;
+    /// One AdamW step on one region of master weights with its gradient and moments, decay on.
     fn adamw_step(
         &self,
         param: AccDst<'_, Self>,
@@ -497,5 +542,15 @@ pub trait Backend: Send + Sync {
         m: AccDst<'_, Self>,
         v: AccDst<'_, Self>,
         h: &AdamWStep,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        let pieces = vec![(0, param.len, true)];
+        let group = AdamWGroup {
+            param,
+            grad,
+            m,
+            v,
+            pieces,
+        };
+        self.adamw_multi_step(vec![group], h, 1.0)
+    }
 }

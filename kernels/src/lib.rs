@@ -11,6 +11,7 @@ pub mod cuda;
 pub mod error;
 
 pub use backend::{
-    AdamWStep, AttnDims, Backend, Buffer, Dst, LinearDims, Src, WeightGrads, WeightLayout,
+    AdamWGroup, AdamWStep, AttnDims, Backend, Buffer, Dst, LinearDims, Src, WeightGrads,
+    WeightLayout,
 };
 pub use error::{Error, Result};

@@ -12,7 +12,7 @@ mod common;
 use common::rel_err;
 
 use ferrotron_kernels::backend::{
-    AdamWStep, AttnDims, Backend, Dst, LinearDims, Src, WeightGrads, WeightLayout,
+    AdamWGroup, AdamWStep, AttnDims, Backend, Dst, LinearDims, Src, WeightGrads, WeightLayout,
 };
 use ferrotron_kernels::cpu::CpuBackend;
 use ferrotron_kernels::cuda::{device, CudaAct, CudaBackend};
@@ -770,6 +770,33 @@ fn reductions<A: CudaAct>() {
         t.c.sum_squares(Src::all(&x)).unwrap(),
     );
     t.check("sum_squares", &[s as f32], &[cs as f32], 1.0);
+    // Many regions, one of them empty: one wait on the GPU, the sum of the parts on the CPU.
+    let spans = [
+        (0usize, 1000usize),
+        (5, 0),
+        (77_777, 500_001),
+        (999_000, 5003),
+    ];
+    let (s, cs) = (
+        t.g.sum_squares_many(&spans.map(|(a, n)| Src::range(&gx, a, n)))
+            .unwrap(),
+        t.c.sum_squares_many(&spans.map(|(a, n)| Src::range(&x, a, n)))
+            .unwrap(),
+    );
+    let parts: f64 = spans
+        .iter()
+        .map(|&(a, n)| {
+            x[a..a + n]
+                .iter()
+                .map(|&v| v as f64 * v as f64)
+                .sum::<f64>()
+        })
+        .sum();
+    assert!(
+        (cs - parts).abs() <= 1e-9 * parts,
+        "cpu sum_squares_many {cs} vs {parts}"
+    );
+    t.check("sum_squares_many", &[s as f32], &[cs as f32], 1.0);
     let (mut gs, mut cs) = (t.acc(&x), x.clone());
     t.g.scale_acc(Dst::range(&mut gs, 10, 5000), 0.37).unwrap();
     t.c.scale_acc(Dst::range(&mut cs, 10, 5000), 0.37).unwrap();
@@ -780,9 +807,25 @@ fn reductions<A: CudaAct>() {
     t.check("add_acc", &t.get_acc(&ga), &ca, 1.0);
 }
 
+/// Pieces of an n-element buffer for the multi-tensor AdamW test: every `step` elements one piece
+/// of step − 1, decay alternating, leaving a one-element gap (like shard padding) after each.
+fn adamw_pieces(n: usize) -> Vec<(usize, usize, bool)> {
+    let step = (n / 10).max(2);
+    (0..n)
+        .step_by(step)
+        .enumerate()
+        .map(|(k, s)| (s, (step - 1).min(n - s), k % 2 == 0))
+        .collect()
+}
+
 fn adamw<A: CudaAct>() {
     let mut t = setup::<A>();
-    let sizes = [1000usize, 1, 4097, 33];
+    // 35 pieces over 4 buffers: two launches of the 32-piece kernel.
+    let sizes = [1000usize, 7, 4097, 330];
+    assert_eq!(
+        sizes.iter().map(|&n| adamw_pieces(n).len()).sum::<usize>(),
+        35
+    );
     let mut gp = Vec::new();
     let mut cp = Vec::new();
     for &n in &sizes {
@@ -791,7 +834,8 @@ fn adamw<A: CudaAct>() {
         gp.push((t.acc(&p), t.acc(&m), t.acc(&v)));
         cp.push((p, m, v));
     }
-    for step in 1..=3u64 {
+    let p0 = t.get_acc(&gp[0].0);
+    for (step, grad_scale) in [(1u64, 1.0), (2, 0.7), (3, 0.25)] {
         let h = AdamWStep {
             lr: 1e-3,
             beta1: 0.9,
@@ -802,18 +846,37 @@ fn adamw<A: CudaAct>() {
         };
         let grads: Vec<Vec<f32>> = sizes.iter().map(|&n| t.rand(n, 1.0)).collect();
         let gg: Vec<_> = grads.iter().map(|g| t.acc(g)).collect();
-        // GPU: one multi-tensor launch; CPU: tensor by tensor through the trait.
-        let regions: Vec<_> = gp
+        let groups: Vec<_> = gp
             .iter_mut()
             .zip(&gg)
-            .map(|((p, m, v), g)| (Dst::all(p), Src::all(g), Dst::all(m), Dst::all(v)))
+            .map(|((p, m, v), g)| AdamWGroup {
+                pieces: adamw_pieces(p.len()),
+                param: Dst::all(p),
+                grad: Src::all(g),
+                m: Dst::all(m),
+                v: Dst::all(v),
+            })
             .collect();
-        t.g.adamw_multi(regions, &h).unwrap();
-        for ((p, m, v), g) in cp.iter_mut().zip(&grads) {
-            t.c.adamw_step(Dst::all(p), Src::all(g), Dst::all(m), Dst::all(v), &h)
-                .unwrap();
-        }
+        t.g.adamw_multi_step(groups, &h, grad_scale).unwrap();
+        let groups: Vec<_> = cp
+            .iter_mut()
+            .zip(&grads)
+            .map(|((p, m, v), g)| AdamWGroup {
+                pieces: adamw_pieces(p.len()),
+                param: Dst::all(p),
+                grad: Src::all(g),
+                m: Dst::all(m),
+                v: Dst::all(v),
+            })
+            .collect();
+        t.c.adamw_multi_step(groups, &h, grad_scale).unwrap();
     }
+    // The gaps between pieces are untouched.
+    let p_now = t.get_acc(&gp[0].0);
+    for gap in [99, 199, 999] {
+        assert_eq!(p_now[gap], p0[gap], "adamw touched gap element {gap}");
+    }
+    assert_ne!(p_now[0], p0[0]);
     // and the trait's single-tensor path
     let h = AdamWStep {
         lr: 3e-4,

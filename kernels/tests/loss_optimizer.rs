@@ -1,12 +1,12 @@
 //! CPU ops: fused cross-entropy (forward values, stability, ignored targets, dlogits against f64
 //! finite differences of grad_scale · Σ losses) and AdamW (two steps against the PyTorch update
-//! written out by hand in f64).
+//! written out by hand in f64; the multi-tensor form against per-region steps).
 
 mod common;
 
 use common::*;
 use ferrotron_kernels::cpu::CpuBackend;
-use ferrotron_kernels::{AdamWStep, Backend, Dst, Src};
+use ferrotron_kernels::{AdamWGroup, AdamWStep, Backend, Dst, Src};
 
 type B64 = CpuBackend<f64>;
 
@@ -142,6 +142,69 @@ fn adamw_two_steps_match_pytorch_formula() {
     assert!(p.iter().zip(&p0).all(|(a, b)| (a - b).abs() < 2.5 * lr));
     // g = 0 throughout keeps m = v = 0, so the update is pure decay: p0·(1 − lr·wd)².
     assert!((p[5] - p0[5] * (1.0 - lr * wd).powi(2)).abs() < 1e-15);
+}
+
+/// `adamw_multi_step` over pieces = `adamw_step` piece by piece on the gradient scaled first (as
+/// clipping in place would), with weight decay only where a piece asks for it, and nothing
+/// outside the pieces touched.
+#[test]
+fn adamw_multi_step_equals_per_piece_steps() {
+    let n = 1000;
+    let mut g = rng(41);
+    let p0 = uniform(&mut g, n);
+    let grad = uniform(&mut g, n);
+    let pieces = vec![(0usize, 300usize, true), (301, 99, false), (400, 599, true)];
+    let scale = 0.625;
+    let h = AdamWStep {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.1,
+        step: 1,
+    };
+    let be = B64::new();
+    let (mut p, mut m, mut v) = (p0.clone(), vec![0.0; n], vec![0.0; n]);
+    let group = AdamWGroup {
+        param: Dst::all(&mut p),
+        grad: Src::all(&grad),
+        m: Dst::all(&mut m),
+        v: Dst::all(&mut v),
+        pieces: pieces.clone(),
+    };
+    be.adamw_multi_step(vec![group], &h, scale).unwrap();
+
+    let scaled: Vec<f64> = grad.iter().map(|x| x * scale).collect();
+    let (mut pw, mut mw, mut vw) = (p0.clone(), vec![0.0; n], vec![0.0; n]);
+    for &(s, l, decay) in &pieces {
+        let hp = AdamWStep {
+            weight_decay: if decay { 0.1 } else { 0.0 },
+            ..h
+        };
+        be.adamw_step(
+            Dst::range(&mut pw, s, l),
+            Src::range(&scaled, s, l),
+            Dst::range(&mut mw, s, l),
+            Dst::range(&mut vw, s, l),
+            &hp,
+        )
+        .unwrap();
+    }
+    assert_eq!((&p, &m, &v), (&pw, &mw, &vw));
+    assert_eq!((p[300], p[999]), (p0[300], p0[999]), "gaps untouched");
+    assert!(
+        p.iter().zip(&p0).filter(|(a, b)| a != b).count() == 998,
+        "every piece stepped"
+    );
+    // A piece outside the regions is an error, not a panic.
+    let group = AdamWGroup {
+        param: Dst::all(&mut p),
+        grad: Src::all(&grad),
+        m: Dst::all(&mut m),
+        v: Dst::all(&mut v),
+        pieces: vec![(990, 20, true)],
+    };
+    assert!(be.adamw_multi_step(vec![group], &h, 1.0).is_err());
 }
 
 /// f32 (vectorized exp, f64 sums) against f64 at GPT-2's vocabulary size.

@@ -10,7 +10,7 @@
 
 use crate::collectives::Collectives;
 use crate::engine::{FullState, StepConfig, UnitMeta};
-use ferrotron_kernels::{AdamWStep, Backend, Buffer, Dst, Error, Result, Src};
+use ferrotron_kernels::{AdamWGroup, AdamWStep, Backend, Buffer, Dst, Error, Result, Src};
 use ferrotron_parallel::{Comm, CommError};
 use std::ops::Range;
 
@@ -192,49 +192,49 @@ impl<B: Collectives> ShardedAdam<B> {
         grads: &[B::Acc],
         offset: impl Fn(usize) -> usize,
     ) -> Result<f64> {
-        let mut s = 0.0;
+        let mut regions = Vec::new();
         for (u, g) in grads.iter().enumerate() {
             for (start, len, _) in plan.pieces(u) {
-                s += b.sum_squares(Src::range(g, offset(u) + start, len))?;
+                regions.push(Src::range(g, offset(u) + start, len));
             }
         }
-        Ok(s)
+        b.sum_squares_many(&regions)
     }
 
-    /// Clips (factor < 1) and steps every owned region; returns nothing, mutates grads by the clip.
+    /// Steps every owned region, the gradient read as g·clip_factor (clipping folded into the
+    /// optimizer: the gradients are not modified), in one multi-tensor AdamW call.
     pub fn apply(
         &mut self,
         b: &B,
         plan: &ShardPlan,
-        grads: &mut [B::Acc],
+        grads: &[B::Acc],
         offset: impl Fn(usize) -> usize,
         cfg: &StepConfig,
         clip_factor: f64,
     ) -> Result<()> {
-        for (u, g) in grads.iter_mut().enumerate() {
-            for (start, len, decay) in plan.pieces(u) {
-                let o = offset(u) + start;
-                if clip_factor < 1.0 {
-                    b.scale_acc(Dst::range(g, o, len), clip_factor)?;
+        let h = AdamWStep {
+            lr: cfg.lr,
+            beta1: cfg.beta1,
+            beta2: cfg.beta2,
+            eps: cfg.eps,
+            weight_decay: cfg.weight_decay,
+            step: cfg.step,
+        };
+        let groups = (self.master.iter_mut().zip(&mut self.m).zip(&mut self.v))
+            .zip(grads)
+            .enumerate()
+            .map(|(u, (((p, m), v), g))| {
+                let len = p.len();
+                AdamWGroup {
+                    param: Dst::all(p),
+                    grad: Src::range(g, offset(u), len),
+                    m: Dst::all(m),
+                    v: Dst::all(v),
+                    pieces: plan.pieces(u),
                 }
-                let h = AdamWStep {
-                    lr: cfg.lr,
-                    beta1: cfg.beta1,
-                    beta2: cfg.beta2,
-                    eps: cfg.eps,
-                    weight_decay: if decay { cfg.weight_decay } else { 0.0 },
-                    step: cfg.step,
-                };
-                b.adamw_step(
-                    Dst::range(&mut self.master[u], start, len),
-                    Src::range(g, o, len),
-                    Dst::range(&mut self.m[u], start, len),
-                    Dst::range(&mut self.v[u], start, len),
-                    &h,
-                )?;
-            }
-        }
-        Ok(())
+            })
+            .collect();
+        b.adamw_multi_step(groups, &h, clip_factor.min(1.0))
     }
 
     /// Gathers every shard into the full (unpadded) state, identical on every rank (through host

@@ -88,7 +88,7 @@ impl<B: Collectives> Engine<B> for Stage0<B> {
         let norm = sq.sqrt();
         let clip_factor = cfg.clip_norm.map_or(1.0, |c| (c / (norm + 1e-6)).min(1.0));
         self.adam
-            .apply(b, &self.plan, &mut self.grads, |_| 0, cfg, clip_factor)?;
+            .apply(b, &self.plan, &self.grads, |_| 0, cfg, clip_factor)?;
         self.refresh_weights(b)?;
         Ok(StepStats {
             grad_norm: norm,

@@ -109,7 +109,7 @@ impl<B: Collectives> Engine<B> for Stage1<B> {
         self.adam.apply(
             b,
             plan,
-            &mut self.grads,
+            &self.grads,
             |u| plan.own(u).start,
             cfg,
             clip_factor,

@@ -99,7 +99,7 @@ impl<B: Collectives> ShardedGrads<B> {
         }
         let sq = adam.sum_squares(b, plan, &self.shard, |_| 0)?;
         let (grad_norm, clip_factor) = global_norm(dp, sq, cfg)?;
-        adam.apply(b, plan, &mut self.shard, |_| 0, cfg, clip_factor)?;
+        adam.apply(b, plan, &self.shard, |_| 0, cfg, clip_factor)?;
         Ok(StepStats {
             grad_norm,
             clip_factor,

@@ -4,7 +4,9 @@
 //!   m ← m + (1 − β1)·(g − m)           (torch: exp_avg.lerp_(grad, 1 − β1))
 //!   v ← β2·v + (1 − β2)·g²
 //!   p ← p − (lr / (1 − β1^t)) · m / (sqrt(v) / sqrt(1 − β2^t) + eps)
-//! Scalars in f64; each element updated in f64 and stored back as T. Parallel over chunks.
+//! g is read as T(g·grad_scale) when a clipping factor is given (what scaling the gradient in
+//! place first would store). Scalars in f64; each element updated in f64 and stored back as T.
+//! Parallel over chunks.
 
 use super::CpuFloat;
 use crate::backend::AdamWStep;
@@ -13,7 +15,14 @@ use rayon::prelude::*;
 /// Elements per parallel work item.
 const CHUNK: usize = 1 << 13;
 
-pub fn step<T: CpuFloat>(param: &mut [T], grad: &[T], m: &mut [T], v: &mut [T], h: &AdamWStep) {
+pub fn step<T: CpuFloat>(
+    param: &mut [T],
+    grad: &[T],
+    m: &mut [T],
+    v: &mut [T],
+    h: &AdamWStep,
+    grad_scale: f64,
+) {
     let n = param.len();
     assert!(
         grad.len() == n && m.len() == n && v.len() == n,
@@ -31,7 +40,11 @@ pub fn step<T: CpuFloat>(param: &mut [T], grad: &[T], m: &mut [T], v: &mut [T], 
         .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
         .for_each(|((p, g), (m, v))| {
             for i in 0..p.len() {
-                let g64 = g[i].to_f64c();
+                let g64 = if grad_scale == 1.0 {
+                    g[i].to_f64c()
+                } else {
+                    T::from_f64c(g[i].to_f64c() * grad_scale).to_f64c()
+                };
                 let m64 = m[i].to_f64c() + b1c * (g64 - m[i].to_f64c());
                 let v64 = b2 * v[i].to_f64c() + b2c * g64 * g64;
                 let p64 =

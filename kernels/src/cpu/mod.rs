@@ -418,15 +418,38 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         elementwise::add(w(x), r(y));
         Ok(())
     }
-    fn adamw_step(
+    fn adamw_multi_step(
         &self,
-        param: Dst<'_, Vec<T>>,
-        grad: Src<'_, Vec<T>>,
-        m: Dst<'_, Vec<T>>,
-        v: Dst<'_, Vec<T>>,
+        groups: Vec<AdamWGroup<'_, Vec<T>>>,
         h: &AdamWStep,
+        grad_scale: f64,
     ) -> Result<()> {
-        adamw::step(w(param), r(grad), w(m), w(v), h);
+        for grp in groups {
+            grp.check()?;
+            let AdamWGroup {
+                param,
+                grad,
+                m,
+                v,
+                pieces,
+            } = grp;
+            let (p, g, m, v) = (w(param), r(grad), w(m), w(v));
+            for (s, l, decay) in pieces {
+                let hp = AdamWStep {
+                    weight_decay: if decay { h.weight_decay } else { 0.0 },
+                    ..*h
+                };
+                let e = s + l;
+                adamw::step(
+                    &mut p[s..e],
+                    &g[s..e],
+                    &mut m[s..e],
+                    &mut v[s..e],
+                    &hp,
+                    grad_scale,
+                );
+            }
+        }
         Ok(())
     }
 }

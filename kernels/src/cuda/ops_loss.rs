@@ -61,28 +61,54 @@ impl<A: CudaAct> CudaBackend<A> {
 
     /// Σ x (squares = false) or Σ x² over an fp32 region, in f64.
     pub(crate) fn reduce_f32(&self, x: Src<'_, CudaSlice<f32>>, squares: bool) -> Result<f64> {
-        if x.len == 0 {
+        self.reduce_many_f32(&[x], squares)
+    }
+
+    /// Σ over the regions of Σ x (or x²): one partial-sum launch per region into one buffer of
+    /// f64 partials, then one copy to the host and one wait.
+    pub(crate) fn reduce_many_f32(
+        &self,
+        xs: &[Src<'_, CudaSlice<f32>>],
+        squares: bool,
+    ) -> Result<f64> {
+        let blocks: Vec<usize> = xs
+            .iter()
+            .map(|x| x.len.div_ceil(BLOCK as usize).clamp(1, REDUCE_BLOCKS))
+            .collect();
+        let total: usize = xs
+            .iter()
+            .zip(&blocks)
+            .filter(|(x, _)| x.len > 0)
+            .map(|(_, &b)| b)
+            .sum();
+        if total == 0 {
             return Ok(0.0);
         }
-        let blocks = x.len.div_ceil(BLOCK as usize).clamp(1, REDUCE_BLOCKS);
-        let mut partials = self.zeros::<f64>(blocks)?;
-        let mut pdst = Dst::all(&mut partials);
-        let mut bind = Bound::new(&self.stream);
-        let pp = bind.w(&mut pdst);
-        let cfg = LaunchConfig {
-            grid_dim: (blocks as u32, 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let mut partials = self.zeros::<f64>(total)?;
         let name = if squares {
             "sum_squares_partials"
         } else {
             "sum_partials"
         };
-        let n = x.len as i64;
-        self.launch("reduce", name, cfg, &[P(bind.r(&x)), I64(n), P(pp)])?;
-        drop(bind);
-        let mut host = vec![0f64; blocks];
+        let mut at = 0;
+        for (x, &nb) in xs.iter().zip(&blocks).filter(|(x, _)| x.len > 0) {
+            let mut pdst = Dst::range(&mut partials, at, nb);
+            let mut bind = Bound::new(&self.stream);
+            let pp = bind.w(&mut pdst);
+            let cfg = LaunchConfig {
+                grid_dim: (nb as u32, 1, 1),
+                block_dim: (BLOCK, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            self.launch(
+                "reduce",
+                name,
+                cfg,
+                &[P(bind.r(x)), I64(x.len as i64), P(pp)],
+            )?;
+            at += nb;
+        }
+        let mut host = vec![0f64; total];
         self.stream
             .memcpy_dtoh(&partials, &mut host)
             .map_err(|e| cuda_err("device-to-host copy", e))?;

@@ -40,11 +40,50 @@ fn cols_cfg(n: usize, d: usize) -> (LaunchConfig, KArg) {
     (cfg, I64(rpc as i64))
 }
 
+/// The input of a norm forward: x, or the residual stream h, updated first by h += y.
+pub(crate) enum NormInput<'a, A> {
+    Plain(ASrc<'a, A>),
+    Residual { h: ADst<'a, A>, y: ASrc<'a, A> },
+}
+
+impl<'a, A> NormInput<'a, A> {
+    fn op_name(&self, norm: &str) -> String {
+        match self {
+            NormInput::Plain(_) => norm.to_string(),
+            NormInput::Residual { .. } => format!("residual_{norm}"),
+        }
+    }
+    fn check_len(&self, op: &str, want: usize) -> Result<()> {
+        match self {
+            NormInput::Plain(x) => check_len(&format!("{op} x"), x.len, want),
+            NormInput::Residual { h, y } => {
+                check_len(&format!("{op} h"), h.len, want)?;
+                check_len(&format!("{op} y"), y.len, want)
+            }
+        }
+    }
+    /// The kernel (`plain`, or `residual_` + `plain`) and its leading arguments.
+    fn bind<'b>(&'b mut self, bind: &mut Bound<'b>, plain: &str) -> (String, Vec<KArg>)
+    where
+        'a: 'b,
+    {
+        match self {
+            NormInput::Plain(x) => (plain.to_string(), vec![P(bind.r(x))]),
+            NormInput::Residual { h, y } => (
+                format!("residual_{plain}"),
+                vec![P(bind.w(h)), P(bind.r(y))],
+            ),
+        }
+    }
+}
+
 impl<A: CudaAct> CudaBackend<A> {
+    /// y = rmsnorm(x), or with a residual input h += y_res first and x = the updated h (see
+    /// `Backend::residual_rmsnorm_forward`).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn rms_fwd(
         &self,
-        x: ASrc<'_, A>,
+        mut x: NormInput<'_, A>,
         w: ASrc<'_, A>,
         mut y: ADst<'_, A>,
         mut rstd: FDst<'_>,
@@ -52,66 +91,24 @@ impl<A: CudaAct> CudaBackend<A> {
         d: usize,
         eps: f64,
     ) -> Result<()> {
-        check_len("rmsnorm x", x.len, n * d)?;
-        check_len("rmsnorm w", w.len, d)?;
-        check_len("rmsnorm y", y.len, n * d)?;
-        check_len("rmsnorm rstd", rstd.len, n)?;
+        let op = x.op_name("rmsnorm");
+        x.check_len(&op, n * d)?;
+        for (what, have, want) in [("w", w.len, d), ("y", y.len, n * d), ("rstd", rstd.len, n)] {
+            check_len(&format!("{op} {what}"), have, want)?;
+        }
         if n * d == 0 {
             return Ok(());
         }
         let mut bind = Bound::new(&self.stream);
-        let args = [
-            P(bind.r(&x)),
+        let (kernel, mut args) = x.bind(&mut bind, "rmsnorm_fwd");
+        args.extend([
             P(bind.r(&w)),
             P(bind.w(&mut y)),
             P(bind.w(&mut rstd)),
             I32(d as i32),
             F32(eps as f32),
-        ];
-        self.launch("norms", &Self::kname("rmsnorm_fwd"), rows_cfg(n, d), &args)
-    }
-
-    /// h += y; y_out = rmsnorm(h) (see `Backend::residual_rmsnorm_forward`).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn res_rms_fwd(
-        &self,
-        mut h: ADst<'_, A>,
-        y: ASrc<'_, A>,
-        w: ASrc<'_, A>,
-        mut out: ADst<'_, A>,
-        mut rstd: FDst<'_>,
-        n: usize,
-        d: usize,
-        eps: f64,
-    ) -> Result<()> {
-        for (what, have, want) in [
-            ("h", h.len, n * d),
-            ("y", y.len, n * d),
-            ("w", w.len, d),
-            ("out", out.len, n * d),
-            ("rstd", rstd.len, n),
-        ] {
-            check_len(&format!("residual_rmsnorm {what}"), have, want)?;
-        }
-        if n * d == 0 {
-            return Ok(());
-        }
-        let mut bind = Bound::new(&self.stream);
-        let args = [
-            P(bind.w(&mut h)),
-            P(bind.r(&y)),
-            P(bind.r(&w)),
-            P(bind.w(&mut out)),
-            P(bind.w(&mut rstd)),
-            I32(d as i32),
-            F32(eps as f32),
-        ];
-        self.launch(
-            "norms",
-            &Self::kname("residual_rmsnorm_fwd"),
-            rows_cfg(n, d),
-            &args,
-        )
+        ]);
+        self.launch("norms", &Self::kname(&kernel), rows_cfg(n, d), &args)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -168,10 +165,12 @@ impl<A: CudaAct> CudaBackend<A> {
         self.launch("norms", &Self::kname("rmsnorm_bwd_dw"), cfg, &args)
     }
 
+    /// y = layernorm(x), or with a residual input h += y_res first and x = the updated h (see
+    /// `Backend::residual_layernorm_forward`).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn ln_fwd(
         &self,
-        x: ASrc<'_, A>,
+        mut x: NormInput<'_, A>,
         w: ASrc<'_, A>,
         b: ASrc<'_, A>,
         mut y: ADst<'_, A>,
@@ -181,22 +180,23 @@ impl<A: CudaAct> CudaBackend<A> {
         d: usize,
         eps: f64,
     ) -> Result<()> {
+        let op = x.op_name("layernorm");
+        x.check_len(&op, n * d)?;
         for (what, have, want) in [
-            ("x", x.len, n * d),
             ("w", w.len, d),
             ("b", b.len, d),
             ("y", y.len, n * d),
             ("mean", mean.len, n),
             ("rstd", rstd.len, n),
         ] {
-            check_len(&format!("layernorm {what}"), have, want)?;
+            check_len(&format!("{op} {what}"), have, want)?;
         }
         if n * d == 0 {
             return Ok(());
         }
         let mut bind = Bound::new(&self.stream);
-        let args = [
-            P(bind.r(&x)),
+        let (kernel, mut args) = x.bind(&mut bind, "layernorm_fwd");
+        args.extend([
             P(bind.r(&w)),
             P(bind.r(&b)),
             P(bind.w(&mut y)),
@@ -204,62 +204,8 @@ impl<A: CudaAct> CudaBackend<A> {
             P(bind.w(&mut rstd)),
             I32(d as i32),
             F32(eps as f32),
-        ];
-        self.launch(
-            "norms",
-            &Self::kname("layernorm_fwd"),
-            rows_cfg(n, d),
-            &args,
-        )
-    }
-
-    /// h += y; out = layernorm(h) (see `Backend::residual_layernorm_forward`).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn res_ln_fwd(
-        &self,
-        mut h: ADst<'_, A>,
-        y: ASrc<'_, A>,
-        w: ASrc<'_, A>,
-        b: ASrc<'_, A>,
-        mut out: ADst<'_, A>,
-        mut mean: FDst<'_>,
-        mut rstd: FDst<'_>,
-        n: usize,
-        d: usize,
-        eps: f64,
-    ) -> Result<()> {
-        for (what, have, want) in [
-            ("h", h.len, n * d),
-            ("y", y.len, n * d),
-            ("w", w.len, d),
-            ("b", b.len, d),
-            ("out", out.len, n * d),
-            ("mean", mean.len, n),
-            ("rstd", rstd.len, n),
-        ] {
-            check_len(&format!("residual_layernorm {what}"), have, want)?;
-        }
-        if n * d == 0 {
-            return Ok(());
-        }
-        let mut bind = Bound::new(&self.stream);
-        let args = [
-            P(bind.w(&mut h)),
-            P(bind.r(&y)),
-            P(bind.r(&w)),
-            P(bind.r(&b)),
-            P(bind.w(&mut out)),
-            P(bind.w(&mut mean)),
-            P(bind.w(&mut rstd)),
-            I32(d as i32),
-            F32(eps as f32),
-        ];
-        self.launch(
-            "norms",
-            &Self::kname("residual_layernorm_fwd"),
-            rows_cfg(n, d),
-            &args,
-        )
+        ]);
+        self.launch("norms", &Self::kname(&kernel), rows_cfg(n, d), &args)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -4,6 +4,7 @@
 use super::backend::{cuda_err, CudaBackend};
 use super::buffer::Bound;
 use super::dtype::CudaAct;
+use super::ops_norms::NormInput;
 use crate::backend::*;
 use crate::Result;
 use cudarc::driver::CudaSlice;
@@ -131,7 +132,7 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
         d: usize,
         eps: f64,
     ) -> Result<()> {
-        self.rms_fwd(x, w, y, rstd, n, d, eps)
+        self.rms_fwd(NormInput::Plain(x), w, y, rstd, n, d, eps)
     }
     fn rmsnorm_backward(
         &self,
@@ -158,7 +159,7 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
         d: usize,
         eps: f64,
     ) -> Result<()> {
-        self.ln_fwd(x, w, b, y, mean, rstd, n, d, eps)
+        self.ln_fwd(NormInput::Plain(x), w, b, y, mean, rstd, n, d, eps)
     }
     fn layernorm_backward(
         &self,
@@ -191,7 +192,7 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
         d: usize,
         eps: f64,
     ) -> Result<()> {
-        self.res_rms_fwd(h, y, w, out, rstd, n, d, eps)
+        self.rms_fwd(NormInput::Residual { h, y }, w, out, rstd, n, d, eps)
     }
     fn residual_layernorm_forward(
         &self,
@@ -206,7 +207,17 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
         d: usize,
         eps: f64,
     ) -> Result<()> {
-        self.res_ln_fwd(h, y, w, b, out, mean, rstd, n, d, eps)
+        self.ln_fwd(
+            NormInput::Residual { h, y },
+            w,
+            b,
+            out,
+            mean,
+            rstd,
+            n,
+            d,
+            eps,
+        )
     }
 
     fn rope_forward(
@@ -303,20 +314,21 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
     fn sum_squares(&self, x: S<'_, f32>) -> Result<f64> {
         self.reduce_f32(x, true)
     }
+    fn sum_squares_many(&self, xs: &[S<'_, f32>]) -> Result<f64> {
+        self.reduce_many_f32(xs, true)
+    }
     fn scale_acc(&self, x: D<'_, f32>, s: f64) -> Result<()> {
         self.scale_f32(x, s)
     }
     fn add_acc(&self, x: D<'_, f32>, y: S<'_, f32>) -> Result<()> {
         self.add_f32(x, y)
     }
-    fn adamw_step(
+    fn adamw_multi_step(
         &self,
-        param: D<'_, f32>,
-        grad: S<'_, f32>,
-        m: D<'_, f32>,
-        v: D<'_, f32>,
+        groups: Vec<AdamWGroup<'_, CudaSlice<f32>>>,
         h: &AdamWStep,
+        grad_scale: f64,
     ) -> Result<()> {
-        self.adamw_multi(vec![(param, grad, m, v)], h)
+        self.adamw_multi(groups, h, grad_scale)
     }
 }
