@@ -5,6 +5,14 @@
 //! prints the relative error ‖ours − ref‖ / ‖ref‖ of the logits, the loss, every gradient, and
 //! every parameter after one AdamW step (lr 1e-3, betas 0.9/0.95, eps 1e-8, weight decay 0.1 on
 //! every parameter). Exit status 1 when any error exceeds the tolerance.
+//!
+//! Each stage is checked on the reference's own inputs to it: the forward and backward on the
+//! checkpoint and batch, the optimizer on the checkpoint and the fixture's gradients — which is
+//! how the fixture defines `adamw1.*` ("one AdamW step on those gradients"). Our own gradients are
+//! already bounded by the `grad.*` rows; stepping on them instead would re-measure them through
+//! Adam's first step, lr·g/(|g| + eps) ≈ lr·sign(g), which turns an error in a near-zero gradient
+//! element into a full-size step of the wrong sign (in bf16 a zero-initialised bias element of
+//! 0.1% of its tensor's norm flips; PyTorch's own autocast-bf16 fails three such rows).
 
 use crate::error::Result;
 use crate::model::hf_import::{load_units, SafetensorsFiles};
@@ -54,6 +62,22 @@ pub fn rel_err(ours: &[f32], reference: &[f64]) -> f64 {
     } else {
         (num / den).sqrt()
     }
+}
+
+/// The row `name`: `ours` against the fixture's `reference`, which must have its length.
+fn compare(fixture: &Path, name: String, ours: &[f32], reference: &[f64]) -> Result<Comparison> {
+    if ours.len() != reference.len() {
+        return Err(user!(
+            "{}: `{name}` has {} elements, the model computes {}",
+            fixture.display(),
+            reference.len(),
+            ours.len()
+        ));
+    }
+    Ok(Comparison {
+        rel_err: rel_err(ours, reference),
+        name,
+    })
 }
 
 /// Runs the comparison on backend `b`.
@@ -122,17 +146,15 @@ pub fn run<B: Backend>(b: &B, dir: &Path) -> Result<Report> {
 
     let mut rows_out = Vec::new();
     let (_, ref_logits) = refs.tensor_f64("logits")?;
-    rows_out.push(Comparison {
-        name: "logits".into(),
-        rel_err: rel_err(&logits, &ref_logits),
-    });
+    rows_out.push(compare(&ref_path, "logits".into(), &logits, &ref_logits)?);
     let (_, ref_loss) = refs.tensor_f64("loss")?;
-    rows_out.push(Comparison {
-        name: "loss".into(),
-        rel_err: rel_err(&[loss as f32], &ref_loss[..1]),
-    });
+    rows_out.push(compare(
+        &ref_path,
+        "loss".into(),
+        &[loss as f32],
+        &ref_loss,
+    )?);
 
-    // Gradients, then one AdamW step from zero moments.
     let h = AdamWStep {
         lr: 1e-3,
         beta1: 0.9,
@@ -147,37 +169,43 @@ pub fn run<B: Backend>(b: &B, dir: &Path) -> Result<Report> {
     }
     for (ui, t) in model.layout.tensors() {
         let ours = &grads_host[ui].1[t.offset..t.offset + t.numel()];
-        let (_, reference) = refs.tensor_f64(&format!("grad.{}", t.name))?;
-        rows_out.push(Comparison {
-            name: format!("grad.{}", t.name),
-            rel_err: rel_err(ours, &reference),
-        });
+        let name = format!("grad.{}", t.name);
+        let (_, reference) = refs.tensor_f64(&name)?;
+        rows_out.push(compare(&ref_path, name, ours, &reference)?);
     }
+    // One AdamW step from zero moments, on the fixture's gradients (see the top of the file).
     for (ui, host) in host_units.iter().enumerate() {
+        let mut ref_grad = vec![0.0f32; host.len()];
+        for t in &model.layout.units[ui].tensors {
+            // (Lengths were checked by the gradient rows above.)
+            let (_, g) = refs.tensor_f64(&format!("grad.{}", t.name))?;
+            for (dst, &x) in ref_grad[t.offset..t.offset + t.numel()].iter_mut().zip(&g) {
+                *dst = x as f32;
+            }
+        }
+        let grad = b.upload_acc(&ref_grad)?;
         let mut p = b.upload_acc(host)?;
         let mut m = b.zeros_acc(host.len())?;
         let mut v = b.zeros_acc(host.len())?;
         b.adamw_step(
             Dst::all(&mut p),
-            Src::all(&store.grads[ui]),
+            Src::all(&grad),
             Dst::all(&mut m),
             Dst::all(&mut v),
             &h,
         )?;
         let after = b.download_acc(Src::all(&p))?;
         for t in &model.layout.units[ui].tensors {
-            let (_, reference) = refs.tensor_f64(&format!("adamw1.{}", t.name))?;
+            let name = format!("adamw1.{}", t.name);
+            let (_, reference) = refs.tensor_f64(&name)?;
             let ours = &after[t.offset..t.offset + t.numel()];
-            rows_out.push(Comparison {
-                name: format!("adamw1.{}", t.name),
-                rel_err: rel_err(ours, &reference),
-            });
+            rows_out.push(compare(&ref_path, name, ours, &reference)?);
         }
     }
     Ok(Report {
         rows: rows_out,
         loss,
-        ref_loss: ref_loss[0],
+        ref_loss: ref_loss[0], // (one element: `compare` checked it)
     })
 }
 
