@@ -12,7 +12,8 @@ mod common;
 use common::rel_err;
 
 use ferrotron_kernels::backend::{
-    AdamWGroup, AdamWStep, AttnDims, Backend, Dst, LinearDims, Src, WeightGrads, WeightLayout,
+    AdamWGroup, AdamWStep, AttnDims, Backend, Buffer, Dst, LinearDims, Src, WeightGrads,
+    WeightLayout,
 };
 use ferrotron_kernels::cpu::CpuBackend;
 use ferrotron_kernels::cuda::{device, CudaAct, CudaBackend};
@@ -818,6 +819,24 @@ fn adamw_pieces(n: usize) -> Vec<(usize, usize, bool)> {
         .collect()
 }
 
+/// One group per (param, m, v) buffer triple, pieces from `adamw_pieces`.
+fn adamw_groups<'a, B: Buffer>(
+    state: &'a mut [(B, B, B)],
+    grads: &'a [B],
+) -> Vec<AdamWGroup<'a, B>> {
+    state
+        .iter_mut()
+        .zip(grads)
+        .map(|((p, m, v), g)| AdamWGroup {
+            pieces: adamw_pieces(p.len()),
+            param: Dst::all(p),
+            grad: Src::all(g),
+            m: Dst::all(m),
+            v: Dst::all(v),
+        })
+        .collect()
+}
+
 fn adamw<A: CudaAct>() {
     let mut t = setup::<A>();
     // 35 pieces over 4 buffers: two launches of the 32-piece kernel.
@@ -846,30 +865,10 @@ fn adamw<A: CudaAct>() {
         };
         let grads: Vec<Vec<f32>> = sizes.iter().map(|&n| t.rand(n, 1.0)).collect();
         let gg: Vec<_> = grads.iter().map(|g| t.acc(g)).collect();
-        let groups: Vec<_> = gp
-            .iter_mut()
-            .zip(&gg)
-            .map(|((p, m, v), g)| AdamWGroup {
-                pieces: adamw_pieces(p.len()),
-                param: Dst::all(p),
-                grad: Src::all(g),
-                m: Dst::all(m),
-                v: Dst::all(v),
-            })
-            .collect();
-        t.g.adamw_multi_step(groups, &h, grad_scale).unwrap();
-        let groups: Vec<_> = cp
-            .iter_mut()
-            .zip(&grads)
-            .map(|((p, m, v), g)| AdamWGroup {
-                pieces: adamw_pieces(p.len()),
-                param: Dst::all(p),
-                grad: Src::all(g),
-                m: Dst::all(m),
-                v: Dst::all(v),
-            })
-            .collect();
-        t.c.adamw_multi_step(groups, &h, grad_scale).unwrap();
+        t.g.adamw_multi_step(adamw_groups(&mut gp, &gg), &h, grad_scale)
+            .unwrap();
+        t.c.adamw_multi_step(adamw_groups(&mut cp, &grads), &h, grad_scale)
+            .unwrap();
     }
     // The gaps between pieces are untouched.
     let p_now = t.get_acc(&gp[0].0);
