@@ -54,18 +54,6 @@ impl<B: Collectives> Stage0<B> {
 }
 
 impl<B: Collectives> ParamStore<B> for Stage0<B> {
-    fn before_use(&mut self, _: &B, _: usize) -> Result<()> {
-        Ok(())
-    }
-    fn after_use(&mut self, _: &B, _: usize) -> Result<()> {
-        Ok(())
-    }
-    fn before_grad(&mut self, _: &B, _: usize) -> Result<()> {
-        Ok(())
-    }
-    fn after_grad(&mut self, _: &B, _: usize) -> Result<()> {
-        Ok(())
-    }
     fn parts(&mut self) -> (&[B::Act], &mut [B::Acc]) {
         (&self.weights, &mut self.grads)
     }

@@ -64,18 +64,6 @@ impl<B: Collectives> Stage1<B> {
 }
 
 impl<B: Collectives> ParamStore<B> for Stage1<B> {
-    fn before_use(&mut self, _: &B, _: usize) -> Result<()> {
-        Ok(())
-    }
-    fn after_use(&mut self, _: &B, _: usize) -> Result<()> {
-        Ok(())
-    }
-    fn before_grad(&mut self, _: &B, _: usize) -> Result<()> {
-        Ok(())
-    }
-    fn after_grad(&mut self, _: &B, _: usize) -> Result<()> {
-        Ok(())
-    }
     fn parts(&mut self) -> (&[B::Act], &mut [B::Acc]) {
         (&self.weights, &mut self.grads)
     }

@@ -147,12 +147,6 @@ impl<B: Collectives> Stage2<B> {
 }
 
 impl<B: Collectives> ParamStore<B> for Stage2<B> {
-    fn before_use(&mut self, _: &B, _: usize) -> Result<()> {
-        Ok(())
-    }
-    fn after_use(&mut self, _: &B, _: usize) -> Result<()> {
-        Ok(())
-    }
     fn before_grad(&mut self, b: &B, u: usize) -> Result<()> {
         self.grads.before_grad(b, &self.plan, u)
     }

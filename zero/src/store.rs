@@ -7,15 +7,24 @@
 
 use ferrotron_kernels::{Backend, Result};
 
+/// The hooks default to nothing (everything resident); the stages that move data override them.
 pub trait ParamStore<B: Backend> {
     /// Unit `u`'s compute weights must be resident in `parts().0[u]` after this.
-    fn before_use(&mut self, b: &B, u: usize) -> Result<()>;
+    fn before_use(&mut self, _b: &B, _u: usize) -> Result<()> {
+        Ok(())
+    }
     /// The model is done with unit `u`'s weights for now.
-    fn after_use(&mut self, b: &B, u: usize) -> Result<()>;
+    fn after_use(&mut self, _b: &B, _u: usize) -> Result<()> {
+        Ok(())
+    }
     /// Unit `u`'s gradient accumulator must exist in `parts().1[u]` after this.
-    fn before_grad(&mut self, b: &B, u: usize) -> Result<()>;
+    fn before_grad(&mut self, _b: &B, _u: usize) -> Result<()> {
+        Ok(())
+    }
     /// Unit `u`'s backward for this micro-batch is complete.
-    fn after_grad(&mut self, b: &B, u: usize) -> Result<()>;
+    fn after_grad(&mut self, _b: &B, _u: usize) -> Result<()> {
+        Ok(())
+    }
     /// Compute weights and gradient accumulators, one buffer per unit (empty when not resident).
     fn parts(&mut self) -> (&[B::Act], &mut [B::Acc]);
 }
@@ -27,18 +36,6 @@ pub struct ResidentStore<B: Backend> {
 }
 
 impl<B: Backend> ParamStore<B> for ResidentStore<B> {
-    fn before_use(&mut self, _: &B, _: usize) -> Result<()> {
-        Ok(())
-    }
-    fn after_use(&mut self, _: &B, _: usize) -> Result<()> {
-        Ok(())
-    }
-    fn before_grad(&mut self, _: &B, _: usize) -> Result<()> {
-        Ok(())
-    }
-    fn after_grad(&mut self, _: &B, _: usize) -> Result<()> {
-        Ok(())
-    }
     fn parts(&mut self) -> (&[B::Act], &mut [B::Acc]) {
         (&self.weights, &mut self.grads)
     }
