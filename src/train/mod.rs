@@ -52,19 +52,32 @@ pub fn all_sum(comm: &dyn Comm, x: f64) -> Result<f64> {
 /// Runs the whole training; returns the exit code.
 pub fn run(recipe_path: &Path, overrides: &[String], resume: bool) -> Result<i32> {
     let recipe = Recipe::load(recipe_path, overrides)?;
+    let dist = ferrotron_parallel::env::detect_from_process().map_err(|e| crate::user!("{e}"))?;
     match (recipe.train.device.as_str(), recipe.precision()) {
-        ("cuda", "bf16") => train(&setup::open_gpu::<half::bf16>(&recipe)?, recipe, resume),
-        ("cuda", _) => train(&setup::open_gpu::<f32>(&recipe)?, recipe, resume),
-        _ => train(
-            &ferrotron_kernels::cpu::CpuBackend::<f32>::new(),
+        ("cuda", "bf16") => {
+            let b = setup::open_gpu::<half::bf16>(&recipe, &dist)?;
+            train(&b, recipe, resume, &dist)
+        }
+        ("cuda", _) => train(
+            &setup::open_gpu::<f32>(&recipe, &dist)?,
             recipe,
             resume,
+            &dist,
         ),
+        _ => {
+            let b = ferrotron_kernels::cpu::CpuBackend::<f32>::new();
+            train(&b, recipe, resume, &dist)
+        }
     }
 }
 
-fn train<B: Collectives + 'static>(b: &B, recipe: Recipe, resume: bool) -> Result<i32> {
-    let mut s = Setup::new(b, recipe, resume)?;
+fn train<B: Collectives + 'static>(
+    b: &B,
+    recipe: Recipe,
+    resume: bool,
+    dist: &ferrotron_parallel::env::DistEnv,
+) -> Result<i32> {
+    let mut s = Setup::new(b, recipe, resume, dist)?;
     let r = s.recipe.clone();
     let (steps, global_batch, seq_len) = (r.train.steps, r.train.global_batch, s.seq_len);
     let mut m = if s.rank0 {

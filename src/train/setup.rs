@@ -11,7 +11,7 @@ use crate::recipe::Recipe;
 use crate::tokenizer::Tokenizer;
 use crate::user;
 use ferrotron_kernels::cuda::{device::device_count, CudaAct, CudaBackend};
-use ferrotron_parallel::{env, init_world, Mesh, MeshComms, WorldOptions};
+use ferrotron_parallel::{env::DistEnv, init_world, Mesh, MeshComms, WorldOptions};
 use ferrotron_zero::{build_engine, Collectives, Engine, Region, UnitMeta};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -55,8 +55,7 @@ pub fn unit_metas(layout: &ParamLayout, decay_everything: bool) -> Vec<UnitMeta>
 
 /// The CUDA backend of this rank: GPU `LOCAL_RANK mod device count`. With NCCL, more local ranks
 /// than GPUs is rejected (NCCL refuses two ranks on one GPU).
-pub fn open_gpu<A: CudaAct>(recipe: &Recipe) -> Result<CudaBackend<A>> {
-    let dist = env::detect_from_process().map_err(|e| user!("{e}"))?;
+pub fn open_gpu<A: CudaAct>(recipe: &Recipe, dist: &DistEnv) -> Result<CudaBackend<A>> {
     let gpus = device_count().map_err(|e| user!("train.device = \"cuda\": {e}"))?;
     if gpus == 0 {
         return Err(user!(
@@ -75,7 +74,8 @@ pub fn open_gpu<A: CudaAct>(recipe: &Recipe) -> Result<CudaBackend<A>> {
 }
 
 impl<B: Collectives + 'static> Setup<B> {
-    pub fn new(b: &B, recipe: Recipe, resume: bool) -> Result<Self> {
+    /// `dist`: the launcher's view of this process (rank, world, local rank), read once by `train::run`.
+    pub fn new(b: &B, recipe: Recipe, resume: bool, dist: &DistEnv) -> Result<Self> {
         let p = &recipe.parallel;
         if p.tp != 1 || p.pp != 1 {
             return Err(user!(
@@ -84,12 +84,11 @@ impl<B: Collectives + 'static> Setup<B> {
                 p.pp
             ));
         }
-        let dist = env::detect_from_process().map_err(|e| user!("{e}"))?;
         let options = WorldOptions {
             collective_timeout: Duration::from_secs_f64(p.collective_timeout_s),
             ..WorldOptions::default()
         };
-        let world = init_world(&dist, &options).map_err(comm_err)?;
+        let world = init_world(dist, &options).map_err(comm_err)?;
         let mesh = Mesh::with_inferred_dp(world.size(), p.pp, p.tp).map_err(|e| user!("{e}"))?;
         let mut comms = MeshComms::build(world, mesh).map_err(comm_err)?;
         if recipe.train.device == "cuda" && p.gpu_comm == "nccl" {
