@@ -42,6 +42,21 @@ fn check_hf_on_cuda<A: ferrotron_kernels::cuda::CudaAct>(dtype: &str, tol: f64) 
             worst.name,
             worst.rel_err
         );
+        // The command itself: exit 0 and every quantity within its default bound.
+        let fixture = format!("tests/fixtures/hf/{model}");
+        let out = ferrotron(&["check-hf", &fixture, "--device", "cuda", "--dtype", dtype]);
+        check(
+            &out,
+            &format!("ferrotron check-hf {fixture} --device cuda --dtype {dtype}"),
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let summary = stdout.lines().last().unwrap_or_default();
+        let n = report.rows.len();
+        assert!(
+            summary.starts_with(&format!("{n} of {n} quantities within {tol:.1e}")),
+            "check-hf {model} {dtype}: {summary}"
+        );
+        println!("GPU-TRAIN ferrotron check-hf {fixture} --device cuda --dtype {dtype}: exit 0, {summary}");
     }
 }
 
