@@ -4,8 +4,8 @@
 //!   m ← m + (1 − β1)·(g − m)           (torch: exp_avg.lerp_(grad, 1 − β1))
 //!   v ← β2·v + (1 − β2)·g²
 //!   p ← p − (lr / (1 − β1^t)) · m / (sqrt(v) / sqrt(1 − β2^t) + eps)
-//! g is read as T(g·grad_scale) when a clipping factor is given (what scaling the gradient in
-//! place first would store). Scalars in f64; each element updated in f64 and stored back as T.
+//! g is read as g·T(grad_scale) in T when a clipping factor is given (what `elementwise::scale`,
+//! scaling the gradient in place first, would store). Scalars in f64; each element updated in f64 and stored back as T.
 //! Parallel over chunks.
 
 use super::CpuFloat;
@@ -34,6 +34,7 @@ pub fn step<T: CpuFloat>(
     let step_size = h.lr / (1.0 - h.beta1.powi(t));
     let bias2_sqrt = (1.0 - h.beta2.powi(t)).sqrt();
     let (b1c, b2, b2c) = (1.0 - h.beta1, h.beta2, 1.0 - h.beta2);
+    let scale = T::from_f64c(grad_scale);
     param
         .par_chunks_mut(CHUNK)
         .zip(grad.par_chunks(CHUNK))
@@ -43,7 +44,7 @@ pub fn step<T: CpuFloat>(
                 let g64 = if grad_scale == 1.0 {
                     g[i].to_f64c()
                 } else {
-                    T::from_f64c(g[i].to_f64c() * grad_scale).to_f64c()
+                    (g[i] * scale).to_f64c()
                 };
                 let m64 = m[i].to_f64c() + b1c * (g64 - m[i].to_f64c());
                 let v64 = b2 * v[i].to_f64c() + b2c * g64 * g64;
