@@ -2,29 +2,13 @@
 //! around a stream synchronize), printed as "CUDA-BENCH <op> <shape> <ms> <rate>". Not a gate:
 //! a figure for docs/gpu-runs and for spotting a slow path. #[ignore = "needs a CUDA GPU"].
 
+mod common;
+use common::median_ms as time;
 use ferrotron_kernels::backend::{
     AttnDims, Backend, Dst, LinearDims, Src, WeightGrads, WeightLayout,
 };
 use ferrotron_kernels::cuda::CudaBackend;
 use half::bf16;
-use std::time::Instant;
-
-fn time(be: &CudaBackend<bf16>, mut f: impl FnMut()) -> f64 {
-    for _ in 0..3 {
-        f();
-    }
-    be.synchronize().unwrap();
-    let mut ms: Vec<f64> = (0..20)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            be.synchronize().unwrap();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    ms.sort_by(f64::total_cmp);
-    ms[10]
-}
 
 fn host(n: usize) -> Vec<f32> {
     (0..n)

@@ -7,9 +7,10 @@
 //! Both must give bit-identical weights and moments (the kernel computes float(g·s) as scale_acc
 //! stores it); the times are printed as a CUDA-BENCH line. Ignored without a GPU.
 
+mod common;
+use common::median_ms;
 use ferrotron_kernels::cuda::CudaBackend;
 use ferrotron_kernels::{AdamWGroup, AdamWStep, Backend, Dst, Src};
-use std::time::Instant;
 
 /// GPT-2 small: per block ln_1 (w, b), c_attn (w, b), attn c_proj (w, b), ln_2 (w, b), c_fc (w, b),
 /// mlp c_proj (w, b); then wte, wpe, ln_f (w, b). Decay on matrices only.
@@ -154,28 +155,11 @@ fn multi_tensor_step_is_bitwise_the_per_tensor_step() {
         }
     }
 
-    // Speed: median of 15 timed steps each (after 3 warm-up steps), steps continue on the same
-    // state (each path on its own copy, restored gradients are not needed for timing).
-    let time = |f: &mut dyn FnMut()| -> f64 {
-        for _ in 0..3 {
-            f();
-        }
-        let mut ms: Vec<f64> = (0..15)
-            .map(|_| {
-                b.synchronize().unwrap();
-                let t0 = Instant::now();
-                f();
-                b.synchronize().unwrap();
-                t0.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
-        ms.sort_by(f64::total_cmp);
-        ms[ms.len() / 2]
-    };
-    let per_tensor = time(&mut || {
+    // Speed: steps continue on each path's own state (timing needs no fresh gradients).
+    let per_tensor = median_ms(&b, || {
         step_per_tensor(&b, &mut a, &tensors);
     });
-    let multi = time(&mut || {
+    let multi = median_ms(&b, || {
         step_multi(&b, &mut c, &tensors);
     });
     let gbytes = (numel * 4 * 7) as f64 / 1e9; // reads p, g, m, v; writes p, m, v

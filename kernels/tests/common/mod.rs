@@ -6,8 +6,10 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+use ferrotron_kernels::Backend;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::time::Instant;
 
 pub fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)
@@ -116,4 +118,23 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
         .sum();
     let den: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
     (num / den.max(1e-300)).sqrt()
+}
+
+/// Milliseconds of `f` on backend `b`: the median of 20 runs after 3 warm-ups, host clock around
+/// a synchronize (for the GPU benches' CUDA-BENCH lines).
+pub fn median_ms<B: Backend>(b: &B, mut f: impl FnMut()) -> f64 {
+    for _ in 0..3 {
+        f();
+    }
+    b.synchronize().unwrap();
+    let mut ms: Vec<f64> = (0..20)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            b.synchronize().unwrap();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    ms[10]
 }
