@@ -167,23 +167,21 @@ pub fn run<B: Backend>(b: &B, dir: &Path) -> Result<Report> {
     for (ui, g) in store.grads.iter().enumerate() {
         grads_host.push((ui, b.download_acc(Src::all(g))?));
     }
+    // The fixture's gradients, laid out as our units, for the AdamW step below.
+    let mut ref_grads: Vec<Vec<f32>> = host_units.iter().map(|u| vec![0.0; u.len()]).collect();
     for (ui, t) in model.layout.tensors() {
         let ours = &grads_host[ui].1[t.offset..t.offset + t.numel()];
         let name = format!("grad.{}", t.name);
         let (_, reference) = refs.tensor_f64(&name)?;
         rows_out.push(compare(&ref_path, name, ours, &reference)?);
+        let dst = &mut ref_grads[ui][t.offset..t.offset + t.numel()];
+        for (d, &x) in dst.iter_mut().zip(&reference) {
+            *d = x as f32;
+        }
     }
     // One AdamW step from zero moments, on the fixture's gradients (see the top of the file).
     for (ui, host) in host_units.iter().enumerate() {
-        let mut ref_grad = vec![0.0f32; host.len()];
-        for t in &model.layout.units[ui].tensors {
-            // (Lengths were checked by the gradient rows above.)
-            let (_, g) = refs.tensor_f64(&format!("grad.{}", t.name))?;
-            for (dst, &x) in ref_grad[t.offset..t.offset + t.numel()].iter_mut().zip(&g) {
-                *dst = x as f32;
-            }
-        }
-        let grad = b.upload_acc(&ref_grad)?;
+        let grad = b.upload_acc(&ref_grads[ui])?;
         let mut p = b.upload_acc(host)?;
         let mut m = b.zeros_acc(host.len())?;
         let mut v = b.zeros_acc(host.len())?;
