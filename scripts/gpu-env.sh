@@ -15,7 +15,7 @@ nccl="$(python3 -c 'import nvidia.nccl as n, os; print(os.path.join(list(n.__pat
 for d in "$nccl" /usr/lib/x86_64-linux-gnu /usr/local/cuda/lib64; do
   if [ -n "$d" ] && [ -e "$d/libnccl.so.2" ]; then ln -sf "$d/libnccl.so.2" "$links/libnccl.so"; break; fi
 done
-export LD_LIBRARY_PATH="$links:$LD_LIBRARY_PATH"
+export LD_LIBRARY_PATH="$links${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # Open MPI, relocated.
 if [ -d "$pack/ompi" ]; then
   o="$pack/ompi"

@@ -7,6 +7,8 @@
 #   ompi/                   the Open MPI runtime the binary links (libmpi.so.40) and mpirun needs,
 #                           relocated through OPAL_* variables by gpu-check.sh (the GPU image has
 #                           no Open MPI of this ABI)
+#   attention_vs_sdpa.py, and from ../shared/baselines (when present) attention_bench.py and
+#                           train_bench.py: the PyTorch side of the GPU checks and benches
 #   usage: scripts/gpu-pack.sh [extra test names of the root package...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,5 +52,8 @@ cp -L /usr/bin/orted "$pack/ompi/bin/orted"
 # The PyTorch side of the attention checks: fresh cases with SDPA errors (flash_attn test) and the
 # SDPA timings `ferrotron bench attention --sdpa-json` prints beside ours.
 cp scripts/attention_vs_sdpa.py "$pack/"
-[ -f ../shared/baselines/attention_bench.py ] && cp ../shared/baselines/attention_bench.py "$pack/"
+# The PyTorch training-step baseline scripts/gpu-bench-train.sh runs beside ours.
+for f in attention_bench.py train_bench.py; do
+  [ -f "../shared/baselines/$f" ] && cp "../shared/baselines/$f" "$pack/"
+done
 du -sh "$pack"/* | sed 's/^/gpu-pack: /'

@@ -161,9 +161,13 @@ impl Default for ParallelSection {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointSection {
+    /// false: write no checkpoint at all (benchmarks, throwaway runs); `every` and `--resume`
+    /// are then rejected.
+    #[serde(default = "yes")]
+    pub enabled: bool,
     /// Where step directories go (default: <train.out_dir>/checkpoints).
     pub dir: Option<PathBuf>,
     /// Save every N steps (0: only at the end).
@@ -173,8 +177,23 @@ pub struct CheckpointSection {
     pub keep_last: usize,
 }
 
+/// A recipe without a [checkpoint] section: what each key defaults to inside one.
+impl Default for CheckpointSection {
+    fn default() -> Self {
+        CheckpointSection {
+            enabled: true,
+            dir: None,
+            every: 0,
+            keep_last: default_keep(),
+        }
+    }
+}
+
 fn default_keep() -> usize {
     2
+}
+fn yes() -> bool {
+    true
 }
 
 impl Recipe {
@@ -259,6 +278,12 @@ impl Recipe {
             (_, p) => return Err(user!(
                 "{origin}: `train.precision` = \"{p}\" is not one of \"f32\", \"bf16\""
             )),
+        }
+        if !self.checkpoint.enabled && self.checkpoint.every > 0 {
+            return Err(user!(
+                "{origin}: `checkpoint.every` = {} asks for checkpoints that `checkpoint.enabled` = false turns off",
+                self.checkpoint.every
+            ));
         }
         if !matches!(self.parallel.gpu_comm.as_str(), "nccl" | "host-staged") {
             return Err(user!(
@@ -385,7 +410,7 @@ fn known_keys() -> Vec<(&'static str, &'static [&'static str])> {
                 "gpu_comm",
             ],
         ),
-        ("checkpoint", &["dir", "every", "keep_last"]),
+        ("checkpoint", &["enabled", "dir", "every", "keep_last"]),
     ]
 }
 
@@ -469,6 +494,32 @@ out_dir = "runs/x"
         assert_eq!(r.parallel.zero_stage, 0);
         assert_eq!(r.optim.schedule, Schedule::Cosine);
         assert_eq!(r.checkpoint_dir(), PathBuf::from("runs/x/checkpoints"));
+        // No [checkpoint] section: the same defaults as an empty one.
+        let empty = Recipe::parse(&format!("{MIN}\n[checkpoint]\n"), "r.toml", &[]).unwrap();
+        for c in [&r.checkpoint, &empty.checkpoint] {
+            assert!(c.enabled);
+            assert_eq!((c.every, c.keep_last), (0, 2));
+        }
+    }
+
+    #[test]
+    fn checkpoints_turned_off_reject_a_save_interval() {
+        let off = Recipe::parse(MIN, "r.toml", &["checkpoint.enabled=false".into()]).unwrap();
+        assert!(!off.checkpoint.enabled);
+        let e = Recipe::parse(
+            MIN,
+            "r.toml",
+            &[
+                "checkpoint.enabled=false".into(),
+                "checkpoint.every=5".into(),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "r.toml: `checkpoint.every` = 5 asks for checkpoints that `checkpoint.enabled` = false turns off"
+        );
     }
 
     #[test]

@@ -158,6 +158,36 @@ fn missing_recipe_is_named() {
 }
 
 #[test]
+fn checkpoints_turned_off_write_none_and_refuse_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let off = [
+        "--set",
+        "checkpoint.enabled=false",
+        "--set",
+        "train.steps=3",
+    ];
+    let mut args = vec![
+        "train".to_string(),
+        recipe(),
+        "--set".into(),
+        out_set(tmp.path()),
+    ];
+    args.extend(off.iter().map(|s| s.to_string()));
+    check(&ferrotron(&strs(&args)), "train without checkpoints");
+    assert_eq!(step_records(tmp.path()).len(), 3);
+    assert!(
+        !tmp.path().join("checkpoints").exists(),
+        "no checkpoint directory"
+    );
+    args.push("--resume".into());
+    let err = user_error(&strs(&args));
+    assert!(
+        err.contains("--resume needs checkpoints") && err.contains("checkpoint.enabled"),
+        "{err}"
+    );
+}
+
+#[test]
 fn diverging_loss_stops_and_keeps_the_last_good_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let out = ferrotron(&[

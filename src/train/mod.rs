@@ -52,6 +52,12 @@ pub fn all_sum(comm: &dyn Comm, x: f64) -> Result<f64> {
 /// Runs the whole training; returns the exit code.
 pub fn run(recipe_path: &Path, overrides: &[String], resume: bool) -> Result<i32> {
     let recipe = Recipe::load(recipe_path, overrides)?;
+    if resume && !recipe.checkpoint.enabled {
+        return Err(crate::user!(
+            "{}: --resume needs checkpoints, and `checkpoint.enabled` = false turns them off",
+            recipe_path.display()
+        ));
+    }
     let dist = ferrotron_parallel::env::detect_from_process().map_err(|e| crate::user!("{e}"))?;
     match (recipe.train.device.as_str(), recipe.precision()) {
         ("cuda", "bf16") => {
@@ -215,7 +221,7 @@ fn train<B: Collectives + 'static>(
             s.print_sample(b)?;
         }
         let ckpt_now = r.checkpoint.every > 0 && step % r.checkpoint.every == 0;
-        if ckpt_now || step == steps {
+        if r.checkpoint.enabled && (ckpt_now || step == steps) {
             s.save_checkpoint(b, step, tokens_seen)?;
         }
     }

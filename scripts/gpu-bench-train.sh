@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Training throughput on one GPU: ferrotron beside the PyTorch baseline, in one run on one machine.
+#   usage (repository root, GPU machine): scripts/gpu-bench-train.sh [PACK_DIR]   (default .gpu/pack)
+# Needs PACK_DIR from scripts/gpu-pack.sh (the binary, and train_bench.py copied from
+# ../shared/baselines) and data-cache/{shakespeare,gpt2,tokens} (scripts/fetch-data.sh).
+#
+# Both sides train the same two shapes: GPT-2 124M at 16 x 1024 tokens and the Llama-3.2-1B shape
+# (16 layers, d 2048, GQA 32/8, ffn 8192, vocab 128256, tied) at 4 x 2048; bf16 compute, fp32
+# master weights and AdamW, clipping at 1.0. ferrotron runs recipes/gpu-bench.toml (13 steps: 3
+# warm-up, the median of the other 10, each timed on the host around the whole step including its
+# final wait); PyTorch runs train_bench.py (eager and torch.compile; 3 warm-up steps, the median of
+# 10, CUDA events). MFU is (6·N_matmul + 12·L·d·S) FLOPs per token over 989.5 TFLOP/s for both.
+# Memory: ours is the largest nvidia-smi reading during the run minus the reading before it (it
+# includes the CUDA context); PyTorch's is torch.cuda.max_memory_allocated (tensors only).
+# Prints a markdown table; with $OUT set also writes $OUT/train-bench.md and $OUT/train-bench.json.
+set -uo pipefail
+. "$(dirname "$0")/gpu-env.sh" "${1:-.gpu/pack}"
+pack="$(cd "${1:-.gpu/pack}" && pwd)"
+work="$(mktemp -d)"
+# name, model config, seq_len, sequences per step (the baseline's CONFIGS)
+configs=(
+  "gpt2-124m recipes/models/gpt2-124m.json 1024 16"
+  "llama-1b recipes/models/llama-1b-shape.json 2048 4"
+)
+gpu_mem() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1; }
+for c in "${configs[@]}"; do
+  read -r name model seq batch <<< "$c"
+  before="$(gpu_mem)"
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$work/$name.mem" &
+  poll=$!
+  "$FERROTRON_BIN" train recipes/gpu-bench.toml --set "model.config=$model" \
+    --set "data.seq_len=$seq" --set "train.global_batch=$batch" \
+    --set "train.out_dir=$work/$name" --set checkpoint.enabled=false > "$work/$name.log" 2>&1
+  echo "$? $before" > "$work/$name.status"
+  kill "$poll" 2>/dev/null
+  wait "$poll" 2>/dev/null
+  echo "ferrotron $name: exit $(cut -d' ' -f1 "$work/$name.status"); $(tail -1 "$work/$name.log")"
+done
+if [ -f "$pack/train_bench.py" ]; then
+  python3 "$pack/train_bench.py" --configs gpt2-124m,llama-1b --modes eager,compile \
+    --out "$work/torch.json" 2>&1 | grep -v Warning
+else
+  echo "gpu-bench-train: $pack/train_bench.py is missing (gpu-pack.sh copies it from ../shared/baselines)" >&2
+fi
+python3 - "$work" "${configs[@]}" <<'EOF' | tee "${OUT:-$work}/train-bench.md"
+import json, os, statistics, sys
+
+work, configs = sys.argv[1], [c.split() for c in sys.argv[2:]]
+PEAK = 989.5e12
+
+def n_matmul(cfg):
+    """The baseline's N_matmul: every parameter but the embeddings, plus the (tied) head V·d."""
+    if cfg["model_type"] == "gpt2":
+        L, d, h, V = cfg["n_layer"], cfg["n_embd"], cfg["n_head"], cfg["vocab_size"]
+        ffn = cfg.get("n_inner") or 4 * d
+        block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * ffn + ffn) + (ffn * d + d)
+        return L, d, L * block + 2 * d + V * d
+    L, d, V = cfg["num_hidden_layers"], cfg["hidden_size"], cfg["vocab_size"]
+    h, kvh, ffn = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["intermediate_size"]
+    hd = cfg.get("head_dim") or d // h
+    block = 2 * d + d * (h + 2 * kvh) * hd + h * hd * d + 3 * d * ffn
+    return L, d, L * block + d + V * d
+
+rows = []
+for name, model, seq, batch in configs:
+    seq, batch = int(seq), int(batch)
+    status = open(f"{work}/{name}.status").read().split()
+    row = dict(config=name, framework="ferrotron", exit=int(status[0]))
+    recs = []
+    path = f"{work}/{name}/metrics.jsonl"
+    if os.path.exists(path):
+        recs = [r for r in map(json.loads, open(path)) if "step_time_s" in r]
+    timed = [r["step_time_s"] for r in recs[3:]]
+    if timed:
+        t = statistics.median(timed)
+        L, d, nm = n_matmul(json.load(open(model)))
+        tok = recs[0]["tokens"] / t  # tokens per step (step 1 starts from 0)
+        mem = [int(x) for x in open(f"{work}/{name}.mem").read().split() if x.isdigit()]
+        row.update(step_ms=t * 1e3, tokens_per_s=tok, mfu=tok * (6 * nm + 12 * L * d * seq) / PEAK,
+                   peak_gib=(max(mem) - int(status[1])) / 1024 if mem else None,
+                   loss=f"{recs[0]['loss']:.3f} -> {recs[-1]['loss']:.3f}", steps=len(recs))
+    rows.append(row)
+torch_json = f"{work}/torch.json"
+if os.path.exists(torch_json):
+    for r in json.load(open(torch_json)):
+        r["framework"] = f"PyTorch {r.pop('mode')}"
+        if "loss" in r:
+            r["loss"] = f"{r['loss']:.3f} (step 13)"
+        rows.append(r)
+print("| model | framework | step (ms) | tokens/s | MFU | peak memory (GiB) | loss |")
+print("| --- | --- | --- | --- | --- | --- | --- |")
+for r in sorted(rows, key=lambda r: r["config"]):
+    if "tokens_per_s" not in r:
+        print(f"| {r['config']} | {r['framework']} | failed: {r.get('error', 'exit %s' % r.get('exit'))} | | | | |")
+        continue
+    mem = "" if r.get("peak_gib") is None else f"{r['peak_gib']:.1f}"
+    print(f"| {r['config']} | {r['framework']} | {r['step_ms']:.1f} | {r['tokens_per_s']:,.0f} | "
+          f"{100 * r['mfu']:.1f}% | {mem} | {r.get('loss', '')} |")
+print()
+print("ferrotron memory: nvidia-smi peak minus the reading before the run (includes the CUDA context);"
+      " PyTorch memory: torch.cuda.max_memory_allocated (tensors only). GPT-2 vocabulary: ferrotron"
+      " 50257, the PyTorch baseline 50304 (MFU counts each model's own).")
+json.dump(rows, open(f"{work}/rows.json", "w"), indent=1)
+EOF
+[ -n "${OUT:-}" ] && cp "$work/rows.json" "$OUT/train-bench.json"
+for c in "${configs[@]}"; do
+  read -r name _ <<< "$c"
+  [ "$(cut -d' ' -f1 "$work/$name.status")" = 0 ] || { echo "gpu-bench-train: ferrotron $name failed:" >&2; tail -5 "$work/$name.log" >&2; exit 1; }
+done
