@@ -4,7 +4,8 @@
 # Needs PACK_DIR from scripts/gpu-pack.sh (the binary, and train_bench.py copied from
 # ../shared/baselines) and data-cache/{shakespeare,gpt2,tokens} (scripts/fetch-data.sh).
 #
-# Both sides train the same two shapes: GPT-2 124M at 16 x 1024 tokens and the Llama-3.2-1B shape
+# Both sides train the same two shapes (ferrotron the Llama shape also with full activation
+# checkpointing): GPT-2 124M at 16 x 1024 tokens and the Llama-3.2-1B shape
 # (16 layers, d 2048, GQA 32/8, ffn 8192, vocab 128256, tied) at 4 x 2048; bf16 compute, fp32
 # master weights and AdamW, clipping at 1.0. ferrotron runs recipes/gpu-bench.toml (13 steps: 3
 # warm-up, the median of the other 10, each timed on the host around the whole step including its
@@ -17,24 +18,27 @@ set -uo pipefail
 . "$(dirname "$0")/gpu-env.sh" "${1:-.gpu/pack}"
 pack="$(cd "${1:-.gpu/pack}" && pwd)"
 work="$(mktemp -d)"
-# name, model config, seq_len, sequences per step (the baseline's CONFIGS)
+# name, model config, seq_len, sequences per step (the baseline's CONFIGS) [, one more --set]
 configs=(
   "gpt2-124m recipes/models/gpt2-124m.json 1024 16"
   "llama-1b recipes/models/llama-1b-shape.json 2048 4"
+  "llama-1b recipes/models/llama-1b-shape.json 2048 4 train.activation_checkpointing=full"
 )
 gpu_mem() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1; }
-for c in "${configs[@]}"; do
-  read -r name model seq batch <<< "$c"
+for i in "${!configs[@]}"; do
+  read -r name model seq batch extra <<< "${configs[$i]}"
+  run="$i-$name"
   before="$(gpu_mem)"
-  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$work/$name.mem" &
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$work/$run.mem" &
   poll=$!
   "$FERROTRON_BIN" train recipes/gpu-bench.toml --set "model.config=$model" \
     --set "data.seq_len=$seq" --set "train.global_batch=$batch" \
-    --set "train.out_dir=$work/$name" --set checkpoint.enabled=false > "$work/$name.log" 2>&1
-  echo "$? $before" > "$work/$name.status"
+    --set "train.out_dir=$work/$run" --set checkpoint.enabled=false \
+    ${extra:+--set "$extra"} > "$work/$run.log" 2>&1
+  echo "$? $before" > "$work/$run.status"
   kill "$poll" 2>/dev/null
   wait "$poll" 2>/dev/null
-  echo "ferrotron $name: exit $(cut -d' ' -f1 "$work/$name.status"); $(tail -1 "$work/$name.log")"
+  echo "ferrotron $name ${extra}: exit $(cut -d' ' -f1 "$work/$run.status"); $(tail -1 "$work/$run.log")"
 done
 if [ -f "$pack/train_bench.py" ]; then
   python3 "$pack/train_bench.py" --configs gpt2-124m,llama-1b --modes eager,compile \
@@ -62,12 +66,13 @@ def n_matmul(cfg):
     return L, d, L * block + d + V * d
 
 rows = []
-for name, model, seq, batch in configs:
-    seq, batch = int(seq), int(batch)
-    status = open(f"{work}/{name}.status").read().split()
-    row = dict(config=name, framework="ferrotron", exit=int(status[0]))
+for i, (name, model, seq, batch, *extra) in enumerate(configs):
+    seq, batch, run = int(seq), int(batch), f"{work}/{i}-{name}"
+    status = open(f"{run}.status").read().split()
+    framework = "ferrotron" + "".join(f" ({e.split('.')[-1].replace('=', ' ')})" for e in extra)
+    row = dict(config=name, framework=framework, exit=int(status[0]))
     recs = []
-    path = f"{work}/{name}/metrics.jsonl"
+    path = f"{run}/metrics.jsonl"
     if os.path.exists(path):
         recs = [r for r in map(json.loads, open(path)) if "step_time_s" in r]
     timed = [r["step_time_s"] for r in recs[3:]]
@@ -75,7 +80,7 @@ for name, model, seq, batch in configs:
         t = statistics.median(timed)
         L, d, nm = n_matmul(json.load(open(model)))
         tok = recs[0]["tokens"] / t  # tokens per step (step 1 starts from 0)
-        mem = [int(x) for x in open(f"{work}/{name}.mem").read().split() if x.isdigit()]
+        mem = [int(x) for x in open(f"{run}.mem").read().split() if x.isdigit()]
         row.update(step_ms=t * 1e3, tokens_per_s=tok, mfu=tok * (6 * nm + 12 * L * d * seq) / PEAK,
                    peak_gib=(max(mem) - int(status[1])) / 1024 if mem else None,
                    loss=f"{recs[0]['loss']:.3f} -> {recs[-1]['loss']:.3f}", steps=len(recs))
@@ -89,7 +94,7 @@ if os.path.exists(torch_json):
         rows.append(r)
 print("| model | framework | step (ms) | tokens/s | MFU | peak memory (GiB) | loss |")
 print("| --- | --- | --- | --- | --- | --- | --- |")
-for r in sorted(rows, key=lambda r: r["config"]):
+for r in sorted(rows, key=lambda r: r["config"]):  # stable: ferrotron rows first
     if "tokens_per_s" not in r:
         print(f"| {r['config']} | {r['framework']} | failed: {r.get('error', 'exit %s' % r.get('exit'))} | | | | |")
         continue
@@ -103,7 +108,8 @@ print("ferrotron memory: nvidia-smi peak minus the reading before the run (inclu
 json.dump(rows, open(f"{work}/rows.json", "w"), indent=1)
 EOF
 [ -n "${OUT:-}" ] && cp "$work/rows.json" "$OUT/train-bench.json"
-for c in "${configs[@]}"; do
-  read -r name _ <<< "$c"
-  [ "$(cut -d' ' -f1 "$work/$name.status")" = 0 ] || { echo "gpu-bench-train: ferrotron $name failed:" >&2; tail -5 "$work/$name.log" >&2; exit 1; }
+for i in "${!configs[@]}"; do
+  read -r name _ <<< "${configs[$i]}"
+  [ "$(cut -d' ' -f1 "$work/$i-$name.status")" = 0 ] ||
+    { echo "gpu-bench-train: ferrotron ${configs[$i]} failed:" >&2; tail -5 "$work/$i-$name.log" >&2; exit 1; }
 done

@@ -153,7 +153,7 @@ impl<B: Collectives + 'static> Setup<B> {
             ));
         }
 
-        let model = Transformer::new(cfg);
+        let model = Transformer::new(cfg).with_recompute(t.activation_checkpointing == "full");
         let units = match &weights_dir {
             Some(dir) => load_units(dir, &model.cfg, &model.layout)?,
             None => init_units(&model.cfg, &model.layout, recipe.model.init_std, t.seed),
@@ -227,11 +227,12 @@ impl<B: Collectives + 'static> Setup<B> {
         let c = &self.model.cfg;
         // fp32 master + compute copy + gradient + two Adam moments, before ZeRO sharding.
         let state_bytes = params as f64 * 20.0;
-        // Activations kept for backward per micro-batch (rough: ~(12·D + 4·F)·tokens per layer + logits chunk).
-        let act_bytes = (self.micro_batch * self.seq_len) as f64
-            * c.layers as f64
-            * (12 * c.hidden + 4 * c.ffn) as f64
-            * 4.0;
+        // Activations forward keeps for backward, per micro-batch (exact; the working memory of
+        // one block and the head's logits chunk come on top).
+        let (act, acc) = self
+            .model
+            .activation_elements(self.micro_batch * self.seq_len);
+        let act_bytes = (act as u64 * B::ACT_BYTES + acc as u64 * B::ACC_BYTES) as f64;
         println!(
             "ferrotron train: {} ({} layers, d={}, {} heads), {:.2} M parameters",
             c.model_type,
@@ -265,9 +266,10 @@ impl<B: Collectives + 'static> Setup<B> {
             accum
         );
         println!(
-            "  estimated memory per rank: model state {:.1} MiB (before sharding), activations {:.1} MiB",
-            state_bytes / 1048576.0,
-            act_bytes / 1048576.0
+            "  estimated memory per rank: model state {} (before sharding), activations kept for backward {} per micro-batch (activation checkpointing: {})",
+            binary_units(state_bytes),
+            binary_units(act_bytes),
+            t.activation_checkpointing
         );
         println!("  {}", self.data.stats.summary());
         println!("  {} steps from step {}", t.steps, self.start_step);
@@ -357,5 +359,32 @@ impl<B: Collectives + 'static> Setup<B> {
             crate::sample::generate(&self.model, &state.master, &self.tokenizer, &prompt, &opts)?;
         println!("sample: {prompt}{text}");
         Ok(())
+    }
+}
+
+/// A byte count in the largest binary unit that keeps it at least 1 (1536 → "1.5 KiB").
+fn binary_units(bytes: f64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{v:.0} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn byte_counts_read_in_binary_units() {
+        assert_eq!(super::binary_units(512.0), "512 B");
+        assert_eq!(super::binary_units(1536.0), "1.5 KiB");
+        assert_eq!(super::binary_units(3.0 * 1048576.0), "3.0 MiB");
+        assert_eq!(super::binary_units(24.8e9), "23.1 GiB");
     }
 }

@@ -7,6 +7,8 @@
 //!   m = x_ℓ + attn(...)·Woᵀ:  Wo backward gives do; attention backward (recomputing P from
 //!             lse) gives dq, dk, dv; rope backward (Llama); Wq/Wk/Wv (GPT-2: the fused c_attn)
 //!             backward into dh₁; norm₁ backward ADDS into dx (now ∂/∂x_ℓ).
+//! A block whose activations forward did not keep (activation checkpointing) first runs its
+//! forward again from its saved input x_ℓ, with the unit's weights still in hand.
 //! Every weight gradient is ADDED into the unit's accumulator (micro-batches accumulate); the
 //! key bias gets an exact 0 (softmax is shift-invariant per row).
 
@@ -33,16 +35,22 @@ impl Transformer {
             store.before_use(b, u)?;
             store.before_grad(b, u)?;
             let (w, g) = store.parts();
-            self.block_backward(
-                b,
-                &w[u],
-                &mut g[u],
-                &self.layout.units[u],
-                &fwd.xs[l],
-                &fwd.blocks[l],
-                batch,
-                &mut dx,
-            )?;
+            let unit = &self.layout.units[u];
+            let x = &fwd.xs[l];
+            // Activation checkpointing: the block's forward again, from its saved input.
+            let recomputed = match &fwd.blocks[l] {
+                Some(_) => None,
+                None => {
+                    let norm1 = self.attn_norm_forward_of(b, &w[u], unit, x, n)?;
+                    Some(
+                        self.block_forward(b, &w[u], unit, x, norm1, batch, false)?
+                            .0,
+                    )
+                }
+            };
+            let acts = fwd.blocks[l].as_ref().or(recomputed.as_ref());
+            let acts = acts.expect("saved or recomputed");
+            self.block_backward(b, &w[u], &mut g[u], unit, x, acts, batch, &mut dx)?;
             store.after_grad(b, u)?;
             store.after_use(b, u)?;
         }

@@ -18,7 +18,7 @@
 use super::super::batch::DeviceBatch;
 use super::super::config::Arch;
 use super::super::layout::{Role, UnitSpec};
-use super::{dst, opt, src, t, BlockActs, Forward, Transformer};
+use super::{dst, opt, src, t, BlockActs, Forward, NormOut, Transformer};
 use ferrotron_kernels::{Backend, Result};
 use ferrotron_zero::ParamStore;
 
@@ -59,54 +59,85 @@ impl Transformer {
         }
         store.after_use(b, eu)?;
         let mut xs = Vec::with_capacity(self.cfg.layers + 1);
-        let mut blocks: Vec<BlockActs<B>> = Vec::with_capacity(self.cfg.layers);
+        let mut blocks: Vec<Option<BlockActs<B>>> = Vec::with_capacity(self.cfg.layers);
+        // What is still to be added into x: m of the previous block, or GPT-2's positions. With
+        // recomputation only this m outlives its block (until the next block has added it).
+        let mut pending = pos;
         for l in 0..self.cfg.layers {
             let u = self.layout.block_unit(l);
             store.before_use(b, u)?;
             let (w, _) = store.parts();
-            // What is still to be added into x: m of the previous block, or GPT-2's positions.
+            let unit = &self.layout.units[u];
             let residual = match blocks.last() {
-                Some(prev) => Some(&prev.mid),
-                None => pos.as_ref(),
+                Some(Some(prev)) => Some(&prev.mid),
+                _ => pending.as_ref(),
             };
-            let (acts, out) =
-                self.block_forward(b, &w[u], &self.layout.units[u], &mut x, residual, batch)?;
+            let norm1 = self.attn_norm_forward(b, &w[u], unit, &mut x, residual, n)?;
+            let (acts, out) = self.block_forward(b, &w[u], unit, &x, norm1, batch, true)?;
             store.after_use(b, u)?;
-            blocks.push(acts);
-            xs.push(std::mem::replace(&mut x, out));
+            if self.recompute_blocks {
+                pending = Some(acts.mid);
+                blocks.push(None);
+            } else {
+                pending = None;
+                blocks.push(Some(acts));
+            }
+            xs.push(std::mem::replace(
+                &mut x,
+                out.expect("asked for the block output"),
+            ));
         }
         // x_L = out + m of the last block: a plain add, because its norm (norm_f) runs in the
         // head, after forward has returned.
-        if let Some(y) = blocks.last().map(|a| &a.mid).or(pos.as_ref()) {
+        let last = match blocks.last() {
+            Some(Some(prev)) => Some(&prev.mid),
+            _ => pending.as_ref(),
+        };
+        if let Some(y) = last {
             b.add_inplace(dst(&mut x), src(y))?;
         }
         xs.push(x);
         Ok(Forward { xs, blocks })
     }
 
-    /// Block ℓ on x (its input still missing `residual`, which is added into x first, fused
-    /// with norm₁). Returns the saved activations and the MLP output a·W_downᵀ (+ b) WITHOUT
-    /// the residual m: the caller adds `acts.mid` into it (fused with the next norm).
-    #[allow(clippy::too_many_arguments)]
-    fn block_forward<B: Backend>(
+    /// norm₁ of a complete block input x (nothing left to add): for a recomputation.
+    pub(super) fn attn_norm_forward_of<B: Backend>(
+        &self,
+        b: &B,
+        w: &B::Act,
+        unit: &UnitSpec,
+        x: &B::Act,
+        n: usize,
+    ) -> Result<NormOut<B>> {
+        let mut out = NormOut::new(b, self.cfg.arch, n, self.cfg.hidden)?;
+        let roles = (Role::AttnNorm, Role::AttnNormBias);
+        self.norm_forward(
+            b,
+            w,
+            unit,
+            roles.0,
+            roles.1,
+            x,
+            &mut out.y,
+            &mut out.mean,
+            &mut out.rstd,
+            n,
+        )?;
+        Ok(out)
+    }
+
+    /// norm₁ of block ℓ: adds `residual` (what x still misses, if anything) into x, fused with
+    /// the norm, and returns h₁ = norm₁(x) with its statistics.
+    pub(super) fn attn_norm_forward<B: Backend>(
         &self,
         b: &B,
         w: &B::Act,
         unit: &UnitSpec,
         x: &mut B::Act,
         residual: Option<&B::Act>,
-        batch: &DeviceBatch<B>,
-    ) -> Result<(BlockActs<B>, B::Act)> {
-        let c = &self.cfg;
-        let (n, d, f) = (batch.tokens, c.hidden, c.ffn);
-        let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
-        let gpt2 = c.arch == Arch::Gpt2;
-        let stat = |on: bool| if on { b.zeros_acc(n) } else { b.zeros_acc(0) };
-
-        // attention
-        let mut h1 = b.zeros_act(n * d)?;
-        let mut mean1 = stat(gpt2)?;
-        let mut rstd1 = b.zeros_acc(n)?;
+        n: usize,
+    ) -> Result<NormOut<B>> {
+        let mut out = NormOut::new(b, self.cfg.arch, n, self.cfg.hidden)?;
         self.residual_norm_forward(
             b,
             w,
@@ -114,11 +145,40 @@ impl Transformer {
             (Role::AttnNorm, Role::AttnNormBias),
             x,
             residual,
-            &mut h1,
-            &mut mean1,
-            &mut rstd1,
+            &mut out.y,
+            &mut out.mean,
+            &mut out.rstd,
             n,
         )?;
+        Ok(out)
+    }
+
+    /// Block ℓ after norm₁, on its complete input x and h₁ = norm₁(x). Returns the saved
+    /// activations and, when `with_output`, the MLP output a·W_downᵀ (+ b) WITHOUT the residual
+    /// m: the caller adds `acts.mid` into it (fused with the next norm). A recomputation in
+    /// backward needs no output and skips W_down's forward.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn block_forward<B: Backend>(
+        &self,
+        b: &B,
+        w: &B::Act,
+        unit: &UnitSpec,
+        x: &B::Act,
+        norm1: NormOut<B>,
+        batch: &DeviceBatch<B>,
+        with_output: bool,
+    ) -> Result<(BlockActs<B>, Option<B::Act>)> {
+        let c = &self.cfg;
+        let (n, d, f) = (batch.tokens, c.hidden, c.ffn);
+        let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        let gpt2 = c.arch == Arch::Gpt2;
+        let NormOut {
+            y: h1,
+            mean: mean1,
+            rstd: rstd1,
+        } = norm1;
+
+        // attention
         let mut q = b.zeros_act(n * qd)?;
         let mut k = b.zeros_act(n * kvd)?;
         let mut v = b.zeros_act(n * kvd)?;
@@ -195,9 +255,11 @@ impl Transformer {
         )?;
 
         // MLP: m = x + o·Woᵀ, fused with norm₂.
-        let mut h2 = b.zeros_act(n * d)?;
-        let mut mean2 = stat(gpt2)?;
-        let mut rstd2 = b.zeros_acc(n)?;
+        let NormOut {
+            y: mut h2,
+            mean: mut mean2,
+            rstd: mut rstd2,
+        } = NormOut::new(b, c.arch, n, d)?;
         self.residual_norm_forward(
             b,
             w,
@@ -234,14 +296,19 @@ impl Transformer {
             b.swiglu_forward(src(&gate), src(&up), dst(&mut act))?;
             gate
         };
-        let mut out = b.zeros_act(n * d)?;
-        b.linear_forward(
-            src(&act),
-            t(w, unit, Role::Down),
-            opt(w, unit, Role::DownBias),
-            dst(&mut out),
-            self.lin(n, f, d),
-        )?;
+        let out = if with_output {
+            let mut out = b.zeros_act(n * d)?;
+            b.linear_forward(
+                src(&act),
+                t(w, unit, Role::Down),
+                opt(w, unit, Role::DownBias),
+                dst(&mut out),
+                self.lin(n, f, d),
+            )?;
+            Some(out)
+        } else {
+            None
+        };
         Ok((
             BlockActs {
                 h1,

@@ -11,7 +11,8 @@
 //!   logits = norm_f(x_L)·W_headᵀ (W_head = E when tied);  loss = Σ CE(logits, targets)
 //!
 //! Files, one job each:
-//!   forward.rs   embedding and blocks forward, saving what backward needs (`BlockActs`);
+//!   forward.rs   embedding and blocks forward, saving what backward needs (`BlockActs`), or
+//!                only each block's input when blocks are recomputed (activation checkpointing);
 //!   head.rs      final norm, output projection and cross-entropy in row chunks (+ their backward);
 //!   backward.rs  blocks and embedding backward, from ∂loss/∂x_L;
 //!   norm.rs      RMSNorm (Llama) / LayerNorm (GPT-2) dispatch, the residual add fused with the
@@ -33,9 +34,30 @@ use ferrotron_kernels::{AttnDims, Backend, Dst, LinearDims, Src, WeightGrads, We
 pub struct Transformer {
     pub cfg: ModelConfig,
     pub layout: ParamLayout,
+    /// Full activation checkpointing: forward keeps only each block's input x_ℓ, and backward
+    /// recomputes the block's forward from it (one more forward of every block but W_down).
+    pub recompute_blocks: bool,
 }
 
-/// What one block keeps from forward for its backward (no recomputation).
+/// A norm's output and the per-token statistics its backward needs (mean: LayerNorm only).
+pub(super) struct NormOut<B: Backend> {
+    y: B::Act,
+    mean: B::Acc,
+    rstd: B::Acc,
+}
+
+impl<B: Backend> NormOut<B> {
+    fn new(b: &B, arch: Arch, n: usize, d: usize) -> ferrotron_kernels::Result<Self> {
+        let mean_len = if arch == Arch::Gpt2 { n } else { 0 };
+        Ok(NormOut {
+            y: b.zeros_act(n * d)?,
+            mean: b.zeros_acc(mean_len)?,
+            rstd: b.zeros_acc(n)?,
+        })
+    }
+}
+
+/// What one block keeps from forward for its backward.
 pub struct BlockActs<B: Backend> {
     /// Block input (the residual stream entering it) is `Forward::xs[ℓ]`.
     h1: B::Act,
@@ -61,7 +83,31 @@ pub struct BlockActs<B: Backend> {
 pub struct Forward<B: Backend> {
     /// xs[ℓ] is the input of block ℓ; xs[L] the final hidden state.
     pub xs: Vec<B::Act>,
-    blocks: Vec<BlockActs<B>>,
+    /// Block ℓ's saved activations; None when it is recomputed in backward.
+    blocks: Vec<Option<BlockActs<B>>>,
+}
+
+impl<B: Backend> Forward<B> {
+    /// Elements this forward keeps for backward, (activation precision, accumulation precision):
+    /// the block inputs and the final state, and every saved block's activations.
+    pub fn saved_elements(&self) -> (usize, usize) {
+        use ferrotron_kernels::Buffer;
+        let mut act: usize = self.xs.iter().map(Buffer::len).sum();
+        let mut acc = 0;
+        for a in self.blocks.iter().flatten() {
+            act += [
+                &a.h1, &a.q, &a.k, &a.v, &a.o, &a.mid, &a.h2, &a.gate, &a.up, &a.act,
+            ]
+            .iter()
+            .map(|x| x.len())
+            .sum::<usize>();
+            acc += [&a.mean1, &a.rstd1, &a.lse, &a.mean2, &a.rstd2]
+                .iter()
+                .map(|x| x.len())
+                .sum::<usize>();
+        }
+        (act, acc)
+    }
 }
 
 fn src<T: ferrotron_kernels::Buffer>(b: &T) -> Src<'_, T> {
@@ -112,7 +158,38 @@ fn weight_grads<'a, T: ferrotron_kernels::Buffer>(
 impl Transformer {
     pub fn new(cfg: ModelConfig) -> Self {
         let layout = ParamLayout::new(&cfg);
-        Transformer { cfg, layout }
+        Transformer {
+            cfg,
+            layout,
+            recompute_blocks: false,
+        }
+    }
+
+    /// What `forward` keeps for backward on a batch of `tokens` tokens, in elements
+    /// (activation precision, accumulation precision): exactly `Forward::saved_elements`.
+    ///   always:             x_0 … x_L                         (L + 1)·N·D
+    ///   per saved block:    h₁, q, k, v, o, m, h₂, up, a (+ gate: Llama)   and
+    ///                       norm statistics (rstd; + mean: GPT-2), lse [H·N]
+    /// With `recompute_blocks` no block is saved.
+    pub fn activation_elements(&self, tokens: usize) -> (usize, usize) {
+        let c = &self.cfg;
+        let n = tokens;
+        let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        let xs = (c.layers + 1) * n * c.hidden;
+        if self.recompute_blocks {
+            return (xs, 0);
+        }
+        let gate = if c.arch == Arch::Llama { c.ffn } else { 0 };
+        let mean = if c.arch == Arch::Gpt2 { 1 } else { 0 };
+        let act = n * (3 * c.hidden + 2 * qd + 2 * kvd + 2 * c.ffn + gate);
+        let acc = n * (2 * (1 + mean) + c.heads);
+        (xs + c.layers * act, c.layers * acc)
+    }
+
+    /// The same model with full activation checkpointing on or off (see `recompute_blocks`).
+    pub fn with_recompute(mut self, on: bool) -> Self {
+        self.recompute_blocks = on;
+        self
     }
 
     fn lin(&self, n: usize, inp: usize, out: usize) -> LinearDims {
