@@ -172,8 +172,8 @@ impl Default for ParallelSection {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointSection {
-    /// false: write no checkpoint at all (benchmarks, throwaway runs); `every` and `--resume`
-    /// are then rejected.
+    /// false: write no checkpoint at all, whatever `every` says (benchmarks, throwaway runs:
+    /// `--set checkpoint.enabled=false` on any recipe); `--resume` is then rejected.
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Where step directories go (default: <train.out_dir>/checkpoints).
@@ -295,12 +295,6 @@ impl Recipe {
             other => return Err(user!(
                 "{origin}: `train.activation_checkpointing` = \"{other}\" is not one of \"none\", \"full\""
             )),
-        }
-        if !self.checkpoint.enabled && self.checkpoint.every > 0 {
-            return Err(user!(
-                "{origin}: `checkpoint.every` = {} asks for checkpoints that `checkpoint.enabled` = false turns off",
-                self.checkpoint.every
-            ));
         }
         if !matches!(self.parallel.gpu_comm.as_str(), "nccl" | "host-staged") {
             return Err(user!(
@@ -521,23 +515,14 @@ out_dir = "runs/x"
     }
 
     #[test]
-    fn checkpoints_turned_off_reject_a_save_interval() {
-        let off = Recipe::parse(MIN, "r.toml", &["checkpoint.enabled=false".into()]).unwrap();
+    fn checkpoints_turned_off_override_the_save_interval() {
+        let sets = [
+            "checkpoint.every=5".into(),
+            "checkpoint.enabled=false".into(),
+        ];
+        let off = Recipe::parse(MIN, "r.toml", &sets).unwrap();
         assert!(!off.checkpoint.enabled);
-        let e = Recipe::parse(
-            MIN,
-            "r.toml",
-            &[
-                "checkpoint.enabled=false".into(),
-                "checkpoint.every=5".into(),
-            ],
-        )
-        .unwrap_err()
-        .to_string();
-        assert_eq!(
-            e,
-            "r.toml: `checkpoint.every` = 5 asks for checkpoints that `checkpoint.enabled` = false turns off"
-        );
+        assert_eq!(off.checkpoint.every, 5);
     }
 
     #[test]
