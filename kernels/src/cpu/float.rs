@@ -30,21 +30,25 @@ pub trait CpuFloat:
     fn exp_shifted(xs: &mut [Self], shift: Self) {
         xs.iter_mut().for_each(|x| *x = (*x - shift).exp());
     }
-    /// C[m, n] = alpha · A[m, k] · B[k, n] + beta · C, all addressed by (row, col) strides.
+    /// C[m, n] = alpha · A[m, k] · B[k, n] + beta · C, all addressed by (row, col) strides
+    /// (matrixmultiply, single-threaded; kernels/src/cpu/gemm.rs is the checked, threaded caller).
+    ///
+    /// # Safety
+    /// Every addressed element must lie inside its allocation; C must not alias A or B.
     #[allow(clippy::too_many_arguments)]
-    fn gemm(
+    unsafe fn gemm(
         m: usize,
         k: usize,
         n: usize,
         alpha: Self,
-        a: &[Self],
+        a: *const Self,
         rsa: isize,
         csa: isize,
-        b: &[Self],
+        b: *const Self,
         rsb: isize,
         csb: isize,
         beta: Self,
-        c: &mut [Self],
+        c: *mut Self,
         rsc: isize,
         csc: isize,
     );
@@ -55,81 +59,45 @@ impl CpuFloat for f32 {
     fn exp_shifted(xs: &mut [f32], shift: f32) {
         xs.iter_mut().for_each(|x| *x = exp_f32(*x - shift));
     }
-    fn gemm(
+    unsafe fn gemm(
         m: usize,
         k: usize,
         n: usize,
         alpha: f32,
-        a: &[f32],
+        a: *const f32,
         rsa: isize,
         csa: isize,
-        b: &[f32],
+        b: *const f32,
         rsb: isize,
         csb: isize,
         beta: f32,
-        c: &mut [f32],
+        c: *mut f32,
         rsc: isize,
         csc: isize,
     ) {
-        // SAFETY: callers pass slices that cover every addressed element (checked in gemm.rs).
-        unsafe {
-            matrixmultiply::sgemm(
-                m,
-                k,
-                n,
-                alpha,
-                a.as_ptr(),
-                rsa,
-                csa,
-                b.as_ptr(),
-                rsb,
-                csb,
-                beta,
-                c.as_mut_ptr(),
-                rsc,
-                csc,
-            )
-        }
+        matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
     }
 }
 
 impl CpuFloat for f64 {
     const NAME: &'static str = "f64";
-    fn gemm(
+    unsafe fn gemm(
         m: usize,
         k: usize,
         n: usize,
         alpha: f64,
-        a: &[f64],
+        a: *const f64,
         rsa: isize,
         csa: isize,
-        b: &[f64],
+        b: *const f64,
         rsb: isize,
         csb: isize,
         beta: f64,
-        c: &mut [f64],
+        c: *mut f64,
         rsc: isize,
         csc: isize,
     ) {
-        // SAFETY: as above.
-        unsafe {
-            matrixmultiply::dgemm(
-                m,
-                k,
-                n,
-                alpha,
-                a.as_ptr(),
-                rsa,
-                csa,
-                b.as_ptr(),
-                rsb,
-                csb,
-                beta,
-                c.as_mut_ptr(),
-                rsc,
-                csc,
-            )
-        }
+        matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
     }
 }
 

@@ -7,12 +7,12 @@
 //! are both used in place. `gemm` checks shapes and that every addressed element lies inside its
 //! slice before it calls the unsafe kernel.
 //!
-//! Threads: matrixmultiply (feature `threading`) splits one large GEMM over its own thread pool
-//! of min(MATMUL_NUM_THREADS, 4) threads, or, when that variable is unset, as many as there are
-//! physical cores (num_cpus), so both cores of a 2-core machine by default. Products with
-//! m·k + k·n < 2^15 stay single-threaded, so the tile GEMMs inside rayon tasks (attention) do
-//! not oversubscribe. A rayon split of C on top of that was tried and measured slower (4 threads
-//! on 2 cores), so this wrapper does not split.
+//! Threads: a product with m·k + k·n ≥ 2^15 is split along the longer side of C into one block
+//! per rayon thread, each a single-threaded matrixmultiply call; smaller ones (the attention tiles
+//! inside rayon tasks) run as one call. Each element of C is the same dot product in the same
+//! order either way, so the split does not change a bit. (matrixmultiply's own `threading` pool,
+//! used before, beside rayon's on 2 cores: the quickstart ran 20% slower, its idle threads
+//! spinning in sched_yield while the other pool worked.)
 
 use super::CpuFloat;
 
@@ -162,20 +162,60 @@ pub fn gemm<T: CpuFloat>(alpha: T, a: View<'_, T>, b: View<'_, T>, beta: T, c: V
     a.check("A");
     b.check("B");
     let s = |x: usize| isize::try_from(x).expect("gemm: stride overflows isize");
-    T::gemm(
-        m,
-        k,
-        n,
-        alpha,
-        a.data,
-        s(a.rs),
-        s(a.cs),
-        b.data,
-        s(b.rs),
-        s(b.cs),
-        beta,
-        c.data,
-        s(c.rs),
-        s(c.cs),
-    );
+    // C's block [p0, p0 + w) along its longer side (all of C when w is that side's length).
+    let split_cols = n >= m;
+    let len = if split_cols { n } else { m };
+    let cp = SendPtr(c.data.as_mut_ptr());
+    let (crs, ccs) = (c.rs, c.cs);
+    let block = |p0: usize, w: usize| {
+        let (mm, nn) = if split_cols { (m, w) } else { (w, n) };
+        let (a_off, b_off, c_off) = if split_cols {
+            (0, p0 * b.cs, p0 * ccs)
+        } else {
+            (p0 * a.rs, 0, p0 * crs)
+        };
+        let cp = &cp;
+        // SAFETY: every element addressed lies in its slice (checked above); blocks address
+        // disjoint elements of C; A and B are only read.
+        unsafe {
+            T::gemm(
+                mm,
+                k,
+                nn,
+                alpha,
+                a.data.as_ptr().add(a_off),
+                s(a.rs),
+                s(a.cs),
+                b.data.as_ptr().add(b_off),
+                s(b.rs),
+                s(b.cs),
+                beta,
+                cp.0.add(c_off),
+                s(crs),
+                s(ccs),
+            )
+        }
+    };
+    let parts = if m * k + k * n < PAR_MIN {
+        1
+    } else {
+        rayon::current_num_threads().min(len)
+    };
+    if parts <= 1 {
+        return block(0, len);
+    }
+    let step = len.div_ceil(parts);
+    rayon::scope(|sc| {
+        for p0 in (0..len).step_by(step) {
+            let block = &block;
+            sc.spawn(move |_| block(p0, step.min(len - p0)));
+        }
+    });
 }
+
+const PAR_MIN: usize = 1 << 15;
+
+struct SendPtr<T>(*mut T);
+// SAFETY: used only to hand disjoint blocks of C to rayon tasks inside one scope.
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
