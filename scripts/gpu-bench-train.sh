@@ -10,7 +10,8 @@
 # master weights and AdamW, clipping at 1.0. ferrotron runs recipes/gpu-bench.toml (13 steps: 3
 # warm-up, the median of the other 10, each timed on the host around the whole step including its
 # final wait); PyTorch runs train_bench.py (eager and torch.compile; 3 warm-up steps, the median of
-# 10, CUDA events). MFU is (6·N_matmul + 12·L·d·S) FLOPs per token over 989.5 TFLOP/s for both.
+# 10, CUDA events). MFU is (6·N_matmul + 12·L·d·S) FLOPs per token over 989.5 TFLOP/s for both
+# (ours from metrics.jsonl's tflops_per_device, src/model/transformer/flops.rs).
 # Memory: ours is the largest nvidia-smi reading during the run minus the reading before it (it
 # includes the CUDA context); PyTorch's is torch.cuda.max_memory_allocated (tensors only).
 # Prints a markdown table; with $OUT set also writes $OUT/train-bench.md and $OUT/train-bench.json.
@@ -52,19 +53,6 @@ import json, os, statistics, sys
 work, configs = sys.argv[1], [c.split() for c in sys.argv[2:]]
 PEAK = 989.5e12
 
-def n_matmul(cfg):
-    """The baseline's N_matmul: every parameter but the embeddings, plus the (tied) head V·d."""
-    if cfg["model_type"] == "gpt2":
-        L, d, h, V = cfg["n_layer"], cfg["n_embd"], cfg["n_head"], cfg["vocab_size"]
-        ffn = cfg.get("n_inner") or 4 * d
-        block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * ffn + ffn) + (ffn * d + d)
-        return L, d, L * block + 2 * d + V * d
-    L, d, V = cfg["num_hidden_layers"], cfg["hidden_size"], cfg["vocab_size"]
-    h, kvh, ffn = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["intermediate_size"]
-    hd = cfg.get("head_dim") or d // h
-    block = 2 * d + d * (h + 2 * kvh) * hd + h * hd * d + 3 * d * ffn
-    return L, d, L * block + d + V * d
-
 rows = []
 for i, (name, model, seq, batch, *extra) in enumerate(configs):
     seq, batch, run = int(seq), int(batch), f"{work}/{i}-{name}"
@@ -78,10 +66,11 @@ for i, (name, model, seq, batch, *extra) in enumerate(configs):
     timed = [r["step_time_s"] for r in recs[3:]]
     if timed:
         t = statistics.median(timed)
-        L, d, nm = n_matmul(json.load(open(model)))
         tok = recs[0]["tokens"] / t  # tokens per step (step 1 starts from 0)
+        # ferrotron's own model FLOPs per token (Transformer::flops_per_token, the same formula).
+        fpt = recs[-1]["tflops_per_device"] * 1e12 / recs[-1]["tokens_per_s"]
         mem = [int(x) for x in open(f"{run}.mem").read().split() if x.isdigit()]
-        row.update(step_ms=t * 1e3, tokens_per_s=tok, mfu=tok * (6 * nm + 12 * L * d * seq) / PEAK,
+        row.update(step_ms=t * 1e3, tokens_per_s=tok, mfu=tok * fpt / PEAK,
                    peak_gib=(max(mem) - int(status[1])) / 1024 if mem else None,
                    loss=f"{recs[0]['loss']:.3f} -> {recs[-1]['loss']:.3f}", steps=len(recs))
     rows.append(row)

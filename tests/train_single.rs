@@ -35,7 +35,14 @@ fn trains_and_writes_metrics() {
     assert_eq!(recs.len(), 10);
     for (i, r) in recs.iter().enumerate() {
         assert_eq!(r["step"].as_u64(), Some(i as u64 + 1));
-        for k in ["loss", "lr", "grad_norm", "tokens", "tokens_per_s"] {
+        for k in [
+            "loss",
+            "lr",
+            "grad_norm",
+            "tokens",
+            "tokens_per_s",
+            "tflops_per_device",
+        ] {
             assert!(
                 r[k].as_f64().is_some_and(f64::is_finite),
                 "step {}: `{k}` missing or not finite: {r}",
@@ -47,6 +54,18 @@ fn trains_and_writes_metrics() {
         recs[0]["memory"].is_array(),
         "first step carries per-rank memory: {}",
         recs[0]
+    );
+    // Model FLOPs per token = tflops_per_device / tokens_per_s, the same every step (one rank).
+    let fpt: Vec<f64> = recs
+        .iter()
+        .map(|r| {
+            r["tflops_per_device"].as_f64().unwrap() * 1e12 / r["tokens_per_s"].as_f64().unwrap()
+        })
+        .collect();
+    assert!(
+        fpt.iter()
+            .all(|f| (f / fpt[0] - 1.0).abs() < 1e-9 && *f > 0.0),
+        "{fpt:?}"
     );
     let l = losses(tmp.path());
     assert!(l[9] < l[0], "loss falls over 10 steps: {l:?}");

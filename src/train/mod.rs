@@ -97,6 +97,7 @@ fn train<B: Collectives + 'static>(
         None
     };
     let dp = s.comms.dp.clone();
+    let flops_per_token = s.model.flops_per_token(seq_len);
     let mut tokens_seen = s.start_step * (global_batch * seq_len) as u64;
     let started = Instant::now();
     let mut last_eval = None;
@@ -180,10 +181,12 @@ fn train<B: Collectives + 'static>(
         tokens_seen += (global_batch * seq_len) as u64;
         let dt = t0.elapsed().as_secs_f64();
         let tps = (global_batch * seq_len) as f64 / dt;
+        // Model FLOPs per second per device (the MFU numerator; recomputation not counted).
+        let tflops = tps * flops_per_token / s.comms.world.size() as f64 / 1e12;
         if let Some(m) = m.as_mut() {
             let mut rec = json!({
                 "step": step, "loss": loss, "lr": lr, "grad_norm": stats.grad_norm, "tokens": tokens_seen,
-                "tokens_per_s": tps, "step_time_s": dt, "elapsed_s": started.elapsed().as_secs_f64(),
+                "tokens_per_s": tps, "tflops_per_device": tflops, "step_time_s": dt, "elapsed_s": started.elapsed().as_secs_f64(),
                 "dp_bytes_sent": {
                     "all_reduce": sent(OpKind::AllReduce),
                     "reduce_scatter": sent(OpKind::ReduceScatter),

@@ -266,6 +266,11 @@ impl<B: Collectives + 'static> Setup<B> {
             accum
         );
         println!(
+            "  model FLOPs per token: {:.3e} (6 x {} matmul parameters + 12 x layers x d x seq_len)",
+            self.model.flops_per_token(self.seq_len),
+            self.model.matmul_params()
+        );
+        println!(
             "  estimated memory per rank: model state {} (before sharding), activations kept for backward {} per micro-batch (activation checkpointing: {})",
             binary_units(state_bytes),
             binary_units(act_bytes),

@@ -15,6 +15,7 @@
 //!                only each block's input when blocks are recomputed (activation checkpointing);
 //!   head.rs      final norm, output projection and cross-entropy in row chunks (+ their backward);
 //!   backward.rs  blocks and embedding backward, from ∂loss/∂x_L;
+//!   flops.rs     model FLOPs per token (the MFU convention);
 //!   norm.rs      RMSNorm (Llama) / LayerNorm (GPT-2) dispatch, the residual add fused with the
 //!                norm after it, and the norm backward.
 //! This file: the model struct, what forward saves, and region helpers.
@@ -22,6 +23,7 @@
 //! Units are reached only through a `ParamStore`, so ZeRO can gather/release/reduce around them.
 
 mod backward;
+mod flops;
 mod forward;
 mod head;
 mod norm;

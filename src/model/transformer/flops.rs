@@ -1,0 +1,84 @@
+//! Model FLOPs per token, the convention MFU figures use (PaLM appendix B, nanoGPT, torchtitan,
+//! and the PyTorch baseline this project is measured against):
+//!
+//!   flops/token = 6·N_matmul + 12·L·D·S
+//!
+//!   N_matmul  every parameter except the token and position embeddings (their forward is a
+//!             lookup), plus V·D for the output projection, tied or not;
+//!   6         forward (2) and backward (4) multiply-adds per weight and token;
+//!   12·L·D·S  attention's scores and weighted values at sequence length S, forward and backward,
+//!             counted in full (causal masking is not halved).
+//! Recomputation (activation checkpointing) is not counted: it is work, not model FLOPs.
+
+use super::super::layout::Role;
+use super::Transformer;
+
+impl Transformer {
+    /// Matmul parameters N_matmul (see the top of the file).
+    pub fn matmul_params(&self) -> usize {
+        let lookups = |r: Role| matches!(r, Role::TokenEmbedding | Role::PositionEmbedding);
+        let weights: usize = self
+            .layout
+            .tensors()
+            .filter(|(_, t)| !lookups(t.role))
+            .map(|(_, t)| t.numel())
+            .sum();
+        let tied = self.head_unit().1 == Role::TokenEmbedding;
+        weights
+            + if tied {
+                self.cfg.vocab_size * self.cfg.hidden
+            } else {
+                0
+            }
+    }
+
+    /// Model FLOPs per trained token at sequence length `seq_len`.
+    pub fn flops_per_token(&self, seq_len: usize) -> f64 {
+        let c = &self.cfg;
+        6.0 * self.matmul_params() as f64 + 12.0 * (c.layers * c.hidden * seq_len) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::config::ModelConfig;
+    use super::Transformer;
+    use std::path::Path;
+
+    fn model(file: &str) -> Transformer {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("recipes/models")
+            .join(file);
+        Transformer::new(ModelConfig::from_file(&path).unwrap())
+    }
+
+    /// The two benchmark shapes, counted by hand as the PyTorch baseline counts them.
+    #[test]
+    fn benchmark_shapes_count_like_the_baseline() {
+        // GPT-2 124M: per block two LayerNorms (2·2D), c_attn D·3D + 3D, c_proj D² + D,
+        // c_fc D·4D + 4D, mlp c_proj 4D·D + D; final LayerNorm 2D; tied head V·D.
+        let (d, l, v, s) = (768usize, 12usize, 50257usize, 1024usize);
+        let block =
+            4 * d + (3 * d * d + 3 * d) + (d * d + d) + (4 * d * d + 4 * d) + (4 * d * d + d);
+        let n = l * block + 2 * d + v * d;
+        let gpt2 = model("gpt2-124m.json");
+        assert_eq!(gpt2.matmul_params(), n);
+        assert_eq!(n, 123_653_376);
+        assert_eq!(gpt2.flops_per_token(s), (6 * n + 12 * l * d * s) as f64);
+        // Llama-3.2-1B shape: per block two RMSNorms (2D), q D·D, k and v D·512 each, o D·D,
+        // gate/up/down 3·D·F; final RMSNorm D; tied head V·D.
+        let (d, l, v, f, kv, s) = (
+            2048usize,
+            16usize,
+            128256usize,
+            8192usize,
+            512usize,
+            2048usize,
+        );
+        let block = 2 * d + d * d + 2 * d * kv + d * d + 3 * d * f;
+        let n = l * block + d + v * d;
+        let llama = model("llama-1b-shape.json");
+        assert_eq!(llama.matmul_params(), n);
+        assert_eq!(llama.flops_per_token(s), (6 * n + 12 * l * d * s) as f64);
+    }
+}
