@@ -47,7 +47,15 @@ if [ -f "$pack/train_bench.py" ]; then
 else
   echo "gpu-bench-train: $pack/train_bench.py is missing (gpu-pack.sh copies it from ../shared/baselines)" >&2
 fi
-python3 - "$work" "${configs[@]}" <<'EOF' | tee "${OUT:-$work}/train-bench.md"
+{
+  echo "# gpu-bench-train $(date -u +%Y-%m-%d)"
+  echo
+  echo "- command: \`bash scripts/gpu-bench-train.sh ${1:-}\`"
+  echo "- commit: $(cat "$pack/COMMIT" 2>/dev/null || echo unknown)"
+  echo "- device: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
+  echo
+} | tee "${OUT:-$work}/train-bench.md"
+python3 - "$work" "${configs[@]}" <<'EOF' | tee -a "${OUT:-$work}/train-bench.md"
 import json, os, statistics, sys
 
 work, configs = sys.argv[1], [c.split() for c in sys.argv[2:]]

@@ -6,7 +6,9 @@
 # Build them on the dev machine with scripts/gpu-pack.sh (also packs the release binary and the
 # Open MPI runtime it links; scripts/gpu-env.sh puts them on the paths).
 # Each executable runs with --include-ignored --test-threads=1 --nocapture; the "CUDA-OP" lines the
-# tests print become a markdown table (on stdout, and in $OUT/gpu-check.md when $OUT is set).
+# tests print become a markdown table, under a header naming the command, the packed commit, the
+# device and the result (on stdout, and in $OUT/gpu-check.md when $OUT is set: a docs/gpu-runs
+# record as it stands).
 # Exit status: non-zero when any executable fails or DIR holds none.
 set -uo pipefail
 dir="${1:?usage: scripts/gpu-check.sh DIR [libtest args]}"
@@ -37,8 +39,15 @@ for exe in "$dir"/*; do
     failed+=("$(basename "$exe")")
   fi
 done
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | sed 's/^/device: /'
+pack_dir="${FERROTRON_PACK:-.gpu/pack}"
 {
+  echo "# gpu-check $(date -u +%Y-%m-%d)"
+  echo
+  echo "- command: \`bash scripts/gpu-check.sh $dir${*:+ $*}\` (executables from scripts/gpu-pack.sh)"
+  echo "- commit: $(cat "$pack_dir/COMMIT" 2>/dev/null || echo unknown)"
+  echo "- device: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
+  echo "- result: $ran executable(s), ${#failed[@]} failed${failed[*]:+: ${failed[*]}}"
+  echo
   echo "| op | dtype | rel. error |"
   echo "| --- | --- | --- |"
   grep -o 'CUDA-OP .*' "$log" | awk '{sub("rel=", "", $4); print "| " $2 " | " $3 " | " $4 " |"}'

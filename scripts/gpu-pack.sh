@@ -9,6 +9,7 @@
 #                           no Open MPI of this ABI)
 #   attention_vs_sdpa.py, and from ../shared/baselines (when present) attention_bench.py and
 #                           train_bench.py: the PyTorch side of the GPU checks and benches
+#   COMMIT                  the commit packed (and whether the tree had uncommitted changes)
 #   usage: scripts/gpu-pack.sh [extra test names of the root package...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,4 +57,6 @@ cp scripts/attention_vs_sdpa.py "$pack/"
 for f in attention_bench.py train_bench.py; do
   [ -f "../shared/baselines/$f" ] && cp "../shared/baselines/$f" "$pack/"
 done
+# What was packed, for the run records gpu-check.sh and gpu-bench-train.sh write.
+echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!.gpu' || echo ' (with uncommitted changes)')" > "$pack/COMMIT"
 du -sh "$pack"/* | sed 's/^/gpu-pack: /'
