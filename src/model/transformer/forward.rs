@@ -1,12 +1,14 @@
-//! Forward: the embedding and every block, keeping what backward needs (no recomputation).
+//! Forward: the embedding and every block, keeping what backward needs, or with
+//! `recompute_blocks` only each block's input (backward.rs runs the block again from it).
 //!
 //!   x₀ = E[ids] (+ P[pos] for GPT-2)
 //!   block ℓ:  h₁ = norm₁(x_ℓ);  q, k, v = h₁·W{q,k,v}ᵀ (+ b);  q, k ← rope(q, k) (Llama)
 //!             o = attn(q, k, v) (causal, per segment, lse saved);  m = x_ℓ + o·Woᵀ (+ b)
 //!             h₂ = norm₂(m);  a = silu(h₂·W_gateᵀ) ⊙ h₂·W_upᵀ (Llama) | gelu(h₂·W_fc) (GPT-2)
 //!             x_{ℓ+1} = m + a·W_downᵀ (+ b)
-//! Saved per block (`BlockActs`): h₁, norm₁ stats, q, k, v, o, lse, m, h₂, norm₂ stats,
-//! gate, up, a. `Forward::xs[ℓ]` holds x_ℓ, the input of block ℓ (and x_L the final state).
+//! Saved per block (`BlockActs`, none with `recompute_blocks`): h₁, norm₁ stats, q, k, v, o,
+//! lse, m, h₂, norm₂ stats, gate, up, a. `Forward::xs[ℓ]` holds x_ℓ, the input of block ℓ (and
+//! x_L the final state), always.
 //! Each unit is gathered (`before_use`) only while its block runs.
 //!
 //! Residual adds are fused with the norm that follows them (`Backend::residual_*norm_forward`,
