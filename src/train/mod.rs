@@ -119,12 +119,15 @@ fn train<B: Collectives + 'static>(
         let traffic_before = dp.counters().snapshot();
         s.engine.zero_grads(b)?;
         let mut loss_sum = 0.0;
-        let mut saved_bytes = 0u64; // activations kept for backward, largest micro-batch
+        let mut saved_bytes = 0u64; // kept for backward, largest micro-batch (first step's record)
         for batch in batches {
             let dev = DeviceBatch::upload(b, &HostBatch::from(batch))?;
             let fwd = s.model.forward(b, &mut *s.engine, &dev)?;
-            let (act, acc) = fwd.saved_elements();
-            saved_bytes = saved_bytes.max(act as u64 * B::ACT_BYTES + acc as u64 * B::ACC_BYTES);
+            if step == s.start_step + 1 {
+                let (act, acc) = fwd.saved_elements();
+                saved_bytes =
+                    saved_bytes.max(act as u64 * B::ACT_BYTES + acc as u64 * B::ACC_BYTES);
+            }
             let (ls, dx) = s.model.head(
                 b,
                 &mut *s.engine,

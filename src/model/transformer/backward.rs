@@ -15,6 +15,7 @@
 use super::super::batch::DeviceBatch;
 use super::super::config::Arch;
 use super::super::layout::{Role, UnitSpec};
+use super::norm::NormIn;
 use super::{dst, src, t, tm, weight_grads, BlockActs, Forward, Transformer};
 use ferrotron_kernels::{Backend, Dst, LinearDims, Result};
 use ferrotron_zero::ParamStore;
@@ -38,18 +39,17 @@ impl Transformer {
             let unit = &self.layout.units[u];
             let x = &fwd.xs[l];
             // Activation checkpointing: the block's forward again, from its saved input.
-            let recomputed = match &fwd.blocks[l] {
-                Some(_) => None,
+            let recomputed;
+            let acts = match &fwd.blocks[l] {
+                Some(saved) => saved,
                 None => {
-                    let norm1 = self.attn_norm_forward_of(b, &w[u], unit, x, n)?;
-                    Some(
-                        self.block_forward(b, &w[u], unit, x, norm1, batch, false)?
-                            .0,
-                    )
+                    let norm1 = self.attn_norm_forward(b, &w[u], unit, NormIn::Plain(x), n)?;
+                    recomputed = self
+                        .block_forward(b, &w[u], unit, x, norm1, batch, false)?
+                        .0;
+                    &recomputed
                 }
             };
-            let acts = fwd.blocks[l].as_ref().or(recomputed.as_ref());
-            let acts = acts.expect("saved or recomputed");
             self.block_backward(b, &w[u], &mut g[u], unit, x, acts, batch, &mut dx)?;
             store.after_grad(b, u)?;
             store.after_use(b, u)?;

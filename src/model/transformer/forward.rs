@@ -20,6 +20,7 @@
 use super::super::batch::DeviceBatch;
 use super::super::config::Arch;
 use super::super::layout::{Role, UnitSpec};
+use super::norm::NormIn;
 use super::{dst, opt, src, t, BlockActs, Forward, NormOut, Transformer};
 use ferrotron_kernels::{Backend, Result};
 use ferrotron_zero::ParamStore;
@@ -74,7 +75,8 @@ impl Transformer {
                 Some(Some(prev)) => Some(&prev.mid),
                 _ => pending.as_ref(),
             };
-            let norm1 = self.attn_norm_forward(b, &w[u], unit, &mut x, residual, n)?;
+            let norm1 =
+                self.attn_norm_forward(b, &w[u], unit, NormIn::adding(&mut x, residual), n)?;
             let (acts, out) = self.block_forward(b, &w[u], unit, &x, norm1, batch, true)?;
             store.after_use(b, u)?;
             if self.recompute_blocks {
@@ -102,56 +104,18 @@ impl Transformer {
         Ok(Forward { xs, blocks })
     }
 
-    /// norm₁ of a complete block input x (nothing left to add): for a recomputation.
-    pub(super) fn attn_norm_forward_of<B: Backend>(
-        &self,
-        b: &B,
-        w: &B::Act,
-        unit: &UnitSpec,
-        x: &B::Act,
-        n: usize,
-    ) -> Result<NormOut<B>> {
-        let mut out = NormOut::new(b, self.cfg.arch, n, self.cfg.hidden)?;
-        let roles = (Role::AttnNorm, Role::AttnNormBias);
-        self.norm_forward(
-            b,
-            w,
-            unit,
-            roles.0,
-            roles.1,
-            x,
-            &mut out.y,
-            &mut out.mean,
-            &mut out.rstd,
-            n,
-        )?;
-        Ok(out)
-    }
-
-    /// norm₁ of block ℓ: adds `residual` (what x still misses, if anything) into x, fused with
-    /// the norm, and returns h₁ = norm₁(x) with its statistics.
+    /// h₁ = norm₁(x) with its statistics, x given as it is or with the residual still to add.
     pub(super) fn attn_norm_forward<B: Backend>(
         &self,
         b: &B,
         w: &B::Act,
         unit: &UnitSpec,
-        x: &mut B::Act,
-        residual: Option<&B::Act>,
+        x: NormIn<'_, B>,
         n: usize,
     ) -> Result<NormOut<B>> {
         let mut out = NormOut::new(b, self.cfg.arch, n, self.cfg.hidden)?;
-        self.residual_norm_forward(
-            b,
-            w,
-            unit,
-            (Role::AttnNorm, Role::AttnNormBias),
-            x,
-            residual,
-            &mut out.y,
-            &mut out.mean,
-            &mut out.rstd,
-            n,
-        )?;
+        let roles = (Role::AttnNorm, Role::AttnNormBias);
+        self.norm_forward_in(b, w, unit, roles, x, &mut out, n)?;
         Ok(out)
     }
 
@@ -257,23 +221,15 @@ impl Transformer {
         )?;
 
         // MLP: m = x + o·Woᵀ, fused with norm₂.
+        let mut norm2 = NormOut::new(b, c.arch, n, d)?;
+        let roles = (Role::MlpNorm, Role::MlpNormBias);
+        let m = NormIn::Residual { h: &mut mid, y: x };
+        self.norm_forward_in(b, w, unit, roles, m, &mut norm2, n)?;
         let NormOut {
-            y: mut h2,
-            mean: mut mean2,
-            rstd: mut rstd2,
-        } = NormOut::new(b, c.arch, n, d)?;
-        self.residual_norm_forward(
-            b,
-            w,
-            unit,
-            (Role::MlpNorm, Role::MlpNormBias),
-            &mut mid,
-            Some(x),
-            &mut h2,
-            &mut mean2,
-            &mut rstd2,
-            n,
-        )?;
+            y: h2,
+            mean: mean2,
+            rstd: rstd2,
+        } = norm2;
         let mut up = b.zeros_act(n * f)?;
         let mut act = b.zeros_act(n * f)?;
         b.linear_forward(

@@ -4,15 +4,31 @@
 //! Statistics are saved per token ([N], accumulation precision) for the backward, which ADDS
 //! dx into the residual stream's gradient and dw (db) into the unit's gradient.
 //!
-//! residual_norm_forward: h += y, then norm(h), in one pass (the residual add fused with the norm
+//! norm_forward_in with a residual input: h += y, then norm(h), in one pass (the residual add fused with the norm
 //! after it). It needs no backward of its own: the add's backward is the identity, so the
 //! residual gradient dx, with the norm backward (on the saved h) added into it, is the gradient
 //! of both h and y — which is how backward.rs already flows dx.
 
 use super::super::config::Arch;
 use super::super::layout::{Role, UnitSpec};
-use super::{dst, src, t, tm, weight_grads, Transformer};
+use super::{dst, src, t, tm, weight_grads, NormOut, Transformer};
 use ferrotron_kernels::{Backend, Result};
+
+/// The input of a norm forward: x as it is, or the residual stream h with y still to add into it.
+pub(super) enum NormIn<'a, B: Backend> {
+    Plain(&'a B::Act),
+    Residual { h: &'a mut B::Act, y: &'a B::Act },
+}
+
+impl<'a, B: Backend> NormIn<'a, B> {
+    /// `Residual` when there is something to add into h, else `Plain(h)`.
+    pub(super) fn adding(h: &'a mut B::Act, y: Option<&'a B::Act>) -> Self {
+        match y {
+            Some(y) => NormIn::Residual { h, y },
+            None => NormIn::Plain(h),
+        }
+    }
+}
 
 impl Transformer {
     #[allow(clippy::too_many_arguments)]
@@ -48,24 +64,25 @@ impl Transformer {
         }
     }
 
-    /// h += y (when `y` is given), then norm(h) → out with its statistics: the residual add
-    /// fused with the norm after it. Without `y`, the plain norm of h.
+    /// norm(x) → `out` (output and statistics), where x is `input` as it is, or the residual
+    /// stream h after h += y: the residual add fused with the norm after it.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn residual_norm_forward<B: Backend>(
+    pub(super) fn norm_forward_in<B: Backend>(
         &self,
         b: &B,
         w: &B::Act,
         unit: &UnitSpec,
         (weight, bias): (Role, Role),
-        h: &mut B::Act,
-        y: Option<&B::Act>,
-        out: &mut B::Act,
-        mean: &mut B::Acc,
-        rstd: &mut B::Acc,
+        input: NormIn<'_, B>,
+        out: &mut NormOut<B>,
         n: usize,
     ) -> Result<()> {
-        let Some(y) = y else {
-            return self.norm_forward(b, w, unit, weight, bias, h, out, mean, rstd, n);
+        let NormOut { y: o, mean, rstd } = out;
+        let (h, y) = match input {
+            NormIn::Plain(x) => {
+                return self.norm_forward(b, w, unit, weight, bias, x, o, mean, rstd, n)
+            }
+            NormIn::Residual { h, y } => (h, y),
         };
         let (d, eps) = (self.cfg.hidden, self.cfg.norm_eps);
         match self.cfg.arch {
@@ -73,7 +90,7 @@ impl Transformer {
                 dst(h),
                 src(y),
                 t(w, unit, weight),
-                dst(out),
+                dst(o),
                 dst(rstd),
                 n,
                 d,
@@ -84,7 +101,7 @@ impl Transformer {
                 src(y),
                 t(w, unit, weight),
                 t(w, unit, bias),
-                dst(out),
+                dst(o),
                 dst(mean),
                 dst(rstd),
                 n,
