@@ -7,7 +7,14 @@ set -euo pipefail
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 command -v mpicc >/dev/null 2>&1 || need_apt+=(libopenmpi-dev openmpi-bin)
-ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+# bindgen (clang-sys) loads libclang.so or libclang-<version>.so; Debian 12 ships libclang-cpp.so.14
+# without them, so look for exactly those names.
+have_libclang() {
+  compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null ||
+    compgen -G '/usr/lib/*/libclang-[0-9]*.so*' >/dev/null ||
+    compgen -G '/usr/lib/libclang.so*' >/dev/null
+}
+have_libclang || need_apt+=(libclang-dev)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl ca-certificates)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
