@@ -4,7 +4,8 @@
 //! CHECKPOINT is a step directory, or a checkpoint root (its newest step). OUT receives:
 //! - `config.json`: the HF schema of the architecture, `torch_dtype`/`dtype` = the export dtype;
 //! - `model.safetensors` (or `model-0000i-of-0000n.safetensors` + `model.safetensors.index.json`
-//!   above 5 GB): HF names and HF layouts (GPT-2 Conv1D weights stay [in, out]; a tied
+//!   above 5 GB), streamed: one logical tensor is in memory at a time, read from whatever
+//!   fragments the checkpoint's ranks wrote; HF names and HF layouts (GPT-2 Conv1D weights stay [in, out]; a tied
 //!   `lm_head.weight` is not written, as `save_pretrained` does), F32 or BF16 (round to nearest
 //!   even);
 //! - tokenizer files (`tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`);
@@ -14,13 +15,14 @@
 //! not exist or be an empty directory (an export never overwrites files).
 
 use crate::checkpoint::fsutil::{publish_dir, remove_dir_quiet, write_json};
-use crate::checkpoint::tensors::{write_sharded, StoreDtype, TensorRef};
+use crate::checkpoint::tensors::{write_sharded_with, StoreDtype};
 use crate::checkpoint::{self, DEFAULT_SHARD_BYTES};
 use crate::error::Result;
-use crate::model::hf_import::load_units;
 use crate::model::{ModelConfig, ParamLayout};
+use crate::tensorfile::{Entry, LayoutSource};
 use crate::tokenizer::Tokenizer;
 use crate::user;
+use ferrotron_zero::StatePart;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -91,7 +93,7 @@ pub fn export(
     let source = checkpoint::resolve(checkpoint)?;
     let cfg = ModelConfig::from_file(&source.join("config.json"))?;
     let layout = ParamLayout::new(&cfg);
-    let units = load_units(&source, &cfg, &layout)?;
+    let weights = checkpoint::open_weights(&source, &cfg, &layout)?;
     let tokenizer = Tokenizer::from_dir(&source)?;
     check_out(out)?;
     let name = out
@@ -113,7 +115,7 @@ pub fn export(
     remove_dir_quiet(&tmp);
     let result = std::fs::create_dir(&tmp)
         .map_err(|e| user!("cannot create {}: {e}", tmp.display()))
-        .and_then(|_| write_hf(&tmp, &cfg, &layout, &units, &tokenizer, dtype, shard_bytes))
+        .and_then(|_| write_hf(&tmp, &cfg, &weights, &tokenizer, dtype, shard_bytes))
         .and_then(|files| publish_dir(&tmp, out, &aside).map(|_| files));
     match result {
         Ok(files) => Ok(ExportReport {
@@ -147,24 +149,35 @@ fn check_out(out: &Path) -> Result<()> {
     }
 }
 
+/// The weights tensor by tensor (one logical tensor in memory at a time), then the model files.
 fn write_hf(
     dir: &Path,
     cfg: &ModelConfig,
-    layout: &ParamLayout,
-    units: &[Vec<f32>],
+    weights: &LayoutSource,
     tokenizer: &Tokenizer,
     dtype: ExportDtype,
     shard_bytes: u64,
 ) -> Result<Vec<String>> {
-    let tensors: Vec<TensorRef> = layout
+    let entries: Vec<Entry> = weights
+        .layout
         .tensors()
-        .map(|(u, t)| TensorRef {
+        .map(|(_, t)| Entry {
             name: t.name.clone(),
-            shape: t.shape.clone(),
-            data: &units[u][t.offset..t.offset + t.numel()],
+            shape: t.global_shape().to_vec(),
         })
         .collect();
-    let mut files = write_sharded(dir, "model", &tensors, dtype.store(), shard_bytes)?;
+    let mut files = write_sharded_with(
+        dir,
+        "model",
+        &entries,
+        dtype.store(),
+        shard_bytes,
+        &mut |i, buf| {
+            let e = &entries[i];
+            buf.resize(e.numel(), 0.0);
+            weights.fragments.read(StatePart::Master, &e.name, 0, buf)
+        },
+    )?;
     let bos = cfg.bos_token_id.or(tokenizer.bos_id());
     let eos = cfg.eos_token_id.or(tokenizer.eos_id());
     let mut config = cfg.to_hf_json();

@@ -9,5 +9,6 @@ pub mod export;
 pub mod model;
 pub mod recipe;
 pub mod sample;
+pub mod tensorfile;
 pub mod tokenizer;
 pub mod train;

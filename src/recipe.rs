@@ -147,8 +147,9 @@ pub struct ParallelSection {
     pub zero_stage: u8,
     pub tp: usize,
     pub pp: usize,
-    /// Pipeline micro-batches (used with pp > 1).
-    pub microbatches: usize,
+    /// Forward/backward passes per rank and step (the pipeline schedule's m); the other view of
+    /// `train.micro_batch` (train/batching.rs). None: derived from `train.micro_batch`.
+    pub microbatches: Option<usize>,
     /// Seconds a collective may take before the job fails naming the group and operation.
     pub collective_timeout_s: f64,
     /// How GPU buffers cross the data-parallel group on cuda: "nccl", or "host-staged" (through
@@ -162,7 +163,7 @@ impl Default for ParallelSection {
             zero_stage: 0,
             tp: 1,
             pp: 1,
-            microbatches: 1,
+            microbatches: None,
             collective_timeout_s: 300.0,
             gpu_comm: "nccl".into(),
         }

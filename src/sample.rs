@@ -12,8 +12,7 @@
 
 use crate::checkpoint;
 use crate::error::Result;
-use crate::model::hf_import::load_units;
-use crate::model::{DeviceBatch, HostBatch, ModelConfig, ResidentStore, Transformer};
+use crate::model::{DeviceBatch, HostBatch, ModelConfig, ParamStore, ResidentStore, Transformer};
 use crate::tokenizer::Tokenizer;
 use crate::user;
 use ferrotron_kernels::cpu::CpuBackend;
@@ -104,7 +103,8 @@ pub fn load_model(path: &Path) -> Result<LoadedModel> {
     };
     let cfg = ModelConfig::from_file(&dir.join("config.json"))?;
     let model = Transformer::new(cfg);
-    let weights = load_units(&dir, &model.cfg, &model.layout)?;
+    let weights = checkpoint::open_weights(&dir, &model.cfg, &model.layout)?
+        .read_all(ferrotron_zero::StatePart::Master)?;
     let tokenizer = Tokenizer::from_dir(&dir)?;
     Ok(LoadedModel {
         model,
@@ -117,6 +117,35 @@ pub fn load_model(path: &Path) -> Result<LoadedModel> {
 pub fn generate(
     model: &Transformer,
     weights: &[Vec<f32>],
+    tokenizer: &Tokenizer,
+    prompt: &str,
+    opts: &SampleOptions,
+) -> Result<String> {
+    let b = CpuBackend::<f32>::new();
+    let mut store = resident(&b, weights)?;
+    generate_with(&b, model, &mut store, tokenizer, prompt, opts)
+}
+
+/// Every unit's weights resident on `b` (no gradients: inference only).
+fn resident<B: Backend>(b: &B, weights: &[Vec<f32>]) -> Result<ResidentStore<B>> {
+    Ok(ResidentStore {
+        weights: weights
+            .iter()
+            .map(|u| b.upload_act(u))
+            .collect::<ferrotron_kernels::Result<_>>()?,
+        grads: weights
+            .iter()
+            .map(|_| b.zeros_acc(0))
+            .collect::<ferrotron_kernels::Result<_>>()?,
+    })
+}
+
+/// `generate` through any parameter store (e.g. a ZeRO engine: every rank of its group must call
+/// it, with the same arguments; each gets the same text).
+pub fn generate_with<B: Backend, S: ParamStore<B> + ?Sized>(
+    b: &B,
+    model: &Transformer,
+    store: &mut S,
     tokenizer: &Tokenizer,
     prompt: &str,
     opts: &SampleOptions,
@@ -142,7 +171,7 @@ pub fn generate(
         .into_iter()
         .flatten()
         .collect();
-    let new = generate_ids(model, weights, &ids, &stop, opts)?;
+    let new = generate_ids_with(b, model, store, &ids, &stop, opts)?;
     let body: Vec<u32> = new.iter().copied().filter(|t| !stop.contains(t)).collect();
     let prefix = tokenizer.decode(&ids)?;
     let full = tokenizer.decode(&[ids.as_slice(), body.as_slice()].concat())?;
@@ -161,6 +190,20 @@ pub fn generate_ids(
     stop: &[u32],
     opts: &SampleOptions,
 ) -> Result<Vec<u32>> {
+    let b = CpuBackend::<f32>::new();
+    let mut store = resident(&b, weights)?;
+    generate_ids_with(&b, model, &mut store, prompt, stop, opts)
+}
+
+/// `generate_ids` through any parameter store.
+pub fn generate_ids_with<B: Backend, S: ParamStore<B> + ?Sized>(
+    b: &B,
+    model: &Transformer,
+    store: &mut S,
+    prompt: &[u32],
+    stop: &[u32],
+    opts: &SampleOptions,
+) -> Result<Vec<u32>> {
     if !(opts.temperature >= 0.0 && opts.temperature.is_finite()) {
         return Err(user!(
             "--temperature must be a finite number >= 0, got {}",
@@ -170,23 +213,12 @@ pub fn generate_ids(
     if prompt.is_empty() {
         return Err(user!("the prompt has no tokens"));
     }
-    let b = CpuBackend::<f32>::new();
-    let mut store = ResidentStore::<CpuBackend<f32>> {
-        weights: weights
-            .iter()
-            .map(|u| b.upload_act(u))
-            .collect::<ferrotron_kernels::Result<_>>()?,
-        grads: weights
-            .iter()
-            .map(|_| b.zeros_acc(0))
-            .collect::<ferrotron_kernels::Result<_>>()?,
-    };
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let mut seq: Vec<u32> = prompt.to_vec();
     let mut out = Vec::new();
     for _ in 0..opts.max_new_tokens {
         let window = &seq[seq.len().saturating_sub(model.cfg.max_positions)..];
-        let logits = last_logits(&b, model, &mut store, window)?;
+        let logits = last_logits(b, model, store, window)?;
         let next = pick(&logits, opts.temperature, opts.top_k, &mut rng);
         seq.push(next);
         out.push(next);
@@ -198,10 +230,10 @@ pub fn generate_ids(
 }
 
 /// Logits [V] at the last position of `ids` (one sequence, positions from 0).
-pub fn last_logits<B: Backend>(
+pub fn last_logits<B: Backend, S: ParamStore<B> + ?Sized>(
     b: &B,
     model: &Transformer,
-    store: &mut ResidentStore<B>,
+    store: &mut S,
     ids: &[u32],
 ) -> Result<Vec<f32>> {
     let n = ids.len();

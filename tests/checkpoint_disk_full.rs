@@ -57,13 +57,14 @@ fn full_disk_keeps_the_previous_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let (dir1, state1) = save_fixture(root, "tiny-gpt2", 1, 1);
-    let model_bytes = std::fs::metadata(dir1.join("model.safetensors"))
-        .unwrap()
-        .len();
-    // The optimizer file is twice the model file: a limit between them fails on the optimizer.
+    let shard = "shard-00000-of-00001.safetensors";
+    let size = |f: &str| std::fs::metadata(dir1.join(f)).unwrap().len();
+    // A limit inside the shard fails on it; one between the shard and the (larger) tokenizer.json
+    // fails on the tokenizer, after the shard was written whole.
+    assert!(size("tokenizer.json") > size(shard) + 4096);
     for (limit, file) in [
-        (model_bytes / 2, "model.safetensors"),
-        (model_bytes + 4096, "optimizer.safetensors"),
+        (size(shard) / 2, shard),
+        (size(shard) + 4096, "tokenizer.json"),
     ] {
         let out = Command::new(std::env::current_exe().unwrap())
             .args([

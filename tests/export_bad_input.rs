@@ -5,7 +5,6 @@
 mod checkpoint_support;
 
 use checkpoint_support::*;
-use ferrotron::checkpoint::tensors::{write_sharded, StoreDtype, TensorRef};
 use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Command;
@@ -51,14 +50,14 @@ fn export_of_a_corrupt_safetensors_file() {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, _) = save_fixture(&tmp.path().join("ckpt"), "tiny-gpt2", 1, 0);
     std::fs::write(
-        dir.join("model.safetensors"),
+        dir.join("shard-00000-of-00001.safetensors"),
         b"\x10\0\0\0\0\0\0\0{not json}",
     )
     .unwrap();
     let out = tmp.path().join("hf");
     let e = fails(&export_args(&dir, &out));
     assert!(
-        e.contains("model.safetensors") && e.contains("not a valid safetensors"),
+        e.contains("shard-00000-of-00001.safetensors") && e.contains("not a valid safetensors"),
         "{e}"
     );
     assert!(!out.exists());
@@ -72,31 +71,25 @@ fn export_of_a_corrupt_safetensors_file() {
 #[test]
 fn export_of_a_tensor_with_the_wrong_shape() {
     let tmp = tempfile::tempdir().unwrap();
-    let (dir, state) = save_fixture(&tmp.path().join("ckpt"), "tiny-gpt2", 1, 0);
-    let (_, layout, _) = fixture("tiny-gpt2");
+    let (dir, _) = save_fixture(&tmp.path().join("ckpt"), "tiny-gpt2", 1, 0);
     let wrong = "transformer.h.1.attn.c_attn.weight";
-    let t: Vec<TensorRef> = layout
-        .tensors()
-        .map(|(u, s)| {
-            let data = &state.master[u][s.offset..s.offset + s.numel()];
-            // Same elements, transposed shape: only the shape check can catch it.
-            let shape = if s.name == wrong {
-                vec![s.shape[1], s.shape[0]]
-            } else {
-                s.shape.clone()
-            };
-            TensorRef {
-                name: s.name.clone(),
-                shape,
-                data,
-            }
-        })
-        .collect();
-    write_sharded(&dir, "model", &t, StoreDtype::F32, u64::MAX).unwrap();
+    // The index claims a transposed shape for one tensor (same element count, consistent
+    // slice): only the shape check against the model can catch it.
+    let index = dir.join("shard-00000-of-00001.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&index).unwrap()).unwrap();
+    for f in v["fragments"].as_array_mut().unwrap() {
+        if f["tensor"] == wrong {
+            f["slice"] = serde_json::json!({
+                "global_shape": [192, 64], "local_shape": [192, 64], "dims": [[[0, 192]], [[0, 64]]]
+            });
+        }
+    }
+    std::fs::write(&index, v.to_string()).unwrap();
     let out = tmp.path().join("hf");
     let e = fails(&export_args(&dir, &out));
     assert!(
-        e.contains("model.safetensors") && e.contains(wrong) && e.contains("[192, 64]"),
+        e.contains("step-00000001") && e.contains(wrong) && e.contains("[192, 64]"),
         "{e}"
     );
     assert!(!out.exists());

@@ -1,9 +1,9 @@
-//! ferrotron-parallel: process groups. The `Comm` trait and its backends (local, MPI, TCP; NCCL
-//! later), the pp x dp x tp mesh and its groups, environment detection, the rendezvous store.
-//! Tensor-parallel layers and pipeline schedules will live here too.
+//! ferrotron-parallel: process groups. The `Comm` trait and its backends (local; MPI and TCP for
+//! host buffers; NCCL for device buffers, `NcclComm`), the pp x dp x tp mesh and its groups,
+//! environment detection (torchrun, Open MPI, PMI, Slurm), the rendezvous store, and the
+//! watchdog that times out blocking collectives.
 
 pub mod comm;
-pub mod data_parallel;
 pub mod env;
 pub mod mesh;
 pub mod mesh_comms;

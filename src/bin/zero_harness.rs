@@ -14,8 +14,8 @@
 use ferrotron::model::hf_import::load_units;
 use ferrotron::model::{DeviceBatch, HostBatch, ModelConfig, Role, Transformer};
 use ferrotron_kernels::cpu::CpuBackend;
-use ferrotron_parallel::{data_parallel, env, init_world, Comm, OpKind, ReduceOp, WorldOptions};
-use ferrotron_zero::{build_engine, ShardPlan, StepConfig};
+use ferrotron_parallel::{env, init_world, Comm, OpKind, ReduceOp, WorldOptions};
+use ferrotron_zero::{build_engine, ShardPlan, StepConfig, UnitWeights};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
@@ -80,13 +80,16 @@ fn run() -> Result<(), String> {
     let world = init_world(&dist, &WorldOptions::default()).map_err(|e| e.to_string())?;
     let dp: Arc<dyn Comm> = world.clone();
     let (rank, n) = (dp.rank(), dp.size());
-    let rows = data_parallel::local_rows(ROWS, rank, n)?;
+    if ROWS % n != 0 {
+        return Err(format!("{ROWS} rows do not split over {n} ranks"));
+    }
+    let rows = rank * ROWS / n..(rank + 1) * ROWS / n;
     let b = CpuBackend::<f32>::new();
     let vocab = model.cfg.vocab_size as u32;
 
     for &stage in &stages {
-        let mut engine =
-            build_engine(stage, &b, dp.clone(), metas.clone(), &init).map_err(|e| e.to_string())?;
+        let mut engine = build_engine(stage, &b, dp.clone(), metas.clone(), &UnitWeights(&init))
+            .map_err(|e| e.to_string())?;
         let plan = ShardPlan::new(metas.clone(), n, rank).map_err(|e| e.to_string())?;
         let mut step_rows = Vec::new();
         for step in 1..=steps {

@@ -56,7 +56,10 @@ pub fn sync_dir_tree(dir: &Path) -> Result<()> {
 /// renamed aside to `aside`, then removed once `tmp` is in place.
 pub fn publish_dir(tmp: &Path, dest: &Path, aside: &Path) -> Result<()> {
     sync_dir_tree(tmp)?;
-    let parent = dest.parent().unwrap_or(Path::new("."));
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
     if dest.exists() {
         remove_dir_quiet(aside);
         std::fs::rename(dest, aside)

@@ -1,20 +1,22 @@
 //! Finding and reading checkpoints (format: see `checkpoint/mod.rs`).
 //!
 //! `step_dirs`/`latest` list only complete step directories (named `step-<digits>`, holding
-//! trainer_state.json); temporary directories are never read. `load` checks that config.json
-//! describes the caller's model, then reads every weight and moment with its exact shape; every
-//! error names the file and the tensor.
+//! trainer_state.json); temporary directories are never read. `open_state` checks that
+//! config.json describes the caller's model and that every weight and moment is stored with its
+//! exact logical shape, then returns a source that reads, for any layout, only the stored pieces
+//! a rank's ranges overlap. Both formats load: distributed (version 2, per-rank shards) and whole
+//! (version 1, model.safetensors + optimizer.safetensors). Every error names the file and the
+//! tensor.
 
+use super::shards::ShardIndex;
 use super::{STEP_PREFIX, TRAINER_STATE};
 use crate::error::Result;
-use crate::model::hf_import::load_units;
+use crate::model::hf_import::open_hf;
 use crate::model::{ModelConfig, ParamLayout};
+use crate::tensorfile::{Fragments, LayoutSource, SafetensorsFiles};
 use crate::user;
-use ferrotron_zero::FullState;
-use memmap2::Mmap;
-use safetensors::{Dtype, SafeTensors};
+use ferrotron_zero::{FullState, StatePart};
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Complete checkpoints in `root`, oldest first. A missing root has none.
@@ -59,21 +61,184 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
     })
 }
 
-/// Reads the checkpoint in `dir` for the model `cfg`/`layout`: the full state and the trainer's
-/// opaque state (as passed to `save`).
-pub fn load(dir: &Path, cfg: &ModelConfig, layout: &ParamLayout) -> Result<(FullState, Value)> {
-    let trainer = read_trainer_state(dir)?;
+/// The state of the checkpoint in `dir` as a source for `layout` (any layout: each rank reads
+/// only what it keeps), and the trainer's opaque state (as passed to the save). Everything is
+/// validated before anything is read: the config, every tensor's shape and that every element
+/// of every tensor is stored.
+pub fn open_state(
+    dir: &Path,
+    cfg: &ModelConfig,
+    layout: &ParamLayout,
+) -> Result<(LayoutSource, Value)> {
+    let (state, trainer) = read_trainer_state(dir)?;
     check_config(dir, cfg)?;
-    let master = load_units(dir, cfg, layout)?;
-    let (exp_avg, exp_avg_sq) = load_moments(dir, layout)?;
+    let frags = match state.get("shards") {
+        Some(shards) => open_shards(dir, shards)?,
+        None => open_full(dir, layout)?,
+    };
+    check_tensors(dir, &frags, layout, true)?;
+    Ok((LayoutSource::new(layout.clone(), frags, true), trainer))
+}
+
+/// The master weights of a model directory: a HF directory, or a checkpoint (step directory).
+pub fn open_weights(dir: &Path, cfg: &ModelConfig, layout: &ParamLayout) -> Result<LayoutSource> {
+    if !dir.join(TRAINER_STATE).is_file() {
+        return open_hf(dir, cfg, layout);
+    }
+    let (state, _) = read_trainer_state(dir)?;
+    let frags = match state.get("shards") {
+        Some(shards) => open_shards(dir, shards)?,
+        None => return open_hf(dir, cfg, layout),
+    };
+    check_tensors(dir, &frags, layout, false)?;
+    Ok(LayoutSource::new(layout.clone(), frags, false))
+}
+
+/// Reads the whole checkpoint in `dir` into one process (tests, the layout-comparison harness).
+pub fn load(dir: &Path, cfg: &ModelConfig, layout: &ParamLayout) -> Result<(FullState, Value)> {
+    let (src, trainer) = open_state(dir, cfg, layout)?;
     Ok((
         FullState {
-            master,
-            exp_avg,
-            exp_avg_sq,
+            master: src.read_all(StatePart::Master)?,
+            exp_avg: src.read_all(StatePart::ExpAvg)?,
+            exp_avg_sq: src.read_all(StatePart::ExpAvgSq)?,
         },
         trainer,
     ))
+}
+
+/// A distributed checkpoint's fragments: every shard the trainer state lists.
+fn open_shards(dir: &Path, shards: &Value) -> Result<Fragments> {
+    let bad = || {
+        user!(
+            "{}: `shards` is not a list of shard names",
+            dir.join(TRAINER_STATE).display()
+        )
+    };
+    let stems: Vec<&str> = shards
+        .as_array()
+        .ok_or_else(bad)?
+        .iter()
+        .map(|v| v.as_str().ok_or_else(bad))
+        .collect::<Result<_>>()?;
+    let mut indexes = Vec::new();
+    let mut paths = Vec::new();
+    for stem in &stems {
+        if stem.contains('/') || stem.contains("..") {
+            return Err(bad());
+        }
+        let index = dir.join(format!("{stem}.json"));
+        let file = dir.join(format!("{stem}.safetensors"));
+        if !index.is_file() || !file.is_file() {
+            return Err(user!(
+                "{}: shard {stem} is missing ({stem}.json and {stem}.safetensors are both needed)",
+                dir.display()
+            ));
+        }
+        indexes.push(ShardIndex::read(&index)?);
+        paths.push(file);
+    }
+    let mut frags = Fragments::new(SafetensorsFiles::open_each(&paths)?);
+    for (file, idx) in indexes.iter().enumerate() {
+        for f in &idx.fragments {
+            for part in StatePart::ALL {
+                frags.add_fragment(
+                    part,
+                    &f.tensor,
+                    &f.slice,
+                    f.range[0]..f.range[1],
+                    file,
+                    &format!("{}.{}", part.name(), f.tensor),
+                )?;
+            }
+        }
+    }
+    frags.finish()?;
+    Ok(frags)
+}
+
+/// A checkpoint written whole (format version 1): model.safetensors (HF names) and
+/// optimizer.safetensors (`exp_avg.<name>`, `exp_avg_sq.<name>`), or their shards.
+fn open_full(dir: &Path, layout: &ParamLayout) -> Result<Fragments> {
+    let mut paths = Vec::new();
+    for stem in ["model", "optimizer"] {
+        let files = SafetensorsFiles::open_stem(dir, stem)?;
+        paths.extend(files.paths());
+    }
+    let mut frags = Fragments::new(SafetensorsFiles::open(&paths)?);
+    let mut expected = std::collections::HashSet::new();
+    for (_, t) in layout.tensors() {
+        for part in StatePart::ALL {
+            let stored = match part {
+                StatePart::Master => t.name.clone(),
+                p => format!("{}.{}", p.name(), t.name),
+            };
+            if expected.insert(stored.clone()) {
+                frags.add_whole(part, &t.name, t.global_shape(), &stored)?;
+            }
+        }
+    }
+    let unexpected = frags
+        .files()
+        .names()
+        .find(|n| !expected.contains(*n))
+        .map(String::from);
+    if let Some(name) = unexpected {
+        return Err(user!(
+            "{}: unexpected tensor `{name}` (not a parameter or moment of this model)",
+            frags.files().describe()
+        ));
+    }
+    frags.finish()?;
+    Ok(frags)
+}
+
+/// Every logical tensor of the layout is stored whole (every element, the model's shape), in
+/// every part (`moments`: also both AdamW moments); nothing else is stored.
+fn check_tensors(dir: &Path, frags: &Fragments, layout: &ParamLayout, moments: bool) -> Result<()> {
+    let parts: &[StatePart] = if moments {
+        &StatePart::ALL
+    } else {
+        &[StatePart::Master]
+    };
+    let mut names = std::collections::HashSet::new();
+    for (_, t) in layout.tensors() {
+        names.insert(t.name.as_str());
+        for &part in parts {
+            match frags.global_shape(part, &t.name) {
+                None => {
+                    return Err(user!(
+                        "{}: the checkpoint has no {} of tensor `{}` (expected shape {:?})",
+                        dir.display(),
+                        part.name(),
+                        t.name,
+                        t.global_shape()
+                    ))
+                }
+                Some(shape) if shape != t.global_shape() => {
+                    return Err(user!(
+                        "{}: tensor `{}` has shape {shape:?}, but the model has {:?}",
+                        dir.display(),
+                        t.name,
+                        t.global_shape()
+                    ))
+                }
+                Some(_) => frags.check_complete(part, &t.name)?,
+            }
+        }
+    }
+    let mut extra: Vec<&str> = frags
+        .names(StatePart::Master)
+        .filter(|n| !names.contains(n))
+        .collect();
+    extra.sort();
+    if let Some(name) = extra.first() {
+        return Err(user!(
+            "{}: unexpected tensor `{name}` (not a parameter of this model)",
+            dir.display()
+        ));
+    }
+    Ok(())
 }
 
 /// The step number recorded in `dir/trainer_state.json`.
@@ -91,7 +256,8 @@ fn read_json(path: &Path) -> Result<Value> {
     serde_json::from_str(&text).map_err(|e| user!("{}: not valid JSON: {e}", path.display()))
 }
 
-fn read_trainer_state(dir: &Path) -> Result<Value> {
+/// The whole trainer_state.json and its `trainer` member (the trainer's opaque state).
+fn read_trainer_state(dir: &Path) -> Result<(Value, Value)> {
     let path = dir.join(TRAINER_STATE);
     if !path.is_file() {
         return Err(user!(
@@ -106,7 +272,17 @@ fn read_trainer_state(dir: &Path) -> Result<Value> {
             path.display()
         ));
     }
-    Ok(v.get_mut("trainer").map(Value::take).unwrap_or(Value::Null))
+    let version = v.get("version").and_then(Value::as_u64);
+    if !matches!(version, Some(1) | Some(super::FORMAT_VERSION)) {
+        return Err(user!(
+            "{}: checkpoint format version {} is not one this build reads (1 or {})",
+            path.display(),
+            v.get("version").unwrap_or(&Value::Null),
+            super::FORMAT_VERSION
+        ));
+    }
+    let trainer = v.get_mut("trainer").map(Value::take).unwrap_or(Value::Null);
+    Ok((v, trainer))
 }
 
 /// The checkpoint's config.json must describe the same model (token ids aside).
@@ -130,103 +306,4 @@ fn check_config(dir: &Path, cfg: &ModelConfig) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The safetensors files of `<stem>`: one file, or the shards its index lists.
-fn group_files(dir: &Path, stem: &str) -> Result<Vec<PathBuf>> {
-    let single = dir.join(format!("{stem}.safetensors"));
-    let index = dir.join(format!("{stem}.safetensors.index.json"));
-    if index.is_file() {
-        let v = read_json(&index)?;
-        let map = v
-            .get("weight_map")
-            .and_then(Value::as_object)
-            .ok_or_else(|| user!("{}: missing object `weight_map`", index.display()))?;
-        let mut files: Vec<PathBuf> = map
-            .values()
-            .filter_map(Value::as_str)
-            .map(|f| dir.join(f))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        files.dedup();
-        Ok(files)
-    } else if single.is_file() {
-        Ok(vec![single])
-    } else {
-        Err(user!("{}: {stem}.safetensors is missing", dir.display()))
-    }
-}
-
-/// (exp_avg, exp_avg_sq), one buffer per unit.
-type Moments = (Vec<Vec<f32>>, Vec<Vec<f32>>);
-
-/// Reads `exp_avg.<name>` and `exp_avg_sq.<name>` for every tensor of the layout (F32, exact shape).
-fn load_moments(dir: &Path, layout: &ParamLayout) -> Result<Moments> {
-    let paths = group_files(dir, "optimizer")?;
-    let mut maps = Vec::new();
-    for p in &paths {
-        let f = std::fs::File::open(p).map_err(|e| user!("{}: cannot open: {e}", p.display()))?;
-        // SAFETY: read-only mapping of a checkpoint file nobody writes while we read it.
-        let m = unsafe { Mmap::map(&f) }.map_err(|e| user!("{}: cannot map: {e}", p.display()))?;
-        SafeTensors::deserialize(&m)
-            .map_err(|e| user!("{}: not a valid safetensors file: {e}", p.display()))?;
-        maps.push(m);
-    }
-    let files: Vec<SafeTensors> = maps
-        .iter()
-        .map(|m| SafeTensors::deserialize(m).expect("validated above"))
-        .collect();
-    let mut owner: BTreeMap<String, usize> = BTreeMap::new();
-    for (i, st) in files.iter().enumerate() {
-        for name in st.names() {
-            owner.insert(name.to_string(), i);
-        }
-    }
-    let mut parts = [Vec::new(), Vec::new()];
-    for (pi, prefix) in ["exp_avg.", "exp_avg_sq."].into_iter().enumerate() {
-        let mut units: Vec<Vec<f32>> = layout.units.iter().map(|u| vec![0.0; u.numel]).collect();
-        for (u, t) in layout.tensors() {
-            let name = format!("{prefix}{}", t.name);
-            let Some(fi) = owner.remove(&name) else {
-                return Err(user!(
-                    "{}: tensor `{name}` is missing (expected shape {:?})",
-                    paths[0].display(),
-                    t.shape
-                ));
-            };
-            let p = &paths[fi];
-            let view = files[fi]
-                .tensor(&name)
-                .map_err(|e| user!("{}: tensor `{name}`: {e}", p.display()))?;
-            if view.shape() != t.shape.as_slice() {
-                return Err(user!(
-                    "{}: tensor `{name}` has shape {:?}, but the model has {:?}",
-                    p.display(),
-                    view.shape(),
-                    t.shape
-                ));
-            }
-            if view.dtype() != Dtype::F32 {
-                return Err(user!(
-                    "{}: tensor `{name}` has dtype {:?}; optimizer moments must be F32",
-                    p.display(),
-                    view.dtype()
-                ));
-            }
-            let out = &mut units[u][t.offset..t.offset + t.numel()];
-            for (x, c) in out.iter_mut().zip(view.data().chunks_exact(4)) {
-                *x = f32::from_le_bytes(c.try_into().expect("4 bytes"));
-            }
-        }
-        parts[pi] = units;
-    }
-    if let Some((name, fi)) = owner.into_iter().next() {
-        return Err(user!(
-            "{}: unexpected tensor `{name}` (not a moment of this model's parameters)",
-            paths[fi].display()
-        ));
-    }
-    let [a, b] = parts;
-    Ok((a, b))
 }

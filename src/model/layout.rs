@@ -8,12 +8,16 @@
 //! tensors: everything parallel is a statement about this layout.
 
 use super::config::{Arch, ModelConfig};
+use super::slicing::TensorSlice;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorSpec {
     /// The HF parameter name, e.g. `model.layers.3.self_attn.q_proj.weight`.
     pub name: String,
+    /// The shape this rank holds (the HF shape, or this rank's slice of it).
     pub shape: Vec<usize>,
+    /// How the local tensor sits in the logical one (`slice.global_shape` is the HF shape).
+    pub slice: TensorSlice,
     /// Offset into the unit's flat buffer, in elements.
     pub offset: usize,
     /// What the tensor does; the model picks its weights by role, and weight-decay defaults
@@ -24,6 +28,10 @@ pub struct TensorSpec {
 impl TensorSpec {
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
+    }
+    /// The logical (HF) shape.
+    pub fn global_shape(&self) -> &[usize] {
+        &self.slice.global_shape
     }
 }
 
@@ -139,6 +147,7 @@ impl UnitBuilder {
         let t = TensorSpec {
             name,
             shape: shape.to_vec(),
+            slice: TensorSlice::whole(shape),
             offset: self.numel,
             role,
         };

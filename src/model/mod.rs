@@ -5,10 +5,12 @@ pub mod batch;
 pub mod config;
 pub mod hf_import;
 pub mod layout;
+pub mod slicing;
 pub mod transformer;
 
 pub use batch::{DeviceBatch, HostBatch};
 pub use config::{Arch, ModelConfig};
 pub use ferrotron_zero::{ParamStore, ResidentStore};
 pub use layout::{ParamLayout, Role, TensorSpec, UnitKind, UnitSpec};
+pub use slicing::{Run, TensorSlice};
 pub use transformer::{Forward, Transformer};

@@ -6,10 +6,16 @@
 //! engine reduce, clip and step. The loss logged is the global mean over target tokens, so 1, 2
 //! and 4 ranks with the same global batch log the same numbers.
 
+mod batching;
+mod checkpointing;
+mod groups;
 pub mod init;
 pub mod metrics;
+mod plan;
+mod sampling;
 pub mod schedule;
 mod setup;
+mod weights;
 
 use crate::data::{eval_order, microbatches, rank_slice, Batch, Datasets};
 use crate::error::{Error, Result};
@@ -24,7 +30,8 @@ use serde_json::json;
 use std::path::Path;
 use std::time::Instant;
 
-pub use setup::{unit_metas, Setup};
+pub use setup::Setup;
+pub use weights::unit_metas;
 
 impl From<Batch> for HostBatch {
     fn from(b: Batch) -> Self {
@@ -61,11 +68,11 @@ pub fn run(recipe_path: &Path, overrides: &[String], resume: bool) -> Result<i32
     let dist = ferrotron_parallel::env::detect_from_process().map_err(|e| crate::user!("{e}"))?;
     match (recipe.train.device.as_str(), recipe.precision()) {
         ("cuda", "bf16") => {
-            let b = setup::open_gpu::<half::bf16>(&recipe, &dist)?;
+            let b = groups::open_gpu::<half::bf16>(&recipe, &dist)?;
             train(&b, recipe, resume, &dist)
         }
         ("cuda", _) => train(
-            &setup::open_gpu::<f32>(&recipe, &dist)?,
+            &groups::open_gpu::<f32>(&recipe, &dist)?,
             recipe,
             resume,
             &dist,
@@ -98,7 +105,7 @@ fn train<B: Collectives + 'static>(
     };
     let dp = s.comms.dp.clone();
     let flops_per_token = s.model.flops_per_token(seq_len);
-    let mut tokens_seen = s.start_step * (global_batch * seq_len) as u64;
+    let mut tokens_seen = s.start_tokens;
     let started = Instant::now();
     let mut last_eval = None;
     for step in s.start_step + 1..=steps {

@@ -90,33 +90,23 @@ pub fn losses(out_dir: &Path) -> Vec<f64> {
         .collect()
 }
 
-/// Every tensor of the latest checkpoint's model.safetensors, by name, as f32.
+/// Every logical tensor's master weights in the latest checkpoint under `ckpt_root` (whatever
+/// layout wrote it), by name, as f32.
 pub fn checkpoint_weights(ckpt_root: &Path) -> Vec<(String, Vec<f32>)> {
-    let mut steps: Vec<PathBuf> = std::fs::read_dir(ckpt_root)
-        .expect("checkpoint dir exists")
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("step-")
-        })
-        .collect();
-    steps.sort();
-    let last = steps.last().expect("a checkpoint was written");
-    let bytes = std::fs::read(last.join("model.safetensors")).expect("model.safetensors");
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut out: Vec<(String, Vec<f32>)> = st
+    let last = ferrotron::checkpoint::latest(ckpt_root)
+        .expect("checkpoint dir readable")
+        .expect("a checkpoint was written");
+    let cfg = ferrotron::model::ModelConfig::from_file(&last.join("config.json")).unwrap();
+    let layout = ferrotron::model::ParamLayout::new(&cfg);
+    let src = ferrotron::checkpoint::open_weights(&last, &cfg, &layout).unwrap();
+    let mut out: Vec<(String, Vec<f32>)> = layout
         .tensors()
-        .into_iter()
-        .map(|(n, v)| {
-            (
-                n,
-                v.data()
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-            )
+        .map(|(_, t)| {
+            let mut v = vec![0.0f32; t.global_shape().iter().product()];
+            src.fragments
+                .read(ferrotron_zero::StatePart::Master, &t.name, 0, &mut v)
+                .unwrap();
+            (t.name.clone(), v)
         })
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));

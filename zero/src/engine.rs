@@ -17,6 +17,7 @@
 //! copy is kept apart from the master even where both are f32, so the CPU engines have the
 //! layout of the GPU ones (bf16 compute, P = 2). Ψ = parameter count, N = dp size.
 
+use crate::source::{OwnedShard, StateSource};
 use crate::store::ParamStore;
 use ferrotron_kernels::{Backend, Result};
 
@@ -89,7 +90,8 @@ impl MemoryReport {
     }
 }
 
-/// Full (unsharded) fp32 model state on the host, one Vec per unit: what checkpoints store.
+/// Full (unsharded) fp32 model state on the host, one Vec per unit. Only tests and the layout
+/// comparison harness gather it; training, checkpoints and samples never do.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FullState {
     pub master: Vec<Vec<f32>>,
@@ -105,10 +107,16 @@ pub trait Engine<B: Backend>: ParamStore<B> {
     /// Reduces, clips and applies AdamW; see the module comment.
     fn step(&mut self, b: &B, cfg: &StepConfig) -> Result<StepStats>;
     fn memory(&self) -> MemoryReport;
-    /// The full state, identical on every rank (gathers shards: collective, every dp rank calls it).
+    /// The full state, identical on every rank (gathers shards: collective, every dp rank calls
+    /// it). For tests and comparisons only: it needs the whole model on every rank.
     fn full_state(&mut self, b: &B) -> Result<FullState>;
-    /// Replaces this rank's state from a full state (each rank keeps its shards).
-    fn load_full_state(&mut self, b: &B, state: &FullState) -> Result<()>;
+    /// Replaces this rank's state from `src`, reading only what this rank keeps.
+    fn load_state(&mut self, b: &B, src: &dyn StateSource) -> Result<()>;
+    /// Per unit, the range (unit coordinates, padding excluded) this rank owns for saving.
+    fn owned_ranges(&self) -> Vec<std::ops::Range<usize>>;
+    /// Hands `f` this rank's owned part of every unit (see source.rs), one unit at a time; the
+    /// dp ranks' owned parts tile the model exactly once. Not collective.
+    fn for_each_owned(&mut self, b: &B, f: &mut dyn FnMut(OwnedShard) -> Result<()>) -> Result<()>;
 }
 
 /// A boxed engine (what `build_engine` returns) serves the model directly: the model's

@@ -7,6 +7,7 @@ pub mod collectives;
 mod collectives_cuda;
 pub mod engine;
 pub mod shard;
+pub mod source;
 pub mod stage0;
 pub mod stage1;
 pub mod stage2;
@@ -16,6 +17,7 @@ pub mod store;
 pub use collectives::Collectives;
 pub use engine::{Engine, FullState, MemoryReport, Region, StepConfig, StepStats, UnitMeta};
 pub use shard::ShardPlan;
+pub use source::{OwnedShard, StatePart, StateSource, UnitWeights};
 pub use stage0::Stage0;
 pub use stage1::Stage1;
 pub use stage2::Stage2;
@@ -26,20 +28,20 @@ use ferrotron_kernels::{Error, Result};
 use ferrotron_parallel::Comm;
 use std::sync::Arc;
 
-/// The engine for ZeRO `stage` (0-3) over the dp group `dp`, starting from full weights `init`
-/// (one Vec per unit, identical on every rank). Any other stage is an error naming it.
+/// The engine for ZeRO `stage` (0-3) over the dp group `dp`, its state read from `src` (each
+/// rank reads only the ranges it keeps). Any other stage is an error naming it.
 pub fn build_engine<B: Collectives + 'static>(
     stage: u8,
     b: &B,
     dp: Arc<dyn Comm>,
     units: Vec<UnitMeta>,
-    init: &[Vec<f32>],
+    src: &dyn StateSource,
 ) -> Result<Box<dyn Engine<B>>> {
     Ok(match stage {
-        0 => Box::new(Stage0::new(b, dp, units, init)?),
-        1 => Box::new(Stage1::new(b, dp, units, init)?),
-        2 => Box::new(Stage2::new(b, dp, units, init)?),
-        3 => Box::new(Stage3::new(b, dp, units, init)?),
+        0 => Box::new(Stage0::new(b, dp, units, src)?),
+        1 => Box::new(Stage1::new(b, dp, units, src)?),
+        2 => Box::new(Stage2::new(b, dp, units, src)?),
+        3 => Box::new(Stage3::new(b, dp, units, src)?),
         s => {
             return Err(Error::Unsupported(format!(
                 "parallel.zero_stage = {s} is not a ZeRO stage (0, 1, 2 or 3)"
@@ -67,7 +69,7 @@ mod tests {
                 decay: true,
             }],
         }];
-        let err = build_engine(4, &b, dp, units, &[vec![0.0]])
+        let err = build_engine(4, &b, dp, units, &UnitWeights(&[vec![0.0]]))
             .err()
             .unwrap()
             .to_string();
@@ -104,8 +106,9 @@ mod tests {
         };
         for stage in 0..4 {
             let dp: Arc<dyn Comm> = Arc::new(LocalComm::named("dp"));
-            let mut e = build_engine(stage, &b, dp, units.clone(), &[vec![0.0; 3]]).unwrap();
-            e.load_full_state(&b, &state).unwrap();
+            let mut e =
+                build_engine(stage, &b, dp, units.clone(), &UnitWeights(&[vec![0.0; 3]])).unwrap();
+            e.load_state(&b, &state).unwrap();
             assert_eq!(e.full_state(&b).unwrap(), state, "stage {stage}");
             e.before_use(&b, 0).unwrap();
             assert_eq!(
@@ -118,10 +121,26 @@ mod tests {
                 master: vec![vec![0.0; 2]],
                 ..state.clone()
             };
-            let err = e.load_full_state(&b, &bad).unwrap_err().to_string();
+            let err = e.load_state(&b, &bad).unwrap_err().to_string();
+            assert!(
+                err.contains("master: unit 0 has 2 elements, 0..3 was asked for"),
+                "stage {stage}: {err}"
+            );
+            let mut owned = Vec::new();
+            e.for_each_owned(&b, &mut |s| {
+                owned.push((
+                    s.unit,
+                    s.range.clone(),
+                    s.master.to_vec(),
+                    s.exp_avg_sq.to_vec(),
+                ));
+                Ok(())
+            })
+            .unwrap();
             assert_eq!(
-                err, "master weights: unit u has 2 elements, expected 3",
-                "stage {stage}"
+                owned,
+                vec![(0, 0..3, vec![1.0, 2.0, 3.0], vec![4.0, 5.0, 6.0])],
+                "stage {stage}: one rank owns everything"
             );
         }
     }

@@ -10,6 +10,7 @@
 
 use crate::collectives::Collectives;
 use crate::engine::{FullState, StepConfig, UnitMeta};
+use crate::source::{OwnedShard, StatePart, StateSource};
 use ferrotron_kernels::{AdamWGroup, AdamWStep, Backend, Buffer, Dst, Error, Result, Src};
 use ferrotron_parallel::{Comm, CommError};
 use std::ops::Range;
@@ -116,36 +117,17 @@ impl ShardPlan {
             })
             .collect()
     }
-    /// Copies the owned part of a full unit (numel values) into a zero-padded shard.
-    pub fn slice_own(&self, u: usize, full: &[f32]) -> Vec<f32> {
-        let own = self.own(u);
-        let mut out = vec![0.0; own.len()];
-        let end = own.end.min(full.len());
-        if own.start < end {
-            out[..end - own.start].copy_from_slice(&full[own.start..end]);
-        }
-        out
+    /// The owned range without its padding (what this rank reads, writes and saves).
+    pub fn own_data(&self, u: usize) -> Range<usize> {
+        let (own, n) = (self.own(u), self.units[u].numel);
+        own.start.min(n)..own.end.min(n)
     }
-    /// Checks that a full state / initial weights match the units.
-    pub fn check_full(&self, what: &str, units: &[Vec<f32>]) -> Result<()> {
-        if units.len() != self.units.len() {
-            return Err(Error::Unsupported(format!(
-                "{what}: {} units given, the model has {}",
-                units.len(),
-                self.units.len()
-            )));
-        }
-        for (u, w) in self.units.iter().zip(units) {
-            if w.len() != u.numel {
-                return Err(Error::Unsupported(format!(
-                    "{what}: unit {} has {} elements, expected {}",
-                    u.name,
-                    w.len(),
-                    u.numel
-                )));
-            }
-        }
-        Ok(())
+    /// This rank's zero-padded shard of unit `u`'s `part`, filled from `src`.
+    pub fn read_shard(&self, src: &dyn StateSource, part: StatePart, u: usize) -> Result<Vec<f32>> {
+        let mut out = vec![0.0; self.shard_len(u)];
+        let data = self.own_data(u);
+        src.fill(part, u, data.clone(), &mut out[..data.len()])?;
+        Ok(out)
     }
 }
 
@@ -158,18 +140,16 @@ pub struct ShardedAdam<B: Backend> {
 }
 
 impl<B: Collectives> ShardedAdam<B> {
-    pub fn new(b: &B, plan: &ShardPlan, init: &[Vec<f32>]) -> Result<Self> {
-        plan.check_full("initial weights", init)?;
+    /// Master weights from `src` (and the moments, when it has them; else zero).
+    pub fn new(b: &B, plan: &ShardPlan, src: &dyn StateSource) -> Result<Self> {
+        let zeros = |u: usize| b.zeros_acc(plan.shard_len(u));
+        let n = plan.units.len();
         let mut s = ShardedAdam {
-            master: Vec::new(),
-            m: Vec::new(),
-            v: Vec::new(),
+            master: (0..n).map(zeros).collect::<Result<_>>()?,
+            m: (0..n).map(zeros).collect::<Result<_>>()?,
+            v: (0..n).map(zeros).collect::<Result<_>>()?,
         };
-        for (u, w) in init.iter().enumerate() {
-            s.master.push(b.upload_acc(&plan.slice_own(u, w))?);
-            s.m.push(b.zeros_acc(plan.shard_len(u))?);
-            s.v.push(b.zeros_acc(plan.shard_len(u))?);
-        }
+        s.load(b, plan, src)?;
         Ok(s)
     }
 
@@ -265,15 +245,50 @@ impl<B: Collectives> ShardedAdam<B> {
         })
     }
 
-    /// Keeps this rank's shards of a full state.
-    pub fn load_full_state(&mut self, b: &B, plan: &ShardPlan, state: &FullState) -> Result<()> {
-        plan.check_full("master weights", &state.master)?;
-        plan.check_full("exp_avg", &state.exp_avg)?;
-        plan.check_full("exp_avg_sq", &state.exp_avg_sq)?;
+    /// Replaces this rank's shards from `src` (the moments become zero when it has none).
+    pub fn load(&mut self, b: &B, plan: &ShardPlan, src: &dyn StateSource) -> Result<()> {
         for u in 0..plan.units.len() {
-            self.master[u] = b.upload_acc(&plan.slice_own(u, &state.master[u]))?;
-            self.m[u] = b.upload_acc(&plan.slice_own(u, &state.exp_avg[u]))?;
-            self.v[u] = b.upload_acc(&plan.slice_own(u, &state.exp_avg_sq[u]))?;
+            self.master[u] = b.upload_acc(&plan.read_shard(src, StatePart::Master, u)?)?;
+            if src.has_moments() {
+                self.m[u] = b.upload_acc(&plan.read_shard(src, StatePart::ExpAvg, u)?)?;
+                self.v[u] = b.upload_acc(&plan.read_shard(src, StatePart::ExpAvgSq, u)?)?;
+            } else {
+                b.fill_zero_acc(Dst::all(&mut self.m[u]))?;
+                b.fill_zero_acc(Dst::all(&mut self.v[u]))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands `f` the owned ranges of `owner` (a plan over the same units whose owned ranges lie
+    /// inside this one's), one unit at a time, downloaded to the host.
+    pub fn for_each_owned(
+        &self,
+        b: &B,
+        plan: &ShardPlan,
+        owner: &ShardPlan,
+        f: &mut dyn FnMut(OwnedShard) -> Result<()>,
+    ) -> Result<()> {
+        for u in 0..plan.units.len() {
+            let want = owner.own_data(u);
+            if want.is_empty() {
+                continue;
+            }
+            let held = plan.own(u);
+            assert!(
+                held.start <= want.start && want.end <= held.end,
+                "unit {u}: owned range {want:?} outside the held {held:?}"
+            );
+            let off = want.start - held.start;
+            let host = |x: &B::Acc| b.download_acc(Src::range(x, off, want.len()));
+            let (master, m, v) = (host(&self.master[u])?, host(&self.m[u])?, host(&self.v[u])?);
+            f(OwnedShard {
+                unit: u,
+                range: want,
+                master: &master,
+                exp_avg: &m,
+                exp_avg_sq: &v,
+            })?;
         }
         Ok(())
     }
@@ -354,8 +369,11 @@ mod tests {
             plans.iter().map(|p| p.own_padding()).collect::<Vec<_>>(),
             vec![0, 0, 0, 1]
         );
+        assert_eq!(plans[3].own_data(0), 6..7);
+        let full = vec![vec![1., 2., 3., 4., 5., 6., 7.]];
+        let src = crate::source::UnitWeights(&full);
         assert_eq!(
-            plans[3].slice_own(0, &[1., 2., 3., 4., 5., 6., 7.]),
+            plans[3].read_shard(&src, StatePart::Master, 0).unwrap(),
             vec![7.0, 0.0]
         );
     }

@@ -11,6 +11,7 @@
 use crate::collectives::Collectives;
 use crate::engine::{Engine, FullState, MemoryReport, StepConfig, StepStats, UnitMeta};
 use crate::shard::{ShardPlan, ShardedAdam};
+use crate::source::{OwnedShard, StateSource};
 use crate::store::ParamStore;
 use ferrotron_kernels::{Buffer, Dst, Result, Src};
 use ferrotron_parallel::Comm;
@@ -19,30 +20,44 @@ use std::sync::Arc;
 pub struct Stage0<B: Collectives> {
     dp: Arc<dyn Comm>,
     plan: ShardPlan,
+    /// Which block of every unit this rank writes to checkpoints (everything is replicated, so
+    /// the dp ranks split the writing as the sharded stages do).
+    owner: ShardPlan,
     weights: Vec<B::Act>,
     grads: Vec<B::Acc>,
     adam: ShardedAdam<B>,
 }
 
 impl<B: Collectives> Stage0<B> {
-    pub fn new(b: &B, dp: Arc<dyn Comm>, units: Vec<UnitMeta>, init: &[Vec<f32>]) -> Result<Self> {
+    pub fn new(
+        b: &B,
+        dp: Arc<dyn Comm>,
+        units: Vec<UnitMeta>,
+        src: &dyn StateSource,
+    ) -> Result<Self> {
+        let owner = ShardPlan::new(units.clone(), dp.size(), dp.rank())?;
         let plan = ShardPlan::new(units, 1, 0)?;
-        let adam = ShardedAdam::new(b, &plan, init)?;
-        let weights = init
+        let adam = ShardedAdam::new(b, &plan, src)?;
+        let weights = plan
+            .units
             .iter()
-            .map(|w| b.upload_act(w))
+            .map(|u| b.zeros_act(u.numel))
             .collect::<Result<_>>()?;
-        let grads = init
+        let grads = plan
+            .units
             .iter()
-            .map(|w| b.zeros_acc(w.len()))
+            .map(|u| b.zeros_acc(u.numel))
             .collect::<Result<_>>()?;
-        Ok(Stage0 {
+        let mut s = Stage0 {
             dp,
             plan,
+            owner,
             weights,
             grads,
             adam,
-        })
+        };
+        s.refresh_weights(b)?;
+        Ok(s)
     }
 
     fn refresh_weights(&mut self, b: &B) -> Result<()> {
@@ -96,8 +111,16 @@ impl<B: Collectives> Engine<B> for Stage0<B> {
     fn full_state(&mut self, b: &B) -> Result<FullState> {
         self.adam.full_state(b, &self.plan, self.dp.as_ref())
     }
-    fn load_full_state(&mut self, b: &B, state: &FullState) -> Result<()> {
-        self.adam.load_full_state(b, &self.plan, state)?;
+    fn load_state(&mut self, b: &B, src: &dyn StateSource) -> Result<()> {
+        self.adam.load(b, &self.plan, src)?;
         self.refresh_weights(b)
+    }
+    fn owned_ranges(&self) -> Vec<std::ops::Range<usize>> {
+        (0..self.plan.units.len())
+            .map(|u| self.owner.own_data(u))
+            .collect()
+    }
+    fn for_each_owned(&mut self, b: &B, f: &mut dyn FnMut(OwnedShard) -> Result<()>) -> Result<()> {
+        self.adam.for_each_owned(b, &self.plan, &self.owner, f)
     }
 }

@@ -16,6 +16,7 @@
 use crate::collectives::Collectives;
 use crate::engine::{Engine, FullState, MemoryReport, StepConfig, StepStats, UnitMeta};
 use crate::shard::{global_norm, refresh_full_weights, ShardPlan, ShardedAdam};
+use crate::source::{OwnedShard, StateSource};
 use crate::store::ParamStore;
 use ferrotron_kernels::{Buffer, Dst, Result, Src};
 use ferrotron_parallel::Comm;
@@ -116,23 +117,27 @@ pub struct Stage2<B: Collectives> {
 }
 
 impl<B: Collectives> Stage2<B> {
-    pub fn new(b: &B, dp: Arc<dyn Comm>, units: Vec<UnitMeta>, init: &[Vec<f32>]) -> Result<Self> {
+    pub fn new(
+        b: &B,
+        dp: Arc<dyn Comm>,
+        units: Vec<UnitMeta>,
+        src: &dyn StateSource,
+    ) -> Result<Self> {
         let plan = ShardPlan::new(units, dp.size(), dp.rank())?;
-        let adam = ShardedAdam::new(b, &plan, init)?;
+        let adam = ShardedAdam::new(b, &plan, src)?;
         let grads = ShardedGrads::new(b, &plan)?;
-        let mut weights = Vec::new();
-        for (u, w) in init.iter().enumerate() {
-            let mut full = w.clone();
-            full.resize(plan.padded[u], 0.0);
-            weights.push(b.upload_act(&full)?);
-        }
-        Ok(Stage2 {
+        let weights = (0..plan.units.len())
+            .map(|u| b.zeros_act(plan.padded[u]))
+            .collect::<Result<_>>()?;
+        let mut s = Stage2 {
             dp,
             plan,
             weights,
             grads,
             adam,
-        })
+        };
+        s.refresh_weights(b)?;
+        Ok(s)
     }
 
     fn refresh_weights(&mut self, b: &B) -> Result<()> {
@@ -188,8 +193,16 @@ impl<B: Collectives> Engine<B> for Stage2<B> {
     fn full_state(&mut self, b: &B) -> Result<FullState> {
         self.adam.full_state(b, &self.plan, self.dp.as_ref())
     }
-    fn load_full_state(&mut self, b: &B, state: &FullState) -> Result<()> {
-        self.adam.load_full_state(b, &self.plan, state)?;
+    fn load_state(&mut self, b: &B, src: &dyn StateSource) -> Result<()> {
+        self.adam.load(b, &self.plan, src)?;
         self.refresh_weights(b)
+    }
+    fn owned_ranges(&self) -> Vec<std::ops::Range<usize>> {
+        (0..self.plan.units.len())
+            .map(|u| self.plan.own_data(u))
+            .collect()
+    }
+    fn for_each_owned(&mut self, b: &B, f: &mut dyn FnMut(OwnedShard) -> Result<()>) -> Result<()> {
+        self.adam.for_each_owned(b, &self.plan, &self.plan, f)
     }
 }

@@ -27,6 +27,7 @@
 use crate::collectives::Collectives;
 use crate::engine::{Engine, FullState, MemoryReport, StepConfig, StepStats, UnitMeta};
 use crate::shard::{ShardPlan, ShardedAdam};
+use crate::source::{OwnedShard, StateSource};
 use crate::stage2::ShardedGrads;
 use crate::store::ParamStore;
 use ferrotron_kernels::{Buffer, Dst, Result, Src};
@@ -51,9 +52,14 @@ pub struct Stage3<B: Collectives> {
 }
 
 impl<B: Collectives> Stage3<B> {
-    pub fn new(b: &B, dp: Arc<dyn Comm>, units: Vec<UnitMeta>, init: &[Vec<f32>]) -> Result<Self> {
+    pub fn new(
+        b: &B,
+        dp: Arc<dyn Comm>,
+        units: Vec<UnitMeta>,
+        src: &dyn StateSource,
+    ) -> Result<Self> {
         let plan = ShardPlan::new(units, dp.size(), dp.rank())?;
-        let adam = ShardedAdam::new(b, &plan, init)?;
+        let adam = ShardedAdam::new(b, &plan, src)?;
         let grads = ShardedGrads::new(b, &plan)?;
         let n = plan.units.len();
         let mut s = Stage3 {
@@ -205,10 +211,18 @@ impl<B: Collectives> Engine<B> for Stage3<B> {
     fn full_state(&mut self, b: &B) -> Result<FullState> {
         self.adam.full_state(b, &self.plan, self.dp.as_ref())
     }
-    fn load_full_state(&mut self, b: &B, state: &FullState) -> Result<()> {
+    fn load_state(&mut self, b: &B, src: &dyn StateSource) -> Result<()> {
         self.release_all(b)?;
-        self.adam.load_full_state(b, &self.plan, state)?;
+        self.adam.load(b, &self.plan, src)?;
         self.refresh_shards(b)
+    }
+    fn owned_ranges(&self) -> Vec<std::ops::Range<usize>> {
+        (0..self.plan.units.len())
+            .map(|u| self.plan.own_data(u))
+            .collect()
+    }
+    fn for_each_owned(&mut self, b: &B, f: &mut dyn FnMut(OwnedShard) -> Result<()>) -> Result<()> {
+        self.adam.for_each_owned(b, &self.plan, &self.plan, f)
     }
 }
 
@@ -216,6 +230,7 @@ impl<B: Collectives> Engine<B> for Stage3<B> {
 mod tests {
     use super::*;
     use crate::engine::Region;
+    use crate::source::UnitWeights;
     use ferrotron_kernels::cpu::CpuBackend;
     use ferrotron_parallel::{LocalComm, OpKind};
 
@@ -288,7 +303,7 @@ mod tests {
         let head = if tied { 0 } else { 4 };
         let init: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.5; n]).collect();
         let dp: Arc<dyn Comm> = Arc::new(LocalComm::named("dp"));
-        let mut e = Stage3::new(&b, dp.clone(), units(sizes), &init).unwrap();
+        let mut e = Stage3::new(&b, dp.clone(), units(sizes), &UnitWeights(&init)).unwrap();
         let cfg = StepConfig {
             lr: 1e-3,
             beta1: 0.9,
@@ -335,7 +350,7 @@ mod tests {
     fn step_with_a_unit_in_use_is_an_error() {
         let b = Cpu::new();
         let dp: Arc<dyn Comm> = Arc::new(LocalComm::named("dp"));
-        let mut e = Stage3::new(&b, dp, units(&[4]), &[vec![1.0; 4]]).unwrap();
+        let mut e = Stage3::new(&b, dp, units(&[4]), &UnitWeights(&[vec![1.0; 4]])).unwrap();
         e.before_use(&b, 0).unwrap();
         let cfg = StepConfig {
             lr: 1e-3,

@@ -1,0 +1,112 @@
+//! A run's checkpoints: the trainer state saved beside the model state, the distributed save
+//! (every rank writes what its engine owns, one unit at a time), and the trainer state read back
+//! on resume.
+
+use super::setup::Setup;
+use crate::checkpoint::{self, CheckpointMeta, OwnedState};
+use crate::data::SamplerState;
+use crate::error::{Error, Result};
+use crate::user;
+use ferrotron_zero::{Collectives, Engine, OwnedShard};
+use serde_json::{json, Value};
+use std::ops::Range;
+use std::path::Path;
+
+/// What the trainer resumes from (saved as the checkpoint's `trainer` state).
+pub struct Resumed {
+    pub step: u64,
+    /// Tokens trained on up to `step` (as saved; older checkpoints lack it).
+    pub tokens: Option<u64>,
+    pub sampler: SamplerState,
+}
+
+/// Reads the trainer state of the checkpoint in `dir`.
+pub fn resumed(dir: &Path, trainer: &Value) -> Result<Resumed> {
+    let bad = |k: &str| user!("{}: trainer_state.json lacks a valid `{k}`", dir.display());
+    let step = trainer
+        .get("step")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| bad("step"))?;
+    let sampler: SamplerState = serde_json::from_value(
+        trainer
+            .get("sampler")
+            .cloned()
+            .ok_or_else(|| bad("sampler"))?,
+    )
+    .map_err(|_| bad("sampler"))?;
+    Ok(Resumed {
+        step,
+        tokens: trainer.get("tokens").and_then(Value::as_u64),
+        sampler,
+    })
+}
+
+/// An engine's owned state as the checkpoint writer sees it.
+struct EngineState<'a, B: Collectives> {
+    b: &'a B,
+    engine: &'a mut dyn Engine<B>,
+}
+
+impl<B: Collectives> OwnedState for EngineState<'_, B> {
+    fn owned_ranges(&self) -> Vec<Range<usize>> {
+        self.engine.owned_ranges()
+    }
+    fn for_each_owned(&mut self, f: &mut dyn FnMut(OwnedShard) -> Result<()>) -> Result<()> {
+        // The writer's errors (a full disk: the user's) travel through the engine as kernels
+        // errors; keep the original to return.
+        let mut failure: Option<Error> = None;
+        let r = self.engine.for_each_owned(self.b, &mut |s| {
+            f(s).map_err(|e| {
+                let msg = e.to_string();
+                failure = Some(e);
+                ferrotron_kernels::Error::Unsupported(msg)
+            })
+        });
+        match (r, failure) {
+            (Ok(()), _) => Ok(()),
+            (Err(_), Some(e)) => Err(e),
+            (Err(e), None) => Err(e.into()),
+        }
+    }
+}
+
+impl<B: Collectives + 'static> Setup<B> {
+    /// Saves a checkpoint: collective over the world, every rank writes its own part.
+    pub fn save_checkpoint(&mut self, b: &B, step: u64, tokens: u64) -> Result<()> {
+        let trainer = json!({
+            "step": step,
+            "tokens": tokens,
+            "sampler": self.sampler.state(),
+            "seed": self.recipe.train.seed,
+            "recipe": serde_json::to_value(&self.recipe).unwrap_or(Value::Null),
+        });
+        let meta = CheckpointMeta {
+            cfg: &self.model.cfg,
+            layout: &self.model.layout,
+            tokenizer: &self.tokenizer,
+            trainer_state: &trainer,
+            keep_last: self.recipe.checkpoint.keep_last,
+        };
+        let started = std::time::Instant::now();
+        let mut state = EngineState {
+            b,
+            engine: &mut *self.engine,
+        };
+        let dir = checkpoint::save_distributed(
+            &*self.comms.world,
+            &self.recipe.checkpoint_dir(),
+            step,
+            &meta,
+            &mut state,
+            &|_| true,
+        )?;
+        if self.rank0 {
+            println!(
+                "step {step}: checkpoint {} ({:.2} s)",
+                dir.display(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Ok(())
+    }
+}

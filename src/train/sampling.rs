@@ -1,0 +1,33 @@
+//! The sample a run prints (`train.sample_prompt`): generated through the engine itself, so no
+//! rank gathers the whole model; every rank runs the same forwards (ZeRO-3 gathers are
+//! collective) and gets the same tokens, rank 0 prints them.
+
+use super::setup::Setup;
+use crate::error::Result;
+use crate::sample::{generate_with, SampleOptions};
+use ferrotron_zero::Collectives;
+
+impl<B: Collectives + 'static> Setup<B> {
+    /// Prints a sample from the current weights, if the recipe sets a prompt. Collective.
+    pub fn print_sample(&mut self, b: &B) -> Result<()> {
+        let Some(prompt) = self.recipe.train.sample_prompt.clone() else {
+            return Ok(());
+        };
+        let opts = SampleOptions {
+            max_new_tokens: self.recipe.train.sample_tokens,
+            ..Default::default()
+        };
+        let text = generate_with(
+            b,
+            &self.model,
+            &mut *self.engine,
+            &self.tokenizer,
+            &prompt,
+            &opts,
+        )?;
+        if self.rank0 {
+            println!("sample: {prompt}{text}");
+        }
+        Ok(())
+    }
+}

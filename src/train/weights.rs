@@ -1,0 +1,124 @@
+//! Where a run's starting state comes from, and the ZeRO engine built from it: a checkpoint to
+//! resume (master weights, both moments, the trainer's state), HF weights (`model.hf_dir`, which
+//! may also be a ferrotron checkpoint), or counter-based random init. The engine asks the source
+//! for exactly the ranges it keeps, so no rank ever reads or draws the whole model.
+
+use super::init::InitSource;
+use crate::checkpoint;
+use crate::error::{Error, Result};
+use crate::model::{ParamLayout, Transformer};
+use crate::recipe::Recipe;
+use crate::tensorfile::LayoutSource;
+use ferrotron_parallel::Comm;
+use ferrotron_zero::{build_engine, Collectives, Engine, Region, StateSource, UnitMeta};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The state a run starts from.
+pub enum Start {
+    /// A checkpoint of this run (`--resume`).
+    Resume {
+        dir: PathBuf,
+        source: LayoutSource,
+        /// The trainer's opaque state saved with it.
+        trainer: Value,
+    },
+    /// Pretrained weights (HF directory or checkpoint); AdamW moments start at zero.
+    Pretrained(LayoutSource),
+    /// Random init.
+    Init(InitSource),
+}
+
+impl Start {
+    /// Picks the source: the newest checkpoint when resuming and one exists, else the recipe's
+    /// model. Nothing is read yet beyond headers and indexes.
+    pub fn pick(
+        recipe: &Recipe,
+        resume: bool,
+        model: &Transformer,
+        weights_dir: Option<&Path>,
+        rank0: bool,
+    ) -> Result<Self> {
+        if resume {
+            let root = recipe.checkpoint_dir();
+            match checkpoint::latest(&root)? {
+                Some(dir) => {
+                    let (source, trainer) =
+                        checkpoint::open_state(&dir, &model.cfg, &model.layout)?;
+                    return Ok(Start::Resume {
+                        dir,
+                        source,
+                        trainer,
+                    });
+                }
+                None if rank0 => eprintln!(
+                    "note: --resume: no checkpoint in {} yet, starting from step 0",
+                    root.display()
+                ),
+                None => {}
+            }
+        }
+        Ok(match weights_dir {
+            Some(dir) => {
+                Start::Pretrained(checkpoint::open_weights(dir, &model.cfg, &model.layout)?)
+            }
+            None => Start::Init(InitSource::new(
+                &model.cfg,
+                &model.layout,
+                recipe.model.init_std,
+                recipe.train.seed,
+            )),
+        })
+    }
+
+    fn source(&self) -> &dyn StateSource {
+        match self {
+            Start::Resume { source, .. } | Start::Pretrained(source) => source,
+            Start::Init(s) => s,
+        }
+    }
+
+    /// A failure of the engine's reads, as the source's own error when it has one (which
+    /// names the file and tensor, and is the user's to fix).
+    fn explain(&self, e: ferrotron_kernels::Error) -> Error {
+        match self {
+            Start::Resume { source, .. } | Start::Pretrained(source) => source.explain(e.into()),
+            Start::Init(_) => e.into(),
+        }
+    }
+
+    /// The ZeRO engine of `recipe.parallel.zero_stage` over `dp`, filled from this source.
+    pub fn build_engine<B: Collectives + 'static>(
+        &self,
+        b: &B,
+        recipe: &Recipe,
+        dp: Arc<dyn Comm>,
+        layout: &ParamLayout,
+    ) -> Result<Box<dyn Engine<B>>> {
+        let metas = unit_metas(layout, recipe.optim.decay_norms_and_biases);
+        build_engine(recipe.parallel.zero_stage, b, dp, metas, self.source())
+            .map_err(|e| self.explain(e))
+    }
+}
+
+/// Per-unit regions with the weight-decay rule of the recipe.
+pub fn unit_metas(layout: &ParamLayout, decay_everything: bool) -> Vec<UnitMeta> {
+    layout
+        .units
+        .iter()
+        .map(|u| UnitMeta {
+            name: u.name(),
+            numel: u.numel,
+            regions: u
+                .tensors
+                .iter()
+                .map(|t| Region {
+                    offset: t.offset,
+                    len: t.numel(),
+                    decay: decay_everything || t.role.decays_by_default(),
+                })
+                .collect(),
+        })
+        .collect()
+}
