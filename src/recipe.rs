@@ -184,6 +184,10 @@ pub struct CheckpointSection {
     pub every: u64,
     #[serde(default = "default_keep")]
     pub keep_last: usize,
+    /// Save the initial state as step 0 before training (a seed checkpoint, as torchtitan's
+    /// `create_seed_checkpoint`: e.g. to start every layout of an experiment from it).
+    #[serde(default)]
+    pub save_initial: bool,
 }
 
 /// A recipe without a [checkpoint] section: what each key defaults to inside one.
@@ -194,6 +198,7 @@ impl Default for CheckpointSection {
             dir: None,
             every: 0,
             keep_last: default_keep(),
+            save_initial: false,
         }
     }
 }
@@ -296,6 +301,11 @@ impl Recipe {
             other => return Err(user!(
                 "{origin}: `train.activation_checkpointing` = \"{other}\" is not one of \"none\", \"full\""
             )),
+        }
+        if self.checkpoint.save_initial && !self.checkpoint.enabled {
+            return Err(user!(
+                "{origin}: `checkpoint.save_initial` = true needs checkpoints, and `checkpoint.enabled` = false turns them off"
+            ));
         }
         if !matches!(self.parallel.gpu_comm.as_str(), "nccl" | "host-staged") {
             return Err(user!(
@@ -423,7 +433,10 @@ fn known_keys() -> Vec<(&'static str, &'static [&'static str])> {
                 "gpu_comm",
             ],
         ),
-        ("checkpoint", &["enabled", "dir", "every", "keep_last"]),
+        (
+            "checkpoint",
+            &["enabled", "dir", "every", "keep_last", "save_initial"],
+        ),
     ]
 }
 

@@ -12,6 +12,7 @@ mod groups;
 pub mod init;
 pub mod metrics;
 mod plan;
+pub mod rss;
 mod sampling;
 pub mod schedule;
 mod setup;
@@ -90,7 +91,9 @@ fn train<B: Collectives + 'static>(
     resume: bool,
     dist: &ferrotron_parallel::env::DistEnv,
 ) -> Result<i32> {
+    let mut rss = rss::PhasePeaks::new();
     let mut s = Setup::new(b, recipe, resume, dist)?;
+    rss.end(if s.start_step > 0 { "resume" } else { "init" });
     let r = s.recipe.clone();
     let (steps, global_batch, seq_len) = (r.train.steps, r.train.global_batch, s.seq_len);
     let mut m = if s.rank0 {
@@ -103,6 +106,10 @@ fn train<B: Collectives + 'static>(
     } else {
         None
     };
+    if r.checkpoint.save_initial && s.start_step == 0 {
+        s.save_checkpoint(b, 0, 0)?;
+        rss.end("save");
+    }
     let dp = s.comms.dp.clone();
     let flops_per_token = s.model.flops_per_token(seq_len);
     let mut tokens_seen = s.start_tokens;
@@ -217,6 +224,7 @@ fn train<B: Collectives + 'static>(
         } else if step == s.start_step + 1 {
             s.memory_table()?;
         }
+        rss.end("step");
         let eval_now = r.train.eval_every > 0 && step % r.train.eval_every == 0;
         if eval_now || step == steps {
             let e = evaluate(
@@ -233,13 +241,16 @@ fn train<B: Collectives + 'static>(
                 m.record(&json!({"step": step, "eval_loss": e}))?;
                 m.println(&format!("step {step}: validation loss {e:.4}"));
             }
+            rss.end("eval");
         }
         if r.train.sample_every > 0 && step % r.train.sample_every == 0 && step != steps {
             s.print_sample(b)?;
+            rss.end("sample");
         }
         let ckpt_now = r.checkpoint.every > 0 && step % r.checkpoint.every == 0;
         if r.checkpoint.enabled && (ckpt_now || step == steps) {
             s.save_checkpoint(b, step, tokens_seen)?;
+            rss.end("save");
         }
     }
     if let Some(m) = &m {
@@ -253,7 +264,38 @@ fn train<B: Collectives + 'static>(
         );
     }
     s.print_sample(b)?;
+    rss.end("sample");
+    let peaks = rss_table(&*s.comms.world, &rss)?;
+    if let Some(m) = m.as_mut() {
+        m.record(&json!({ "rss_peak_bytes": peaks }))?;
+    }
     Ok(0)
+}
+
+/// Every rank's peak RSS per phase (bytes), as {phase: [rank 0, rank 1, …]}. Collective.
+fn rss_table(world: &dyn Comm, rss: &rss::PhasePeaks) -> Result<serde_json::Value> {
+    const PHASES: [&str; 6] = ["init", "resume", "step", "eval", "sample", "save"];
+    let mine: Vec<f64> = PHASES
+        .iter()
+        .map(|p| {
+            rss.all()
+                .iter()
+                .find(|(k, _)| k == p)
+                .map_or(0.0, |(_, v)| *v as f64)
+        })
+        .collect();
+    let mut all = vec![0.0f64; mine.len() * world.size()];
+    world
+        .all_gather((&mine[..]).into(), (&mut all[..]).into())
+        .map_err(comm_err)?;
+    let mut table = serde_json::Map::new();
+    for (i, p) in PHASES.iter().enumerate() {
+        let per_rank: Vec<u64> = all.chunks(PHASES.len()).map(|r| r[i] as u64).collect();
+        if per_rank.iter().any(|&v| v > 0) {
+            table.insert((*p).into(), json!(per_rank));
+        }
+    }
+    Ok(serde_json::Value::Object(table))
 }
 
 fn non_finite(step: u64, what: &str, loss: f64, gnorm: f64, ckpt: &Path) -> Error {
