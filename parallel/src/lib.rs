@@ -9,6 +9,7 @@ pub mod mesh;
 pub mod mesh_comms;
 pub mod mpi;
 pub mod nccl;
+pub mod pipeline;
 pub mod selftest;
 pub mod store;
 pub mod tcp;
