@@ -11,6 +11,7 @@ pub mod mpi;
 pub mod nccl;
 pub mod pipeline;
 pub mod selftest;
+pub mod selftest_p2p;
 pub mod store;
 pub mod tcp;
 pub mod watchdog;

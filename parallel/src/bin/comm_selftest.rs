@@ -6,6 +6,9 @@
 //!   ferrotron-comm-selftest mesh PP DP TP                 mesh groups built by split
 //!   ferrotron-comm-selftest hang [--timeout-s N]          rank 1 stalls; the others must time out
 //!   ferrotron-comm-selftest die                           rank 1 kills itself mid-loop
+//!   ferrotron-comm-selftest p2p                           non-blocking send/recv and counters
+//!   ferrotron-comm-selftest p2p-blocking [--timeout-s N]  the same exchange with blocking sends
+//!   ferrotron-comm-selftest p2p-hang [--timeout-s N]      rank 0 waits for a message never sent
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -30,7 +33,7 @@ fn main() -> ExitCode {
 
 fn run(args: &[String]) -> Result<String, String> {
     let scenario = args.first().ok_or(
-        "usage: ferrotron-comm-selftest <collectives|mesh PP DP TP|hang|die> [--timeout-s N]",
+        "usage: ferrotron-comm-selftest <collectives|mesh PP DP TP|hang|die|p2p|p2p-blocking|p2p-hang> [--timeout-s N]",
     )?;
     let mut options = WorldOptions::default();
     if let Some(i) = args.iter().position(|a| a == "--timeout-s") {
@@ -49,6 +52,9 @@ fn run(args: &[String]) -> Result<String, String> {
         "mesh" => mesh_scenario(Arc::clone(&world), &args[1..]),
         "hang" => hang(&*world),
         "die" => die(&*world),
+        "p2p" => ferrotron_parallel::selftest_p2p::check_p2p(&*world),
+        "p2p-blocking" => ferrotron_parallel::selftest_p2p::blocking_exchange(&*world),
+        "p2p-hang" => p2p_hang(&*world, options.collective_timeout),
         other => Err(format!("unknown scenario {other}")),
     };
     drop(world); // finalises MPI before the process exits
@@ -64,6 +70,21 @@ fn mesh_scenario(world: Arc<dyn Comm>, args: &[String]) -> Result<(), String> {
     };
     let mesh = Mesh::new(world.size(), pp, dp, tp).map_err(|e| e.to_string())?;
     check_mesh(world, mesh)
+}
+
+/// Rank 0 waits for a message from rank 1, which stays alive past the timeout without sending.
+fn p2p_hang(world: &dyn Comm, timeout: Duration) -> Result<(), String> {
+    if world.rank() == 1 {
+        std::thread::sleep(timeout + Duration::from_secs(3));
+        return Ok(());
+    }
+    if world.rank() != 0 {
+        return Ok(());
+    }
+    let request = world
+        .irecv(ferrotron_parallel::Dtype::F32, 4, 1, 5)
+        .map_err(|e| e.to_string())?;
+    request.wait().map(|_| ()).map_err(|e| e.to_string())
 }
 
 fn hang(world: &dyn Comm) -> Result<(), String> {
