@@ -9,6 +9,8 @@
 //!   ferrotron-comm-selftest p2p                           non-blocking send/recv and counters
 //!   ferrotron-comm-selftest p2p-blocking [--timeout-s N]  the same exchange with blocking sends
 //!   ferrotron-comm-selftest p2p-hang [--timeout-s N]      rank 0 waits for a message never sent
+//!   ferrotron-comm-selftest pipeline SCHEDULE M V [--stage-ms T]
+//!                                                         a toy pipelined step vs 1 process
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -33,7 +35,7 @@ fn main() -> ExitCode {
 
 fn run(args: &[String]) -> Result<String, String> {
     let scenario = args.first().ok_or(
-        "usage: ferrotron-comm-selftest <collectives|mesh PP DP TP|hang|die|p2p|p2p-blocking|p2p-hang> [--timeout-s N]",
+        "usage: ferrotron-comm-selftest <collectives|mesh PP DP TP|hang|die|p2p|p2p-blocking|p2p-hang|pipeline SCHEDULE M V> [--timeout-s N]",
     )?;
     let mut options = WorldOptions::default();
     if let Some(i) = args.iter().position(|a| a == "--timeout-s") {
@@ -55,6 +57,7 @@ fn run(args: &[String]) -> Result<String, String> {
         "p2p" => ferrotron_parallel::selftest_p2p::check_p2p(&*world),
         "p2p-blocking" => ferrotron_parallel::selftest_p2p::blocking_exchange(&*world),
         "p2p-hang" => p2p_hang(&*world, options.collective_timeout),
+        "pipeline" => pipeline_scenario(&*world, &args[1..]),
         other => Err(format!("unknown scenario {other}")),
     };
     drop(world); // finalises MPI before the process exits
@@ -70,6 +73,34 @@ fn mesh_scenario(world: Arc<dyn Comm>, args: &[String]) -> Result<(), String> {
     };
     let mesh = Mesh::new(world.size(), pp, dp, tp).map_err(|e| e.to_string())?;
     check_mesh(world, mesh)
+}
+
+/// A toy step of the named schedule over the whole world as the pp group.
+fn pipeline_scenario(world: &dyn Comm, args: &[String]) -> Result<(), String> {
+    let usage = "pipeline needs SCHEDULE M V";
+    let name = args.first().ok_or(usage)?;
+    let number = |i: usize| -> Result<usize, String> {
+        args.get(i)
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| usage.to_string())
+    };
+    let stage_ms = match args.iter().position(|a| a == "--stage-ms") {
+        Some(i) => Some(
+            args.get(i + 1)
+                .and_then(|a| a.parse().ok())
+                .ok_or("--stage-ms needs a number of milliseconds")?,
+        ),
+        None => None,
+    };
+    let line = ferrotron_parallel::pipeline::selftest::check_pipeline(
+        world,
+        name,
+        number(1)?,
+        number(2)?,
+        stage_ms,
+    )?;
+    println!("rank {}: {line}", world.rank());
+    Ok(())
 }
 
 /// Rank 0 waits for a message from rank 1, which stays alive past the timeout without sending.

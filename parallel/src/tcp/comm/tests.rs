@@ -119,3 +119,18 @@ fn nonblocking_p2p_on_2_and_4_ranks() {
         }
     }
 }
+
+#[test]
+fn pipeline_executor_over_thread_ranks_matches_one_process() {
+    for (n, name, m, v) in [
+        (2, "1f1b", 3, 1),
+        (4, "interleaved", 6, 2),
+        (3, "zb-h1", 4, 1),
+    ] {
+        for result in on_ranks(n, Duration::from_secs(20), move |c| {
+            crate::pipeline::selftest::check_pipeline(&*c, name, m, v, None)
+        }) {
+            result.unwrap();
+        }
+    }
+}
