@@ -13,18 +13,11 @@
 
 use crate::comm::counters::OpKind;
 use crate::comm::Comm;
+use crate::selftest::ensure;
 use crate::Dtype;
 
 /// Elements of the large messages: 16 MiB of f32, above MPI's eager limit and a socket buffer.
 pub const LARGE: usize = 4 << 20;
-
-fn ensure(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
-    if cond {
-        Ok(())
-    } else {
-        Err(what())
-    }
-}
 
 fn pattern(from: usize, to: usize, salt: usize, len: usize) -> Vec<f32> {
     (0..len)

@@ -9,13 +9,14 @@
 //!   ferrotron-comm-selftest p2p                           non-blocking send/recv and counters
 //!   ferrotron-comm-selftest p2p-blocking [--timeout-s N]  the same exchange with blocking sends
 //!   ferrotron-comm-selftest p2p-hang [--timeout-s N]      rank 0 waits for a message never sent
-//!   ferrotron-comm-selftest pipeline SCHEDULE M V [--stage-ms T]
+//!   ferrotron-comm-selftest pipeline SCHEDULE M V [--stage-ms T [--idle-tolerance X]]
 //!                                                         a toy pipelined step vs 1 process
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferrotron_parallel::pipeline::selftest::{Timing, IDLE_TOLERANCE};
 use ferrotron_parallel::selftest::{check_collectives, check_mesh};
 use ferrotron_parallel::{env, init_world, Comm, Mesh, ReduceOp, WorldOptions};
 
@@ -84,20 +85,29 @@ fn pipeline_scenario(world: &dyn Comm, args: &[String]) -> Result<(), String> {
             .and_then(|a| a.parse().ok())
             .ok_or_else(|| usage.to_string())
     };
-    let stage_ms = match args.iter().position(|a| a == "--stage-ms") {
-        Some(i) => Some(
-            args.get(i + 1)
+    let flag = |name: &str| -> Result<Option<f64>, String> {
+        match args.iter().position(|a| a == name) {
+            Some(i) => args
+                .get(i + 1)
                 .and_then(|a| a.parse().ok())
-                .ok_or("--stage-ms needs a number of milliseconds")?,
-        ),
-        None => None,
+                .map(Some)
+                .ok_or_else(|| format!("{name} needs a number")),
+            None => Ok(None),
+        }
     };
+    let timing = flag("--stage-ms")?.map(|stage_ms| -> Result<Timing, String> {
+        Ok(Timing {
+            stage_ms,
+            tolerance: flag("--idle-tolerance")?.unwrap_or(IDLE_TOLERANCE),
+        })
+    });
+    let timing = timing.transpose()?;
     let line = ferrotron_parallel::pipeline::selftest::check_pipeline(
         world,
         name,
         number(1)?,
         number(2)?,
-        stage_ms,
+        timing,
     )?;
     println!("rank {}: {line}", world.rank());
     Ok(())

@@ -103,7 +103,10 @@ pub struct StepReport {
     pub compute_s: f64,
     /// Time blocked in receives and in the final wait for sends.
     pub wait_s: f64,
-    /// Most (micro-batch, chunk) activations held at once (forwarded, not fully backwarded).
+    /// Most (micro-batch, chunk) activations held at once (forwarded, not fully backwarded);
+    /// each is 1/v of a stage's activations for one micro-batch, so peak / v is the activation
+    /// memory in micro-batches (1f1b: ≤ p on stage 0). Equals
+    /// `Schedule::expected_peak_in_flight(rank)`.
     pub peak_in_flight: usize,
     pub messages_sent: usize,
     pub messages_received: usize,
@@ -166,6 +169,13 @@ pub fn run_step(
         actions: schedule.actions(rank),
         recv_ahead: options.recv_ahead,
         posted: VecDeque::new(),
+        receives: schedule
+            .actions(rank)
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| matches!(a.message(), Some((_, Direction::Recv, _))))
+            .map(|(i, _)| i)
+            .collect(),
         next_recv: 0,
         inputs: HashMap::new(),
         grads: HashMap::new(),
@@ -195,7 +205,9 @@ struct Step<'a, 'c> {
     recv_ahead: usize,
     /// Posted receives, in list order: (action index, request).
     posted: VecDeque<(usize, RecvRequest<'a>)>,
-    /// Where to look for the next receive to post.
+    /// Indices of the receive actions, in list order.
+    receives: Vec<usize>,
+    /// How many of them have been posted.
     next_recv: usize,
     /// Input activations here, by (mb, chunk).
     inputs: HashMap<(usize, usize), Vec<f32>>,
@@ -226,16 +238,11 @@ impl<'a> Step<'a, '_> {
 
     /// Posts every receive up to action `i`, and more until `recv_ahead` are posted.
     fn post_receives(&mut self, i: usize) -> Result<(), PipelineError> {
-        let actions = self.actions;
-        while let Some(offset) = actions[self.next_recv..]
-            .iter()
-            .position(|a| matches!(a.message(), Some((_, Direction::Recv, _))))
-        {
-            let j = self.next_recv + offset;
+        while let Some(&j) = self.receives.get(self.next_recv) {
             if j > i && self.posted.len() >= self.recv_ahead {
                 break;
             }
-            let action = &actions[j];
+            let action = &self.actions[j];
             let Some((msg, _, peer)) = action.message() else {
                 break;
             };
@@ -245,7 +252,7 @@ impl<'a> Step<'a, '_> {
                 .irecv(Dtype::F32, len, peer, msg.tag())
                 .map_err(|e| self.comm_err(action, e))?;
             self.posted.push_back((j, request));
-            self.next_recv = j + 1;
+            self.next_recv += 1;
         }
         Ok(())
     }

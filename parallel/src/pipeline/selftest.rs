@@ -10,15 +10,16 @@
 //!   executor's report and the group's send/recv counters both say;
 //! - the peak of activations held equals the schedule's bound (the simulator's figure).
 //!
-//! With `stage_ms` = Some(t_f) every call is stretched to the time model t_f, t_b = 2 t_f,
+//! With `timing` = Some(Timing { stage_ms: t_f, .. }) every call is stretched to the time model t_f, t_b = 2 t_f,
 //! t_w = t_f (timed.rs) and the step, timed between two barriers of the group, must idle the
-//! schedule's exact formula within `IDLE_TOLERANCE` (absolute, in units of the ideal time);
+//! schedule's exact formula within `timing.tolerance` (absolute, in units of the ideal time);
 //! without it the measured idle fraction (then mostly messaging overhead) is only reported.
 //!
 //! Returns a line with the measured idle fraction ((step time − compute)/compute).
 
 use crate::comm::counters::OpKind;
 use crate::comm::Comm;
+use crate::selftest::ensure;
 
 use super::executor::{run_step, ExecOptions, StageCompute, StepReport};
 use super::schedule::Schedule;
@@ -26,18 +27,18 @@ use super::time_model::TimeModel;
 use super::timed::Timed;
 use super::toy::{ToyModel, ToyStage};
 
-/// How far a timed step's idle fraction may be from the formula: 0.08 of the ideal step time
-/// for message latency and sleeps overshooting on a loaded machine (measured at t_f = 40 ms on
-/// 4 oversubscribed ranks of a 2-core machine: 1f1b within 0.02, interleaved v = 2 within 0.035).
-pub const IDLE_TOLERANCE: f64 = 0.08;
-
-fn ensure(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
-    if cond {
-        Ok(())
-    } else {
-        Err(what())
-    }
+/// A timed step: t_f in milliseconds and how far its idle fraction may be from the formula.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub stage_ms: f64,
+    pub tolerance: f64,
 }
+
+/// The default tolerance, 0.08 of the ideal step time, covers message latency and sleeps
+/// overshooting on a quiet machine (at t_f = 40 ms on 4 oversubscribed ranks of a 2-core machine:
+/// 1f1b within 0.02 of the formula, interleaved v = 2 within 0.035). Under heavy load (other jobs,
+/// concurrent tests) the excess reached 0.12.
+pub const IDLE_TOLERANCE: f64 = 0.08;
 
 /// Runs and checks one toy step; the summary line on success.
 pub fn check_pipeline(
@@ -45,7 +46,7 @@ pub fn check_pipeline(
     name: &str,
     m: usize,
     v: usize,
-    stage_ms: Option<f64>,
+    timing: Option<Timing>,
 ) -> Result<String, String> {
     let schedule = Schedule::new(name, pp.size(), m, v).map_err(|e| e.to_string())?;
     let model = ToyModel {
@@ -55,7 +56,7 @@ pub fn check_pipeline(
     };
     let rank = pp.rank();
     let mine = schedule.chunks_of(rank);
-    let time = stage_ms.map(|ms| TimeModel {
+    let time = timing.map(|Timing { stage_ms: ms, .. }| TimeModel {
         forward: ms / 1000.0,
         backward: 2.0 * ms / 1000.0,
         backward_weight: ms / 1000.0,
@@ -131,9 +132,9 @@ pub fn check_pipeline(
     let measured = (step_s - report.compute_s) / report.compute_s;
     let formula =
         schedule.exact_bubble(&TimeModel::default()) / schedule.ideal_time(&TimeModel::default());
-    if let Some(t) = time {
+    if let (Some(t), Some(timing)) = (time, timing) {
         let formula = schedule.exact_bubble(&t) / schedule.ideal_time(&t);
-        ensure((measured - formula).abs() <= IDLE_TOLERANCE, || {
+        ensure((measured - formula).abs() <= timing.tolerance, || {
             format!("idle fraction {measured:.4} measured, {formula:.4} by the formula")
         })?;
     }
@@ -142,7 +143,7 @@ pub fn check_pipeline(
         report.bytes_sent,
         report.bytes_received,
         report.peak_in_flight,
-        stage_ms.map_or(", untimed toy".to_string(), |ms| format!(", t_f = {ms} ms")),
+        timing.map_or(", untimed toy".to_string(), |t| format!(", t_f = {} ms", t.stage_ms)),
     ))
 }
 
