@@ -13,6 +13,8 @@
 //!   output `size * k`, block r from rank r.
 //! - `send`/`recv` may block until the peer posts the matching call (like MPI_Ssend); messages
 //!   between two ranks on one group with one tag arrive in order.
+//! - `isend`/`isend_owned`/`irecv` never block; their requests are waited for or tested, and
+//!   follow the same ordering (contract: p2p.rs).
 //! - `split(color, key, name)`: collective over this group; ranks with the same color form a new
 //!   group, ordered by (key, old rank).
 //! - Failures (timeout, dead peer, transport) are `CommError`s naming the group and operation;
@@ -22,12 +24,15 @@ pub mod buffer;
 pub mod counters;
 pub mod error;
 pub mod local;
+pub mod p2p;
 
 use std::sync::Arc;
 
+use buffer::Dtype;
 use buffer::{check_reduce_op, Buf, BufMut, ReduceOp};
 use counters::{all_reduce_ring_bytes, scatter_gather_ring_bytes, CommCounters, OpKind};
 use error::CommError;
+use p2p::{OwnedBuf, PendingRecv, PendingSend, RecvRequest, SendRequest};
 
 pub trait Comm: Send + Sync {
     fn rank(&self) -> usize;
@@ -217,6 +222,78 @@ pub trait Comm: Send + Sync {
         };
         self.counters().record(OpKind::Split, 0, 0);
         Ok(child)
+    }
+
+    // Non-blocking point-to-point (contract: p2p.rs).
+
+    /// Backend hook of `isend_owned`: validated peer; the backend owns `data` until it is sent.
+    #[doc(hidden)]
+    fn backend_isend(
+        &self,
+        data: OwnedBuf,
+        dest: usize,
+        tag: u32,
+    ) -> Result<Box<dyn PendingSend + '_>, CommError> {
+        let _ = (data, dest, tag);
+        Err(no_p2p("isend", self.name()))
+    }
+
+    /// Backend hook of `irecv`: validated peer.
+    #[doc(hidden)]
+    fn backend_irecv(
+        &self,
+        dtype: Dtype,
+        len: usize,
+        src: usize,
+        tag: u32,
+    ) -> Result<Box<dyn PendingRecv + '_>, CommError> {
+        let _ = (dtype, len, src, tag);
+        Err(no_p2p("irecv", self.name()))
+    }
+
+    /// Starts sending a copy of `buf` to rank `dest`; returns at once (see p2p.rs).
+    fn isend(&self, buf: Buf<'_>, dest: usize, tag: u32) -> Result<SendRequest<'_>, CommError> {
+        self.isend_owned(OwnedBuf::copy_of(buf), dest, tag)
+    }
+
+    /// Starts sending `data` (moved, not copied) to rank `dest`; returns at once.
+    fn isend_owned(
+        &self,
+        data: OwnedBuf,
+        dest: usize,
+        tag: u32,
+    ) -> Result<SendRequest<'_>, CommError> {
+        check_peer("isend", self.name(), dest, self.rank(), self.size())?;
+        let bytes = data.as_buf().byte_len() as u64;
+        let pending = self.backend_isend(data, dest, tag)?;
+        Ok(SendRequest::new(pending, self.counters(), bytes))
+    }
+
+    /// Posts a receive of exactly `len` elements of `dtype` from rank `src`; returns at once.
+    fn irecv(
+        &self,
+        dtype: Dtype,
+        len: usize,
+        src: usize,
+        tag: u32,
+    ) -> Result<RecvRequest<'_>, CommError> {
+        check_peer("irecv", self.name(), src, self.rank(), self.size())?;
+        let pending = self.backend_irecv(dtype, len, src, tag)?;
+        let bytes = (len * dtype.size_bytes()) as u64;
+        Ok(RecvRequest::new(
+            pending,
+            self.name(),
+            self.counters(),
+            bytes,
+        ))
+    }
+}
+
+fn no_p2p(op: &'static str, group: &str) -> CommError {
+    CommError::Unsupported {
+        op,
+        group: group.to_string(),
+        reason: "this backend has no non-blocking point-to-point".into(),
     }
 }
 
