@@ -121,6 +121,7 @@ fn bench_attention_gpt2_small_shape() {
         max_seqlen: seg,
         causal: true,
         scale: 0.125,
+        window: None,
     };
     let q = uniform_f32(&mut g, n * heads * dh);
     let k = uniform_f32(&mut g, n * heads * dh);

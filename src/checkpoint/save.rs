@@ -137,8 +137,9 @@ fn write_contents(
     let mut moments = views(layout, &state.exp_avg, "exp_avg.");
     moments.extend(views(layout, &state.exp_avg_sq, "exp_avg_sq."));
     write_sharded(dir, "optimizer", &moments, StoreDtype::F32, shard_bytes)?;
-    write_json(&dir.join("config.json"), &cfg.to_hf_json())?;
-    tokenizer.save(dir, Some(cfg.max_positions))?;
+    // config.json, generation_config.json and tokenizer files, carried from the model's source
+    crate::hf_files::write_model_files(dir, cfg, tokenizer, None)?;
+    crate::hf_files::write_tokenizer(tokenizer, dir, cfg)?;
     let ts = json!({"format": "ferrotron-checkpoint", "version": 1, "step": step, "trainer": trainer_state});
     write_json(&dir.join(TRAINER_STATE), &ts)
 }
