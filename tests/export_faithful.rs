@@ -5,7 +5,8 @@
 //! - A Qwen2.5-Instruct-style source (4.x config with an eos list, use_sliding_window false,
 //!   max_window_layers, initializer_range, attention_dropout; generation_config.json with
 //!   sampling settings; tokenizer_config.json naming Qwen2Tokenizer with a chat template) is
-//!   trained for 2 steps by the binary, exported with a bare relative `--hf NAME`, and loaded
+//!   fine-tuned for 2 steps by the binary with recipes/sft-chat-hf.toml (chat records through
+//!   the source's own template), exported with a bare relative `--hf NAME`, and loaded
 //!   back: every source key equal (the stored dtype aside), the generation config and the
 //!   tokenizer files identical, every bias moved by training — the key bias too.
 //! - Every fixture family (Llama, GPT-2, Qwen2, Llama 3.x, Qwen3, Mistral): a checkpoint of the
@@ -126,17 +127,24 @@ fn qwen2_style_source_survives_training_and_export() {
     let src = tmp.path().join("Qwen2.5-tiny-Instruct");
     qwen_source(&src);
     let ckpt = tmp.path().join("ckpt");
+    // the fine-tuning recipe of the README: chat records through the source's own template
     let sets = [
         format!("model.hf_dir={}", src.display()),
-        format!("data.tokenizer={}", src.display()),
+        "data.path=tests/data/sft/chat_demo_20.jsonl".into(),
+        "data.seq_len=128".into(),
+        "data.val_fraction=0.1".into(),
+        "optim.lr=1e-2".into(),
+        "optim.warmup_steps=1".into(),
         "train.steps=2".into(),
+        "train.global_batch=4".into(),
+        "train.micro_batch=2".into(),
         "train.eval_every=0".into(),
         "checkpoint.every=2".into(),
         format!("checkpoint.dir={}", ckpt.display()),
         format!("train.out_dir={}", tmp.path().join("run").display()),
     ];
     check(
-        &ferrotron(&strs(&train_args("tests/recipes/tiny-dp.toml", &sets))),
+        &ferrotron(&strs(&train_args("recipes/sft-chat-hf.toml", &sets))),
         "train",
     );
     // `--hf NAME`, bare and relative, from the directory that will hold it
