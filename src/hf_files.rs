@@ -12,7 +12,8 @@
 //!   `n_ctx`, which llama.cpp's converter reads). Without one, `ModelConfig::to_hf_json`.
 //!   bos/eos absent from config.json come from the tokenizer.
 //! - `generation_config(cfg, tokenizer)`: the source's generation_config.json unchanged, else
-//!   `{bos_token_id, eos_token_id}` from config.json (a list stays a list) or the tokenizer.
+//!   `{bos_token_id, eos_token_id}` from config.json (a list stays a list) or the tokenizer;
+//!   `eos_ids(cfg)`: the stop ids it declares (what `ferrotron sample` stops on, as `generate`).
 //! - `write_tokenizer(tokenizer, dir, cfg)`: a tokenizer loaded from HF files (tokenizer.json) has
 //!   its directory's tokenizer files copied byte for byte (`TOKENIZER_FILES`); only a chat
 //!   template that training set differently is written over the source's. A tokenizer from other
@@ -132,6 +133,26 @@ fn token_ids(cfg: &ModelConfig, tokenizer: &Tokenizer) -> (Value, Value) {
         from_source("bos_token_id").unwrap_or_else(|| id(cfg.bos_token_id.or(tokenizer.bos_id()))),
         from_source("eos_token_id").unwrap_or_else(|| id(cfg.eos_token_id.or(tokenizer.eos_id()))),
     )
+}
+
+/// The stop ids the source declares: generation_config.json's `eos_token_id`, else
+/// config.json's (an integer or a list), else `cfg.eos_token_id`.
+pub fn eos_ids(cfg: &ModelConfig) -> Vec<u32> {
+    let listed = |v: Option<&Value>| -> Option<Vec<u32>> {
+        match v? {
+            Value::Array(a) => Some(
+                a.iter()
+                    .filter_map(|x| x.as_u64())
+                    .map(|x| x as u32)
+                    .collect(),
+            ),
+            x => x.as_u64().map(|x| vec![x as u32]),
+        }
+    };
+    let src = cfg.source.as_ref();
+    listed(src.and_then(|s| s.generation.as_ref()?.get("eos_token_id")))
+        .or_else(|| listed(src.and_then(|s| s.config.get("eos_token_id"))))
+        .unwrap_or_else(|| cfg.eos_token_id.into_iter().collect())
 }
 
 /// generation_config.json for `cfg` (see the module contract).

@@ -189,6 +189,8 @@ fn qwen2_style_source_survives_training_and_export() {
         ModelConfig::from_file(&exp.join("config.json")).unwrap(),
     );
     assert_eq!(scfg.to_hf_json(), ecfg.to_hf_json());
+    // `ferrotron sample` stops on every id of the list, as transformers' generate does
+    assert_eq!(ferrotron::hf_files::eos_ids(&ecfg), vec![256, 10]);
     let layout = ParamLayout::new(&ecfg);
     let (before, after) = (
         load_units(&src, &scfg, &layout).unwrap(),
