@@ -9,8 +9,8 @@
 //!             h₂ = norm₂(m);  a = silu(h₂·W_gateᵀ) ⊙ h₂·W_upᵀ (Llama) | gelu(h₂·W_fc) (GPT-2)
 //!             x_{ℓ+1} = m + a·W_downᵀ (+ b)
 //! Saved per block (`BlockActs`, none with `recompute_blocks`): h₁, norm₁ stats, q, k, v (and
-//! Qwen3's q, k before the head norms with their rstd), o, lse, m, h₂, norm₂ stats, gate, up, a. `Forward::xs[ℓ]` holds x_ℓ, the input of block ℓ (and
-//! x_L the final state), always.
+//! Qwen3's q, k before the head norms with their rstd), o, lse, m, h₂, norm₂ stats, gate, up, a.
+//! `Forward::xs[ℓ]` holds x_ℓ, the input of block ℓ (and x_L the final state), always.
 //! Each unit is gathered (`before_use`) only while its block runs.
 //!
 //! Residual adds are fused with the norm that follows them (`Backend::residual_*norm_forward`,
