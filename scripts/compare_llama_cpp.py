@@ -15,6 +15,7 @@ import argparse
 import json
 import subprocess
 
+import llama_cpp
 import numpy as np
 import torch
 from llama_cpp import Llama
@@ -53,10 +54,11 @@ def llama_cpp_greedy(gguf, prompt, n):
     ids = llm.tokenize(prompt.encode(), add_bos=True, special=True)
     llm.eval(ids)
     logits = np.array(llm.scores[: len(ids)])
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
     new = []
     for _ in range(n):
         nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-        if llm._model.token_is_eog(nxt):
+        if llama_cpp.llama_vocab_is_eog(vocab, nxt):
             break
         new.append(nxt)
         llm.eval([nxt])

@@ -14,10 +14,11 @@
 //! - `generation_config(cfg, tokenizer)`: the source's generation_config.json unchanged, else
 //!   `{bos_token_id, eos_token_id}` from config.json (a list stays a list) or the tokenizer;
 //!   `eos_ids(cfg)`: the stop ids it declares (what `ferrotron sample` stops on, as `generate`).
-//! - `write_tokenizer(tokenizer, dir, cfg)`: a tokenizer loaded from HF files (tokenizer.json) has
-//!   its directory's tokenizer files copied byte for byte (`TOKENIZER_FILES`); only a chat
-//!   template that training set differently is written over the source's. A tokenizer from other
-//!   files (GPT-2's encoder.json + vocab.bpe) is written by `Tokenizer::save`.
+//! - `write_tokenizer(tokenizer, dir, cfg)`: a tokenizer loaded from HF files (tokenizer.json and
+//!   tokenizer_config.json) has its directory's tokenizer files copied byte for byte
+//!   (`TOKENIZER_FILES`); only a chat template that training set differently is written over the
+//!   source's. A tokenizer from other files (GPT-2's encoder.json + vocab.bpe, or a bare
+//!   tokenizer.json) is written by `Tokenizer::save`.
 
 use crate::checkpoint::fsutil::{write_file, write_json};
 use crate::error::Result;
@@ -188,7 +189,8 @@ pub fn write_tokenizer(
     cfg: &ModelConfig,
 ) -> Result<Vec<String>> {
     let src = tokenizer.source();
-    if !src.join("tokenizer.json").is_file() {
+    let hf_files = ["tokenizer.json", "tokenizer_config.json"];
+    if !hf_files.iter().all(|f| src.join(f).is_file()) {
         tokenizer.save(dir, Some(cfg.max_positions))?;
         return Ok([
             "tokenizer.json",
