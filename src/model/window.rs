@@ -2,7 +2,8 @@
 //!
 //! In a windowed layer query i sees key j iff i − w < j ≤ i (w = `sliding_window`); other layers
 //! are full causal attention.
-//!   mistral:       `sliding_window` w (or null): every layer windowed (v0.1: 4096; later: null).
+//!   mistral:       `sliding_window` w (or null): every layer windowed (v0.1: 4096; later: null;
+//!                  absent: transformers' default, 4096).
 //!                  A `layer_types` key is ignored by MistralForCausalLM, so it is here too.
 //!   qwen2, qwen3:  the window is `sliding_window` when `use_sliding_window` is true, else none;
 //!                  layer ℓ is windowed when `layer_types[ℓ]` is "sliding_attention", or, without
@@ -105,6 +106,11 @@ pub fn from_config(
     };
     match model_type {
         "mistral" => {
+            // MistralConfig's default when the key is absent (null: no window)
+            let window = match obj.contains_key("sliding_window") {
+                true => window,
+                false => Some(4096),
+            };
             if get("layer_types").is_some() {
                 notes.push(format!(
                     "{origin}: `layer_types` is ignored for mistral (MistralForCausalLM applies sliding_window to every layer)"
@@ -192,6 +198,8 @@ mod tests {
         assert_eq!((w.of(0), w.of(2)), (Some(4096), Some(4096)));
         let w = parse("mistral", 3, serde_json::json!({"sliding_window": null})).unwrap();
         assert_eq!(w, SlidingWindow::none(3));
+        let w = parse("mistral", 3, serde_json::json!({})).unwrap();
+        assert_eq!(w.of(1), Some(4096), "MistralConfig's default");
     }
 
     #[test]
