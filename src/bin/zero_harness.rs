@@ -12,7 +12,7 @@
 //! rank 0 (final master weights, f32 LE, units concatenated).
 
 use ferrotron::model::hf_import::load_units;
-use ferrotron::model::{DeviceBatch, HostBatch, ModelConfig, Role, Transformer};
+use ferrotron::model::{DeviceBatch, HostBatch, ModelConfig, Transformer};
 use ferrotron_kernels::cpu::CpuBackend;
 use ferrotron_parallel::{env, init_world, Comm, OpKind, ReduceOp, WorldOptions};
 use ferrotron_zero::{build_engine, ShardPlan, StepConfig, UnitWeights};
@@ -185,7 +185,7 @@ fn random_init(model: &Transformer) -> Vec<Vec<f32>> {
         .map(|u| {
             let mut w = vec![0.0f32; u.numel];
             for t in &u.tensors {
-                let norm = matches!(t.role, Role::AttnNorm | Role::MlpNorm | Role::FinalNorm);
+                let norm = t.role.is_norm_weight();
                 for x in &mut w[t.offset..t.offset + t.numel()] {
                     *x = if norm {
                         1.0

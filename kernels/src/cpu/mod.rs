@@ -283,9 +283,9 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         n: usize,
         heads: usize,
         head_dim: usize,
-        theta: f64,
+        inv_freq: &[f64],
     ) -> Result<()> {
-        rope::forward(w(x), r(pos), n, heads, head_dim, theta);
+        rope::forward(w(x), r(pos), n, heads, head_dim, inv_freq);
         Ok(())
     }
     fn rope_backward(
@@ -295,9 +295,9 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         n: usize,
         heads: usize,
         head_dim: usize,
-        theta: f64,
+        inv_freq: &[f64],
     ) -> Result<()> {
-        rope::backward(w(dx), r(pos), n, heads, head_dim, theta);
+        rope::backward(w(dx), r(pos), n, heads, head_dim, inv_freq);
         Ok(())
     }
 
