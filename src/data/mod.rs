@@ -101,6 +101,12 @@ pub fn load(cfg: &DataConfig, tok: &Tokenizer, seq_len: usize) -> Result<Dataset
         return Err(user!("data.path is not set: name the training data file"));
     }
     for p in &paths {
+        if p.is_dir() {
+            return Err(user!(
+                "data file {} is a directory: data.path and data.paths name files, not directories",
+                p.display()
+            ));
+        }
         if !p.is_file() {
             return Err(user!("data file {} does not exist", p.display()));
         }

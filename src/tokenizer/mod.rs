@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::user;
-pub use chat_template::{ChatTemplate, Message, CHATML};
+pub use chat_template::{ChatTemplate, Message, CHATML, CHAT_ROLES};
 pub use config::TokenizerConfig;
 
 /// A byte range `[start, end)` in the encoded text.
