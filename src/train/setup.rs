@@ -4,7 +4,7 @@
 
 use super::{comm_err, init::init_units};
 use crate::checkpoint;
-use crate::data::{self, Datasets, Sampler, SamplerState};
+use crate::data::{self, Datasets, Sampler};
 use crate::error::Result;
 use crate::model::{hf_import::load_units, Arch, ModelConfig, ParamLayout, Transformer};
 use crate::recipe::Recipe;
@@ -30,6 +30,8 @@ pub struct Setup<B: ferrotron_kernels::Backend> {
     pub micro_batch: usize,
     /// The last completed step (0 for a fresh run).
     pub start_step: u64,
+    /// Tokens trained on up to `start_step` (from the checkpoint when resuming).
+    pub start_tokens: u64,
 }
 
 /// Per-unit regions with the weight-decay rule of the recipe.
@@ -163,7 +165,7 @@ impl<B: Collectives + 'static> Setup<B> {
         drop(units);
 
         let mut sampler = Sampler::new(data.train.len(), t.seed)?;
-        let mut start_step = 0;
+        let (mut start_step, mut start_tokens) = (0, 0);
         let ckpt_root = recipe.checkpoint_dir();
         if resume {
             match checkpoint::latest(&ckpt_root)? {
@@ -178,21 +180,14 @@ impl<B: Collectives + 'static> Setup<B> {
                 Some(dir) => {
                     let (state, trainer) = checkpoint::load(&dir, &model.cfg, &model.layout)?;
                     engine.load_full_state(b, &state)?;
-                    let bad = |k: &str| {
-                        user!("{}: trainer_state.json lacks a valid `{k}`", dir.display())
-                    };
-                    start_step = trainer
-                        .get("step")
-                        .and_then(Value::as_u64)
-                        .ok_or_else(|| bad("step"))?;
-                    let ss: SamplerState = serde_json::from_value(
-                        trainer
-                            .get("sampler")
-                            .cloned()
-                            .ok_or_else(|| bad("sampler"))?,
-                    )
-                    .map_err(|_| bad("sampler"))?;
-                    sampler = Sampler::from_state(ss, data.train.len())?;
+                    let r = super::resume::from_trainer_state(
+                        &dir,
+                        &trainer,
+                        &recipe,
+                        data.train.len(),
+                        rank0,
+                    )?;
+                    (start_step, start_tokens, sampler) = (r.step, r.tokens, r.sampler);
                     if rank0 {
                         eprintln!("resuming from {} (step {start_step})", dir.display());
                     }
@@ -212,6 +207,7 @@ impl<B: Collectives + 'static> Setup<B> {
             seq_len,
             micro_batch,
             start_step,
+            start_tokens,
         };
         if s.rank0 {
             s.print_plan();
