@@ -103,6 +103,7 @@ pub fn load_model(path: &Path) -> Result<LoadedModel> {
         ));
     };
     let cfg = ModelConfig::from_file(&dir.join("config.json"))?;
+    crate::train::preflight::check_weights_fit(&cfg, &dir.join("config.json"))?;
     let model = Transformer::new(cfg);
     let weights = load_units(&dir, &model.cfg, &model.layout)?;
     let tokenizer = Tokenizer::from_dir(&dir)?;

@@ -49,7 +49,7 @@ pub fn check(r: &Recipe, origin: &str) -> Result<()> {
         if ok {
             Ok(())
         } else {
-            err(key, &want, v.to_string())
+            err(key, &want, format!("{v:?}"))
         }
     };
     let in_unit = |key: &str, v: f64, closed: bool| {
@@ -62,7 +62,7 @@ pub fn check(r: &Recipe, origin: &str) -> Result<()> {
         if ok {
             Ok(())
         } else {
-            err(key, want, v.to_string())
+            err(key, want, format!("{v:?}"))
         }
     };
     let at_least_one = |key: &str, v: u64| {
@@ -114,7 +114,7 @@ pub fn check(r: &Recipe, origin: &str) -> Result<()> {
         return err(
             "train.spike_guard",
             "0 (off) or a factor above 1 (stop when a loss exceeds that many times the running mean)",
-            t.spike_guard.to_string(),
+            format!("{:?}", t.spike_guard),
         );
     }
 
@@ -134,7 +134,7 @@ pub fn check(r: &Recipe, origin: &str) -> Result<()> {
         return err(
             "parallel.collective_timeout_s",
             &format!("a number of seconds above 0 and at most {MAX_TIMEOUT_S} (30 days)"),
-            timeout.to_string(),
+            format!("{timeout:?}"),
         );
     }
     Ok(())

@@ -48,10 +48,12 @@ impl Tokenizer {
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         if !dir.is_dir() {
-            return Err(user!(
-                "tokenizer directory {} does not exist",
-                dir.display()
-            ));
+            let what = if dir.exists() {
+                "is not a directory (name the directory holding the tokenizer files)"
+            } else {
+                "does not exist"
+            };
+            return Err(user!("tokenizer directory {} {what}", dir.display()));
         }
         let json = dir.join("tokenizer.json");
         let pairs = [("encoder.json", "vocab.bpe"), ("vocab.json", "merges.txt")];

@@ -7,6 +7,7 @@
 //! and 4 ranks with the same global batch log the same numbers.
 
 pub mod eval;
+mod finite;
 pub mod init;
 pub mod metrics;
 pub mod preflight;

@@ -25,7 +25,7 @@ use crate::model::{Arch, ModelConfig, Transformer};
 use crate::recipe::Recipe;
 use crate::user;
 use ferrotron_parallel::env::DistEnv;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Memory available to this process's ranks, and where the figure comes from.
 #[derive(Clone, Debug, PartialEq)]
@@ -117,14 +117,40 @@ impl Device {
     }
 }
 
-/// The model config a recipe trains (`model.hf_dir`/config.json or `model.config`).
+/// The model config a recipe trains (`model.hf_dir`/config.json or `model.config`), with the
+/// numbers the math divides by or takes roots of checked (a negative epsilon or rotary base
+/// would only show up as a non-finite loss at step 1).
 pub fn recipe_model_config(recipe: &Recipe) -> Result<(ModelConfig, PathBuf)> {
     let path = match (&recipe.model.hf_dir, &recipe.model.config) {
         (Some(dir), _) => dir.join("config.json"),
         (None, Some(path)) => path.clone(),
         (None, None) => return Err(user!("set `model.hf_dir` or `model.config`")),
     };
-    Ok((ModelConfig::from_file(&path)?, path))
+    let cfg = ModelConfig::from_file(&path)?;
+    let (eps_key, positions_key) = match cfg.arch {
+        Arch::Gpt2 => ("layer_norm_epsilon", "n_positions"),
+        Arch::Llama => ("rms_norm_eps", "max_position_embeddings"),
+    };
+    let mut checks = vec![(eps_key, cfg.norm_eps)];
+    if cfg.arch == Arch::Llama {
+        checks.push(("rope_theta", cfg.rope_theta));
+    }
+    for (key, v) in checks {
+        if !(v.is_finite() && v > 0.0) {
+            return Err(user!(
+                "{}: `{key}` must be a positive number, found {v:?}",
+                path.display()
+            ));
+        }
+    }
+    if recipe.data.seq_len.is_none() && cfg.max_positions < 2 {
+        return Err(user!(
+            "{}: `{positions_key}` = {} leaves no room for a training sequence; set data.seq_len or fix it",
+            path.display(),
+            cfg.max_positions
+        ));
+    }
+    Ok((cfg, path))
 }
 
 /// Stops the run when this rank's planned memory does not fit (see the top of the file).
@@ -155,6 +181,38 @@ pub fn check(recipe: &Recipe, dist: &DistEnv, dev: &Device, host: Option<Avail>)
     let model = Transformer::new(cfg.clone()).with_recompute(t.activation_checkpointing == "full");
     let exact = plan.need(model.layout.num_params() as f64, Some(&model));
     plan.compare(&exact, local, host.as_ref())
+}
+
+/// For inference on the host (`ferrotron sample`): the f32 weights (4 bytes per parameter,
+/// counted from the config before anything is allocated) must fit in the host's memory.
+pub fn check_weights_fit(cfg: &ModelConfig, cfg_file: &Path) -> Result<()> {
+    let Some(host) = host_available() else {
+        return Ok(());
+    };
+    let need = 4.0 * coarse_params(cfg);
+    if need <= host.bytes as f64 {
+        return Ok(());
+    }
+    let (v, d, l) = config_keys(cfg.arch);
+    Err(user!(
+        "{}: the model's f32 weights need {} ({:.3e} parameters) but this host has {} available ({}); {v} = {}, {d} = {}, {l} = {}",
+        cfg_file.display(),
+        bytes(need),
+        coarse_params(cfg),
+        bytes(host.bytes as f64),
+        host.source,
+        cfg.vocab_size,
+        cfg.hidden,
+        cfg.layers
+    ))
+}
+
+/// The config.json keys of vocabulary size, hidden size and layers for `arch`.
+fn config_keys(arch: Arch) -> (&'static str, &'static str, &'static str) {
+    match arch {
+        Arch::Gpt2 => ("vocab_size", "n_embd", "n_layer"),
+        Arch::Llama => ("vocab_size", "hidden_size", "num_hidden_layers"),
+    }
 }
 
 /// P counted from the config in f64: embeddings, and per block the attention and MLP matrices.
@@ -309,10 +367,7 @@ impl Plan<'_> {
             );
         }
         let c = self.cfg;
-        let (v, d, l) = match c.arch {
-            Arch::Gpt2 => ("vocab_size", "n_embd", "n_layer"),
-            Arch::Llama => ("vocab_size", "hidden_size", "num_hidden_layers"),
-        };
+        let (v, d, l) = config_keys(c.arch);
         format!(
             "use a smaller model: {} has {v} = {}, {d} = {}, {l} = {}",
             self.cfg_file, c.vocab_size, c.hidden, c.layers

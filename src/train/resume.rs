@@ -44,9 +44,9 @@ pub fn nothing_to_do(recipe: &Recipe, resume: bool, rank0: bool) -> Result<Optio
         return Ok(None);
     }
     if rank0 {
-        let past = if step > steps { "past" } else { "at" };
+        let reached = if step > steps { "beyond" } else { "at" };
         println!(
-            "nothing to do: the newest checkpoint {} is {past} step {step} and train.steps = {steps}; raise train.steps to train further (exit code 0, nothing written)",
+            "nothing to do: the newest checkpoint {} is at step {step}, {reached} train.steps = {steps}; raise train.steps to train further (exit code 0, nothing written)",
             dir.display()
         );
     }

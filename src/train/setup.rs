@@ -157,7 +157,11 @@ impl<B: Collectives + 'static> Setup<B> {
 
         let model = Transformer::new(cfg).with_recompute(t.activation_checkpointing == "full");
         let units = match &weights_dir {
-            Some(dir) => load_units(dir, &model.cfg, &model.layout)?,
+            Some(dir) => super::finite::checked(
+                load_units(dir, &model.cfg, &model.layout)?,
+                &model.layout,
+                dir,
+            )?,
             None => init_units(&model.cfg, &model.layout, recipe.model.init_std, t.seed),
         };
         let metas = unit_metas(&model.layout, recipe.optim.decay_norms_and_biases);

@@ -104,6 +104,7 @@ pub fn start(world: &dyn Comm, toward: Option<&str>) -> Result<(), CommError> {
 /// where no board was started (a single process, or a world not opened by `init_world`).
 pub fn explain(group: &str, seq: u64, op: &str, bytes: u64) -> Option<String> {
     let peers = PEERS.get()?;
+    let mine = board::snapshot();
     let replies = report::query_all(peers.me, &peers.addrs, QUERY_TIMEOUT);
     Some(report::compose(
         &report::Stuck {
@@ -113,7 +114,7 @@ pub fn explain(group: &str, seq: u64, op: &str, bytes: u64) -> Option<String> {
             bytes,
             me: peers.me,
         },
-        &board::snapshot(),
+        &mine,
         &replies,
     ))
 }
