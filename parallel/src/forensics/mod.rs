@@ -85,7 +85,7 @@ pub fn start(world: &dyn Comm, toward: Option<&str>) -> Result<(), CommError> {
     }
     let me = world.rank();
     let ip = advertised_ip(toward);
-    let port = server::serve(me).unwrap_or(0);
+    let port = server::serve(me, ip).unwrap_or(0);
     let mine = [u32::from(ip) as i32, i32::from(port)];
     let mut all = vec![0i32; 2 * world.size()];
     world.all_gather(Buf::I32(&mine), BufMut::I32(&mut all))?;

@@ -3,15 +3,18 @@
 //! it answers while the rank's main thread is blocked in a collective.
 
 use std::io::Write;
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, TcpListener};
 use std::thread;
 use std::time::Duration;
 
 use super::{board, hostname};
 
-/// Starts serving world rank `me`'s board; returns the port (None if it cannot listen).
-pub(super) fn serve(me: usize) -> Option<u16> {
-    let listener = TcpListener::bind("0.0.0.0:0").ok()?;
+/// Starts serving world rank `me`'s board on `ip` (the address other ranks are told; every
+/// interface if it cannot be bound); returns the port (None if it cannot listen at all).
+pub(super) fn serve(me: usize, ip: Ipv4Addr) -> Option<u16> {
+    let listener = TcpListener::bind((ip, 0))
+        .or_else(|_| TcpListener::bind("0.0.0.0:0"))
+        .ok()?;
     let port = listener.local_addr().ok()?.port();
     let host = hostname();
     thread::Builder::new()
