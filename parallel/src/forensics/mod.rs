@@ -31,7 +31,7 @@ use crate::comm::error::CommError;
 use crate::comm::Comm;
 
 /// How long a rank waits for another rank's board (connect, then read).
-pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+pub const QUERY_TIMEOUT: Duration = Duration::from_millis(1500);
 
 struct Peers {
     me: usize,

@@ -29,7 +29,7 @@ fn ask(addr: Option<SocketAddrV4>, timeout: Duration) -> Result<Vec<GroupStatus>
         if e.kind() == std::io::ErrorKind::ConnectionRefused {
             "its status board refused the connection: the process is gone".to_string()
         } else {
-            format!("no connection to its status board within {secs:.0} s")
+            format!("no connection to its status board within {secs:.1} s")
         }
     })?;
     let _ = s.set_read_timeout(Some(timeout));
@@ -37,7 +37,7 @@ fn ask(addr: Option<SocketAddrV4>, timeout: Duration) -> Result<Vec<GroupStatus>
     match s.read_to_string(&mut text) {
         Ok(_) => board::parse(&text).ok_or_else(|| "its status board sent garbage".to_string()),
         Err(_) => Err(format!(
-            "no answer to the status query within {secs:.0} s: stopped (e.g. SIGSTOP) or dead"
+            "no answer to the status query within {secs:.1} s: stopped (e.g. SIGSTOP) or dead"
         )),
     }
 }
