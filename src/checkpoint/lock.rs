@@ -20,6 +20,7 @@
 
 use crate::error::Result;
 use crate::user;
+use ferrotron_parallel::forensics::hostname;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
@@ -78,17 +79,6 @@ impl Holder {
     fn describe(&self) -> String {
         format!("pid {} on host {}", self.pid, self.host)
     }
-}
-
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into the buffer we own.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown-host".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// Whether process `pid` exists on this host (EPERM: it exists but is not ours).

@@ -20,6 +20,7 @@
 //! A coarse f64 count of P runs first, so absurd config.json sizes (n_embd = 1e9, vocab_size =
 //! 1e12, n_layer = 1e6) are rejected before the parameter layout is even built.
 
+use super::setup::binary_units as bytes;
 use crate::error::Result;
 use crate::model::{Arch, ModelConfig, Transformer};
 use crate::recipe::Recipe;
@@ -375,21 +376,6 @@ impl Plan<'_> {
     }
 }
 
-/// "12.3 GiB".
-fn bytes(b: f64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    let mut v = b;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < units.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u + 1 == units.len() && v >= 1024.0 {
-        return format!("{:.2e} {}", v, units[u]);
-    }
-    format!("{v:.1} {}", units[u])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,11 +463,5 @@ mod tests {
         four.local_world_size = Some(4);
         let e = check(&r, &four, &cpu(), gib(16)).unwrap_err().to_string();
         assert!(e.contains("x 4 ranks on this host"), "{e}");
-    }
-
-    #[test]
-    fn byte_counts() {
-        assert_eq!(bytes(1536.0), "1.5 KiB");
-        assert_eq!(bytes(3.0 * 1073741824.0), "3.0 GiB");
     }
 }
