@@ -95,6 +95,7 @@ pub fn export(
 ) -> Result<ExportReport> {
     let source = checkpoint::resolve(checkpoint)?;
     let cfg = ModelConfig::from_file(&source.join("config.json"))?;
+    crate::train::preflight::check_weights_fit(&cfg, &source.join("config.json"))?;
     let layout = ParamLayout::new(&cfg);
     let weights = checkpoint::open_weights(&source, &cfg, &layout)?;
     let tokenizer = Tokenizer::from_dir(&source)?;

@@ -103,6 +103,7 @@ pub fn load_model(path: &Path) -> Result<LoadedModel> {
         ));
     };
     let cfg = ModelConfig::from_file(&dir.join("config.json"))?;
+    crate::train::preflight::check_weights_fit(&cfg, &dir.join("config.json"))?;
     let model = Transformer::new(cfg);
     let weights = checkpoint::open_weights(&dir, &model.cfg, &model.layout)?
         .read_all(ferrotron_zero::StatePart::Master)?;

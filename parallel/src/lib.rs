@@ -5,6 +5,7 @@
 
 pub mod comm;
 pub mod env;
+pub mod forensics;
 pub mod mesh;
 pub mod mesh_comms;
 pub mod mpi;

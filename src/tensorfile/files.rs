@@ -137,6 +137,19 @@ impl SafetensorsFiles {
         self.files.iter().map(|f| f.path.clone()).collect()
     }
 
+    /// The tensors of file `file`: (name, stored dtype).
+    pub fn tensors_in(&self, file: usize) -> Vec<(String, Dtype)> {
+        let f = &self.files[file];
+        f.meta
+            .offset_keys()
+            .into_iter()
+            .map(|n| {
+                let dt = f.meta.info(&n).expect("listed").dtype;
+                (n, dt)
+            })
+            .collect()
+    }
+
     /// Every tensor name, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.index.keys().map(String::as_str)

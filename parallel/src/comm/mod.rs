@@ -19,10 +19,14 @@
 //!   group, ordered by (key, old rank).
 //! - Failures (timeout, dead peer, transport) are `CommError`s naming the group and operation;
 //!   the MPI backend cannot return from a hung collective and aborts the job instead (watchdog).
+//! - Every backend call made here is numbered per group in the group's flight recorder
+//!   (`flight.rs`, held in `counters()`); a timeout is explained from every rank's status board
+//!   (`crate::forensics`): which ranks never reached the call the others wait in.
 
 pub mod buffer;
 pub mod counters;
 pub mod error;
+pub mod flight;
 pub mod local;
 pub mod p2p;
 
@@ -73,7 +77,9 @@ pub trait Comm: Send + Sync {
             .map_err(|e| CommError::invalid("all_reduce", self.name(), e))?;
         let bytes = buf.byte_len() as u64;
         if self.size() > 1 {
-            self.backend_all_reduce(buf.reborrow(), op)?;
+            recorded(self, "all_reduce", bytes, || {
+                self.backend_all_reduce(buf.reborrow(), op)
+            })?;
         }
         let moved = all_reduce_ring_bytes(bytes, self.size() as u64);
         self.counters().record(OpKind::AllReduce, moved, moved);
@@ -104,7 +110,9 @@ pub trait Comm: Send + Sync {
             ));
         }
         if self.size() > 1 {
-            self.backend_reduce_scatter(input, output.reborrow(), op)?;
+            recorded(self, name, input.byte_len() as u64, || {
+                self.backend_reduce_scatter(input, output.reborrow(), op)
+            })?;
         } else {
             output.copy_from(input);
         }
@@ -130,7 +138,9 @@ pub trait Comm: Send + Sync {
             ));
         }
         if self.size() > 1 {
-            self.backend_all_gather(input, output.reborrow())?;
+            recorded(self, name, output.byte_len() as u64, || {
+                self.backend_all_gather(input, output.reborrow())
+            })?;
         } else {
             output.copy_from(input);
         }
@@ -175,7 +185,9 @@ pub trait Comm: Send + Sync {
         check_rank("broadcast", self.name(), "root", root, self.size())?;
         let bytes = buf.byte_len() as u64;
         if self.size() > 1 {
-            self.backend_broadcast(buf.reborrow(), root)?;
+            recorded(self, "broadcast", bytes, || {
+                self.backend_broadcast(buf.reborrow(), root)
+            })?;
         }
         let n = self.size();
         let me = self.rank();
@@ -188,7 +200,9 @@ pub trait Comm: Send + Sync {
     /// Sends `buf` to rank `dest` of this group with a user tag.
     fn send(&self, buf: Buf<'_>, dest: usize, tag: u32) -> Result<(), CommError> {
         check_peer("send", self.name(), dest, self.rank(), self.size())?;
-        self.backend_send(buf, dest, tag)?;
+        recorded(self, "send", buf.byte_len() as u64, || {
+            self.backend_send(buf, dest, tag)
+        })?;
         self.counters()
             .record(OpKind::Send, buf.byte_len() as u64, 0);
         Ok(())
@@ -197,7 +211,10 @@ pub trait Comm: Send + Sync {
     /// Receives into `buf` from rank `src`; the message must have exactly `buf`'s type and length.
     fn recv(&self, mut buf: BufMut<'_>, src: usize, tag: u32) -> Result<(), CommError> {
         check_peer("recv", self.name(), src, self.rank(), self.size())?;
-        self.backend_recv(buf.reborrow(), src, tag)?;
+        let bytes = buf.byte_len() as u64;
+        recorded(self, "recv", bytes, || {
+            self.backend_recv(buf.reborrow(), src, tag)
+        })?;
         self.counters()
             .record(OpKind::Recv, 0, buf.byte_len() as u64);
         Ok(())
@@ -206,7 +223,7 @@ pub trait Comm: Send + Sync {
     /// Returns once every rank of the group has entered the barrier.
     fn barrier(&self) -> Result<(), CommError> {
         if self.size() > 1 {
-            self.backend_barrier()?;
+            recorded(self, "barrier", 0, || self.backend_barrier())?;
         }
         self.counters().record(OpKind::Barrier, 0, 0);
         Ok(())
@@ -216,11 +233,12 @@ pub trait Comm: Send + Sync {
     /// by (`key`, old rank).
     fn split(&self, color: u32, key: u32, name: &str) -> Result<Arc<dyn Comm>, CommError> {
         let child = if self.size() > 1 {
-            self.backend_split(color, key, name)?
+            recorded(self, "split", 0, || self.backend_split(color, key, name))?
         } else {
             Arc::new(local::LocalComm::named(name))
         };
         self.counters().record(OpKind::Split, 0, 0);
+        child.counters().flight.name(child.name());
         Ok(child)
     }
 
@@ -295,6 +313,22 @@ fn no_p2p(op: &'static str, group: &str) -> CommError {
         group: group.to_string(),
         reason: "this backend has no non-blocking point-to-point".into(),
     }
+}
+
+/// Runs the backend hook `f` as call `op` of `bytes` on `comm`: numbered in the group's flight
+/// recorder, and a timeout explained from every rank's status board while the call is still
+/// shown in flight (so the other ranks asking this one see it waiting).
+fn recorded<C: Comm + ?Sized, T>(
+    comm: &C,
+    op: &'static str,
+    bytes: u64,
+    f: impl FnOnce() -> Result<T, CommError>,
+) -> Result<T, CommError> {
+    let flight = &comm.counters().flight;
+    let call = flight.begin(comm.name(), op, bytes);
+    let result = f().map_err(|e| crate::forensics::annotate(e, comm.name(), &call));
+    flight.end(&call);
+    result
 }
 
 fn check_same_dtype(
