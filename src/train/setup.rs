@@ -13,7 +13,7 @@ use crate::recipe::Recipe;
 use crate::tokenizer::Tokenizer;
 use crate::user;
 use ferrotron_parallel::{env::DistEnv, MeshComms};
-use ferrotron_zero::{Collectives, Engine};
+use ferrotron_zero::{Collectives, Engine, EngineGroups};
 
 pub struct Setup<B: ferrotron_kernels::Backend> {
     pub recipe: Recipe,
@@ -96,7 +96,8 @@ impl<B: Collectives + 'static> Setup<B> {
         let t = &recipe.train;
         let model = Transformer::new(cfg).with_recompute(t.activation_checkpointing == "full");
         let start = Start::pick(&recipe, resume, &model, weights_dir.as_deref(), rank0)?;
-        let mut engine = start.build_engine(b, &recipe, comms.dp.clone(), &model.layout)?;
+        let groups = EngineGroups::data_parallel(comms.dp.clone());
+        let mut engine = start.build_engine(b, &recipe, groups, &model.layout)?;
         if let Start::Pretrained(_) = &start {
             let dir = weights_dir
                 .as_deref()
