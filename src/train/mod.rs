@@ -26,7 +26,7 @@ mod weights;
 use crate::checkpoint::lock::CheckpointLock;
 use crate::data::{microbatches, rank_slice, Batch};
 use crate::error::{Error, Result};
-use crate::model::{DeviceBatch, HostBatch};
+use crate::model::HostBatch;
 use crate::recipe::Recipe;
 use crate::user;
 use ferrotron_parallel::{Comm, OpKind, ReduceOp};
@@ -156,27 +156,29 @@ fn train<B: Collectives + 'static>(
         let mut loss_sum = 0.0;
         let mut saved_bytes = 0u64; // kept for backward, largest micro-batch (first step's record)
         for batch in batches {
-            let dev = DeviceBatch::upload(b, &HostBatch::from(batch))?;
-            let fwd = s.model.forward(b, &mut *s.engine, &dev)?;
+            let dev = s.model.upload_batch(b, &HostBatch::from(batch))?;
+            let fwd = s.model.forward_tp(b, &mut *s.engine, &dev, &s.tp)?;
             if step == s.start_step + 1 {
                 let (act, acc) = fwd.saved_elements();
                 saved_bytes =
                     saved_bytes.max(act as u64 * B::ACT_BYTES + acc as u64 * B::ACC_BYTES);
             }
-            let (ls, dx) = s.model.head(
+            let (ls, dx) = s.model.head_tp(
                 b,
                 &mut *s.engine,
                 &dev,
                 &fwd,
                 Some(1.0 / global_targets),
                 None,
+                &s.tp,
             )?;
-            s.model.backward(
+            s.model.backward_tp(
                 b,
                 &mut *s.engine,
                 &dev,
                 &fwd,
                 dx.expect("head returns dx with a grad scale"),
+                &s.tp,
             )?;
             loss_sum += ls;
         }
@@ -259,6 +261,7 @@ fn train<B: Collectives + 'static>(
                 &mut *s.engine,
                 &s.data,
                 &*dp,
+                &s.tp,
                 s.micro_batch,
                 r.train.eval_batches,
                 global_batch,
