@@ -561,13 +561,3 @@ fn check_hf_with_tp_2_matches_every_fixture() {
         }
     }
 }
-
-#[test]
-fn check_hf_tp_rejects_a_rank_count_other_than_tp() {
-    let dir = root().join("tests/fixtures/hf/tiny-llama");
-    let dir = dir.display().to_string();
-    let o = ferrotron(&["check-hf", &dir, "--tp", "2"]);
-    assert_eq!(o.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("runs on exactly 2 ranks"), "{err}");
-}
