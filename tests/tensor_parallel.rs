@@ -9,13 +9,13 @@
 //!   1-rank export's tensors (no padding row leaks).
 //! - Communication: the tp group's counters per step (metrics `tp_traffic`) equal the formula,
 //!   per micro-batch of N tokens, L layers, width D, B = 4·N·D bytes, p = tp (ring convention of
-//!   parallel/src/comm/counters.rs: an all-reduce sends 2(p−1)B/p, a gather or scatter (p−1)B/p):
-//!     without SP: 4L + 2 all-reduces of B (embedding g, 2 g's and 2 f's per layer, the head's f);
-//!     with SP:    4L + 2 reduce-scatters and 6L + 2 all-gathers of B (the same regions, plus
-//!                 the re-gathers of the two normed inputs in each layer's backward: Megatron
-//!                 keeps the local N/p tokens and gathers them again, instead of keeping all N);
-//!     both:       one all-gather of the vocab-parallel cross-entropy's row statistics
-//!                 (3 f32 per token) per head chunk (one chunk per micro-batch here).
+//!   parallel/src/comm/counters.rs: an all-reduce sends 2(p−1)B/p, a gather or scatter (p−1)B/p).
+//!   Without SP: 4L + 2 all-reduces of B (embedding g, 2 g's and 2 f's per layer, the head's f).
+//!   With SP: 4L + 2 reduce-scatters and 6L + 2 all-gathers of B (the same regions, plus the
+//!   re-gathers of the two normed inputs in each layer's backward: Megatron keeps the local N/p
+//!   tokens and gathers them again, instead of keeping all N). Both: one all-gather of the
+//!   vocab-parallel cross-entropy's row statistics (3 f32 per token) per head chunk (one chunk
+//!   per micro-batch here).
 //!   The optimizer step adds one all-reduce per replicated tensor whose gradient is a partial sum
 //!   (row-parallel biases, GPT-2's position table, and with SP the norms), asserted at ZeRO 0
 //!   where every rank holds whole gradients (from ZeRO 1 on each rank sums only the part of
