@@ -157,6 +157,9 @@ pub struct ParallelSection {
     /// Forward/backward passes per rank and step (the pipeline schedule's m); the other view of
     /// `train.micro_batch` (train/batching.rs). None: derived from `train.micro_batch`.
     pub microbatches: Option<usize>,
+    /// Megatron's sequence parallelism inside the tensor-parallel group: norms, residual adds
+    /// and their activations on N/tp tokens (needs tp > 1).
+    pub sequence_parallel: bool,
     /// Seconds a collective may take before the job fails naming the group and operation.
     pub collective_timeout_s: f64,
     /// How GPU buffers cross the data-parallel group on cuda: "nccl", or "host-staged" (through
@@ -173,6 +176,7 @@ impl Default for ParallelSection {
             microbatches: None,
             collective_timeout_s: 300.0,
             gpu_comm: "nccl".into(),
+            sequence_parallel: false,
         }
     }
 }
@@ -271,6 +275,12 @@ impl Recipe {
             other => return Err(user!(
                 "{origin}: `train.activation_checkpointing` = \"{other}\" is not one of \"none\", \"full\""
             )),
+        }
+        if self.parallel.sequence_parallel && self.parallel.tp < 2 {
+            return Err(user!(
+                "{origin}: `parallel.sequence_parallel` = true splits tokens over the tensor-parallel group and needs `parallel.tp` > 1 (it is {})",
+                self.parallel.tp
+            ));
         }
         if self.checkpoint.save_initial && !self.checkpoint.enabled {
             return Err(user!(
@@ -423,6 +433,7 @@ fn known_keys() -> Vec<(&'static str, &'static [&'static str])> {
                 "tp",
                 "pp",
                 "microbatches",
+                "sequence_parallel",
                 "collective_timeout_s",
                 "gpu_comm",
             ],

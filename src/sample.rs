@@ -13,11 +13,12 @@
 
 use crate::checkpoint;
 use crate::error::Result;
-use crate::model::{DeviceBatch, HostBatch, ModelConfig, ParamStore, ResidentStore, Transformer};
+use crate::model::{HostBatch, ModelConfig, ParamStore, ResidentStore, Transformer};
 use crate::tokenizer::Tokenizer;
 use crate::user;
 use ferrotron_kernels::cpu::CpuBackend;
 use ferrotron_kernels::Backend;
+use ferrotron_parallel::{NoTp, TpComm};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
@@ -125,7 +126,7 @@ pub fn generate(
 ) -> Result<String> {
     let b = CpuBackend::<f32>::new();
     let mut store = resident(&b, weights)?;
-    generate_with(&b, model, &mut store, tokenizer, prompt, opts)
+    generate_with(&b, model, &mut store, &NoTp, tokenizer, prompt, opts)
 }
 
 /// Every unit's weights resident on `b` (no gradients: inference only).
@@ -142,12 +143,14 @@ fn resident<B: Backend>(b: &B, weights: &[Vec<f32>]) -> Result<ResidentStore<B>>
     })
 }
 
-/// `generate` through any parameter store (e.g. a ZeRO engine: every rank of its group must call
-/// it, with the same arguments; each gets the same text).
+/// `generate` through any parameter store and tensor-parallel group (e.g. a ZeRO engine: every
+/// rank of its groups must call it, with the same arguments; each gets the same text).
+#[allow(clippy::too_many_arguments)]
 pub fn generate_with<B: Backend, S: ParamStore<B> + ?Sized>(
     b: &B,
     model: &Transformer,
     store: &mut S,
+    tp: &dyn TpComm<B>,
     tokenizer: &Tokenizer,
     prompt: &str,
     opts: &SampleOptions,
@@ -173,7 +176,7 @@ pub fn generate_with<B: Backend, S: ParamStore<B> + ?Sized>(
     let mut stop: Vec<u32> = tokenizer.eos_id().into_iter().collect();
     stop.extend(crate::hf_files::eos_ids(&model.cfg));
     stop.dedup();
-    let new = generate_ids_with(b, model, store, &ids, &stop, opts)?;
+    let new = generate_ids_with(b, model, store, tp, &ids, &stop, opts)?;
     let body: Vec<u32> = new.iter().copied().filter(|t| !stop.contains(t)).collect();
     let prefix = tokenizer.decode(&ids)?;
     let full = tokenizer.decode(&[ids.as_slice(), body.as_slice()].concat())?;
@@ -194,14 +197,15 @@ pub fn generate_ids(
 ) -> Result<Vec<u32>> {
     let b = CpuBackend::<f32>::new();
     let mut store = resident(&b, weights)?;
-    generate_ids_with(&b, model, &mut store, prompt, stop, opts)
+    generate_ids_with(&b, model, &mut store, &NoTp, prompt, stop, opts)
 }
 
-/// `generate_ids` through any parameter store.
+/// `generate_ids` through any parameter store and tensor-parallel group.
 pub fn generate_ids_with<B: Backend, S: ParamStore<B> + ?Sized>(
     b: &B,
     model: &Transformer,
     store: &mut S,
+    tp: &dyn TpComm<B>,
     prompt: &[u32],
     stop: &[u32],
     opts: &SampleOptions,
@@ -220,7 +224,7 @@ pub fn generate_ids_with<B: Backend, S: ParamStore<B> + ?Sized>(
     let mut out = Vec::new();
     for _ in 0..opts.max_new_tokens {
         let window = &seq[seq.len().saturating_sub(model.cfg.max_positions)..];
-        let logits = last_logits(b, model, store, window)?;
+        let logits = last_logits(b, model, store, tp, window)?;
         let next = pick(&logits, opts.temperature, opts.top_k, &mut rng);
         seq.push(next);
         out.push(next);
@@ -236,15 +240,16 @@ pub fn last_logits<B: Backend, S: ParamStore<B> + ?Sized>(
     b: &B,
     model: &Transformer,
     store: &mut S,
+    tp: &dyn TpComm<B>,
     ids: &[u32],
 ) -> Result<Vec<f32>> {
     let n = ids.len();
     let ids32: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
     let host = HostBatch::from_rows(&ids32, &vec![-100; n], 1, n);
-    let batch = DeviceBatch::upload(b, &host)?;
-    let fwd = model.forward(b, store, &batch)?;
+    let batch = model.upload_batch(b, &host)?;
+    let fwd = model.forward_tp(b, store, &batch, tp)?;
     let mut logits = Vec::with_capacity(n * model.cfg.vocab_size);
-    model.head(b, store, &batch, &fwd, None, Some(&mut logits))?;
+    model.head_tp(b, store, &batch, &fwd, None, Some(&mut logits), tp)?;
     let v = model.cfg.vocab_size;
     Ok(logits[(n - 1) * v..n * v].to_vec())
 }

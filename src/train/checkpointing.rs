@@ -66,7 +66,7 @@ impl<B: Collectives + 'static> Setup<B> {
             step,
             &meta,
             &mut state,
-            &|_| true,
+            &|t| super::weights::writes_tensor(&self.model, t),
         )?;
         if self.rank0 {
             println!(

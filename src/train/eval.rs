@@ -10,14 +10,16 @@
 //! and runs them in forwards of at most `micro_batch` rows. Every rank runs the same number of
 //! forwards, F = ⌈⌈R/dp⌉ / micro_batch⌉: a rank with fewer rows pads with one-row forwards whose
 //! loss is discarded, because under ZeRO-3 every forward all-gathers every unit and each gather
-//! needs every rank of the group. Then one all-reduce of (loss sum, target count) over dp.
+//! needs every rank of the group. Then one all-reduce of (loss sum, target count) over dp. The
+//! ranks of a tensor-parallel group evaluate the same rows together (each its own slices) and
+//! get the same losses, so the sum runs over dp alone.
 
 use super::comm_err;
 use crate::data::Datasets;
 use crate::error::Result;
-use crate::model::{DeviceBatch, HostBatch, Transformer};
+use crate::model::{HostBatch, Transformer};
 use ferrotron_kernels::Backend;
-use ferrotron_parallel::{Comm, ReduceOp};
+use ferrotron_parallel::{Comm, ReduceOp, TpComm};
 use ferrotron_zero::Engine;
 use std::ops::Range;
 
@@ -65,6 +67,7 @@ pub fn evaluate<B: Backend>(
     engine: &mut dyn Engine<B>,
     data: &Datasets,
     dp: &dyn Comm,
+    tp: &dyn TpComm<B>,
     micro_batch: usize,
     eval_batches: usize,
     global_batch: usize,
@@ -78,9 +81,9 @@ pub fn evaluate<B: Backend>(
         let ids: Vec<usize> = forward.clone().unwrap_or(0..1).collect();
         let batch = data.val.batch(&ids)?;
         let n_targets = batch.n_target_tokens as f64;
-        let dev = DeviceBatch::upload(b, &HostBatch::from(batch))?;
-        let fwd = model.forward(b, engine, &dev)?;
-        let (loss, _) = model.head(b, engine, &dev, &fwd, None, None)?;
+        let dev = model.upload_batch(b, &HostBatch::from(batch))?;
+        let fwd = model.forward_tp(b, engine, &dev, tp)?;
+        let (loss, _) = model.head_tp(b, engine, &dev, &fwd, None, None, tp)?;
         if forward.is_some() {
             loss_sum += loss;
             targets += n_targets;

@@ -26,12 +26,12 @@ mod weights;
 use crate::checkpoint::lock::CheckpointLock;
 use crate::data::{microbatches, rank_slice, Batch};
 use crate::error::{Error, Result};
-use crate::model::{DeviceBatch, HostBatch};
+use crate::model::HostBatch;
 use crate::recipe::Recipe;
 use crate::user;
 use ferrotron_parallel::{Comm, OpKind, ReduceOp};
 use ferrotron_zero::{Collectives, StepConfig};
-use metrics::Metrics;
+use metrics::{traffic_json, Metrics};
 use serde_json::json;
 use std::path::Path;
 use std::time::Instant;
@@ -152,31 +152,34 @@ fn train<B: Collectives + 'static>(
             ));
         }
         let traffic_before = dp.counters().snapshot();
+        let tp_before = s.tp.comm.counters().snapshot();
         s.engine.zero_grads(b)?;
         let mut loss_sum = 0.0;
         let mut saved_bytes = 0u64; // kept for backward, largest micro-batch (first step's record)
         for batch in batches {
-            let dev = DeviceBatch::upload(b, &HostBatch::from(batch))?;
-            let fwd = s.model.forward(b, &mut *s.engine, &dev)?;
+            let dev = s.model.upload_batch(b, &HostBatch::from(batch))?;
+            let fwd = s.model.forward_tp(b, &mut *s.engine, &dev, &s.tp)?;
             if step == s.start_step + 1 {
                 let (act, acc) = fwd.saved_elements();
                 saved_bytes =
                     saved_bytes.max(act as u64 * B::ACT_BYTES + acc as u64 * B::ACC_BYTES);
             }
-            let (ls, dx) = s.model.head(
+            let (ls, dx) = s.model.head_tp(
                 b,
                 &mut *s.engine,
                 &dev,
                 &fwd,
                 Some(1.0 / global_targets),
                 None,
+                &s.tp,
             )?;
-            s.model.backward(
+            s.model.backward_tp(
                 b,
                 &mut *s.engine,
                 &dev,
                 &fwd,
                 dx.expect("head returns dx with a grad scale"),
+                &s.tp,
             )?;
             loss_sum += ls;
         }
@@ -193,6 +196,7 @@ fn train<B: Collectives + 'static>(
         };
         // The engine's traffic is measured around backward and step, excluding the loss sum.
         let traffic_backward = dp.counters().snapshot().since(&traffic_before);
+        let tp_model = s.tp.comm.counters().snapshot().since(&tp_before);
         let loss = all_sum(&*dp, loss_sum)? / global_targets;
         if !loss.is_finite() {
             return Err(non_finite(
@@ -208,8 +212,10 @@ fn train<B: Collectives + 'static>(
             return Err(spike_stop(step, loss, mean, &r, s.rank0));
         }
         let before_step = dp.counters().snapshot();
+        let tp_before_step = s.tp.comm.counters().snapshot();
         let stats = s.engine.step(b, &cfg)?;
         let traffic_step = dp.counters().snapshot().since(&before_step);
+        let tp_step = s.tp.comm.counters().snapshot().since(&tp_before_step);
         let sent = |k: OpKind| traffic_backward.op(k).bytes_sent + traffic_step.op(k).bytes_sent;
         if !stats.grad_norm.is_finite() {
             return Err(non_finite(
@@ -236,6 +242,12 @@ fn train<B: Collectives + 'static>(
                     "all_gather": sent(OpKind::AllGather),
                 },
             });
+            if s.tp.comm.size() > 1 {
+                // The model's regions (forward, head, backward of every micro-batch) and the
+                // optimizer step's sums of replicated partial gradients, apart.
+                rec["tp_traffic"] =
+                    json!({"model": traffic_json(&tp_model), "step": traffic_json(&tp_step)});
+            }
             if step == s.start_step + 1 {
                 rec["memory"] = s.memory_table()?;
                 rec["activations_bytes"] = json!(saved_bytes);
@@ -259,6 +271,7 @@ fn train<B: Collectives + 'static>(
                 &mut *s.engine,
                 &s.data,
                 &*dp,
+                &s.tp,
                 s.micro_batch,
                 r.train.eval_batches,
                 global_batch,

@@ -21,6 +21,7 @@ impl<B: Collectives + 'static> Setup<B> {
             b,
             &self.model,
             &mut *self.engine,
+            &self.tp,
             &self.tokenizer,
             &prompt,
             &opts,

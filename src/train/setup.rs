@@ -8,16 +8,19 @@ use super::groups;
 use super::weights::Start;
 use crate::data::{self, Datasets, Sampler};
 use crate::error::Result;
-use crate::model::{Arch, ModelConfig, Transformer};
+use crate::model::{Arch, ModelConfig, TpShape, Transformer};
 use crate::recipe::Recipe;
 use crate::tokenizer::Tokenizer;
 use crate::user;
+use ferrotron_parallel::TpGroup;
 use ferrotron_parallel::{env::DistEnv, MeshComms};
-use ferrotron_zero::{Collectives, Engine, EngineGroups};
+use ferrotron_zero::{Collectives, Engine};
 
 pub struct Setup<B: ferrotron_kernels::Backend> {
     pub recipe: Recipe,
     pub comms: MeshComms,
+    /// The tensor-parallel group as the model calls it.
+    pub tp: TpGroup,
     pub rank0: bool,
     pub tokenizer: Tokenizer,
     pub data: Datasets,
@@ -38,10 +41,9 @@ impl<B: Collectives + 'static> Setup<B> {
     /// `dist`: the launcher's view of this process (rank, world, local rank), read once by `train::run`.
     pub fn new(b: &B, recipe: Recipe, resume: bool, dist: &DistEnv) -> Result<Self> {
         let p = &recipe.parallel;
-        if p.tp != 1 || p.pp != 1 {
+        if p.pp != 1 {
             return Err(user!(
-                "parallel.tp = {} and parallel.pp = {}: tensor and pipeline parallelism are not implemented in this build yet (use 1)",
-                p.tp,
+                "parallel.pp = {}: pipeline parallelism is not implemented in this build yet (use 1)",
                 p.pp
             ));
         }
@@ -91,13 +93,26 @@ impl<B: Collectives + 'static> Setup<B> {
             ));
         }
         let batch = batching::plan(&recipe, dp)?;
+        batching::check_sequence_split(&recipe, seq_len)?;
 
-        // The starting state and the engine filled from it.
+        // This rank's slices of the model, the starting state and the engine filled from it.
         let t = &recipe.train;
-        let model = Transformer::new(cfg).with_recompute(t.activation_checkpointing == "full");
+        let tp_shape = TpShape {
+            size: comms.tp.size(),
+            rank: comms.tp.rank(),
+            sequence_parallel: p.sequence_parallel,
+        };
+        let cfg_file = weights_dir
+            .as_ref()
+            .map(|d| d.join("config.json"))
+            .or_else(|| recipe.model.config.clone())
+            .unwrap_or_default();
+        let model = Transformer::with_tp(cfg, tp_shape)
+            .map_err(|e| user!("{}: {e}", cfg_file.display()))?
+            .with_recompute(t.activation_checkpointing == "full");
         let start = Start::pick(&recipe, resume, &model, weights_dir.as_deref(), rank0)?;
-        let groups = EngineGroups::data_parallel(comms.dp.clone());
-        let mut engine = start.build_engine(b, &recipe, groups, &model.layout)?;
+        let groups = super::weights::engine_groups(&comms, &model);
+        let mut engine = start.build_engine(b, &recipe, groups, &model)?;
         if let Start::Pretrained(_) = &start {
             let dir = weights_dir
                 .as_deref()
@@ -118,6 +133,9 @@ impl<B: Collectives + 'static> Setup<B> {
 
         let s = Setup {
             recipe,
+            tp: TpGroup {
+                comm: comms.tp.clone(),
+            },
             comms,
             rank0,
             tokenizer,
