@@ -9,7 +9,7 @@
 //! the staged gather is lossless; its counted bytes are those of the f32 host buffers.
 
 use super::collectives::Collectives;
-use super::comm_err;
+use super::{check_gather, check_scatter, comm_err};
 use crate::{Comm, DeviceDtype, NcclComm, ReduceOp};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
 use ferrotron_kernels::backend::{AccDst, AccSrc, ActDst, ActSrc};
@@ -84,15 +84,7 @@ impl<A: CudaAct> Collectives for CudaBackend<A> {
         input: AccSrc<'_, Self>,
         out: AccDst<'_, Self>,
     ) -> Result<()> {
-        if input.len != out.len * comm.size() {
-            return Err(Error::Unsupported(format!(
-                "reduce_scatter on group {}: input of {} elements is not group size {} x output {}",
-                comm.name(),
-                input.len,
-                comm.size(),
-                out.len
-            )));
-        }
+        check_scatter(comm, input.len, out.len)?;
         if let Some(n) = nccl_of(self, comm)? {
             let (pi, _s1) = input.buf.device_ptr(n.stream());
             let (po, _s2) = out.buf.device_ptr_mut(n.stream());
@@ -119,15 +111,7 @@ impl<A: CudaAct> Collectives for CudaBackend<A> {
         input: ActSrc<'_, Self>,
         out: ActDst<'_, Self>,
     ) -> Result<()> {
-        if out.len != input.len * comm.size() {
-            return Err(Error::Unsupported(format!(
-                "all_gather on group {}: output of {} elements is not group size {} x input {}",
-                comm.name(),
-                out.len,
-                comm.size(),
-                input.len
-            )));
-        }
+        check_gather(comm, input.len, out.len)?;
         if let Some(n) = nccl_of(self, comm)? {
             let es = std::mem::size_of::<A>() as u64;
             let (pi, _s1) = input.buf.device_ptr(n.stream());
@@ -201,15 +185,7 @@ impl<A: CudaAct> Collectives for CudaBackend<A> {
         input: ActSrc<'_, Self>,
         out: ActDst<'_, Self>,
     ) -> Result<()> {
-        if input.len != out.len * comm.size() {
-            return Err(Error::Unsupported(format!(
-                "reduce_scatter on group {}: input of {} elements is not group size {} x output {}",
-                comm.name(),
-                input.len,
-                comm.size(),
-                out.len
-            )));
-        }
+        check_scatter(comm, input.len, out.len)?;
         if let Some(n) = nccl_of(self, comm)? {
             let es = std::mem::size_of::<A>() as u64;
             let (pi, _s1) = input.buf.device_ptr(n.stream());
@@ -238,15 +214,7 @@ impl<A: CudaAct> Collectives for CudaBackend<A> {
         input: AccSrc<'_, Self>,
         out: AccDst<'_, Self>,
     ) -> Result<()> {
-        if out.len != input.len * comm.size() {
-            return Err(Error::Unsupported(format!(
-                "all_gather on group {}: output of {} elements is not group size {} x input {}",
-                comm.name(),
-                out.len,
-                comm.size(),
-                input.len
-            )));
-        }
+        check_gather(comm, input.len, out.len)?;
         if let Some(n) = nccl_of(self, comm)? {
             let (pi, _s1) = input.buf.device_ptr(n.stream());
             let (po, _s2) = out.buf.device_ptr_mut(n.stream());

@@ -12,3 +12,35 @@ pub use collectives::Collectives;
 pub(crate) fn comm_err(e: crate::CommError) -> ferrotron_kernels::Error {
     ferrotron_kernels::Error::Unsupported(format!("communication failed: {e}"))
 }
+
+/// A reduce-scatter's input must hold the group size times its output's elements.
+pub(crate) fn check_scatter(
+    comm: &dyn crate::Comm,
+    input: usize,
+    out: usize,
+) -> ferrotron_kernels::Result<()> {
+    if input == out * comm.size() {
+        return Ok(());
+    }
+    Err(ferrotron_kernels::Error::Unsupported(format!(
+        "reduce_scatter on group {}: input of {input} elements is not group size {} x output {out}",
+        comm.name(),
+        comm.size()
+    )))
+}
+
+/// An all-gather's output must hold the group size times its input's elements.
+pub(crate) fn check_gather(
+    comm: &dyn crate::Comm,
+    input: usize,
+    out: usize,
+) -> ferrotron_kernels::Result<()> {
+    if out == input * comm.size() {
+        return Ok(());
+    }
+    Err(ferrotron_kernels::Error::Unsupported(format!(
+        "all_gather on group {}: output of {out} elements is not group size {} x input {input}",
+        comm.name(),
+        comm.size()
+    )))
+}

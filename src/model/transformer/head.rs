@@ -147,6 +147,9 @@ impl Transformer {
             }
             let tg = Src::range(&batch.targets, r0, rows);
             let ls = Dst::range(&mut losses, r0, rows);
+            let lg = Src::range(&logits, 0, rows * vocab);
+            let dl = grad_scale.map(|_| Dst::range(&mut dlogits, 0, rows * vocab));
+            let scale = grad_scale.unwrap_or(0.0);
             if parallel {
                 // Vocab-parallel cross-entropy: this rank's row statistics, everyone's, the loss.
                 let slice = VocabSlice {
@@ -155,62 +158,26 @@ impl Transformer {
                     valid,
                     start,
                 };
-                let lg = Src::range(&logits, 0, rows * vocab);
                 b.cross_entropy_stats(lg, tg, Dst::range(&mut stats, 0, 3 * rows), slice)?;
                 let p = self.tp.size;
                 let all = Dst::range(&mut all_stats, 0, p * 3 * rows);
                 tp.all_gather_acc(b, Src::range(&stats, 0, 3 * rows), all)?;
                 let all = Src::range(&all_stats, 0, p * 3 * rows);
-                let dl = grad_scale.map(|_| Dst::range(&mut dlogits, 0, rows * vocab));
-                let scale = grad_scale.unwrap_or(0.0);
                 b.cross_entropy_finish(lg, tg, all, p, ls, dl, slice, scale)?;
-                if grad_scale.is_some() {
-                    let dx = Dst::range(&mut dhf, r0 * d, rows * d);
-                    let dw = weight_grads(&mut g[hu], hunit, head_role, head_role);
-                    b.linear_backward(
-                        xin,
-                        wh,
-                        Src::range(&dlogits, 0, rows * vocab),
-                        Some(dx),
-                        dw,
-                        dims,
-                    )?;
-                }
-                r0 += rows;
-                continue;
+            } else {
+                b.cross_entropy(lg, tg, ls, dl, rows, vocab, scale)?;
             }
-            match grad_scale {
-                None => b.cross_entropy(
-                    Src::range(&logits, 0, rows * vocab),
-                    tg,
-                    ls,
-                    None,
-                    rows,
-                    vocab,
-                    0.0,
-                )?,
-                Some(scale) => {
-                    let dl = Dst::range(&mut dlogits, 0, rows * vocab);
-                    b.cross_entropy(
-                        Src::range(&logits, 0, rows * vocab),
-                        tg,
-                        ls,
-                        Some(dl),
-                        rows,
-                        vocab,
-                        scale,
-                    )?;
-                    let dx = Dst::range(&mut dhf, r0 * d, rows * d);
-                    let dw = weight_grads(&mut g[hu], hunit, head_role, head_role);
-                    b.linear_backward(
-                        xin,
-                        wh,
-                        Src::range(&dlogits, 0, rows * vocab),
-                        Some(dx),
-                        dw,
-                        dims,
-                    )?;
-                }
+            if grad_scale.is_some() {
+                let dx = Dst::range(&mut dhf, r0 * d, rows * d);
+                let dw = weight_grads(&mut g[hu], hunit, head_role, head_role);
+                b.linear_backward(
+                    xin,
+                    wh,
+                    Src::range(&dlogits, 0, rows * vocab),
+                    Some(dx),
+                    dw,
+                    dims,
+                )?;
             }
             r0 += rows;
         }
