@@ -1,13 +1,16 @@
 //! Model FLOPs per token, the convention MFU figures use (PaLM appendix B, nanoGPT, torchtitan,
 //! and the PyTorch baseline this project is measured against):
 //!
-//!   flops/token = 6·N_matmul + 12·L·D·S
+//!   flops/token = 6·N_matmul + 12·D·Σ_l S_l
 //!
-//!   N_matmul  every parameter except the token and position embeddings (their forward is a
-//!             lookup), plus V·D for the output projection, tied or not;
+//!   N_matmul  every parameter of the whole model (logical tensors, whatever slice of them this
+//!             rank holds under tensor parallelism) except the token and position embeddings
+//!             (their forward is a lookup), plus V·D for the output projection, tied or not;
 //!   6         forward (2) and backward (4) multiply-adds per weight and token;
-//!   12·L·D·S  attention's scores and weighted values at sequence length S, forward and backward,
-//!             counted in full (causal masking is not halved).
+//!   12·D·S_l  attention's scores and weighted values of layer l, forward and backward, with S_l
+//!             the keys a query may see: the sequence length S, counted in full (causal masking
+//!             is not halved), or min(S, w) in a layer with a sliding window w. Without windows
+//!             this is the usual 12·L·D·S.
 //! Recomputation (activation checkpointing) is not counted: it is work, not model FLOPs.
 
 use super::super::layout::Role;
@@ -21,7 +24,7 @@ impl Transformer {
             .layout
             .tensors()
             .filter(|(_, t)| !lookups(t.role))
-            .map(|(_, t)| t.numel())
+            .map(|(_, t)| t.slice.global_numel())
             .sum();
         let tied = self.head_unit().1 == Role::TokenEmbedding;
         weights
@@ -35,7 +38,10 @@ impl Transformer {
     /// Model FLOPs per trained token at sequence length `seq_len`.
     pub fn flops_per_token(&self, seq_len: usize) -> f64 {
         let c = &self.cfg;
-        6.0 * self.matmul_params() as f64 + 12.0 * (c.layers * c.hidden * seq_len) as f64
+        let keys: usize = (0..c.layers)
+            .map(|l| c.sliding_window.of(l).map_or(seq_len, |w| w.min(seq_len)))
+            .sum();
+        6.0 * self.matmul_params() as f64 + 12.0 * (c.hidden * keys) as f64
     }
 }
 
@@ -80,5 +86,18 @@ mod tests {
         let llama = model("llama-1b-shape.json");
         assert_eq!(llama.matmul_params(), n);
         assert_eq!(llama.flops_per_token(s), (6 * n + 12 * l * d * s) as f64);
+        // Tensor parallelism does not change the model's FLOPs; a window of 512 caps S_l.
+        let tp = super::super::super::TpShape {
+            size: 4,
+            rank: 1,
+            sequence_parallel: true,
+        };
+        let sliced = Transformer::with_tp(llama.cfg.clone(), tp).unwrap();
+        assert_eq!(sliced.matmul_params(), n);
+        let mut windowed = llama.cfg.clone();
+        windowed.sliding_window.window = Some(512);
+        windowed.sliding_window.layers = (0..l).map(|i| i % 2 == 0).collect();
+        let w = Transformer::new(windowed).flops_per_token(s);
+        assert_eq!(w, (6 * n + 12 * d * (l / 2 * 512 + l / 2 * s)) as f64);
     }
 }
