@@ -19,7 +19,7 @@ pack="$(cd "${1:-.gpu/pack}" && pwd)"
 work="$(mktemp -d)"
 sdpa_rc=2
 if [ -f "$pack/attention_bench.py" ]; then
-  capped "${ATTN_BENCH_SDPA_CAP_S:-120}" python3 -c '
+  capped "${ATTN_BENCH_SDPA_CAP_S:-120}" env LD_LIBRARY_PATH="$GPU_ENV_HOST_LD_LIBRARY_PATH" python3 -c '
 import sys
 sys.path.insert(0, sys.argv[1])
 import attention_bench as ab

@@ -60,7 +60,7 @@ torch_bench() {
     echo 2 > "$work/torch-$1.status"
     return
   fi
-  capped "${TRAIN_BENCH_TORCH_CAP_S:-240}" python3 "$pack/train_bench.py" --configs "$1" \
+  capped "${TRAIN_BENCH_TORCH_CAP_S:-240}" env LD_LIBRARY_PATH="$GPU_ENV_HOST_LD_LIBRARY_PATH" python3 "$pack/train_bench.py" --configs "$1" \
     --modes eager,compile --out "$work/torch-$1.json" > "$work/torch-$1.log" 2>&1
   echo $? > "$work/torch-$1.status"
   grep -v Warning "$work/torch-$1.log" | tail -4

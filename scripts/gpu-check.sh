@@ -26,7 +26,7 @@ exe_cap="${GPU_CHECK_EXE_CAP_S:-240}"
 # errors) that PyTorch makes on this GPU; make them unless FLASH_CASES names a set already.
 if [ -z "${FLASH_CASES:-}" ]; then
   export FLASH_CASES="$(mktemp -d)"
-  if capped 120 python3 "$(dirname "$0")/attention_vs_sdpa.py" --out "$FLASH_CASES" > "$FLASH_CASES/make.log" 2>&1; then
+  if capped 120 env LD_LIBRARY_PATH="$GPU_ENV_HOST_LD_LIBRARY_PATH" python3 "$(dirname "$0")/attention_vs_sdpa.py" --out "$FLASH_CASES" > "$FLASH_CASES/make.log" 2>&1; then
     head -1 "$FLASH_CASES/make.log"
   else
     echo "gpu-check: could not make FlashAttention cases (python3 with torch needed): $(tail -1 "$FLASH_CASES/make.log")" >&2

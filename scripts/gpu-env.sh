@@ -4,6 +4,10 @@
 # Puts the CUDA toolkit, NCCL and the packed Open MPI runtime on the paths, and points prebuilt
 # test executables at this tree (FERROTRON_REPO) and the packed binary (FERROTRON_BIN).
 pack="$(cd "${1:-.gpu/pack}" && pwd)"
+# The library path as it was before this file first ran (kept when sourced again): the PyTorch
+# scripts run with it (env LD_LIBRARY_PATH="$GPU_ENV_HOST_LD_LIBRARY_PATH" python3 ...), so the
+# packed Open MPI's Debian libraries (libudev, libnuma, libhwloc, ...) never shadow the image's own.
+export GPU_ENV_HOST_LD_LIBRARY_PATH="${GPU_ENV_HOST_LD_LIBRARY_PATH-${LD_LIBRARY_PATH:-}}"
 # cudarc dlopens libcuda / libnvrtc / libcublasLt / libnccl by name: the toolkit's first, then
 # (last on the path, for an image without /usr/local/cuda) the CUDA 13 wheels PyTorch brings.
 wheel_dir() { python3 -c "import os, $1 as m; print(os.path.join(list(m.__path__)[0], '$2'))" 2>/dev/null || true; }

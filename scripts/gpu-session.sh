@@ -87,7 +87,7 @@ session_md="$out/gpu-session-$mode-$dev-$day.md"
 # 2. What this machine offers, for the record: read before any part, costs a few seconds.
 {
   echo "- GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv,noheader 2>&1 | head -1)"
-  echo "- python3: $(command -v python3); $(capped 60 python3 -c 'import torch; c = torch.cuda.is_available(); print("torch", torch.__version__, "CUDA", torch.version.cuda, "available", c, torch.cuda.get_device_name(0) if c else "")' 2>&1 | tail -1)"
+  echo "- python3: $(command -v python3); $(capped 60 env LD_LIBRARY_PATH="$GPU_ENV_HOST_LD_LIBRARY_PATH" python3 -c 'import torch; c = torch.cuda.is_available(); print("torch", torch.__version__, "CUDA", torch.version.cuda, "available", c, torch.cuda.get_device_name(0) if c else "")' 2>&1 | tail -1)"
   echo "- libraries cudarc opens (dlopen by name through LD_LIBRARY_PATH):"
   python3 - <<'EOF' 2>&1
 import ctypes
