@@ -14,9 +14,15 @@
 # (ours from metrics.jsonl's tflops_per_device, src/model/transformer/flops.rs).
 # Memory: ours is the largest nvidia-smi reading during the run minus the reading before it (it
 # includes the CUDA context); PyTorch's is torch.cuda.max_memory_allocated (tensors only).
-# Prints a markdown table; with $OUT set also writes $OUT/train-bench.md and $OUT/train-bench.json.
+# Order: GPT-2 ours, GPT-2 PyTorch, Llama ours, Llama PyTorch, Llama ours with checkpointing; each
+# under a cap (TRAIN_BENCH_OURS_CAP_S, default 150 s; TRAIN_BENCH_TORCH_CAP_S, 240 s: eager and
+# compile of one model in one process) within the deadline of scripts/gpu-budget.sh when a caller
+# set one; a run stopped or not started is a "failed: ..." row and the others still run.
+# Prints a markdown table; with $OUT set also writes $OUT/train-bench.md, $OUT/train-bench.json and
+# the runs' logs under $OUT/train-bench-logs/. Exit status 1 when any run failed.
 set -uo pipefail
 . "$(dirname "$0")/gpu-env.sh" "${1:-.gpu/pack}"
+. "$(dirname "$0")/gpu-budget.sh"
 pack="$(cd "${1:-.gpu/pack}" && pwd)"
 work="$(mktemp -d)"
 # name, model config, seq_len, sequences per step (the baseline's CONFIGS) [, one more --set]
@@ -25,32 +31,56 @@ configs=(
   "llama-1b recipes/models/llama-1b-shape.json 2048 4"
   "llama-1b recipes/models/llama-1b-shape.json 2048 4 train.activation_checkpointing=full"
 )
+# TRAIN_BENCH_EXTRA_SETS="k=v ...": --set after the bench's own, for every ferrotron run (the dry run
+# uses it for a CPU smoke run of this script: train.device=cpu and a tiny batch; never for figures).
+extra_sets=()
+for kv in ${TRAIN_BENCH_EXTRA_SETS:-}; do extra_sets+=(--set "$kv"); done
 gpu_mem() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1; }
-for i in "${!configs[@]}"; do
+# One ferrotron run: configs[$1], under a cap, GPU memory polled beside it.
+ours() {
+  local i=$1 name model seq batch extra run before poll
   read -r name model seq batch extra <<< "${configs[$i]}"
   run="$i-$name"
   before="$(gpu_mem)"
   nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$work/$run.mem" &
   poll=$!
-  "$FERROTRON_BIN" train recipes/gpu-bench.toml --set "model.config=$model" \
-    --set "data.seq_len=$seq" --set "train.global_batch=$batch" \
+  capped "${TRAIN_BENCH_OURS_CAP_S:-150}" "$FERROTRON_BIN" train recipes/gpu-bench.toml \
+    --set "model.config=$model" --set "data.seq_len=$seq" --set "train.global_batch=$batch" \
     --set "train.out_dir=$work/$run" --set checkpoint.enabled=false \
-    ${extra:+--set "$extra"} > "$work/$run.log" 2>&1
+    ${extra:+--set "$extra"} "${extra_sets[@]}" > "$work/$run.log" 2>&1
   echo "$? $before" > "$work/$run.status"
   kill "$poll" 2>/dev/null
   wait "$poll" 2>/dev/null
   echo "ferrotron $name ${extra}: exit $(cut -d' ' -f1 "$work/$run.status"); $(tail -1 "$work/$run.log")"
-done
-if [ -f "$pack/train_bench.py" ]; then
-  python3 "$pack/train_bench.py" --configs gpt2-124m,llama-1b --modes eager,compile \
-    --out "$work/torch.json" 2>&1 | grep -v Warning
-else
-  echo "gpu-bench-train: $pack/train_bench.py is missing (gpu-pack.sh copies it from ../shared/baselines)" >&2
+}
+# The PyTorch baseline for one config, eager then compile, in a process of its own.
+torch_bench() {
+  if [ ! -f "$pack/train_bench.py" ]; then
+    echo "gpu-bench-train: $pack/train_bench.py is missing (gpu-pack.sh copies it from ../shared/baselines)" >&2
+    echo 2 > "$work/torch-$1.status"
+    return
+  fi
+  capped "${TRAIN_BENCH_TORCH_CAP_S:-240}" env LD_LIBRARY_PATH="$GPU_ENV_HOST_LD_LIBRARY_PATH" python3 "$pack/train_bench.py" --configs "$1" \
+    --modes eager,compile --out "$work/torch-$1.json" > "$work/torch-$1.log" 2>&1
+  echo $? > "$work/torch-$1.status"
+  grep -v Warning "$work/torch-$1.log" | tail -4
+}
+# Model by model, each ours then PyTorch's, so a call cut short still holds whole comparisons.
+# TRAIN_BENCH_ONLY=NAME runs that model's rows alone (the dry run's CPU smoke run: gpt2-124m).
+want() { [ -z "${TRAIN_BENCH_ONLY:-}" ] || [ "$TRAIN_BENCH_ONLY" = "$1" ]; }
+if want gpt2-124m; then
+  ours 0
+  torch_bench gpt2-124m
+fi
+if want llama-1b; then
+  ours 1
+  torch_bench llama-1b
+  ours 2
 fi
 {
   echo "# gpu-bench-train $(date -u +%Y-%m-%d)"
   echo
-  echo "- command: \`bash scripts/gpu-bench-train.sh ${1:-}\`"
+  echo "- command: \`bash scripts/gpu-bench-train.sh${1:+ $1}\`"
   echo "- commit: $(cat "$pack/COMMIT" 2>/dev/null || echo unknown)"
   echo "- device: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
   echo
@@ -64,6 +94,8 @@ PEAK = 989.5e12
 rows = []
 for i, (name, model, seq, batch, *extra) in enumerate(configs):
     seq, batch, run = int(seq), int(batch), f"{work}/{i}-{name}"
+    if not os.path.exists(f"{run}.status"):
+        continue  # not asked for (TRAIN_BENCH_ONLY)
     status = open(f"{run}.status").read().split()
     framework = "ferrotron" + "".join(f" ({e.split('.')[-1].replace('=', ' ')})" for e in extra)
     row = dict(config=name, framework=framework, exit=int(status[0]))
@@ -82,8 +114,14 @@ for i, (name, model, seq, batch, *extra) in enumerate(configs):
                    peak_gib=(max(mem) - int(status[1])) / 1024 if mem else None,
                    loss=f"{recs[0]['loss']:.3f} -> {recs[-1]['loss']:.3f}", steps=len(recs))
     rows.append(row)
-torch_json = f"{work}/torch.json"
-if os.path.exists(torch_json):
+for name in dict.fromkeys(c[0] for c in configs):
+    torch_json, status = f"{work}/torch-{name}.json", f"{work}/torch-{name}.status"
+    if not os.path.exists(status):
+        continue  # not asked for (TRAIN_BENCH_ONLY)
+    if not os.path.exists(torch_json):
+        code = int(open(status).read())
+        rows.append(dict(config=name, framework="PyTorch", exit=code))
+        continue
     for r in json.load(open(torch_json)):
         r["framework"] = f"PyTorch {r.pop('mode')}"
         if "loss" in r:
@@ -93,7 +131,9 @@ print("| model | framework | step (ms) | tokens/s | MFU | peak memory (GiB) | lo
 print("| --- | --- | --- | --- | --- | --- | --- |")
 for r in sorted(rows, key=lambda r: r["config"]):  # stable: ferrotron rows first
     if "tokens_per_s" not in r:
-        print(f"| {r['config']} | {r['framework']} | failed: {r.get('error', 'exit %s' % r.get('exit'))} | | | | |")
+        why = r.get("error") or {124: "stopped at its time cap", 137: "stopped at its time cap",
+                                 125: "not run: time budget spent"}.get(r.get("exit"), f"exit {r.get('exit')}")
+        print(f"| {r['config']} | {r['framework']} | failed: {why} | | | | |")
         continue
     mem = "" if r.get("peak_gib") is None else f"{r['peak_gib']:.1f}"
     print(f"| {r['config']} | {r['framework']} | {r['step_ms']:.1f} | {r['tokens_per_s']:,.0f} | "
@@ -105,8 +145,17 @@ print("ferrotron memory: nvidia-smi peak minus the reading before the run (inclu
 json.dump(rows, open(f"{work}/rows.json", "w"), indent=1)
 EOF
 [ -n "${OUT:-}" ] && cp "$work/rows.json" "$OUT/train-bench.json"
+bad=0
 for i in "${!configs[@]}"; do
   read -r name _ <<< "${configs[$i]}"
+  [ -f "$work/$i-$name.status" ] || continue
   [ "$(cut -d' ' -f1 "$work/$i-$name.status")" = 0 ] ||
-    { echo "gpu-bench-train: ferrotron ${configs[$i]} failed:" >&2; tail -5 "$work/$i-$name.log" >&2; exit 1; }
+    { echo "gpu-bench-train: ferrotron ${configs[$i]} failed:" >&2; tail -5 "$work/$i-$name.log" >&2; bad=1; }
 done
+for f in "$work"/torch-*.status; do
+  [ -f "$f" ] || continue
+  [ "$(cat "$f")" = 0 ] || { echo "gpu-bench-train: PyTorch $(basename "$f" .status) failed (exit $(cat "$f"))" >&2; bad=1; }
+done
+# The logs (ours and PyTorch's) for the session's archive.
+[ -n "${OUT:-}" ] && mkdir -p "$OUT/train-bench-logs" && cp "$work"/*.log "$work"/*.json "$OUT/train-bench-logs/" 2>/dev/null
+exit "$bad"

@@ -2,14 +2,19 @@
 # Builds, on the dev machine, everything scripts/gpu-check.sh runs on a GPU machine that has no
 # cargo, and puts it under .gpu/pack (git-ignored; carry it to the GPU machine):
 #   bin/ferrotron           release binary, stripped
-#   tests/<name>            GPU test executables, stripped (kernels cuda_ops, cuda_optimizer, cuda_flash_backend,
-#                           flash_attn; gpu_training, gpu_tensor_parallel)
+#   tests/<name>            GPU test executables (release profile, stripped): every test file of the
+#                           workspace holding `#[ignore = "needs a CUDA GPU"]`, found by grep, so a
+#                           new GPU test file is packed without editing this script
 #   ompi/                   the Open MPI runtime the binary links (libmpi.so.40) and mpirun needs,
 #                           relocated through OPAL_* variables by gpu-check.sh (the GPU image has
 #                           no Open MPI of this ABI)
 #   attention_vs_sdpa.py, and from ../shared/baselines (when present) attention_bench.py and
 #                           train_bench.py: the PyTorch side of the GPU checks and benches
 #   COMMIT                  the commit packed (and whether the tree had uncommitted changes)
+# and then .gpu/ship/pack.tar.xz: that pack plus data-cache/{shakespeare,gpt2} (the quickstart data
+# the GPU tests and the training bench read; scripts/fetch-data.sh fetches it when missing), xz-
+# compressed, because a device call carries at most 64 MiB with the tracked tree (the pack is about
+# 40 MB as files, 12 MB compressed). Carry `.gpu/ship`; scripts/gpu-session.sh unpacks it.
 #   usage: scripts/gpu-pack.sh [extra test names of the root package...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,17 +28,32 @@ strip "$pack/bin/ferrotron"
 
 # Test executables: their paths from cargo's JSON messages.
 executables() {
-  cargo test --no-run --message-format=json "$@" 2>/dev/null |
+  cargo test --release --no-run --message-format=json "$@" 2>/dev/null |
     python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
         print(m["target"]["name"], m["executable"])'
 }
-{
-  executables -p ferrotron-kernels --test cuda_ops --test cuda_optimizer --test cuda_flash_backend --test flash_attn
-  executables -p ferrotron --test gpu_training --test gpu_tensor_parallel "${@/#/--test=}"
-} | while read -r name exe; do
+# The GPU test files, per package: "<package> --test <name>..." (the package named in its Cargo.toml).
+gpu_tests() {
+  local dir pkg names
+  for dir in . */; do
+    dir="${dir%/}"
+    [ -f "$dir/Cargo.toml" ] && [ -d "$dir/tests" ] || continue
+    names="$(grep -l 'ignore = "needs a CUDA GPU' "$dir"/tests/*.rs 2>/dev/null | xargs -r -n1 basename | sed 's/\.rs$//' || true)"
+    [ -n "$names" ] || continue
+    pkg="$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$dir/Cargo.toml" | head -1)"
+    echo "$pkg" $(printf -- '--test %s ' $names)
+  done
+}
+gpu_tests | while read -r pkg tests; do
+  echo "gpu-pack: $pkg $tests" >&2
+  extra=()
+  [ "$pkg" = ferrotron ] && [ $# -gt 0 ] && extra=("${@/#/--test=}")
+  # shellcheck disable=SC2086
+  executables -p "$pkg" $tests "${extra[@]}"
+done | while read -r name exe; do
   install -m 755 "$exe" "$pack/tests/$name"
   strip "$pack/tests/$name"
 done
@@ -55,8 +75,25 @@ cp -L /usr/bin/orted "$pack/ompi/bin/orted"
 cp scripts/attention_vs_sdpa.py "$pack/"
 # The PyTorch training-step baseline scripts/gpu-bench-train.sh runs beside ours.
 for f in attention_bench.py train_bench.py; do
-  [ -f "../shared/baselines/$f" ] && cp "../shared/baselines/$f" "$pack/"
+  if [ -f "../shared/baselines/$f" ]; then
+    cp "../shared/baselines/$f" "$pack/"
+  else
+    echo "gpu-pack: ../shared/baselines/$f is missing: the benches will run without their PyTorch side" >&2
+  fi
 done
 # What was packed, for the run records gpu-check.sh and gpu-bench-train.sh write.
 echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!.gpu' || echo ' (with uncommitted changes)')" > "$pack/COMMIT"
 du -sh "$pack"/* | sed 's/^/gpu-pack: /'
+
+# The one thing a device call carries: pack and data, compressed.
+[ -f data-cache/shakespeare/shakespeare-gutenberg.txt ] && [ -f data-cache/gpt2/vocab.bpe ] ||
+  bash scripts/fetch-data.sh data-cache
+mkdir -p .gpu/ship
+tar -cf - "$pack" data-cache/shakespeare data-cache/gpt2 | xz -6 -T2 > .gpu/ship/pack.tar.xz.tmp
+mv .gpu/ship/pack.tar.xz.tmp .gpu/ship/pack.tar.xz
+tracked=$(git ls-files -z --cached --others --exclude-standard | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+ship=$(du -b .gpu/ship/pack.tar.xz | cut -f1)
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
+echo "gpu-pack: .gpu/ship/pack.tar.xz $(mib "$ship") (pack $(mib "$(du -sb "$pack" | cut -f1)") as files);" \
+  "tree that travels $(mib "$tracked"); together $(mib $((ship + tracked))) of the 64 MiB a call carries"
+[ $((ship + tracked)) -lt $((64 * 1048576)) ] || { echo "gpu-pack: over the 64 MiB a device call carries" >&2; exit 1; }
