@@ -157,6 +157,14 @@ pub struct ParallelSection {
     /// Forward/backward passes per rank and step (the pipeline schedule's m); the other view of
     /// `train.micro_batch` (train/batching.rs). None: derived from `train.micro_batch`.
     pub microbatches: Option<usize>,
+    /// Pipeline schedule when `pp` > 1: "1f1b" (default), "gpipe" or "interleaved" (with
+    /// `pp_virtual_stages` >= 2); parallel/src/pipeline/ has their orders and bubbles.
+    pub pp_schedule: String,
+    /// Model chunks per pipeline rank (v; interleaved schedule only).
+    pub pp_virtual_stages: usize,
+    /// Blocks of each of the pp x pp_virtual_stages model chunks, in model order (default:
+    /// balanced, src/model/stages.rs).
+    pub pp_layers: Option<Vec<usize>>,
     /// Seconds a collective may take before the job fails naming the group and operation.
     pub collective_timeout_s: f64,
     /// How GPU buffers cross the data-parallel group on cuda: "nccl", or "host-staged" (through
@@ -171,6 +179,9 @@ impl Default for ParallelSection {
             tp: 1,
             pp: 1,
             microbatches: None,
+            pp_schedule: "1f1b".into(),
+            pp_virtual_stages: 1,
+            pp_layers: None,
             collective_timeout_s: 300.0,
             gpu_comm: "nccl".into(),
         }
@@ -277,6 +288,7 @@ impl Recipe {
                 "{origin}: `checkpoint.save_initial` = true needs checkpoints, and `checkpoint.enabled` = false turns them off"
             ));
         }
+        pipeline_schedule(&self.parallel.pp_schedule, origin)?;
         if !matches!(self.parallel.gpu_comm.as_str(), "nccl" | "host-staged") {
             return Err(user!(
                 "{origin}: `parallel.gpu_comm` = \"{}\" is not one of \"nccl\", \"host-staged\"",
@@ -423,6 +435,9 @@ fn known_keys() -> Vec<(&'static str, &'static [&'static str])> {
                 "tp",
                 "pp",
                 "microbatches",
+                "pp_schedule",
+                "pp_virtual_stages",
+                "pp_layers",
                 "collective_timeout_s",
                 "gpu_comm",
             ],
@@ -432,6 +447,19 @@ fn known_keys() -> Vec<(&'static str, &'static [&'static str])> {
             &["enabled", "dir", "every", "keep_last", "save_initial"],
         ),
     ]
+}
+
+/// `parallel.pp_schedule` is a schedule the trainer runs. ZB-H1 needs every backward split into
+/// input and weight gradients, which the model's hand-written backward does not do.
+fn pipeline_schedule(name: &str, origin: &str) -> Result<()> {
+    use ferrotron_parallel::pipeline::ScheduleKind;
+    let kind = ScheduleKind::parse(name).map_err(|e| user!("{origin}: {e}"))?;
+    if kind.splits_backward() {
+        return Err(user!(
+            "{origin}: `parallel.pp_schedule` = \"{name}\" needs the backward split into input and weight gradients, which the trainer does not implement; use \"1f1b\", \"gpipe\" or \"interleaved\""
+        ));
+    }
+    Ok(())
 }
 
 /// Edit distance, for "did you mean".

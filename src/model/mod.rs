@@ -7,6 +7,7 @@ pub mod hf_import;
 pub mod layout;
 pub mod rope;
 pub mod slicing;
+pub mod stages;
 pub mod transformer;
 pub mod window;
 
@@ -15,4 +16,5 @@ pub use config::{Arch, ModelConfig};
 pub use ferrotron_zero::{ParamStore, ResidentStore};
 pub use layout::{ParamLayout, Role, TensorSpec, UnitKind, UnitSpec};
 pub use slicing::{Run, TensorSlice};
+pub use stages::{Holding, StageSplit};
 pub use transformer::{Forward, Transformer};

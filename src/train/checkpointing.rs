@@ -66,7 +66,10 @@ impl<B: Collectives + 'static> Setup<B> {
             step,
             &meta,
             &mut state,
-            &|_| true,
+            &|t| {
+                let layout = &self.model.layout;
+                self.pipeline.as_ref().is_none_or(|p| p.writes(layout, t))
+            },
         )?;
         if self.rank0 {
             println!(

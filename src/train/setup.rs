@@ -5,7 +5,8 @@
 
 use super::batching::{self, BatchPlan};
 use super::groups;
-use super::weights::Start;
+use super::pipeline::Pipeline;
+use super::weights::{unit_metas, Start};
 use crate::data::{self, Datasets, Sampler};
 use crate::error::Result;
 use crate::model::{Arch, ModelConfig, Transformer};
@@ -32,17 +33,18 @@ pub struct Setup<B: ferrotron_kernels::Backend> {
     pub start_step: u64,
     /// Tokens trained on before `start_step`.
     pub start_tokens: u64,
+    /// This rank's pipeline stage (None when `parallel.pp` = 1).
+    pub pipeline: Option<Pipeline>,
 }
 
 impl<B: Collectives + 'static> Setup<B> {
     /// `dist`: the launcher's view of this process (rank, world, local rank), read once by `train::run`.
     pub fn new(b: &B, recipe: Recipe, resume: bool, dist: &DistEnv) -> Result<Self> {
         let p = &recipe.parallel;
-        if p.tp != 1 || p.pp != 1 {
+        if p.tp != 1 {
             return Err(user!(
-                "parallel.tp = {} and parallel.pp = {}: tensor and pipeline parallelism are not implemented in this build yet (use 1)",
-                p.tp,
-                p.pp
+                "parallel.tp = {}: tensor parallelism is not implemented in this build yet (use 1)",
+                p.tp
             ));
         }
         let comms = groups::open(b, &recipe, dist)?;
@@ -95,9 +97,17 @@ impl<B: Collectives + 'static> Setup<B> {
         // The starting state and the engine filled from it.
         let t = &recipe.train;
         let model = Transformer::new(cfg).with_recompute(t.activation_checkpointing == "full");
+        let pipeline = Pipeline::new(&recipe, &comms, &model, batch.microbatches)?;
         let start = Start::pick(&recipe, resume, &model, weights_dir.as_deref(), rank0)?;
-        let groups = EngineGroups::data_parallel(comms.dp.clone());
-        let mut engine = start.build_engine(b, &recipe, groups, &model.layout)?;
+        let metas = unit_metas(&model.layout, recipe.optim.decay_norms_and_biases);
+        let (groups, metas) = match &pipeline {
+            Some(pp) => (
+                pp.engine_groups(&comms, &model.layout),
+                pp.unit_metas(&model.layout, metas),
+            ),
+            None => (EngineGroups::data_parallel(comms.dp.clone()), metas),
+        };
+        let mut engine = start.build_engine(b, &recipe, groups, metas)?;
         if let Start::Pretrained(_) = &start {
             let dir = weights_dir
                 .as_deref()
@@ -130,6 +140,7 @@ impl<B: Collectives + 'static> Setup<B> {
             batch,
             start_step,
             start_tokens,
+            pipeline,
         };
         if s.rank0 {
             s.print_plan();

@@ -88,15 +88,15 @@ impl Start {
         }
     }
 
-    /// The ZeRO engine of `recipe.parallel.zero_stage` over `groups`, filled from this source.
+    /// The ZeRO engine of `recipe.parallel.zero_stage` over `groups` for the units `metas`
+    /// (`unit_metas`, or a pipeline stage's part of them), filled from this source.
     pub fn build_engine<B: Collectives + 'static>(
         &self,
         b: &B,
         recipe: &Recipe,
         groups: EngineGroups,
-        layout: &ParamLayout,
+        metas: Vec<UnitMeta>,
     ) -> Result<Box<dyn Engine<B>>> {
-        let metas = unit_metas(layout, recipe.optim.decay_norms_and_biases);
         build_engine(recipe.parallel.zero_stage, b, groups, metas, self.source())
             .map_err(|e| self.explain(e))
     }

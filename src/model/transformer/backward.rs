@@ -32,19 +32,33 @@ impl Transformer {
         store: &mut S,
         batch: &DeviceBatch<B>,
         fwd: &Forward<B>,
-        mut dx: B::Act,
+        dx: B::Act,
     ) -> Result<()> {
-        let (n, d) = (batch.tokens, self.cfg.hidden);
-        for l in (0..self.cfg.layers).rev() {
+        let dx = self.blocks_backward(b, store, batch, fwd, dx)?;
+        self.embed_backward(b, store, batch, &dx)
+    }
+
+    /// The backward of the blocks `fwd` ran, given dx = ∂loss/∂(their output); returns
+    /// ∂loss/∂(their input).
+    pub(super) fn blocks_backward<B: Backend, S: ParamStore<B> + ?Sized>(
+        &self,
+        b: &B,
+        store: &mut S,
+        batch: &DeviceBatch<B>,
+        fwd: &Forward<B>,
+        mut dx: B::Act,
+    ) -> Result<B::Act> {
+        let n = batch.tokens;
+        for (i, l) in fwd.layers().enumerate().rev() {
             let u = self.layout.block_unit(l);
             store.before_use(b, u)?;
             store.before_grad(b, u)?;
             let (w, g) = store.parts();
             let unit = &self.layout.units[u];
-            let x = &fwd.xs[l];
+            let x = &fwd.xs[i];
             // Activation checkpointing: the block's forward again, from its saved input.
             let recomputed;
-            let acts = match &fwd.blocks[l] {
+            let acts = match &fwd.blocks[i] {
                 Some(saved) => saved,
                 None => {
                     let norm1 = self.attn_norm_forward(b, &w[u], unit, NormIn::Plain(x), n)?;
@@ -58,6 +72,18 @@ impl Transformer {
             store.after_grad(b, u)?;
             store.after_use(b, u)?;
         }
+        Ok(dx)
+    }
+
+    /// The embedding's backward from dx = ∂loss/∂x₀.
+    pub(super) fn embed_backward<B: Backend, S: ParamStore<B> + ?Sized>(
+        &self,
+        b: &B,
+        store: &mut S,
+        batch: &DeviceBatch<B>,
+        dx: &B::Act,
+    ) -> Result<()> {
+        let (n, d) = (batch.tokens, self.cfg.hidden);
         let eu = self.embedding_unit();
         store.before_grad(b, eu)?;
         {
@@ -65,7 +91,7 @@ impl Transformer {
             let unit = &self.layout.units[eu];
             b.embedding_backward(
                 src(&batch.input_ids),
-                src(&dx),
+                src(dx),
                 tm(&mut g[eu], unit, Role::TokenEmbedding),
                 n,
                 d,
@@ -73,7 +99,7 @@ impl Transformer {
             if self.cfg.arch == Arch::Gpt2 {
                 b.embedding_backward(
                     src(&batch.positions),
-                    src(&dx),
+                    src(dx),
                     tm(&mut g[eu], unit, Role::PositionEmbedding),
                     n,
                     d,

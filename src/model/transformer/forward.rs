@@ -34,6 +34,17 @@ impl Transformer {
         store: &mut S,
         batch: &DeviceBatch<B>,
     ) -> Result<Forward<B>> {
+        let (x, pos) = self.embed_forward(b, store, batch)?;
+        self.blocks_forward(b, store, batch, 0..self.cfg.layers, x, pos)
+    }
+
+    /// x₀ = E[ids], and GPT-2's P[pos] still to be added (by the first block's norm).
+    pub(super) fn embed_forward<B: Backend, S: ParamStore<B> + ?Sized>(
+        &self,
+        b: &B,
+        store: &mut S,
+        batch: &DeviceBatch<B>,
+    ) -> Result<(B::Act, Option<B::Act>)> {
         let (n, d) = (batch.tokens, self.cfg.hidden);
         let eu = self.embedding_unit();
         store.before_use(b, eu)?;
@@ -63,12 +74,29 @@ impl Transformer {
             }
         }
         store.after_use(b, eu)?;
-        let mut xs = Vec::with_capacity(self.cfg.layers + 1);
-        let mut blocks: Vec<Option<BlockActs<B>>> = Vec::with_capacity(self.cfg.layers);
+        Ok((x, pos))
+    }
+
+    /// Blocks `layers` from their complete input `x` (plus `pos`, still to be added: GPT-2's
+    /// positions at block 0); the last state returned is their complete output (a pipeline
+    /// chunk's, or x_L).
+    pub(super) fn blocks_forward<B: Backend, S: ParamStore<B> + ?Sized>(
+        &self,
+        b: &B,
+        store: &mut S,
+        batch: &DeviceBatch<B>,
+        layers: std::ops::Range<usize>,
+        mut x: B::Act,
+        pos: Option<B::Act>,
+    ) -> Result<Forward<B>> {
+        let n = batch.tokens;
+        let first_block = layers.start;
+        let mut xs = Vec::with_capacity(layers.len() + 1);
+        let mut blocks: Vec<Option<BlockActs<B>>> = Vec::with_capacity(layers.len());
         // What is still to be added into x: m of the previous block, or GPT-2's positions. With
         // recomputation only this m outlives its block (until the next block has added it).
         let mut pending = pos;
-        for l in 0..self.cfg.layers {
+        for l in layers {
             let u = self.layout.block_unit(l);
             store.before_use(b, u)?;
             let (w, _) = store.parts();
@@ -103,7 +131,11 @@ impl Transformer {
             b.add_inplace(dst(&mut x), src(y))?;
         }
         xs.push(x);
-        Ok(Forward { xs, blocks })
+        Ok(Forward {
+            xs,
+            blocks,
+            first_block,
+        })
     }
 
     /// h₁ = norm₁(x) with its statistics, x given as it is or with the residual still to add.

@@ -17,6 +17,8 @@
 //!                only each block's input when blocks are recomputed (activation checkpointing);
 //!   head.rs      final norm, output projection and cross-entropy in row chunks (+ their backward);
 //!   backward.rs  blocks and embedding backward, from ∂loss/∂x_L;
+//!   chunk.rs     a pipeline chunk: a range of blocks from the embedding or a received hidden
+//!                state, backward from a received gradient (the trainer's pipeline drives it);
 //!   flops.rs     model FLOPs per token (the MFU convention);
 //!   norm.rs      RMSNorm (Llama) / LayerNorm (GPT-2) dispatch, the residual add fused with the
 //!                norm after it, and the norm backward.
@@ -25,6 +27,7 @@
 //! Units are reached only through a `ParamStore`, so ZeRO can gather/release/reduce around them.
 
 mod backward;
+mod chunk;
 mod flops;
 mod forward;
 mod head;
@@ -92,13 +95,20 @@ pub struct BlockActs<B: Backend> {
 }
 
 pub struct Forward<B: Backend> {
-    /// xs[ℓ] is the input of block ℓ; xs[L] the final hidden state.
+    /// xs[i] is the input of block `first_block + i`; the last one the output of the blocks run
+    /// (x_L for the whole model, a pipeline chunk's output for a chunk).
     pub xs: Vec<B::Act>,
-    /// Block ℓ's saved activations; None when it is recomputed in backward.
+    /// Block `first_block + i`'s saved activations; None when it is recomputed in backward.
     blocks: Vec<Option<BlockActs<B>>>,
+    first_block: usize,
 }
 
 impl<B: Backend> Forward<B> {
+    /// The blocks this forward ran.
+    pub fn layers(&self) -> std::ops::Range<usize> {
+        self.first_block..self.first_block + self.blocks.len()
+    }
+
     /// Elements this forward keeps for backward, (activation precision, accumulation precision):
     /// the block inputs and the final state, and every saved block's activations.
     pub fn saved_elements(&self) -> (usize, usize) {
@@ -193,10 +203,16 @@ impl Transformer {
     ///                       k: Qwen3), lse [H·N]
     /// With `recompute_blocks` no block is saved.
     pub fn activation_elements(&self, tokens: usize) -> (usize, usize) {
+        self.blocks_activation_elements(tokens, self.cfg.layers)
+    }
+
+    /// `activation_elements` of a forward through `layers` blocks (a pipeline chunk's
+    /// `Forward`): its input, every block's output and `layers` blocks' saved activations.
+    pub fn blocks_activation_elements(&self, tokens: usize, layers: usize) -> (usize, usize) {
         let c = &self.cfg;
         let n = tokens;
         let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
-        let xs = (c.layers + 1) * n * c.hidden;
+        let xs = (layers + 1) * n * c.hidden;
         if self.recompute_blocks {
             return (xs, 0);
         }
@@ -209,7 +225,7 @@ impl Transformer {
         };
         let act = n * (3 * c.hidden + 2 * qd + 2 * kvd + 2 * c.ffn + gate + qk_raw);
         let acc = n * (2 * (1 + mean) + c.heads + qk_rstd);
-        (xs + c.layers * act, c.layers * acc)
+        (xs + layers * act, layers * acc)
     }
 
     /// The same model with full activation checkpointing on or off (see `recompute_blocks`).
