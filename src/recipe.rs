@@ -165,6 +165,9 @@ pub struct ParallelSection {
     /// Blocks of each of the pp x pp_virtual_stages model chunks, in model order (default:
     /// balanced, src/model/stages.rs).
     pub pp_layers: Option<Vec<usize>>,
+    /// Megatron's sequence parallelism inside the tensor-parallel group: norms, residual adds
+    /// and their activations on N/tp tokens (needs tp > 1).
+    pub sequence_parallel: bool,
     /// Seconds a collective may take before the job fails naming the group and operation.
     pub collective_timeout_s: f64,
     /// How GPU buffers cross the data-parallel group on cuda: "nccl", or "host-staged" (through
@@ -184,6 +187,7 @@ impl Default for ParallelSection {
             pp_layers: None,
             collective_timeout_s: 300.0,
             gpu_comm: "nccl".into(),
+            sequence_parallel: false,
         }
     }
 }
@@ -282,6 +286,12 @@ impl Recipe {
             other => return Err(user!(
                 "{origin}: `train.activation_checkpointing` = \"{other}\" is not one of \"none\", \"full\""
             )),
+        }
+        if self.parallel.sequence_parallel && self.parallel.tp < 2 {
+            return Err(user!(
+                "{origin}: `parallel.sequence_parallel` = true splits tokens over the tensor-parallel group and needs `parallel.tp` > 1 (it is {})",
+                self.parallel.tp
+            ));
         }
         if self.checkpoint.save_initial && !self.checkpoint.enabled {
             return Err(user!(
@@ -438,6 +448,7 @@ fn known_keys() -> Vec<(&'static str, &'static [&'static str])> {
                 "pp_schedule",
                 "pp_virtual_stages",
                 "pp_layers",
+                "sequence_parallel",
                 "collective_timeout_s",
                 "gpu_comm",
             ],

@@ -13,11 +13,12 @@
 
 use crate::checkpoint;
 use crate::error::Result;
-use crate::model::{DeviceBatch, HostBatch, ModelConfig, ParamStore, ResidentStore, Transformer};
+use crate::model::{HostBatch, ModelConfig, ParamStore, ResidentStore, Transformer};
 use crate::tokenizer::Tokenizer;
 use crate::user;
 use ferrotron_kernels::cpu::CpuBackend;
 use ferrotron_kernels::Backend;
+use ferrotron_parallel::{NoTp, TpComm};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
@@ -125,7 +126,7 @@ pub fn generate(
 ) -> Result<String> {
     let b = CpuBackend::<f32>::new();
     let mut store = resident(&b, weights)?;
-    generate_with(&b, model, &mut store, tokenizer, prompt, opts)
+    generate_with(&b, model, &mut store, &NoTp, tokenizer, prompt, opts)
 }
 
 /// Every unit's weights resident on `b` (no gradients: inference only).
@@ -142,17 +143,19 @@ fn resident<B: Backend>(b: &B, weights: &[Vec<f32>]) -> Result<ResidentStore<B>>
     })
 }
 
-/// `generate` through any parameter store (e.g. a ZeRO engine: every rank of its group must call
-/// it, with the same arguments; each gets the same text).
+/// `generate` through any parameter store and tensor-parallel group (e.g. a ZeRO engine: every
+/// rank of its groups must call it, with the same arguments; each gets the same text).
+#[allow(clippy::too_many_arguments)]
 pub fn generate_with<B: Backend, S: ParamStore<B> + ?Sized>(
     b: &B,
     model: &Transformer,
     store: &mut S,
+    tp: &dyn TpComm<B>,
     tokenizer: &Tokenizer,
     prompt: &str,
     opts: &SampleOptions,
 ) -> Result<String> {
-    let logits_of = |window: &[u32]| last_logits(b, model, store, window);
+    let logits_of = |window: &[u32]| last_logits(b, model, store, tp, window);
     generate_by(&model.cfg, tokenizer, prompt, opts, logits_of)
 }
 
@@ -207,19 +210,20 @@ pub fn generate_ids(
 ) -> Result<Vec<u32>> {
     let b = CpuBackend::<f32>::new();
     let mut store = resident(&b, weights)?;
-    generate_ids_with(&b, model, &mut store, prompt, stop, opts)
+    generate_ids_with(&b, model, &mut store, &NoTp, prompt, stop, opts)
 }
 
-/// `generate_ids` through any parameter store.
+/// `generate_ids` through any parameter store and tensor-parallel group.
 pub fn generate_ids_with<B: Backend, S: ParamStore<B> + ?Sized>(
     b: &B,
     model: &Transformer,
     store: &mut S,
+    tp: &dyn TpComm<B>,
     prompt: &[u32],
     stop: &[u32],
     opts: &SampleOptions,
 ) -> Result<Vec<u32>> {
-    let logits_of = |window: &[u32]| last_logits(b, model, store, window);
+    let logits_of = |window: &[u32]| last_logits(b, model, store, tp, window);
     generate_ids_by(model.cfg.max_positions, prompt, stop, opts, logits_of)
 }
 
@@ -261,15 +265,16 @@ pub fn last_logits<B: Backend, S: ParamStore<B> + ?Sized>(
     b: &B,
     model: &Transformer,
     store: &mut S,
+    tp: &dyn TpComm<B>,
     ids: &[u32],
 ) -> Result<Vec<f32>> {
     let n = ids.len();
     let ids32: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
     let host = HostBatch::from_rows(&ids32, &vec![-100; n], 1, n);
-    let batch = DeviceBatch::upload(b, &host)?;
-    let fwd = model.forward(b, store, &batch)?;
+    let batch = model.upload_batch(b, &host)?;
+    let fwd = model.forward_tp(b, store, &batch, tp)?;
     let mut logits = Vec::with_capacity(n * model.cfg.vocab_size);
-    model.head(b, store, &batch, &fwd, None, Some(&mut logits))?;
+    model.head_tp(b, store, &batch, &fwd, None, Some(&mut logits), tp)?;
     let v = model.cfg.vocab_size;
     Ok(logits[(n - 1) * v..n * v].to_vec())
 }

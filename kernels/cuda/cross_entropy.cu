@@ -61,3 +61,84 @@ __device__ void cross_entropy(const T* logits, const int* targets, float* losses
 FT_EXPORT(cross_entropy,
           (const T* logits, const int* targets, float* losses, T* dlogits, int want_grad, long long v, float gs),
           (logits, targets, losses, dlogits, want_grad, v, gs))
+
+// Vocab-parallel cross-entropy (math: kernels/src/cpu/vocab_ce.rs), one block per row of this
+// rank's logits [N, V]: columns 0..valid are the ids start..start+valid, the rest padding.
+// cross_entropy_stats: stats = row max ‖ Σ exp(x − max) ‖ the target's logit if it is this rank's.
+// cross_entropy_finish: from every rank's stats (all [parts·3N], rank order) M = max m_r,
+// S = Σ s_r·exp(m_r − M), Z = Σ z_r; losses = M + ln S − Z; dlogits = gs·(exp(x − M)/S − onehot)
+// on valid columns, 0 on padding and ignored rows (targets < 0).
+template <typename T>
+__device__ void cross_entropy_stats(const T* logits, const int* targets, float* stats, long long n, long long v,
+                                    long long valid, long long start) {
+    __shared__ float sm[32], ss[32];
+    const long long row = blockIdx.x;
+    const T* x = logits + row * v;
+    float m = -FT_INF, s = 0.f;
+    for (long long j = threadIdx.x; j < valid; j += blockDim.x) {
+        const float xj = ld(x[j]);
+        if (xj > m) {
+            s = s * expf(m - xj) + 1.f;
+            m = xj;
+        } else {
+            s += expf(xj - m);
+        }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const float m2 = __shfl_xor_sync(FT_FULL_MASK, m, o), s2 = __shfl_xor_sync(FT_FULL_MASK, s, o);
+        online_merge(m, s, m2, s2);
+    }
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    if (lane == 0) {
+        sm[wid] = m;
+        ss[wid] = s;
+    }
+    __syncthreads();
+    m = lane < nw ? sm[lane] : -FT_INF;
+    s = lane < nw ? ss[lane] : 0.f;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        const float m2 = __shfl_xor_sync(FT_FULL_MASK, m, o), s2 = __shfl_xor_sync(FT_FULL_MASK, s, o);
+        online_merge(m, s, m2, s2);
+    }
+    if (threadIdx.x == 0) {
+        const long long t = targets[row];
+        stats[row] = m;
+        stats[n + row] = s;
+        stats[2 * n + row] = (t >= start && t < start + valid) ? ld(x[t - start]) : 0.f;
+    }
+}
+FT_EXPORT(cross_entropy_stats,
+          (const T* logits, const int* targets, float* stats, long long n, long long v, long long valid,
+           long long start),
+          (logits, targets, stats, n, v, valid, start))
+
+template <typename T>
+__device__ void cross_entropy_finish(const T* logits, const int* targets, const float* all, int parts,
+                                     float* losses, T* dlogits, int want_grad, long long n, long long v,
+                                     long long valid, long long start, float gs) {
+    const long long row = blockIdx.x;
+    const int t = targets[row];
+    const bool ignored = t < 0;
+    float mx = -FT_INF, sum = 0.f, z = 0.f;
+    for (int r = 0; r < parts; ++r) mx = fmaxf(mx, all[(long long)r * 3 * n + row]);
+    for (int r = 0; r < parts; ++r) {
+        const float sr = all[(long long)r * 3 * n + n + row];
+        if (sr > 0.f) sum += sr * expf(all[(long long)r * 3 * n + row] - mx);
+        z += all[(long long)r * 3 * n + 2 * n + row];
+    }
+    if (threadIdx.x == 0) losses[row] = ignored ? 0.f : mx + logf(sum) - z;
+    if (!want_grad) return;
+    const T* x = logits + row * v;
+    T* dx = dlogits + row * v;
+    const long long tc = (long long)t - start;
+    for (long long j = threadIdx.x; j < v; j += blockDim.x) {
+        const float g = (ignored || j >= valid) ? 0.f : gs * (expf(ld(x[j]) - mx) / sum - (j == tc ? 1.f : 0.f));
+        dx[j] = cvt<T>(g);
+    }
+}
+FT_EXPORT(cross_entropy_finish,
+          (const T* logits, const int* targets, const float* all, int parts, float* losses, T* dlogits,
+           int want_grad, long long n, long long v, long long valid, long long start, float gs),
+          (logits, targets, all, parts, losses, dlogits, want_grad, n, v, valid, start, gs))

@@ -167,6 +167,16 @@ pub struct LinearDims {
     pub layout: WeightLayout,
 }
 
+/// Rows of logits over one rank's part of a vocabulary-parallel output layer: logits [n, v],
+/// columns 0..valid are the vocabulary ids start..start + valid, columns valid..v padding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VocabSlice {
+    pub n: usize,
+    pub v: usize,
+    pub valid: usize,
+    pub start: usize,
+}
+
 /// Attention over a packed batch of `segments` independent sequences.
 /// q, o: [N, H, Dh]; k, v: [N, Hkv, Dh]; lse: [H, N] (natural-log logsumexp of the scaled scores).
 /// `cu_seqlens` [segments + 1]: segment s holds tokens cu[s]..cu[s+1]; a token attends only
@@ -332,7 +342,8 @@ pub trait Backend: Send + Sync {
     ) -> Result<()>;
 
     // ---- embedding -------------------------------------------------------------------------
-    /// out[n, :] = table[ids[n], :]. ids [N], table [V, D], out [N, D].
+    /// out[n, :] = table[ids[n], :]. ids [N], table [V, D], out [N, D]. A negative id selects no
+    /// row (out[n] = 0, and nothing in backward): a vocab-parallel rank marks other ranks' ids so.
     fn embedding_forward(
         &self,
         ids: IdxSrc<'_, Self>,
@@ -563,6 +574,34 @@ pub trait Backend: Send + Sync {
         dlogits: Option<ActDst<'_, Self>>,
         n: usize,
         v: usize,
+        grad_scale: f64,
+    ) -> Result<()>;
+
+    /// Vocab-parallel cross-entropy, step 1 of 2 (math: cpu/vocab_ce.rs): over the first `valid`
+    /// of the `v` columns of logits [N, V] (this rank's ids `start..start + valid`; the rest is
+    /// padding), stats [3·N] = row max ‖ Σ exp(x − row max) ‖ the target's logit when the target
+    /// is this rank's (else 0). Every rank's stats are then gathered over the tensor-parallel
+    /// group.
+    fn cross_entropy_stats(
+        &self,
+        logits: ActSrc<'_, Self>,
+        targets: IdxSrc<'_, Self>,
+        stats: AccDst<'_, Self>,
+        dims: VocabSlice,
+    ) -> Result<()>;
+    /// Step 2: from every rank's stats in rank order (`all` [parts·3·N]), the loss of every row
+    /// (the same on every rank) and, with `dlogits`, this rank's columns of
+    /// grad_scale·(softmax − onehot) (0 in padding columns and ignored rows). OVERWRITES dlogits.
+    #[allow(clippy::too_many_arguments)]
+    fn cross_entropy_finish(
+        &self,
+        logits: ActSrc<'_, Self>,
+        targets: IdxSrc<'_, Self>,
+        all: AccSrc<'_, Self>,
+        parts: usize,
+        losses: AccDst<'_, Self>,
+        dlogits: Option<ActDst<'_, Self>>,
+        dims: VocabSlice,
         grad_scale: f64,
     ) -> Result<()>;
 

@@ -12,6 +12,6 @@ pub mod error;
 
 pub use backend::{
     rope_inv_freq, AdamWGroup, AdamWStep, AttnDims, Backend, Buffer, Dst, LinearDims, Src,
-    WeightGrads, WeightLayout,
+    VocabSlice, WeightGrads, WeightLayout,
 };
 pub use error::{Error, Result};

@@ -12,8 +12,8 @@ mod common;
 use common::rel_err;
 
 use ferrotron_kernels::backend::{
-    AdamWGroup, AdamWStep, AttnDims, Backend, Buffer, Dst, LinearDims, Src, WeightGrads,
-    WeightLayout,
+    AdamWGroup, AdamWStep, AttnDims, Backend, Buffer, Dst, LinearDims, Src, VocabSlice,
+    WeightGrads, WeightLayout,
 };
 use ferrotron_kernels::cpu::CpuBackend;
 use ferrotron_kernels::cuda::{device, CudaAct, CudaBackend};
@@ -129,6 +129,7 @@ gpu_tests!(
     rope,
     activations,
     cross_entropy,
+    vocab_parallel_cross_entropy,
     reductions,
     adamw,
     attention
@@ -784,6 +785,68 @@ fn cross_entropy<A: CudaAct>() {
                 );
             }
         }
+    }
+}
+
+/// The two vocab-parallel cross-entropy steps on a rank's columns (padding included), CUDA
+/// against the CPU, with the stats of three ranks gathered.
+fn vocab_parallel_cross_entropy<A: CudaAct>() {
+    let mut t = setup::<A>();
+    let (n, v, parts) = (9, 700, 3);
+    let tg: Vec<i32> = (0..n as i32)
+        .map(|i| if i == 2 { -100 } else { i * 233 % 2100 })
+        .collect();
+    let gt = t.idx(&tg);
+    let slice = |r: usize| VocabSlice {
+        n,
+        v,
+        valid: if r + 1 == parts { 650 } else { v },
+        start: r * v,
+    };
+    let logits: Vec<Vec<f32>> = (0..parts).map(|_| t.rand(n * v, 8.0)).collect();
+    let mut all_c = Vec::new();
+    let mut all_g = Vec::new();
+    for (r, x) in logits.iter().enumerate() {
+        let (mut cs, mut gs) = (vec![0f32; 3 * n], t.nan_acc(3 * n));
+        t.c.cross_entropy_stats(Src::all(x), Src::all(&tg), Dst::all(&mut cs), slice(r))
+            .unwrap();
+        let gx = t.act(x);
+        t.g.cross_entropy_stats(Src::all(&gx), Src::all(&gt), Dst::all(&mut gs), slice(r))
+            .unwrap();
+        let got = t.get_acc(&gs);
+        t.check("cross_entropy_stats", &got, &cs, 1.0);
+        all_c.extend(cs);
+        all_g.extend(got);
+    }
+    let g_all = t.acc(&all_g);
+    for (r, x) in logits.iter().enumerate() {
+        let (mut cl, mut cd) = (vec![0f32; n], vec![0f32; n * v]);
+        t.c.cross_entropy_finish(
+            Src::all(x),
+            Src::all(&tg),
+            Src::all(&all_c),
+            parts,
+            Dst::all(&mut cl),
+            Some(Dst::all(&mut cd)),
+            slice(r),
+            0.1,
+        )
+        .unwrap();
+        let (mut gl, mut gd) = (t.nan_acc(n), t.nan_act(n * v));
+        let gx = t.act(x);
+        t.g.cross_entropy_finish(
+            Src::all(&gx),
+            Src::all(&gt),
+            Src::all(&g_all),
+            parts,
+            Dst::all(&mut gl),
+            Some(Dst::all(&mut gd)),
+            slice(r),
+            0.1,
+        )
+        .unwrap();
+        t.check("cross_entropy_finish_loss", &t.get_acc(&gl), &cl, 1.0);
+        t.check("cross_entropy_finish_dlogits", &t.get_act(&gd), &cd, 1.0);
     }
 }
 

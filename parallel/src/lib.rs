@@ -4,6 +4,7 @@
 //! watchdog that times out blocking collectives.
 
 pub mod comm;
+pub mod device;
 pub mod env;
 pub mod forensics;
 pub mod mesh;
@@ -15,6 +16,7 @@ pub mod selftest;
 pub mod selftest_p2p;
 pub mod store;
 pub mod tcp;
+pub mod tensor_parallel;
 pub mod watchdog;
 pub mod world;
 
@@ -29,4 +31,5 @@ pub use mesh_comms::MeshComms;
 pub use mpi::runtime::{MpiRuntime, DEFAULT_COLLECTIVE_TIMEOUT};
 pub use nccl::{DeviceDtype, NcclComm};
 pub use tcp::comm::TcpComm;
+pub use tensor_parallel::{NoTp, TpComm, TpGroup};
 pub use world::{init_world, WorldOptions};

@@ -143,17 +143,37 @@ impl NcclComm {
     /// # Safety
     /// `buf` must address `count` live f32 on this communicator's GPU, not used concurrently.
     pub unsafe fn device_all_reduce_sum(&self, buf: u64, count: usize) -> Result<(), CommError> {
+        self.device_all_reduce(buf, count, DeviceDtype::F32, crate::ReduceOp::Sum)
+    }
+
+    /// In-place reduction (sum or max) over the group of `count` elements of `dtype` at `buf`.
+    ///
+    /// # Safety
+    /// `buf` must address `count` live elements of `dtype` on this communicator's GPU.
+    pub unsafe fn device_all_reduce(
+        &self,
+        buf: u64,
+        count: usize,
+        dtype: DeviceDtype,
+        op: crate::ReduceOp,
+    ) -> Result<(), CommError> {
+        let nop = match op {
+            crate::ReduceOp::Sum => sys::ncclRedOp_t::ncclSum,
+            crate::ReduceOp::Max => sys::ncclRedOp_t::ncclMax,
+            crate::ReduceOp::Min => sys::ncclRedOp_t::ncclMin,
+            crate::ReduceOp::Avg => sys::ncclRedOp_t::ncclAvg,
+        };
         nccl::all_reduce(
             buf as *const _,
             buf as *mut _,
             count,
-            DeviceDtype::F32.nccl(),
-            sys::ncclRedOp_t::ncclSum,
+            dtype.nccl(),
+            nop,
             self.comm,
             self.stream.cu_stream() as _,
         )
         .map_err(|e| self.dev_err("all_reduce", e))?;
-        let moved = all_reduce_ring_bytes(count as u64 * 4, self.size() as u64);
+        let moved = all_reduce_ring_bytes((count * dtype.size_bytes()) as u64, self.size() as u64);
         self.counters.record(OpKind::AllReduce, moved, moved);
         Ok(())
     }
@@ -168,17 +188,31 @@ impl NcclComm {
         output: u64,
         count: usize,
     ) -> Result<(), CommError> {
+        self.device_reduce_scatter(input, output, count, DeviceDtype::F32)
+    }
+
+    /// `device_reduce_scatter_sum` for elements of `dtype`.
+    ///
+    /// # Safety
+    /// Both addresses must be live device regions of `dtype` with those lengths, not overlapping.
+    pub unsafe fn device_reduce_scatter(
+        &self,
+        input: u64,
+        output: u64,
+        count: usize,
+        dtype: DeviceDtype,
+    ) -> Result<(), CommError> {
         nccl::reduce_scatter(
             input as *const _,
             output as *mut _,
             count,
-            DeviceDtype::F32.nccl(),
+            dtype.nccl(),
             sys::ncclRedOp_t::ncclSum,
             self.comm,
             self.stream.cu_stream() as _,
         )
         .map_err(|e| self.dev_err("reduce_scatter", e))?;
-        let total = (count * self.size()) as u64 * 4;
+        let total = (count * self.size() * dtype.size_bytes()) as u64;
         let moved = scatter_gather_ring_bytes(total, self.size() as u64);
         self.counters.record(OpKind::ReduceScatter, moved, moved);
         Ok(())

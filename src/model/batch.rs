@@ -55,6 +55,9 @@ impl HostBatch {
 
 pub struct DeviceBatch<B: Backend> {
     pub input_ids: B::Idx,
+    /// Under tensor parallelism: each id as a row of this rank's vocabulary slice, −1 where
+    /// another rank holds it (`with_vocab_rows`); None without.
+    pub vocab_ids: Option<B::Idx>,
     pub targets: B::Idx,
     pub positions: B::Idx,
     pub cu_seqlens: B::Idx,
@@ -67,6 +70,7 @@ impl<B: Backend> DeviceBatch<B> {
     pub fn upload(b: &B, h: &HostBatch) -> Result<Self> {
         Ok(DeviceBatch {
             input_ids: b.upload_idx(&h.input_ids)?,
+            vocab_ids: None,
             targets: b.upload_idx(&h.targets)?,
             positions: b.upload_idx(&h.positions)?,
             cu_seqlens: b.upload_idx(&h.cu_seqlens)?,
@@ -74,5 +78,21 @@ impl<B: Backend> DeviceBatch<B> {
             segments: h.cu_seqlens.len() - 1,
             max_seqlen: h.max_seqlen(),
         })
+    }
+
+    /// `upload` for a rank holding vocabulary rows `start..start + rows` (a vocab-parallel
+    /// embedding): also the ids as rows of that slice, −1 for the others.
+    pub fn upload_with_vocab_rows(b: &B, h: &HostBatch, start: usize, rows: usize) -> Result<Self> {
+        let mut d = Self::upload(b, h)?;
+        let local: Vec<i32> = h
+            .input_ids
+            .iter()
+            .map(|&id| match usize::try_from(id) {
+                Ok(i) if (start..start + rows).contains(&i) => (i - start) as i32,
+                _ => -1,
+            })
+            .collect();
+        d.vocab_ids = Some(b.upload_idx(&local)?);
+        Ok(d)
     }
 }

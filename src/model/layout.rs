@@ -9,6 +9,7 @@
 
 use super::config::{Arch, ModelConfig};
 use super::slicing::TensorSlice;
+use super::tensor_parallel::TpShape;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorSpec {
@@ -145,23 +146,29 @@ pub struct ParamLayout {
 
 struct UnitBuilder {
     kind: UnitKind,
+    arch: Arch,
+    tp: TpShape,
     tensors: Vec<TensorSpec>,
     numel: usize,
 }
 
 impl UnitBuilder {
-    fn new(kind: UnitKind) -> Self {
+    fn new(kind: UnitKind, arch: Arch, tp: TpShape) -> Self {
         UnitBuilder {
             kind,
+            arch,
+            tp,
             tensors: Vec::new(),
             numel: 0,
         }
     }
+    /// Adds the logical tensor `name` of global `shape`: this rank's slice of it.
     fn add(&mut self, name: String, shape: &[usize], role: Role) {
+        let slice = self.tp.slice(self.arch, role, shape);
         let t = TensorSpec {
             name,
-            shape: shape.to_vec(),
-            slice: TensorSlice::whole(shape),
+            shape: slice.local_shape.clone(),
+            slice,
             offset: self.numel,
             role,
         };
@@ -183,10 +190,16 @@ impl UnitBuilder {
 }
 
 impl ParamLayout {
+    /// The whole model (no tensor parallelism).
     pub fn new(c: &ModelConfig) -> Self {
+        Self::sliced(c, TpShape::NONE)
+    }
+
+    /// This tensor-parallel rank's slices (model/tensor_parallel.rs), in the same units.
+    pub fn sliced(c: &ModelConfig, tp: TpShape) -> Self {
         match c.arch {
-            Arch::Llama => llama(c),
-            Arch::Gpt2 => gpt2(c),
+            Arch::Llama => llama(c, tp),
+            Arch::Gpt2 => gpt2(c, tp),
         }
     }
 
@@ -212,11 +225,11 @@ impl ParamLayout {
     }
 }
 
-fn llama(c: &ModelConfig) -> ParamLayout {
+fn llama(c: &ModelConfig, tp: TpShape) -> ParamLayout {
     let (d, v, f) = (c.hidden, c.vocab_size, c.ffn);
     let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
     let mut units = Vec::new();
-    let mut e = UnitBuilder::new(UnitKind::Embedding);
+    let mut e = UnitBuilder::new(UnitKind::Embedding, c.arch, tp);
     e.add(
         "model.embed_tokens.weight".into(),
         &[v, d],
@@ -225,7 +238,7 @@ fn llama(c: &ModelConfig) -> ParamLayout {
     units.push(e.build());
     for i in 0..c.layers {
         let p = format!("model.layers.{i}.");
-        let mut b = UnitBuilder::new(UnitKind::Block(i));
+        let mut b = UnitBuilder::new(UnitKind::Block(i), c.arch, tp);
         b.add(format!("{p}self_attn.q_proj.weight"), &[qd, d], Role::Q);
         b.add_if(
             c.qkv_bias,
@@ -295,21 +308,21 @@ fn llama(c: &ModelConfig) -> ParamLayout {
         );
         units.push(b.build());
     }
-    let mut n = UnitBuilder::new(UnitKind::FinalNorm);
+    let mut n = UnitBuilder::new(UnitKind::FinalNorm, c.arch, tp);
     n.add("model.norm.weight".into(), &[d], Role::FinalNorm);
     units.push(n.build());
     if !c.tie_embeddings {
-        let mut h = UnitBuilder::new(UnitKind::Head);
+        let mut h = UnitBuilder::new(UnitKind::Head, c.arch, tp);
         h.add("lm_head.weight".into(), &[v, d], Role::LmHead);
         units.push(h.build());
     }
     ParamLayout { units }
 }
 
-fn gpt2(c: &ModelConfig) -> ParamLayout {
+fn gpt2(c: &ModelConfig, tp: TpShape) -> ParamLayout {
     let (d, v, f) = (c.hidden, c.vocab_size, c.ffn);
     let mut units = Vec::new();
-    let mut e = UnitBuilder::new(UnitKind::Embedding);
+    let mut e = UnitBuilder::new(UnitKind::Embedding, c.arch, tp);
     e.add(
         "transformer.wte.weight".into(),
         &[v, d],
@@ -323,7 +336,7 @@ fn gpt2(c: &ModelConfig) -> ParamLayout {
     units.push(e.build());
     for i in 0..c.layers {
         let p = format!("transformer.h.{i}.");
-        let mut b = UnitBuilder::new(UnitKind::Block(i));
+        let mut b = UnitBuilder::new(UnitKind::Block(i), c.arch, tp);
         b.add(format!("{p}ln_1.weight"), &[d], Role::AttnNorm);
         b.add(format!("{p}ln_1.bias"), &[d], Role::AttnNormBias);
         b.add(format!("{p}attn.c_attn.weight"), &[d, 3 * d], Role::Qkv);
@@ -338,7 +351,7 @@ fn gpt2(c: &ModelConfig) -> ParamLayout {
         b.add(format!("{p}mlp.c_proj.bias"), &[d], Role::DownBias);
         units.push(b.build());
     }
-    let mut n = UnitBuilder::new(UnitKind::FinalNorm);
+    let mut n = UnitBuilder::new(UnitKind::FinalNorm, c.arch, tp);
     n.add("transformer.ln_f.weight".into(), &[d], Role::FinalNorm);
     n.add("transformer.ln_f.bias".into(), &[d], Role::FinalNormBias);
     units.push(n.build());

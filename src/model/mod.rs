@@ -8,6 +8,7 @@ pub mod layout;
 pub mod rope;
 pub mod slicing;
 pub mod stages;
+pub mod tensor_parallel;
 pub mod transformer;
 pub mod window;
 
@@ -17,4 +18,5 @@ pub use ferrotron_zero::{ParamStore, ResidentStore};
 pub use layout::{ParamLayout, Role, TensorSpec, UnitKind, UnitSpec};
 pub use slicing::{Run, TensorSlice};
 pub use stages::{Holding, StageSplit};
+pub use tensor_parallel::TpShape;
 pub use transformer::{Forward, Transformer};

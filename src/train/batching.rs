@@ -62,6 +62,18 @@ pub fn plan(recipe: &Recipe, dp: usize) -> Result<BatchPlan> {
     })
 }
 
+/// With sequence parallelism every forward's tokens (rows of `seq_len`: micro-batches, and the
+/// one-row forwards evaluation may pad with) split evenly over the tp ranks.
+pub fn check_sequence_split(recipe: &Recipe, seq_len: usize) -> Result<()> {
+    let tp = recipe.parallel.tp;
+    if recipe.parallel.sequence_parallel && seq_len % tp != 0 {
+        return Err(user!(
+            "parallel.sequence_parallel splits every row's tokens over parallel.tp = {tp} ranks, so data.seq_len = {seq_len} must be a multiple of {tp}"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,7 +68,8 @@ impl<B: Collectives + 'static> Setup<B> {
             &mut state,
             &|t| {
                 let layout = &self.model.layout;
-                self.pipeline.as_ref().is_none_or(|p| p.writes(layout, t))
+                super::weights::writes_tensor(&self.model, t)
+                    && self.pipeline.as_ref().is_none_or(|p| p.writes(layout, t))
             },
         )?;
         if self.rank0 {

@@ -10,14 +10,16 @@
 //! and runs them in forwards of at most `micro_batch` rows. Every rank runs the same number of
 //! forwards, F = ⌈⌈R/dp⌉ / micro_batch⌉: a rank with fewer rows pads with one-row forwards whose
 //! loss is discarded, because under ZeRO-3 every forward all-gathers every unit and each gather
-//! needs every rank of the group. Then one all-reduce of (loss sum, target count) over dp.
+//! needs every rank of the group. Then one all-reduce of (loss sum, target count) over dp. The
+//! ranks of a tensor-parallel group evaluate the same rows together (each its own slices) and
+//! get the same losses, so the sum runs over dp alone.
 
 use super::comm_err;
 use crate::data::{Batch, Datasets};
 use crate::error::Result;
-use crate::model::{DeviceBatch, HostBatch, Transformer};
+use crate::model::{HostBatch, Transformer};
 use ferrotron_kernels::Backend;
-use ferrotron_parallel::{Comm, ReduceOp};
+use ferrotron_parallel::{Comm, ReduceOp, TpComm};
 use ferrotron_zero::Engine;
 use std::ops::Range;
 
@@ -65,6 +67,7 @@ pub fn evaluate<B: Backend>(
     engine: &mut dyn Engine<B>,
     data: &Datasets,
     dp: &dyn Comm,
+    tp: &dyn TpComm<B>,
     micro_batch: usize,
     eval_batches: usize,
     global_batch: usize,
@@ -72,9 +75,9 @@ pub fn evaluate<B: Backend>(
     let plain = |batches: Vec<Batch>| {
         let mut losses = Vec::with_capacity(batches.len());
         for batch in batches {
-            let dev = DeviceBatch::upload(b, &HostBatch::from(batch))?;
-            let fwd = model.forward(b, engine, &dev)?;
-            losses.push(model.head(b, engine, &dev, &fwd, None, None)?.0);
+            let dev = model.upload_batch(b, &HostBatch::from(batch))?;
+            let fwd = model.forward_tp(b, engine, &dev, tp)?;
+            losses.push(model.head_tp(b, engine, &dev, &fwd, None, None, tp)?.0);
         }
         Ok(losses)
     };
@@ -145,9 +148,10 @@ impl<B: ferrotron_zero::Collectives + 'static> super::Setup<B> {
             global_batch: t.global_batch,
         };
         let (model, engine, dp) = (&self.model, &mut *self.engine, &*self.comms.dp);
+        let tp = &self.tp;
         match &self.pipeline {
             Some(p) => evaluate_with(&self.data, dp, rows, |batches| {
-                p.eval_losses(b, model, engine, batches)
+                p.eval_losses(b, model, engine, tp, batches)
             }),
             None => evaluate(
                 b,
@@ -155,6 +159,7 @@ impl<B: ferrotron_zero::Collectives + 'static> super::Setup<B> {
                 engine,
                 &self.data,
                 dp,
+                tp,
                 rows.micro_batch,
                 rows.eval_batches,
                 rows.global_batch,

@@ -25,6 +25,9 @@ pub fn open<B: Collectives>(b: &B, recipe: &Recipe, dist: &DistEnv) -> Result<Me
     let mut comms = MeshComms::build(world, mesh).map_err(comm_err)?;
     if recipe.train.device == "cuda" && p.gpu_comm == "nccl" {
         comms.dp = b.nccl_group(comms.dp.clone())?;
+        if comms.tp.size() > 1 {
+            comms.tp = b.nccl_group(comms.tp.clone())?;
+        }
     }
     Ok(comms)
 }

@@ -27,7 +27,7 @@ mod weights;
 use crate::checkpoint::lock::CheckpointLock;
 use crate::data::{microbatches, rank_slice, Batch};
 use crate::error::{Error, Result};
-use crate::model::{DeviceBatch, HostBatch};
+use crate::model::HostBatch;
 use crate::recipe::Recipe;
 use crate::user;
 use ferrotron_parallel::{Comm, OpKind, ReduceOp};
@@ -159,32 +159,41 @@ fn train<B: Collectives + 'static>(
         let mut pp_step = None;
         if let Some(p) = &s.pipeline {
             // The schedule's forwards and backwards; loss_sum is the last stage's, on every stage.
-            let r = p.train_step(b, &s.model, &mut *s.engine, batches, 1.0 / global_targets)?;
+            let r = p.train_step(
+                b,
+                &s.model,
+                &mut *s.engine,
+                &s.tp,
+                batches,
+                1.0 / global_targets,
+            )?;
             (loss_sum, saved_bytes) = (r.loss_sum, r.largest_activation_bytes);
             pp_step = Some(r);
         } else {
             for batch in batches {
-                let dev = DeviceBatch::upload(b, &HostBatch::from(batch))?;
-                let fwd = s.model.forward(b, &mut *s.engine, &dev)?;
+                let dev = s.model.upload_batch(b, &HostBatch::from(batch))?;
+                let fwd = s.model.forward_tp(b, &mut *s.engine, &dev, &s.tp)?;
                 if step == s.start_step + 1 {
                     let (act, acc) = fwd.saved_elements();
                     saved_bytes =
                         saved_bytes.max(act as u64 * B::ACT_BYTES + acc as u64 * B::ACC_BYTES);
                 }
-                let (ls, dx) = s.model.head(
+                let (ls, dx) = s.model.head_tp(
                     b,
                     &mut *s.engine,
                     &dev,
                     &fwd,
                     Some(1.0 / global_targets),
                     None,
+                    &s.tp,
                 )?;
-                s.model.backward(
+                s.model.backward_tp(
                     b,
                     &mut *s.engine,
                     &dev,
                     &fwd,
                     dx.expect("head returns dx with a grad scale"),
+                    &s.tp,
                 )?;
                 loss_sum += ls;
             }

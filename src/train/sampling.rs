@@ -17,13 +17,13 @@ impl<B: Collectives + 'static> Setup<B> {
             max_new_tokens: self.recipe.train.sample_tokens,
             ..Default::default()
         };
-        let (model, engine) = (&self.model, &mut *self.engine);
+        let (model, engine, tp) = (&self.model, &mut *self.engine, &self.tp);
         let text = match &self.pipeline {
             Some(p) => {
-                let logits_of = |window: &[u32]| p.last_logits(b, model, engine, window);
+                let logits_of = |window: &[u32]| p.last_logits(b, model, engine, tp, window);
                 generate_by(&model.cfg, &self.tokenizer, &prompt, &opts, logits_of)?
             }
-            None => generate_with(b, model, engine, &self.tokenizer, &prompt, &opts)?,
+            None => generate_with(b, model, engine, tp, &self.tokenizer, &prompt, &opts)?,
         };
         if self.rank0 {
             println!("sample: {prompt}{text}");

@@ -6,19 +6,22 @@
 use super::batching::{self, BatchPlan};
 use super::groups;
 use super::pipeline::Pipeline;
-use super::weights::{unit_metas, Start};
+use super::weights::{engine_groups, engine_metas, Start};
 use crate::data::{self, Datasets, Sampler};
 use crate::error::Result;
-use crate::model::{Arch, ModelConfig, Transformer};
+use crate::model::{Arch, ModelConfig, TpShape, Transformer};
 use crate::recipe::Recipe;
 use crate::tokenizer::Tokenizer;
 use crate::user;
+use ferrotron_parallel::TpGroup;
 use ferrotron_parallel::{env::DistEnv, MeshComms};
-use ferrotron_zero::{Collectives, Engine, EngineGroups};
+use ferrotron_zero::{Collectives, Engine};
 
 pub struct Setup<B: ferrotron_kernels::Backend> {
     pub recipe: Recipe,
     pub comms: MeshComms,
+    /// The tensor-parallel group as the model calls it.
+    pub tp: TpGroup,
     pub rank0: bool,
     pub tokenizer: Tokenizer,
     pub data: Datasets,
@@ -41,12 +44,6 @@ impl<B: Collectives + 'static> Setup<B> {
     /// `dist`: the launcher's view of this process (rank, world, local rank), read once by `train::run`.
     pub fn new(b: &B, recipe: Recipe, resume: bool, dist: &DistEnv) -> Result<Self> {
         let p = &recipe.parallel;
-        if p.tp != 1 {
-            return Err(user!(
-                "parallel.tp = {}: tensor parallelism is not implemented in this build yet (use 1)",
-                p.tp
-            ));
-        }
         let comms = groups::open(b, &recipe, dist)?;
         let rank0 = comms.world.rank() == 0;
         let dp = comms.dp.size();
@@ -93,20 +90,31 @@ impl<B: Collectives + 'static> Setup<B> {
             ));
         }
         let batch = batching::plan(&recipe, dp)?;
+        batching::check_sequence_split(&recipe, seq_len)?;
 
-        // The starting state and the engine filled from it.
+        // This rank's slices of the model, the starting state and the engine filled from it.
         let t = &recipe.train;
-        let model = Transformer::new(cfg).with_recompute(t.activation_checkpointing == "full");
+        let tp_shape = TpShape {
+            size: comms.tp.size(),
+            rank: comms.tp.rank(),
+            sequence_parallel: p.sequence_parallel,
+        };
+        let cfg_file = weights_dir
+            .as_ref()
+            .map(|d| d.join("config.json"))
+            .or_else(|| recipe.model.config.clone())
+            .unwrap_or_default();
+        let model = Transformer::with_tp(cfg, tp_shape)
+            .map_err(|e| user!("{}: {e}", cfg_file.display()))?
+            .with_recompute(t.activation_checkpointing == "full");
         let pipeline = Pipeline::new(&recipe, &comms, &model, batch.microbatches)?;
         let start = Start::pick(&recipe, resume, &model, weights_dir.as_deref(), rank0)?;
-        let metas = unit_metas(&model.layout, recipe.optim.decay_norms_and_biases);
-        let (groups, metas) = match &pipeline {
-            Some(pp) => (
-                pp.engine_groups(&comms, &model.layout),
-                pp.unit_metas(&model.layout, metas),
-            ),
-            None => (EngineGroups::data_parallel(comms.dp.clone()), metas),
-        };
+        let mut groups = engine_groups(&comms, &model);
+        let mut metas = engine_metas(&model, recipe.optim.decay_norms_and_biases);
+        if let Some(pp) = &pipeline {
+            metas = pp.unit_metas(&model.layout, metas);
+            pp.add_grad_sums(&mut groups, &model.layout);
+        }
         let mut engine = start.build_engine(b, &recipe, groups, metas)?;
         if let Start::Pretrained(_) = &start {
             let dir = weights_dir
@@ -128,6 +136,9 @@ impl<B: Collectives + 'static> Setup<B> {
 
         let s = Setup {
             recipe,
+            tp: TpGroup {
+                comm: comms.tp.clone(),
+            },
             comms,
             rank0,
             tokenizer,

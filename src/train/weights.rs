@@ -6,11 +6,12 @@
 use super::init::InitSource;
 use crate::checkpoint;
 use crate::error::{Error, Result};
-use crate::model::{ParamLayout, Transformer};
+use crate::model::{ParamLayout, TensorSpec, Transformer};
 use crate::recipe::Recipe;
 use crate::tensorfile::LayoutSource;
+use ferrotron_parallel::MeshComms;
 use ferrotron_zero::{
-    build_engine, Collectives, Engine, EngineGroups, Region, StateSource, UnitMeta,
+    build_engine, Collectives, Engine, EngineGroups, GradSum, Region, StateSource, UnitMeta,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -89,7 +90,7 @@ impl Start {
     }
 
     /// The ZeRO engine of `recipe.parallel.zero_stage` over `groups` for the units `metas`
-    /// (`unit_metas`, or a pipeline stage's part of them), filled from this source.
+    /// (`engine_metas`, or a pipeline stage's part of them), filled from this source.
     pub fn build_engine<B: Collectives + 'static>(
         &self,
         b: &B,
@@ -102,8 +103,49 @@ impl Start {
     }
 }
 
-/// Per-unit regions with the weight-decay rule of the recipe.
+/// The engine's groups: ZeRO over dp, the norm also summed over the model-parallel ranks, and
+/// the replicated tensors whose gradients are partial sums over the tp group
+/// (model/tensor_parallel.rs) summed there.
+pub fn engine_groups(comms: &MeshComms, model: &Transformer) -> EngineGroups {
+    let mut groups = EngineGroups::data_parallel(comms.dp.clone());
+    groups.model_parallel = comms.mp.clone();
+    for (u, unit) in model.layout.units.iter().enumerate() {
+        for t in &unit.tensors {
+            if model.tp.grad_summed_over_tp(model.cfg.arch, t.role) {
+                groups.grad_sums.push(GradSum {
+                    unit: u,
+                    range: t.offset..t.offset + t.numel(),
+                    group: comms.tp.clone(),
+                });
+            }
+        }
+    }
+    groups
+}
+
+/// Whether this rank writes (and counts in the gradient norm) tensor `t`: not when it is a
+/// tensor-parallel replica another rank (tp rank 0) holds too.
+pub fn writes_tensor(model: &Transformer, t: &TensorSpec) -> bool {
+    model.tp.rank == 0 || !model.tp.replicates(model.cfg.arch, t.role)
+}
+
+/// This rank's per-unit regions: the recipe's weight-decay rule, and the norm counting what
+/// this rank writes (`writes_tensor`).
+pub fn engine_metas(model: &Transformer, decay_everything: bool) -> Vec<UnitMeta> {
+    unit_metas_tp(&model.layout, decay_everything, &|t| writes_tensor(model, t))
+}
+
+/// Per-unit regions with the weight-decay rule of the recipe (one rank, every tensor counted).
 pub fn unit_metas(layout: &ParamLayout, decay_everything: bool) -> Vec<UnitMeta> {
+    unit_metas_tp(layout, decay_everything, &|_| true)
+}
+
+/// Per-unit regions; `counted` says which tensors this rank counts in the gradient norm.
+fn unit_metas_tp(
+    layout: &ParamLayout,
+    decay_everything: bool,
+    counted: &dyn Fn(&TensorSpec) -> bool,
+) -> Vec<UnitMeta> {
     layout
         .units
         .iter()
@@ -117,7 +159,7 @@ pub fn unit_metas(layout: &ParamLayout, decay_everything: bool) -> Vec<UnitMeta>
                     offset: t.offset,
                     len: t.numel(),
                     decay: decay_everything || t.role.decays_by_default(),
-                    counted: true,
+                    counted: counted(t),
                 })
                 .collect(),
         })

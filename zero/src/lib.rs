@@ -3,8 +3,6 @@
 //! optimizer states, whole or sharded over the data-parallel group. One type per stage:
 //! `Stage0` .. `Stage3`; `build_engine` picks one from a recipe's `parallel.zero_stage`.
 
-pub mod collectives;
-mod collectives_cuda;
 pub mod engine;
 pub mod shard;
 pub mod source;
@@ -14,10 +12,10 @@ pub mod stage2;
 pub mod stage3;
 pub mod store;
 
-pub use collectives::Collectives;
 pub use engine::{
     Engine, EngineGroups, FullState, GradSum, MemoryReport, Region, StepConfig, StepStats, UnitMeta,
 };
+pub use ferrotron_parallel::device::Collectives;
 pub use shard::ShardPlan;
 pub use source::{OwnedShard, StatePart, StateSource, UnitWeights};
 pub use stage0::Stage0;

@@ -8,10 +8,10 @@
 //! AdamW over a shard runs region by region: the unit's regions (logical tensors, each with its
 //! weight-decay flag) intersected with the owned range; padding lies in no region.
 
-use crate::collectives::Collectives;
 use crate::engine::{EngineGroups, FullState, GradSum, StepConfig, UnitMeta};
 use crate::source::{OwnedShard, StatePart, StateSource};
 use ferrotron_kernels::{AdamWGroup, AdamWStep, Backend, Buffer, Dst, Error, Result, Src};
+use ferrotron_parallel::device::Collectives;
 use ferrotron_parallel::{Comm, CommError};
 use std::ops::Range;
 

@@ -9,7 +9,6 @@
 //! the model-parallel group), AdamW on the whole model, and the compute copy refreshed from the
 //! master.
 
-use crate::collectives::Collectives;
 use crate::engine::{
     Engine, EngineGroups, FullState, MemoryReport, StepConfig, StepStats, UnitMeta,
 };
@@ -17,6 +16,7 @@ use crate::shard::{apply_grad_sums, global_norm, ShardPlan, ShardedAdam};
 use crate::source::{OwnedShard, StateSource};
 use crate::store::ParamStore;
 use ferrotron_kernels::{Buffer, Dst, Result, Src};
+use ferrotron_parallel::device::Collectives;
 
 pub struct Stage0<B: Collectives> {
     groups: EngineGroups,

@@ -11,7 +11,6 @@
 //! shard is cast into the own block of the compute copy, and the compute copy all-gathered in
 //! place ((N-1)/N · PΨp bytes). Per step: 2 · (N-1)/N · 4Ψp bytes sent per rank.
 
-use crate::collectives::Collectives;
 use crate::engine::{
     Engine, EngineGroups, FullState, MemoryReport, StepConfig, StepStats, UnitMeta,
 };
@@ -19,6 +18,7 @@ use crate::shard::{apply_grad_sums, global_norm, refresh_full_weights, ShardPlan
 use crate::source::{OwnedShard, StateSource};
 use crate::store::ParamStore;
 use ferrotron_kernels::{Buffer, Dst, Result, Src};
+use ferrotron_parallel::device::Collectives;
 
 pub struct Stage1<B: Collectives> {
     groups: EngineGroups,

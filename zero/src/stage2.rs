@@ -13,7 +13,6 @@
 //! cast into own blocks of the compute copy, which is all-gathered in place.
 //! Per step and micro-batch: reduce-scatter (N-1)/N · 4Ψp; per step: all-gather (N-1)/N · 4Ψp.
 
-use crate::collectives::Collectives;
 use crate::engine::{
     Engine, EngineGroups, FullState, MemoryReport, StepConfig, StepStats, UnitMeta,
 };
@@ -21,6 +20,7 @@ use crate::shard::{apply_grad_sums, global_norm, refresh_full_weights, ShardPlan
 use crate::source::{OwnedShard, StateSource};
 use crate::store::ParamStore;
 use ferrotron_kernels::{Buffer, Dst, Result, Src};
+use ferrotron_parallel::device::Collectives;
 use ferrotron_parallel::Comm;
 
 /// Full per-unit gradient buffers that exist only while a unit's backward runs, and the sharded

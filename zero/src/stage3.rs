@@ -24,7 +24,6 @@
 //! 2): (N-1)/N · 4 · (Σ_u uses(u) · padded(u) + Ψp) bytes, at most 3Ψ worth. `step` moves no
 //! weights: AdamW updates the master shards and casts them into the compute shards.
 
-use crate::collectives::Collectives;
 use crate::engine::{
     Engine, EngineGroups, FullState, MemoryReport, StepConfig, StepStats, UnitMeta,
 };
@@ -33,6 +32,7 @@ use crate::source::{OwnedShard, StateSource};
 use crate::stage2::ShardedGrads;
 use crate::store::ParamStore;
 use ferrotron_kernels::{Buffer, Dst, Result, Src};
+use ferrotron_parallel::device::Collectives;
 
 pub struct Stage3<B: Collectives> {
     groups: EngineGroups,

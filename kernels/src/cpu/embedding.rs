@@ -1,5 +1,7 @@
 //! Token / position embedding. ids [N], table [V, D], out [N, D].
 //! forward: out[n] = table[ids[n]];  backward: dtable[ids[n]] += dout[n].
+//! A negative id selects no row: zeros forward, nothing backward (a vocab-parallel rank marks
+//! the ids another rank holds so). An id ≥ V is a bug and panics.
 //!
 //! Backward is race-free without atomics: the table is split into blocks of rows, and each
 //! parallel task scans all ids and adds the rows that fall into its block, in token order
@@ -11,10 +13,12 @@ use rayon::prelude::*;
 /// Table rows per backward task.
 const ROWS_PER_TASK: usize = 256;
 
-fn row_of(id: i32, v: usize) -> usize {
+/// The table row of `id`, None for a negative id (no row).
+fn row_of(id: i32, v: usize) -> Option<usize> {
     match usize::try_from(id) {
-        Ok(r) if r < v => r,
-        _ => panic!("embedding: id {id} outside the table of {v} rows"),
+        Ok(r) if r < v => Some(r),
+        Ok(_) => panic!("embedding: id {id} outside the table of {v} rows"),
+        Err(_) => None,
     }
 }
 
@@ -27,9 +31,9 @@ pub fn forward<T: CpuFloat>(ids: &[i32], table: &[T], out: &mut [T], n: usize, d
     out[..n * d]
         .par_chunks_mut(d)
         .zip(&ids[..n])
-        .for_each(|(row, &id)| {
-            let r = row_of(id, v);
-            row.copy_from_slice(&table[r * d..(r + 1) * d]);
+        .for_each(|(row, &id)| match row_of(id, v) {
+            Some(r) => row.copy_from_slice(&table[r * d..(r + 1) * d]),
+            None => row.fill(T::zero()),
         });
 }
 
@@ -50,7 +54,9 @@ pub fn backward<T: CpuFloat>(ids: &[i32], dout: &[T], dtable: &mut [T], n: usize
             let first = blk * ROWS_PER_TASK;
             let last = first + block.len() / d;
             for (tok, &id) in ids.iter().enumerate() {
-                let r = id as usize;
+                let Ok(r) = usize::try_from(id) else {
+                    continue;
+                };
                 if r >= first && r < last {
                     let dst = &mut block[(r - first) * d..(r - first + 1) * d];
                     dst.iter_mut()

@@ -15,6 +15,7 @@ pub mod layernorm;
 pub mod linear;
 pub mod rmsnorm;
 pub mod rope;
+pub mod vocab_ce;
 
 pub use float::CpuFloat;
 
@@ -399,6 +400,44 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
             dlogits.map(w),
             n,
             v,
+            grad_scale,
+        );
+        Ok(())
+    }
+
+    fn cross_entropy_stats(
+        &self,
+        logits: Src<'_, Vec<T>>,
+        targets: Src<'_, Vec<i32>>,
+        stats: Dst<'_, Vec<T>>,
+        d: VocabSlice,
+    ) -> Result<()> {
+        vocab_ce::stats(r(logits), r(targets), w(stats), d.n, d.v, d.valid, d.start);
+        Ok(())
+    }
+
+    fn cross_entropy_finish(
+        &self,
+        logits: Src<'_, Vec<T>>,
+        targets: Src<'_, Vec<i32>>,
+        all: Src<'_, Vec<T>>,
+        parts: usize,
+        losses: Dst<'_, Vec<T>>,
+        dlogits: Option<Dst<'_, Vec<T>>>,
+        dims: VocabSlice,
+        grad_scale: f64,
+    ) -> Result<()> {
+        vocab_ce::finish(
+            r(logits),
+            r(targets),
+            r(all),
+            parts,
+            w(losses),
+            dlogits.map(w),
+            dims.n,
+            dims.v,
+            dims.valid,
+            dims.start,
             grad_scale,
         );
         Ok(())

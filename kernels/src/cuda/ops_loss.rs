@@ -5,7 +5,7 @@
 use super::backend::{cuda_err, CudaBackend, KArg::*, BLOCK};
 use super::buffer::{check_len, Bound};
 use super::dtype::CudaAct;
-use crate::backend::{Dst, Src};
+use crate::backend::{Dst, Src, VocabSlice};
 use crate::Result;
 use cudarc::driver::{CudaSlice, LaunchConfig};
 
@@ -57,6 +57,93 @@ impl<A: CudaAct> CudaBackend<A> {
             F32(grad_scale as f32),
         ];
         self.launch("cross_entropy", &Self::kname("cross_entropy"), cfg, &args)
+    }
+
+    /// Vocab-parallel cross-entropy, step 1 (kernels/cuda/cross_entropy.cu).
+    pub(crate) fn xent_stats(
+        &self,
+        logits: Src<'_, CudaSlice<A>>,
+        targets: Src<'_, CudaSlice<i32>>,
+        mut stats: Dst<'_, CudaSlice<f32>>,
+        d: VocabSlice,
+    ) -> Result<()> {
+        check_len("cross_entropy_stats logits", logits.len, d.n * d.v)?;
+        check_len("cross_entropy_stats targets", targets.len, d.n)?;
+        check_len("cross_entropy_stats stats", stats.len, 3 * d.n)?;
+        if d.n == 0 {
+            return Ok(());
+        }
+        let mut bind = Bound::new(&self.stream);
+        let args = [
+            P(bind.r(&logits)),
+            P(bind.r(&targets)),
+            P(bind.w(&mut stats)),
+            I64(d.n as i64),
+            I64(d.v as i64),
+            I64(d.valid as i64),
+            I64(d.start as i64),
+        ];
+        let k = Self::kname("cross_entropy_stats");
+        self.launch("cross_entropy", &k, Self::row_blocks(d), &args)
+    }
+
+    /// Vocab-parallel cross-entropy, step 2 (kernels/cuda/cross_entropy.cu).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn xent_finish(
+        &self,
+        logits: Src<'_, CudaSlice<A>>,
+        targets: Src<'_, CudaSlice<i32>>,
+        all: Src<'_, CudaSlice<f32>>,
+        parts: usize,
+        mut losses: Dst<'_, CudaSlice<f32>>,
+        mut dlogits: Option<Dst<'_, CudaSlice<A>>>,
+        d: VocabSlice,
+        grad_scale: f64,
+    ) -> Result<()> {
+        check_len("cross_entropy_finish logits", logits.len, d.n * d.v)?;
+        check_len("cross_entropy_finish targets", targets.len, d.n)?;
+        check_len("cross_entropy_finish stats", all.len, parts * 3 * d.n)?;
+        check_len("cross_entropy_finish losses", losses.len, d.n)?;
+        if let Some(dl) = &dlogits {
+            check_len("cross_entropy_finish dlogits", dl.len, d.n * d.v)?;
+        }
+        if d.n == 0 {
+            return Ok(());
+        }
+        let mut bind = Bound::new(&self.stream);
+        let (dl, want) = match &mut dlogits {
+            Some(x) => (bind.w(x), 1),
+            None => (0, 0),
+        };
+        let args = [
+            P(bind.r(&logits)),
+            P(bind.r(&targets)),
+            P(bind.r(&all)),
+            I32(parts as i32),
+            P(bind.w(&mut losses)),
+            P(dl),
+            I32(want),
+            I64(d.n as i64),
+            I64(d.v as i64),
+            I64(d.valid as i64),
+            I64(d.start as i64),
+            F32(grad_scale as f32),
+        ];
+        let k = Self::kname("cross_entropy_finish");
+        self.launch("cross_entropy", &k, Self::row_blocks(d), &args)
+    }
+
+    /// One block per row of `d`'s logits, threads for its columns.
+    fn row_blocks(d: VocabSlice) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (d.n as u32, 1, 1),
+            block_dim: (
+                (d.v.next_multiple_of(32) as u32).clamp(32, CE_THREADS),
+                1,
+                1,
+            ),
+            shared_mem_bytes: 0,
+        }
     }
 
     /// Σ x (squares = false) or Σ x² over an fp32 region, in f64.

@@ -308,6 +308,31 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
         self.xent(logits, targets, losses, dlogits, n, v, grad_scale)
     }
 
+    fn cross_entropy_stats(
+        &self,
+        logits: S<'_, A>,
+        targets: S<'_, i32>,
+        stats: D<'_, f32>,
+        dims: VocabSlice,
+    ) -> Result<()> {
+        self.xent_stats(logits, targets, stats, dims)
+    }
+    fn cross_entropy_finish(
+        &self,
+        logits: S<'_, A>,
+        targets: S<'_, i32>,
+        all: S<'_, f32>,
+        parts: usize,
+        losses: D<'_, f32>,
+        dlogits: Option<D<'_, A>>,
+        dims: VocabSlice,
+        grad_scale: f64,
+    ) -> Result<()> {
+        self.xent_finish(
+            logits, targets, all, parts, losses, dlogits, dims, grad_scale,
+        )
+    }
+
     fn sum(&self, x: S<'_, f32>) -> Result<f64> {
         self.reduce_f32(x, false)
     }

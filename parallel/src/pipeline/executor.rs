@@ -314,7 +314,7 @@ impl<'a> Step<'a, '_> {
                 if full {
                     self.in_flight -= 1;
                 }
-                (chunk > 0).then_some((MessageKind::Grad, chunk - 1, grad_input))
+                (chunk > 0).then(|| (MessageKind::Grad, chunk - 1, grad_input))
             }
             Action::BackwardWeight { .. } => {
                 self.call(action, |c| c.backward_weight(mb, chunk).map(|_| Vec::new()))?;

@@ -11,6 +11,12 @@
 //! A block whose activations forward did not keep (activation checkpointing) first runs its
 //! forward again from its saved input x_ℓ, with the unit's weights still in hand.
 //! Every weight gradient is ADDED into the unit's accumulator (micro-batches accumulate).
+//! Tensor parallelism: a row-parallel layer's backward needs ∂y for all N tokens (g's backward is
+//! the identity; with sequence parallelism the scatter's backward all-gathers it), and gives
+//! this rank's part of ∂x; a column-parallel layer's ∂x (∂h₁, ∂h₂) is a partial sum over the
+//! group: summed (f: all-reduce), or with sequence parallelism reduce-scattered to N/tp tokens,
+//! before the norm backward. The replicated biases get their gradient on rank 0 only (they were
+//! added there) and are summed over the group at the step.
 //! Key bias: GPT-2's (no RoPE) adds the same q_i·b_k to every score of row i, which softmax
 //! ignores, so its gradient is exactly 0 and is kept exactly 0. After RoPE (Qwen2) the bias is
 //! rotated differently at each key position, so it is no shift: its gradient is Σ_tokens dk
@@ -22,10 +28,11 @@ use super::super::layout::{Role, UnitSpec};
 use super::norm::NormIn;
 use super::{dst, src, t, tm, weight_grads, BlockActs, Forward, Transformer};
 use ferrotron_kernels::{Backend, Dst, LinearDims, Result};
+use ferrotron_parallel::{NoTp, TpComm};
 use ferrotron_zero::ParamStore;
 
 impl Transformer {
-    /// Runs every block's and the embedding's backward, given dx = ∂loss/∂x_L.
+    /// Runs every block's and the embedding's backward, given dx = ∂loss/∂x_L (one rank).
     pub fn backward<B: Backend, S: ParamStore<B> + ?Sized>(
         &self,
         b: &B,
@@ -34,12 +41,27 @@ impl Transformer {
         fwd: &Forward<B>,
         dx: B::Act,
     ) -> Result<()> {
-        let dx = self.blocks_backward(b, store, batch, fwd, dx)?;
-        self.embed_backward(b, store, batch, &dx)
+        self.backward_tp(b, store, batch, fwd, dx, &NoTp)
     }
 
-    /// The backward of the blocks `fwd` ran, given dx = ∂loss/∂(their output); returns
-    /// ∂loss/∂(their input).
+    /// `backward` as this rank of the tensor-parallel group `tp` (dx on this rank's residual
+    /// tokens).
+    pub fn backward_tp<B: Backend, S: ParamStore<B> + ?Sized>(
+        &self,
+        b: &B,
+        store: &mut S,
+        batch: &DeviceBatch<B>,
+        fwd: &Forward<B>,
+        dx: B::Act,
+        tp: &dyn TpComm<B>,
+    ) -> Result<()> {
+        self.check_group(tp, batch)?;
+        let dx = self.blocks_backward(b, store, batch, fwd, dx, tp)?;
+        self.embed_backward(b, store, batch, tp, &dx)
+    }
+
+    /// The backward of the blocks `fwd` ran, given dx = ∂loss/∂(their output) on this rank's
+    /// residual tokens; returns ∂loss/∂(their input).
     pub(super) fn blocks_backward<B: Backend, S: ParamStore<B> + ?Sized>(
         &self,
         b: &B,
@@ -47,8 +69,9 @@ impl Transformer {
         batch: &DeviceBatch<B>,
         fwd: &Forward<B>,
         mut dx: B::Act,
+        tp: &dyn TpComm<B>,
     ) -> Result<B::Act> {
-        let n = batch.tokens;
+        let n = self.residual_tokens(batch.tokens);
         for (i, l) in fwd.layers().enumerate().rev() {
             let u = self.layout.block_unit(l);
             store.before_use(b, u)?;
@@ -63,50 +86,16 @@ impl Transformer {
                 None => {
                     let norm1 = self.attn_norm_forward(b, &w[u], unit, NormIn::Plain(x), n)?;
                     recomputed = self
-                        .block_forward(b, &w[u], unit, x, norm1, batch, false)?
+                        .block_forward(b, &w[u], unit, x, norm1, batch, tp, false)?
                         .0;
                     &recomputed
                 }
             };
-            self.block_backward(b, &w[u], &mut g[u], unit, x, acts, batch, &mut dx)?;
+            self.block_backward(b, &w[u], &mut g[u], unit, x, acts, batch, tp, &mut dx)?;
             store.after_grad(b, u)?;
             store.after_use(b, u)?;
         }
         Ok(dx)
-    }
-
-    /// The embedding's backward from dx = ∂loss/∂x₀.
-    pub(super) fn embed_backward<B: Backend, S: ParamStore<B> + ?Sized>(
-        &self,
-        b: &B,
-        store: &mut S,
-        batch: &DeviceBatch<B>,
-        dx: &B::Act,
-    ) -> Result<()> {
-        let (n, d) = (batch.tokens, self.cfg.hidden);
-        let eu = self.embedding_unit();
-        store.before_grad(b, eu)?;
-        {
-            let (_, g) = store.parts();
-            let unit = &self.layout.units[eu];
-            b.embedding_backward(
-                src(&batch.input_ids),
-                src(dx),
-                tm(&mut g[eu], unit, Role::TokenEmbedding),
-                n,
-                d,
-            )?;
-            if self.cfg.arch == Arch::Gpt2 {
-                b.embedding_backward(
-                    src(&batch.positions),
-                    src(dx),
-                    tm(&mut g[eu], unit, Role::PositionEmbedding),
-                    n,
-                    d,
-                )?;
-            }
-        }
-        store.after_grad(b, eu)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -119,16 +108,19 @@ impl Transformer {
         x: &B::Act,
         a: &BlockActs<B>,
         batch: &DeviceBatch<B>,
+        tp: &dyn TpComm<B>,
         dx: &mut B::Act,
     ) -> Result<()> {
         let c = &self.cfg;
-        let (n, d, f) = (batch.tokens, c.hidden, c.ffn);
-        let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        let (n, d) = (batch.tokens, c.hidden);
+        let nr = self.residual_tokens(n);
+        let (heads, kv_heads, f) = self.local_dims();
+        let (qd, kvd) = (heads * c.head_dim, kv_heads * c.head_dim);
         let gpt2 = c.arch == Arch::Gpt2;
 
         // MLP: out = mid + down(act);  dx currently holds ∂/∂out, which is also ∂/∂mid's direct path.
         let mut dact = b.zeros_act(n * f)?;
-        self.linear_bwd(
+        self.row_parallel_bwd(
             b,
             w,
             g,
@@ -136,9 +128,13 @@ impl Transformer {
             (Role::Down, Role::DownBias),
             &a.act,
             dx,
-            Some(&mut dact),
-            self.lin(n, f, d),
+            &mut dact,
+            f,
+            n,
+            tp,
         )?;
+        let h2_all = self.gather_tokens(b, tp, &a.h2, n)?;
+        let h2 = h2_all.as_ref().unwrap_or(&a.h2);
         let mut dup = b.zeros_act(n * f)?;
         let mut dh2 = b.zeros_act(n * d)?;
         if gpt2 {
@@ -158,7 +154,7 @@ impl Transformer {
                 g,
                 unit,
                 (Role::Gate, Role::GateBias),
-                &a.h2,
+                h2,
                 &dgate,
                 Some(&mut dh2),
                 self.lin(n, d, f),
@@ -170,11 +166,12 @@ impl Transformer {
             g,
             unit,
             (Role::Up, Role::UpBias),
-            &a.h2,
+            h2,
             &dup,
             Some(&mut dh2),
             self.lin(n, d, f),
         )?;
+        let dh2 = self.column_input_grad(b, tp, dh2, n)?;
         let roles = (Role::MlpNorm, Role::MlpNormBias);
         self.norm_backward(
             b,
@@ -186,12 +183,12 @@ impl Transformer {
             (&a.mean2, &a.rstd2),
             &dh2,
             dx,
-            n,
+            nr,
         )?;
 
         // attention: mid = x + o·Woᵀ;  dx now holds ∂/∂mid.
         let mut d_o = b.zeros_act(n * qd)?;
-        self.linear_bwd(
+        self.row_parallel_bwd(
             b,
             w,
             g,
@@ -199,8 +196,10 @@ impl Transformer {
             (Role::O, Role::OBias),
             &a.o,
             dx,
-            Some(&mut d_o),
-            self.lin(n, qd, d),
+            &mut d_o,
+            qd,
+            n,
+            tp,
         )?;
         let mut dq = b.zeros_act(n * qd)?;
         let mut dk = b.zeros_act(n * kvd)?;
@@ -219,11 +218,23 @@ impl Transformer {
             src(&batch.cu_seqlens),
             &dims,
         )?;
+        let h1_all = self.gather_tokens(b, tp, &a.h1, n)?;
+        let h1 = h1_all.as_ref().unwrap_or(&a.h1);
         let mut dh1 = b.zeros_act(n * d)?;
         if gpt2 {
-            let mut dqkv = b.zeros_act(n * 3 * d)?;
+            let mut dqkv = b.zeros_act(n * 3 * qd)?;
             for (i, part) in [&dq, &dk, &dv].into_iter().enumerate() {
-                b.copy_columns(src(part), d, 0, dst(&mut dqkv), 3 * d, i * d, n, d, false)?;
+                b.copy_columns(
+                    src(part),
+                    qd,
+                    0,
+                    dst(&mut dqkv),
+                    3 * qd,
+                    i * qd,
+                    n,
+                    qd,
+                    false,
+                )?;
             }
             self.linear_bwd(
                 b,
@@ -231,18 +242,18 @@ impl Transformer {
                 g,
                 unit,
                 (Role::Qkv, Role::QkvBias),
-                &a.h1,
+                h1,
                 &dqkv,
                 Some(&mut dh1),
-                self.lin(n, d, 3 * d),
+                self.lin(n, d, 3 * qd),
             )?;
             // The key bias adds q_i·b_k to every score of row i, which softmax ignores: its exact
             // gradient is 0. Keep it exactly 0 rather than f32 round-off, which Adam's g/(|g|+eps)
-            // would turn into lr-sized steps.
+            // would turn into lr-sized steps. (This rank's k block of the bias: qd elements.)
             let kb = unit.tensor(Role::QkvBias);
-            b.fill_zero_acc(Dst::range(g, kb.offset + d, d))?;
+            b.fill_zero_acc(Dst::range(g, kb.offset + qd, qd))?;
         } else {
-            for (dx_, heads) in [(&mut dq, c.heads), (&mut dk, c.kv_heads)] {
+            for (dx_, heads) in [(&mut dq, heads), (&mut dk, kv_heads)] {
                 b.rope_backward(
                     dst(dx_),
                     src(&batch.positions),
@@ -263,7 +274,7 @@ impl Transformer {
                 g,
                 unit,
                 (Role::Q, Role::QBias),
-                &a.h1,
+                h1,
                 &dq,
                 Some(&mut dh1),
                 self.lin(n, d, qd),
@@ -275,7 +286,7 @@ impl Transformer {
                 g,
                 unit,
                 (Role::K, Role::KBias),
-                &a.h1,
+                h1,
                 &dk,
                 Some(&mut dh1),
                 self.lin(n, d, kvd),
@@ -286,14 +297,65 @@ impl Transformer {
                 g,
                 unit,
                 (Role::V, Role::VBias),
-                &a.h1,
+                h1,
                 &dv,
                 Some(&mut dh1),
                 self.lin(n, d, kvd),
             )?;
         }
+        let dh1 = self.column_input_grad(b, tp, dh1, n)?;
         let roles = (Role::AttnNorm, Role::AttnNormBias);
-        self.norm_backward(b, w, g, unit, roles, x, (&a.mean1, &a.rstd1), &dh1, dx, n)
+        self.norm_backward(b, w, g, unit, roles, x, (&a.mean1, &a.rstd1), &dh1, dx, nr)
+    }
+
+    /// A row-parallel layer's backward: ∂y on this rank's residual tokens (all-gathered to N
+    /// with sequence parallelism) gives the weight gradient (and the replicated bias's, on rank
+    /// 0) and this rank's columns of ∂x.
+    #[allow(clippy::too_many_arguments)]
+    fn row_parallel_bwd<B: Backend>(
+        &self,
+        b: &B,
+        w: &B::Act,
+        g: &mut B::Acc,
+        unit: &UnitSpec,
+        (weight, bias): (Role, Role),
+        x: &B::Act,
+        dy: &B::Act,
+        dx: &mut B::Act,
+        inp: usize,
+        n: usize,
+        tp: &dyn TpComm<B>,
+    ) -> Result<()> {
+        let bias = if self.tp.adds_replicated_bias() {
+            bias
+        } else {
+            weight
+        };
+        let dy_all = self.gather_tokens(b, tp, dy, n)?;
+        let dy = dy_all.as_ref().unwrap_or(dy);
+        let dims = self.lin(n, inp, self.cfg.hidden);
+        self.linear_bwd(b, w, g, unit, (weight, bias), x, dy, Some(dx), dims)
+    }
+
+    /// The gradient of a column-parallel layer's input, summed over the group (f's backward:
+    /// all-reduce; with sequence parallelism reduce-scattered to this rank's N/tp tokens).
+    fn column_input_grad<B: Backend>(
+        &self,
+        b: &B,
+        tp: &dyn TpComm<B>,
+        mut partial: B::Act,
+        n: usize,
+    ) -> Result<B::Act> {
+        if !self.tp.is_parallel() {
+            return Ok(partial);
+        }
+        if self.tp.sequence_parallel {
+            let mut local = b.zeros_act(self.residual_tokens(n) * self.cfg.hidden)?;
+            tp.sp_scatter(b, src(&partial), dst(&mut local))?;
+            return Ok(local);
+        }
+        tp.f_backward(b, dst(&mut partial))?;
+        Ok(partial)
     }
 
     /// Backward of the per-head RMSNorm (Qwen3's q_norm / k_norm) over rows of Dh: returns the

@@ -13,6 +13,15 @@
 //! `Forward::xs[ℓ]` holds x_ℓ, the input of block ℓ (and x_L the final state), always.
 //! Each unit is gathered (`before_use`) only while its block runs.
 //!
+//! Tensor parallelism (model/tensor_parallel.rs; the regions are ferrotron-parallel's
+//! tensor_parallel): each rank computes its heads and MLP columns from the whole normed input
+//! (f: identity forward), and the row-parallel outputs o·Woᵀ and a·W_downᵀ are partial sums,
+//! summed over the group (g: all-reduce) before the residual add, with the replicated bias added
+//! by rank 0 only. With sequence parallelism the residual stream, norms and their outputs hold
+//! this rank's N/tp tokens: h₁ and h₂ are all-gathered before the column-parallel layers, and the
+//! partial outputs reduce-scattered instead of all-reduced. Saved: the local h₁, h₂ (backward
+//! gathers them again), the local heads' q, k, v, o, lse and the local MLP columns.
+//!
 //! Residual adds are fused with the norm that follows them (`Backend::residual_*norm_forward`,
 //! h += y then norm(h), one pass over memory): m = x_ℓ + o·Woᵀ with norm₂ inside block ℓ, and
 //! x_{ℓ+1} = m + a·W_downᵀ (and GPT-2's x₀ = E[ids] + P[pos]) with norm₁ at the start of the
@@ -25,61 +34,38 @@ use super::super::layout::{Role, UnitSpec};
 use super::norm::NormIn;
 use super::{dst, opt, src, t, BlockActs, Forward, NormOut, Transformer};
 use ferrotron_kernels::{Backend, Result};
+use ferrotron_parallel::{NoTp, TpComm};
 use ferrotron_zero::ParamStore;
 
 impl Transformer {
+    /// The embedding and every block, on one rank (no tensor parallelism).
     pub fn forward<B: Backend, S: ParamStore<B> + ?Sized>(
         &self,
         b: &B,
         store: &mut S,
         batch: &DeviceBatch<B>,
     ) -> Result<Forward<B>> {
-        let (x, pos) = self.embed_forward(b, store, batch)?;
-        self.blocks_forward(b, store, batch, 0..self.cfg.layers, x, pos)
+        self.forward_tp(b, store, batch, &NoTp)
     }
 
-    /// x₀ = E[ids], and GPT-2's P[pos] still to be added (by the first block's norm).
-    pub(super) fn embed_forward<B: Backend, S: ParamStore<B> + ?Sized>(
+    /// The embedding and every block, as this rank of the tensor-parallel group `tp` computes
+    /// them (every rank of the group calls it with the same batch).
+    pub fn forward_tp<B: Backend, S: ParamStore<B> + ?Sized>(
         &self,
         b: &B,
         store: &mut S,
         batch: &DeviceBatch<B>,
-    ) -> Result<(B::Act, Option<B::Act>)> {
-        let (n, d) = (batch.tokens, self.cfg.hidden);
-        let eu = self.embedding_unit();
-        store.before_use(b, eu)?;
-        let mut x = b.zeros_act(n * d)?;
-        let mut pos = None;
-        {
-            let (w, _) = store.parts();
-            let unit = &self.layout.units[eu];
-            b.embedding_forward(
-                src(&batch.input_ids),
-                t(&w[eu], unit, Role::TokenEmbedding),
-                dst(&mut x),
-                n,
-                d,
-            )?;
-            if self.cfg.arch == Arch::Gpt2 {
-                let mut p = b.zeros_act(n * d)?;
-                b.embedding_forward(
-                    src(&batch.positions),
-                    t(&w[eu], unit, Role::PositionEmbedding),
-                    dst(&mut p),
-                    n,
-                    d,
-                )?;
-                // x₀ = E[ids] + P[pos]: added by block 0, fused with its first norm.
-                pos = Some(p);
-            }
-        }
-        store.after_use(b, eu)?;
-        Ok((x, pos))
+        tp: &dyn TpComm<B>,
+    ) -> Result<Forward<B>> {
+        self.check_group(tp, batch)?;
+        let (x, pos) = self.embed_forward(b, store, batch, tp)?;
+        self.blocks_forward(b, store, batch, 0..self.cfg.layers, x, pos, tp)
     }
 
-    /// Blocks `layers` from their complete input `x` (plus `pos`, still to be added: GPT-2's
-    /// positions at block 0); the last state returned is their complete output (a pipeline
-    /// chunk's, or x_L).
+    /// Blocks `layers` from their complete input `x` on this rank's residual tokens (plus
+    /// `pos`, still to be added: GPT-2's positions at block 0); the last state returned is their
+    /// complete output (x_L, or a pipeline chunk's output).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn blocks_forward<B: Backend, S: ParamStore<B> + ?Sized>(
         &self,
         b: &B,
@@ -88,8 +74,9 @@ impl Transformer {
         layers: std::ops::Range<usize>,
         mut x: B::Act,
         pos: Option<B::Act>,
+        tp: &dyn TpComm<B>,
     ) -> Result<Forward<B>> {
-        let n = batch.tokens;
+        let n = self.residual_tokens(batch.tokens);
         let first_block = layers.start;
         let mut xs = Vec::with_capacity(layers.len() + 1);
         let mut blocks: Vec<Option<BlockActs<B>>> = Vec::with_capacity(layers.len());
@@ -107,7 +94,7 @@ impl Transformer {
             };
             let norm1 =
                 self.attn_norm_forward(b, &w[u], unit, NormIn::adding(&mut x, residual), n)?;
-            let (acts, out) = self.block_forward(b, &w[u], unit, &x, norm1, batch, true)?;
+            let (acts, out) = self.block_forward(b, &w[u], unit, &x, norm1, batch, tp, true)?;
             store.after_use(b, u)?;
             if self.recompute_blocks {
                 pending = Some(acts.mid);
@@ -166,17 +153,22 @@ impl Transformer {
         x: &B::Act,
         norm1: NormOut<B>,
         batch: &DeviceBatch<B>,
+        tp: &dyn TpComm<B>,
         with_output: bool,
     ) -> Result<(BlockActs<B>, Option<B::Act>)> {
         let c = &self.cfg;
-        let (n, d, f) = (batch.tokens, c.hidden, c.ffn);
-        let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        let (n, d) = (batch.tokens, c.hidden);
+        let nr = self.residual_tokens(n);
+        let (heads, kv_heads, f) = self.local_dims();
+        let (qd, kvd) = (heads * c.head_dim, kv_heads * c.head_dim);
         let gpt2 = c.arch == Arch::Gpt2;
         let NormOut {
             y: h1,
             mean: mean1,
             rstd: rstd1,
         } = norm1;
+        let h1_all = self.gather_tokens(b, tp, &h1, n)?;
+        let h1_in = h1_all.as_ref().unwrap_or(&h1);
 
         // attention
         let mut q = b.zeros_act(n * qd)?;
@@ -185,34 +177,35 @@ impl Transformer {
         let (mut q_raw, mut k_raw) = (b.zeros_act(0)?, b.zeros_act(0)?);
         let (mut q_rstd, mut k_rstd) = (b.zeros_acc(0)?, b.zeros_acc(0)?);
         if gpt2 {
-            let mut qkv = b.zeros_act(n * 3 * d)?;
+            // The fused c_attn: this rank's q | k | v columns, qd each.
+            let mut qkv = b.zeros_act(n * 3 * qd)?;
             b.linear_forward(
-                src(&h1),
+                src(h1_in),
                 t(w, unit, Role::Qkv),
                 opt(w, unit, Role::QkvBias),
                 dst(&mut qkv),
-                self.lin(n, d, 3 * d),
+                self.lin(n, d, 3 * qd),
             )?;
             for (i, part) in [&mut q, &mut k, &mut v].into_iter().enumerate() {
-                b.copy_columns(src(&qkv), 3 * d, i * d, dst(part), d, 0, n, d, false)?;
+                b.copy_columns(src(&qkv), 3 * qd, i * qd, dst(part), qd, 0, n, qd, false)?;
             }
         } else {
             b.linear_forward(
-                src(&h1),
+                src(h1_in),
                 t(w, unit, Role::Q),
                 opt(w, unit, Role::QBias),
                 dst(&mut q),
                 self.lin(n, d, qd),
             )?;
             b.linear_forward(
-                src(&h1),
+                src(h1_in),
                 t(w, unit, Role::K),
                 opt(w, unit, Role::KBias),
                 dst(&mut k),
                 self.lin(n, d, kvd),
             )?;
             b.linear_forward(
-                src(&h1),
+                src(h1_in),
                 t(w, unit, Role::V),
                 opt(w, unit, Role::VBias),
                 dst(&mut v),
@@ -220,11 +213,10 @@ impl Transformer {
             )?;
             if c.qk_norm {
                 // RMSNorm over each head: rows of Dh, N·H of them (N·Hkv for k).
-                (q_raw, q_rstd) = self.head_norm(b, w, unit, Role::QNorm, &mut q, n * c.heads)?;
-                (k_raw, k_rstd) =
-                    self.head_norm(b, w, unit, Role::KNorm, &mut k, n * c.kv_heads)?;
+                (q_raw, q_rstd) = self.head_norm(b, w, unit, Role::QNorm, &mut q, n * heads)?;
+                (k_raw, k_rstd) = self.head_norm(b, w, unit, Role::KNorm, &mut k, n * kv_heads)?;
             }
-            for (x, heads) in [(&mut q, c.heads), (&mut k, c.kv_heads)] {
+            for (x, heads) in [(&mut q, heads), (&mut k, kv_heads)] {
                 b.rope_forward(
                     dst(x),
                     src(&batch.positions),
@@ -237,7 +229,7 @@ impl Transformer {
         }
         let dims = self.attn_dims(batch, unit);
         let mut o = b.zeros_act(n * qd)?;
-        let mut lse = b.zeros_acc(c.heads * n)?;
+        let mut lse = b.zeros_acc(heads * n)?;
         b.attention_forward(
             src(&q),
             src(&k),
@@ -247,29 +239,25 @@ impl Transformer {
             src(&batch.cu_seqlens),
             &dims,
         )?;
-        let mut mid = b.zeros_act(n * d)?;
-        b.linear_forward(
-            src(&o),
-            t(w, unit, Role::O),
-            opt(w, unit, Role::OBias),
-            dst(&mut mid),
-            self.lin(n, qd, d),
-        )?;
+        let mut mid =
+            self.row_parallel_forward(b, w, unit, (Role::O, Role::OBias), &o, qd, n, tp)?;
 
         // MLP: m = x + o·Woᵀ, fused with norm₂.
-        let mut norm2 = NormOut::new(b, c.arch, n, d)?;
+        let mut norm2 = NormOut::new(b, c.arch, nr, d)?;
         let roles = (Role::MlpNorm, Role::MlpNormBias);
         let m = NormIn::Residual { h: &mut mid, y: x };
-        self.norm_forward_in(b, w, unit, roles, m, &mut norm2, n)?;
+        self.norm_forward_in(b, w, unit, roles, m, &mut norm2, nr)?;
         let NormOut {
             y: h2,
             mean: mean2,
             rstd: rstd2,
         } = norm2;
+        let h2_all = self.gather_tokens(b, tp, &h2, n)?;
+        let h2_in = h2_all.as_ref().unwrap_or(&h2);
         let mut up = b.zeros_act(n * f)?;
         let mut act = b.zeros_act(n * f)?;
         b.linear_forward(
-            src(&h2),
+            src(h2_in),
             t(w, unit, Role::Up),
             opt(w, unit, Role::UpBias),
             dst(&mut up),
@@ -281,7 +269,7 @@ impl Transformer {
         } else {
             let mut gate = b.zeros_act(n * f)?;
             b.linear_forward(
-                src(&h2),
+                src(h2_in),
                 t(w, unit, Role::Gate),
                 opt(w, unit, Role::GateBias),
                 dst(&mut gate),
@@ -291,15 +279,8 @@ impl Transformer {
             gate
         };
         let out = if with_output {
-            let mut out = b.zeros_act(n * d)?;
-            b.linear_forward(
-                src(&act),
-                t(w, unit, Role::Down),
-                opt(w, unit, Role::DownBias),
-                dst(&mut out),
-                self.lin(n, f, d),
-            )?;
-            Some(out)
+            let roles = (Role::Down, Role::DownBias);
+            Some(self.row_parallel_forward(b, w, unit, roles, &act, f, n, tp)?)
         } else {
             None
         };
@@ -327,6 +308,89 @@ impl Transformer {
             },
             out,
         ))
+    }
+
+    /// A row-parallel layer's output on this rank's residual tokens: y = x·Wᵀ over this rank's
+    /// `inp` input features (+ the replicated bias, from tp rank 0 only), summed over the group
+    /// (g: all-reduce, or with sequence parallelism reduce-scatter to N/tp tokens).
+    #[allow(clippy::too_many_arguments)]
+    fn row_parallel_forward<B: Backend>(
+        &self,
+        b: &B,
+        w: &B::Act,
+        unit: &UnitSpec,
+        (weight, bias): (Role, Role),
+        x: &B::Act,
+        inp: usize,
+        n: usize,
+        tp: &dyn TpComm<B>,
+    ) -> Result<B::Act> {
+        let d = self.cfg.hidden;
+        let bias = if self.tp.adds_replicated_bias() {
+            opt(w, unit, bias)
+        } else {
+            None
+        };
+        let mut y = b.zeros_act(n * d)?;
+        b.linear_forward(
+            src(x),
+            t(w, unit, weight),
+            bias,
+            dst(&mut y),
+            self.lin(n, inp, d),
+        )?;
+        if !self.tp.is_parallel() {
+            return Ok(y);
+        }
+        if self.tp.sequence_parallel {
+            let mut local = b.zeros_act(self.residual_tokens(n) * d)?;
+            tp.sp_scatter(b, src(&y), dst(&mut local))?;
+            return Ok(local);
+        }
+        tp.g_forward(b, dst(&mut y))?;
+        Ok(y)
+    }
+
+    /// With sequence parallelism, this rank's [N/tp, D] tokens gathered to all N (before a
+    /// column-parallel layer); None otherwise (the input is already whole).
+    pub(super) fn gather_tokens<B: Backend>(
+        &self,
+        b: &B,
+        tp: &dyn TpComm<B>,
+        local: &B::Act,
+        n: usize,
+    ) -> Result<Option<B::Act>> {
+        if !self.tp.sequence_parallel {
+            return Ok(None);
+        }
+        let mut all = b.zeros_act(n * self.cfg.hidden)?;
+        tp.sp_gather(b, src(local), dst(&mut all))?;
+        Ok(Some(all))
+    }
+
+    /// The group passed in is the one the model was sliced for, and a sequence-parallel batch
+    /// splits evenly.
+    pub(super) fn check_group<B: Backend>(
+        &self,
+        tp: &dyn TpComm<B>,
+        batch: &DeviceBatch<B>,
+    ) -> Result<()> {
+        if tp.size() != self.tp.size || tp.rank() != self.tp.rank {
+            return Err(ferrotron_kernels::Error::Unsupported(format!(
+                "the model is sliced for tp rank {} of {} but called with rank {} of {}",
+                self.tp.rank,
+                self.tp.size,
+                tp.rank(),
+                tp.size()
+            )));
+        }
+        if self.tp.sequence_parallel && batch.tokens % self.tp.size != 0 {
+            return Err(ferrotron_kernels::Error::Unsupported(format!(
+                "sequence parallelism splits the {} tokens of a micro-batch over {} ranks: they must divide",
+                batch.tokens, self.tp.size
+            )));
+        }
+        Ok(())
     }
 
     /// x ← rmsnorm(x) over `rows` rows of Dh with the weight of `role`; returns x as it was

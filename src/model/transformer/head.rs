@@ -5,12 +5,22 @@
 //! Logits are computed `HEAD_CHUNK_ELEMS / V` rows at a time, so N×V logits never exist whole;
 //! with a gradient scale each chunk's dlogits = scale·(softmax − onehot) is folded straight into
 //! dh_f and dW_head before the next chunk. Then dx_L = norm_f backward(dh_f).
+//!
+//! Tensor parallelism: the output layer is vocab-parallel (each rank holds ⌈V/tp⌉ rows of
+//! W_head, the last rank padding), so no rank ever holds a row of logits over the whole
+//! vocabulary: per chunk each rank computes its columns, its row statistics (max, Σexp, the
+//! target's logit when it is one of its ids: Backend::cross_entropy_stats), the statistics of
+//! every rank are all-gathered, and each rank finishes the loss (the same on all) and its
+//! columns of dlogits (cross_entropy_finish). h_f is gathered to all N tokens first with
+//! sequence parallelism; ∂h_f is then a partial sum over the vocabulary shards: all-reduced
+//! (f's backward), or reduce-scattered to N/tp tokens.
 
 use super::super::batch::DeviceBatch;
 use super::super::config::Arch;
 use super::super::layout::Role;
-use super::{src, t, weight_grads, Forward, Transformer};
-use ferrotron_kernels::{Backend, Dst, LinearDims, Result, Src, WeightLayout};
+use super::{dst, src, t, weight_grads, Forward, Transformer};
+use ferrotron_kernels::{Backend, Dst, LinearDims, Result, Src, VocabSlice, WeightLayout};
+use ferrotron_parallel::{NoTp, TpComm};
 use ferrotron_zero::ParamStore;
 
 /// Rows of logits computed at once in the head, so N×V logits never exist whole: 2^24 elements
@@ -31,10 +41,31 @@ impl Transformer {
         batch: &DeviceBatch<B>,
         fwd: &Forward<B>,
         grad_scale: Option<f64>,
-        mut logits_out: Option<&mut Vec<f32>>,
+        logits_out: Option<&mut Vec<f32>>,
     ) -> Result<(f64, Option<B::Act>)> {
+        self.head_tp(b, store, batch, fwd, grad_scale, logits_out, &NoTp)
+    }
+
+    /// `head` as this rank of the tensor-parallel group `tp` (see the module comment); the
+    /// returned dx is on this rank's residual tokens, the logits (if asked) over the whole
+    /// vocabulary.
+    #[allow(clippy::too_many_arguments)]
+    pub fn head_tp<B: Backend, S: ParamStore<B> + ?Sized>(
+        &self,
+        b: &B,
+        store: &mut S,
+        batch: &DeviceBatch<B>,
+        fwd: &Forward<B>,
+        grad_scale: Option<f64>,
+        mut logits_out: Option<&mut Vec<f32>>,
+        tp: &dyn TpComm<B>,
+    ) -> Result<(f64, Option<B::Act>)> {
+        self.check_group(tp, batch)?;
         let c = &self.cfg;
-        let (n, d, vocab) = (batch.tokens, c.hidden, c.vocab_size);
+        let (n, d) = (batch.tokens, c.hidden);
+        let nr = self.residual_tokens(n);
+        // This rank's columns of the logits: ids start..start + valid, padded to `vocab`.
+        let (start, vocab, valid) = self.tp.vocab_rows(c.vocab_size);
         let fu = self.final_norm_unit();
         let (hu, head_role) = self.head_unit();
         let gpt2 = c.arch == Arch::Gpt2;
@@ -49,13 +80,13 @@ impl Transformer {
         }
         let (w, g) = store.parts();
         let (funit, hunit) = (&self.layout.units[fu], &self.layout.units[hu]);
-        let mut hf = b.zeros_act(n * d)?;
+        let mut hf = b.zeros_act(nr * d)?;
         let mut mean = if gpt2 {
-            b.zeros_acc(n)?
+            b.zeros_acc(nr)?
         } else {
             b.zeros_acc(0)?
         };
-        let mut rstd = b.zeros_acc(n)?;
+        let mut rstd = b.zeros_acc(nr)?;
         self.norm_forward(
             b,
             &w[fu],
@@ -66,8 +97,10 @@ impl Transformer {
             &mut hf,
             &mut mean,
             &mut rstd,
-            n,
+            nr,
         )?;
+        let hf_all = self.gather_tokens(b, tp, &hf, n)?;
+        let hf = hf_all.unwrap_or(hf);
 
         let chunk = (HEAD_CHUNK_ELEMS / vocab).clamp(1, n.max(1));
         let mut logits = b.zeros_act(chunk * vocab)?;
@@ -82,6 +115,15 @@ impl Transformer {
             b.zeros_act(0)?
         };
         let mut losses = b.zeros_acc(n)?;
+        let parallel = self.tp.is_parallel();
+        let (mut stats, mut all_stats) = if parallel {
+            (
+                b.zeros_acc(3 * chunk)?,
+                b.zeros_acc(self.tp.size * 3 * chunk)?,
+            )
+        } else {
+            (b.zeros_acc(0)?, b.zeros_acc(0)?)
+        };
         let wh = t(&w[hu], hunit, head_role);
         let mut r0 = 0;
         while r0 < n {
@@ -101,10 +143,42 @@ impl Transformer {
                 dims,
             )?;
             if let Some(out) = logits_out.as_deref_mut() {
-                out.extend(b.download_act(Src::range(&logits, 0, rows * vocab))?);
+                self.logits_to_host(b, tp, &logits, rows, out)?;
             }
             let tg = Src::range(&batch.targets, r0, rows);
             let ls = Dst::range(&mut losses, r0, rows);
+            if parallel {
+                // Vocab-parallel cross-entropy: this rank's row statistics, everyone's, the loss.
+                let slice = VocabSlice {
+                    n: rows,
+                    v: vocab,
+                    valid,
+                    start,
+                };
+                let lg = Src::range(&logits, 0, rows * vocab);
+                b.cross_entropy_stats(lg, tg, Dst::range(&mut stats, 0, 3 * rows), slice)?;
+                let p = self.tp.size;
+                let all = Dst::range(&mut all_stats, 0, p * 3 * rows);
+                tp.all_gather_acc(b, Src::range(&stats, 0, 3 * rows), all)?;
+                let all = Src::range(&all_stats, 0, p * 3 * rows);
+                let dl = grad_scale.map(|_| Dst::range(&mut dlogits, 0, rows * vocab));
+                let scale = grad_scale.unwrap_or(0.0);
+                b.cross_entropy_finish(lg, tg, all, p, ls, dl, slice, scale)?;
+                if grad_scale.is_some() {
+                    let dx = Dst::range(&mut dhf, r0 * d, rows * d);
+                    let dw = weight_grads(&mut g[hu], hunit, head_role, head_role);
+                    b.linear_backward(
+                        xin,
+                        wh,
+                        Src::range(&dlogits, 0, rows * vocab),
+                        Some(dx),
+                        dw,
+                        dims,
+                    )?;
+                }
+                r0 += rows;
+                continue;
+            }
             match grad_scale {
                 None => b.cross_entropy(
                     Src::range(&logits, 0, rows * vocab),
@@ -144,7 +218,18 @@ impl Transformer {
         let dx = match grad_scale {
             None => None,
             Some(_) => {
-                let mut dx = b.zeros_act(n * d)?;
+                // ∂h_f is a partial sum over the vocabulary shards.
+                let dhf = if !parallel {
+                    dhf
+                } else if self.tp.sequence_parallel {
+                    let mut local = b.zeros_act(nr * d)?;
+                    tp.sp_scatter(b, src(&dhf), dst(&mut local))?;
+                    local
+                } else {
+                    tp.f_backward(b, dst(&mut dhf))?;
+                    dhf
+                };
+                let mut dx = b.zeros_act(nr * d)?;
                 let roles = (Role::FinalNorm, Role::FinalNormBias);
                 self.norm_backward(
                     b,
@@ -156,7 +241,7 @@ impl Transformer {
                     (&mean, &rstd),
                     &dhf,
                     &mut dx,
-                    n,
+                    nr,
                 )?;
                 Some(dx)
             }
@@ -172,5 +257,33 @@ impl Transformer {
             store.after_use(b, hu)?;
         }
         Ok((loss_sum, dx))
+    }
+
+    /// Appends this chunk's logits [rows, V] to `out`: every rank's vocabulary columns gathered
+    /// (padding dropped) under tensor parallelism.
+    fn logits_to_host<B: Backend>(
+        &self,
+        b: &B,
+        tp: &dyn TpComm<B>,
+        logits: &B::Act,
+        rows: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let v = self.cfg.vocab_size;
+        if !self.tp.is_parallel() {
+            out.extend(b.download_act(Src::range(logits, 0, rows * v))?);
+            return Ok(());
+        }
+        let (p, local) = (self.tp.size, v.div_ceil(self.tp.size));
+        let mut all = b.zeros_act(p * rows * local)?;
+        tp.all_gather(b, Src::range(logits, 0, rows * local), dst(&mut all))?;
+        let all = b.download_act(src(&all))?;
+        for row in 0..rows {
+            for (r, part) in all.chunks(rows * local).enumerate() {
+                let keep = local.min(v.saturating_sub(r * local));
+                out.extend_from_slice(&part[row * local..row * local + keep]);
+            }
+        }
+        Ok(())
     }
 }

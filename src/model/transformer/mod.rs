@@ -28,6 +28,7 @@
 
 mod backward;
 mod chunk;
+mod embedding;
 mod flops;
 mod forward;
 mod head;
@@ -36,11 +37,16 @@ mod norm;
 use super::batch::DeviceBatch;
 use super::config::{Arch, ModelConfig};
 use super::layout::{ParamLayout, Role, UnitKind, UnitSpec};
+use super::tensor_parallel::TpShape;
 use ferrotron_kernels::{AttnDims, Backend, Dst, LinearDims, Src, WeightGrads, WeightLayout};
 
 pub struct Transformer {
     pub cfg: ModelConfig,
+    /// This rank's slices of the parameters (all of them without tensor parallelism).
     pub layout: ParamLayout,
+    /// This rank's place in the tensor-parallel group: which heads, MLP columns and vocabulary
+    /// rows it computes (model/tensor_parallel.rs); the group itself is passed to each call.
+    pub tp: TpShape,
     /// The rotary inverse-frequency table [Dh/2] (`ModelConfig::rope_inv_freq`).
     pub rope_inv_freq: Vec<f64>,
     /// Full activation checkpointing: forward keeps only each block's input x_ℓ, and backward
@@ -181,17 +187,75 @@ fn weight_grads<'a, T: ferrotron_kernels::Buffer>(
 
 impl Transformer {
     pub fn new(cfg: ModelConfig) -> Self {
-        let layout = ParamLayout::new(&cfg);
+        Self::with_tp(cfg, TpShape::NONE).expect("one rank holds any model")
+    }
+
+    /// The model as tensor-parallel rank `tp.rank` of `tp.size` computes it: heads, kv heads,
+    /// the MLP width and GPT-2's hidden size must divide by `tp.size` (the reason otherwise).
+    pub fn with_tp(cfg: ModelConfig, tp: TpShape) -> Result<Self, String> {
+        let p = tp.size;
+        let (file, heads, kv, ffn) = match cfg.arch {
+            Arch::Llama => (
+                "config.json",
+                "num_attention_heads",
+                "num_key_value_heads",
+                "intermediate_size",
+            ),
+            Arch::Gpt2 => ("config.json", "n_head", "n_head", "n_inner"),
+        };
+        for (key, n) in [(heads, cfg.heads), (kv, cfg.kv_heads), (ffn, cfg.ffn)] {
+            if n % p != 0 {
+                return Err(format!(
+                    "parallel.tp = {p} does not divide the model's {key} = {n} ({file}): tensor parallelism splits them evenly over the tp ranks"
+                ));
+            }
+        }
+        let layout = ParamLayout::sliced(&cfg, tp);
         let rope_inv_freq = match cfg.arch {
             Arch::Llama => cfg.rope_inv_freq(),
             Arch::Gpt2 => Vec::new(),
         };
-        Transformer {
+        Ok(Transformer {
             cfg,
             layout,
+            tp,
             rope_inv_freq,
             recompute_blocks: false,
+        })
+    }
+
+    /// A host batch on the device as this rank's model reads it (with vocab-parallel ids under
+    /// tensor parallelism).
+    pub fn upload_batch<B: Backend>(
+        &self,
+        b: &B,
+        h: &super::batch::HostBatch,
+    ) -> ferrotron_kernels::Result<DeviceBatch<B>> {
+        if !self.tp.is_parallel() {
+            return DeviceBatch::upload(b, h);
         }
+        let (start, _, rows) = self.tp.vocab_rows(self.cfg.vocab_size);
+        DeviceBatch::upload_with_vocab_rows(b, h, start, rows)
+    }
+
+    /// Tokens of the residual stream on this rank: N, or N / tp with sequence parallelism.
+    /// Tokens of a micro-batch of `n` on which this rank holds the residual stream: n/tp with
+    /// sequence parallelism, else n.
+    pub fn residual_tokens(&self, n: usize) -> usize {
+        if self.tp.sequence_parallel {
+            n / self.tp.size
+        } else {
+            n
+        }
+    }
+    /// (query heads, kv heads, MLP width) this rank computes.
+    fn local_dims(&self) -> (usize, usize, usize) {
+        let c = &self.cfg;
+        (
+            self.tp.local(c.heads),
+            self.tp.local(c.kv_heads),
+            self.tp.local(c.ffn),
+        )
     }
 
     /// What `forward` keeps for backward on a batch of `tokens` tokens, in elements
@@ -211,20 +275,24 @@ impl Transformer {
     pub fn blocks_activation_elements(&self, tokens: usize, layers: usize) -> (usize, usize) {
         let c = &self.cfg;
         let n = tokens;
-        let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
-        let xs = (layers + 1) * n * c.hidden;
+        // The residual stream, norm outputs and statistics hold N/tp tokens with sequence
+        // parallelism; attention and MLP activations hold this rank's heads and columns.
+        let nr = self.residual_tokens(n);
+        let (heads, kv, ffn) = self.local_dims();
+        let (qd, kvd) = (heads * c.head_dim, kv * c.head_dim);
+        let xs = (layers + 1) * nr * c.hidden;
         if self.recompute_blocks {
             return (xs, 0);
         }
-        let gate = if c.arch == Arch::Llama { c.ffn } else { 0 };
+        let gate = if c.arch == Arch::Llama { ffn } else { 0 };
         let mean = if c.arch == Arch::Gpt2 { 1 } else { 0 };
         let (qk_raw, qk_rstd) = if c.qk_norm {
-            (qd + kvd, c.heads + c.kv_heads)
+            (qd + kvd, heads + kv)
         } else {
             (0, 0)
         };
-        let act = n * (3 * c.hidden + 2 * qd + 2 * kvd + 2 * c.ffn + gate + qk_raw);
-        let acc = n * (2 * (1 + mean) + c.heads + qk_rstd);
+        let act = nr * 3 * c.hidden + n * (2 * qd + 2 * kvd + 2 * ffn + gate + qk_raw);
+        let acc = nr * 2 * (1 + mean) + n * (heads + qk_rstd);
         (xs + layers * act, layers * acc)
     }
 
@@ -255,10 +323,11 @@ impl Transformer {
         let UnitKind::Block(layer) = unit.kind else {
             unreachable!("attention runs in block units")
         };
+        let (heads, kv_heads, _) = self.local_dims();
         AttnDims {
             tokens: batch.tokens,
-            heads: c.heads,
-            kv_heads: c.kv_heads,
+            heads,
+            kv_heads,
             head_dim: c.head_dim,
             segments: batch.segments,
             max_seqlen: batch.max_seqlen,

@@ -19,7 +19,7 @@ use crate::train::comm_err;
 use ferrotron_kernels::Src;
 use ferrotron_parallel::comm::p2p::OwnedBuf;
 use ferrotron_parallel::pipeline::{Message, MessageKind};
-use ferrotron_parallel::{Dtype, ReduceOp};
+use ferrotron_parallel::{Dtype, ReduceOp, TpComm};
 use ferrotron_zero::{Collectives, Engine};
 
 impl Pipeline {
@@ -30,6 +30,7 @@ impl Pipeline {
         b: &B,
         model: &Transformer,
         engine: &mut dyn Engine<B>,
+        tp: &dyn TpComm<B>,
         batches: &[DeviceBatch<B>],
         mut head: impl FnMut(&mut dyn Engine<B>, &DeviceBatch<B>, &Forward<B>) -> Result<T>,
     ) -> Result<Vec<T>> {
@@ -48,7 +49,7 @@ impl Pipeline {
                         boundary: chunk - 1,
                     };
                     let from = split.owner(chunk - 1);
-                    let len = batch.tokens * d;
+                    let len = model.residual_tokens(batch.tokens) * d;
                     let received = self
                         .pp
                         .irecv(Dtype::F32, len, from, msg.tag())
@@ -60,7 +61,7 @@ impl Pipeline {
                     Some(b.upload_act(&host)?)
                 };
                 let layers = split.blocks[chunk].clone();
-                let fwd = model.chunk_forward(b, &mut *engine, batch, layers, input)?;
+                let fwd = model.chunk_forward(b, &mut *engine, batch, layers, input, tp)?;
                 if chunk == split.last_chunk() {
                     out.push(head(&mut *engine, batch, &fwd)?);
                     continue;
@@ -93,14 +94,15 @@ impl Pipeline {
         b: &B,
         model: &Transformer,
         engine: &mut dyn Engine<B>,
+        tp: &dyn TpComm<B>,
         batches: Vec<Batch>,
     ) -> Result<Vec<f64>> {
         let dev: Vec<DeviceBatch<B>> = batches
             .into_iter()
-            .map(|batch| DeviceBatch::upload(b, &HostBatch::from(batch)))
+            .map(|batch| model.upload_batch(b, &HostBatch::from(batch)))
             .collect::<ferrotron_kernels::Result<_>>()?;
-        let mut losses = self.forward_only(b, model, engine, &dev, |engine, batch, fwd| {
-            Ok(model.head(b, engine, batch, fwd, None, None)?.0)
+        let mut losses = self.forward_only(b, model, engine, tp, &dev, |engine, batch, fwd| {
+            Ok(model.head_tp(b, engine, batch, fwd, None, None, tp)?.0)
         })?;
         losses.resize(dev.len(), 0.0);
         self.pp
@@ -116,14 +118,16 @@ impl Pipeline {
         b: &B,
         model: &Transformer,
         engine: &mut dyn Engine<B>,
+        tp: &dyn TpComm<B>,
         ids: &[u32],
     ) -> Result<Vec<f32>> {
         let (n, v) = (ids.len(), model.cfg.vocab_size);
         let ids32: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
-        let batch = DeviceBatch::upload(b, &HostBatch::from_rows(&ids32, &vec![-100; n], 1, n))?;
-        let mut rows = self.forward_only(b, model, engine, &[batch], |engine, batch, fwd| {
+        let host = HostBatch::from_rows(&ids32, &vec![-100; n], 1, n);
+        let batch = model.upload_batch(b, &host)?;
+        let mut rows = self.forward_only(b, model, engine, tp, &[batch], |engine, batch, fwd| {
             let mut logits = Vec::with_capacity(n * v);
-            model.head(b, engine, batch, fwd, None, Some(&mut logits))?;
+            model.head_tp(b, engine, batch, fwd, None, Some(&mut logits), tp)?;
             Ok(logits[(n - 1) * v..n * v].to_vec())
         })?;
         let mut last = rows.pop().unwrap_or_else(|| vec![0.0; v]);

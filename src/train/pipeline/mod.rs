@@ -126,25 +126,16 @@ impl Pipeline {
             .collect()
     }
 
-    /// The engine's groups: ZeRO over `comms.dp`, the norm over `comms.mp`, and the tied
-    /// table's gradient summed over the embedding group.
-    pub fn engine_groups(&self, comms: &MeshComms, layout: &ParamLayout) -> EngineGroups {
-        let grad_sums = self
-            .embedding_group
-            .iter()
-            .map(|group| {
-                let t = layout.units[0].tensor(Role::TokenEmbedding);
-                GradSum {
-                    unit: 0,
-                    range: t.offset..t.offset + t.numel(),
-                    group: group.clone(),
-                }
-            })
-            .collect();
-        EngineGroups {
-            dp: comms.dp.clone(),
-            model_parallel: comms.mp.clone(),
-            grad_sums,
+    /// Adds the tied table's gradient sum over the embedding group to `groups` (ZeRO over dp,
+    /// the norm over the model-parallel group and the tp sums are `weights::engine_groups`').
+    pub fn add_grad_sums(&self, groups: &mut EngineGroups, layout: &ParamLayout) {
+        if let Some(group) = &self.embedding_group {
+            let t = layout.units[0].tensor(Role::TokenEmbedding);
+            groups.grad_sums.push(GradSum {
+                unit: 0,
+                range: t.offset..t.offset + t.numel(),
+                group: group.clone(),
+            });
         }
     }
 

@@ -26,7 +26,7 @@ use crate::model::{DeviceBatch, Forward, HostBatch, Transformer};
 use crate::train::{all_sum, comm_err};
 use ferrotron_kernels::Src;
 use ferrotron_parallel::pipeline::{run_step, ComputeError, ExecOptions, StageCompute, StepReport};
-use ferrotron_parallel::{Comm, OpKind};
+use ferrotron_parallel::{Comm, OpKind, TpComm};
 use ferrotron_zero::{Collectives, Engine};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -37,6 +37,8 @@ pub struct StageRun<'a, B: Collectives> {
     pub model: &'a Transformer,
     pub engine: &'a mut dyn Engine<B>,
     pub pipeline: &'a Pipeline,
+    /// The tensor-parallel group inside this stage.
+    pub tp: &'a dyn TpComm<B>,
     pub batches: &'a [DeviceBatch<B>],
     /// dloss per target token.
     pub grad_scale: f64,
@@ -56,6 +58,7 @@ impl<'a, B: Collectives> StageRun<'a, B> {
         model: &'a Transformer,
         engine: &'a mut dyn Engine<B>,
         pipeline: &'a Pipeline,
+        tp: &'a dyn TpComm<B>,
         batches: &'a [DeviceBatch<B>],
         grad_scale: f64,
     ) -> Self {
@@ -64,6 +67,7 @@ impl<'a, B: Collectives> StageRun<'a, B> {
             model,
             engine,
             pipeline,
+            tp,
             batches,
             grad_scale,
             saved: HashMap::new(),
@@ -117,7 +121,7 @@ fn boxed(e: impl Into<Error>) -> ComputeError {
 
 impl<B: Collectives> StageCompute for StageRun<'_, B> {
     fn boundary_len(&self, mb: usize, _boundary: usize) -> usize {
-        self.batches[mb].tokens * self.model.cfg.hidden
+        self.model.residual_tokens(self.batches[mb].tokens) * self.model.cfg.hidden
     }
 
     fn forward(
@@ -131,7 +135,7 @@ impl<B: Collectives> StageCompute for StageRun<'_, B> {
         let layers = self.pipeline.split.blocks[chunk].clone();
         let fwd = self
             .model
-            .chunk_forward(b, &mut *self.engine, batch, layers, x)
+            .chunk_forward(b, &mut *self.engine, batch, layers, x, self.tp)
             .map_err(boxed)?;
         let out = if chunk == self.pipeline.split.last_chunk() {
             Vec::new()
@@ -157,7 +161,7 @@ impl<B: Collectives> StageCompute for StageRun<'_, B> {
             None => {
                 let engine = &mut *self.engine;
                 let (loss, dx) = model
-                    .head(b, engine, batch, &fwd, Some(self.grad_scale), None)
+                    .head_tp(b, engine, batch, &fwd, Some(self.grad_scale), None, self.tp)
                     .map_err(boxed)?;
                 if !self.pipeline.first() {
                     // A tied table's copy: its backward for this micro-batch is complete.
@@ -169,7 +173,7 @@ impl<B: Collectives> StageCompute for StageRun<'_, B> {
         };
         let first = chunk == 0;
         let dx_in = model
-            .chunk_backward(b, &mut *self.engine, batch, &fwd, dx, first)
+            .chunk_backward(b, &mut *self.engine, batch, &fwd, dx, first, self.tp)
             .map_err(boxed)?;
         match dx_in {
             Some(dx) => b.download_act(Src::all(&dx)).map_err(boxed),
@@ -203,15 +207,16 @@ impl Pipeline {
         b: &B,
         model: &Transformer,
         engine: &mut dyn Engine<B>,
+        tp: &dyn TpComm<B>,
         batches: Vec<Batch>,
         grad_scale: f64,
     ) -> Result<PipelineStep> {
         let dev: Vec<DeviceBatch<B>> = batches
             .into_iter()
-            .map(|batch| DeviceBatch::upload(b, &HostBatch::from(batch)))
+            .map(|batch| model.upload_batch(b, &HostBatch::from(batch)))
             .collect::<ferrotron_kernels::Result<_>>()?;
         let before = self.pp.counters().snapshot();
-        let mut run = StageRun::new(b, model, engine, self, &dev, grad_scale);
+        let mut run = StageRun::new(b, model, engine, self, tp, &dev, grad_scale);
         let report = run_step(
             &*self.pp,
             &self.schedule,

@@ -1,9 +1,14 @@
-//! How a backend's buffers cross a data-parallel group: the four collectives the engines use.
+//! How a backend's buffers cross a process group: the collectives the ZeRO engines (dp group)
+//! and the tensor-parallel regions (tp group) use.
 //!
 //!   all_reduce_sum_acc        x = Σ_ranks x                         (stage 0 gradients)
 //!   reduce_scatter_sum_acc    out[k] = block rank() of Σ_ranks in[N·k]   (stages 1-3 gradients)
-//!   all_gather_act            out[N·k] = in_0 ‖ in_1 ‖ … ‖ in_{N−1}       (stage 3 weights)
+//!   all_gather_act            out[N·k] = in_0 ‖ in_1 ‖ … ‖ in_{N−1}       (stage 3 weights;
+//!                                                                      SP token gather)
 //!   all_gather_act_in_place   buf[N·k], own block at rank(), the rest filled (stages 1-2)
+//!   all_reduce_sum_act        x = Σ_ranks x        (tp: row-parallel outputs, input gradients)
+//!   reduce_scatter_sum_act    as reduce_scatter_sum_acc on activations (SP token scatter)
+//!   all_gather_acc            as all_gather_act on fp32 (vocab-parallel cross-entropy stats)
 //!
 //! The CPU backend's buffers are host memory and go to the `Comm` as they are. The CUDA
 //! backend (collectives_cuda.rs) hands device addresses to NCCL when the group is an NCCL
@@ -11,11 +16,11 @@
 //! the "MPI host-staged" path that lets several ranks share one GPU. Either way the `Comm`
 //! layer counts the bytes. `ACT_BYTES`/`ACC_BYTES` are the ZeRO paper's P and G per element.
 
-use crate::shard::comm_err;
+use super::comm_err;
+use crate::{Comm, ReduceOp};
 use ferrotron_kernels::backend::{AccDst, AccSrc, ActDst, ActSrc};
 use ferrotron_kernels::cpu::CpuBackend;
 use ferrotron_kernels::{Backend, Error, Result};
-use ferrotron_parallel::{Comm, ReduceOp};
 use std::sync::Arc;
 
 pub trait Collectives: Backend {
@@ -36,6 +41,19 @@ pub trait Collectives: Backend {
         out: ActDst<'_, Self>,
     ) -> Result<()>;
     fn all_gather_act_in_place(&self, comm: &dyn Comm, buf: &mut Self::Act) -> Result<()>;
+    fn all_reduce_sum_act(&self, comm: &dyn Comm, x: ActDst<'_, Self>) -> Result<()>;
+    fn reduce_scatter_sum_act(
+        &self,
+        comm: &dyn Comm,
+        input: ActSrc<'_, Self>,
+        out: ActDst<'_, Self>,
+    ) -> Result<()>;
+    fn all_gather_acc(
+        &self,
+        comm: &dyn Comm,
+        input: AccSrc<'_, Self>,
+        out: AccDst<'_, Self>,
+    ) -> Result<()>;
     /// An NCCL communicator over the ranks of `host` (collective over `host`), for backends
     /// whose buffers live on a GPU; an error elsewhere.
     fn nccl_group(&self, host: Arc<dyn Comm>) -> Result<Arc<dyn Comm>>;
@@ -76,6 +94,25 @@ impl Collectives for CpuBackend<f32> {
     fn all_gather_act_in_place(&self, comm: &dyn Comm, buf: &mut Vec<f32>) -> Result<()> {
         comm.all_gather_in_place((&mut buf[..]).into())
             .map_err(comm_err)
+    }
+    fn all_reduce_sum_act(&self, comm: &dyn Comm, x: ActDst<'_, Self>) -> Result<()> {
+        self.all_reduce_sum_acc(comm, x)
+    }
+    fn reduce_scatter_sum_act(
+        &self,
+        comm: &dyn Comm,
+        input: ActSrc<'_, Self>,
+        out: ActDst<'_, Self>,
+    ) -> Result<()> {
+        self.reduce_scatter_sum_acc(comm, input, out)
+    }
+    fn all_gather_acc(
+        &self,
+        comm: &dyn Comm,
+        input: AccSrc<'_, Self>,
+        out: AccDst<'_, Self>,
+    ) -> Result<()> {
+        self.all_gather_act(comm, input, out)
     }
     fn nccl_group(&self, host: Arc<dyn Comm>) -> Result<Arc<dyn Comm>> {
         Err(Error::Unsupported(format!(

@@ -8,13 +8,13 @@
 //! collective runs on f32 values, and the result is uploaded. bf16 values are exact in f32, so
 //! the staged gather is lossless; its counted bytes are those of the f32 host buffers.
 
-use crate::collectives::Collectives;
-use crate::shard::comm_err;
+use super::collectives::Collectives;
+use super::comm_err;
+use crate::{Comm, DeviceDtype, NcclComm, ReduceOp};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
 use ferrotron_kernels::backend::{AccDst, AccSrc, ActDst, ActSrc};
 use ferrotron_kernels::cuda::{CudaAct, CudaBackend};
 use ferrotron_kernels::{Backend, Dst, Error, Result, Src};
-use ferrotron_parallel::{Comm, DeviceDtype, NcclComm, ReduceOp};
 use std::sync::Arc;
 
 fn act_dtype<A: CudaAct>() -> DeviceDtype {
@@ -172,6 +172,100 @@ impl<A: CudaAct> Collectives for CudaBackend<A> {
         comm.all_gather_in_place((&mut h[..]).into())
             .map_err(comm_err)?;
         upload_act_into(self, &h, Dst::all(buf))
+    }
+
+    fn all_reduce_sum_act(&self, comm: &dyn Comm, x: ActDst<'_, Self>) -> Result<()> {
+        if let Some(n) = nccl_of(self, comm)? {
+            let es = std::mem::size_of::<A>() as u64;
+            let (p, _sync) = x.buf.device_ptr_mut(n.stream());
+            // SAFETY: [start, start + len) lies inside the buffer (Dst checks it) on this GPU.
+            return unsafe {
+                n.device_all_reduce(
+                    p + es * x.start as u64,
+                    x.len,
+                    act_dtype::<A>(),
+                    ReduceOp::Sum,
+                )
+            }
+            .map_err(comm_err);
+        }
+        let mut h = self.download_act(x.as_src())?;
+        comm.all_reduce((&mut h[..]).into(), ReduceOp::Sum)
+            .map_err(comm_err)?;
+        upload_act_into(self, &h, x)
+    }
+
+    fn reduce_scatter_sum_act(
+        &self,
+        comm: &dyn Comm,
+        input: ActSrc<'_, Self>,
+        out: ActDst<'_, Self>,
+    ) -> Result<()> {
+        if input.len != out.len * comm.size() {
+            return Err(Error::Unsupported(format!(
+                "reduce_scatter on group {}: input of {} elements is not group size {} x output {}",
+                comm.name(),
+                input.len,
+                comm.size(),
+                out.len
+            )));
+        }
+        if let Some(n) = nccl_of(self, comm)? {
+            let es = std::mem::size_of::<A>() as u64;
+            let (pi, _s1) = input.buf.device_ptr(n.stream());
+            let (po, _s2) = out.buf.device_ptr_mut(n.stream());
+            // SAFETY: both regions are inside their buffers; distinct buffers do not overlap.
+            return unsafe {
+                n.device_reduce_scatter(
+                    pi + es * input.start as u64,
+                    po + es * out.start as u64,
+                    out.len,
+                    act_dtype::<A>(),
+                )
+            }
+            .map_err(comm_err);
+        }
+        let h = self.download_act(input)?;
+        let mut o = vec![0.0f32; out.len];
+        comm.reduce_scatter((&h[..]).into(), (&mut o[..]).into(), ReduceOp::Sum)
+            .map_err(comm_err)?;
+        upload_act_into(self, &o, out)
+    }
+
+    fn all_gather_acc(
+        &self,
+        comm: &dyn Comm,
+        input: AccSrc<'_, Self>,
+        out: AccDst<'_, Self>,
+    ) -> Result<()> {
+        if out.len != input.len * comm.size() {
+            return Err(Error::Unsupported(format!(
+                "all_gather on group {}: output of {} elements is not group size {} x input {}",
+                comm.name(),
+                out.len,
+                comm.size(),
+                input.len
+            )));
+        }
+        if let Some(n) = nccl_of(self, comm)? {
+            let (pi, _s1) = input.buf.device_ptr(n.stream());
+            let (po, _s2) = out.buf.device_ptr_mut(n.stream());
+            // SAFETY: both regions are inside their buffers on this GPU.
+            return unsafe {
+                n.device_all_gather(
+                    pi + 4 * input.start as u64,
+                    po + 4 * out.start as u64,
+                    input.len,
+                    DeviceDtype::F32,
+                )
+            }
+            .map_err(comm_err);
+        }
+        let h = self.download_acc(input)?;
+        let mut o = vec![0.0f32; out.len];
+        comm.all_gather((&h[..]).into(), (&mut o[..]).into())
+            .map_err(comm_err)?;
+        upload_into(self, &o, out.buf, out.start)
     }
 
     fn nccl_group(&self, host: Arc<dyn Comm>) -> Result<Arc<dyn Comm>> {
