@@ -298,7 +298,7 @@ impl Recipe {
                 "{origin}: `checkpoint.save_initial` = true needs checkpoints, and `checkpoint.enabled` = false turns them off"
             ));
         }
-        pipeline_schedule(&self.parallel.pp_schedule, origin)?;
+        pipeline_schedule(&self.parallel, origin)?;
         if !matches!(self.parallel.gpu_comm.as_str(), "nccl" | "host-staged") {
             return Err(user!(
                 "{origin}: `parallel.gpu_comm` = \"{}\" is not one of \"nccl\", \"host-staged\"",
@@ -460,17 +460,27 @@ fn known_keys() -> Vec<(&'static str, &'static [&'static str])> {
     ]
 }
 
-/// `parallel.pp_schedule` is a schedule the trainer runs. ZB-H1 needs every backward split into
-/// input and weight gradients, which the model's hand-written backward does not do.
-fn pipeline_schedule(name: &str, origin: &str) -> Result<()> {
-    use ferrotron_parallel::pipeline::ScheduleKind;
-    let kind = ScheduleKind::parse(name).map_err(|e| user!("{origin}: {e}"))?;
+/// `parallel.pp_schedule` is a schedule the trainer runs, with a number of model chunks per
+/// rank it can run (`parallel.pp_virtual_stages`: 1, or >= 2 for "interleaved" with pp > 1).
+/// ZB-H1 needs every backward split into input and weight gradients, which the model's
+/// hand-written backward does not do. (The micro-batch count is checked where it is known.)
+fn pipeline_schedule(p: &ParallelSection, origin: &str) -> Result<()> {
+    use ferrotron_parallel::pipeline::{Schedule, ScheduleKind};
+    let name = p.pp_schedule.as_str();
+    let runs = "use \"1f1b\", \"gpipe\" or \"interleaved\"";
+    let Ok(kind) = ScheduleKind::parse(name) else {
+        return Err(user!(
+            "{origin}: `parallel.pp_schedule` = {name:?} is not a pipeline schedule; {runs}"
+        ));
+    };
     if kind.splits_backward() {
         return Err(user!(
-            "{origin}: `parallel.pp_schedule` = \"{name}\" needs the backward split into input and weight gradients, which the trainer does not implement; use \"1f1b\", \"gpipe\" or \"interleaved\""
+            "{origin}: `parallel.pp_schedule` = \"{name}\" needs the backward split into input and weight gradients, which the trainer does not implement; {runs}"
         ));
     }
-    Ok(())
+    Schedule::build(kind, p.pp.max(1), 1, p.pp_virtual_stages.max(1))
+        .map(|_| ())
+        .map_err(|e| user!("{origin}: {e}"))
 }
 
 /// Edit distance, for "did you mean".

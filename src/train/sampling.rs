@@ -17,7 +17,15 @@ impl<B: Collectives + 'static> Setup<B> {
             max_new_tokens: self.recipe.train.sample_tokens,
             ..Default::default()
         };
-        let (model, engine, tp) = (&self.model, &mut *self.engine, &self.tp);
+        // A sample's sequences have any length: with sequence parallelism it runs without.
+        let plain;
+        let model = if self.model.tp.sequence_parallel {
+            plain = self.model.without_sequence_parallel();
+            &plain
+        } else {
+            &self.model
+        };
+        let (engine, tp) = (&mut *self.engine, &self.tp);
         let text = match &self.pipeline {
             Some(p) => {
                 let logits_of = |window: &[u32]| p.last_logits(b, model, engine, tp, window);

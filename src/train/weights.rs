@@ -132,7 +132,9 @@ pub fn writes_tensor(model: &Transformer, t: &TensorSpec) -> bool {
 /// This rank's per-unit regions: the recipe's weight-decay rule, and the norm counting what
 /// this rank writes (`writes_tensor`).
 pub fn engine_metas(model: &Transformer, decay_everything: bool) -> Vec<UnitMeta> {
-    unit_metas_tp(&model.layout, decay_everything, &|t| writes_tensor(model, t))
+    unit_metas_tp(&model.layout, decay_everything, &|t| {
+        writes_tensor(model, t)
+    })
 }
 
 /// Per-unit regions with the weight-decay rule of the recipe (one rank, every tensor counted).

@@ -118,7 +118,8 @@ mod tests {
         for stage in 0..4 {
             let dp: Arc<dyn Comm> = Arc::new(LocalComm::named("dp"));
             let groups = EngineGroups::data_parallel(dp);
-            let mut e = build_engine(stage, &b, groups, units.clone(), &UnitWeights(&init)).unwrap();
+            let mut e =
+                build_engine(stage, &b, groups, units.clone(), &UnitWeights(&init)).unwrap();
             e.zero_grads(&b).unwrap();
             for u in [0, 2] {
                 e.before_use(&b, u).unwrap();
@@ -128,7 +129,10 @@ mod tests {
                 e.after_use(&b, u).unwrap();
             }
             let stats = e.step(&b, &cfg).unwrap();
-            assert!((stats.grad_norm - 7f64.sqrt()).abs() < 1e-9, "stage {stage}");
+            assert!(
+                (stats.grad_norm - 7f64.sqrt()).abs() < 1e-9,
+                "stage {stage}"
+            );
             assert_eq!(e.owned_ranges(), vec![0..4, 0..0, 0..3], "stage {stage}");
             let mut seen = Vec::new();
             e.for_each_owned(&b, &mut |s| {
@@ -136,13 +140,20 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-            assert_eq!(seen, vec![0, 2], "stage {stage}: the empty unit is not handed out");
+            assert_eq!(
+                seen,
+                vec![0, 2],
+                "stage {stage}: the empty unit is not handed out"
+            );
             let m = e.memory();
             assert_eq!(m.parameters, 7 * 4, "stage {stage}");
             assert_eq!(m.optimizer_states, 7 * 12, "stage {stage}");
             let full = e.full_state(&b).unwrap();
             assert_eq!(full.master[1], Vec::<f32>::new());
-            assert!(full.master[0].iter().all(|&w| (w - 0.9).abs() < 1e-6), "stage {stage}");
+            assert!(
+                full.master[0].iter().all(|&w| (w - 0.9).abs() < 1e-6),
+                "stage {stage}"
+            );
         }
     }
 

@@ -302,6 +302,21 @@ impl Transformer {
         self
     }
 
+    /// The same slices computed without sequence parallelism, for forwards over any number of
+    /// tokens (samples): the weights are the same, only the tokens the norms run on change.
+    pub fn without_sequence_parallel(&self) -> Transformer {
+        Transformer {
+            cfg: self.cfg.clone(),
+            layout: self.layout.clone(),
+            tp: TpShape {
+                sequence_parallel: false,
+                ..self.tp
+            },
+            rope_inv_freq: self.rope_inv_freq.clone(),
+            recompute_blocks: self.recompute_blocks,
+        }
+    }
+
     fn lin(&self, n: usize, inp: usize, out: usize) -> LinearDims {
         let layout = match self.cfg.arch {
             Arch::Llama => WeightLayout::OutIn,

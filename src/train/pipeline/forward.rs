@@ -125,11 +125,12 @@ impl Pipeline {
         let ids32: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
         let host = HostBatch::from_rows(&ids32, &vec![-100; n], 1, n);
         let batch = model.upload_batch(b, &host)?;
-        let mut rows = self.forward_only(b, model, engine, tp, &[batch], |engine, batch, fwd| {
-            let mut logits = Vec::with_capacity(n * v);
-            model.head_tp(b, engine, batch, fwd, None, Some(&mut logits), tp)?;
-            Ok(logits[(n - 1) * v..n * v].to_vec())
-        })?;
+        let mut rows =
+            self.forward_only(b, model, engine, tp, &[batch], |engine, batch, fwd| {
+                let mut logits = Vec::with_capacity(n * v);
+                model.head_tp(b, engine, batch, fwd, None, Some(&mut logits), tp)?;
+                Ok(logits[(n - 1) * v..n * v].to_vec())
+            })?;
         let mut last = rows.pop().unwrap_or_else(|| vec![0.0; v]);
         let root = self.split.owner(self.split.last_chunk());
         self.pp

@@ -40,17 +40,20 @@ pub fn stage_shares(
 ) -> Result<Vec<StageShare>> {
     let p = &recipe.parallel;
     let (stages, v) = (p.pp.max(1), p.pp_virtual_stages.max(1));
-    let split = StageSplit::new(cfg.layers, stages, v, p.pp_layers.as_deref())
-        .map_err(|e| user!("{e}"))?;
-    let schedule = Schedule::new(&p.pp_schedule, stages, microbatches.max(1), v)
-        .map_err(|e| user!("{e}"))?;
+    let split =
+        StageSplit::new(cfg.layers, stages, v, p.pp_layers.as_deref()).map_err(|e| user!("{e}"))?;
+    let schedule =
+        Schedule::new(&p.pp_schedule, stages, microbatches.max(1), v).map_err(|e| user!("{e}"))?;
     let kept = |blocks: usize| -> (f64, f64) {
         match model {
             Some(m) => {
                 let (act, acc) = m.blocks_activation_elements(tokens, blocks);
                 (act as f64, acc as f64)
             }
-            None => ((blocks as f64 + 1.0) * tokens as f64 * cfg.hidden as f64, 0.0),
+            None => (
+                (blocks as f64 + 1.0) * tokens as f64 * cfg.hidden as f64,
+                0.0,
+            ),
         }
     };
     let shares = (0..stages)
@@ -112,7 +115,11 @@ fn coarse_params(c: &ModelConfig, split: &StageSplit, r: usize) -> f64 {
     } else {
         0.0
     };
-    let head = if last && !c.tie_embeddings { v * d } else { 0.0 };
+    let head = if last && !c.tie_embeddings {
+        v * d
+    } else {
+        0.0
+    };
     embedding + head + blocks as f64 * block
 }
 

@@ -64,8 +64,8 @@ impl Pipeline {
         let schedule =
             Schedule::new(&p.pp_schedule, stages, microbatches, v).map_err(|e| user!("{e}"))?;
         let layers = model.cfg.layers;
-        let split = StageSplit::new(layers, stages, v, p.pp_layers.as_deref())
-            .map_err(|e| user!("{e}"))?;
+        let split =
+            StageSplit::new(layers, stages, v, p.pp_layers.as_deref()).map_err(|e| user!("{e}"))?;
         if stages == 1 {
             return Ok(None);
         }
@@ -183,7 +183,11 @@ impl Pipeline {
                 .split
                 .chunks_of(r)
                 .into_iter()
-                .map(|c| model.blocks_activation_elements(tokens, self.split.blocks[c].len()).0)
+                .map(|c| {
+                    model
+                        .blocks_activation_elements(tokens, self.split.blocks[c].len())
+                        .0
+                })
                 .max()
                 .unwrap_or(0);
             let copy = if self.split.holding(layout, r, 0) == Holding::TiedCopy {

@@ -217,21 +217,16 @@ impl Pipeline {
             .collect::<ferrotron_kernels::Result<_>>()?;
         let before = self.pp.counters().snapshot();
         let mut run = StageRun::new(b, model, engine, self, tp, &dev, grad_scale);
-        let report = run_step(
-            &*self.pp,
-            &self.schedule,
-            &mut run,
-            &ExecOptions::default(),
-        )
-        .map_err(|e| match e {
-            ferrotron_parallel::pipeline::PipelineError::Compute { source, .. } => {
-                match source.downcast::<Error>() {
-                    Ok(e) => *e,
-                    Err(other) => Error::Internal(other.to_string()),
+        let report = run_step(&*self.pp, &self.schedule, &mut run, &ExecOptions::default())
+            .map_err(|e| match e {
+                ferrotron_parallel::pipeline::PipelineError::Compute { source, .. } => {
+                    match source.downcast::<Error>() {
+                        Ok(e) => *e,
+                        Err(other) => Error::Internal(other.to_string()),
+                    }
                 }
-            }
-            other => Error::Internal(other.to_string()),
-        })?;
+                other => Error::Internal(other.to_string()),
+            })?;
         let pp_bytes_sent = self
             .pp
             .counters()
