@@ -68,7 +68,7 @@ impl StageSplit {
                 let sum: usize = given.iter().sum();
                 if sum != layers {
                     return Err(format!(
-                        "parallel.pp_layers = {given:?} adds up to {sum} blocks, but the model has {layers}"
+                        "parallel.pp_layers = {given:?} adds up to {sum} blocks, but the model has {layers} (num_hidden_layers / n_layer of its config.json)"
                     ));
                 }
                 given.to_vec()
@@ -76,7 +76,7 @@ impl StageSplit {
             None => {
                 if layers < chunks {
                     return Err(format!(
-                        "parallel.pp = {stages} x parallel.pp_virtual_stages = {virtual_stages} needs {chunks} model chunks of at least one block each, but the model has {layers} blocks"
+                        "parallel.pp = {stages} x parallel.pp_virtual_stages = {virtual_stages} needs {chunks} model chunks of at least one block each, but the model has {layers} blocks (num_hidden_layers / n_layer of its config.json)"
                     ));
                 }
                 let (base, extra) = (layers / chunks, layers % chunks);

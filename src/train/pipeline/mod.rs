@@ -15,12 +15,16 @@
 //! - The gradient norm's partial sums are added over the model-parallel group (`MeshComms::mp`,
 //!   the pp × tp ranks of one dp coordinate): every logical element enters once.
 //! - Composition with ZeRO over dp: each stage's engine shards its own units over its dp group
-//!   and keeps the stage's meaning per micro-batch (ZeRO-3 gathers a unit for each use and frees
-//!   it after, ZeRO-2 and -3 reduce-scatter each unit's gradient after each micro-batch's
-//!   backward); see docs/design.md for the volume, and stage 1 for "gather once per step".
-//! - Tensor parallelism (not in this build) is another group inside a stage: the boundary
-//!   activations are whatever the chunk's blocks produce on this rank, and the embedding group
-//!   and the mesh are formed per tp coordinate.
+//!   and keeps the stage's meaning per micro-batch: ZeRO-3 gathers a unit for each use and frees
+//!   it after (per micro-batch: every block twice, forward and backward, the embedding and the
+//!   head once), ZeRO-2 and -3 reduce-scatter each unit's gradient after each micro-batch's
+//!   backward, ZeRO-1 reduce-scatters and all-gathers the stage once per step. Keeping the
+//!   stage gathered for the step (torchtitan's FSDP + PP) is what ZeRO-1 already is in volume
+//!   and peak memory; docs/design.md has the measured figures.
+//! - Tensor (and sequence) parallelism is another group inside a stage: the boundary
+//!   activations are what the chunk's blocks produce on this rank (N/tp tokens with sequence
+//!   parallelism, else all N on every tp rank), and the pp group, the embedding group and the
+//!   mesh are formed per (dp, tp) coordinate.
 
 mod forward;
 pub mod memory;
