@@ -24,7 +24,7 @@
 //!   for its backward and the embedding once, per micro-batch;
 //! - metrics reported once: one record per step and per evaluation.
 //!
-//! Resume: a pp 2 checkpoint continues at pp 1, and a (pp 2, tp 2) one at dp 4, with the
+//! Resume: a pp 2 checkpoint continues at pp 1 and pp 4, and a (pp 2, tp 2) one at dp 4, with the
 //! uninterrupted losses to ≤ 1e-6. A tied table is stored once in checkpoints and exports.
 //!
 //! `FERROTRON_PP_FULL=1` runs every layout on every model (36 + 6 runs instead of 18).
@@ -78,6 +78,8 @@ struct Layout {
     sp: bool,
     interleaved: bool,
     zero: u8,
+    /// `parallel.pp_layers` (one chunk per rank only), else balanced.
+    split: Option<&'static [usize]>,
 }
 
 impl Layout {
@@ -89,6 +91,7 @@ impl Layout {
             sp: false,
             interleaved,
             zero,
+            split: None,
         }
     }
     fn ranks(&self) -> usize {
@@ -112,8 +115,16 @@ impl Layout {
     fn microbatches(&self) -> usize {
         GLOBAL_BATCH / self.dp
     }
+    /// Blocks of each chunk, in model order (8 blocks).
+    fn chunk_blocks(&self) -> Vec<usize> {
+        let chunks = self.pp * self.v();
+        match self.split {
+            Some(given) => given.to_vec(),
+            None => vec![8 / chunks; chunks],
+        }
+    }
     fn sets(&self) -> Vec<String> {
-        vec![
+        let mut sets = vec![
             format!("parallel.pp={}", self.pp),
             format!("parallel.tp={}", self.tp),
             format!("parallel.sequence_parallel={}", self.sp),
@@ -121,17 +132,24 @@ impl Layout {
             format!("parallel.pp_virtual_stages={}", self.v()),
             format!("parallel.zero_stage={}", self.zero),
             "train.micro_batch=1".into(),
-        ]
+        ];
+        if let Some(split) = self.split {
+            sets.push(format!("parallel.pp_layers={split:?}"));
+        }
+        sets
     }
     fn name(&self) -> String {
         format!(
-            "pp{} dp{} tp{}{} {} zero{}",
+            "pp{} dp{} tp{}{} {} zero{}{}",
             self.pp,
             self.dp,
             self.tp,
             if self.sp { "+sp" } else { "" },
             self.schedule_name(),
-            self.zero
+            self.zero,
+            self.split
+                .map(|s| format!(" blocks {s:?}"))
+                .unwrap_or_default()
         )
     }
 }
@@ -153,7 +171,9 @@ fn train(model: Model, dir: &Path, out: &Path, n: usize, extra: &[String], resum
     }
     let o = if n == 1 { ferrotron(&a) } else { mpirun(n, &a) };
     check(&o, &format!("{model:?} on {n} rank(s) {extra:?}"));
-    let sample = String::from_utf8_lossy(&o.stdout)
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    std::fs::write(out.join("stdout.txt"), stdout.as_bytes()).unwrap();
+    let sample = stdout
         .lines()
         .find(|l| l.starts_with("sample: "))
         .map(str::to_string)
@@ -255,7 +275,11 @@ fn check_pipeline_records(model: Model, layout: &Layout, out: &Path) {
     let cfg = ModelConfig::from_file(&model.config(dir.path())).unwrap();
     let (p, v, m) = (layout.pp, layout.v(), layout.microbatches());
     let chunks = p * v;
-    let blocks_per_chunk = cfg.layers / chunks;
+    let blocks = layout.chunk_blocks();
+    assert!(
+        v == 1 || layout.split.is_none(),
+        "uneven splits are checked at v = 1"
+    );
     let n_mb = if layout.sp { SEQ / layout.tp } else { SEQ };
     let boundary_bytes = (m * n_mb * cfg.hidden * 4) as u64;
     let schedule = Schedule::new(layout.schedule_name(), p, m, v).unwrap();
@@ -265,7 +289,18 @@ fn check_pipeline_records(model: Model, layout: &Layout, out: &Path) {
         sequence_parallel: layout.sp,
     };
     let tmodel = Transformer::with_tp(cfg.clone(), tp0).unwrap();
-    let per_chunk = tmodel.blocks_activation_elements(SEQ, blocks_per_chunk);
+    // Exact elements one micro-batch of a stage's (largest) chunk keeps for backward.
+    let per_chunk = |stage: usize| {
+        let most = (0..v).map(|j| blocks[j * p + stage]).max().unwrap();
+        tmodel.blocks_activation_elements(SEQ, most)
+    };
+    if layout.split.is_some() {
+        let plan = std::fs::read_to_string(out.join("stdout.txt")).unwrap();
+        assert!(
+            plan.contains("an uneven split"),
+            "{what}: the plan says so:\n{plan}"
+        );
+    }
     for rec in step_records(out) {
         let step = rec["step"].as_u64().unwrap();
         let pp = &rec["pp"];
@@ -298,20 +333,22 @@ fn check_pipeline_records(model: Model, layout: &Layout, out: &Path) {
         for rank in 0..layout.ranks() {
             let stage = rank / (layout.dp * layout.tp);
             let k = schedule.expected_peak_in_flight(stage) as u64;
+            let (act, acc) = per_chunk(stage);
             assert_eq!(
                 (peak[rank], peak_acc[rank]),
-                (k * per_chunk.0 as u64, k * per_chunk.1 as u64),
+                (k * act as u64, k * acc as u64),
                 "{what}: step {step} rank {rank}: activations held at the peak"
             );
         }
         if !layout.interleaved {
             // Stage 0 under 1F1B: at most pp micro-batches' worth (here min(pp, m) exactly).
+            let act = per_chunk(0).0;
             assert!(
-                peak[0] <= (p * per_chunk.0) as u64,
+                peak[0] <= (p * act) as u64,
                 "{what}: stage 0 holds {}",
                 peak[0]
             );
-            assert_eq!(peak[0], (p.min(m) * per_chunk.0) as u64, "{what}");
+            assert_eq!(peak[0], (p.min(m) * act) as u64, "{what}");
         }
     }
     if layout.zero > 0 && layout.dp > 1 {
@@ -328,11 +365,12 @@ fn check_zero_traffic(cfg: &ModelConfig, layout: &Layout, rec: &Value, what: &st
     };
     let l = ParamLayout::sliced(cfg, tp0);
     let (p, v, m, dp) = (layout.pp, layout.v(), layout.microbatches(), layout.dp);
-    let per_chunk = cfg.layers / (p * v);
+    let counts = layout.chunk_blocks();
+    let first = |c: usize| counts[..c].iter().sum::<usize>();
     let padded = |u: usize| l.units[u].numel.div_ceil(dp) * dp;
     let embedding = padded(l.unit_of(UnitKind::Embedding).unwrap());
     let blocks: usize = (0..v)
-        .flat_map(|j| (j * p) * per_chunk..(j * p + 1) * per_chunk)
+        .flat_map(|j| first(j * p)..first(j * p + 1))
         .map(|b| padded(l.block_unit(b)))
         .sum();
     let stage = embedding + blocks;
@@ -416,6 +454,7 @@ fn three_d_layouts_match_one_rank() {
         sp: true,
         interleaved: false,
         zero,
+        split: None,
     };
     let pp2_dp4 = Layout {
         pp: 2,
@@ -424,6 +463,7 @@ fn three_d_layouts_match_one_rank() {
         sp: false,
         interleaved: false,
         zero: 2,
+        split: None,
     };
     let mut runs = vec![
         (Model::Llama, three_d(3)),
@@ -478,12 +518,17 @@ fn copy_step5(src: &Path, dst: &Path) {
     }
 }
 
-/// A pp 2 checkpoint resumes at pp 1, a (pp 2, tp 2) one at dp 4: the uninterrupted losses.
-/// The tied table is stored once: in the checkpoint (one fragment cover) and in the export.
+/// A pp 2 checkpoint (blocks split 5 + 3) resumes at pp 1 and at pp 4 (interleaved), a
+/// (pp 2, tp 2) one at dp 4: the uninterrupted losses. The tied table is stored once: in the
+/// checkpoint (one fragment cover) and in the export.
 #[test]
 fn pipeline_checkpoints_resume_on_other_layouts() {
     let refs = References::new();
     let base = tempfile::tempdir().unwrap();
+    let uneven = Layout {
+        split: Some(&[5, 3]),
+        ..Layout::pp(2, false, 0)
+    };
     let pp2_tp2 = Layout {
         pp: 2,
         dp: 1,
@@ -491,30 +536,34 @@ fn pipeline_checkpoints_resume_on_other_layouts() {
         sp: false,
         interleaved: false,
         zero: 0,
+        split: None,
     };
+    let pp4 = Layout::pp(4, true, 0).sets();
     let cases = [
-        (Model::LlamaTied, Layout::pp(2, false, 0), 1, vec![]),
+        (Model::LlamaTied, uneven, vec![(1, vec![]), (4, pp4)]),
         (
             Model::Llama,
             pp2_tp2,
-            4,
-            vec!["parallel.zero_stage=1".to_string()],
+            vec![(4, vec!["parallel.zero_stage=1".to_string()])],
         ),
     ];
-    for (i, (model, layout, n, sets)) in cases.into_iter().enumerate() {
+    for (i, (model, layout, resumes)) in cases.into_iter().enumerate() {
         let full_run = base.path().join(format!("full-{i}"));
         run_and_check(model, layout, &refs, &full_run);
-        let resumed = base.path().join(format!("resumed-{i}"));
-        copy_step5(&full_run, &resumed);
-        train(model, refs.dir.path(), &resumed, n, &sets, true);
-        let (want, got) = (losses(&full_run), losses(&resumed));
-        assert_eq!(got.len(), 5, "steps 6-10");
-        let d = max_rel(&got, &want[5..]);
-        println!(
-            "{model:?} {} resumed at step 5 on {n} rank(s) {sets:?}: losses rel {d:.2e}",
-            layout.name()
-        );
-        assert!(d <= 1e-6, "{got:?} vs {:?}", &want[5..]);
+        let want = losses(&full_run);
+        for (j, (n, sets)) in resumes.into_iter().enumerate() {
+            let resumed = base.path().join(format!("resumed-{i}-{j}"));
+            copy_step5(&full_run, &resumed);
+            train(model, refs.dir.path(), &resumed, n, &sets, true);
+            let got = losses(&resumed);
+            assert_eq!(got.len(), 5, "steps 6-10");
+            let d = max_rel(&got, &want[5..]);
+            println!(
+                "{model:?} {} resumed at step 5 on {n} rank(s) {sets:?}: losses rel {d:.2e}",
+                layout.name()
+            );
+            assert!(d <= 1e-6, "{got:?} vs {:?}", &want[5..]);
+        }
         if model == Model::LlamaTied {
             assert_tied_table_stored_once(&full_run, refs.dir.path());
         }
