@@ -80,6 +80,8 @@ struct Layout {
     zero: u8,
     /// `parallel.pp_layers` (one chunk per rank only), else balanced.
     split: Option<&'static [usize]>,
+    /// `train.activation_checkpointing = "full"`.
+    recompute: bool,
 }
 
 impl Layout {
@@ -92,6 +94,7 @@ impl Layout {
             interleaved,
             zero,
             split: None,
+            recompute: false,
         }
     }
     fn ranks(&self) -> usize {
@@ -136,6 +139,9 @@ impl Layout {
         if let Some(split) = self.split {
             sets.push(format!("parallel.pp_layers={split:?}"));
         }
+        if self.recompute {
+            sets.push("train.activation_checkpointing=full".into());
+        }
         sets
     }
     fn name(&self) -> String {
@@ -150,6 +156,7 @@ impl Layout {
             self.split
                 .map(|s| format!(" blocks {s:?}"))
                 .unwrap_or_default()
+                + if self.recompute { " recompute" } else { "" }
         )
     }
 }
@@ -288,7 +295,9 @@ fn check_pipeline_records(model: Model, layout: &Layout, out: &Path) {
         rank: 0,
         sequence_parallel: layout.sp,
     };
-    let tmodel = Transformer::with_tp(cfg.clone(), tp0).unwrap();
+    let tmodel = Transformer::with_tp(cfg.clone(), tp0)
+        .unwrap()
+        .with_recompute(layout.recompute);
     // Exact elements one micro-batch of a stage's (largest) chunk keeps for backward.
     let per_chunk = |stage: usize| {
         let most = (0..v).map(|j| blocks[j * p + stage]).max().unwrap();
@@ -437,7 +446,8 @@ fn pipeline_layouts_match_one_rank() {
     }
 }
 
-/// The 3D layout (pp 2, dp 2, tp 2) with sequence parallelism, and (pp 2, dp 4) with ZeRO-2.
+/// The 3D layout (pp 2, dp 2, tp 2) with sequence parallelism (once with full activation
+/// checkpointing), and (pp 2, dp 4) with ZeRO-2.
 /// Under tensor parallelism a tied model's weights move from one rank's by up to 2e-5 after
 /// 10 steps with or without a pipeline (vocab-parallel head and embedding sum in another
 /// order; Adam magnifies the rounding of near-zero gradients), so a tied model's 3D weights are
@@ -455,6 +465,7 @@ fn three_d_layouts_match_one_rank() {
         interleaved: false,
         zero,
         split: None,
+        recompute: false,
     };
     let pp2_dp4 = Layout {
         pp: 2,
@@ -464,9 +475,14 @@ fn three_d_layouts_match_one_rank() {
         interleaved: false,
         zero: 2,
         split: None,
+        recompute: false,
+    };
+    let recomputed = Layout {
+        recompute: true,
+        ..three_d(3)
     };
     let mut runs = vec![
-        (Model::Llama, three_d(3)),
+        (Model::Llama, recomputed),
         (Model::Gpt2, three_d(1)),
         (Model::LlamaTied, pp2_dp4),
     ];
@@ -537,6 +553,7 @@ fn pipeline_checkpoints_resume_on_other_layouts() {
         interleaved: false,
         zero: 0,
         split: None,
+        recompute: false,
     };
     let pp4 = Layout::pp(4, true, 0).sets();
     let cases = [
