@@ -3,7 +3,7 @@
 # cargo, and puts it under .gpu/pack (git-ignored; carry it to the GPU machine):
 #   bin/ferrotron           release binary, stripped
 #   tests/<name>            GPU test executables, stripped (kernels cuda_ops, cuda_optimizer, cuda_flash_backend,
-#                           flash_attn; gpu_training)
+#                           flash_attn; gpu_training, gpu_tensor_parallel)
 #   ompi/                   the Open MPI runtime the binary links (libmpi.so.40) and mpirun needs,
 #                           relocated through OPAL_* variables by gpu-check.sh (the GPU image has
 #                           no Open MPI of this ABI)
@@ -32,7 +32,7 @@ for l in sys.stdin:
 }
 {
   executables -p ferrotron-kernels --test cuda_ops --test cuda_optimizer --test cuda_flash_backend --test flash_attn
-  executables -p ferrotron --test gpu_training "${@/#/--test=}"
+  executables -p ferrotron --test gpu_training --test gpu_tensor_parallel "${@/#/--test=}"
 } | while read -r name exe; do
   install -m 755 "$exe" "$pack/tests/$name"
   strip "$pack/tests/$name"

@@ -13,13 +13,25 @@
 //! Adam's first step, lr·g/(|g| + eps) ≈ lr·sign(g), which turns an error in a near-zero gradient
 //! element into a full-size step of the wrong sign (in bf16 a zero-initialised bias element of
 //! 0.1% of its tensor's norm flips; PyTorch's own autocast-bf16 fails three such rows).
+//!
+//! Under tensor parallelism (`--tp N`, every rank of an N-rank world in one tp group) each rank
+//! loads its slices, the model runs its forward/head/backward regions over the group, and every
+//! compared tensor is reassembled before the comparison: each rank places the elements of its
+//! slice (replicas from tp rank 0 only, after summing the partial gradients of replicated tensors
+//! over the group, as the trainer does) into a zero logical tensor and the world sums them. The
+//! logits are gathered by the head itself. So the rows compare the same logical quantities as on
+//! one rank.
 
 use crate::error::Result;
 use crate::model::hf_import::{load_units, SafetensorsFiles};
-use crate::model::{DeviceBatch, HostBatch, ModelConfig, ResidentStore, Transformer};
+use crate::model::{HostBatch, ModelConfig, ResidentStore, TensorSpec, TpShape, Transformer};
 use crate::user;
 use ferrotron_kernels::{AdamWStep, Backend, Dst, Src};
+use ferrotron_parallel::tensor_parallel::{NoTp, TpComm};
+use ferrotron_parallel::{Comm, ReduceOp};
 use std::path::Path;
+
+pub mod tp_cli;
 
 /// One compared quantity.
 #[derive(Clone, Debug)]
@@ -80,10 +92,72 @@ fn compare(fixture: &Path, name: String, ours: &[f32], reference: &[f64]) -> Res
     })
 }
 
-/// Runs the comparison on backend `b`.
+/// Runs the comparison on backend `b`, one rank.
 pub fn run<B: Backend>(b: &B, dir: &Path) -> Result<Report> {
+    run_tp(b, dir, &NoTp, None, false)
+}
+
+/// The group a tensor-parallel check runs over: the tp group's regions and, as a host
+/// communicator, the world (the same ranks).
+fn sum_over(world: Option<&dyn Comm>, x: &mut [f32]) -> Result<()> {
+    if let Some(w) = world {
+        w.all_reduce(x.into(), ReduceOp::Sum)
+            .map_err(|e| user!("check-hf: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The logical tensor `t` from this rank's slice `local` (see the top of the file): with no
+/// world, the slice is the whole tensor.
+fn assemble(
+    model: &Transformer,
+    t: &TensorSpec,
+    local: &[f32],
+    world: Option<&dyn Comm>,
+) -> Result<Vec<f32>> {
+    if world.is_none() {
+        return Ok(local.to_vec());
+    }
+    let mut global = vec![0.0f32; t.slice.global_numel()];
+    if model.tp.rank == 0 || !model.tp.replicates(model.cfg.arch, t.role) {
+        t.slice.for_each_run(0..local.len(), |r| {
+            if let Some(g) = r.global {
+                global[g..g + r.len].copy_from_slice(&local[r.local..r.local + r.len]);
+            }
+        });
+    }
+    sum_over(world, &mut global)?;
+    Ok(global)
+}
+
+/// This rank's slice of the logical tensor `global` (padding elements zero).
+fn slice_of(t: &TensorSpec, global: &[f64], local: &mut [f32]) {
+    t.slice.for_each_run(0..local.len(), |r| {
+        if let Some(g) = r.global {
+            for (d, &x) in local[r.local..r.local + r.len].iter_mut().zip(&global[g..]) {
+                *d = x as f32;
+            }
+        }
+    });
+}
+
+/// Runs the comparison on backend `b` over the tensor-parallel group `tp`, whose ranks are
+/// those of `world` (None: one rank), with sequence parallelism when `sequence_parallel`.
+pub fn run_tp<B: Backend>(
+    b: &B,
+    dir: &Path,
+    tp: &dyn TpComm<B>,
+    world: Option<&dyn Comm>,
+    sequence_parallel: bool,
+) -> Result<Report> {
     let cfg = ModelConfig::from_file(&dir.join("config.json"))?;
-    let model = Transformer::new(cfg);
+    let shape = TpShape {
+        size: tp.size(),
+        rank: tp.rank(),
+        sequence_parallel,
+    };
+    let model = Transformer::with_tp(cfg, shape)
+        .map_err(|e| user!("{}: {e}", dir.join("config.json").display()))?;
     let host_units = load_units(dir, &model.cfg, &model.layout)?;
     let refs = SafetensorsFiles::open(&[dir.join("reference.safetensors")])?;
     let ref_path = dir.join("reference.safetensors");
@@ -112,7 +186,15 @@ pub fn run<B: Backend>(b: &B, dir: &Path) -> Result<Report> {
     let ids32: Vec<i32> = ids.iter().map(|&x| x as i32).collect();
     let labels32: Vec<i32> = labels.iter().map(|&x| x as i32).collect();
     let host = HostBatch::from_rows(&ids32, &labels32, rows, seq);
-    let batch = DeviceBatch::upload(b, &host)?;
+    if sequence_parallel && (rows * seq) % shape.size != 0 {
+        return Err(user!(
+            "{}: sequence parallelism splits the batch's {} tokens over {} ranks, which does not divide them",
+            ref_path.display(),
+            rows * seq,
+            shape.size
+        ));
+    }
+    let batch = model.upload_batch(b, &host)?;
     let n_targets = host.target_count();
     if n_targets == 0 {
         return Err(user!(
@@ -131,16 +213,25 @@ pub fn run<B: Backend>(b: &B, dir: &Path) -> Result<Report> {
             .map(|u| b.zeros_acc(u.len()))
             .collect::<ferrotron_kernels::Result<_>>()?,
     };
-    let fwd = model.forward(b, &mut store, &batch)?;
+    let fwd = model.forward_tp(b, &mut store, &batch, tp)?;
     let mut logits = Vec::with_capacity(rows * seq * model.cfg.vocab_size);
     let scale = 1.0 / n_targets as f64;
-    let (loss_sum, dx) = model.head(b, &mut store, &batch, &fwd, Some(scale), Some(&mut logits))?;
-    model.backward(
+    let (loss_sum, dx) = model.head_tp(
+        b,
+        &mut store,
+        &batch,
+        &fwd,
+        Some(scale),
+        Some(&mut logits),
+        tp,
+    )?;
+    model.backward_tp(
         b,
         &mut store,
         &batch,
         &fwd,
         dx.expect("head returns dx with a grad scale"),
+        tp,
     )?;
     let loss = loss_sum / n_targets as f64;
 
@@ -170,14 +261,19 @@ pub fn run<B: Backend>(b: &B, dir: &Path) -> Result<Report> {
     // The fixture's gradients, laid out as our units, for the AdamW step below.
     let mut ref_grads: Vec<Vec<f32>> = host_units.iter().map(|u| vec![0.0; u.len()]).collect();
     for (ui, t) in model.layout.tensors() {
-        let ours = &grads_host[ui].1[t.offset..t.offset + t.numel()];
+        let mut ours = grads_host[ui].1[t.offset..t.offset + t.numel()].to_vec();
+        if model.tp.grad_summed_over_tp(model.cfg.arch, t.role) {
+            sum_over(world, &mut ours)?;
+        }
+        let ours = assemble(&model, t, &ours, world)?;
         let name = format!("grad.{}", t.name);
         let (_, reference) = refs.tensor_f64(&name)?;
-        rows_out.push(compare(&ref_path, name, ours, &reference)?);
-        let dst = &mut ref_grads[ui][t.offset..t.offset + t.numel()];
-        for (d, &x) in dst.iter_mut().zip(&reference) {
-            *d = x as f32;
-        }
+        rows_out.push(compare(&ref_path, name, &ours, &reference)?);
+        slice_of(
+            t,
+            &reference,
+            &mut ref_grads[ui][t.offset..t.offset + t.numel()],
+        );
     }
     // One AdamW step from zero moments, on the fixture's gradients (see the top of the file).
     for (ui, host) in host_units.iter().enumerate() {
@@ -196,8 +292,8 @@ pub fn run<B: Backend>(b: &B, dir: &Path) -> Result<Report> {
         for t in &model.layout.units[ui].tensors {
             let name = format!("adamw1.{}", t.name);
             let (_, reference) = refs.tensor_f64(&name)?;
-            let ours = &after[t.offset..t.offset + t.numel()];
-            rows_out.push(compare(&ref_path, name, ours, &reference)?);
+            let ours = assemble(&model, t, &after[t.offset..t.offset + t.numel()], world)?;
+            rows_out.push(compare(&ref_path, name, &ours, &reference)?);
         }
     }
     Ok(Report {

@@ -55,6 +55,12 @@ enum Command {
         /// Largest accepted relative error (default 1e-4 for f32/f64, 2e-2 for bf16).
         #[arg(long)]
         tol: Option<f64>,
+        /// Tensor-parallel ranks: run under a launcher with this many ranks (mpirun -np N).
+        #[arg(long, default_value_t = 1)]
+        tp: usize,
+        /// With --tp: sequence parallelism (norms and residuals on N/tp tokens).
+        #[arg(long)]
+        sequence_parallel: bool,
     },
     /// Export a checkpoint as a Hugging Face model directory.
     Export(crate::export::ExportArgs),
@@ -107,7 +113,9 @@ fn run(cli: Cli) -> Result<i32> {
             device,
             dtype,
             tol,
-        } => check_hf(&dir, device, dtype, tol),
+            tp,
+            sequence_parallel,
+        } => check_hf(&dir, device, dtype, tol, tp, sequence_parallel),
         Command::Export(args) => crate::export::run_cli(&args),
         Command::Sample(args) => crate::sample::run_cli(&args),
         Command::Bench(BenchCommand::Attention {
@@ -124,8 +132,44 @@ fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-fn check_hf(dir: &Path, device: Device, dtype: DType, tol: Option<f64>) -> Result<i32> {
+fn check_hf(
+    dir: &Path,
+    device: Device,
+    dtype: DType,
+    tol: Option<f64>,
+    tp: usize,
+    sequence_parallel: bool,
+) -> Result<i32> {
+    use crate::check_hf::tp_cli::{run_cli, TpBackend};
     use crate::check_hf::{print_report, run};
+    if tp == 0 {
+        return Err(Error::User("--tp must be at least 1".into()));
+    }
+    if sequence_parallel && tp == 1 {
+        return Err(Error::User(
+            "--sequence-parallel splits tokens over the tensor-parallel ranks: it needs --tp 2 or more".into(),
+        ));
+    }
+    if tp > 1 {
+        let (backend, default_tol) = match (device, dtype) {
+            (Device::Cpu, DType::F32) => (TpBackend::CpuF32, 1e-4),
+            (Device::Cuda, DType::F32) => (TpBackend::CudaF32, 1e-4),
+            (Device::Cuda, DType::Bf16) => (TpBackend::CudaBf16, 2e-2),
+            (Device::Cpu, DType::Bf16) => return Err(Error::User(
+                "--dtype bf16 is a GPU precision; the CPU backend computes in f32 (use --device cuda)".into(),
+            )),
+            (_, DType::F64) => return Err(Error::User(
+                "--tp runs in f32 or bf16: the f64 reference backend has no tensor-parallel collectives (use --dtype f32)".into(),
+            )),
+        };
+        return run_cli(
+            dir,
+            backend,
+            tol.unwrap_or(default_tol),
+            tp,
+            sequence_parallel,
+        );
+    }
     use ferrotron_kernels::cpu::CpuBackend;
     use ferrotron_kernels::cuda::CudaBackend;
     let report = |b: &dyn Fn() -> Result<crate::check_hf::Report>,

@@ -21,6 +21,15 @@ pub fn open<B: Collectives>(b: &B, recipe: &Recipe, dist: &DistEnv) -> Result<Me
         ..WorldOptions::default()
     };
     let world = init_world(dist, &options).map_err(comm_err)?;
+    let model_ranks = p.pp * p.tp;
+    if world.size() % model_ranks != 0 {
+        return Err(user!(
+            "parallel.pp = {} x parallel.tp = {} = {model_ranks} ranks per model copy does not divide the {} rank(s) started: start a multiple of {model_ranks} ranks (mpirun -np, ferrotron launch --nproc-per-node) or lower parallel.tp / parallel.pp",
+            p.pp,
+            p.tp,
+            world.size()
+        ));
+    }
     let mesh = Mesh::with_inferred_dp(world.size(), p.pp, p.tp).map_err(|e| user!("{e}"))?;
     let mut comms = MeshComms::build(world, mesh).map_err(comm_err)?;
     if recipe.train.device == "cuda" && p.gpu_comm == "nccl" {

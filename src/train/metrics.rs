@@ -109,6 +109,21 @@ fn keep_through(path: &Path, last: u64) -> Result<()> {
     Ok(())
 }
 
+/// A communicator's traffic over an interval as a record field: per operation that was called,
+/// `{"calls": n, "bytes_sent": b}` (bytes as the Comm layer's counters define them).
+pub fn traffic_json(t: &ferrotron_parallel::TrafficSnapshot) -> Value {
+    let ops: serde_json::Map<String, Value> = ferrotron_parallel::OpKind::ALL
+        .iter()
+        .map(|&k| (k, t.op(k)))
+        .filter(|(_, o)| o.calls > 0)
+        .map(|(k, o)| {
+            let v = serde_json::json!({"calls": o.calls, "bytes_sent": o.bytes_sent});
+            (k.name().to_string(), v)
+        })
+        .collect();
+    Value::Object(ops)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

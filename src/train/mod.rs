@@ -32,7 +32,7 @@ use crate::recipe::Recipe;
 use crate::user;
 use ferrotron_parallel::{Comm, OpKind, ReduceOp};
 use ferrotron_zero::{Collectives, StepConfig};
-use metrics::Metrics;
+use metrics::{traffic_json, Metrics};
 use serde_json::json;
 use std::path::Path;
 use std::time::Instant;
@@ -153,6 +153,7 @@ fn train<B: Collectives + 'static>(
             ));
         }
         let traffic_before = dp.counters().snapshot();
+        let tp_before = s.tp.comm.counters().snapshot();
         s.engine.zero_grads(b)?;
         let mut loss_sum = 0.0;
         let mut saved_bytes = 0u64; // kept for backward, largest micro-batch (first step's record)
@@ -211,6 +212,7 @@ fn train<B: Collectives + 'static>(
         };
         // The engine's traffic is measured around backward and step, excluding the loss sum.
         let traffic_backward = dp.counters().snapshot().since(&traffic_before);
+        let tp_model = s.tp.comm.counters().snapshot().since(&tp_before);
         let loss = all_sum(&*dp, loss_sum)? / global_targets;
         if !loss.is_finite() {
             return Err(non_finite(
@@ -226,8 +228,10 @@ fn train<B: Collectives + 'static>(
             return Err(spike_stop(step, loss, mean, &r, s.rank0));
         }
         let before_step = dp.counters().snapshot();
+        let tp_before_step = s.tp.comm.counters().snapshot();
         let stats = s.engine.step(b, &cfg)?;
         let traffic_step = dp.counters().snapshot().since(&before_step);
+        let tp_step = s.tp.comm.counters().snapshot().since(&tp_before_step);
         let sent = |k: OpKind| traffic_backward.op(k).bytes_sent + traffic_step.op(k).bytes_sent;
         if !stats.grad_norm.is_finite() {
             return Err(non_finite(
@@ -260,6 +264,12 @@ fn train<B: Collectives + 'static>(
             });
             if let Some(pp) = pp_record {
                 rec["pp"] = pp;
+            }
+            if s.tp.comm.size() > 1 {
+                // The model's regions (forward, head, backward of every micro-batch) and the
+                // optimizer step's sums of replicated partial gradients, apart.
+                rec["tp_traffic"] =
+                    json!({"model": traffic_json(&tp_model), "step": traffic_json(&tp_step)});
             }
             if step == s.start_step + 1 {
                 rec["memory"] = s.memory_table()?;

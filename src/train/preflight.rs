@@ -2,7 +2,8 @@
 //! machine has, and a run that cannot fit stops with one sentence naming the figure and the key
 //! to change (instead of "memory allocation of N bytes failed" and SIGABRT minutes later).
 //!
-//! Per rank, with P parameters, N = dp ranks, w/g the compute-weight/gradient element bytes of
+//! Per rank, with P the parameters one rank holds (its tensor-parallel slices: block matrices
+//! 1/tp, ⌈V/tp⌉ vocabulary rows, norms whole), N = dp = world/(tp·pp) ranks, w/g the compute-weight/gradient element bytes of
 //! the backend and 12 = fp32 master + Adam m + v:
 //!   model state   stage 0: P(w + g + 12)        stage 1: P(w + g) + 12P/N
 //!                 stage 2: Pw + (g + 12)P/N + U·g      stage 3: (w + g + 12)P/N + U(2w + g)
@@ -28,7 +29,7 @@
 use super::pipeline::memory::{stage_shares, StageShare};
 use super::plan::binary_units as bytes;
 use crate::error::Result;
-use crate::model::{Arch, ModelConfig, Transformer};
+use crate::model::{Arch, ModelConfig, TpShape, Transformer};
 use crate::recipe::Recipe;
 use crate::user;
 use ferrotron_parallel::env::DistEnv;
@@ -164,8 +165,8 @@ pub fn recipe_model_config(recipe: &Recipe) -> Result<(ModelConfig, PathBuf)> {
 pub fn check(recipe: &Recipe, dist: &DistEnv, dev: &Device, host: Option<Avail>) -> Result<()> {
     let (cfg, cfg_path) = recipe_model_config(recipe)?;
     let p = &recipe.parallel;
-    let model_parallel = p.pp.max(1) * p.tp.max(1);
-    let dp = (dist.world_size.max(1) / model_parallel).max(1) as f64;
+    let tp = p.tp.max(1);
+    let dp = (dist.world_size.max(1) / (tp * p.pp.max(1))).max(1) as f64;
     let seq = recipe.data.seq_len.unwrap_or(cfg.max_positions.min(1024)) as f64;
     let t = &recipe.train;
     let per_rank = (t.global_batch as f64 / dp).ceil();
@@ -182,21 +183,32 @@ pub fn check(recipe: &Recipe, dist: &DistEnv, dev: &Device, host: Option<Avail>)
         cfg: &cfg,
         cfg_file: cfg_path.display().to_string(),
         dp,
+        tp: tp as f64,
         seq,
         micro,
         dev,
     };
     // Coarse first: f64 counts, no layout built.
-    let model_params = coarse_params(&cfg);
-    for share in stage_shares(recipe, &cfg, None, tokens, microbatches)? {
+    // Every pipeline stage's share (the whole model without a pipeline), per tp rank.
+    let model_params = coarse_params(&cfg) / tp as f64;
+    for mut share in stage_shares(recipe, &cfg, None, tokens, microbatches)? {
+        share.params /= tp as f64;
         let coarse = plan.need(&share, model_params);
         plan.compare(&coarse, local, host.as_ref())?;
     }
     if host.is_none() && dev.gpu.is_none() {
         return Ok(()); // nothing to compare with
     }
-    // Exact: the layout's parameter counts and the model's own activation formula.
-    let model = Transformer::new(cfg.clone()).with_recompute(t.activation_checkpointing == "full");
+    // Exact: the layout's parameter counts (tp rank 0's slices) and the model's own activation
+    // formula.
+    let shape = TpShape {
+        size: tp,
+        rank: 0,
+        sequence_parallel: p.sequence_parallel,
+    };
+    let model = Transformer::with_tp(cfg.clone(), shape)
+        .map_err(|e| user!("{}: {e}", cfg_path.display()))?
+        .with_recompute(t.activation_checkpointing == "full");
     let model_params = model.layout.num_params() as f64;
     for share in stage_shares(recipe, &cfg, Some(&model), tokens, microbatches)? {
         let exact = plan.need(&share, model_params);
@@ -259,6 +271,7 @@ struct Plan<'a> {
     cfg: &'a ModelConfig,
     cfg_file: String,
     dp: f64,
+    tp: f64,
     seq: f64,
     micro: f64,
     dev: &'a Device,
@@ -275,15 +288,15 @@ struct Need {
 }
 
 impl Plan<'_> {
-    /// What one rank of `share`'s stage needs; `model_params` (the whole model's) sizes the
-    /// largest unit.
+    /// What one rank of `share`'s stage needs; `model_params` (this tp rank's slices of the
+    /// whole model) sizes the largest unit.
     fn need(&self, share: &StageShare, model_params: f64) -> Need {
         let c = self.cfg;
         let (w, g) = (self.dev.act_bytes as f64, self.dev.acc_bytes as f64);
         let (p, n) = (share.params, self.dp);
         let d = c.hidden as f64;
-        let largest_unit = (c.vocab_size as f64 * d)
-            .max((model_params - c.vocab_size as f64 * d) / c.layers as f64);
+        let table = (c.vocab_size as f64 / self.tp).ceil() * d;
+        let largest_unit = table.max((model_params - table) / c.layers as f64);
         let state = match self.recipe.parallel.zero_stage {
             0 => p * (w + g + 12.0),
             1 => p * (w + g) + 12.0 * p / n,
@@ -457,6 +470,22 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn tensor_parallel_ranks_plan_their_slices() {
+        // ~1.3e9 parameters: 20 bytes each at ZeRO 0 do not fit 16 GiB, a quarter of them does.
+        let big = r#"{"model_type": "gpt2", "vocab_size": 50000, "n_embd": 2048, "n_layer": 24, "n_head": 16, "n_positions": 64}"#;
+        let mut four = DistEnv::single();
+        four.world_size = 4;
+        let sets = ["checkpoint.enabled=false", "train.micro_batch=1"];
+        let (_d, r) = recipe(big, &sets);
+        assert!(check(&r, &four, &cpu(), gib(16)).is_err());
+        let (_d, r) = recipe(big, &[&sets[..], &["parallel.tp=4"]].concat());
+        check(&r, &four, &cpu(), gib(16)).unwrap();
+        let (_d, r) = recipe(big, &[&sets[..], &["parallel.tp=3"]].concat());
+        let e = check(&r, &four, &cpu(), gib(16)).unwrap_err().to_string();
+        assert!(e.contains("divide"), "{e}");
     }
 
     #[test]
