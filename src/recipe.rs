@@ -157,6 +157,14 @@ pub struct ParallelSection {
     /// Forward/backward passes per rank and step (the pipeline schedule's m); the other view of
     /// `train.micro_batch` (train/batching.rs). None: derived from `train.micro_batch`.
     pub microbatches: Option<usize>,
+    /// Pipeline schedule when `pp` > 1: "1f1b" (default), "gpipe" or "interleaved" (with
+    /// `pp_virtual_stages` >= 2); parallel/src/pipeline/ has their orders and bubbles.
+    pub pp_schedule: String,
+    /// Model chunks per pipeline rank (v; interleaved schedule only).
+    pub pp_virtual_stages: usize,
+    /// Blocks of each of the pp x pp_virtual_stages model chunks, in model order (default:
+    /// balanced, src/model/stages.rs).
+    pub pp_layers: Option<Vec<usize>>,
     /// Megatron's sequence parallelism inside the tensor-parallel group: norms, residual adds
     /// and their activations on N/tp tokens (needs tp > 1).
     pub sequence_parallel: bool,
@@ -174,6 +182,9 @@ impl Default for ParallelSection {
             tp: 1,
             pp: 1,
             microbatches: None,
+            pp_schedule: "1f1b".into(),
+            pp_virtual_stages: 1,
+            pp_layers: None,
             collective_timeout_s: 300.0,
             gpu_comm: "nccl".into(),
             sequence_parallel: false,
@@ -287,6 +298,7 @@ impl Recipe {
                 "{origin}: `checkpoint.save_initial` = true needs checkpoints, and `checkpoint.enabled` = false turns them off"
             ));
         }
+        pipeline_schedule(&self.parallel, origin)?;
         if !matches!(self.parallel.gpu_comm.as_str(), "nccl" | "host-staged") {
             return Err(user!(
                 "{origin}: `parallel.gpu_comm` = \"{}\" is not one of \"nccl\", \"host-staged\"",
@@ -433,6 +445,9 @@ fn known_keys() -> Vec<(&'static str, &'static [&'static str])> {
                 "tp",
                 "pp",
                 "microbatches",
+                "pp_schedule",
+                "pp_virtual_stages",
+                "pp_layers",
                 "sequence_parallel",
                 "collective_timeout_s",
                 "gpu_comm",
@@ -443,6 +458,29 @@ fn known_keys() -> Vec<(&'static str, &'static [&'static str])> {
             &["enabled", "dir", "every", "keep_last", "save_initial"],
         ),
     ]
+}
+
+/// `parallel.pp_schedule` is a schedule the trainer runs, with a number of model chunks per
+/// rank it can run (`parallel.pp_virtual_stages`: 1, or >= 2 for "interleaved" with pp > 1).
+/// ZB-H1 needs every backward split into input and weight gradients, which the model's
+/// hand-written backward does not do. (The micro-batch count is checked where it is known.)
+fn pipeline_schedule(p: &ParallelSection, origin: &str) -> Result<()> {
+    use ferrotron_parallel::pipeline::{Schedule, ScheduleKind};
+    let name = p.pp_schedule.as_str();
+    let runs = "use \"1f1b\", \"gpipe\" or \"interleaved\"";
+    let Ok(kind) = ScheduleKind::parse(name) else {
+        return Err(user!(
+            "{origin}: `parallel.pp_schedule` = {name:?} is not a pipeline schedule; {runs}"
+        ));
+    };
+    if kind.splits_backward() {
+        return Err(user!(
+            "{origin}: `parallel.pp_schedule` = \"{name}\" needs the backward split into input and weight gradients, which the trainer does not implement; {runs}"
+        ));
+    }
+    Schedule::build(kind, p.pp.max(1), 1, p.pp_virtual_stages.max(1))
+        .map(|_| ())
+        .map_err(|e| user!("{origin}: {e}"))
 }
 
 /// Edit distance, for "did you mean".

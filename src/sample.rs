@@ -155,17 +155,30 @@ pub fn generate_with<B: Backend, S: ParamStore<B> + ?Sized>(
     prompt: &str,
     opts: &SampleOptions,
 ) -> Result<String> {
+    let logits_of = |window: &[u32]| last_logits(b, model, store, tp, window);
+    generate_by(&model.cfg, tokenizer, prompt, opts, logits_of)
+}
+
+/// `generate_with` with the last position's logits of a window of ids from `logits_of` (a
+/// pipeline computes them over several ranks).
+pub fn generate_by(
+    cfg: &ModelConfig,
+    tokenizer: &Tokenizer,
+    prompt: &str,
+    opts: &SampleOptions,
+    logits_of: impl FnMut(&[u32]) -> Result<Vec<f32>>,
+) -> Result<String> {
     let mut ids = tokenizer.encode_with_special(prompt, true)?;
     if ids.is_empty() {
         let start = tokenizer
             .bos_id()
             .or(tokenizer.eos_id())
-            .or(model.cfg.bos_token_id);
+            .or(cfg.bos_token_id);
         ids.push(start.ok_or_else(|| {
             user!("the prompt is empty and the tokenizer has no BOS or EOS token to start from")
         })?);
     }
-    let vocab = model.cfg.vocab_size;
+    let vocab = cfg.vocab_size;
     if let Some(&bad) = ids.iter().find(|&&t| t as usize >= vocab) {
         let tok = tokenizer.id_to_token(bad).unwrap_or_default();
         return Err(user!(
@@ -174,9 +187,9 @@ pub fn generate_with<B: Backend, S: ParamStore<B> + ?Sized>(
     }
     // the tokenizer's eos and every stop id the model declares (generation_config.json's list)
     let mut stop: Vec<u32> = tokenizer.eos_id().into_iter().collect();
-    stop.extend(crate::hf_files::eos_ids(&model.cfg));
+    stop.extend(crate::hf_files::eos_ids(cfg));
     stop.dedup();
-    let new = generate_ids_with(b, model, store, tp, &ids, &stop, opts)?;
+    let new = generate_ids_by(cfg.max_positions, &ids, &stop, opts, logits_of)?;
     let body: Vec<u32> = new.iter().copied().filter(|t| !stop.contains(t)).collect();
     let prefix = tokenizer.decode(&ids)?;
     let full = tokenizer.decode(&[ids.as_slice(), body.as_slice()].concat())?;
@@ -210,6 +223,18 @@ pub fn generate_ids_with<B: Backend, S: ParamStore<B> + ?Sized>(
     stop: &[u32],
     opts: &SampleOptions,
 ) -> Result<Vec<u32>> {
+    let logits_of = |window: &[u32]| last_logits(b, model, store, tp, window);
+    generate_ids_by(model.cfg.max_positions, prompt, stop, opts, logits_of)
+}
+
+/// `generate_ids_with` over the last `max_positions` ids, with logits from `logits_of`.
+pub fn generate_ids_by(
+    max_positions: usize,
+    prompt: &[u32],
+    stop: &[u32],
+    opts: &SampleOptions,
+    mut logits_of: impl FnMut(&[u32]) -> Result<Vec<f32>>,
+) -> Result<Vec<u32>> {
     if !(opts.temperature >= 0.0 && opts.temperature.is_finite()) {
         return Err(user!(
             "--temperature must be a finite number >= 0, got {}",
@@ -223,8 +248,8 @@ pub fn generate_ids_with<B: Backend, S: ParamStore<B> + ?Sized>(
     let mut seq: Vec<u32> = prompt.to_vec();
     let mut out = Vec::new();
     for _ in 0..opts.max_new_tokens {
-        let window = &seq[seq.len().saturating_sub(model.cfg.max_positions)..];
-        let logits = last_logits(b, model, store, tp, window)?;
+        let window = &seq[seq.len().saturating_sub(max_positions)..];
+        let logits = logits_of(window)?;
         let next = pick(&logits, opts.temperature, opts.top_k, &mut rng);
         seq.push(next);
         out.push(next);

@@ -46,7 +46,7 @@ pub enum MeshError {
         world: usize,
     },
     #[error(
-        "parallel layout pp={pp} x tp={tp} = {product} does not divide the world size {world}"
+        "parallel.pp = {pp} x parallel.tp = {tp} = {product} does not divide the world size {world} (the number of ranks)"
     )]
     NotDivisible {
         pp: usize,
@@ -272,7 +272,7 @@ mod tests {
         let err = Mesh::with_inferred_dp(6, 1, 4).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "parallel layout pp=1 x tp=4 = 4 does not divide the world size 6"
+            "parallel.pp = 1 x parallel.tp = 4 = 4 does not divide the world size 6 (the number of ranks)"
         );
         assert!(matches!(Mesh::new(0, 0, 1, 1), Err(MeshError::Zero { .. })));
     }

@@ -22,6 +22,8 @@
 //! | train.spike_guard                | 0 (off) or finite > 1                    |
 //! | parallel.zero_stage              | 0, 1, 2 or 3                             |
 //! | parallel.tp, pp, microbatches    | >= 1                                     |
+//! | parallel.pp_virtual_stages       | >= 1; >= 2 needs parallel.pp >= 2        |
+//! | parallel.pp_layers               | pp x pp_virtual_stages counts, each >= 1 |
 //! | parallel.collective_timeout_s    | finite, > 0, <= MAX_TIMEOUT_S            |
 //! (optim.warmup_steps, train.seed, train.eval_every, train.sample_every, checkpoint.every and
 //! checkpoint.keep_last accept every value of their unsigned type; 0 has a documented meaning.)
@@ -131,6 +133,24 @@ pub fn check(r: &Recipe, origin: &str) -> Result<()> {
     if let Some(m) = p.microbatches {
         at_least_one("parallel.microbatches", m as u64)?;
     }
+    at_least_one("parallel.pp_virtual_stages", p.pp_virtual_stages as u64)?;
+    if p.pp_virtual_stages > 1 && p.pp < 2 {
+        return err(
+            "parallel.pp_virtual_stages",
+            "1 when parallel.pp = 1 (model chunks interleave over pipeline ranks)",
+            p.pp_virtual_stages.to_string(),
+        );
+    }
+    if let Some(layers) = &p.pp_layers {
+        let chunks = p.pp.saturating_mul(p.pp_virtual_stages);
+        if layers.len() != chunks || layers.contains(&0) {
+            return err(
+                "parallel.pp_layers",
+                &format!("a list of parallel.pp x parallel.pp_virtual_stages = {chunks} block counts, each at least 1"),
+                format!("{layers:?}"),
+            );
+        }
+    }
     let timeout = p.collective_timeout_s;
     if !(timeout.is_finite() && timeout > 0.0 && timeout <= MAX_TIMEOUT_S) {
         return err(
@@ -184,6 +204,10 @@ mod tests {
             ("parallel.tp=0", "parallel.tp"),
             ("parallel.pp=0", "parallel.pp"),
             ("parallel.microbatches=0", "parallel.microbatches"),
+            ("parallel.pp_virtual_stages=0", "parallel.pp_virtual_stages"),
+            ("parallel.pp_virtual_stages=2", "parallel.pp_virtual_stages"),
+            ("parallel.pp_layers=[4, 4]", "parallel.pp_layers"),
+            ("parallel.pp_layers=[0]", "parallel.pp_layers"),
             (
                 "parallel.collective_timeout_s=-5",
                 "parallel.collective_timeout_s",

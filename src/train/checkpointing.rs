@@ -66,7 +66,11 @@ impl<B: Collectives + 'static> Setup<B> {
             step,
             &meta,
             &mut state,
-            &|t| super::weights::writes_tensor(&self.model, t),
+            &|t| {
+                let layout = &self.model.layout;
+                super::weights::writes_tensor(&self.model, t)
+                    && self.pipeline.as_ref().is_none_or(|p| p.writes(layout, t))
+            },
         )?;
         if self.rank0 {
             println!(

@@ -15,7 +15,7 @@
 //! get the same losses, so the sum runs over dp alone.
 
 use super::comm_err;
-use crate::data::Datasets;
+use crate::data::{Batch, Datasets};
 use crate::error::Result;
 use crate::model::{HostBatch, Transformer};
 use ferrotron_kernels::Backend;
@@ -72,18 +72,55 @@ pub fn evaluate<B: Backend>(
     eval_batches: usize,
     global_batch: usize,
 ) -> Result<Option<EvalResult>> {
-    let total = eval_rows(data.val.len(), eval_batches, global_batch);
+    let plain = |batches: Vec<Batch>| {
+        let mut losses = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let dev = model.upload_batch(b, &HostBatch::from(batch))?;
+            let fwd = model.forward_tp(b, engine, &dev, tp)?;
+            losses.push(model.head_tp(b, engine, &dev, &fwd, None, None, tp)?.0);
+        }
+        Ok(losses)
+    };
+    let rows = EvalRows {
+        micro_batch,
+        eval_batches,
+        global_batch,
+    };
+    evaluate_with(data, dp, rows, plain)
+}
+
+/// Which rows an evaluation covers and how they are cut (see the module comment).
+#[derive(Clone, Copy, Debug)]
+pub struct EvalRows {
+    pub micro_batch: usize,
+    pub eval_batches: usize,
+    pub global_batch: usize,
+}
+
+/// `evaluate` with the loss sum of each of this rank's forwards (all of them at once, so that a
+/// pipeline can overlap them) computed by `losses`. Collective over `dp`.
+pub fn evaluate_with(
+    data: &Datasets,
+    dp: &dyn Comm,
+    rows: EvalRows,
+    losses: impl FnOnce(Vec<Batch>) -> Result<Vec<f64>>,
+) -> Result<Option<EvalResult>> {
+    let total = eval_rows(data.val.len(), rows.eval_batches, rows.global_batch);
     if total == 0 {
         return Ok(None);
     }
+    let forwards = rank_forwards(total, dp.rank(), dp.size(), rows.micro_batch);
+    let batches = forwards
+        .iter()
+        .map(|f| {
+            let ids: Vec<usize> = f.clone().unwrap_or(0..1).collect();
+            data.val.batch(&ids)
+        })
+        .collect::<Result<Vec<Batch>>>()?;
+    let counts: Vec<f64> = batches.iter().map(|b| b.n_target_tokens as f64).collect();
+    let losses = losses(batches)?;
     let (mut loss_sum, mut targets) = (0.0f64, 0.0f64);
-    for forward in rank_forwards(total, dp.rank(), dp.size(), micro_batch) {
-        let ids: Vec<usize> = forward.clone().unwrap_or(0..1).collect();
-        let batch = data.val.batch(&ids)?;
-        let n_targets = batch.n_target_tokens as f64;
-        let dev = model.upload_batch(b, &HostBatch::from(batch))?;
-        let fwd = model.forward_tp(b, engine, &dev, tp)?;
-        let (loss, _) = model.head_tp(b, engine, &dev, &fwd, None, None, tp)?;
+    for ((forward, loss), n_targets) in forwards.iter().zip(losses).zip(counts) {
         if forward.is_some() {
             loss_sum += loss;
             targets += n_targets;
@@ -98,6 +135,37 @@ pub fn evaluate<B: Backend>(
         rows: total,
         tokens: targets as u64,
     }))
+}
+
+impl<B: ferrotron_zero::Collectives + 'static> super::Setup<B> {
+    /// The validation loss of the current weights, through the pipeline when there is one.
+    /// Collective over the world.
+    pub fn evaluate(&mut self, b: &B) -> Result<Option<EvalResult>> {
+        let t = &self.recipe.train;
+        let rows = EvalRows {
+            micro_batch: self.micro_batch,
+            eval_batches: t.eval_batches,
+            global_batch: t.global_batch,
+        };
+        let (model, engine, dp) = (&self.model, &mut *self.engine, &*self.comms.dp);
+        let tp = &self.tp;
+        match &self.pipeline {
+            Some(p) => evaluate_with(&self.data, dp, rows, |batches| {
+                p.eval_losses(b, model, engine, tp, batches)
+            }),
+            None => evaluate(
+                b,
+                model,
+                engine,
+                &self.data,
+                dp,
+                tp,
+                rows.micro_batch,
+                rows.eval_batches,
+                rows.global_batch,
+            ),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod finite;
 mod groups;
 pub mod init;
 pub mod metrics;
+mod pipeline;
 mod plan;
 pub mod preflight;
 mod resume;
@@ -156,32 +157,47 @@ fn train<B: Collectives + 'static>(
         s.engine.zero_grads(b)?;
         let mut loss_sum = 0.0;
         let mut saved_bytes = 0u64; // kept for backward, largest micro-batch (first step's record)
-        for batch in batches {
-            let dev = s.model.upload_batch(b, &HostBatch::from(batch))?;
-            let fwd = s.model.forward_tp(b, &mut *s.engine, &dev, &s.tp)?;
-            if step == s.start_step + 1 {
-                let (act, acc) = fwd.saved_elements();
-                saved_bytes =
-                    saved_bytes.max(act as u64 * B::ACT_BYTES + acc as u64 * B::ACC_BYTES);
+        let mut pp_step = None;
+        if let Some(p) = &s.pipeline {
+            // The schedule's forwards and backwards; loss_sum is the last stage's, on every stage.
+            let r = p.train_step(
+                b,
+                &s.model,
+                &mut *s.engine,
+                &s.tp,
+                batches,
+                1.0 / global_targets,
+            )?;
+            (loss_sum, saved_bytes) = (r.loss_sum, r.largest_activation_bytes);
+            pp_step = Some(r);
+        } else {
+            for batch in batches {
+                let dev = s.model.upload_batch(b, &HostBatch::from(batch))?;
+                let fwd = s.model.forward_tp(b, &mut *s.engine, &dev, &s.tp)?;
+                if step == s.start_step + 1 {
+                    let (act, acc) = fwd.saved_elements();
+                    saved_bytes =
+                        saved_bytes.max(act as u64 * B::ACT_BYTES + acc as u64 * B::ACC_BYTES);
+                }
+                let (ls, dx) = s.model.head_tp(
+                    b,
+                    &mut *s.engine,
+                    &dev,
+                    &fwd,
+                    Some(1.0 / global_targets),
+                    None,
+                    &s.tp,
+                )?;
+                s.model.backward_tp(
+                    b,
+                    &mut *s.engine,
+                    &dev,
+                    &fwd,
+                    dx.expect("head returns dx with a grad scale"),
+                    &s.tp,
+                )?;
+                loss_sum += ls;
             }
-            let (ls, dx) = s.model.head_tp(
-                b,
-                &mut *s.engine,
-                &dev,
-                &fwd,
-                Some(1.0 / global_targets),
-                None,
-                &s.tp,
-            )?;
-            s.model.backward_tp(
-                b,
-                &mut *s.engine,
-                &dev,
-                &fwd,
-                dx.expect("head returns dx with a grad scale"),
-                &s.tp,
-            )?;
-            loss_sum += ls;
         }
         let lr = schedule::lr_at(&r.optim, step, steps);
         let o = &r.optim;
@@ -227,6 +243,10 @@ fn train<B: Collectives + 'static>(
                 s.rank0,
             ));
         }
+        let pp_record = match &pp_step {
+            Some(r) => Some(pipeline::metrics_record(&*s.comms.world, r)?),
+            None => None,
+        };
         tokens_seen += (global_batch * seq_len) as u64;
         let dt = t0.elapsed().as_secs_f64();
         let tps = (global_batch * seq_len) as f64 / dt;
@@ -242,6 +262,9 @@ fn train<B: Collectives + 'static>(
                     "all_gather": sent(OpKind::AllGather),
                 },
             });
+            if let Some(pp) = pp_record {
+                rec["pp"] = pp;
+            }
             if s.tp.comm.size() > 1 {
                 // The model's regions (forward, head, backward of every micro-batch) and the
                 // optimizer step's sums of replicated partial gradients, apart.
@@ -265,17 +288,7 @@ fn train<B: Collectives + 'static>(
         rss.end("step");
         let eval_now = r.train.eval_every > 0 && step % r.train.eval_every == 0;
         if eval_now || step == steps {
-            let e = evaluate(
-                b,
-                &s.model,
-                &mut *s.engine,
-                &s.data,
-                &*dp,
-                &s.tp,
-                s.micro_batch,
-                r.train.eval_batches,
-                global_batch,
-            )?;
+            let e = s.evaluate(b)?;
             last_eval = e.map(|e| e.loss);
             if let (Some(m), Some(e)) = (m.as_mut(), e) {
                 m.record(&json!({"step": step, "eval_loss": e.loss, "eval_rows": e.rows, "eval_tokens": e.tokens}))?;

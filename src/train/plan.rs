@@ -65,6 +65,12 @@ impl<B: Collectives + 'static> Setup<B> {
             binary_units(act_bytes),
             t.activation_checkpointing
         );
+        if let Some(p) = &self.pipeline {
+            let tokens = self.micro_batch * self.seq_len;
+            for line in p.describe(&self.model, tokens, B::ACT_BYTES) {
+                println!("  {line}");
+            }
+        }
         println!("  {}", self.data.stats.summary());
         println!("  {} steps from step {}", t.steps, self.start_step);
     }

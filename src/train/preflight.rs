@@ -10,6 +10,9 @@
 //!                 (U = the largest unit: gathered/in-flight buffers of stages 2-3)
 //!   activations   what forward keeps for one micro-batch (`Transformer::activation_elements`)
 //!                 + the head's logits chunk and a few N·D working buffers
+//!   pipeline      with parallel.pp > 1, N = world / (pp·tp), P and the activations are each
+//!                 stage's (train/pipeline/memory.rs: its units; the schedule's peak of
+//!                 micro-batches in flight × its largest chunk's activations), every stage checked
 //!   transients    12U/N on the host: a rank reads its state unit by unit at start (init, HF
 //!                 weights or a checkpoint fill only its own ranges) and writes its owned part
 //!                 of one unit at a time to checkpoints (master, m, v of U/N elements); samples
@@ -23,6 +26,7 @@
 //! A coarse f64 count of P runs first, so absurd config.json sizes (n_embd = 1e9, vocab_size =
 //! 1e12, n_layer = 1e6) are rejected before the parameter layout is even built.
 
+use super::pipeline::memory::{stage_shares, StageShare};
 use super::plan::binary_units as bytes;
 use crate::error::Result;
 use crate::model::{Arch, ModelConfig, TpShape, Transformer};
@@ -166,7 +170,13 @@ pub fn check(recipe: &Recipe, dist: &DistEnv, dev: &Device, host: Option<Avail>)
     let seq = recipe.data.seq_len.unwrap_or(cfg.max_positions.min(1024)) as f64;
     let t = &recipe.train;
     let per_rank = (t.global_batch as f64 / dp).ceil();
-    let micro = t.micro_batch.map_or(per_rank, |m| m as f64);
+    let micro = match (t.micro_batch, p.microbatches) {
+        (Some(m), _) => m as f64,
+        (None, Some(m)) => (per_rank / m.max(1) as f64).ceil().max(1.0),
+        (None, None) => per_rank,
+    };
+    let microbatches = (per_rank / micro).ceil().max(1.0) as usize;
+    let tokens = (micro * seq) as usize;
     let local = dist.local_world_size.unwrap_or(1).max(1) as f64;
     let plan = Plan {
         recipe,
@@ -179,12 +189,18 @@ pub fn check(recipe: &Recipe, dist: &DistEnv, dev: &Device, host: Option<Avail>)
         dev,
     };
     // Coarse first: f64 counts, no layout built.
-    let coarse = plan.need(coarse_params(&cfg) / tp as f64, None);
-    plan.compare(&coarse, local, host.as_ref())?;
+    // Every pipeline stage's share (the whole model without a pipeline), per tp rank.
+    let model_params = coarse_params(&cfg) / tp as f64;
+    for mut share in stage_shares(recipe, &cfg, None, tokens, microbatches)? {
+        share.params /= tp as f64;
+        let coarse = plan.need(&share, model_params);
+        plan.compare(&coarse, local, host.as_ref())?;
+    }
     if host.is_none() && dev.gpu.is_none() {
         return Ok(()); // nothing to compare with
     }
-    // Exact: the layout's parameter count and the model's own activation formula.
+    // Exact: the layout's parameter counts (tp rank 0's slices) and the model's own activation
+    // formula.
     let shape = TpShape {
         size: tp,
         rank: 0,
@@ -193,8 +209,12 @@ pub fn check(recipe: &Recipe, dist: &DistEnv, dev: &Device, host: Option<Avail>)
     let model = Transformer::with_tp(cfg.clone(), shape)
         .map_err(|e| user!("{}: {e}", cfg_path.display()))?
         .with_recompute(t.activation_checkpointing == "full");
-    let exact = plan.need(model.layout.num_params() as f64, Some(&model));
-    plan.compare(&exact, local, host.as_ref())
+    let model_params = model.layout.num_params() as f64;
+    for share in stage_shares(recipe, &cfg, Some(&model), tokens, microbatches)? {
+        let exact = plan.need(&share, model_params);
+        plan.compare(&exact, local, host.as_ref())?;
+    }
+    Ok(())
 }
 
 /// For inference on the host (`ferrotron sample`): the f32 weights (4 bytes per parameter,
@@ -259,6 +279,8 @@ struct Plan<'a> {
 
 /// Bytes per rank by kind.
 struct Need {
+    /// The pipeline stage these are for (None without a pipeline).
+    stage: Option<usize>,
     params: f64,
     state: f64,
     activations: f64,
@@ -266,13 +288,15 @@ struct Need {
 }
 
 impl Plan<'_> {
-    fn need(&self, params: f64, model: Option<&Transformer>) -> Need {
+    /// What one rank of `share`'s stage needs; `model_params` (this tp rank's slices of the
+    /// whole model) sizes the largest unit.
+    fn need(&self, share: &StageShare, model_params: f64) -> Need {
         let c = self.cfg;
         let (w, g) = (self.dev.act_bytes as f64, self.dev.acc_bytes as f64);
-        let (p, n) = (params, self.dp);
+        let (p, n) = (share.params, self.dp);
         let d = c.hidden as f64;
         let table = (c.vocab_size as f64 / self.tp).ceil() * d;
-        let largest_unit = table.max((params - table) / c.layers as f64);
+        let largest_unit = table.max((model_params - table) / c.layers as f64);
         let state = match self.recipe.parallel.zero_stage {
             0 => p * (w + g + 12.0),
             1 => p * (w + g) + 12.0 * p / n,
@@ -280,18 +304,12 @@ impl Plan<'_> {
             _ => (w + g + 12.0) * p / n + largest_unit * (2.0 * w + g),
         };
         let tokens = self.micro * self.seq;
-        let kept = match model {
-            Some(m) => {
-                let (act, acc) = m.activation_elements(tokens as usize);
-                act as f64 * w + acc as f64 * g
-            }
-            // Coarse: the residual stream x_0..x_L, always kept.
-            None => (c.layers as f64 + 1.0) * tokens * d * w,
-        };
+        let kept = share.act * w + share.acc * g;
         let head_chunk = (tokens * c.vocab_size as f64).min((1u64 << 24) as f64);
         let activations = kept + 2.0 * head_chunk * w + 4.0 * tokens * d * w;
         let transient = 12.0 * largest_unit / n;
         Need {
+            stage: share.stage,
             params: p,
             state,
             activations,
@@ -334,8 +352,12 @@ impl Plan<'_> {
         } else {
             String::new()
         };
+        let stage = need
+            .stage
+            .map(|s| format!(" of pipeline stage {s}"))
+            .unwrap_or_default();
         Err(user!(
-            "the planned memory per rank is {} (model state {} for {:.3e} parameters at ZeRO stage {}, activations {} for a micro-batch of {} x {} tokens, checkpoint/start-up copies {}){ranks_text}, but {on} has {} available ({}); {}",
+            "the planned memory per rank{stage} is {} (model state {} for {:.3e} parameters at ZeRO stage {}, activations {} for a micro-batch of {} x {} tokens, checkpoint/start-up copies {}){ranks_text}, but {on} has {} available ({}); {}",
             bytes(per_rank),
             bytes(need.state),
             need.params,

@@ -4,7 +4,7 @@
 
 use super::setup::Setup;
 use crate::error::Result;
-use crate::sample::{generate_with, SampleOptions};
+use crate::sample::{generate_by, generate_with, SampleOptions};
 use ferrotron_zero::Collectives;
 
 impl<B: Collectives + 'static> Setup<B> {
@@ -17,15 +17,22 @@ impl<B: Collectives + 'static> Setup<B> {
             max_new_tokens: self.recipe.train.sample_tokens,
             ..Default::default()
         };
-        let text = generate_with(
-            b,
-            &self.model,
-            &mut *self.engine,
-            &self.tp,
-            &self.tokenizer,
-            &prompt,
-            &opts,
-        )?;
+        // A sample's sequences have any length: with sequence parallelism it runs without.
+        let plain;
+        let model = if self.model.tp.sequence_parallel {
+            plain = self.model.without_sequence_parallel();
+            &plain
+        } else {
+            &self.model
+        };
+        let (engine, tp) = (&mut *self.engine, &self.tp);
+        let text = match &self.pipeline {
+            Some(p) => {
+                let logits_of = |window: &[u32]| p.last_logits(b, model, engine, tp, window);
+                generate_by(&model.cfg, &self.tokenizer, &prompt, &opts, logits_of)?
+            }
+            None => generate_with(b, model, engine, tp, &self.tokenizer, &prompt, &opts)?,
+        };
         if self.rank0 {
             println!("sample: {prompt}{text}");
         }

@@ -5,7 +5,8 @@
 
 use super::batching::{self, BatchPlan};
 use super::groups;
-use super::weights::Start;
+use super::pipeline::Pipeline;
+use super::weights::{engine_groups, engine_metas, Start};
 use crate::data::{self, Datasets, Sampler};
 use crate::error::Result;
 use crate::model::{Arch, ModelConfig, TpShape, Transformer};
@@ -35,18 +36,14 @@ pub struct Setup<B: ferrotron_kernels::Backend> {
     pub start_step: u64,
     /// Tokens trained on before `start_step`.
     pub start_tokens: u64,
+    /// This rank's pipeline stage (None when `parallel.pp` = 1).
+    pub pipeline: Option<Pipeline>,
 }
 
 impl<B: Collectives + 'static> Setup<B> {
     /// `dist`: the launcher's view of this process (rank, world, local rank), read once by `train::run`.
     pub fn new(b: &B, recipe: Recipe, resume: bool, dist: &DistEnv) -> Result<Self> {
         let p = &recipe.parallel;
-        if p.pp != 1 {
-            return Err(user!(
-                "parallel.pp = {}: pipeline parallelism is not implemented in this build yet (use 1)",
-                p.pp
-            ));
-        }
         let comms = groups::open(b, &recipe, dist)?;
         let rank0 = comms.world.rank() == 0;
         let dp = comms.dp.size();
@@ -110,9 +107,15 @@ impl<B: Collectives + 'static> Setup<B> {
         let model = Transformer::with_tp(cfg, tp_shape)
             .map_err(|e| user!("{}: {e}", cfg_file.display()))?
             .with_recompute(t.activation_checkpointing == "full");
+        let pipeline = Pipeline::new(&recipe, &comms, &model, batch.microbatches)?;
         let start = Start::pick(&recipe, resume, &model, weights_dir.as_deref(), rank0)?;
-        let groups = super::weights::engine_groups(&comms, &model);
-        let mut engine = start.build_engine(b, &recipe, groups, &model)?;
+        let mut groups = engine_groups(&comms, &model);
+        let mut metas = engine_metas(&model, recipe.optim.decay_norms_and_biases);
+        if let Some(pp) = &pipeline {
+            metas = pp.unit_metas(&model.layout, metas);
+            pp.add_grad_sums(&mut groups, &model.layout);
+        }
+        let mut engine = start.build_engine(b, &recipe, groups, metas)?;
         if let Start::Pretrained(_) = &start {
             let dir = weights_dir
                 .as_deref()
@@ -148,6 +151,7 @@ impl<B: Collectives + 'static> Setup<B> {
             batch,
             start_step,
             start_tokens,
+            pipeline,
         };
         if s.rank0 {
             s.print_plan();

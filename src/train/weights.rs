@@ -89,17 +89,15 @@ impl Start {
         }
     }
 
-    /// The ZeRO engine of `recipe.parallel.zero_stage` over `groups`, filled from this source.
+    /// The ZeRO engine of `recipe.parallel.zero_stage` over `groups` for the units `metas`
+    /// (`engine_metas`, or a pipeline stage's part of them), filled from this source.
     pub fn build_engine<B: Collectives + 'static>(
         &self,
         b: &B,
         recipe: &Recipe,
         groups: EngineGroups,
-        model: &Transformer,
+        metas: Vec<UnitMeta>,
     ) -> Result<Box<dyn Engine<B>>> {
-        let metas = unit_metas_tp(&model.layout, recipe.optim.decay_norms_and_biases, &|t| {
-            writes_tensor(model, t)
-        });
         build_engine(recipe.parallel.zero_stage, b, groups, metas, self.source())
             .map_err(|e| self.explain(e))
     }
@@ -129,6 +127,14 @@ pub fn engine_groups(comms: &MeshComms, model: &Transformer) -> EngineGroups {
 /// tensor-parallel replica another rank (tp rank 0) holds too.
 pub fn writes_tensor(model: &Transformer, t: &TensorSpec) -> bool {
     model.tp.rank == 0 || !model.tp.replicates(model.cfg.arch, t.role)
+}
+
+/// This rank's per-unit regions: the recipe's weight-decay rule, and the norm counting what
+/// this rank writes (`writes_tensor`).
+pub fn engine_metas(model: &Transformer, decay_everything: bool) -> Vec<UnitMeta> {
+    unit_metas_tp(&model.layout, decay_everything, &|t| {
+        writes_tensor(model, t)
+    })
 }
 
 /// Per-unit regions with the weight-decay rule of the recipe (one rank, every tensor counted).

@@ -86,6 +86,77 @@ mod tests {
         );
     }
 
+    /// A unit a rank does not hold (another pipeline stage's) is given with numel 0 and no
+    /// regions: every stage steps, reports, saves and gathers around it.
+    #[test]
+    fn empty_units_are_held_by_no_stage_and_cost_nothing() {
+        let b = CpuBackend::<f32>::new();
+        let meta = |name: &str, n: usize| UnitMeta {
+            name: name.into(),
+            numel: n,
+            regions: (n > 0)
+                .then(|| Region {
+                    offset: 0,
+                    len: n,
+                    decay: true,
+                    counted: true,
+                })
+                .into_iter()
+                .collect(),
+        };
+        let units = vec![meta("a", 4), meta("elsewhere", 0), meta("b", 3)];
+        let init = [vec![1.0f32; 4], vec![], vec![2.0; 3]];
+        let cfg = StepConfig {
+            lr: 0.1,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            clip_norm: None,
+            step: 1,
+        };
+        for stage in 0..4 {
+            let dp: Arc<dyn Comm> = Arc::new(LocalComm::named("dp"));
+            let groups = EngineGroups::data_parallel(dp);
+            let mut e =
+                build_engine(stage, &b, groups, units.clone(), &UnitWeights(&init)).unwrap();
+            e.zero_grads(&b).unwrap();
+            for u in [0, 2] {
+                e.before_use(&b, u).unwrap();
+                e.before_grad(&b, u).unwrap();
+                e.parts().1[u].iter_mut().for_each(|g| *g = 1.0);
+                e.after_grad(&b, u).unwrap();
+                e.after_use(&b, u).unwrap();
+            }
+            let stats = e.step(&b, &cfg).unwrap();
+            assert!(
+                (stats.grad_norm - 7f64.sqrt()).abs() < 1e-9,
+                "stage {stage}"
+            );
+            assert_eq!(e.owned_ranges(), vec![0..4, 0..0, 0..3], "stage {stage}");
+            let mut seen = Vec::new();
+            e.for_each_owned(&b, &mut |s| {
+                seen.push(s.unit);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(
+                seen,
+                vec![0, 2],
+                "stage {stage}: the empty unit is not handed out"
+            );
+            let m = e.memory();
+            assert_eq!(m.parameters, 7 * 4, "stage {stage}");
+            assert_eq!(m.optimizer_states, 7 * 12, "stage {stage}");
+            let full = e.full_state(&b).unwrap();
+            assert_eq!(full.master[1], Vec::<f32>::new());
+            assert!(
+                full.master[0].iter().all(|&w| (w - 0.9).abs() < 1e-6),
+                "stage {stage}"
+            );
+        }
+    }
+
     #[test]
     fn full_state_round_trips_through_every_stage() {
         let b = CpuBackend::<f32>::new();

@@ -239,8 +239,9 @@ impl<B: Collectives> ShardedAdam<B> {
             let mut out = Vec::with_capacity(bufs.len());
             for (u, x) in bufs.iter().enumerate() {
                 let shard = b.download_acc(Src::all(x))?;
-                let mut full = if plan.n == 1 {
-                    // Stage 0: the whole unit is local (the dp group may be larger).
+                let mut full = if plan.n == 1 || plan.padded[u] == 0 {
+                    // Stage 0: the whole unit is local (the dp group may be larger); or a unit
+                    // this rank does not hold.
                     shard
                 } else {
                     let mut full = vec![0.0f32; plan.padded[u]];
@@ -319,6 +320,9 @@ pub fn refresh_full_weights<B: Collectives>(
     weights: &mut [B::Act],
 ) -> Result<()> {
     for (u, w) in weights.iter_mut().enumerate() {
+        if plan.padded[u] == 0 {
+            continue; // a unit this rank does not hold (another pipeline stage's)
+        }
         let own = plan.own(u);
         b.acc_to_act(
             Src::all(&adam.master[u]),

@@ -85,7 +85,8 @@ impl<B: Collectives> Engine<B> for Stage0<B> {
             .try_for_each(|g| b.fill_zero_acc(Dst::all(g)))
     }
     fn step(&mut self, b: &B, cfg: &StepConfig) -> Result<StepStats> {
-        for g in &mut self.grads {
+        // Units this rank does not hold (other pipeline stages) are empty: nothing to reduce.
+        for g in self.grads.iter_mut().filter(|g| !g.is_empty()) {
             b.all_reduce_sum_acc(self.groups.dp.as_ref(), Dst::all(g))?;
         }
         let units = &self.plan.units;

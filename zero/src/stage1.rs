@@ -87,7 +87,8 @@ impl<B: Collectives> Engine<B> for Stage1<B> {
     }
     fn step(&mut self, b: &B, cfg: &StepConfig) -> Result<StepStats> {
         let dp = self.groups.dp.as_ref();
-        for u in 0..self.grads.len() {
+        // Units this rank does not hold (other pipeline stages) are empty: nothing to reduce.
+        for u in (0..self.grads.len()).filter(|&u| self.plan.padded[u] > 0) {
             let (own, g) = (self.plan.own(u), &mut self.grads[u]);
             let shard = Dst::range(&mut self.scratch, 0, own.len());
             b.reduce_scatter_sum_acc(dp, Src::all(g), shard)?;

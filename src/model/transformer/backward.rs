@@ -52,21 +52,36 @@ impl Transformer {
         store: &mut S,
         batch: &DeviceBatch<B>,
         fwd: &Forward<B>,
-        mut dx: B::Act,
+        dx: B::Act,
         tp: &dyn TpComm<B>,
     ) -> Result<()> {
         self.check_group(tp, batch)?;
+        let dx = self.blocks_backward(b, store, batch, fwd, dx, tp)?;
+        self.embed_backward(b, store, batch, tp, &dx)
+    }
+
+    /// The backward of the blocks `fwd` ran, given dx = ∂loss/∂(their output) on this rank's
+    /// residual tokens; returns ∂loss/∂(their input).
+    pub(super) fn blocks_backward<B: Backend, S: ParamStore<B> + ?Sized>(
+        &self,
+        b: &B,
+        store: &mut S,
+        batch: &DeviceBatch<B>,
+        fwd: &Forward<B>,
+        mut dx: B::Act,
+        tp: &dyn TpComm<B>,
+    ) -> Result<B::Act> {
         let n = self.residual_tokens(batch.tokens);
-        for l in (0..self.cfg.layers).rev() {
+        for (i, l) in fwd.layers().enumerate().rev() {
             let u = self.layout.block_unit(l);
             store.before_use(b, u)?;
             store.before_grad(b, u)?;
             let (w, g) = store.parts();
             let unit = &self.layout.units[u];
-            let x = &fwd.xs[l];
+            let x = &fwd.xs[i];
             // Activation checkpointing: the block's forward again, from its saved input.
             let recomputed;
-            let acts = match &fwd.blocks[l] {
+            let acts = match &fwd.blocks[i] {
                 Some(saved) => saved,
                 None => {
                     let norm1 = self.attn_norm_forward(b, &w[u], unit, NormIn::Plain(x), n)?;
@@ -80,7 +95,7 @@ impl Transformer {
             store.after_grad(b, u)?;
             store.after_use(b, u)?;
         }
-        self.embed_backward(b, store, batch, tp, &dx)
+        Ok(dx)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -26,9 +26,8 @@ impl Transformer {
             .filter(|(_, t)| !lookups(t.role))
             .map(|(_, t)| t.slice.global_numel())
             .sum();
-        let tied = self.head_unit().1 == Role::TokenEmbedding;
         weights
-            + if tied {
+            + if self.tied_head() {
                 self.cfg.vocab_size * self.cfg.hidden
             } else {
                 0

@@ -58,14 +58,32 @@ impl Transformer {
         tp: &dyn TpComm<B>,
     ) -> Result<Forward<B>> {
         self.check_group(tp, batch)?;
+        let (x, pos) = self.embed_forward(b, store, batch, tp)?;
+        self.blocks_forward(b, store, batch, 0..self.cfg.layers, x, pos, tp)
+    }
+
+    /// Blocks `layers` from their complete input `x` on this rank's residual tokens (plus
+    /// `pos`, still to be added: GPT-2's positions at block 0); the last state returned is their
+    /// complete output (x_L, or a pipeline chunk's output).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn blocks_forward<B: Backend, S: ParamStore<B> + ?Sized>(
+        &self,
+        b: &B,
+        store: &mut S,
+        batch: &DeviceBatch<B>,
+        layers: std::ops::Range<usize>,
+        mut x: B::Act,
+        pos: Option<B::Act>,
+        tp: &dyn TpComm<B>,
+    ) -> Result<Forward<B>> {
         let n = self.residual_tokens(batch.tokens);
-        let (mut x, pos) = self.embed_forward(b, store, batch, tp)?;
-        let mut xs = Vec::with_capacity(self.cfg.layers + 1);
-        let mut blocks: Vec<Option<BlockActs<B>>> = Vec::with_capacity(self.cfg.layers);
+        let first_block = layers.start;
+        let mut xs = Vec::with_capacity(layers.len() + 1);
+        let mut blocks: Vec<Option<BlockActs<B>>> = Vec::with_capacity(layers.len());
         // What is still to be added into x: m of the previous block, or GPT-2's positions. With
         // recomputation only this m outlives its block (until the next block has added it).
         let mut pending = pos;
-        for l in 0..self.cfg.layers {
+        for l in layers {
             let u = self.layout.block_unit(l);
             store.before_use(b, u)?;
             let (w, _) = store.parts();
@@ -100,7 +118,11 @@ impl Transformer {
             b.add_inplace(dst(&mut x), src(y))?;
         }
         xs.push(x);
-        Ok(Forward { xs, blocks })
+        Ok(Forward {
+            xs,
+            blocks,
+            first_block,
+        })
     }
 
     /// h₁ = norm₁(x) with its statistics, x given as it is or with the residual still to add.

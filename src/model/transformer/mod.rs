@@ -17,6 +17,8 @@
 //!                only each block's input when blocks are recomputed (activation checkpointing);
 //!   head.rs      final norm, output projection and cross-entropy in row chunks (+ their backward);
 //!   backward.rs  blocks and embedding backward, from ∂loss/∂x_L;
+//!   chunk.rs     a pipeline chunk: a range of blocks from the embedding or a received hidden
+//!                state, backward from a received gradient (the trainer's pipeline drives it);
 //!   flops.rs     model FLOPs per token (the MFU convention);
 //!   norm.rs      RMSNorm (Llama) / LayerNorm (GPT-2) dispatch, the residual add fused with the
 //!                norm after it, and the norm backward.
@@ -25,6 +27,7 @@
 //! Units are reached only through a `ParamStore`, so ZeRO can gather/release/reduce around them.
 
 mod backward;
+mod chunk;
 mod embedding;
 mod flops;
 mod forward;
@@ -98,13 +101,20 @@ pub struct BlockActs<B: Backend> {
 }
 
 pub struct Forward<B: Backend> {
-    /// xs[ℓ] is the input of block ℓ; xs[L] the final hidden state.
+    /// xs[i] is the input of block `first_block + i`; the last one the output of the blocks run
+    /// (x_L for the whole model, a pipeline chunk's output for a chunk).
     pub xs: Vec<B::Act>,
-    /// Block ℓ's saved activations; None when it is recomputed in backward.
+    /// Block `first_block + i`'s saved activations; None when it is recomputed in backward.
     blocks: Vec<Option<BlockActs<B>>>,
+    first_block: usize,
 }
 
 impl<B: Backend> Forward<B> {
+    /// The blocks this forward ran.
+    pub fn layers(&self) -> std::ops::Range<usize> {
+        self.first_block..self.first_block + self.blocks.len()
+    }
+
     /// Elements this forward keeps for backward, (activation precision, accumulation precision):
     /// the block inputs and the final state, and every saved block's activations.
     pub fn saved_elements(&self) -> (usize, usize) {
@@ -229,7 +239,9 @@ impl Transformer {
     }
 
     /// Tokens of the residual stream on this rank: N, or N / tp with sequence parallelism.
-    fn residual_tokens(&self, n: usize) -> usize {
+    /// Tokens of a micro-batch of `n` on which this rank holds the residual stream: n/tp with
+    /// sequence parallelism, else n.
+    pub fn residual_tokens(&self, n: usize) -> usize {
         if self.tp.sequence_parallel {
             n / self.tp.size
         } else {
@@ -255,6 +267,12 @@ impl Transformer {
     ///                       k: Qwen3), lse [H·N]
     /// With `recompute_blocks` no block is saved.
     pub fn activation_elements(&self, tokens: usize) -> (usize, usize) {
+        self.blocks_activation_elements(tokens, self.cfg.layers)
+    }
+
+    /// `activation_elements` of a forward through `layers` blocks (a pipeline chunk's
+    /// `Forward`): its input, every block's output and `layers` blocks' saved activations.
+    pub fn blocks_activation_elements(&self, tokens: usize, layers: usize) -> (usize, usize) {
         let c = &self.cfg;
         let n = tokens;
         // The residual stream, norm outputs and statistics hold N/tp tokens with sequence
@@ -262,7 +280,7 @@ impl Transformer {
         let nr = self.residual_tokens(n);
         let (heads, kv, ffn) = self.local_dims();
         let (qd, kvd) = (heads * c.head_dim, kv * c.head_dim);
-        let xs = (c.layers + 1) * nr * c.hidden;
+        let xs = (layers + 1) * nr * c.hidden;
         if self.recompute_blocks {
             return (xs, 0);
         }
@@ -275,13 +293,28 @@ impl Transformer {
         };
         let act = nr * 3 * c.hidden + n * (2 * qd + 2 * kvd + 2 * ffn + gate + qk_raw);
         let acc = nr * 2 * (1 + mean) + n * (heads + qk_rstd);
-        (xs + c.layers * act, c.layers * acc)
+        (xs + layers * act, layers * acc)
     }
 
     /// The same model with full activation checkpointing on or off (see `recompute_blocks`).
     pub fn with_recompute(mut self, on: bool) -> Self {
         self.recompute_blocks = on;
         self
+    }
+
+    /// The same slices computed without sequence parallelism, for forwards over any number of
+    /// tokens (samples): the weights are the same, only the tokens the norms run on change.
+    pub fn without_sequence_parallel(&self) -> Transformer {
+        Transformer {
+            cfg: self.cfg.clone(),
+            layout: self.layout.clone(),
+            tp: TpShape {
+                sequence_parallel: false,
+                ..self.tp
+            },
+            rope_inv_freq: self.rope_inv_freq.clone(),
+            recompute_blocks: self.recompute_blocks,
+        }
     }
 
     fn lin(&self, n: usize, inp: usize, out: usize) -> LinearDims {
