@@ -172,9 +172,9 @@ impl Transformer {
             Some(&mut d_o),
             self.lin(n, qd, d),
         )?;
-        let mut dq = b.zeros_act(n * qd)?;
-        let mut dk = b.zeros_act(n * kvd)?;
-        let mut dv = b.zeros_act(n * kvd)?;
+        let mut dq = b.empty_act(n * qd)?;
+        let mut dk = b.empty_act(n * kvd)?;
+        let mut dv = b.empty_act(n * kvd)?;
         let dims = self.attn_dims(batch);
         b.attention_backward(
             src(&a.q),
@@ -191,7 +191,7 @@ impl Transformer {
         )?;
         let mut dh1 = b.zeros_act(n * d)?;
         if gpt2 {
-            let mut dqkv = b.zeros_act(n * 3 * d)?;
+            let mut dqkv = b.empty_act(n * 3 * d)?;
             for (i, part) in [&dq, &dk, &dv].into_iter().enumerate() {
                 b.copy_columns(src(part), d, 0, dst(&mut dqkv), 3 * d, i * d, n, d, false)?;
             }

@@ -35,7 +35,7 @@ impl Transformer {
         let (n, d) = (batch.tokens, self.cfg.hidden);
         let eu = self.embedding_unit();
         store.before_use(b, eu)?;
-        let mut x = b.zeros_act(n * d)?;
+        let mut x = b.empty_act(n * d)?;
         let mut pos = None;
         {
             let (w, _) = store.parts();
@@ -48,7 +48,7 @@ impl Transformer {
                 d,
             )?;
             if self.cfg.arch == Arch::Gpt2 {
-                let mut p = b.zeros_act(n * d)?;
+                let mut p = b.empty_act(n * d)?;
                 b.embedding_forward(
                     src(&batch.positions),
                     t(&w[eu], unit, Role::PositionEmbedding),
@@ -145,11 +145,11 @@ impl Transformer {
         } = norm1;
 
         // attention
-        let mut q = b.zeros_act(n * qd)?;
-        let mut k = b.zeros_act(n * kvd)?;
-        let mut v = b.zeros_act(n * kvd)?;
+        let mut q = b.empty_act(n * qd)?;
+        let mut k = b.empty_act(n * kvd)?;
+        let mut v = b.empty_act(n * kvd)?;
         if gpt2 {
-            let mut qkv = b.zeros_act(n * 3 * d)?;
+            let mut qkv = b.empty_act(n * 3 * d)?;
             b.linear_forward(
                 src(&h1),
                 t(w, unit, Role::Qkv),
@@ -200,8 +200,8 @@ impl Transformer {
             )?;
         }
         let dims = self.attn_dims(batch);
-        let mut o = b.zeros_act(n * qd)?;
-        let mut lse = b.zeros_acc(c.heads * n)?;
+        let mut o = b.empty_act(n * qd)?;
+        let mut lse = b.empty_acc(c.heads * n)?;
         b.attention_forward(
             src(&q),
             src(&k),
@@ -211,7 +211,7 @@ impl Transformer {
             src(&batch.cu_seqlens),
             &dims,
         )?;
-        let mut mid = b.zeros_act(n * d)?;
+        let mut mid = b.empty_act(n * d)?;
         b.linear_forward(
             src(&o),
             t(w, unit, Role::O),
@@ -230,8 +230,8 @@ impl Transformer {
             mean: mean2,
             rstd: rstd2,
         } = norm2;
-        let mut up = b.zeros_act(n * f)?;
-        let mut act = b.zeros_act(n * f)?;
+        let mut up = b.empty_act(n * f)?;
+        let mut act = b.empty_act(n * f)?;
         b.linear_forward(
             src(&h2),
             t(w, unit, Role::Up),
@@ -243,7 +243,7 @@ impl Transformer {
             b.gelu_forward(src(&up), dst(&mut act))?;
             b.zeros_act(0)?
         } else {
-            let mut gate = b.zeros_act(n * f)?;
+            let mut gate = b.empty_act(n * f)?;
             b.linear_forward(
                 src(&h2),
                 t(w, unit, Role::Gate),
@@ -255,7 +255,7 @@ impl Transformer {
             gate
         };
         let out = if with_output {
-            let mut out = b.zeros_act(n * d)?;
+            let mut out = b.empty_act(n * d)?;
             b.linear_forward(
                 src(&act),
                 t(w, unit, Role::Down),

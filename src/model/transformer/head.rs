@@ -3,8 +3,9 @@
 //!   h_f = norm_f(x_L);  logits = h_f·W_headᵀ (W_head = E when tied);
 //!   loss = Σ_n CE(logits[n], target[n])  (targets already shifted; −100 ignored)
 //! Logits are computed `HEAD_CHUNK_ELEMS / V` rows at a time, so N×V logits never exist whole;
-//! with a gradient scale each chunk's dlogits = scale·(softmax − onehot) is folded straight into
-//! dh_f and dW_head before the next chunk. Then dx_L = norm_f backward(dh_f).
+//! with a gradient scale each chunk's dlogits = scale·(softmax − onehot), written over its logits
+//! (one chunk buffer), is folded straight into dh_f and dW_head before the next chunk. Then
+//! dx_L = norm_f backward(dh_f).
 
 use super::super::batch::DeviceBatch;
 use super::super::config::Arch;
@@ -14,9 +15,10 @@ use ferrotron_kernels::{Backend, Dst, LinearDims, Result, Src, WeightLayout};
 use ferrotron_zero::ParamStore;
 
 /// Rows of logits computed at once in the head, so N×V logits never exist whole: 2^24 elements
-/// (64 MiB in f32, 32 MiB in bf16), about 330 rows of a 50k vocabulary. Each chunk re-reads (on
-/// the CPU, re-packs) W_head for its three products; on the quickstart 2^22 spent 1.47× the step
-/// time of 2^24, and 2^25 and 2^26 were slower again (cache).
+/// (64 MiB in f32, 32 MiB in bf16), about 330 rows of a 50k vocabulary. Each chunk re-reads
+/// W_head for its logits (on the CPU from the copy packed once per step) and for dh_f (read in
+/// place); with matrixmultiply, which re-packed W_head per chunk and product, 2^22 spent 1.47×
+/// the step time of 2^24 on the quickstart, and 2^25 and 2^26 were slower again (cache).
 const HEAD_CHUNK_ELEMS: usize = 1 << 24;
 
 impl Transformer {
@@ -49,13 +51,10 @@ impl Transformer {
         }
         let (w, g) = store.parts();
         let (funit, hunit) = (&self.layout.units[fu], &self.layout.units[hu]);
-        let mut hf = b.zeros_act(n * d)?;
-        let mut mean = if gpt2 {
-            b.zeros_acc(n)?
-        } else {
-            b.zeros_acc(0)?
-        };
-        let mut rstd = b.zeros_acc(n)?;
+        // every buffer the ops overwrite whole is `empty`; dh_f (linear_backward ADDS) is zero
+        let mut hf = b.empty_act(n * d)?;
+        let mut mean = b.empty_acc(if gpt2 { n } else { 0 })?;
+        let mut rstd = b.empty_acc(n)?;
         self.norm_forward(
             b,
             &w[fu],
@@ -70,19 +69,19 @@ impl Transformer {
         )?;
 
         let chunk = (HEAD_CHUNK_ELEMS / vocab).clamp(1, n.max(1));
-        let mut logits = b.zeros_act(chunk * vocab)?;
-        let mut dlogits = if grad_scale.is_some() {
-            b.zeros_act(chunk * vocab)?
-        } else {
-            b.zeros_act(0)?
-        };
-        let mut dhf = if grad_scale.is_some() {
-            b.zeros_act(n * d)?
-        } else {
-            b.zeros_act(0)?
-        };
-        let mut losses = b.zeros_acc(n)?;
+        // logits of a chunk, then (cross-entropy in place) their gradient
+        let mut logits = b.empty_act(chunk * vocab)?;
+        let mut dhf = b.zeros_act(if grad_scale.is_some() { n * d } else { 0 })?;
+        let mut losses = b.empty_acc(n)?;
         let wh = t(&w[hu], hunit, head_role);
+        // W_head prepared (CPU: packed) once for every chunk's logits
+        let whole = LinearDims {
+            n,
+            inp: d,
+            out: vocab,
+            layout: WeightLayout::OutIn,
+        };
+        let wh_prepared = b.prepare_linear_weight(wh, whole)?;
         let mut r0 = 0;
         while r0 < n {
             let rows = chunk.min(n - r0);
@@ -93,9 +92,10 @@ impl Transformer {
                 out: vocab,
                 layout: WeightLayout::OutIn,
             };
-            b.linear_forward(
+            b.linear_forward_prepared(
                 xin,
                 wh,
+                src(&wh_prepared),
                 None,
                 Dst::range(&mut logits, 0, rows * vocab),
                 dims,
@@ -105,38 +105,13 @@ impl Transformer {
             }
             let tg = Src::range(&batch.targets, r0, rows);
             let ls = Dst::range(&mut losses, r0, rows);
-            match grad_scale {
-                None => b.cross_entropy(
-                    Src::range(&logits, 0, rows * vocab),
-                    tg,
-                    ls,
-                    None,
-                    rows,
-                    vocab,
-                    0.0,
-                )?,
-                Some(scale) => {
-                    let dl = Dst::range(&mut dlogits, 0, rows * vocab);
-                    b.cross_entropy(
-                        Src::range(&logits, 0, rows * vocab),
-                        tg,
-                        ls,
-                        Some(dl),
-                        rows,
-                        vocab,
-                        scale,
-                    )?;
-                    let dx = Dst::range(&mut dhf, r0 * d, rows * d);
-                    let dw = weight_grads(&mut g[hu], hunit, head_role, head_role);
-                    b.linear_backward(
-                        xin,
-                        wh,
-                        Src::range(&dlogits, 0, rows * vocab),
-                        Some(dx),
-                        dw,
-                        dims,
-                    )?;
-                }
+            let lg = Dst::range(&mut logits, 0, rows * vocab);
+            b.cross_entropy_in_place(lg, tg, ls, rows, vocab, grad_scale)?;
+            if grad_scale.is_some() {
+                let dx = Dst::range(&mut dhf, r0 * d, rows * d);
+                let dw = weight_grads(&mut g[hu], hunit, head_role, head_role);
+                let dlogits = Src::range(&logits, 0, rows * vocab);
+                b.linear_backward(xin, wh, dlogits, Some(dx), dw, dims)?;
             }
             r0 += rows;
         }
