@@ -21,6 +21,7 @@ pub trait CpuFloat:
     + std::fmt::Debug
     + std::iter::Sum
     + super::memory::Element
+    + super::workspace::Cached
     + 'static
 {
     const NAME: &'static str;

@@ -7,6 +7,7 @@
 //! Row statistics in f64 (two-pass variance). dw, db reduced over fixed row blocks as in rmsnorm.
 
 use super::rmsnorm::{add_partials, ROWS_PER_TASK};
+use super::workspace::{self, Work};
 use super::CpuFloat;
 use rayon::prelude::*;
 
@@ -116,11 +117,11 @@ pub fn backward<T: CpuFloat>(
         "layernorm_backward: buffers too small for [{n} x {d}]"
     );
     let blk = ROWS_PER_TASK * d;
-    let partials: Vec<(Vec<f64>, Vec<f64>)> = dx[..n * d]
+    let partials: Vec<(Work<f64>, Work<f64>)> = dx[..n * d]
         .par_chunks_mut(blk)
         .enumerate()
         .map(|(b, dxb)| {
-            let (mut dw_part, mut db_part) = (vec![0f64; d], vec![0f64; d]);
+            let (mut dw_part, mut db_part) = (workspace::zeroed(d), workspace::zeroed(d));
             for (i, dxr) in dxb.chunks_mut(d).enumerate() {
                 let row = b * ROWS_PER_TASK + i;
                 let (xr, dyr) = (&x[row * d..(row + 1) * d], &dy[row * d..(row + 1) * d]);
@@ -144,7 +145,7 @@ pub fn backward<T: CpuFloat>(
             (dw_part, db_part)
         })
         .collect();
-    let (dw_parts, db_parts): (Vec<Vec<f64>>, Vec<Vec<f64>>) = partials.into_iter().unzip();
+    let (dw_parts, db_parts): (Vec<Work<f64>>, Vec<Work<f64>>) = partials.into_iter().unzip();
     add_partials(&mut dw[..d], &dw_parts);
     add_partials(&mut db[..d], &db_parts);
 }

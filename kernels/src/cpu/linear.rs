@@ -162,7 +162,7 @@ fn bias_grad<T: CpuFloat>(dy: &[T], db: &mut [T], n: usize, out: usize) {
         .enumerate()
         .for_each(|(blk, dbc)| {
             let c0 = blk * BIAS_COLS_PER_TASK;
-            let mut acc = vec![0f64; dbc.len()];
+            let mut acc = super::workspace::zeroed::<f64>(dbc.len());
             for r in 0..n {
                 let row = &dy[r * out + c0..r * out + c0 + dbc.len()];
                 acc.iter_mut()
@@ -170,7 +170,7 @@ fn bias_grad<T: CpuFloat>(dy: &[T], db: &mut [T], n: usize, out: usize) {
                     .for_each(|(a, &g)| *a += g.to_f64c());
             }
             dbc.iter_mut()
-                .zip(&acc)
+                .zip(acc.iter())
                 .for_each(|(d, &a)| *d = *d + T::from_f64c(a));
         });
 }

@@ -21,6 +21,7 @@ pub mod rmsnorm;
 pub mod rope;
 pub mod sgemm;
 pub mod simd;
+pub mod workspace;
 
 pub use float::CpuFloat;
 pub use memory::{HostMemory, Plain, PoolStats, Pooled};

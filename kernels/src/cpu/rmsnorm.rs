@@ -7,6 +7,7 @@
 //! Row statistics are accumulated in f64. dw is reduced over fixed blocks of rows (one f64
 //! partial per block, summed in block order): race-free and independent of the thread count.
 
+use super::workspace::{self, Work};
 use super::CpuFloat;
 use rayon::prelude::*;
 
@@ -100,11 +101,11 @@ pub fn backward<T: CpuFloat>(
         "rmsnorm_backward: buffers too small for [{n} x {d}]"
     );
     let blk = ROWS_PER_TASK * d;
-    let partials: Vec<Vec<f64>> = dx[..n * d]
+    let partials: Vec<Work<f64>> = dx[..n * d]
         .par_chunks_mut(blk)
         .enumerate()
         .map(|(b, dxb)| {
-            let mut dw_part = vec![0f64; d];
+            let mut dw_part = workspace::zeroed::<f64>(d);
             for (i, dxr) in dxb.chunks_mut(d).enumerate() {
                 let row = b * ROWS_PER_TASK + i;
                 let (xr, dyr) = (&x[row * d..(row + 1) * d], &dy[row * d..(row + 1) * d]);
@@ -131,7 +132,7 @@ pub fn backward<T: CpuFloat>(
 }
 
 /// dst[j] += Σ_p partials[p][j], summed in order.
-pub(crate) fn add_partials<T: CpuFloat>(dst: &mut [T], partials: &[Vec<f64>]) {
+pub(crate) fn add_partials<T: CpuFloat>(dst: &mut [T], partials: &[Work<f64>]) {
     for (j, v) in dst.iter_mut().enumerate() {
         let s: f64 = partials.iter().map(|p| p[j]).sum();
         *v = *v + T::from_f64c(s);

@@ -470,6 +470,9 @@ fn edge_epilogue(p: &Problem, tile: &[f32], i: usize, h: usize, j: usize, w: usi
             let c = unsafe { &mut *p.c.ptr.offset(ii as isize * p.c.rs + jj as isize * p.c.cs) };
             *c = if beta == 0.0 {
                 p.alpha * ab
+            } else if p.alpha == 1.0 && beta == 1.0 {
+                // both forms are one rounding of c + ab
+                *c + ab
             } else if ii < p.full_m && jj < p.full_n {
                 p.alpha.mul_add(ab, *c * beta)
             } else {
