@@ -2,28 +2,31 @@
 //! model directory that transformers, vLLM and SGLang load.
 //!
 //! CHECKPOINT is a step directory, or a checkpoint root (its newest step). OUT receives:
-//! - `config.json`: the HF schema of the architecture, `torch_dtype`/`dtype` = the export dtype;
+//! - `config.json`: the source model's config.json (every key it had, carried through the
+//!   checkpoint; the HF schema of the architecture for a model built from ferrotron's own
+//!   config), `torch_dtype`/`dtype` = the export dtype;
 //! - `model.safetensors` (or `model-0000i-of-0000n.safetensors` + `model.safetensors.index.json`
 //!   above 5 GB), streamed: one logical tensor is in memory at a time, read from whatever
 //!   fragments the checkpoint's ranks wrote; HF names and HF layouts (GPT-2 Conv1D weights stay [in, out]; a tied
 //!   `lm_head.weight` is not written, as `save_pretrained` does), F32 or BF16 (round to nearest
 //!   even);
-//! - tokenizer files (`tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`);
-//! - `generation_config.json`: bos/eos token ids.
+//! - tokenizer files: the source's HF tokenizer files as they were (`tokenizer.json`,
+//!   `tokenizer_config.json`, ...; see crate::hf_files), or ones written from the tokenizer;
+//! - `generation_config.json`: the source's, or bos/eos token ids.
 //!
 //! Atomic: everything is written to a temporary sibling of OUT and renamed into place; OUT must
 //! not exist or be an empty directory (an export never overwrites files).
 
-use crate::checkpoint::fsutil::{publish_dir, remove_dir_quiet, write_json};
+use crate::checkpoint::fsutil::{publish_dir, remove_dir_quiet};
 use crate::checkpoint::tensors::{write_sharded_with, StoreDtype};
 use crate::checkpoint::{self, DEFAULT_SHARD_BYTES};
 use crate::error::Result;
+use crate::hf_files;
 use crate::model::{ModelConfig, ParamLayout};
 use crate::tensorfile::{Entry, LayoutSource};
 use crate::tokenizer::Tokenizer;
 use crate::user;
 use ferrotron_zero::StatePart;
-use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -92,6 +95,7 @@ pub fn export(
 ) -> Result<ExportReport> {
     let source = checkpoint::resolve(checkpoint)?;
     let cfg = ModelConfig::from_file(&source.join("config.json"))?;
+    crate::train::preflight::check_weights_fit(&cfg, &source.join("config.json"))?;
     let layout = ParamLayout::new(&cfg);
     let weights = checkpoint::open_weights(&source, &cfg, &layout)?;
     let tokenizer = Tokenizer::from_dir(&source)?;
@@ -112,6 +116,8 @@ pub fn export(
     );
     let tmp = parent.join(&tag);
     let aside = parent.join(format!("{tag}.old"));
+    // `--hf NAME` (bare, relative): publish as ./NAME, so the parent to sync is "." and not "".
+    let out = &parent.join(name);
     remove_dir_quiet(&tmp);
     let result = std::fs::create_dir(&tmp)
         .map_err(|e| user!("cannot create {}: {e}", tmp.display()))
@@ -178,30 +184,9 @@ fn write_hf(
             weights.fragments.read(StatePart::Master, &e.name, 0, buf)
         },
     )?;
-    let bos = cfg.bos_token_id.or(tokenizer.bos_id());
-    let eos = cfg.eos_token_id.or(tokenizer.eos_id());
-    let mut config = cfg.to_hf_json();
-    if let Value::Object(m) = &mut config {
-        m.insert("torch_dtype".into(), dtype.torch_name().into());
-        m.insert("dtype".into(), dtype.torch_name().into());
-        m.insert("bos_token_id".into(), json!(bos));
-        m.insert("eos_token_id".into(), json!(eos));
-    }
-    write_json(&dir.join("config.json"), &config)?;
-    write_json(
-        &dir.join("generation_config.json"),
-        &json!({"_from_model_config": true, "bos_token_id": bos, "eos_token_id": eos}),
-    )?;
-    tokenizer.save(dir, Some(cfg.max_positions))?;
-    files.extend(
-        [
-            "config.json",
-            "generation_config.json",
-            "tokenizer.json",
-            "tokenizer_config.json",
-            "special_tokens_map.json",
-        ]
-        .map(String::from),
-    );
+    // config.json (the source's keys, this dtype), generation_config.json, tokenizer files
+    hf_files::write_model_files(dir, cfg, tokenizer, Some(dtype.torch_name()))?;
+    files.extend(["config.json", "generation_config.json"].map(String::from));
+    files.extend(hf_files::write_tokenizer(tokenizer, dir, cfg)?);
     Ok(files)
 }

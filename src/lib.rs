@@ -6,6 +6,7 @@ pub mod cli;
 pub mod data;
 pub mod error;
 pub mod export;
+pub mod hf_files;
 pub mod model;
 pub mod recipe;
 pub mod sample;

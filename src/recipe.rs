@@ -5,6 +5,8 @@
 //! key is reported with its full path and the closest valid key; relative paths in the recipe are
 //! resolved against the current directory (where the user runs ferrotron).
 
+mod ranges;
+
 use crate::data::DataConfig;
 use crate::error::Result;
 use crate::user;
@@ -120,6 +122,11 @@ pub struct TrainSection {
     /// a fraction of the activation memory; the gradients are the same bits).
     #[serde(default = "default_activation_checkpointing")]
     pub activation_checkpointing: String,
+    /// Loss-spike guard (0: off). With a factor f > 1, a step whose loss exceeds f times the
+    /// running mean of the previous steps' losses stops the run before its update is applied
+    /// (exit code 2), and the last checkpoint saved before it is never pruned (train/spike.rs).
+    #[serde(default)]
+    pub spike_guard: f64,
 }
 
 fn default_seed() -> u64 {
@@ -184,6 +191,10 @@ pub struct CheckpointSection {
     pub every: u64,
     #[serde(default = "default_keep")]
     pub keep_last: usize,
+    /// Save the initial state as step 0 before training (a seed checkpoint, as torchtitan's
+    /// `create_seed_checkpoint`: e.g. to start every layout of an experiment from it).
+    #[serde(default)]
+    pub save_initial: bool,
 }
 
 /// A recipe without a [checkpoint] section: what each key defaults to inside one.
@@ -194,6 +205,7 @@ impl Default for CheckpointSection {
             dir: None,
             every: 0,
             keep_last: default_keep(),
+            save_initial: false,
         }
     }
 }
@@ -216,7 +228,7 @@ impl Recipe {
     pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
         let mut table: toml::Table = text
             .parse()
-            .map_err(|e: toml::de::Error| user!("{origin}: {}", one_line(e.message())))?;
+            .map_err(|e: toml::de::Error| syntax_error(origin, text, &e))?;
         for o in overrides {
             apply_override(&mut table, o)?;
         }
@@ -235,44 +247,7 @@ impl Recipe {
             (Some(_), Some(_)) => return Err(user!("{origin}: set only one of `model.hf_dir` and `model.config`")),
             _ => {}
         }
-        let o = &self.optim;
-        if !(o.lr > 0.0 && o.lr.is_finite()) {
-            return Err(user!(
-                "{origin}: `optim.lr` must be a positive number, found {}",
-                o.lr
-            ));
-        }
-        if !(0.0..=1.0).contains(&o.min_lr_ratio) {
-            return Err(user!(
-                "{origin}: `optim.min_lr_ratio` must be within [0, 1], found {}",
-                o.min_lr_ratio
-            ));
-        }
-        for (k, v) in [("optim.beta1", o.beta1), ("optim.beta2", o.beta2)] {
-            if !(0.0..1.0).contains(&v) {
-                return Err(user!("{origin}: `{k}` must be within [0, 1), found {v}"));
-            }
-        }
-        if self.train.steps == 0 {
-            return Err(user!("{origin}: `train.steps` must be at least 1"));
-        }
-        if self.train.global_batch == 0 {
-            return Err(user!("{origin}: `train.global_batch` must be at least 1"));
-        }
-        if self.train.micro_batch == Some(0) {
-            return Err(user!("{origin}: `train.micro_batch` must be at least 1"));
-        }
-        if self.parallel.zero_stage > 3 {
-            return Err(user!(
-                "{origin}: `parallel.zero_stage` must be 0, 1, 2 or 3, found {}",
-                self.parallel.zero_stage
-            ));
-        }
-        if self.parallel.tp == 0 || self.parallel.pp == 0 {
-            return Err(user!(
-                "{origin}: `parallel.tp` and `parallel.pp` must be at least 1"
-            ));
-        }
+        ranges::check(self, origin)?;
         let device = self.train.device.as_str();
         if !matches!(device, "cpu" | "cuda") {
             return Err(user!(
@@ -296,6 +271,11 @@ impl Recipe {
             other => return Err(user!(
                 "{origin}: `train.activation_checkpointing` = \"{other}\" is not one of \"none\", \"full\""
             )),
+        }
+        if self.checkpoint.save_initial && !self.checkpoint.enabled {
+            return Err(user!(
+                "{origin}: `checkpoint.save_initial` = true needs checkpoints, and `checkpoint.enabled` = false turns them off"
+            ));
         }
         if !matches!(self.parallel.gpu_comm.as_str(), "nccl" | "host-staged") {
             return Err(user!(
@@ -321,6 +301,29 @@ impl Recipe {
             .clone()
             .unwrap_or_else(|| self.train.out_dir.join("checkpoints"))
     }
+}
+
+/// A TOML syntax error as one sentence with the line and column it points at; a duplicate key
+/// is named (the parser's message alone says only "duplicate key").
+fn syntax_error(origin: &str, text: &str, e: &toml::de::Error) -> crate::error::Error {
+    let mut msg = one_line(e.message());
+    let Some(span) = e.span() else {
+        return user!("{origin}: {msg}");
+    };
+    let start = span.start.min(text.len());
+    let before = &text[..start];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    if msg == "duplicate key" {
+        if let Some(key) = text
+            .get(span.clone())
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+        {
+            msg = format!("duplicate key `{key}`");
+        }
+    }
+    user!("{origin}: line {line}, column {column}: {msg}")
 }
 
 fn one_line(s: &str) -> String {
@@ -410,6 +413,7 @@ fn known_keys() -> Vec<(&'static str, &'static [&'static str])> {
                 "sample_prompt",
                 "sample_tokens",
                 "activation_checkpointing",
+                "spike_guard",
             ],
         ),
         (
@@ -423,7 +427,10 @@ fn known_keys() -> Vec<(&'static str, &'static [&'static str])> {
                 "gpu_comm",
             ],
         ),
-        ("checkpoint", &["enabled", "dir", "every", "keep_last"]),
+        (
+            "checkpoint",
+            &["enabled", "dir", "every", "keep_last", "save_initial"],
+        ),
     ]
 }
 
@@ -574,5 +581,18 @@ out_dir = "runs/x"
             .unwrap_err()
             .to_string();
         assert!(e.contains("optim.lr"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_give_line_and_column_and_duplicate_keys_are_named() {
+        let text = MIN.replace("steps = 3", "steps = = 3");
+        let e = Recipe::parse(&text, "r.toml", &[]).unwrap_err().to_string();
+        assert!(e.starts_with("r.toml: line 7, column "), "{e}");
+        let text = MIN.replace("steps = 3", "steps = 3\nsteps = 4");
+        let e = Recipe::parse(&text, "r.toml", &[]).unwrap_err().to_string();
+        assert_eq!(e, "r.toml: line 8, column 1: duplicate key `steps`");
+        let text = format!("{MIN}[train]\nseed = 1\n");
+        let e = Recipe::parse(&text, "r.toml", &[]).unwrap_err().to_string();
+        assert_eq!(e, "r.toml: line 10, column 2: duplicate key `train`");
     }
 }

@@ -8,7 +8,8 @@
 //! (no KV cache), truncated to the model's last `max_positions` tokens. Temperature 0 (or top-k 1)
 //! is greedy: the first index of the largest logit. Otherwise logits / T over the top-k ids
 //! (k = 0: all) are softmaxed and sampled with ChaCha8 seeded by `seed`, so a seed reproduces a
-//! sample exactly. Generation stops at EOS (not printed) or after `max_new_tokens`.
+//! sample exactly. Generation stops at EOS (the tokenizer's, and every eos id of the model's
+//! generation_config.json or config.json; not printed) or after `max_new_tokens`.
 
 use crate::checkpoint;
 use crate::error::Result;
@@ -102,6 +103,7 @@ pub fn load_model(path: &Path) -> Result<LoadedModel> {
         ));
     };
     let cfg = ModelConfig::from_file(&dir.join("config.json"))?;
+    crate::train::preflight::check_weights_fit(&cfg, &dir.join("config.json"))?;
     let model = Transformer::new(cfg);
     let weights = checkpoint::open_weights(&dir, &model.cfg, &model.layout)?
         .read_all(ferrotron_zero::StatePart::Master)?;
@@ -167,10 +169,10 @@ pub fn generate_with<B: Backend, S: ParamStore<B> + ?Sized>(
             "the prompt has token {bad} ({tok:?}), outside the model's vocabulary of {vocab} ids"
         ));
     }
-    let stop: Vec<u32> = [tokenizer.eos_id(), model.cfg.eos_token_id]
-        .into_iter()
-        .flatten()
-        .collect();
+    // the tokenizer's eos and every stop id the model declares (generation_config.json's list)
+    let mut stop: Vec<u32> = tokenizer.eos_id().into_iter().collect();
+    stop.extend(crate::hf_files::eos_ids(&model.cfg));
+    stop.dedup();
     let new = generate_ids_with(b, model, store, &ids, &stop, opts)?;
     let body: Vec<u32> = new.iter().copied().filter(|t| !stop.contains(t)).collect();
     let prefix = tokenizer.decode(&ids)?;

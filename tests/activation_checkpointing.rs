@@ -1,6 +1,7 @@
 //! Full activation checkpointing (`train.activation_checkpointing = "full"`): forward keeps only
 //! each block's input and backward recomputes the block from it.
-//! - On both HF fixture models, the loss and every gradient are the same bits as without it, and
+//! - On every HF fixture model (Qwen3's saved pre-norm q/k and Mistral's window included), the
+//!   loss and every gradient are the same bits as without it, and
 //!   forward keeps exactly `Transformer::activation_elements` (it is the planner's figure), which
 //!   with recomputation is the L + 1 block inputs alone.
 //! - Through the trainer, with ZeRO stage 3 on 2 ranks (the recomputation runs while backward has
@@ -15,7 +16,14 @@ use ferrotron_kernels::cpu::CpuBackend;
 use ferrotron_kernels::{Backend, Src};
 use std::path::Path;
 
-const MODELS: [&str; 2] = ["tiny-llama", "tiny-gpt2"];
+const MODELS: [&str; 6] = [
+    "tiny-llama",
+    "tiny-gpt2",
+    "tiny-qwen2",
+    "tiny-llama3",
+    "tiny-qwen3",
+    "tiny-mistral",
+];
 
 struct Pass {
     loss: f64,

@@ -382,6 +382,31 @@ fn bad_rows_error_with_line_or_skip_and_count() {
         msg.contains("missing.jsonl") && msg.contains("does not exist"),
         "{msg}"
     );
+    let msg = data::load(&cfg(Format::Chat, dir.path(), dir.path()), &tok, 64)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("is a directory"), "{msg}");
+
+    // A chat message with a role no template knows is a bad row: an error, or skipped and counted.
+    let w = dir.path().join("wizard.jsonl");
+    std::fs::write(&w, "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}, {\"role\": \"assistant\", \"content\": \"y\"}]}\n{\"messages\": [{\"role\": \"wizard\", \"content\": \"x\"}, {\"role\": \"assistant\", \"content\": \"y\"}]}\n").unwrap();
+    let c = cfg(Format::Chat, &w, dir.path());
+    let msg = data::load(&c, &tok, 64).err().unwrap().to_string();
+    assert!(
+        msg.contains("wizard.jsonl:2:") && msg.contains("\"wizard\""),
+        "{msg}"
+    );
+    let ds = data::load(
+        &DataConfig {
+            on_bad_row: OnBadRow::Skip,
+            ..c
+        },
+        &tok,
+        64,
+    )
+    .unwrap();
+    assert_eq!((ds.stats.rows_read, ds.stats.skipped_rows), (2, 1));
 }
 
 #[test]

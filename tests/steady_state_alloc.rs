@@ -139,7 +139,6 @@ global_batch = 4
 seed = 3
 out_dir = "{out}"
 eval_every = 0
-sample_tokens = 0
 [parallel]
 zero_stage = {stage}
 [checkpoint]
@@ -167,10 +166,13 @@ enabled = false
             }
             marks
         });
-        let code = ferrotron::train::run(&recipe, &[], false).expect("training runs");
-        assert_eq!(code, 0);
+        // the watcher stops whatever the run's outcome, so a failing run fails the test
+        // instead of leaving the scope waiting for the watcher
+        let result = ferrotron::train::run(&recipe, &[], false);
         done.store(true, Relaxed);
-        watcher.join().unwrap()
+        let marks = watcher.join().unwrap();
+        assert_eq!(result.expect("training runs"), 0);
+        marks
     })
 }
 

@@ -158,7 +158,7 @@ fn killing_a_rank_stops_the_job_naming_it() {
         assert!(t0.elapsed().as_secs() < 60, "training did not start");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let victim = rank_pid(out.path(), 1).expect("rank 1 is running");
+    let victim = rank_pid(out.path(), "RANK", 1).expect("rank 1 is running");
     // SAFETY: kill(2) on a pid we just found; no memory is involved.
     unsafe { libc::kill(victim, libc::SIGKILL) };
     let killed_at = std::time::Instant::now();
@@ -171,30 +171,9 @@ fn killing_a_rank_stops_the_job_naming_it() {
         err.contains("rank 1"),
         "the launcher names the dead rank: {err}"
     );
-    assert!(rank_pid(out.path(), 0).is_none(), "rank 0 is gone too");
+    assert!(
+        rank_pid(out.path(), "RANK", 0).is_none(),
+        "rank 0 is gone too"
+    );
     println!("job stopped {waited:.1} s after rank 1 was killed");
-}
-
-/// The pid of the `ferrotron train` rank `rank` whose command line mentions `out`.
-fn rank_pid(out: &Path, rank: usize) -> Option<i32> {
-    let needle = out.display().to_string();
-    for e in std::fs::read_dir("/proc").ok()? {
-        let p = e.ok()?.path();
-        let Ok(pid) = p.file_name()?.to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmd = std::fs::read(p.join("cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if !cmd.contains(&needle) || cmd.contains(" launch ") || !cmd.contains(" train ") {
-            continue;
-        }
-        let env = std::fs::read(p.join("environ")).unwrap_or_default();
-        if env
-            .split(|&b| b == 0)
-            .any(|kv| kv == format!("RANK={rank}").as_bytes())
-        {
-            return Some(pid);
-        }
-    }
-    None
 }

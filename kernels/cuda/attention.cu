@@ -1,5 +1,6 @@
 // Attention fallback: simple and exact (fp32 math) for any length, head_dim <= 256, GQA, packed
-// segments, causal or not; T = float | bf16. FlashAttention kernels (flash_attn*.cu) replace it
+// segments, causal or not, sliding window (causal: keys i - window < j <= i); T = float | bf16.
+// FlashAttention kernels (flash_attn*.cu) replace it
 // for speed behind the same Backend call.
 //   q, o, dout, dq: [N, H, Dh];  k, v, dk, dv: [N, Hkv, Dh];  lse, delta: [H, N] fp32
 //   cu [S + 1]: segment s holds tokens cu[s]..cu[s+1]; query head h reads kv head h / (H / Hkv).
@@ -20,6 +21,7 @@
 struct AttnShape {
     int n, heads, kv_heads, head_dim, segments, causal;
     float scale;
+    int window;  // sliding window (causal only): key j seen by query i iff i - window < j <= i; 0 = none
 };
 
 // Largest s with cu[s] <= t.
@@ -44,7 +46,7 @@ __device__ void attn_fwd(const T* q, const T* k, const T* v, T* o, float* lse, c
     for (int d = lane; d < dh; d += 32) qs[d] = ld(qrow[d]);
     __syncwarp();
     const int s = find_segment(cu, sh.segments, t);
-    const int k0 = cu[s], k1 = sh.causal ? t + 1 : cu[s + 1];
+    const int k0 = sh.window > 0 ? max(cu[s], t - sh.window + 1) : cu[s], k1 = sh.causal ? t + 1 : cu[s + 1];
     const long long kst = (long long)sh.kv_heads * dh;
     const T* kb_ = k + (long long)hk * dh;
     const T* vb_ = v + (long long)hk * dh;
@@ -121,7 +123,7 @@ __device__ void attn_bwd_dq(const T* q, const T* k, const T* v, const T* dout, c
     __syncwarp();
     const float lse_t = lse[(long long)h * sh.n + t], delta_t = delta[(long long)h * sh.n + t];
     const int s = find_segment(cu, sh.segments, t);
-    const int k0 = cu[s], k1 = sh.causal ? t + 1 : cu[s + 1];
+    const int k0 = sh.window > 0 ? max(cu[s], t - sh.window + 1) : cu[s], k1 = sh.causal ? t + 1 : cu[s + 1];
     const long long kst = (long long)sh.kv_heads * dh;
     const T* kb_ = k + (long long)hk * dh;
     const T* vb_ = v + (long long)hk * dh;
@@ -181,7 +183,8 @@ __device__ void attn_bwd_dkdv(const T* q, const T* k, const T* v, const T* dout,
     }
     __syncwarp();
     const int s = find_segment(cu, sh.segments, j);
-    const int q0 = sh.causal ? j : cu[s], q1 = cu[s + 1];
+    const int q0 = sh.causal ? j : cu[s];
+    const int q1 = sh.window > 0 && (long long)j + sh.window < cu[s + 1] ? j + sh.window : cu[s + 1];
     const long long qst = (long long)sh.heads * dh;
     float adk[FT_ATT_MAXD], adv[FT_ATT_MAXD];
 #pragma unroll

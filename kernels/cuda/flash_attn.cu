@@ -4,7 +4,10 @@
 // Shapes (token-major, packed varlen batch; see kernels/src/backend.rs AttnDims):
 //   q, o, dout, dq  [N, H, Dh]     k, v, dk, dv  [N, Hkv, Dh]     lse [H, N] fp32
 //   cu_seqlens [segments + 1]: segment s holds tokens cu[s]..cu[s+1]; query head h reads kv head
-//   h / (H / Hkv); causal masks key j > query i relative to the segment start.
+//   h / (H / Hkv); causal masks key j > query i relative to the segment start, and a sliding
+//   window w (causal) also key j <= query i - w. Key tiles wholly outside the window are never
+//   loaded: forward and dQ start at the first tile the window reaches, dK/dV stop after the last
+//   query tile that reaches it, so the work grows with S·w instead of S².
 //
 // Algorithm (Dao, "FlashAttention-2", 2023):
 //   forward (one CTA per (query tile, head, segment)): Q tile in smem; for each K/V tile
@@ -57,7 +60,8 @@ struct AttnParams {
     float scale_log2;   // scale * log2(e)
     int segments;       // number of packed sequences (cu_seqlens has segments + 1 entries)
     int sched_chunk;    // CTA order: groups per chunk, >= 1 (see sched_tile)
-    int pad_;
+    int window;         // sliding window (causal only): key j seen by query i iff i - window < j <= i;
+                        // 0 = none
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -296,6 +300,23 @@ __device__ __forceinline__ void sched_tile(int groups, int chunk, bool reverse, 
 }
 
 // ---------------------------------------------------------------------------------------------
+// Masking. Positions are local to the segment.
+// ---------------------------------------------------------------------------------------------
+// Key `col` is hidden from query `row`: past the segment end, in the future (causal), or at or
+// before row - window (sliding window).
+__device__ __forceinline__ bool key_hidden(const AttnParams& p, int row, int col, int seqlen) {
+    return col >= seqlen || (p.causal && col > row) || (p.window > 0 && col <= row - p.window);
+}
+// Some key of the tile starting at `col0` lies at or before `last_row` - window.
+__device__ __forceinline__ bool window_cuts(const AttnParams& p, int last_row, int col0) {
+    return p.window > 0 && col0 <= last_row - p.window;
+}
+// The first key tile (of `bn` keys) any query row >= `first_row` sees.
+__device__ __forceinline__ int first_key_tile(const AttnParams& p, int first_row, int bn) {
+    return p.window > 0 ? max(0, first_row - p.window + 1) / bn : 0;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Forward.
 // grid ceil(max_seqlen / kFwdBlockM) * H * segments (see sched_tile), block kFwdThreads,
 // smem Q (kFwdBlockM, D) + 2 x K (kFwdBlockN, D) + 2 x V (kFwdBlockN, D).
@@ -326,10 +347,11 @@ flash_fwd(const AttnParams p) {
     const int m_valid = min(BM, seqlen - m_block * BM);
     int n_blocks = ceil_div(seqlen, BN);
     if (p.causal) n_blocks = min(n_blocks, ceil_div((m_block + 1) * BM, BN));
+    const int n_begin = first_key_tile(p, m_block * BM, BN);
 
     load_tile<BM, kFwdThreads>(sQ, gq, q_ld, m_valid);
-    load_tile<BN, kFwdThreads>(sK, gk, kv_ld, min(BN, seqlen));
-    load_tile<BN, kFwdThreads>(sV, gv, kv_ld, min(BN, seqlen));
+    load_tile<BN, kFwdThreads>(sK, gk + (long)n_begin * BN * kv_ld, kv_ld, min(BN, seqlen - n_begin * BN));
+    load_tile<BN, kFwdThreads>(sV, gv + (long)n_begin * BN * kv_ld, kv_ld, min(BN, seqlen - n_begin * BN));
     cp_async_commit();
 
     const int row0 = warp * 16 * MI;  // this warp's first row inside the tile
@@ -341,23 +363,25 @@ flash_fwd(const AttnParams p) {
 #pragma unroll
         for (int hf = 0; hf < 2; ++hf) { row_max[mi][hf] = neg_inf(); row_sum[mi][hf] = 0.f; }
 
-    for (int nb = 0; nb < n_blocks; ++nb) {
+    for (int nb = n_begin; nb < n_blocks; ++nb) {
         cp_async_wait_all();
         __syncthreads();
         if (nb + 1 < n_blocks) {
-            const int buf = (nb + 1) & 1, valid = min(BN, seqlen - (nb + 1) * BN);
+            const int buf = (nb + 1 - n_begin) & 1, valid = min(BN, seqlen - (nb + 1) * BN);
             load_tile<BN, kFwdThreads>(sK + buf * kTileBytes, gk + (long)(nb + 1) * BN * kv_ld, kv_ld, valid);
             load_tile<BN, kFwdThreads>(sV + buf * kTileBytes, gv + (long)(nb + 1) * BN * kv_ld, kv_ld, valid);
         }
         cp_async_commit();
-        const u32 sKc = sK + (nb & 1) * kTileBytes, sVc = sV + (nb & 1) * kTileBytes;
+        const int cur = (nb - n_begin) & 1;
+        const u32 sKc = sK + cur * kTileBytes, sVc = sV + cur * kTileBytes;
 
         float s[MI][NB][4];  // (16*MI, BN)
         zero(s);
         gemm_nt<MI, NB>(s, sQ, row0, sKc, 0);
 
-        // mask (raw scores): keys past the segment end, and causal j > i
-        const bool mask = (nb + 1) * BN > seqlen || (p.causal && (nb + 1) * BN > m_block * BM + 1);
+        // mask (raw scores): keys past the segment end, causal j > i, and outside the window
+        const bool mask = (nb + 1) * BN > seqlen || (p.causal && (nb + 1) * BN > m_block * BM + 1) ||
+                          window_cuts(p, m_block * BM + BM - 1, nb * BN);
         if (mask) {
 #pragma unroll
             for (int mi = 0; mi < MI; ++mi)
@@ -367,7 +391,7 @@ flash_fwd(const AttnParams p) {
                     for (int e = 0; e < 4; ++e) {
                         int row = m_block * BM + row0 + mi * 16 + (lane >> 2) + (e >> 1) * 8;
                         int col = nb * BN + j * 8 + (lane & 3) * 2 + (e & 1);
-                        if (col >= seqlen || (p.causal && col > row)) s[mi][j][e] = neg_inf();
+                        if (key_hidden(p, row, col, seqlen)) s[mi][j][e] = neg_inf();
                     }
         }
 
@@ -497,7 +521,13 @@ flash_bwd_dkdv(const AttnParams p) {
     load_tile<BN, kKvThreads>(sV, p.v + kv_off, kv_ld, n_valid);
 
     const int m_begin = p.causal ? (n_block * BN) / BM : 0;
-    const int m_count = ceil_div(seqlen, BM) - m_begin;
+    int m_end = ceil_div(seqlen, BM);
+    // sliding window: the last query that sees this tile's last key is that key + window - 1
+    if (p.window > 0) {
+        const long long last_q = (long long)n_block * BN + BN - 2 + p.window;
+        if (last_q / BM + 1 < m_end) m_end = (int)(last_q / BM + 1);
+    }
+    const int m_count = m_end - m_begin;
     const int total = p.group * m_count;
 
     // Issue the copies of query tile `it` (head, tile) into buffer `buf`, all asynchronous
@@ -539,7 +569,8 @@ flash_bwd_dkdv(const AttnParams p) {
         float s[MI][NB][4];  // S^T (16*MI keys, BM queries)
         zero(s);
         gemm_nt<MI, NB>(s, sK, row0, sQc, 0);
-        const bool mask = p.causal && m * BM < n_block * BN + BN - 1;
+        const bool mask = (p.causal && m * BM < n_block * BN + BN - 1) ||
+                          window_cuts(p, m * BM + BM - 1, n_block * BN);
 #pragma unroll
         for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
@@ -550,7 +581,8 @@ flash_bwd_dkdv(const AttnParams p) {
                     float x = exp2f(fmaf(s[mi][j][e], p.scale_log2, -(sLc[col] * LOG2E_F)));
                     if (mask) {
                         const int key = n_block * BN + row0 + mi * 16 + (lane >> 2) + (e >> 1) * 8;
-                        if (key > m * BM + col) x = 0.f;
+                        const int query = m * BM + col;
+                        if (key > query || (p.window > 0 && key <= query - p.window)) x = 0.f;
                     }
                     s[mi][j][e] = x;
                 }
@@ -614,11 +646,12 @@ flash_bwd_dq(const AttnParams p) {
 
     int n_blocks = ceil_div(seqlen, BN);
     if (p.causal) n_blocks = min(n_blocks, ceil_div((m_block + 1) * BM, BN));
+    const int n_begin = first_key_tile(p, m_block * BM, BN);
 
     load_tile<BM, kQThreads>(sQ, p.q + q_off, q_ld, m_valid);
     load_tile<BM, kQThreads>(sdO, p.dout + q_off, q_ld, m_valid);
-    load_tile<BN, kQThreads>(sK, gk, kv_ld, min(BN, seqlen));
-    load_tile<BN, kQThreads>(sV, gv, kv_ld, min(BN, seqlen));
+    load_tile<BN, kQThreads>(sK, gk + (long)n_begin * BN * kv_ld, kv_ld, min(BN, seqlen - n_begin * BN));
+    load_tile<BN, kQThreads>(sV, gv + (long)n_begin * BN * kv_ld, kv_ld, min(BN, seqlen - n_begin * BN));
     cp_async_commit();
 
     const int row0 = warp * 16 * MI;
@@ -636,21 +669,23 @@ flash_bwd_dq(const AttnParams p) {
     float acc_dq[MI][HEAD_DIM / 8][4];  // (16*MI, D)
     zero(acc_dq);
 
-    for (int nb = 0; nb < n_blocks; ++nb) {
+    for (int nb = n_begin; nb < n_blocks; ++nb) {
         cp_async_wait_all();
         __syncthreads();
         if (nb + 1 < n_blocks) {
-            const int buf = (nb + 1) & 1, valid = min(BN, seqlen - (nb + 1) * BN);
+            const int buf = (nb + 1 - n_begin) & 1, valid = min(BN, seqlen - (nb + 1) * BN);
             load_tile<BN, kQThreads>(sK + buf * kTileBytes, gk + (long)(nb + 1) * BN * kv_ld, kv_ld, valid);
             load_tile<BN, kQThreads>(sV + buf * kTileBytes, gv + (long)(nb + 1) * BN * kv_ld, kv_ld, valid);
         }
         cp_async_commit();
-        const u32 sKc = sK + (nb & 1) * kTileBytes, sVc = sV + (nb & 1) * kTileBytes;
+        const int cur = (nb - n_begin) & 1;
+        const u32 sKc = sK + cur * kTileBytes, sVc = sV + cur * kTileBytes;
 
         float s[MI][NB][4];  // S (16*MI queries, BN keys)
         zero(s);
         gemm_nt<MI, NB>(s, sQ, row0, sKc, 0);
-        const bool mask = (nb + 1) * BN > seqlen || (p.causal && (nb + 1) * BN > m_block * BM + 1);
+        const bool mask = (nb + 1) * BN > seqlen || (p.causal && (nb + 1) * BN > m_block * BM + 1) ||
+                          window_cuts(p, m_block * BM + BM - 1, nb * BN);
 #pragma unroll
         for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
@@ -661,7 +696,7 @@ flash_bwd_dq(const AttnParams p) {
                     if (mask) {
                         const int row = m_block * BM + row0 + mi * 16 + (lane >> 2) + (e >> 1) * 8;
                         const int col = nb * BN + j * 8 + (lane & 3) * 2 + (e & 1);
-                        if (col >= seqlen || (p.causal && col > row)) x = 0.f;
+                        if (key_hidden(p, row, col, seqlen)) x = 0.f;
                     }
                     s[mi][j][e] = x;
                 }

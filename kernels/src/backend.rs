@@ -175,6 +175,9 @@ pub struct LinearDims {
 /// `max_seqlen` must be at least the longest segment (cu[s+1] − cu[s]) and cu[segments] = N:
 /// the CPU backend asserts both; CUDA's FlashAttention sizes its grid from `max_seqlen` and
 /// leaves rows of longer segments unwritten (it cannot read cu_seqlens without a sync).
+/// `window` (sliding-window attention, causal only): query i sees key j only when
+/// i − window < j ≤ i (local positions in the segment; transformers' `sliding_window`). A window
+/// of at least the segment length is full causal attention. `None`: no window.
 #[derive(Clone, Copy, Debug)]
 pub struct AttnDims {
     pub tokens: usize,
@@ -185,6 +188,54 @@ pub struct AttnDims {
     pub max_seqlen: usize,
     pub causal: bool,
     pub scale: f32,
+    pub window: Option<usize>,
+}
+
+impl AttnDims {
+    /// The keys query `i` (local position) sees in a segment of `len`: `[lo, hi)`.
+    pub fn key_range(&self, i: usize, len: usize) -> (usize, usize) {
+        if !self.causal {
+            return (0, len);
+        }
+        let lo = match self.window {
+            Some(w) => (i + 1).saturating_sub(w),
+            None => 0,
+        };
+        (lo, i + 1)
+    }
+
+    /// The queries that see key `j` (local position) in a segment of `len`: `[lo, hi)`.
+    pub fn query_range(&self, j: usize, len: usize) -> (usize, usize) {
+        if !self.causal {
+            return (0, len);
+        }
+        let hi = match self.window {
+            Some(w) => j.saturating_add(w).min(len),
+            None => len,
+        };
+        (j, hi)
+    }
+
+    /// `Err` for a window the ops do not define: zero, or without causal masking.
+    pub fn check_window(&self) -> Result<()> {
+        match self.window {
+            Some(0) => Err(crate::Error::Unsupported(
+                "attention: a sliding window of 0 keys".into(),
+            )),
+            Some(_) if !self.causal => Err(crate::Error::Unsupported(
+                "attention: a sliding window needs causal attention".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Rotary inverse frequencies of the default (unscaled) embedding: inv_freq[i] = theta^(−2i/Dh),
+/// i < Dh/2. Scaled variants (llama3, linear) change this table only.
+pub fn rope_inv_freq(theta: f64, head_dim: usize) -> Vec<f64> {
+    (0..head_dim / 2)
+        .map(|i| theta.powf(-((2 * i) as f64) / head_dim as f64))
+        .collect()
 }
 
 /// One decoupled AdamW update (Loshchilov & Hutter), PyTorch semantics:
@@ -441,8 +492,10 @@ pub trait Backend: Send + Sync {
     ) -> Result<()>;
 
     // ---- rotary position embedding (HF rotate-half) ----------------------------------------
-    /// In place on x [N, heads, Dh]: for i < Dh/2, angle a = pos[n] · theta^(−2i/Dh),
+    /// In place on x [N, heads, Dh]: for i < Dh/2, angle a = pos[n] · inv_freq[i],
     /// (x_i, x_{i+Dh/2}) ← (x_i cos a − x_{i+Dh/2} sin a, x_{i+Dh/2} cos a + x_i sin a).
+    /// `inv_freq` [Dh/2] is the frequency table (`rope_inv_freq` for the default embedding;
+    /// llama3 / linear scaling change the table only). Angles are taken in f64.
     #[allow(clippy::too_many_arguments)]
     fn rope_forward(
         &self,
@@ -451,7 +504,7 @@ pub trait Backend: Send + Sync {
         n: usize,
         heads: usize,
         head_dim: usize,
-        theta: f64,
+        inv_freq: &[f64],
     ) -> Result<()>;
     /// In place on dx: the transpose (inverse) rotation.
     #[allow(clippy::too_many_arguments)]
@@ -462,7 +515,7 @@ pub trait Backend: Send + Sync {
         n: usize,
         heads: usize,
         head_dim: usize,
-        theta: f64,
+        inv_freq: &[f64],
     ) -> Result<()>;
 
     // ---- attention -------------------------------------------------------------------------

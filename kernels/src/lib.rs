@@ -11,7 +11,7 @@ pub mod cuda;
 pub mod error;
 
 pub use backend::{
-    AdamWGroup, AdamWStep, AttnDims, Backend, Buffer, Dst, LinearDims, Src, WeightGrads,
-    WeightLayout,
+    rope_inv_freq, AdamWGroup, AdamWStep, AttnDims, Backend, Buffer, Dst, LinearDims, Src,
+    WeightGrads, WeightLayout,
 };
 pub use error::{Error, Result};

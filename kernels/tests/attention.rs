@@ -16,6 +16,8 @@ struct Case {
     kv_heads: usize,
     head_dim: usize,
     causal: bool,
+    /// Sliding window (causal only): query i sees keys i − w < j ≤ i.
+    window: Option<usize>,
 }
 
 fn dims_for(case: Case, seg_lens: &[usize]) -> (AttnDims, Vec<i32>) {
@@ -32,6 +34,7 @@ fn dims_for(case: Case, seg_lens: &[usize]) -> (AttnDims, Vec<i32>) {
         max_seqlen: seg_lens.iter().copied().max().unwrap_or(0),
         causal: case.causal,
         scale: 1.0 / (case.head_dim as f32).sqrt(),
+        window: case.window,
     };
     (dims, cu)
 }
@@ -112,7 +115,12 @@ fn naive(q: &[f64], k: &[f64], v: &[f64], cu: &[i32], d: &AttnDims) -> (Vec<f64>
         for h in 0..h_n {
             let g = h / (h_n / kv_n);
             for i in a..b {
-                let keys: Vec<usize> = (a..b).filter(|&j| !d.causal || j <= i).collect();
+                let visible = |j: usize| match (d.causal, d.window) {
+                    (false, _) => true,
+                    (true, None) => j <= i,
+                    (true, Some(w)) => j <= i && j + w > i,
+                };
+                let keys: Vec<usize> = (a..b).filter(|&j| visible(j)).collect();
                 let sc: Vec<f64> = keys
                     .iter()
                     .map(|&j| {
@@ -154,24 +162,28 @@ const CASES: [Case; 4] = [
         kv_heads: 2,
         head_dim: 8,
         causal: true,
+        window: None,
     }, // GQA
     Case {
         heads: 4,
         kv_heads: 1,
         head_dim: 16,
         causal: true,
+        window: None,
     }, // MQA
     Case {
         heads: 4,
         kv_heads: 2,
         head_dim: 16,
         causal: false,
+        window: None,
     }, // GQA, full
     Case {
         heads: 3,
         kv_heads: 3,
         head_dim: 8,
         causal: false,
+        window: None,
     }, // MHA, full
 ];
 
@@ -198,15 +210,19 @@ fn attention_forward_matches_naive_softmax() {
 }
 
 fn gradcheck_case(case: Case, seed: u64) {
-    let (dims, cu) = dims_for(case, &[37, 70]);
+    gradcheck_on(case, &[37, 70], seed);
+}
+
+fn gradcheck_on(case: Case, seg_lens: &[usize], seed: u64) {
+    let (dims, cu) = dims_for(case, seg_lens);
     // the FD-checked scheme; attention_backward_schemes_agree ties ByKvHead to it
     assert_eq!(scheme_for(&cu, &dims), BackwardScheme::TwoPass);
     let [q, k, v, r] = inputs(seed, &dims, 1.5);
     let (dq, dk, dv) = attn_bwd(&q, &k, &v, &r, &cu, &dims, 0.0);
     let loss = |q: &[f64], k: &[f64], v: &[f64]| dot(&attn_fwd(q, k, v, &cu, &dims).0, &r);
     let tag = format!(
-        "attention H={} Hkv={} Dh={} causal={}",
-        case.heads, case.kv_heads, case.head_dim, case.causal
+        "attention H={} Hkv={} Dh={} causal={} window={:?} segments {seg_lens:?}",
+        case.heads, case.kv_heads, case.head_dim, case.causal, case.window
     );
     fd_check(&format!("{tag} dq"), &q, &dq, |x| loss(x, &k, &v));
     fd_check(&format!("{tag} dk"), &k, &dk, |x| loss(&q, x, &v));
@@ -233,6 +249,79 @@ fn attention_gradcheck_full_gqa() {
     );
 }
 
+/// Sliding windows (key j seen by query i iff i − w < j ≤ i): windows of 1 key, below a tile
+/// (5), exactly one tile (64), above a tile (90, 130) and wider than every segment (500: plain
+/// causal), with GQA, MQA and MHA, on the ragged segments of the forward test.
+#[test]
+fn attention_window_forward_matches_naive_softmax() {
+    for (c, (window, heads, kv_heads)) in [
+        (1, 4, 2),
+        (5, 4, 2),
+        (64, 4, 1),
+        (90, 3, 3),
+        (130, 4, 2),
+        (500, 4, 1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let case = Case {
+            heads,
+            kv_heads,
+            head_dim: 8,
+            causal: true,
+            window: Some(window),
+        };
+        let (dims, cu) = dims_for(case, &[37, 70, 1, 150, 64, 0, 300]);
+        let [q, k, v, _] = inputs(70 + c as u64, &dims, 2.0);
+        let (o, lse) = attn_fwd(&q, &k, &v, &cu, &dims);
+        let (o_ref, lse_ref) = naive(&q, &k, &v, &cu, &dims);
+        let (eo, el) = (max_rel_diff(&o, &o_ref), max_rel_diff(&lse, &lse_ref));
+        println!("attention forward {case:?}: o {eo:.2e} lse {el:.2e}");
+        assert!(
+            eo < 1e-13 && el < 1e-13,
+            "{case:?}: o {eo:.2e} lse {el:.2e}"
+        );
+    }
+    // A window at least as long as every segment is plain causal attention, bit for bit.
+    let full = Case {
+        window: None,
+        ..CASES[0]
+    };
+    let wide = Case {
+        window: Some(150),
+        ..CASES[0]
+    };
+    let (dn, cu) = dims_for(full, &[37, 150]);
+    let (dw, _) = dims_for(wide, &[37, 150]);
+    let [q, k, v, _] = inputs(77, &dn, 2.0);
+    assert_eq!(
+        attn_fwd(&q, &k, &v, &cu, &dn),
+        attn_fwd(&q, &k, &v, &cu, &dw)
+    );
+}
+
+/// Gradchecks with a sliding window smaller than a tile (5, GQA) and larger than one (90, MQA),
+/// on varlen segments where the window cuts (150 tokens) and where it does not (20, 37).
+#[test]
+fn attention_gradcheck_window_smaller_than_a_tile() {
+    let case = Case {
+        window: Some(5),
+        ..CASES[0]
+    };
+    gradcheck_on(case, &[37, 150], 53);
+}
+
+#[test]
+fn attention_gradcheck_window_larger_than_a_tile() {
+    let case = Case {
+        window: Some(90),
+        head_dim: 8,
+        ..CASES[1]
+    };
+    gradcheck_on(case, &[20, 150], 57);
+}
+
 #[test]
 fn attention_backward_overwrites_gradients() {
     let (dims, cu) = dims_for(CASES[1], &[37, 70]);
@@ -250,6 +339,7 @@ fn attention_f32_matches_f64_realistic_size() {
         kv_heads: 4,
         head_dim: 64,
         causal: true,
+        window: None,
     };
     let (dims, cu) = dims_for(case, &[700, 324]);
     assert_eq!(scheme_for(&cu, &dims), BackwardScheme::ByKvHead);
@@ -288,12 +378,14 @@ fn attention_is_bitwise_deterministic_across_thread_counts() {
         kv_heads: 4,
         head_dim: 32,
         causal: true,
+        window: None,
     };
     let mqa = Case {
         heads: 4,
         kv_heads: 1,
         head_dim: 32,
         causal: true,
+        window: None,
     };
     for (case, scheme) in [
         (gqa8, BackwardScheme::ByKvHead),
@@ -324,8 +416,22 @@ fn attention_is_bitwise_deterministic_across_thread_counts() {
 /// shapes (which `backward` itself runs with TwoPass) and on more segments.
 #[test]
 fn attention_backward_schemes_agree() {
-    for (c, case) in CASES.iter().enumerate() {
-        for lens in [&[37usize, 70][..], &[37, 70, 1, 150, 64, 0]] {
+    let windowed = [
+        Case {
+            window: Some(5),
+            ..CASES[0]
+        },
+        Case {
+            window: Some(90),
+            ..CASES[1]
+        },
+        Case {
+            window: Some(64),
+            ..CASES[0]
+        },
+    ];
+    for (c, case) in CASES.iter().chain(&windowed).enumerate() {
+        for lens in [&[37usize, 70][..], &[37, 70, 1, 150, 64, 0], &[300, 200]] {
             let (dims, cu) = dims_for(*case, lens);
             let [q, k, v, r] = inputs(60 + c as u64, &dims, 1.5);
             let (o, lse) = attn_fwd(&q, &k, &v, &cu, &dims);

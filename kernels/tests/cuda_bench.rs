@@ -141,6 +141,7 @@ fn bench_bf16() {
         max_seqlen: s,
         causal: true,
         scale: 0.088,
+        window: None,
     };
     let ms = time(&be, || {
         be.attention_forward(

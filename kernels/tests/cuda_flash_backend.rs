@@ -53,6 +53,17 @@ fn check(op: &str, got: &[f32], reference: &[f32]) {
 }
 
 fn dims(cu: &[i32], heads: usize, kv_heads: usize, head_dim: usize, causal: bool) -> AttnDims {
+    windowed(cu, heads, kv_heads, head_dim, causal, None)
+}
+
+fn windowed(
+    cu: &[i32],
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    causal: bool,
+    window: Option<usize>,
+) -> AttnDims {
     AttnDims {
         tokens: *cu.last().unwrap() as usize,
         heads,
@@ -62,13 +73,15 @@ fn dims(cu: &[i32], heads: usize, kv_heads: usize, head_dim: usize, causal: bool
         max_seqlen: cu.windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap(),
         causal,
         scale: 1.0 / (head_dim as f32).sqrt(),
+        window,
     }
 }
 
 fn tag(d: &AttnDims) -> String {
     format!(
-        "[{}Dh{}H{}/{}S{}N{}]",
+        "[{}{}Dh{}H{}/{}S{}N{}]",
         if d.causal { "causal," } else { "" },
+        d.window.map(|w| format!("window{w},")).unwrap_or_default(),
         d.head_dim,
         d.heads,
         d.kv_heads,
@@ -95,8 +108,9 @@ impl Problem {
         hkv: usize,
         dh: usize,
         causal: bool,
+        window: Option<usize>,
     ) -> Self {
-        let d = dims(cu, h, hkv, dh, causal);
+        let d = windowed(cu, h, hkv, dh, causal, window);
         let n = d.tokens;
         Problem {
             cu: cu.to_vec(),
@@ -221,16 +235,24 @@ fn bf16_round(x: &[f32]) -> Vec<f32> {
     x.iter().map(|&v| bf16::from_f32(v).to_f32()).collect()
 }
 
-/// GQA/MQA, causal and not, both head dims, ragged packed segments.
-fn cases() -> Vec<(bool, usize, usize, usize, Vec<i32>)> {
+/// (causal, window, Dh, H, Hkv, cu_seqlens): GQA/MQA, causal and not, both head dims, ragged
+/// packed segments, and sliding windows of 1 key, below a tile (50), one tile (64), above the
+/// 128-row query tile (200), and wider than every segment (4096: full causal attention).
+#[allow(clippy::type_complexity)]
+fn cases() -> Vec<(bool, Option<usize>, usize, usize, usize, Vec<i32>)> {
     vec![
         // segments of 1, 129, 1, 169, 217 tokens: below, around and across the 64/128 tiles
-        (true, 64, 8, 2, vec![0, 1, 130, 131, 300, 517]),
-        (true, 128, 4, 1, vec![0, 257, 384]),
-        (false, 64, 4, 4, vec![0, 100, 356]),
-        (false, 128, 6, 3, vec![0, 77, 78, 333]),
-        (true, 128, 2, 2, vec![0, 1000]),
-        (true, 64, 4, 2, vec![0, 63, 127, 192, 320]),
+        (true, None, 64, 8, 2, vec![0, 1, 130, 131, 300, 517]),
+        (true, None, 128, 4, 1, vec![0, 257, 384]),
+        (false, None, 64, 4, 4, vec![0, 100, 356]),
+        (false, None, 128, 6, 3, vec![0, 77, 78, 333]),
+        (true, None, 128, 2, 2, vec![0, 1000]),
+        (true, None, 64, 4, 2, vec![0, 63, 127, 192, 320]),
+        (true, Some(1), 64, 4, 2, vec![0, 70, 300]),
+        (true, Some(50), 64, 8, 2, vec![0, 1, 130, 131, 300, 517]),
+        (true, Some(64), 128, 4, 1, vec![0, 257, 384]),
+        (true, Some(200), 128, 6, 3, vec![0, 77, 78, 1000]),
+        (true, Some(4096), 64, 4, 2, vec![0, 63, 127, 192, 320]),
     ]
 }
 
@@ -239,8 +261,8 @@ fn cases() -> Vec<(bool, usize, usize, usize, Vec<i32>)> {
 fn flash_path_matches_cpu_and_fallback() {
     let mut rng = rng();
     let g = G::new(0).expect("a CUDA device");
-    for (causal, dh, h, hkv, cu) in cases() {
-        let p = Problem::new(&mut rng, &cu, h, hkv, dh, causal);
+    for (causal, window, dh, h, hkv, cu) in cases() {
+        let p = Problem::new(&mut rng, &cu, h, hkv, dh, causal, window);
         let t = tag(&p.d);
         let (co, clse) = cpu_forward(&p);
         let (fo, flse) = gpu_forward(&g, &p, true);
@@ -328,7 +350,7 @@ fn dispatch_rule() {
 fn regions_at_offsets() {
     let mut rng = rng();
     let g = G::new(0).expect("a CUDA device");
-    let p = Problem::new(&mut rng, &[0, 50, 190], 4, 2, 64, true);
+    let p = Problem::new(&mut rng, &[0, 50, 190], 4, 2, 64, true, None);
     let (co, clse) = cpu_forward(&p);
     let o_in = bf16_round(&co);
     let cref = cpu_backward(&p, &o_in, &clse);
@@ -405,5 +427,76 @@ fn regions_at_offsets() {
                 &cref[i],
             );
         }
+    }
+}
+
+/// Sliding-window speed: FlashAttention forward and backward at B1 H16 S8192 D128 bf16, full
+/// causal beside windows of 4096 and 1024 keys (tiles wholly outside the window are skipped, so
+/// the work is S·w − w²/2 score elements instead of S²/2). Prints "CUDA-BENCH" lines for the
+/// docs/gpu-runs record; fails when a window is slower than full causal attention.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn window_speed_s8192() {
+    let g = G::new(0).expect("a CUDA device");
+    let (s, h, d) = (8192usize, 16usize, 128usize);
+    let mut rng = rng();
+    let x = |rng: &mut ChaCha8Rng| up(&g, &rand(rng, s * h * d, 1.0));
+    let (q, k, v, dout) = (x(&mut rng), x(&mut rng), x(&mut rng), x(&mut rng));
+    let cu = g.upload_idx(&[0, s as i32]).unwrap();
+    let (mut o, mut lse) = (nan_act(&g, s * h * d), nan_acc(&g, h * s));
+    let (mut dq, mut dk, mut dv) = (
+        nan_act(&g, s * h * d),
+        nan_act(&g, s * h * d),
+        nan_act(&g, s * h * d),
+    );
+    let mut times = Vec::new();
+    for window in [None, Some(4096), Some(1024)] {
+        let dims = windowed(&[0, s as i32], h, h, d, true, window);
+        assert!(g.uses_flash_attention(&dims, &[0; 4]).unwrap());
+        let fwd_ms = common::median_ms(&g, || {
+            g.attention_forward(
+                Src::all(&q),
+                Src::all(&k),
+                Src::all(&v),
+                Dst::all(&mut o),
+                Dst::all(&mut lse),
+                Src::all(&cu),
+                &dims,
+            )
+            .unwrap()
+        });
+        let bwd_ms = common::median_ms(&g, || {
+            g.attention_backward(
+                Src::all(&q),
+                Src::all(&k),
+                Src::all(&v),
+                Src::all(&o),
+                Src::all(&dout),
+                Src::all(&lse),
+                Dst::all(&mut dq),
+                Dst::all(&mut dk),
+                Dst::all(&mut dv),
+                Src::all(&cu),
+                &dims,
+            )
+            .unwrap()
+        });
+        let w = window.unwrap_or(s) as f64;
+        let scores = s as f64 * w - w * w / 2.0;
+        let fl = 4.0 * scores * (h * d) as f64;
+        let name = window.map_or("causal".to_string(), |w| format!("window{w}"));
+        eprintln!(
+            "CUDA-BENCH flash_attention_{name} B1H16S8192D128 fwd {fwd_ms:.3} ms ({:.0} TFLOP/s) bwd {bwd_ms:.3} ms ({:.0} TFLOP/s)",
+            fl / fwd_ms / 1e9,
+            2.5 * fl / bwd_ms / 1e9
+        );
+        times.push((name, fwd_ms, bwd_ms));
+    }
+    let (_, causal_fwd, causal_bwd) = times[0].clone();
+    for (name, f, b) in &times[1..] {
+        assert!(
+            *f <= causal_fwd && *b <= causal_bwd,
+            "{name} ({f:.3} / {b:.3} ms) is slower than full causal ({causal_fwd:.3} / {causal_bwd:.3} ms)"
+        );
     }
 }

@@ -369,7 +369,15 @@ fn linear<A: CudaAct>() {
 
 fn rmsnorm<A: CudaAct>() {
     let mut t = setup::<A>();
-    for (n, d) in [(64, 96), (9, 1000), (3, 2048)] {
+    // the last three: Qwen3's q/k norms, RMSNorm over the N·H rows of one head (Dh 128, 64, 32)
+    for (n, d) in [
+        (64, 96),
+        (9, 1000),
+        (3, 2048),
+        (2400, 128),
+        (1500, 64),
+        (700, 32),
+    ] {
         let (x, w) = (t.rand(n * d, 2.0), t.rand(d, 1.0));
         let (gx, gw) = (t.act(&x), t.act(&w));
         let (mut gy, mut gr) = (t.nan_act(n * d), t.nan_acc(n));
@@ -635,26 +643,49 @@ fn residual_norms<A: CudaAct>() {
     }
 }
 
+/// The default table and a llama3-style scaled one (low band / 8, a smoothed middle band, high
+/// band unchanged) and a linear-scaled one: the op takes any table.
 fn rope<A: CudaAct>() {
     let mut t = setup::<A>();
     let (n, h, dh) = (50, 3, 64);
     let pos: Vec<i32> = (0..n as i32).map(|i| i * 37 % 4096).collect();
-    let x = t.rand(n * h * dh, 1.0);
-    let gpos = t.idx(&pos);
-    let mut gx = t.act(&x);
-    let mut cx = x.clone();
-    t.g.rope_forward(Dst::all(&mut gx), Src::all(&gpos), n, h, dh, 10000.0)
-        .unwrap();
-    t.c.rope_forward(Dst::all(&mut cx), Src::all(&pos), n, h, dh, 10000.0)
-        .unwrap();
-    t.check("rope_forward", &t.get_act(&gx), &cx, 1.0);
-    let dy = t.rand(n * h * dh, 1.0);
-    let (mut gd, mut cd) = (t.act(&dy), dy.clone());
-    t.g.rope_backward(Dst::all(&mut gd), Src::all(&gpos), n, h, dh, 500000.0)
-        .unwrap();
-    t.c.rope_backward(Dst::all(&mut cd), Src::all(&pos), n, h, dh, 500000.0)
-        .unwrap();
-    t.check("rope_backward", &t.get_act(&gd), &cd, 1.0);
+    let default = ferrotron_kernels::rope_inv_freq(10000.0, dh);
+    let llama3: Vec<f64> = ferrotron_kernels::rope_inv_freq(500000.0, dh)
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            if i < 8 {
+                *f
+            } else if i < 16 {
+                f * (0.5 + i as f64 / 64.0)
+            } else {
+                f / 8.0
+            }
+        })
+        .collect();
+    let linear: Vec<f64> = default.iter().map(|f| f / 4.0).collect();
+    for (name, table) in [
+        ("default", &default),
+        ("llama3", &llama3),
+        ("linear", &linear),
+    ] {
+        let x = t.rand(n * h * dh, 1.0);
+        let gpos = t.idx(&pos);
+        let mut gx = t.act(&x);
+        let mut cx = x.clone();
+        t.g.rope_forward(Dst::all(&mut gx), Src::all(&gpos), n, h, dh, table)
+            .unwrap();
+        t.c.rope_forward(Dst::all(&mut cx), Src::all(&pos), n, h, dh, table)
+            .unwrap();
+        t.check(&format!("rope_forward_{name}"), &t.get_act(&gx), &cx, 1.0);
+        let dy = t.rand(n * h * dh, 1.0);
+        let (mut gd, mut cd) = (t.act(&dy), dy.clone());
+        t.g.rope_backward(Dst::all(&mut gd), Src::all(&gpos), n, h, dh, table)
+            .unwrap();
+        t.c.rope_backward(Dst::all(&mut cd), Src::all(&pos), n, h, dh, table)
+            .unwrap();
+        t.check(&format!("rope_backward_{name}"), &t.get_act(&gd), &cd, 1.0);
+    }
 }
 
 fn activations<A: CudaAct>() {
@@ -925,7 +956,8 @@ fn attention_ref(
         for h in 0..hq {
             let kh = h / g;
             for i in s0..s1 {
-                let keys: Vec<usize> = (s0..if d.causal { i + 1 } else { s1 }).collect();
+                let (lo, hi) = d.key_range(i - s0, s1 - s0);
+                let keys: Vec<usize> = (s0 + lo..s0 + hi).collect();
                 let sc: Vec<f64> = keys
                     .iter()
                     .map(|&j| {
@@ -973,11 +1005,16 @@ fn attention_ref(
 /// tests/cuda_flash_backend.rs compares the two paths directly.
 fn attention<A: CudaAct>() {
     let mut t = setup::<A>();
-    for (causal, dh, hq, hk, cu) in [
-        (true, 64, 4, 2, vec![0, 37, 100, 161]),
-        (false, 64, 4, 4, vec![0, 80, 81, 150]),
-        (true, 128, 2, 1, vec![0, 300]),
-        (false, 40, 3, 1, vec![0, 45, 90]),
+    // (causal, window, Dh, H, Hkv, cu_seqlens): windows smaller and larger than a tile, with
+    // GQA / MQA and several segments; on bf16 the Dh 64/128 cases run FlashAttention.
+    for (causal, window, dh, hq, hk, cu) in [
+        (true, None, 64, 4, 2, vec![0, 37, 100, 161]),
+        (false, None, 64, 4, 4, vec![0, 80, 81, 150]),
+        (true, None, 128, 2, 1, vec![0, 300]),
+        (false, None, 40, 3, 1, vec![0, 45, 90]),
+        (true, Some(7), 64, 4, 2, vec![0, 37, 100, 261]),
+        (true, Some(100), 128, 4, 1, vec![0, 300, 301, 450]),
+        (true, Some(40), 40, 3, 1, vec![0, 45, 190]),
     ] {
         let n = *cu.last().unwrap() as usize;
         let d = AttnDims {
@@ -989,10 +1026,12 @@ fn attention<A: CudaAct>() {
             max_seqlen: cu.windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap(),
             causal,
             scale: 1.0 / (dh as f32).sqrt(),
+            window,
         };
         let tag = format!(
-            "[{}Dh{dh}H{hq}/{hk}S{}]",
+            "[{}{}Dh{dh}H{hq}/{hk}S{}]",
             if causal { "causal," } else { "" },
+            window.map(|w| format!("window{w},")).unwrap_or_default(),
             d.segments
         );
         let (q, k, v, dout) = (

@@ -1,5 +1,6 @@
 //! FlashAttention kernels against an fp64 reference, FlashAttention's own rule: our max |error|
-//! on O, dQ, dK, dV must be at most twice PyTorch SDPA-in-bf16's on the same inputs.
+//! on O, dQ, dK, dV must be at most twice PyTorch SDPA-in-bf16's on the same inputs (with a
+//! sliding window, SDPA runs with the window as an explicit mask).
 //!
 //! The cases (fresh random inputs each time, fp64 reference, SDPA's error) come from
 //! scripts/attention_vs_sdpa.py run on the GPU machine: FLASH_CASES=DIR names its output.
@@ -147,11 +148,12 @@ fn flash_attention_within_twice_sdpa_error_of_fp64() {
         .collect();
     files.retain(|p| p.extension().is_some_and(|e| e == "safetensors"));
     files.sort();
-    // attention_vs_sdpa.py writes 16 cases; fewer means it was cut short.
+    // attention_vs_sdpa.py writes 20 cases (4 with a sliding window); fewer means it was cut
+    // short.
     assert_eq!(
         files.len(),
-        16,
-        "expected the 16 cases of attention_vs_sdpa.py in {}",
+        20,
+        "expected the 20 cases of attention_vs_sdpa.py in {}",
         dir.display()
     );
     let ctx = CudaContext::new(0).unwrap();
@@ -182,6 +184,10 @@ fn flash_attention_within_twice_sdpa_error_of_fp64() {
             max_seqlen: num("max_seqlen") as usize,
             causal: num("causal") != 0.0,
             scale: num("scale") as f32,
+            window: match meta.get("window").map(|w| w.parse::<usize>().unwrap()) {
+                None | Some(0) => None,
+                Some(w) => Some(w),
+            },
         };
         let a = run_once(&fa, &stream, &st, &dims);
         let b = run_once(&fa, &stream, &st, &dims);

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use ferrotron_kernels::cpu::CpuBackend;
-use ferrotron_kernels::{Backend, Dst, Src, WeightGrads};
+use ferrotron_kernels::{rope_inv_freq, Backend, Dst, Src, WeightGrads};
 
 type B64 = CpuBackend<f64>;
 const EPS: f64 = 1e-5;
@@ -191,7 +191,7 @@ const ROPE_HEADS: usize = 3;
 const ROPE_DH: usize = 8;
 const ROPE_POS: [i32; 5] = [0, 5, 1, 100, 7];
 
-fn rope(x: &[f64], theta: f64, inverse: bool) -> Vec<f64> {
+fn rope(x: &[f64], inv_freq: &[f64], inverse: bool) -> Vec<f64> {
     let mut y = x.to_vec();
     let pos = ROPE_POS.to_vec();
     let be = B64::new();
@@ -203,7 +203,7 @@ fn rope(x: &[f64], theta: f64, inverse: bool) -> Vec<f64> {
             n,
             ROPE_HEADS,
             ROPE_DH,
-            theta,
+            inv_freq,
         )
         .unwrap();
     } else {
@@ -213,11 +213,27 @@ fn rope(x: &[f64], theta: f64, inverse: bool) -> Vec<f64> {
             n,
             ROPE_HEADS,
             ROPE_DH,
-            theta,
+            inv_freq,
         )
         .unwrap();
     }
     y
+}
+
+/// Frequency tables: the default at two bases, linear scaling (every frequency / 4) and a
+/// llama3-shaped table (high band kept, middle band interpolated, low band / 8). The op takes
+/// the table as given; src/model/rope.rs computes the real llama3 / linear tables.
+fn rope_tables() -> Vec<(&'static str, Vec<f64>)> {
+    let base = rope_inv_freq(500_000.0, ROPE_DH);
+    vec![
+        ("default theta=1e4", rope_inv_freq(10_000.0, ROPE_DH)),
+        ("default theta=5e5", base.clone()),
+        ("linear factor=4", base.iter().map(|f| f / 4.0).collect()),
+        (
+            "llama3-shaped",
+            vec![base[0], base[1] * 0.6, base[2] / 8.0, base[3] / 8.0],
+        ),
+    ]
 }
 
 #[test]
@@ -226,31 +242,40 @@ fn rope_forward_and_gradcheck() {
     let n = ROPE_POS.len();
     let len = n * ROPE_HEADS * ROPE_DH;
     let (x, r) = (uniform(&mut g, len), uniform(&mut g, len));
-    for theta in [10_000.0, 500_000.0] {
-        let y = rope(&x, theta, false);
-        // HF rotate-half: pairs (i, i + Dh/2), not interleaved (2i, 2i+1).
+    for (name, table) in rope_tables() {
+        let y = rope(&x, &table, false);
+        // HF rotate-half: pairs (i, i + Dh/2), not interleaved (2i, 2i+1); angle pos·inv_freq[i].
         let half = ROPE_DH / 2;
         for (t, &p) in ROPE_POS.iter().enumerate() {
             for h in 0..ROPE_HEADS {
                 let base = (t * ROPE_HEADS + h) * ROPE_DH;
                 for i in 0..half {
-                    let a = p as f64 / theta.powf(2.0 * i as f64 / ROPE_DH as f64);
+                    let a = p as f64 * table[i];
                     let (x1, x2) = (x[base + i], x[base + i + half]);
                     assert!((y[base + i] - (x1 * a.cos() - x2 * a.sin())).abs() < 1e-14);
                     assert!((y[base + i + half] - (x2 * a.cos() + x1 * a.sin())).abs() < 1e-14);
                 }
             }
         }
-        let back = rope(&y, theta, true);
+        let back = rope(&y, &table, true);
         assert!(
             max_rel_diff(&back, &x) < 1e-14,
-            "rope_backward does not invert rope_forward"
+            "{name}: rope_backward does not invert rope_forward"
         );
         // rope_backward maps dout to dx in place.
-        let dx = rope(&r, theta, true);
-        fd_check(&format!("rope theta={theta} dx"), &x, &dx, |x| {
-            dot(&rope(x, theta, false), &r)
+        let dx = rope(&r, &table, true);
+        fd_check(&format!("rope {name} dx"), &x, &dx, |x| {
+            dot(&rope(x, &table, false), &r)
         });
+    }
+}
+
+#[test]
+fn rope_default_table_is_theta_powers() {
+    let t = rope_inv_freq(10_000.0, 8);
+    let want = [1.0, 0.1, 0.01, 0.001];
+    for (a, b) in t.iter().zip(want) {
+        assert!((a - b).abs() < 1e-15 * b.max(1.0), "{t:?}");
     }
 }
 

@@ -1,5 +1,6 @@
 //! The launcher's command-line arguments and errors.
 
+use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 
 /// `ferrotron launch` arguments (torchrun's names).
@@ -56,6 +57,15 @@ impl LaunchArgs {
             return Err(LaunchError::InvalidArgs(format!(
                 "--node-rank {} must be below --nnodes {}",
                 self.node_rank, self.nnodes
+            )));
+        }
+        if (self.master_addr.as_str(), self.master_port)
+            .to_socket_addrs()
+            .map_or(true, |mut a| a.next().is_none())
+        {
+            return Err(LaunchError::InvalidArgs(format!(
+                "--master-addr {} does not resolve to an address (ranks would wait for the rendezvous until it times out)",
+                self.master_addr
             )));
         }
         if self.master_port == 0 {

@@ -139,10 +139,14 @@ fn supervise(ranks: &mut [Rank]) -> Result<i32, LaunchError> {
     Ok(0)
 }
 
-/// Signals every rank still running.
+/// Signals every rank still running. A stopped rank (SIGSTOP, SIGTSTP) would hold SIGTERM until
+/// continued, so SIGCONT follows it and the stop takes effect at once.
 fn stop(ranks: &mut [Rank], signal: i32) {
     for r in ranks.iter_mut().filter(|r| r.status.is_none()) {
         signals::send_to_group(r.child.id(), signal);
+        if signal != libc::SIGKILL {
+            signals::send_to_group(r.child.id(), libc::SIGCONT);
+        }
     }
 }
 

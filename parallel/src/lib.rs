@@ -5,11 +5,14 @@
 
 pub mod comm;
 pub mod env;
+pub mod forensics;
 pub mod mesh;
 pub mod mesh_comms;
 pub mod mpi;
 pub mod nccl;
+pub mod pipeline;
 pub mod selftest;
+pub mod selftest_p2p;
 pub mod store;
 pub mod tcp;
 pub mod watchdog;

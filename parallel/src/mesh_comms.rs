@@ -1,6 +1,9 @@
-//! The process groups of a mesh, built from a world communicator by three `split`s.
-//! Color = the group's index along the other two axes (`Mesh::group_index`), key = the rank's
-//! position on the axis, so group rank i is the rank with coordinate i on that axis.
+//! The process groups of a mesh, built from a world communicator by `split`s. For the tp, dp and
+//! pp groups: color = the group's index along the other two axes (`Mesh::group_index`), key =
+//! the rank's position on the axis, so group rank i is the rank with coordinate i on that axis.
+//! The model-parallel group `mp` joins the ranks of one dp coordinate (every pp × tp rank that
+//! holds a different part of one model replica), ordered by (pp, tp): the group over which the
+//! gradient norm's partial sums are added.
 
 use std::sync::Arc;
 
@@ -8,7 +11,7 @@ use crate::comm::error::CommError;
 use crate::comm::Comm;
 use crate::mesh::{Axis, Coords, Mesh};
 
-/// This rank's communicators: the world and its tp, dp and pp groups.
+/// This rank's communicators: the world, its tp, dp and pp groups, and the model-parallel group.
 #[derive(Clone)]
 pub struct MeshComms {
     pub mesh: Mesh,
@@ -17,6 +20,8 @@ pub struct MeshComms {
     pub tp: Arc<dyn Comm>,
     pub dp: Arc<dyn Comm>,
     pub pp: Arc<dyn Comm>,
+    /// pp × tp ranks of this rank's dp coordinate.
+    pub mp: Arc<dyn Comm>,
 }
 
 impl MeshComms {
@@ -43,13 +48,20 @@ impl MeshComms {
         let tp = split(Axis::Tp)?;
         let dp = split(Axis::Dp)?;
         let pp = split(Axis::Pp)?;
+        let c = mesh.coords(rank);
+        let mp = world.split(
+            c.dp as u32,
+            (c.pp * mesh.tp + c.tp) as u32,
+            &format!("mp(dp={})", c.dp),
+        )?;
         Ok(MeshComms {
             mesh,
-            coords: mesh.coords(rank),
+            coords: c,
             world,
             tp,
             dp,
             pp,
+            mp,
         })
     }
 
@@ -73,6 +85,7 @@ mod tests {
             MeshComms::build(Arc::new(LocalComm::new()), Mesh::new(1, 1, 1, 1).unwrap()).unwrap();
         assert_eq!(comms.dp.size(), 1);
         assert_eq!(comms.tp.name(), "tp(pp=0,dp=0)");
+        assert_eq!((comms.mp.size(), comms.mp.name()), (1, "mp(dp=0)"));
         let err = MeshComms::build(Arc::new(LocalComm::new()), Mesh::new(2, 1, 2, 1).unwrap())
             .err()
             .unwrap();

@@ -26,7 +26,9 @@ use crate::comm::counters::{
     all_reduce_ring_bytes, scatter_gather_ring_bytes, CommCounters, OpKind,
 };
 use crate::comm::error::CommError;
+use crate::comm::p2p::{OwnedBuf, PendingRecv, PendingSend};
 use crate::comm::Comm;
+use crate::Dtype;
 
 /// Element types NCCL moves for the engines: fp32 (gradients, master weights) and bf16 (compute
 /// weights).
@@ -267,4 +269,24 @@ impl Comm for NcclComm {
         let host = self.host.split(color, key, name)?;
         Ok(Arc::new(NcclComm::new(host, self.stream.clone())?))
     }
+    fn backend_isend(
+        &self,
+        data: OwnedBuf,
+        dest: usize,
+        tag: u32,
+    ) -> Result<Box<dyn PendingSend + '_>, CommError> {
+        self.host.backend_isend(data, dest, tag)
+    }
+    fn backend_irecv(
+        &self,
+        dtype: Dtype,
+        len: usize,
+        src: usize,
+        tag: u32,
+    ) -> Result<Box<dyn PendingRecv + '_>, CommError> {
+        self.host.backend_irecv(dtype, len, src, tag)
+    }
 }
+
+mod p2p;
+pub use p2p::DeviceP2p;

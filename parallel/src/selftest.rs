@@ -11,7 +11,8 @@ use crate::mesh_comms::MeshComms;
 use crate::ReduceOp;
 use std::sync::Arc;
 
-fn ensure(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
+/// Ok when `cond` holds, else the message (shared by the self-check modules).
+pub(crate) fn ensure(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
     if cond {
         Ok(())
     } else {

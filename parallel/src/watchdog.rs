@@ -4,7 +4,8 @@
 //! A background thread checks every 100 ms; when a call has been armed longer than the timeout
 //! it calls the expiry action once with the message
 //!   "collective <op> on group <group> timed out after <N> s (rank <R>)".
-//! The MPI backend's action prints the message to stderr and ends the process with
+//! The MPI backend's action adds which ranks never reached the call (`forensics`, from the other
+//! ranks' status boards, no MPI involved), prints the message to stderr and ends the process with
 //! `WATCHDOG_EXIT_CODE` (no MPI call: the runtime may be stuck); mpirun then tears the job down.
 
 use std::collections::HashMap;
@@ -73,7 +74,9 @@ impl Watchdog {
         Watchdog::start(
             timeout,
             Box::new(|message| {
-                eprintln!("{message}; aborting");
+                // Which ranks never reached the call: asked from their status boards.
+                let why = crate::forensics::explain_stuck().unwrap_or_default();
+                eprintln!("{message}{why}; aborting");
                 // SAFETY: _exit ends the process without running handlers that could block on
                 // the stuck communication runtime.
                 unsafe { libc::_exit(WATCHDOG_EXIT_CODE) }

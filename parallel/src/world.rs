@@ -8,7 +8,8 @@
 //! - torchrun / ferrotron launch: `TcpComm`, rendezvous through the store at
 //!   MASTER_ADDR:MASTER_PORT (served by rank 0).
 //!
-//! The MPI world size must agree with the detected one.
+//! The MPI world size must agree with the detected one. A multi-rank world starts this rank's
+//! status board (`forensics::start`, one all_gather) before it is returned.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +56,7 @@ pub fn init_world(env: &DistEnv, options: &WorldOptions) -> Result<Arc<dyn Comm>
                     env.world_size
                 )));
             }
+            crate::forensics::start(&*world, None)?;
             Ok(world)
         }
         BackendKind::Tcp => {
@@ -73,6 +75,7 @@ pub fn init_world(env: &DistEnv, options: &WorldOptions) -> Result<Arc<dyn Comm>
                 options.rendezvous_timeout,
                 options.collective_timeout,
             )?;
+            crate::forensics::start(&comm, Some(&addr))?;
             Ok(Arc::new(comm))
         }
     }

@@ -12,10 +12,10 @@
 //! rank 0 (final master weights, f32 LE, units concatenated).
 
 use ferrotron::model::hf_import::load_units;
-use ferrotron::model::{DeviceBatch, HostBatch, ModelConfig, Role, Transformer};
+use ferrotron::model::{DeviceBatch, HostBatch, ModelConfig, Transformer};
 use ferrotron_kernels::cpu::CpuBackend;
 use ferrotron_parallel::{env, init_world, Comm, OpKind, ReduceOp, WorldOptions};
-use ferrotron_zero::{build_engine, ShardPlan, StepConfig, UnitWeights};
+use ferrotron_zero::{build_engine, EngineGroups, ShardPlan, StepConfig, UnitWeights};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
@@ -88,8 +88,14 @@ fn run() -> Result<(), String> {
     let vocab = model.cfg.vocab_size as u32;
 
     for &stage in &stages {
-        let mut engine = build_engine(stage, &b, dp.clone(), metas.clone(), &UnitWeights(&init))
-            .map_err(|e| e.to_string())?;
+        let mut engine = build_engine(
+            stage,
+            &b,
+            EngineGroups::data_parallel(dp.clone()),
+            metas.clone(),
+            &UnitWeights(&init),
+        )
+        .map_err(|e| e.to_string())?;
         let plan = ShardPlan::new(metas.clone(), n, rank).map_err(|e| e.to_string())?;
         let mut step_rows = Vec::new();
         for step in 1..=steps {
@@ -185,7 +191,7 @@ fn random_init(model: &Transformer) -> Vec<Vec<f32>> {
         .map(|u| {
             let mut w = vec![0.0f32; u.numel];
             for t in &u.tensors {
-                let norm = matches!(t.role, Role::AttnNorm | Role::MlpNorm | Role::FinalNorm);
+                let norm = t.role.is_norm_weight();
                 for x in &mut w[t.offset..t.offset + t.numel()] {
                     *x = if norm {
                         1.0

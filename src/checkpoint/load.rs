@@ -138,7 +138,31 @@ fn open_shards(dir: &Path, shards: &Value) -> Result<Fragments> {
         indexes.push(ShardIndex::read(&index)?);
         paths.push(file);
     }
-    let mut frags = Fragments::new(SafetensorsFiles::open_each(&paths)?);
+    let files = SafetensorsFiles::open_each(&paths)?;
+    // Each shard file holds exactly what its index lists, in F32 (as save.rs writes it).
+    for (file, idx) in indexes.iter().enumerate() {
+        let listed: std::collections::HashSet<String> = idx
+            .fragments
+            .iter()
+            .flat_map(|f| StatePart::ALL.map(|p| format!("{}.{}", p.name(), f.tensor)))
+            .collect();
+        for (name, dtype) in files.tensors_in(file) {
+            if !listed.contains(&name) {
+                return Err(user!(
+                    "{}: tensor `{name}` is not in the shard's index {}.json",
+                    paths[file].display(),
+                    stems[file]
+                ));
+            }
+            if dtype != safetensors::Dtype::F32 {
+                return Err(user!(
+                    "{}: tensor `{name}` has dtype {dtype:?}; checkpoint shards hold F32",
+                    paths[file].display()
+                ));
+            }
+        }
+    }
+    let mut frags = Fragments::new(files);
     for (file, idx) in indexes.iter().enumerate() {
         for f in &idx.fragments {
             for part in StatePart::ALL {

@@ -24,6 +24,7 @@
 
 pub mod fsutil;
 pub mod load;
+pub mod lock;
 pub mod prune;
 pub mod save;
 pub mod shards;

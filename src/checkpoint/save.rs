@@ -267,10 +267,11 @@ pub fn commit(
     keep_last_steps(root, meta.keep_last, dest)
 }
 
-/// config.json and the tokenizer files, so that export and sample work from the checkpoint alone.
+/// config.json, generation_config.json and the tokenizer files, carried from the model's source
+/// (hf_files.rs), so that export and sample work from the checkpoint alone.
 fn write_model_files(dir: &Path, cfg: &ModelConfig, tokenizer: &Tokenizer) -> Result<()> {
-    write_json(&dir.join("config.json"), &cfg.to_hf_json())?;
-    tokenizer.save(dir, Some(cfg.max_positions))
+    crate::hf_files::write_model_files(dir, cfg, tokenizer, None)?;
+    crate::hf_files::write_tokenizer(tokenizer, dir, cfg).map(|_| ())
 }
 
 /// Every unit of every part of the state has the layout's size (a mismatch is a caller bug).

@@ -101,6 +101,17 @@ pub fn load(cfg: &DataConfig, tok: &Tokenizer, seq_len: usize) -> Result<Dataset
         return Err(user!("data.path is not set: name the training data file"));
     }
     for p in &paths {
+        if p.as_os_str().is_empty() {
+            return Err(user!(
+                "data.path (or an entry of data.paths) is an empty string: name the data file"
+            ));
+        }
+        if p.is_dir() {
+            return Err(user!(
+                "data file {} is a directory: data.path and data.paths name files, not directories",
+                p.display()
+            ));
+        }
         if !p.is_file() {
             return Err(user!("data file {} does not exist", p.display()));
         }
@@ -288,7 +299,13 @@ fn load_examples(
     stats.documents = examples.len();
     stats.tokens = examples.iter().map(|e| e.ids.len()).sum();
     if examples.is_empty() {
-        return Err(user!("{}: no usable examples", paths[0].display()));
+        return Err(user!(
+            "{}: no usable examples ({} rows read, {} skipped as bad rows, {} without a trained token after truncation to data.seq_len = {seq_len})",
+            paths[0].display(),
+            counts.rows,
+            counts.skipped,
+            counts.dropped
+        ));
     }
     let k = n_val(examples.len(), cfg.val_fraction, "examples")?;
     let perm = sampler::permutation(examples.len(), SPLIT_SEED, 0);

@@ -6,7 +6,8 @@
 //! Data parallelism slices the same global batch: rank r of dp takes rows [r*G/dp, (r+1)*G/dp),
 //! then cuts its slice into microbatches, so 1, 2 or 4 ranks see the same global batch.
 //! `SamplerState` (seed, epoch, cursor, n_rows) is saved with a checkpoint; `from_state` resumes
-//! exactly where the run stopped. Validation uses `eval_order`: rows 0..n in fixed order.
+//! exactly where the run stopped. Validation rows are 0..n in fixed order (`eval_order` cuts them
+//! into batches; the trainer takes its rows as train/eval.rs says).
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -10,7 +10,8 @@
 //!   when its byte range overlaps a turn. A template for which these renders are not prefixes of
 //!   the whole conversation is rejected.
 //!
-//! A row without the needed fields is an error naming file:line, or is skipped and counted.
+//! A row without the needed fields, or with a chat role outside `CHAT_ROLES`, is an error naming
+//! file:line, or is skipped and counted.
 //! An example longer than seq_len is truncated and counted; one left with no trained token is
 //! dropped and counted.
 
@@ -22,7 +23,7 @@ use serde_json::Value;
 use super::config::{Format, OnBadRow};
 use super::records::{read_records, Record};
 use crate::error::{Error, Result};
-use crate::tokenizer::{ChatTemplate, Message, Tokenizer};
+use crate::tokenizer::{ChatTemplate, Message, Tokenizer, CHAT_ROLES};
 use crate::user;
 
 /// One tokenized example: ids and per-token loss flags (same length).
@@ -81,6 +82,12 @@ fn parse_row(format: Format, v: &Value) -> std::result::Result<Row, String> {
                 let role = m.get("role").and_then(Value::as_str);
                 let content = m.get("content").and_then(Value::as_str);
                 match (role, content) {
+                    (Some(r), Some(_)) if !CHAT_ROLES.contains(&r) => {
+                        return Err(format!(
+                            "message {i} has role {r:?}, which is not one of {}",
+                            CHAT_ROLES.join(", ")
+                        ))
+                    }
                     (Some(r), Some(c)) => out.push(Message {
                         role: r.into(),
                         content: c.into(),

@@ -1,11 +1,17 @@
 //! Model configuration, read from a Hugging Face `config.json`.
 //!
-//! Two families: the Llama family (Llama 2/3, Mistral, Qwen2: RMSNorm, RoPE, SwiGLU, GQA) and
-//! GPT-2 (LayerNorm, learned positions, tanh-GELU, fused Conv1D QKV). Every key the math depends
-//! on is read here; a value the model does not implement (a rope scaling type, an active sliding
-//! window, another activation) is rejected with an error naming the file and key.
+//! Two families: the Llama family (Llama 2/3.x, Mistral, Qwen2/2.5, Qwen3: RMSNorm, RoPE with
+//! llama3 / linear scaling (rope.rs), SwiGLU, GQA, sliding windows (window.rs), Qwen3's per-head
+//! q/k RMSNorm) and GPT-2 (LayerNorm, learned positions, tanh-GELU, fused Conv1D QKV). Every key
+//! the math depends on is read here; a value the model does not implement (a rope scaling type,
+//! a window layout, another activation) is rejected with an error naming the file and key.
+//! `from_file` also keeps the file's every key and the generation_config.json beside it
+//! (`source`), which checkpoints and exports carry through (crate::hf_files).
 
+use super::rope::{self, RopeScaling};
+use super::window::{self, SlidingWindow};
 use crate::error::{Error, Result};
+use crate::hf_files::HfSource;
 use crate::user;
 use serde_json::{Map, Value};
 use std::path::Path;
@@ -19,7 +25,7 @@ pub enum Arch {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
     pub arch: Arch,
-    /// HF `model_type` as read ("llama", "mistral", "qwen2", "gpt2").
+    /// HF `model_type` as read ("llama", "mistral", "qwen2", "qwen3", "gpt2").
     pub model_type: String,
     pub vocab_size: usize,
     pub hidden: usize,
@@ -31,6 +37,12 @@ pub struct ModelConfig {
     pub norm_eps: f64,
     /// Llama family: rotary base. GPT-2: unused.
     pub rope_theta: f64,
+    /// Llama family: how the rotary frequency table is scaled (llama3, linear).
+    pub rope_scaling: RopeScaling,
+    /// Qwen3: RMSNorm (weight [head_dim]) over each query and key head, before RoPE.
+    pub qk_norm: bool,
+    /// Sliding-window attention per layer (Mistral, Qwen2/3).
+    pub sliding_window: SlidingWindow,
     /// Context length the checkpoint was built for (GPT-2: the learned position table size).
     pub max_positions: usize,
     pub tie_embeddings: bool,
@@ -43,6 +55,9 @@ pub struct ModelConfig {
     pub eos_token_id: Option<u32>,
     /// Notes for the user about accepted-but-ignored settings (e.g. dropout), printed at load.
     pub notes: Vec<String>,
+    /// The config.json this was read from (every key) and its generation_config.json: what a
+    /// checkpoint and an export carry through (`None` when parsed from a string).
+    pub source: Option<HfSource>,
 }
 
 impl ModelConfig {
@@ -50,7 +65,14 @@ impl ModelConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| user!("{}: cannot read: {e}", path.display()))?;
-        Self::from_json_str(&text, &path.display().to_string())
+        let mut cfg = Self::from_json_str(&text, &path.display().to_string())?;
+        cfg.source = Some(HfSource::beside(path, &text)?);
+        Ok(cfg)
+    }
+
+    /// The rotary inverse-frequency table [head_dim / 2] (scaled as the config says).
+    pub fn rope_inv_freq(&self) -> Vec<f64> {
+        self.rope_scaling.inv_freq(self.rope_theta, self.head_dim)
     }
 
     /// Parses config JSON; `origin` names the file in errors.
@@ -63,11 +85,11 @@ impl ModelConfig {
         let c = Keys { obj, origin };
         let model_type = c.string("model_type")?;
         let cfg = match model_type.as_str() {
-            "llama" | "mistral" | "qwen2" => llama(&c, model_type)?,
+            "llama" | "mistral" | "qwen2" | "qwen3" => llama(&c, model_type)?,
             "gpt2" => gpt2(&c)?,
             other => {
                 return Err(user!(
-                    "{origin}: model_type `{other}` is not supported (supported: llama, mistral, qwen2, gpt2)"
+                    "{origin}: model_type `{other}` is not supported (supported: llama, mistral, qwen2, qwen3, gpt2)"
                 ))
             }
         };
@@ -129,6 +151,7 @@ impl ModelConfig {
                 let class = match self.model_type.as_str() {
                     "mistral" => "MistralForCausalLM",
                     "qwen2" => "Qwen2ForCausalLM",
+                    "qwen3" => "Qwen3ForCausalLM",
                     _ => "LlamaForCausalLM",
                 };
                 put("architectures", serde_json::json!([class]));
@@ -144,14 +167,23 @@ impl ModelConfig {
                 put("max_position_embeddings", self.max_positions.into());
                 put("rms_norm_eps", self.norm_eps.into());
                 put("rope_theta", self.rope_theta.into());
-                put("rope_scaling", Value::Null);
+                put("rope_scaling", self.rope_scaling.to_hf_json());
                 put("tie_word_embeddings", self.tie_embeddings.into());
                 if self.model_type != "qwen2" {
                     put("attention_bias", self.qkv_bias.into());
                     put("mlp_bias", self.mlp_bias.into());
                 }
-                if self.model_type == "mistral" {
-                    put("sliding_window", Value::Null);
+                match self.model_type.as_str() {
+                    "mistral" => put(
+                        "sliding_window",
+                        self.sliding_window.window.map_or(Value::Null, Value::from),
+                    ),
+                    "qwen2" | "qwen3" => {
+                        for (k, v) in self.sliding_window.qwen_keys() {
+                            put(k, v);
+                        }
+                    }
+                    _ => {}
                 }
             }
             Arch::Gpt2 => {
@@ -163,6 +195,9 @@ impl ModelConfig {
                 put("n_head", self.heads.into());
                 put("n_inner", self.ffn.into());
                 put("n_positions", self.max_positions.into());
+                // HF's gpt2 config carries the context length twice; llama.cpp's converter
+                // reads n_ctx.
+                put("n_ctx", self.max_positions.into());
                 put("layer_norm_epsilon", self.norm_eps.into());
                 put("activation_function", "gelu_new".into());
                 put("tie_word_embeddings", true.into());
@@ -281,26 +316,17 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
             "{origin}: hidden_act `{act}` is not supported for {model_type} (only `silu`)"
         ));
     }
-    let rope_theta = rope_theta(c)?;
-    // Sliding-window attention changes the mask; reject it when it is active.
-    let window = c.opt_usize("sliding_window")?;
-    let use_window = c.opt_bool("use_sliding_window")?;
-    let window_active = match model_type.as_str() {
-        "qwen2" => use_window == Some(true),
-        _ => window.is_some() && use_window != Some(false),
-    };
-    if window_active {
-        return Err(user!(
-            "{origin}: sliding_window = {} is not supported (ferrotron implements full causal attention)",
-            window.map(|w| w.to_string()).unwrap_or_else(|| "on".into())
-        ));
-    }
+    let (rope_theta, rope_scaling) = rope::from_config(c.obj, origin)?;
+    let layers = c.usize("num_hidden_layers")?;
+    let mut notes = Vec::new();
+    let sliding_window = window::from_config(c.obj, &model_type, layers, origin, &mut notes)?;
     let pretraining_tp = c.opt_usize("pretraining_tp")?.unwrap_or(1);
     if pretraining_tp != 1 {
         return Err(user!(
             "{origin}: pretraining_tp = {pretraining_tp} is not supported (only 1)"
         ));
     }
+    // Qwen2: q, k, v biases, none on o. Others (Qwen3 too): `attention_bias` on all four.
     let qkv_bias;
     let o_bias;
     if model_type == "qwen2" {
@@ -310,19 +336,21 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
         qkv_bias = c.opt_bool("attention_bias")?.unwrap_or(false);
         o_bias = qkv_bias;
     }
-    let mut notes = Vec::new();
     c.dropout_note(&["attention_dropout"], &mut notes)?;
     Ok(ModelConfig {
         arch: Arch::Llama,
         vocab_size: c.usize("vocab_size")?,
         hidden,
-        layers: c.usize("num_hidden_layers")?,
+        layers,
         heads,
         kv_heads,
         head_dim,
         ffn: c.usize("intermediate_size")?,
         norm_eps: c.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
         rope_theta,
+        rope_scaling,
+        qk_norm: model_type == "qwen3",
+        sliding_window,
         max_positions: c.opt_usize("max_position_embeddings")?.unwrap_or(2048),
         tie_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(false),
         qkv_bias,
@@ -332,36 +360,8 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
         eos_token_id: c.opt_token("eos_token_id")?,
         model_type,
         notes,
+        source: None,
     })
-}
-
-/// rope_theta from transformers 4.x (top-level `rope_theta`, `rope_scaling`) or 5.x
-/// (`rope_parameters: {rope_theta, rope_type}`). Only the default (unscaled) rotary is implemented.
-fn rope_theta(c: &Keys) -> Result<f64> {
-    let origin = c.origin;
-    let mut theta = c.opt_f64("rope_theta")?;
-    for key in ["rope_scaling", "rope_parameters"] {
-        let Some(v) = c.get(key) else { continue };
-        let Some(o) = v.as_object() else {
-            return Err(user!("{origin}: key `{key}` must be an object, found {v}"));
-        };
-        let kind = o
-            .get("rope_type")
-            .or_else(|| o.get("type"))
-            .and_then(Value::as_str)
-            .unwrap_or("default");
-        if kind != "default" {
-            return Err(user!(
-                "{origin}: {key}.rope_type `{kind}` is not supported (only the default, unscaled rotary embedding)"
-            ));
-        }
-        if let Some(t) = o.get("rope_theta") {
-            theta = Some(t.as_f64().ok_or_else(|| {
-                user!("{origin}: key `{key}.rope_theta` must be a number, found {t}")
-            })?);
-        }
-    }
-    Ok(theta.unwrap_or(10000.0))
 }
 
 fn gpt2(c: &Keys) -> Result<ModelConfig> {
@@ -400,18 +400,22 @@ fn gpt2(c: &Keys) -> Result<ModelConfig> {
     }
     let mut notes = Vec::new();
     c.dropout_note(&["attn_pdrop", "embd_pdrop", "resid_pdrop"], &mut notes)?;
+    let layers = c.usize("n_layer")?;
     Ok(ModelConfig {
         arch: Arch::Gpt2,
         model_type: "gpt2".into(),
         vocab_size: c.usize("vocab_size")?,
         hidden,
-        layers: c.usize("n_layer")?,
+        layers,
         heads,
         kv_heads: heads,
         head_dim: hidden / heads,
         ffn: c.opt_usize("n_inner")?.unwrap_or(4 * hidden),
         norm_eps: c.opt_f64("layer_norm_epsilon")?.unwrap_or(1e-5),
         rope_theta: 0.0,
+        rope_scaling: RopeScaling::None,
+        qk_norm: false,
+        sliding_window: SlidingWindow::none(layers),
         max_positions: c.opt_usize("n_positions")?.unwrap_or(1024),
         tie_embeddings: true,
         qkv_bias: true,
@@ -420,6 +424,7 @@ fn gpt2(c: &Keys) -> Result<ModelConfig> {
         bos_token_id: c.opt_token("bos_token_id")?,
         eos_token_id: c.opt_token("eos_token_id")?,
         notes,
+        source: None,
     })
 }
 

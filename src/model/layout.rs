@@ -53,6 +53,10 @@ pub enum Role {
     VBias,
     O,
     OBias,
+    /// Qwen3: RMSNorm weight [head_dim] applied to every query head before RoPE.
+    QNorm,
+    /// Qwen3: RMSNorm weight [head_dim] applied to every key head before RoPE.
+    KNorm,
     MlpNorm,
     MlpNormBias,
     Gate,
@@ -67,12 +71,22 @@ pub enum Role {
 }
 
 impl Role {
+    /// Norm weights (initialised to 1, never decayed by default).
+    pub fn is_norm_weight(self) -> bool {
+        matches!(
+            self,
+            Role::AttnNorm | Role::QNorm | Role::KNorm | Role::MlpNorm | Role::FinalNorm
+        )
+    }
+
     /// Default weight-decay rule (HF Trainer, nanoGPT): matrices decay; norms and biases do not.
     pub fn decays_by_default(self) -> bool {
         !matches!(
             self,
             Role::AttnNorm
                 | Role::AttnNormBias
+                | Role::QNorm
+                | Role::KNorm
                 | Role::MlpNorm
                 | Role::MlpNormBias
                 | Role::FinalNorm
@@ -239,6 +253,18 @@ fn llama(c: &ModelConfig) -> ParamLayout {
             format!("{p}self_attn.o_proj.bias"),
             &[d],
             Role::OBias,
+        );
+        b.add_if(
+            c.qk_norm,
+            format!("{p}self_attn.q_norm.weight"),
+            &[c.head_dim],
+            Role::QNorm,
+        );
+        b.add_if(
+            c.qk_norm,
+            format!("{p}self_attn.k_norm.weight"),
+            &[c.head_dim],
+            Role::KNorm,
         );
         b.add(format!("{p}mlp.gate_proj.weight"), &[f, d], Role::Gate);
         b.add_if(

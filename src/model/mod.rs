@@ -5,8 +5,10 @@ pub mod batch;
 pub mod config;
 pub mod hf_import;
 pub mod layout;
+pub mod rope;
 pub mod slicing;
 pub mod transformer;
+pub mod window;
 
 pub use batch::{DeviceBatch, HostBatch};
 pub use config::{Arch, ModelConfig};

@@ -4,9 +4,12 @@
 //! Each file is mapped read-only and its header parsed once. `open` treats the files as one set
 //! (HF shards: a tensor is found by name across the files, a name in two files is an error);
 //! `open_each` keeps them apart (the per-rank files of a checkpoint reuse names), and tensors are
-//! then addressed by (file, name). `read_f32` converts any element range of a
-//! tensor from its stored dtype (F32, BF16, F16, F64) to f32, so a caller that needs one slice
-//! of a tensor touches only that slice's pages. Every error names the file and the tensor.
+//! then addressed by (file, name). `read_f32` converts any element range of a tensor from its
+//! stored dtype (F32, BF16, F16, F64) to f32. Headers are parsed from a read-only mapping (only
+//! the header's pages are touched); data is read with positioned reads (pread), not through the
+//! mapping, so what a rank reads passes through the page cache without becoming part of its
+//! resident memory: a reader's RSS grows by what it keeps, not by what it read. Every error
+//! names the file and the tensor.
 
 use crate::error::Result;
 use crate::user;
@@ -22,7 +25,8 @@ use std::path::{Path, PathBuf};
 
 struct MappedFile {
     path: PathBuf,
-    map: Mmap,
+    file: File,
+    len: u64,
     /// Byte offset of the data section (8 + header length).
     data_start: usize,
     meta: Metadata,
@@ -115,9 +119,12 @@ impl SafetensorsFiles {
                     ));
                 }
             }
+            let len = map.len() as u64;
+            drop(map);
             files.push(MappedFile {
                 path: p.clone(),
-                map,
+                file: f,
+                len,
                 data_start: 8 + header,
                 meta,
             });
@@ -128,6 +135,19 @@ impl SafetensorsFiles {
     /// The files of the set, in the order given.
     pub fn paths(&self) -> Vec<PathBuf> {
         self.files.iter().map(|f| f.path.clone()).collect()
+    }
+
+    /// The tensors of file `file`: (name, stored dtype).
+    pub fn tensors_in(&self, file: usize) -> Vec<(String, Dtype)> {
+        let f = &self.files[file];
+        f.meta
+            .offset_keys()
+            .into_iter()
+            .map(|n| {
+                let dt = f.meta.info(&n).expect("listed").dtype;
+                (n, dt)
+            })
+            .collect()
     }
 
     /// Every tensor name, sorted.
@@ -167,20 +187,26 @@ impl SafetensorsFiles {
         }
     }
 
-    /// The stored bytes of elements `elems` of tensor `name`, with its dtype and file.
-    fn bytes(&self, name: &str, elems: Range<usize>) -> Result<(&[u8], Dtype, &Path)> {
+    /// The stored bytes of elements `elems` of tensor `name`, read from disk, with its dtype and
+    /// file.
+    fn bytes(&self, name: &str, elems: Range<usize>) -> Result<(Vec<u8>, Dtype, &Path)> {
         let fi = self
             .find(name)
             .ok_or_else(|| user!("{}: tensor `{name}` is missing", self.describe()))?;
-        self.bytes_at(fi, name, elems)
+        let (offset, len, dt, path) = self.locate(fi, name, elems)?;
+        let mut buf = vec![0u8; len];
+        self.read_at(fi, offset, &mut buf)?;
+        Ok((buf, dt, path))
     }
 
-    fn bytes_at(
+    /// (byte offset in the file, byte length, dtype, path) of elements `elems` of tensor `name`
+    /// in file `fi`.
+    fn locate(
         &self,
         fi: usize,
         name: &str,
         elems: Range<usize>,
-    ) -> Result<(&[u8], Dtype, &Path)> {
+    ) -> Result<(u64, usize, Dtype, &Path)> {
         let f = &self.files[fi];
         let info = f
             .meta
@@ -211,17 +237,24 @@ impl SafetensorsFiles {
                 numel * size
             ));
         }
-        let start = f.data_start + a + elems.start * size;
-        let bytes = f
-            .map
-            .get(start..start + elems.len() * size)
-            .ok_or_else(|| {
-                user!(
-                    "{}: tensor `{name}` lies past the end of the file",
-                    f.path.display()
-                )
-            })?;
-        Ok((bytes, info.dtype, &f.path))
+        let start = (f.data_start + a + elems.start * size) as u64;
+        let len = elems.len() * size;
+        if start + len as u64 > f.len {
+            return Err(user!(
+                "{}: tensor `{name}` lies past the end of the file",
+                f.path.display()
+            ));
+        }
+        Ok((start, len, info.dtype, &f.path))
+    }
+
+    /// Positioned read of `buf.len()` bytes at `offset` of file `fi`.
+    fn read_at(&self, fi: usize, offset: u64, buf: &mut [u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let f = &self.files[fi];
+        f.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| user!("{}: cannot read: {e}", f.path.display()))
     }
 
     /// Converts elements `elems` of tensor `name` to f32 into `out` (`out.len() == elems.len()`).
@@ -245,13 +278,25 @@ impl SafetensorsFiles {
             elems.len(),
             "caller sized the output for `{name}`"
         );
-        let (bytes, dt, path) = self.bytes_at(file, name, elems)?;
-        convert(dt, bytes, out).map_err(|dt| {
-            user!(
-                "{}: tensor `{name}` has dtype {dt:?}; only F32, BF16, F16 and F64 are supported",
-                path.display()
-            )
-        })
+        let (offset, len, dt, path) = self.locate(file, name, elems)?;
+        if dt == Dtype::F32 && cfg!(target_endian = "little") {
+            // Stored little-endian f32 is the in-memory layout: read straight into `out`.
+            return self.read_at(file, offset, bytemuck::cast_slice_mut(out));
+        }
+        let size = len / out.len().max(1);
+        const CHUNK: usize = 1 << 18;
+        let mut buf = vec![0u8; CHUNK.min(out.len()) * size];
+        for (i, o) in out.chunks_mut(CHUNK).enumerate() {
+            let b = &mut buf[..o.len() * size];
+            self.read_at(file, offset + (i * CHUNK * size) as u64, b)?;
+            convert(dt, b, o).map_err(|dt| {
+                user!(
+                    "{}: tensor `{name}` has dtype {dt:?}; only F32, BF16, F16 and F64 are supported",
+                    path.display()
+                )
+            })?;
+        }
+        Ok(())
     }
 
     /// Reads a whole tensor as f32 with its shape.

@@ -13,6 +13,19 @@ use serde::Serialize;
 /// The built-in ChatML template (`<|im_start|>role\ncontent<|im_end|>\n`).
 pub const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
+/// Roles a chat message may have: those of HF chat templates (OpenAI's names; `ipython` is
+/// Llama 3's tool-output role). Any other role is a bad row (data/sft.rs): a template would
+/// either raise or silently render it as something it is not.
+pub const CHAT_ROLES: [&str; 7] = [
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+    "ipython",
+];
+
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Message {

@@ -17,6 +17,28 @@ use crate::user;
 /// The end-of-text token of GPT-2-style vocabularies.
 pub const ENDOFTEXT: &str = "<|endoftext|>";
 
+/// The vocabulary must map every token to an integer id (the BPE reader would otherwise build
+/// a tokenizer without them and fail far from the cause).
+fn check_vocab(vocab: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(vocab)
+        .map_err(|e| user!("{}: cannot read: {e}", vocab.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| user!("{}: not valid JSON: {e}", vocab.display()))?;
+    let map = v
+        .as_object()
+        .ok_or_else(|| user!("{}: expected a JSON object of token -> id", vocab.display()))?;
+    if let Some((token, id)) = map
+        .iter()
+        .find(|(_, id)| id.as_u64().is_none_or(|i| i > u32::MAX as u64))
+    {
+        return Err(user!(
+            "{}: token {token:?} has id {id}, expected a non-negative integer",
+            vocab.display()
+        ));
+    }
+    Ok(())
+}
+
 /// Builds the tokenizer from a vocabulary JSON (token -> id) and a merges file.
 pub fn from_files(vocab: &Path, merges: &Path) -> Result<tokenizers::Tokenizer> {
     for p in [vocab, merges] {
@@ -24,6 +46,7 @@ pub fn from_files(vocab: &Path, merges: &Path) -> Result<tokenizers::Tokenizer> 
             return Err(user!("tokenizer file {} does not exist", p.display()));
         }
     }
+    check_vocab(vocab)?;
     let model = BPE::from_file(&vocab.to_string_lossy(), &merges.to_string_lossy())
         .build()
         .map_err(|e| {

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::user;
-pub use chat_template::{ChatTemplate, Message, CHATML};
+pub use chat_template::{ChatTemplate, Message, CHATML, CHAT_ROLES};
 pub use config::TokenizerConfig;
 
 /// A byte range `[start, end)` in the encoded text.
@@ -48,10 +48,12 @@ impl Tokenizer {
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         if !dir.is_dir() {
-            return Err(user!(
-                "tokenizer directory {} does not exist",
-                dir.display()
-            ));
+            let what = if dir.exists() {
+                "is not a directory (name the directory holding the tokenizer files)"
+            } else {
+                "does not exist"
+            };
+            return Err(user!("tokenizer directory {} {what}", dir.display()));
         }
         let json = dir.join("tokenizer.json");
         let pairs = [("encoder.json", "vocab.bpe"), ("vocab.json", "merges.txt")];

@@ -4,42 +4,10 @@
 
 use super::setup::Setup;
 use crate::checkpoint::{self, CheckpointMeta, OwnedState};
-use crate::data::SamplerState;
 use crate::error::{Error, Result};
-use crate::user;
 use ferrotron_zero::{Collectives, Engine, OwnedShard};
 use serde_json::{json, Value};
 use std::ops::Range;
-use std::path::Path;
-
-/// What the trainer resumes from (saved as the checkpoint's `trainer` state).
-pub struct Resumed {
-    pub step: u64,
-    /// Tokens trained on up to `step` (as saved; older checkpoints lack it).
-    pub tokens: Option<u64>,
-    pub sampler: SamplerState,
-}
-
-/// Reads the trainer state of the checkpoint in `dir`.
-pub fn resumed(dir: &Path, trainer: &Value) -> Result<Resumed> {
-    let bad = |k: &str| user!("{}: trainer_state.json lacks a valid `{k}`", dir.display());
-    let step = trainer
-        .get("step")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| bad("step"))?;
-    let sampler: SamplerState = serde_json::from_value(
-        trainer
-            .get("sampler")
-            .cloned()
-            .ok_or_else(|| bad("sampler"))?,
-    )
-    .map_err(|_| bad("sampler"))?;
-    Ok(Resumed {
-        step,
-        tokens: trainer.get("tokens").and_then(Value::as_u64),
-        sampler,
-    })
-}
 
 /// An engine's owned state as the checkpoint writer sees it.
 struct EngineState<'a, B: Collectives> {

@@ -44,7 +44,7 @@ impl InitSource {
     /// The standard deviation of tensor `t`, or its constant value (norm weights, biases).
     fn law(&self, t: &TensorSpec) -> Law {
         match t.role {
-            Role::AttnNorm | Role::MlpNorm | Role::FinalNorm => Law::Constant(1.0),
+            r if r.is_norm_weight() => Law::Constant(1.0),
             r if !r.decays_by_default() => Law::Constant(0.0), // biases
             Role::O | Role::Down if self.gpt2 => Law::Normal(self.residual_std),
             _ => Law::Normal(self.std),

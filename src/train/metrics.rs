@@ -1,5 +1,9 @@
 //! Run output on rank 0: `<out_dir>/metrics.jsonl` (one JSON object per optimizer step, eval and
 //! memory records), and progress on the terminal (an indicatif bar on a TTY, plain lines otherwise).
+//!
+//! Resuming from step S keeps the records of steps <= S and drops the rest (steps the killed run
+//! trained past its last checkpoint, which the resumed run trains again, and a line cut short by
+//! the kill), so the file keeps one record of each kind per step.
 
 use crate::error::Result;
 use crate::user;
@@ -20,6 +24,9 @@ impl Metrics {
         std::fs::create_dir_all(out_dir)
             .map_err(|e| user!("{}: cannot create output directory: {e}", out_dir.display()))?;
         let path = out_dir.join("metrics.jsonl");
+        if resume {
+            keep_through(&path, start_step)?;
+        }
         let file = OpenOptions::new()
             .create(true)
             .write(true)
@@ -66,5 +73,57 @@ impl Metrics {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// Rewrites `path` (if it exists) without the records after step `last` and without lines that
+/// are not JSON objects with a step (a write cut short by a kill). Atomic: temp file + rename.
+fn keep_through(path: &Path, last: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let keep: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .and_then(|v| v.get("step").and_then(Value::as_u64))
+                .is_some_and(|s| s <= last)
+        })
+        .collect();
+    if keep.len() == lines.len() {
+        return Ok(());
+    }
+    let tmp = path.with_extension("jsonl.tmp");
+    let body: String = keep.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&tmp, body)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| user!("{}: cannot rewrite: {e}", path.display()))?;
+    eprintln!(
+        "note: {}: dropped {} record(s) after step {last}, the last checkpoint (they are trained again)",
+        path.display(),
+        lines.len() - keep.len()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn resuming_keeps_one_record_per_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        let rec = |s: u64| format!("{{\"step\": {s}, \"loss\": 1.0}}\n");
+        let mut text: String = (1..=7).map(rec).collect();
+        text += "{\"step\": 4, \"eval_loss\": 2.0}\n{\"step\": 8, \"lo";
+        std::fs::write(&path, text).unwrap();
+        let m = super::Metrics::open(dir.path(), true, 4, 10).unwrap();
+        drop(m);
+        let kept = std::fs::read_to_string(&path).unwrap();
+        let want: String =
+            (1..=4).map(rec).collect::<String>() + "{\"step\": 4, \"eval_loss\": 2.0}\n";
+        assert_eq!(kept, want);
     }
 }

@@ -8,28 +8,35 @@
 
 mod batching;
 mod checkpointing;
+pub mod eval;
+mod finite;
 mod groups;
 pub mod init;
 pub mod metrics;
 mod plan;
+pub mod preflight;
+mod resume;
+pub mod rss;
 mod sampling;
 pub mod schedule;
 mod setup;
+pub mod spike;
 mod weights;
 
-use crate::data::{eval_order, microbatches, rank_slice, Batch, Datasets};
+use crate::checkpoint::lock::CheckpointLock;
+use crate::data::{microbatches, rank_slice, Batch};
 use crate::error::{Error, Result};
-use crate::model::{DeviceBatch, HostBatch, Transformer};
+use crate::model::{DeviceBatch, HostBatch};
 use crate::recipe::Recipe;
 use crate::user;
-use ferrotron_kernels::Backend;
 use ferrotron_parallel::{Comm, OpKind, ReduceOp};
-use ferrotron_zero::{Collectives, Engine, StepConfig};
+use ferrotron_zero::{Collectives, StepConfig};
 use metrics::Metrics;
 use serde_json::json;
 use std::path::Path;
 use std::time::Instant;
 
+pub use eval::evaluate;
 pub use setup::Setup;
 pub use weights::unit_metas;
 
@@ -66,17 +73,31 @@ pub fn run(recipe_path: &Path, overrides: &[String], resume: bool) -> Result<i32
         ));
     }
     let dist = ferrotron_parallel::env::detect_from_process().map_err(|e| crate::user!("{e}"))?;
+    if let Some(code) = resume::nothing_to_do(&recipe, resume, dist.rank == 0)? {
+        return Ok(code);
+    }
+    let host = preflight::host_available();
+    if recipe.train.device != "cuda" {
+        let cpu = preflight::Device::cpu::<ferrotron_kernels::cpu::CpuBackend<f32>>();
+        preflight::check(&recipe, &dist, &cpu, host.clone())?;
+    }
+    // One run per checkpoint directory: world rank 0 locks it before anything is written; the
+    // guard lives until this function returns, whatever it returns.
+    let _lock = match dist.rank == 0 && recipe.checkpoint.enabled {
+        true => Some(CheckpointLock::acquire(&recipe.checkpoint_dir())?),
+        false => None,
+    };
     match (recipe.train.device.as_str(), recipe.precision()) {
         ("cuda", "bf16") => {
             let b = groups::open_gpu::<half::bf16>(&recipe, &dist)?;
+            preflight::check(&recipe, &dist, &preflight::Device::cuda(&b, &dist)?, host)?;
             train(&b, recipe, resume, &dist)
         }
-        ("cuda", _) => train(
-            &groups::open_gpu::<f32>(&recipe, &dist)?,
-            recipe,
-            resume,
-            &dist,
-        ),
+        ("cuda", _) => {
+            let b = groups::open_gpu::<f32>(&recipe, &dist)?;
+            preflight::check(&recipe, &dist, &preflight::Device::cuda(&b, &dist)?, host)?;
+            train(&b, recipe, resume, &dist)
+        }
         _ => {
             let b =
                 ferrotron_kernels::cpu::CpuBackend::<f32, ferrotron_kernels::cpu::Pooled>::pooled();
@@ -91,7 +112,9 @@ fn train<B: Collectives + 'static>(
     resume: bool,
     dist: &ferrotron_parallel::env::DistEnv,
 ) -> Result<i32> {
+    let mut rss = rss::PhasePeaks::new();
     let mut s = Setup::new(b, recipe, resume, dist)?;
+    rss.end(if s.start_step > 0 { "resume" } else { "init" });
     let r = s.recipe.clone();
     let (steps, global_batch, seq_len) = (r.train.steps, r.train.global_batch, s.seq_len);
     let mut m = if s.rank0 {
@@ -104,9 +127,14 @@ fn train<B: Collectives + 'static>(
     } else {
         None
     };
+    if r.checkpoint.save_initial && s.start_step == 0 {
+        s.save_checkpoint(b, 0, 0)?;
+        rss.end("save");
+    }
     let dp = s.comms.dp.clone();
     let flops_per_token = s.model.flops_per_token(seq_len);
     let mut tokens_seen = s.start_tokens;
+    let mut spikes = spike::SpikeGuard::new(r.train.spike_guard);
     let started = Instant::now();
     let mut last_eval = None;
     for step in s.start_step + 1..=steps {
@@ -174,7 +202,11 @@ fn train<B: Collectives + 'static>(
                 loss,
                 f64::NAN,
                 &r.checkpoint_dir(),
+                s.rank0,
             ));
+        }
+        if let Some(mean) = spikes.check(loss) {
+            return Err(spike_stop(step, loss, mean, &r, s.rank0));
         }
         let before_step = dp.counters().snapshot();
         let stats = s.engine.step(b, &cfg)?;
@@ -187,6 +219,7 @@ fn train<B: Collectives + 'static>(
                 loss,
                 stats.grad_norm,
                 &r.checkpoint_dir(),
+                s.rank0,
             ));
         }
         tokens_seen += (global_batch * seq_len) as u64;
@@ -218,6 +251,7 @@ fn train<B: Collectives + 'static>(
         } else if step == s.start_step + 1 {
             s.memory_table()?;
         }
+        rss.end("step");
         let eval_now = r.train.eval_every > 0 && step % r.train.eval_every == 0;
         if eval_now || step == steps {
             let e = evaluate(
@@ -228,19 +262,23 @@ fn train<B: Collectives + 'static>(
                 &*dp,
                 s.micro_batch,
                 r.train.eval_batches,
+                global_batch,
             )?;
-            last_eval = e;
+            last_eval = e.map(|e| e.loss);
             if let (Some(m), Some(e)) = (m.as_mut(), e) {
-                m.record(&json!({"step": step, "eval_loss": e}))?;
-                m.println(&format!("step {step}: validation loss {e:.4}"));
+                m.record(&json!({"step": step, "eval_loss": e.loss, "eval_rows": e.rows, "eval_tokens": e.tokens}))?;
+                m.println(&format!("step {step}: validation loss {:.4}", e.loss));
             }
+            rss.end("eval");
         }
         if r.train.sample_every > 0 && step % r.train.sample_every == 0 && step != steps {
             s.print_sample(b)?;
+            rss.end("sample");
         }
         let ckpt_now = r.checkpoint.every > 0 && step % r.checkpoint.every == 0;
         if r.checkpoint.enabled && (ckpt_now || step == steps) {
             s.save_checkpoint(b, step, tokens_seen)?;
+            rss.end("save");
         }
     }
     if let Some(m) = &m {
@@ -254,41 +292,83 @@ fn train<B: Collectives + 'static>(
         );
     }
     s.print_sample(b)?;
+    rss.end("sample");
+    let peaks = rss_table(&*s.comms.world, &rss)?;
+    if let Some(m) = m.as_mut() {
+        // Stamped with the run's last step, so a later resume keeps it (metrics.rs).
+        m.record(&json!({ "step": steps, "rss_peak_bytes": peaks }))?;
+    }
     Ok(0)
 }
 
-fn non_finite(step: u64, what: &str, loss: f64, gnorm: f64, ckpt: &Path) -> Error {
+/// Every rank's peak RSS per phase (bytes), as {phase: [rank 0, rank 1, …]}. Collective.
+fn rss_table(world: &dyn Comm, rss: &rss::PhasePeaks) -> Result<serde_json::Value> {
+    const PHASES: [&str; 6] = ["init", "resume", "step", "eval", "sample", "save"];
+    let mine: Vec<f64> = PHASES
+        .iter()
+        .map(|p| {
+            rss.all()
+                .iter()
+                .find(|(k, _)| k == p)
+                .map_or(0.0, |(_, v)| *v as f64)
+        })
+        .collect();
+    let mut all = vec![0.0f64; mine.len() * world.size()];
+    world
+        .all_gather((&mine[..]).into(), (&mut all[..]).into())
+        .map_err(comm_err)?;
+    let mut table = serde_json::Map::new();
+    for (i, p) in PHASES.iter().enumerate() {
+        let per_rank: Vec<u64> = all.chunks(PHASES.len()).map(|r| r[i] as u64).collect();
+        if per_rank.iter().any(|&v| v > 0) {
+            table.insert((*p).into(), json!(per_rank));
+        }
+    }
+    Ok(serde_json::Value::Object(table))
+}
+
+fn non_finite(step: u64, what: &str, loss: f64, gnorm: f64, ckpt: &Path, rank0: bool) -> Error {
+    let kept = match rank0 {
+        true => crate::checkpoint::prune::mark_divergence(
+            ckpt,
+            step,
+            loss,
+            &format!("non-finite {what}"),
+        ),
+        false => Ok(None),
+    };
     user!(
-        "step {step}: the {what} is not finite (loss {loss}, grad norm {gnorm}); training stopped before applying the update, the last good checkpoint in {} is kept",
-        ckpt.display()
+        "step {step}: the {what} is not finite (loss {loss}, grad norm {gnorm}); training stopped before applying the update, {}",
+        kept_text(kept, ckpt)
     )
 }
 
-/// Mean held-out loss over up to `max_batches` validation batches, split across the dp ranks.
-pub fn evaluate<B: Backend>(
-    b: &B,
-    model: &Transformer,
-    engine: &mut dyn Engine<B>,
-    data: &Datasets,
-    dp: &dyn Comm,
-    rows: usize,
-    max_batches: usize,
-) -> Result<Option<f64>> {
-    let order = eval_order(data.val.len(), rows, max_batches);
-    if order.is_empty() {
-        return Ok(None);
+/// The loss-spike guard fired (see spike.rs).
+fn spike_stop(step: u64, loss: f64, mean: f64, r: &Recipe, rank0: bool) -> Error {
+    let ckpt = r.checkpoint_dir();
+    let kept = match rank0 && r.checkpoint.enabled {
+        true => crate::checkpoint::prune::mark_divergence(&ckpt, step, loss, "loss spike"),
+        false => Ok(None),
+    };
+    user!(
+        "step {step}: the loss {loss:.4} is more than train.spike_guard = {} times the running mean {mean:.4} of the previous steps; training stopped before applying the update (exit code 2), {}",
+        r.train.spike_guard,
+        kept_text(kept, &ckpt)
+    )
+}
+
+fn kept_text(kept: Result<Option<std::path::PathBuf>>, ckpt: &Path) -> String {
+    match kept {
+        Ok(Some(dir)) => format!(
+            "and the last checkpoint before it, {}, will not be pruned (delete {} to allow it)",
+            dir.display(),
+            ckpt.join(crate::checkpoint::prune::DIVERGENCE_MARKER)
+                .display()
+        ),
+        Ok(None) => format!(
+            "and the last good checkpoint in {} (if any) is kept",
+            ckpt.display()
+        ),
+        Err(e) => format!("and marking the last good checkpoint failed: {e}"),
     }
-    let (mut loss_sum, mut targets) = (0.0, 0.0);
-    for (i, ids) in order.iter().enumerate() {
-        if i % dp.size() != dp.rank() {
-            continue;
-        }
-        let batch = data.val.batch(ids)?;
-        targets += batch.n_target_tokens as f64;
-        let dev = DeviceBatch::upload(b, &HostBatch::from(batch))?;
-        let fwd = model.forward(b, engine, &dev)?;
-        loss_sum += model.head(b, engine, &dev, &fwd, None, None)?.0;
-    }
-    let (loss_sum, targets) = (all_sum(dp, loss_sum)?, all_sum(dp, targets)?);
-    Ok((targets > 0.0).then(|| loss_sum / targets))
 }

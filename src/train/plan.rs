@@ -110,8 +110,8 @@ impl<B: Collectives + 'static> Setup<B> {
 }
 
 /// A byte count in the largest binary unit that keeps it at least 1 (1536 → "1.5 KiB").
-fn binary_units(bytes: f64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+pub(super) fn binary_units(bytes: f64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     let mut v = bytes;
     let mut u = 0;
     while v >= 1024.0 && u + 1 < units.len() {

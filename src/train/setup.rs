@@ -4,7 +4,6 @@
 //! their own files: groups.rs, batching.rs, weights.rs, checkpointing.rs, plan.rs, sampling.rs.
 
 use super::batching::{self, BatchPlan};
-use super::checkpointing::resumed;
 use super::groups;
 use super::weights::Start;
 use crate::data::{self, Datasets, Sampler};
@@ -14,7 +13,7 @@ use crate::recipe::Recipe;
 use crate::tokenizer::Tokenizer;
 use crate::user;
 use ferrotron_parallel::{env::DistEnv, MeshComms};
-use ferrotron_zero::{Collectives, Engine};
+use ferrotron_zero::{Collectives, Engine, EngineGroups};
 
 pub struct Setup<B: ferrotron_kernels::Backend> {
     pub recipe: Recipe,
@@ -97,16 +96,20 @@ impl<B: Collectives + 'static> Setup<B> {
         let t = &recipe.train;
         let model = Transformer::new(cfg).with_recompute(t.activation_checkpointing == "full");
         let start = Start::pick(&recipe, resume, &model, weights_dir.as_deref(), rank0)?;
-        let engine = start.build_engine(b, &recipe, comms.dp.clone(), &model.layout)?;
+        let groups = EngineGroups::data_parallel(comms.dp.clone());
+        let mut engine = start.build_engine(b, &recipe, groups, &model.layout)?;
+        if let Start::Pretrained(_) = &start {
+            let dir = weights_dir
+                .as_deref()
+                .expect("pretrained weights have a directory");
+            super::finite::check_engine(b, &mut *engine, &model.layout, &*comms.world, dir)?;
+        }
         let mut sampler = Sampler::new(data.train.len(), t.seed)?;
         let (mut start_step, mut start_tokens) = (0, 0);
         if let Start::Resume { dir, trainer, .. } = &start {
-            let r = resumed(dir, trainer)?;
-            sampler = Sampler::from_state(r.sampler, data.train.len())?;
-            start_step = r.step;
-            start_tokens = r
-                .tokens
-                .unwrap_or(r.step * (t.global_batch * seq_len) as u64);
+            let r =
+                super::resume::from_trainer_state(dir, trainer, &recipe, data.train.len(), rank0)?;
+            (start_step, start_tokens, sampler) = (r.step, r.tokens, r.sampler);
             if rank0 {
                 eprintln!("resuming from {} (step {start_step})", dir.display());
             }

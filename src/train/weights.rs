@@ -9,11 +9,11 @@ use crate::error::{Error, Result};
 use crate::model::{ParamLayout, Transformer};
 use crate::recipe::Recipe;
 use crate::tensorfile::LayoutSource;
-use ferrotron_parallel::Comm;
-use ferrotron_zero::{build_engine, Collectives, Engine, Region, StateSource, UnitMeta};
+use ferrotron_zero::{
+    build_engine, Collectives, Engine, EngineGroups, Region, StateSource, UnitMeta,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// The state a run starts from.
 pub enum Start {
@@ -88,16 +88,16 @@ impl Start {
         }
     }
 
-    /// The ZeRO engine of `recipe.parallel.zero_stage` over `dp`, filled from this source.
+    /// The ZeRO engine of `recipe.parallel.zero_stage` over `groups`, filled from this source.
     pub fn build_engine<B: Collectives + 'static>(
         &self,
         b: &B,
         recipe: &Recipe,
-        dp: Arc<dyn Comm>,
+        groups: EngineGroups,
         layout: &ParamLayout,
     ) -> Result<Box<dyn Engine<B>>> {
         let metas = unit_metas(layout, recipe.optim.decay_norms_and_biases);
-        build_engine(recipe.parallel.zero_stage, b, dp, metas, self.source())
+        build_engine(recipe.parallel.zero_stage, b, groups, metas, self.source())
             .map_err(|e| self.explain(e))
     }
 }
@@ -117,6 +117,7 @@ pub fn unit_metas(layout: &ParamLayout, decay_everything: bool) -> Vec<UnitMeta>
                     offset: t.offset,
                     len: t.numel(),
                     decay: decay_everything || t.role.decays_by_default(),
+                    counted: true,
                 })
                 .collect(),
         })

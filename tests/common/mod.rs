@@ -142,3 +142,32 @@ pub fn free_port() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().unwrap().port().to_string()
 }
+
+/// The pid of the `ferrotron train` process whose command line mentions `out` and whose
+/// environment holds `rank_var=rank` (RANK under `ferrotron launch`, OMPI_COMM_WORLD_RANK under
+/// mpirun).
+pub fn rank_pid(out: &Path, rank_var: &str, rank: usize) -> Option<i32> {
+    let needle = out.display().to_string();
+    for e in std::fs::read_dir("/proc").ok()? {
+        let p = e.ok()?.path();
+        let Ok(pid) = p.file_name()?.to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(p.join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if !cmd.contains(&needle) || cmd.contains(" launch ") || !cmd.contains(" train ") {
+            continue;
+        }
+        if cmd.starts_with("mpirun") || cmd.contains("/mpirun ") {
+            continue;
+        }
+        let env = std::fs::read(p.join("environ")).unwrap_or_default();
+        if env
+            .split(|&b| b == 0)
+            .any(|kv| kv == format!("{rank_var}={rank}").as_bytes())
+        {
+            return Some(pid);
+        }
+    }
+    None
+}

@@ -20,13 +20,54 @@
 use crate::source::{OwnedShard, StateSource};
 use crate::store::ParamStore;
 use ferrotron_kernels::{Backend, Result};
+use ferrotron_parallel::{Comm, LocalComm};
+use std::ops::Range;
+use std::sync::Arc;
 
-/// A contiguous region of a unit (a logical tensor) and whether weight decay applies to it.
+/// A contiguous region of a unit (a logical tensor): whether weight decay applies to it, and
+/// whether this rank counts it in the global gradient norm.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Region {
     pub offset: usize,
     pub len: usize,
     pub decay: bool,
+    /// False on a replica whose gradient another model-parallel rank already counts (a tensor
+    /// replicated over the tensor-parallel group, on every tp rank but 0; the tied embedding's
+    /// copy on the last pipeline stage), so every logical element enters the norm once.
+    pub counted: bool,
+}
+
+/// Gradient elements `range` (unit coordinates) of unit `unit` of which each rank of `group`
+/// holds a partial sum (a replicated weight used on sharded tokens or heads, a tied embedding
+/// on two pipeline stages): `step` sums them over `group` before the norm. Every rank of the
+/// group declares the same sums in the same order, and holds the same unit layout.
+#[derive(Clone)]
+pub struct GradSum {
+    pub unit: usize,
+    pub range: Range<usize>,
+    pub group: Arc<dyn Comm>,
+}
+
+/// The process groups an engine works over.
+#[derive(Clone)]
+pub struct EngineGroups {
+    /// Data parallel: ZeRO shards over it; gradients are summed over it.
+    pub dp: Arc<dyn Comm>,
+    /// The other axes (tensor × pipeline parallel): the gradient norm's partial sums are added
+    /// over it (each rank holds different logical elements there).
+    pub model_parallel: Arc<dyn Comm>,
+    pub grad_sums: Vec<GradSum>,
+}
+
+impl EngineGroups {
+    /// Data parallelism only.
+    pub fn data_parallel(dp: Arc<dyn Comm>) -> Self {
+        EngineGroups {
+            dp,
+            model_parallel: Arc::new(LocalComm::named("mp")),
+            grad_sums: Vec::new(),
+        }
+    }
 }
 
 /// The shape of one unit: its flat length and the regions that tile it.

@@ -15,7 +15,9 @@ pub mod stage3;
 pub mod store;
 
 pub use collectives::Collectives;
-pub use engine::{Engine, FullState, MemoryReport, Region, StepConfig, StepStats, UnitMeta};
+pub use engine::{
+    Engine, EngineGroups, FullState, GradSum, MemoryReport, Region, StepConfig, StepStats, UnitMeta,
+};
 pub use shard::ShardPlan;
 pub use source::{OwnedShard, StatePart, StateSource, UnitWeights};
 pub use stage0::Stage0;
@@ -25,23 +27,21 @@ pub use stage3::Stage3;
 pub use store::{ParamStore, ResidentStore};
 
 use ferrotron_kernels::{Error, Result};
-use ferrotron_parallel::Comm;
-use std::sync::Arc;
 
-/// The engine for ZeRO `stage` (0-3) over the dp group `dp`, its state read from `src` (each
-/// rank reads only the ranges it keeps). Any other stage is an error naming it.
+/// The engine for ZeRO `stage` (0-3) over `groups` (ZeRO shards over `groups.dp`), its state read
+/// from `src` (each rank reads only the ranges it keeps). Any other stage is an error naming it.
 pub fn build_engine<B: Collectives + 'static>(
     stage: u8,
     b: &B,
-    dp: Arc<dyn Comm>,
+    groups: EngineGroups,
     units: Vec<UnitMeta>,
     src: &dyn StateSource,
 ) -> Result<Box<dyn Engine<B>>> {
     Ok(match stage {
-        0 => Box::new(Stage0::new(b, dp, units, src)?),
-        1 => Box::new(Stage1::new(b, dp, units, src)?),
-        2 => Box::new(Stage2::new(b, dp, units, src)?),
-        3 => Box::new(Stage3::new(b, dp, units, src)?),
+        0 => Box::new(Stage0::new(b, groups, units, src)?),
+        1 => Box::new(Stage1::new(b, groups, units, src)?),
+        2 => Box::new(Stage2::new(b, groups, units, src)?),
+        3 => Box::new(Stage3::new(b, groups, units, src)?),
         s => {
             return Err(Error::Unsupported(format!(
                 "parallel.zero_stage = {s} is not a ZeRO stage (0, 1, 2 or 3)"
@@ -54,7 +54,9 @@ pub fn build_engine<B: Collectives + 'static>(
 mod tests {
     use super::*;
     use ferrotron_kernels::cpu::CpuBackend;
+    use ferrotron_parallel::Comm;
     use ferrotron_parallel::LocalComm;
+    use std::sync::Arc;
 
     #[test]
     fn an_unknown_stage_is_rejected_with_the_reason() {
@@ -67,12 +69,19 @@ mod tests {
                 offset: 0,
                 len: 1,
                 decay: true,
+                counted: true,
             }],
         }];
-        let err = build_engine(4, &b, dp, units, &UnitWeights(&[vec![0.0]]))
-            .err()
-            .unwrap()
-            .to_string();
+        let err = build_engine(
+            4,
+            &b,
+            EngineGroups::data_parallel(dp),
+            units,
+            &UnitWeights(&[vec![0.0]]),
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert_eq!(
             err,
             "parallel.zero_stage = 4 is not a ZeRO stage (0, 1, 2 or 3)"
@@ -87,11 +96,13 @@ mod tests {
                 offset: 0,
                 len: 2,
                 decay: true,
+                counted: true,
             },
             Region {
                 offset: 2,
                 len: 1,
                 decay: false,
+                counted: true,
             },
         ];
         let units = vec![UnitMeta {
@@ -106,8 +117,9 @@ mod tests {
         };
         for stage in 0..4 {
             let dp: Arc<dyn Comm> = Arc::new(LocalComm::named("dp"));
-            let mut e =
-                build_engine(stage, &b, dp, units.clone(), &UnitWeights(&[vec![0.0; 3]])).unwrap();
+            let groups = EngineGroups::data_parallel(dp);
+            let zeros = UnitWeights(&[vec![0.0; 3]]);
+            let mut e = build_engine(stage, &b, groups, units.clone(), &zeros).unwrap();
             e.load_state(&b, &state).unwrap();
             assert_eq!(e.full_state(&b).unwrap(), state, "stage {stage}");
             e.before_use(&b, 0).unwrap();

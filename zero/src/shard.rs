@@ -9,7 +9,7 @@
 //! weight-decay flag) intersected with the owned range; padding lies in no region.
 
 use crate::collectives::Collectives;
-use crate::engine::{FullState, StepConfig, UnitMeta};
+use crate::engine::{EngineGroups, FullState, GradSum, StepConfig, UnitMeta};
 use crate::source::{OwnedShard, StatePart, StateSource};
 use ferrotron_kernels::{AdamWGroup, AdamWStep, Backend, Buffer, Dst, Error, Result, Src};
 use ferrotron_parallel::{Comm, CommError};
@@ -117,6 +117,20 @@ impl ShardPlan {
             })
             .collect()
     }
+    /// The owned pieces of unit u's regions this rank counts in the gradient norm, as (start
+    /// relative to the shard, len).
+    pub fn norm_pieces(&self, u: usize) -> Vec<(usize, usize)> {
+        let own = self.own(u);
+        self.units[u]
+            .regions
+            .iter()
+            .filter(|r| r.counted)
+            .filter_map(|r| {
+                let (s, e) = (r.offset.max(own.start), (r.offset + r.len).min(own.end));
+                (s < e).then(|| (s - own.start, e - s))
+            })
+            .collect()
+    }
     /// The owned range without its padding (what this rank reads, writes and saves).
     pub fn own_data(&self, u: usize) -> Range<usize> {
         let (own, n) = (self.own(u), self.units[u].numel);
@@ -164,7 +178,8 @@ impl<B: Collectives> ShardedAdam<B> {
         n as u64 * B::ACC_BYTES
     }
 
-    /// Σ g² over the owned, non-padding elements; `grads[u]` holds the shard at `offset(u)`.
+    /// Σ g² over the owned, non-padding, counted elements; `grads[u]` holds the shard at
+    /// `offset(u)`.
     pub fn sum_squares(
         &self,
         b: &B,
@@ -174,7 +189,7 @@ impl<B: Collectives> ShardedAdam<B> {
     ) -> Result<f64> {
         let mut regions = Vec::new();
         for (u, g) in grads.iter().enumerate() {
-            for (start, len, _) in plan.pieces(u) {
+            for (start, len) in plan.norm_pieces(u) {
                 regions.push(Src::range(g, offset(u) + start, len));
             }
         }
@@ -314,11 +329,26 @@ pub fn refresh_full_weights<B: Collectives>(
     Ok(())
 }
 
-/// The global gradient norm from this rank's Σ g² (all-reduced over dp), and the clip factor
-/// (PyTorch's clip_grad_norm_: min(1, max_norm / (norm + 1e-6))).
-pub fn global_norm(dp: &dyn Comm, local_sq: f64, cfg: &StepConfig) -> Result<(f64, f64)> {
+/// The global gradient norm from this rank's Σ g² and the clip factor (PyTorch's
+/// clip_grad_norm_: min(1, max_norm / (norm + 1e-6))). The partial sums are added over the dp
+/// group when the ranks hold different shards (`over_dp`; stage 0's full gradients are the same
+/// on every dp rank) and always over the model-parallel group.
+pub fn global_norm(
+    groups: &EngineGroups,
+    local_sq: f64,
+    over_dp: bool,
+    cfg: &StepConfig,
+) -> Result<(f64, f64)> {
     let mut s = [local_sq];
-    dp.all_reduce((&mut s[..]).into(), ferrotron_parallel::ReduceOp::Sum)
+    if over_dp {
+        groups
+            .dp
+            .all_reduce((&mut s[..]).into(), ferrotron_parallel::ReduceOp::Sum)
+            .map_err(comm_err)?;
+    }
+    groups
+        .model_parallel
+        .all_reduce((&mut s[..]).into(), ferrotron_parallel::ReduceOp::Sum)
         .map_err(comm_err)?;
     let norm = s[0].sqrt();
     let factor = match cfg.clip_norm {
@@ -326,6 +356,25 @@ pub fn global_norm(dp: &dyn Comm, local_sq: f64, cfg: &StepConfig) -> Result<(f6
         None => 1.0,
     };
     Ok((norm, factor))
+}
+
+/// Sums every `GradSum` over its group in the gradient buffers this rank holds: `grads[u]` holds
+/// unit coordinates `held(u).0`, the first of them at buffer position `held(u).1`.
+pub fn apply_grad_sums<B: Collectives>(
+    b: &B,
+    sums: &[GradSum],
+    grads: &mut [B::Acc],
+    held: impl Fn(usize) -> (Range<usize>, usize),
+) -> Result<()> {
+    for s in sums {
+        let (range, at) = held(s.unit);
+        let (lo, hi) = (s.range.start.max(range.start), s.range.end.min(range.end));
+        if lo < hi {
+            let dst = Dst::range(&mut grads[s.unit], at + lo - range.start, hi - lo);
+            b.all_reduce_sum_acc(s.group.as_ref(), dst)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -342,6 +391,7 @@ mod tests {
                     offset: at,
                     len,
                     decay,
+                    counted: true,
                 };
                 at += len;
                 r
@@ -376,6 +426,19 @@ mod tests {
             plans[3].read_shard(&src, StatePart::Master, 0).unwrap(),
             vec![7.0, 0.0]
         );
+    }
+
+    #[test]
+    fn replicas_stay_out_of_the_norm_pieces() {
+        // A matrix (counted) and a replicated norm weight another rank counts.
+        let mut units = vec![unit("u", &[(5, true), (3, false)])];
+        units[0].regions[1].counted = false;
+        let plans: Vec<ShardPlan> = (0..2)
+            .map(|r| ShardPlan::new(units.clone(), 2, r).unwrap())
+            .collect();
+        assert_eq!(plans[0].norm_pieces(0), vec![(0, 4)]);
+        assert_eq!(plans[1].norm_pieces(0), vec![(0, 1)]);
+        assert_eq!(plans[1].pieces(0), vec![(0, 1, true), (1, 3, false)]);
     }
 
     #[test]

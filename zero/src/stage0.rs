@@ -4,21 +4,22 @@
 //!   compute weights  Act [Ψ]        PΨ
 //!   gradients        Acc [Ψ]        GΨ
 //!   master, m, v     Acc [Ψ] x 3    KΨ          total (P + G + K)Ψ
-//! step: all-reduce (sum) every unit's gradient (2(N-1)/N · GΨ bytes per rank), the norm from the
-//! full gradient (identical on every rank, no communication), AdamW on the whole model, and the
-//! compute copy refreshed from the master.
+//! step: all-reduce (sum) every unit's gradient (2(N-1)/N · GΨ bytes per rank), the model-parallel
+//! gradient sums, the norm from the full gradient (identical on every dp rank: added only over
+//! the model-parallel group), AdamW on the whole model, and the compute copy refreshed from the
+//! master.
 
 use crate::collectives::Collectives;
-use crate::engine::{Engine, FullState, MemoryReport, StepConfig, StepStats, UnitMeta};
-use crate::shard::{ShardPlan, ShardedAdam};
+use crate::engine::{
+    Engine, EngineGroups, FullState, MemoryReport, StepConfig, StepStats, UnitMeta,
+};
+use crate::shard::{apply_grad_sums, global_norm, ShardPlan, ShardedAdam};
 use crate::source::{OwnedShard, StateSource};
 use crate::store::ParamStore;
 use ferrotron_kernels::{Buffer, Dst, Result, Src};
-use ferrotron_parallel::Comm;
-use std::sync::Arc;
 
 pub struct Stage0<B: Collectives> {
-    dp: Arc<dyn Comm>,
+    groups: EngineGroups,
     plan: ShardPlan,
     /// Which block of every unit this rank writes to checkpoints (everything is replicated, so
     /// the dp ranks split the writing as the sharded stages do).
@@ -31,11 +32,11 @@ pub struct Stage0<B: Collectives> {
 impl<B: Collectives> Stage0<B> {
     pub fn new(
         b: &B,
-        dp: Arc<dyn Comm>,
+        groups: EngineGroups,
         units: Vec<UnitMeta>,
         src: &dyn StateSource,
     ) -> Result<Self> {
-        let owner = ShardPlan::new(units.clone(), dp.size(), dp.rank())?;
+        let owner = ShardPlan::new(units.clone(), groups.dp.size(), groups.dp.rank())?;
         let plan = ShardPlan::new(units, 1, 0)?;
         let adam = ShardedAdam::new(b, &plan, src)?;
         let weights = plan
@@ -49,7 +50,7 @@ impl<B: Collectives> Stage0<B> {
             .map(|u| b.zeros_acc(u.numel))
             .collect::<Result<_>>()?;
         let mut s = Stage0 {
-            dp,
+            groups,
             plan,
             owner,
             weights,
@@ -85,11 +86,14 @@ impl<B: Collectives> Engine<B> for Stage0<B> {
     }
     fn step(&mut self, b: &B, cfg: &StepConfig) -> Result<StepStats> {
         for g in &mut self.grads {
-            b.all_reduce_sum_acc(self.dp.as_ref(), Dst::all(g))?;
+            b.all_reduce_sum_acc(self.groups.dp.as_ref(), Dst::all(g))?;
         }
+        let units = &self.plan.units;
+        apply_grad_sums(b, &self.groups.grad_sums, &mut self.grads, |u| {
+            (0..units[u].numel, 0)
+        })?;
         let sq = self.adam.sum_squares(b, &self.plan, &self.grads, |_| 0)?;
-        let norm = sq.sqrt();
-        let clip_factor = cfg.clip_norm.map_or(1.0, |c| (c / (norm + 1e-6)).min(1.0));
+        let (norm, clip_factor) = global_norm(&self.groups, sq, false, cfg)?;
         self.adam
             .apply(b, &self.plan, &self.grads, |_| 0, cfg, clip_factor)?;
         self.refresh_weights(b)?;
@@ -109,7 +113,7 @@ impl<B: Collectives> Engine<B> for Stage0<B> {
         }
     }
     fn full_state(&mut self, b: &B) -> Result<FullState> {
-        self.adam.full_state(b, &self.plan, self.dp.as_ref())
+        self.adam.full_state(b, &self.plan, self.groups.dp.as_ref())
     }
     fn load_state(&mut self, b: &B, src: &dyn StateSource) -> Result<()> {
         self.adam.load(b, &self.plan, src)?;

@@ -12,16 +12,16 @@
 //! place ((N-1)/N · PΨp bytes). Per step: 2 · (N-1)/N · 4Ψp bytes sent per rank.
 
 use crate::collectives::Collectives;
-use crate::engine::{Engine, FullState, MemoryReport, StepConfig, StepStats, UnitMeta};
-use crate::shard::{global_norm, refresh_full_weights, ShardPlan, ShardedAdam};
+use crate::engine::{
+    Engine, EngineGroups, FullState, MemoryReport, StepConfig, StepStats, UnitMeta,
+};
+use crate::shard::{apply_grad_sums, global_norm, refresh_full_weights, ShardPlan, ShardedAdam};
 use crate::source::{OwnedShard, StateSource};
 use crate::store::ParamStore;
 use ferrotron_kernels::{Buffer, Dst, Result, Src};
-use ferrotron_parallel::Comm;
-use std::sync::Arc;
 
 pub struct Stage1<B: Collectives> {
-    dp: Arc<dyn Comm>,
+    groups: EngineGroups,
     plan: ShardPlan,
     weights: Vec<B::Act>,
     grads: Vec<B::Acc>,
@@ -33,11 +33,11 @@ pub struct Stage1<B: Collectives> {
 impl<B: Collectives> Stage1<B> {
     pub fn new(
         b: &B,
-        dp: Arc<dyn Comm>,
+        groups: EngineGroups,
         units: Vec<UnitMeta>,
         src: &dyn StateSource,
     ) -> Result<Self> {
-        let plan = ShardPlan::new(units, dp.size(), dp.rank())?;
+        let plan = ShardPlan::new(units, groups.dp.size(), groups.dp.rank())?;
         let adam = ShardedAdam::new(b, &plan, src)?;
         let padded = |u: usize| plan.padded[u];
         let weights = (0..plan.units.len())
@@ -47,7 +47,7 @@ impl<B: Collectives> Stage1<B> {
             .map(|u| b.zeros_acc(padded(u)))
             .collect::<Result<_>>()?;
         let mut s = Stage1 {
-            dp,
+            groups,
             scratch: b.zeros_acc(plan.max_shard_len())?,
             plan,
             weights,
@@ -63,7 +63,7 @@ impl<B: Collectives> Stage1<B> {
         refresh_full_weights(
             b,
             &self.plan,
-            self.dp.as_ref(),
+            self.groups.dp.as_ref(),
             &self.adam,
             &mut self.weights,
         )
@@ -86,7 +86,7 @@ impl<B: Collectives> Engine<B> for Stage1<B> {
             .try_for_each(|g| b.fill_zero_acc(Dst::all(g)))
     }
     fn step(&mut self, b: &B, cfg: &StepConfig) -> Result<StepStats> {
-        let dp = self.dp.as_ref();
+        let dp = self.groups.dp.as_ref();
         for u in 0..self.grads.len() {
             let (own, g) = (self.plan.own(u), &mut self.grads[u]);
             let shard = Dst::range(&mut self.scratch, 0, own.len());
@@ -97,10 +97,13 @@ impl<B: Collectives> Engine<B> for Stage1<B> {
             )?;
         }
         let plan = &self.plan;
+        apply_grad_sums(b, &self.groups.grad_sums, &mut self.grads, |u| {
+            (plan.own(u), plan.own(u).start)
+        })?;
         let sq = self
             .adam
             .sum_squares(b, plan, &self.grads, |u| plan.own(u).start)?;
-        let (grad_norm, clip_factor) = global_norm(dp, sq, cfg)?;
+        let (grad_norm, clip_factor) = global_norm(&self.groups, sq, true, cfg)?;
         self.adam.apply(
             b,
             plan,
@@ -129,7 +132,7 @@ impl<B: Collectives> Engine<B> for Stage1<B> {
         }
     }
     fn full_state(&mut self, b: &B) -> Result<FullState> {
-        self.adam.full_state(b, &self.plan, self.dp.as_ref())
+        self.adam.full_state(b, &self.plan, self.groups.dp.as_ref())
     }
     fn load_state(&mut self, b: &B, src: &dyn StateSource) -> Result<()> {
         self.adam.load(b, &self.plan, src)?;

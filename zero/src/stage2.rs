@@ -14,13 +14,14 @@
 //! Per step and micro-batch: reduce-scatter (N-1)/N · 4Ψp; per step: all-gather (N-1)/N · 4Ψp.
 
 use crate::collectives::Collectives;
-use crate::engine::{Engine, FullState, MemoryReport, StepConfig, StepStats, UnitMeta};
-use crate::shard::{global_norm, refresh_full_weights, ShardPlan, ShardedAdam};
+use crate::engine::{
+    Engine, EngineGroups, FullState, MemoryReport, StepConfig, StepStats, UnitMeta,
+};
+use crate::shard::{apply_grad_sums, global_norm, refresh_full_weights, ShardPlan, ShardedAdam};
 use crate::source::{OwnedShard, StateSource};
 use crate::store::ParamStore;
 use ferrotron_kernels::{Buffer, Dst, Result, Src};
 use ferrotron_parallel::Comm;
-use std::sync::Arc;
 
 /// Full per-unit gradient buffers that exist only while a unit's backward runs, and the sharded
 /// accumulators they are reduced into (shared by stages 2 and 3).
@@ -83,12 +84,13 @@ impl<B: Collectives> ShardedGrads<B> {
     pub fn shard_bytes(&self) -> u64 {
         self.shard.iter().map(|g| g.len()).sum::<usize>() as u64 * B::ACC_BYTES
     }
-    /// Norm, clip and AdamW over the shards: the common tail of `step` for stages 2 and 3.
+    /// Model-parallel sums, norm, clip and AdamW over the shards: the common tail of `step` for
+    /// stages 2 and 3.
     pub fn step(
         &mut self,
         b: &B,
         plan: &ShardPlan,
-        dp: &dyn Comm,
+        groups: &EngineGroups,
         adam: &mut ShardedAdam<B>,
         cfg: &StepConfig,
     ) -> Result<StepStats> {
@@ -98,8 +100,9 @@ impl<B: Collectives> ShardedGrads<B> {
                 plan.units[u].name
             )));
         }
+        apply_grad_sums(b, &groups.grad_sums, &mut self.shard, |u| (plan.own(u), 0))?;
         let sq = adam.sum_squares(b, plan, &self.shard, |_| 0)?;
-        let (grad_norm, clip_factor) = global_norm(dp, sq, cfg)?;
+        let (grad_norm, clip_factor) = global_norm(groups, sq, true, cfg)?;
         adam.apply(b, plan, &self.shard, |_| 0, cfg, clip_factor)?;
         Ok(StepStats {
             grad_norm,
@@ -109,7 +112,7 @@ impl<B: Collectives> ShardedGrads<B> {
 }
 
 pub struct Stage2<B: Collectives> {
-    dp: Arc<dyn Comm>,
+    groups: EngineGroups,
     plan: ShardPlan,
     weights: Vec<B::Act>,
     grads: ShardedGrads<B>,
@@ -119,18 +122,18 @@ pub struct Stage2<B: Collectives> {
 impl<B: Collectives> Stage2<B> {
     pub fn new(
         b: &B,
-        dp: Arc<dyn Comm>,
+        groups: EngineGroups,
         units: Vec<UnitMeta>,
         src: &dyn StateSource,
     ) -> Result<Self> {
-        let plan = ShardPlan::new(units, dp.size(), dp.rank())?;
+        let plan = ShardPlan::new(units, groups.dp.size(), groups.dp.rank())?;
         let adam = ShardedAdam::new(b, &plan, src)?;
         let grads = ShardedGrads::new(b, &plan)?;
         let weights = (0..plan.units.len())
             .map(|u| b.zeros_act(plan.padded[u]))
             .collect::<Result<_>>()?;
         let mut s = Stage2 {
-            dp,
+            groups,
             plan,
             weights,
             grads,
@@ -144,7 +147,7 @@ impl<B: Collectives> Stage2<B> {
         refresh_full_weights(
             b,
             &self.plan,
-            self.dp.as_ref(),
+            self.groups.dp.as_ref(),
             &self.adam,
             &mut self.weights,
         )
@@ -156,7 +159,8 @@ impl<B: Collectives> ParamStore<B> for Stage2<B> {
         self.grads.before_grad(b, &self.plan, u)
     }
     fn after_grad(&mut self, b: &B, u: usize) -> Result<()> {
-        self.grads.after_grad(b, &self.plan, self.dp.as_ref(), u)
+        self.grads
+            .after_grad(b, &self.plan, self.groups.dp.as_ref(), u)
     }
     fn parts(&mut self) -> (&[B::Act], &mut [B::Acc]) {
         (&self.weights, &mut self.grads.full)
@@ -173,7 +177,7 @@ impl<B: Collectives> Engine<B> for Stage2<B> {
     fn step(&mut self, b: &B, cfg: &StepConfig) -> Result<StepStats> {
         let stats = self
             .grads
-            .step(b, &self.plan, self.dp.as_ref(), &mut self.adam, cfg)?;
+            .step(b, &self.plan, &self.groups, &mut self.adam, cfg)?;
         self.refresh_weights(b)?;
         Ok(stats)
     }
@@ -191,7 +195,7 @@ impl<B: Collectives> Engine<B> for Stage2<B> {
         }
     }
     fn full_state(&mut self, b: &B) -> Result<FullState> {
-        self.adam.full_state(b, &self.plan, self.dp.as_ref())
+        self.adam.full_state(b, &self.plan, self.groups.dp.as_ref())
     }
     fn load_state(&mut self, b: &B, src: &dyn StateSource) -> Result<()> {
         self.adam.load(b, &self.plan, src)?;

@@ -25,17 +25,17 @@
 //! weights: AdamW updates the master shards and casts them into the compute shards.
 
 use crate::collectives::Collectives;
-use crate::engine::{Engine, FullState, MemoryReport, StepConfig, StepStats, UnitMeta};
+use crate::engine::{
+    Engine, EngineGroups, FullState, MemoryReport, StepConfig, StepStats, UnitMeta,
+};
 use crate::shard::{ShardPlan, ShardedAdam};
 use crate::source::{OwnedShard, StateSource};
 use crate::stage2::ShardedGrads;
 use crate::store::ParamStore;
 use ferrotron_kernels::{Buffer, Dst, Result, Src};
-use ferrotron_parallel::Comm;
-use std::sync::Arc;
 
 pub struct Stage3<B: Collectives> {
-    dp: Arc<dyn Comm>,
+    groups: EngineGroups,
     plan: ShardPlan,
     /// This rank's block of every unit's compute weights.
     shards: Vec<B::Act>,
@@ -54,16 +54,16 @@ pub struct Stage3<B: Collectives> {
 impl<B: Collectives> Stage3<B> {
     pub fn new(
         b: &B,
-        dp: Arc<dyn Comm>,
+        groups: EngineGroups,
         units: Vec<UnitMeta>,
         src: &dyn StateSource,
     ) -> Result<Self> {
-        let plan = ShardPlan::new(units, dp.size(), dp.rank())?;
+        let plan = ShardPlan::new(units, groups.dp.size(), groups.dp.rank())?;
         let adam = ShardedAdam::new(b, &plan, src)?;
         let grads = ShardedGrads::new(b, &plan)?;
         let n = plan.units.len();
         let mut s = Stage3 {
-            dp,
+            groups,
             shards: (0..n)
                 .map(|u| b.zeros_act(plan.shard_len(u)))
                 .collect::<Result<_>>()?,
@@ -96,7 +96,7 @@ impl<B: Collectives> Stage3<B> {
         // all_gather overwrites every element: no zero fill
         let mut full = b.empty_act(self.plan.padded[u])?;
         b.all_gather_act(
-            self.dp.as_ref(),
+            self.groups.dp.as_ref(),
             Src::all(&self.shards[u]),
             Dst::all(&mut full),
         )?;
@@ -164,7 +164,8 @@ impl<B: Collectives> ParamStore<B> for Stage3<B> {
         self.grads.before_grad(b, &self.plan, u)
     }
     fn after_grad(&mut self, b: &B, u: usize) -> Result<()> {
-        self.grads.after_grad(b, &self.plan, self.dp.as_ref(), u)
+        self.grads
+            .after_grad(b, &self.plan, self.groups.dp.as_ref(), u)
     }
     fn parts(&mut self) -> (&[B::Act], &mut [B::Acc]) {
         (&self.gathered, &mut self.grads.full)
@@ -192,7 +193,7 @@ impl<B: Collectives> Engine<B> for Stage3<B> {
         self.cursor = 0;
         let stats = self
             .grads
-            .step(b, &self.plan, self.dp.as_ref(), &mut self.adam, cfg)?;
+            .step(b, &self.plan, &self.groups, &mut self.adam, cfg)?;
         self.refresh_shards(b)?;
         Ok(stats)
     }
@@ -210,7 +211,7 @@ impl<B: Collectives> Engine<B> for Stage3<B> {
         }
     }
     fn full_state(&mut self, b: &B) -> Result<FullState> {
-        self.adam.full_state(b, &self.plan, self.dp.as_ref())
+        self.adam.full_state(b, &self.plan, self.groups.dp.as_ref())
     }
     fn load_state(&mut self, b: &B, src: &dyn StateSource) -> Result<()> {
         self.release_all(b)?;
@@ -233,7 +234,9 @@ mod tests {
     use crate::engine::Region;
     use crate::source::UnitWeights;
     use ferrotron_kernels::cpu::CpuBackend;
+    use ferrotron_parallel::Comm;
     use ferrotron_parallel::{LocalComm, OpKind};
+    use std::sync::Arc;
 
     type Cpu = CpuBackend<f32>;
 
@@ -248,6 +251,7 @@ mod tests {
                     offset: 0,
                     len: n,
                     decay: true,
+                    counted: true,
                 }],
             })
             .collect()
@@ -304,7 +308,8 @@ mod tests {
         let head = if tied { 0 } else { 4 };
         let init: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.5; n]).collect();
         let dp: Arc<dyn Comm> = Arc::new(LocalComm::named("dp"));
-        let mut e = Stage3::new(&b, dp.clone(), units(sizes), &UnitWeights(&init)).unwrap();
+        let groups = EngineGroups::data_parallel(dp.clone());
+        let mut e = Stage3::new(&b, groups, units(sizes), &UnitWeights(&init)).unwrap();
         let cfg = StepConfig {
             lr: 1e-3,
             beta1: 0.9,
@@ -351,7 +356,8 @@ mod tests {
     fn step_with_a_unit_in_use_is_an_error() {
         let b = Cpu::new();
         let dp: Arc<dyn Comm> = Arc::new(LocalComm::named("dp"));
-        let mut e = Stage3::new(&b, dp, units(&[4]), &UnitWeights(&[vec![1.0; 4]])).unwrap();
+        let groups = EngineGroups::data_parallel(dp);
+        let mut e = Stage3::new(&b, groups, units(&[4]), &UnitWeights(&[vec![1.0; 4]])).unwrap();
         e.before_use(&b, 0).unwrap();
         let cfg = StepConfig {
             lr: 1e-3,

@@ -353,9 +353,9 @@ impl<T: CpuFloat, M: HostMemory> Backend for CpuBackend<T, M> {
         n: usize,
         heads: usize,
         head_dim: usize,
-        theta: f64,
+        inv_freq: &[f64],
     ) -> Result<()> {
-        rope::forward(w(x), r(pos), n, heads, head_dim, theta);
+        rope::forward(w(x), r(pos), n, heads, head_dim, inv_freq);
         Ok(())
     }
     fn rope_backward(
@@ -365,9 +365,9 @@ impl<T: CpuFloat, M: HostMemory> Backend for CpuBackend<T, M> {
         n: usize,
         heads: usize,
         head_dim: usize,
-        theta: f64,
+        inv_freq: &[f64],
     ) -> Result<()> {
-        rope::backward(w(dx), r(pos), n, heads, head_dim, theta);
+        rope::backward(w(dx), r(pos), n, heads, head_dim, inv_freq);
         Ok(())
     }
 

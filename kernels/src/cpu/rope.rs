@@ -1,9 +1,11 @@
 //! Rotary position embedding, HF rotate-half convention, in place on x [N, heads, Dh].
-//! For i < Dh/2: a = pos[n]·theta^(−2i/Dh); (x_i, x_{i+Dh/2}) ← (x_i cos a − x_{i+Dh/2} sin a,
+//! For i < Dh/2: a = pos[n]·inv_freq[i]; (x_i, x_{i+Dh/2}) ← (x_i cos a − x_{i+Dh/2} sin a,
 //! x_{i+Dh/2} cos a + x_i sin a). backward applies the inverse rotation (angle −a) to dx.
+//! `inv_freq` [Dh/2] is the frequency table: theta^(−2i/Dh) for the default embedding, scaled
+//! for llama3 / linear (the model computes it; `crate::rope_inv_freq` is the default).
 //!
-//! Angles, cos and sin are computed in f64, then cast to T. (HF computes inv_freq and the angles
-//! in f32, so at position p the two differ by about p·2^-24 radians.) Parallel over tokens.
+//! Angles, cos and sin are computed in f64, then cast to T. (HF computes the angles in f32, so
+//! at position p the two differ by about p·2^-24 radians.) Parallel over tokens.
 
 use super::workspace;
 use super::CpuFloat;
@@ -15,21 +17,24 @@ fn rotate<T: CpuFloat>(
     n: usize,
     heads: usize,
     head_dim: usize,
-    theta: f64,
+    inv_freq: &[f64],
     sign: f64,
 ) {
     assert!(
         head_dim > 0 && head_dim & 1 == 0,
         "rope: head_dim {head_dim} must be even"
     );
+    assert_eq!(
+        inv_freq.len(),
+        head_dim / 2,
+        "rope: the frequency table has {} entries for head_dim {head_dim}",
+        inv_freq.len()
+    );
     assert!(
         x.len() >= n * heads * head_dim && pos.len() >= n,
         "rope: buffers too small for [{n} x {heads} x {head_dim}]"
     );
     let half = head_dim / 2;
-    let inv_freq: Vec<f64> = (0..half)
-        .map(|i| theta.powf(-((2 * i) as f64) / head_dim as f64))
-        .collect();
     let row = heads * head_dim;
     x[..n * row]
         .par_chunks_mut(row)
@@ -59,9 +64,9 @@ pub fn forward<T: CpuFloat>(
     n: usize,
     heads: usize,
     head_dim: usize,
-    theta: f64,
+    inv_freq: &[f64],
 ) {
-    rotate(x, pos, n, heads, head_dim, theta, 1.0);
+    rotate(x, pos, n, heads, head_dim, inv_freq, 1.0);
 }
 
 pub fn backward<T: CpuFloat>(
@@ -70,7 +75,7 @@ pub fn backward<T: CpuFloat>(
     n: usize,
     heads: usize,
     head_dim: usize,
-    theta: f64,
+    inv_freq: &[f64],
 ) {
-    rotate(dx, pos, n, heads, head_dim, theta, -1.0);
+    rotate(dx, pos, n, heads, head_dim, inv_freq, -1.0);
 }

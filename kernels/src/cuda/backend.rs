@@ -12,7 +12,9 @@ use super::gemm::Blas;
 use super::nvrtc;
 use super::sources::MODULES;
 use crate::{Error, Result};
-use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
+};
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::atomic::AtomicBool;
@@ -29,8 +31,13 @@ pub struct CudaBackend<A: CudaAct> {
     /// Whether attention may use FlashAttention at all (on by default; tests and benchmarks
     /// turn it off to reach the fallback kernels). See `set_flash_attention`.
     pub(crate) flash_enabled: AtomicBool,
+    /// Rotary frequency tables on the device, keyed by their bits (ops_pointwise.rs `rope`).
+    pub(crate) rope_tables: Mutex<Vec<RopeTable>>,
     _act: PhantomData<A>,
 }
+
+/// A rotary frequency table on the device, with its host values' bits (the cache key).
+pub(crate) type RopeTable = (Vec<u64>, Arc<CudaSlice<f64>>);
 
 /// A kernel argument (kernels take device addresses as u64 and sizes as long long / int).
 pub(crate) enum KArg {
@@ -80,6 +87,7 @@ impl<A: CudaAct> CudaBackend<A> {
             funcs: Mutex::new(HashMap::new()),
             flash: OnceLock::new(),
             flash_enabled: AtomicBool::new(true),
+            rope_tables: Mutex::new(Vec::new()),
             _act: PhantomData,
         })
     }

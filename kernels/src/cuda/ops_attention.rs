@@ -5,7 +5,8 @@
 //!   are 256-byte aligned), 0 < max_seqlen <= tokens, segments and heads <= 65535.
 //! - Everything else (f32, other head dims, unaligned regions, older GPUs, or
 //!   `set_flash_attention(false)`) runs the fallback kernels of kernels/cuda/attention.cu:
-//!   exact fp32 math, any length, GQA, packed segments, causal or not, head_dim <= 256.
+//!   exact fp32 math, any length, GQA, packed segments, causal or not, sliding window,
+//!   head_dim <= 256.
 //!
 //! Both satisfy the same contract (backend.rs `AttnDims`): lse [H, N] is the NATURAL-log
 //! logsumexp of the scaled scores. flash_attn.cu works in base 2 inside (scores scaled by
@@ -44,6 +45,8 @@ pub struct AttnShape {
     pub segments: i32,
     pub causal: i32,
     pub scale: f32,
+    /// Sliding window (causal only), 0 = none.
+    pub window: i32,
 }
 // SAFETY: plain-old-data with the C layout of the kernel's struct.
 unsafe impl DeviceRepr for AttnShape {}
@@ -52,6 +55,7 @@ const WARPS: usize = 4;
 const MAX_HEAD_DIM: usize = 256;
 
 fn shape(d: &AttnDims) -> Result<AttnShape> {
+    d.check_window()?;
     if d.head_dim == 0 || d.head_dim > MAX_HEAD_DIM {
         return Err(Error::Unsupported(format!(
             "CUDA attention: head_dim {} outside 1..={MAX_HEAD_DIM}",
@@ -72,7 +76,14 @@ fn shape(d: &AttnDims) -> Result<AttnShape> {
         segments: d.segments as i32,
         causal: d.causal as i32,
         scale: d.scale,
+        window: window_arg(d),
     })
+}
+
+/// The window as the kernels take it: 0 = none; a window of more than i32::MAX keys covers
+/// every segment (tokens fit in i32), so it is passed as i32::MAX.
+pub(crate) fn window_arg(d: &AttnDims) -> i32 {
+    d.window.map_or(0, |w| w.min(i32::MAX as usize) as i32)
 }
 
 fn cfg(n: usize, heads: usize, smem_floats: usize) -> LaunchConfig {

@@ -5,8 +5,9 @@ use super::backend::{grid_for, CudaBackend, KArg::*};
 use super::buffer::{check_len, Bound};
 use super::dtype::CudaAct;
 use crate::backend::{Dst, Src};
-use crate::Result;
+use crate::{Error, Result};
 use cudarc::driver::CudaSlice;
+use std::sync::Arc;
 
 type ASrc<'a, A> = Src<'a, CudaSlice<A>>;
 type ADst<'a, A> = Dst<'a, CudaSlice<A>>;
@@ -223,25 +224,48 @@ impl<A: CudaAct> CudaBackend<A> {
         n: usize,
         heads: usize,
         head_dim: usize,
-        theta: f64,
+        inv_freq: &[f64],
         sign: f32,
     ) -> Result<()> {
         check_len("rope x", x.len, n * heads * head_dim)?;
         check_len("rope pos", pos.len, n)?;
+        if !head_dim.is_multiple_of(2) || inv_freq.len() != head_dim / 2 {
+            return Err(Error::Unsupported(format!(
+                "rope: a frequency table of {} entries for head_dim {head_dim}",
+                inv_freq.len()
+            )));
+        }
         let total = n * heads * (head_dim / 2);
         if total == 0 {
             return Ok(());
         }
+        let table = self.rope_table(inv_freq)?;
         let mut bind = Bound::new(&self.stream);
         let args = [
             P(bind.w(&mut x)),
             P(bind.r(&pos)),
+            P(bind.r(&Src::all(&*table))),
             I64(n as i64),
             I32(heads as i32),
             I32(head_dim as i32),
-            F64(theta),
             F32(sign),
         ];
         self.launch("rope", &Self::kname("rope"), grid_for(total), &args)
+    }
+
+    /// The device copy of a rotary frequency table: uploaded on first use, then kept for the
+    /// backend's lifetime (a model has one table; its upload is ordered on the stream).
+    fn rope_table(&self, inv_freq: &[f64]) -> Result<Arc<CudaSlice<f64>>> {
+        let key: Vec<u64> = inv_freq.iter().map(|f| f.to_bits()).collect();
+        let mut tables = self
+            .rope_tables
+            .lock()
+            .map_err(|_| Error::Cuda("rope table cache poisoned".into()))?;
+        if let Some((_, t)) = tables.iter().find(|(k, _)| *k == key) {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(self.upload(inv_freq)?);
+        tables.push((key, t.clone()));
+        Ok(t)
     }
 }

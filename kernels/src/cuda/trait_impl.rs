@@ -233,9 +233,9 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
         n: usize,
         heads: usize,
         head_dim: usize,
-        theta: f64,
+        inv_freq: &[f64],
     ) -> Result<()> {
-        self.rope(x, pos, n, heads, head_dim, theta, 1.0)
+        self.rope(x, pos, n, heads, head_dim, inv_freq, 1.0)
     }
     fn rope_backward(
         &self,
@@ -244,9 +244,9 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
         n: usize,
         heads: usize,
         head_dim: usize,
-        theta: f64,
+        inv_freq: &[f64],
     ) -> Result<()> {
-        self.rope(dx, pos, n, heads, head_dim, theta, -1.0)
+        self.rope(dx, pos, n, heads, head_dim, inv_freq, -1.0)
     }
 
     fn attention_forward(

@@ -6,11 +6,17 @@
 //!   ferrotron-comm-selftest mesh PP DP TP                 mesh groups built by split
 //!   ferrotron-comm-selftest hang [--timeout-s N]          rank 1 stalls; the others must time out
 //!   ferrotron-comm-selftest die                           rank 1 kills itself mid-loop
+//!   ferrotron-comm-selftest p2p                           non-blocking send/recv and counters
+//!   ferrotron-comm-selftest p2p-blocking [--timeout-s N]  the same exchange with blocking sends
+//!   ferrotron-comm-selftest p2p-hang [--timeout-s N]      rank 0 waits for a message never sent
+//!   ferrotron-comm-selftest pipeline SCHEDULE M V [--stage-ms T [--idle-tolerance X]]
+//!                                                         a toy pipelined step vs 1 process
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferrotron_parallel::pipeline::selftest::{Timing, IDLE_TOLERANCE};
 use ferrotron_parallel::selftest::{check_collectives, check_mesh};
 use ferrotron_parallel::{env, init_world, Comm, Mesh, ReduceOp, WorldOptions};
 
@@ -30,7 +36,7 @@ fn main() -> ExitCode {
 
 fn run(args: &[String]) -> Result<String, String> {
     let scenario = args.first().ok_or(
-        "usage: ferrotron-comm-selftest <collectives|mesh PP DP TP|hang|die> [--timeout-s N]",
+        "usage: ferrotron-comm-selftest <collectives|mesh PP DP TP|hang|die|p2p|p2p-blocking|p2p-hang|pipeline SCHEDULE M V> [--timeout-s N]",
     )?;
     let mut options = WorldOptions::default();
     if let Some(i) = args.iter().position(|a| a == "--timeout-s") {
@@ -49,6 +55,10 @@ fn run(args: &[String]) -> Result<String, String> {
         "mesh" => mesh_scenario(Arc::clone(&world), &args[1..]),
         "hang" => hang(&*world),
         "die" => die(&*world),
+        "p2p" => ferrotron_parallel::selftest_p2p::check_p2p(&*world),
+        "p2p-blocking" => ferrotron_parallel::selftest_p2p::blocking_exchange(&*world),
+        "p2p-hang" => p2p_hang(&*world, options.collective_timeout),
+        "pipeline" => pipeline_scenario(&*world, &args[1..]),
         other => Err(format!("unknown scenario {other}")),
     };
     drop(world); // finalises MPI before the process exits
@@ -64,6 +74,58 @@ fn mesh_scenario(world: Arc<dyn Comm>, args: &[String]) -> Result<(), String> {
     };
     let mesh = Mesh::new(world.size(), pp, dp, tp).map_err(|e| e.to_string())?;
     check_mesh(world, mesh)
+}
+
+/// A toy step of the named schedule over the whole world as the pp group.
+fn pipeline_scenario(world: &dyn Comm, args: &[String]) -> Result<(), String> {
+    let usage = "pipeline needs SCHEDULE M V";
+    let name = args.first().ok_or(usage)?;
+    let number = |i: usize| -> Result<usize, String> {
+        args.get(i)
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| usage.to_string())
+    };
+    let flag = |name: &str| -> Result<Option<f64>, String> {
+        match args.iter().position(|a| a == name) {
+            Some(i) => args
+                .get(i + 1)
+                .and_then(|a| a.parse().ok())
+                .map(Some)
+                .ok_or_else(|| format!("{name} needs a number")),
+            None => Ok(None),
+        }
+    };
+    let timing = flag("--stage-ms")?.map(|stage_ms| -> Result<Timing, String> {
+        Ok(Timing {
+            stage_ms,
+            tolerance: flag("--idle-tolerance")?.unwrap_or(IDLE_TOLERANCE),
+        })
+    });
+    let timing = timing.transpose()?;
+    let line = ferrotron_parallel::pipeline::selftest::check_pipeline(
+        world,
+        name,
+        number(1)?,
+        number(2)?,
+        timing,
+    )?;
+    println!("rank {}: {line}", world.rank());
+    Ok(())
+}
+
+/// Rank 0 waits for a message from rank 1, which stays alive past the timeout without sending.
+fn p2p_hang(world: &dyn Comm, timeout: Duration) -> Result<(), String> {
+    if world.rank() == 1 {
+        std::thread::sleep(timeout + Duration::from_secs(3));
+        return Ok(());
+    }
+    if world.rank() != 0 {
+        return Ok(());
+    }
+    let request = world
+        .irecv(ferrotron_parallel::Dtype::F32, 4, 1, 5)
+        .map_err(|e| e.to_string())?;
+    request.wait().map(|_| ()).map_err(|e| e.to_string())
 }
 
 fn hang(world: &dyn Comm) -> Result<(), String> {

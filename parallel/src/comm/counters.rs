@@ -105,10 +105,12 @@ struct AtomicTraffic {
     received: AtomicU64,
 }
 
-/// Live counters, owned by one communicator and shared by reference.
+/// Live counters, owned by one communicator and shared by reference; also the group's flight
+/// recorder (numbered calls, `flight.rs`).
 #[derive(Default)]
 pub struct CommCounters {
     per_op: [AtomicTraffic; 8],
+    pub flight: super::flight::Flight,
 }
 
 impl CommCounters {

@@ -13,21 +13,30 @@
 //!   output `size * k`, block r from rank r.
 //! - `send`/`recv` may block until the peer posts the matching call (like MPI_Ssend); messages
 //!   between two ranks on one group with one tag arrive in order.
+//! - `isend`/`isend_owned`/`irecv` never block; their requests are waited for or tested, and
+//!   follow the same ordering (contract: p2p.rs).
 //! - `split(color, key, name)`: collective over this group; ranks with the same color form a new
 //!   group, ordered by (key, old rank).
 //! - Failures (timeout, dead peer, transport) are `CommError`s naming the group and operation;
 //!   the MPI backend cannot return from a hung collective and aborts the job instead (watchdog).
+//! - Every backend call made here is numbered per group in the group's flight recorder
+//!   (`flight.rs`, held in `counters()`); a timeout is explained from every rank's status board
+//!   (`crate::forensics`): which ranks never reached the call the others wait in.
 
 pub mod buffer;
 pub mod counters;
 pub mod error;
+pub mod flight;
 pub mod local;
+pub mod p2p;
 
 use std::sync::Arc;
 
+use buffer::Dtype;
 use buffer::{check_reduce_op, Buf, BufMut, ReduceOp};
 use counters::{all_reduce_ring_bytes, scatter_gather_ring_bytes, CommCounters, OpKind};
 use error::CommError;
+use p2p::{OwnedBuf, PendingRecv, PendingSend, RecvRequest, SendRequest};
 
 pub trait Comm: Send + Sync {
     fn rank(&self) -> usize;
@@ -68,7 +77,9 @@ pub trait Comm: Send + Sync {
             .map_err(|e| CommError::invalid("all_reduce", self.name(), e))?;
         let bytes = buf.byte_len() as u64;
         if self.size() > 1 {
-            self.backend_all_reduce(buf.reborrow(), op)?;
+            recorded(self, "all_reduce", bytes, || {
+                self.backend_all_reduce(buf.reborrow(), op)
+            })?;
         }
         let moved = all_reduce_ring_bytes(bytes, self.size() as u64);
         self.counters().record(OpKind::AllReduce, moved, moved);
@@ -99,7 +110,9 @@ pub trait Comm: Send + Sync {
             ));
         }
         if self.size() > 1 {
-            self.backend_reduce_scatter(input, output.reborrow(), op)?;
+            recorded(self, name, input.byte_len() as u64, || {
+                self.backend_reduce_scatter(input, output.reborrow(), op)
+            })?;
         } else {
             output.copy_from(input);
         }
@@ -125,7 +138,9 @@ pub trait Comm: Send + Sync {
             ));
         }
         if self.size() > 1 {
-            self.backend_all_gather(input, output.reborrow())?;
+            recorded(self, name, output.byte_len() as u64, || {
+                self.backend_all_gather(input, output.reborrow())
+            })?;
         } else {
             output.copy_from(input);
         }
@@ -170,7 +185,9 @@ pub trait Comm: Send + Sync {
         check_rank("broadcast", self.name(), "root", root, self.size())?;
         let bytes = buf.byte_len() as u64;
         if self.size() > 1 {
-            self.backend_broadcast(buf.reborrow(), root)?;
+            recorded(self, "broadcast", bytes, || {
+                self.backend_broadcast(buf.reborrow(), root)
+            })?;
         }
         let n = self.size();
         let me = self.rank();
@@ -183,7 +200,9 @@ pub trait Comm: Send + Sync {
     /// Sends `buf` to rank `dest` of this group with a user tag.
     fn send(&self, buf: Buf<'_>, dest: usize, tag: u32) -> Result<(), CommError> {
         check_peer("send", self.name(), dest, self.rank(), self.size())?;
-        self.backend_send(buf, dest, tag)?;
+        recorded(self, "send", buf.byte_len() as u64, || {
+            self.backend_send(buf, dest, tag)
+        })?;
         self.counters()
             .record(OpKind::Send, buf.byte_len() as u64, 0);
         Ok(())
@@ -192,7 +211,10 @@ pub trait Comm: Send + Sync {
     /// Receives into `buf` from rank `src`; the message must have exactly `buf`'s type and length.
     fn recv(&self, mut buf: BufMut<'_>, src: usize, tag: u32) -> Result<(), CommError> {
         check_peer("recv", self.name(), src, self.rank(), self.size())?;
-        self.backend_recv(buf.reborrow(), src, tag)?;
+        let bytes = buf.byte_len() as u64;
+        recorded(self, "recv", bytes, || {
+            self.backend_recv(buf.reborrow(), src, tag)
+        })?;
         self.counters()
             .record(OpKind::Recv, 0, buf.byte_len() as u64);
         Ok(())
@@ -201,7 +223,7 @@ pub trait Comm: Send + Sync {
     /// Returns once every rank of the group has entered the barrier.
     fn barrier(&self) -> Result<(), CommError> {
         if self.size() > 1 {
-            self.backend_barrier()?;
+            recorded(self, "barrier", 0, || self.backend_barrier())?;
         }
         self.counters().record(OpKind::Barrier, 0, 0);
         Ok(())
@@ -211,13 +233,102 @@ pub trait Comm: Send + Sync {
     /// by (`key`, old rank).
     fn split(&self, color: u32, key: u32, name: &str) -> Result<Arc<dyn Comm>, CommError> {
         let child = if self.size() > 1 {
-            self.backend_split(color, key, name)?
+            recorded(self, "split", 0, || self.backend_split(color, key, name))?
         } else {
             Arc::new(local::LocalComm::named(name))
         };
         self.counters().record(OpKind::Split, 0, 0);
+        child.counters().flight.name(child.name());
         Ok(child)
     }
+
+    // Non-blocking point-to-point (contract: p2p.rs).
+
+    /// Backend hook of `isend_owned`: validated peer; the backend owns `data` until it is sent.
+    #[doc(hidden)]
+    fn backend_isend(
+        &self,
+        data: OwnedBuf,
+        dest: usize,
+        tag: u32,
+    ) -> Result<Box<dyn PendingSend + '_>, CommError> {
+        let _ = (data, dest, tag);
+        Err(no_p2p("isend", self.name()))
+    }
+
+    /// Backend hook of `irecv`: validated peer.
+    #[doc(hidden)]
+    fn backend_irecv(
+        &self,
+        dtype: Dtype,
+        len: usize,
+        src: usize,
+        tag: u32,
+    ) -> Result<Box<dyn PendingRecv + '_>, CommError> {
+        let _ = (dtype, len, src, tag);
+        Err(no_p2p("irecv", self.name()))
+    }
+
+    /// Starts sending a copy of `buf` to rank `dest`; returns at once (see p2p.rs).
+    fn isend(&self, buf: Buf<'_>, dest: usize, tag: u32) -> Result<SendRequest<'_>, CommError> {
+        self.isend_owned(OwnedBuf::copy_of(buf), dest, tag)
+    }
+
+    /// Starts sending `data` (moved, not copied) to rank `dest`; returns at once.
+    fn isend_owned(
+        &self,
+        data: OwnedBuf,
+        dest: usize,
+        tag: u32,
+    ) -> Result<SendRequest<'_>, CommError> {
+        check_peer("isend", self.name(), dest, self.rank(), self.size())?;
+        let bytes = data.as_buf().byte_len() as u64;
+        let pending = self.backend_isend(data, dest, tag)?;
+        Ok(SendRequest::new(pending, self.counters(), bytes))
+    }
+
+    /// Posts a receive of exactly `len` elements of `dtype` from rank `src`; returns at once.
+    fn irecv(
+        &self,
+        dtype: Dtype,
+        len: usize,
+        src: usize,
+        tag: u32,
+    ) -> Result<RecvRequest<'_>, CommError> {
+        check_peer("irecv", self.name(), src, self.rank(), self.size())?;
+        let pending = self.backend_irecv(dtype, len, src, tag)?;
+        let bytes = (len * dtype.size_bytes()) as u64;
+        Ok(RecvRequest::new(
+            pending,
+            self.name(),
+            self.counters(),
+            bytes,
+        ))
+    }
+}
+
+fn no_p2p(op: &'static str, group: &str) -> CommError {
+    CommError::Unsupported {
+        op,
+        group: group.to_string(),
+        reason: "this backend has no non-blocking point-to-point".into(),
+    }
+}
+
+/// Runs the backend hook `f` as call `op` of `bytes` on `comm`: numbered in the group's flight
+/// recorder, and a timeout explained from every rank's status board while the call is still
+/// shown in flight (so the other ranks asking this one see it waiting).
+fn recorded<C: Comm + ?Sized, T>(
+    comm: &C,
+    op: &'static str,
+    bytes: u64,
+    f: impl FnOnce() -> Result<T, CommError>,
+) -> Result<T, CommError> {
+    let flight = &comm.counters().flight;
+    let call = flight.begin(comm.name(), op, bytes);
+    let result = f().map_err(|e| crate::forensics::annotate(e, comm.name(), &call));
+    flight.end(&call);
+    result
 }
 
 fn check_same_dtype(

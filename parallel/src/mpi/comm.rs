@@ -4,7 +4,8 @@
 //! reduce_scatter -> MPI_Reduce_scatter_block (input length = size x output length; callers
 //! pad), all_gather -> MPI_Allgather, broadcast -> MPI_Bcast, send/recv -> MPI_Send/MPI_Recv
 //! with the user tag (must be <= 32767, the smallest MPI_TAG_UB the standard allows),
-//! split -> MPI_Comm_split. Every call is armed on the runtime's watchdog.
+//! split -> MPI_Comm_split, isend/irecv -> MPI_Isend/MPI_Irecv (p2p.rs). Every call is armed
+//! on the runtime's watchdog.
 
 use std::sync::Arc;
 
@@ -15,8 +16,11 @@ use mpi::traits::*;
 use crate::comm::buffer::{Buf, BufMut, ReduceOp};
 use crate::comm::counters::CommCounters;
 use crate::comm::error::CommError;
+use crate::comm::p2p::{OwnedBuf, PendingRecv, PendingSend};
 use crate::comm::Comm;
+use crate::Dtype;
 
+use super::p2p::{Caller, MpiRecv, MpiSend};
 use super::runtime::MpiRuntime;
 
 /// Largest tag accepted by `send`/`recv`.
@@ -247,5 +251,45 @@ impl Comm for MpiComm {
             child,
             name,
         )))
+    }
+
+    fn backend_isend(
+        &self,
+        data: OwnedBuf,
+        dest: usize,
+        tag: u32,
+    ) -> Result<Box<dyn PendingSend + '_>, CommError> {
+        check_tag("isend", &self.name, tag)?;
+        check_count("isend", &self.name, data.len())?;
+        Ok(Box::new(MpiSend::start(self.caller(), data, dest, tag)?))
+    }
+
+    fn backend_irecv(
+        &self,
+        dtype: Dtype,
+        len: usize,
+        src: usize,
+        tag: u32,
+    ) -> Result<Box<dyn PendingRecv + '_>, CommError> {
+        check_tag("irecv", &self.name, tag)?;
+        check_count("irecv", &self.name, len)?;
+        Ok(Box::new(MpiRecv::start(
+            self.caller(),
+            dtype,
+            len,
+            src,
+            tag,
+        )?))
+    }
+}
+
+impl MpiComm {
+    fn caller(&self) -> Caller<'_> {
+        Caller {
+            runtime: &self.runtime,
+            comm: &self.handle.0,
+            group: &self.name,
+            rank: self.rank,
+        }
     }
 }

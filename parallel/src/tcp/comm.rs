@@ -6,7 +6,7 @@
 //! backend. Timeouts and dead peers return `CommError`s naming group, operation and peer.
 //! `split` gathers (color, key) at the root, which sends the table back; every rank derives the
 //! same child id from (parent id, split sequence number, color), and the child reuses the
-//! world's connections.
+//! world's connections. isend/irecv: p2p.rs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,8 +19,12 @@ use crate::comm::counters::CommCounters;
 use crate::comm::error::CommError;
 use crate::comm::Comm;
 
+use crate::comm::p2p::{OwnedBuf, PendingRecv, PendingSend};
+use crate::Dtype;
+
 use super::connect::connect_world;
-use super::transport::{OpContext, Transport};
+use super::p2p::{Link, TcpRecv, TcpSend};
+use super::transport::{OpContext, Payload, Transport};
 
 /// Tag of collective traffic; user tags of send/recv are below 2^32.
 const COLLECTIVE_TAG: u64 = 1 << 32;
@@ -297,6 +301,46 @@ impl Comm for TcpComm {
             counters: CommCounters::new(),
             splits: AtomicU64::new(0),
         }))
+    }
+
+    fn backend_isend(
+        &self,
+        data: OwnedBuf,
+        dest: usize,
+        tag: u32,
+    ) -> Result<Box<dyn PendingSend + '_>, CommError> {
+        let link = self.link(dest);
+        let payload = Payload::Owned(data);
+        let completion = self.transport.enqueue(
+            link.world_peer,
+            self.id,
+            tag as u64,
+            payload,
+            &self.ctx("isend"),
+        )?;
+        Ok(Box::new(TcpSend { link, completion }))
+    }
+
+    fn backend_irecv(
+        &self,
+        dtype: Dtype,
+        len: usize,
+        src: usize,
+        tag: u32,
+    ) -> Result<Box<dyn PendingRecv + '_>, CommError> {
+        let recv = TcpRecv::post(self.link(src), self.id, tag as u64, dtype, len)?;
+        Ok(Box::new(recv))
+    }
+}
+
+impl TcpComm {
+    fn link(&self, peer: usize) -> Link<'_> {
+        Link {
+            transport: &self.transport,
+            world_peer: self.members[peer],
+            group: &self.name,
+            group_rank: self.rank,
+        }
     }
 }
 

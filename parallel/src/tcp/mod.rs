@@ -3,4 +3,6 @@
 
 pub mod comm;
 mod connect;
+mod mailbox;
+mod p2p;
 mod transport;

@@ -95,3 +95,19 @@ pub fn tcp_ranks(np: usize, args: &[&str], limit: Duration) -> Vec<Outcome> {
         .map(|c| finish(c, limit, start))
         .collect()
 }
+
+/// Asserts that the job succeeded and every rank printed "ok: SCENARIO rank R of NP (BACKEND)".
+pub fn assert_every_rank_ok(outs: &[Outcome], np: usize, scenario: &str, backend: &str) {
+    for out in outs {
+        assert!(
+            out.success,
+            "stdout:\n{}\nstderr:\n{}",
+            out.stdout, out.stderr
+        );
+    }
+    let stdout: String = outs.iter().map(|o| o.stdout.as_str()).collect();
+    for rank in 0..np {
+        let line = format!("ok: {scenario} rank {rank} of {np} ({backend})");
+        assert!(stdout.contains(&line), "missing {line:?} in\n{stdout}");
+    }
+}

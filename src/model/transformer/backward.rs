@@ -5,12 +5,16 @@
 //!             path runs W_down, SwiGLU/GELU, W_gate/W_up backward into dh₂, and norm₂ backward
 //!             ADDS its dx into dx (now ∂/∂m).
 //!   m = x_ℓ + attn(...)·Woᵀ:  Wo backward gives do; attention backward (recomputing P from
-//!             lse) gives dq, dk, dv; rope backward (Llama); Wq/Wk/Wv (GPT-2: the fused c_attn)
-//!             backward into dh₁; norm₁ backward ADDS into dx (now ∂/∂x_ℓ).
+//!             lse) gives dq, dk, dv; rope backward (Llama); the per-head q/k norm backward
+//!             (Qwen3); Wq/Wk/Wv (GPT-2: the fused c_attn) backward into dh₁; norm₁ backward
+//!             ADDS into dx (now ∂/∂x_ℓ).
 //! A block whose activations forward did not keep (activation checkpointing) first runs its
 //! forward again from its saved input x_ℓ, with the unit's weights still in hand.
-//! Every weight gradient is ADDED into the unit's accumulator (micro-batches accumulate); the
-//! key bias gets an exact 0 (softmax is shift-invariant per row).
+//! Every weight gradient is ADDED into the unit's accumulator (micro-batches accumulate).
+//! Key bias: GPT-2's (no RoPE) adds the same q_i·b_k to every score of row i, which softmax
+//! ignores, so its gradient is exactly 0 and is kept exactly 0. After RoPE (Qwen2) the bias is
+//! rotated differently at each key position, so it is no shift: its gradient is Σ_tokens dk
+//! (after the rope backward), computed like every other bias.
 
 use super::super::batch::DeviceBatch;
 use super::super::config::Arch;
@@ -175,7 +179,7 @@ impl Transformer {
         let mut dq = b.empty_act(n * qd)?;
         let mut dk = b.empty_act(n * kvd)?;
         let mut dv = b.empty_act(n * kvd)?;
-        let dims = self.attn_dims(batch);
+        let dims = self.attn_dims(batch, unit);
         b.attention_backward(
             src(&a.q),
             src(&a.k),
@@ -212,22 +216,21 @@ impl Transformer {
             let kb = unit.tensor(Role::QkvBias);
             b.fill_zero_acc(Dst::range(g, kb.offset + d, d))?;
         } else {
-            b.rope_backward(
-                dst(&mut dq),
-                src(&batch.positions),
-                n,
-                c.heads,
-                c.head_dim,
-                c.rope_theta,
-            )?;
-            b.rope_backward(
-                dst(&mut dk),
-                src(&batch.positions),
-                n,
-                c.kv_heads,
-                c.head_dim,
-                c.rope_theta,
-            )?;
+            for (dx_, heads) in [(&mut dq, c.heads), (&mut dk, c.kv_heads)] {
+                b.rope_backward(
+                    dst(dx_),
+                    src(&batch.positions),
+                    n,
+                    heads,
+                    c.head_dim,
+                    &self.rope_inv_freq,
+                )?;
+            }
+            if c.qk_norm {
+                let roles = (Role::QNorm, Role::KNorm);
+                dq = self.head_norm_bwd(b, w, g, unit, roles.0, &a.q_raw, &a.q_rstd, &dq)?;
+                dk = self.head_norm_bwd(b, w, g, unit, roles.1, &a.k_raw, &a.k_rstd, &dk)?;
+            }
             self.linear_bwd(
                 b,
                 w,
@@ -239,13 +242,13 @@ impl Transformer {
                 Some(&mut dh1),
                 self.lin(n, d, qd),
             )?;
-            // No key-bias gradient: it is exactly 0 (softmax is shift-invariant per row; see GPT-2 above).
+            // The key bias (Qwen2) gets Σ_tokens dk: after RoPE it is no per-row shift.
             self.linear_bwd(
                 b,
                 w,
                 g,
                 unit,
-                (Role::K, Role::K),
+                (Role::K, Role::KBias),
                 &a.h1,
                 &dk,
                 Some(&mut dh1),
@@ -265,6 +268,36 @@ impl Transformer {
         }
         let roles = (Role::AttnNorm, Role::AttnNormBias);
         self.norm_backward(b, w, g, unit, roles, x, (&a.mean1, &a.rstd1), &dh1, dx, n)
+    }
+
+    /// Backward of the per-head RMSNorm (Qwen3's q_norm / k_norm) over rows of Dh: returns the
+    /// gradient of the input `raw` and ADDS the weight gradient into the unit's region of `role`.
+    #[allow(clippy::too_many_arguments)]
+    fn head_norm_bwd<B: Backend>(
+        &self,
+        b: &B,
+        w: &B::Act,
+        g: &mut B::Acc,
+        unit: &UnitSpec,
+        role: Role,
+        raw: &B::Act,
+        rstd: &B::Acc,
+        dy: &B::Act,
+    ) -> Result<B::Act> {
+        use ferrotron_kernels::Buffer;
+        let dh = self.cfg.head_dim;
+        let mut dx = b.zeros_act(raw.len())?;
+        b.rmsnorm_backward(
+            src(raw),
+            t(w, unit, role),
+            src(rstd),
+            src(dy),
+            dst(&mut dx),
+            tm(g, unit, role),
+            rstd.len(),
+            dh,
+        )?;
+        Ok(dx)
     }
 
     /// Linear backward for the weight of `roles.0` (and its bias `roles.1`, if the unit has one).

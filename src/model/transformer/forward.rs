@@ -2,13 +2,15 @@
 //! `recompute_blocks` only each block's input (backward.rs runs the block again from it).
 //!
 //!   x₀ = E[ids] (+ P[pos] for GPT-2)
-//!   block ℓ:  h₁ = norm₁(x_ℓ);  q, k, v = h₁·W{q,k,v}ᵀ (+ b);  q, k ← rope(q, k) (Llama)
-//!             o = attn(q, k, v) (causal, per segment, lse saved);  m = x_ℓ + o·Woᵀ (+ b)
+//!   block ℓ:  h₁ = norm₁(x_ℓ);  q, k, v = h₁·W{q,k,v}ᵀ (+ b);
+//!             q, k ← rmsnorm over each head (Qwen3: q_norm, k_norm);  q, k ← rope(q, k) (Llama)
+//!             o = attn(q, k, v) (causal, per segment, the layer's sliding window; lse saved)
+//!             m = x_ℓ + o·Woᵀ (+ b)
 //!             h₂ = norm₂(m);  a = silu(h₂·W_gateᵀ) ⊙ h₂·W_upᵀ (Llama) | gelu(h₂·W_fc) (GPT-2)
 //!             x_{ℓ+1} = m + a·W_downᵀ (+ b)
-//! Saved per block (`BlockActs`, none with `recompute_blocks`): h₁, norm₁ stats, q, k, v, o,
-//! lse, m, h₂, norm₂ stats, gate, up, a. `Forward::xs[ℓ]` holds x_ℓ, the input of block ℓ (and
-//! x_L the final state), always.
+//! Saved per block (`BlockActs`, none with `recompute_blocks`): h₁, norm₁ stats, q, k, v (and
+//! Qwen3's q, k before the head norms with their rstd), o, lse, m, h₂, norm₂ stats, gate, up, a.
+//! `Forward::xs[ℓ]` holds x_ℓ, the input of block ℓ (and x_L the final state), always.
 //! Each unit is gathered (`before_use`) only while its block runs.
 //!
 //! Residual adds are fused with the norm that follows them (`Backend::residual_*norm_forward`,
@@ -148,6 +150,8 @@ impl Transformer {
         let mut q = b.empty_act(n * qd)?;
         let mut k = b.empty_act(n * kvd)?;
         let mut v = b.empty_act(n * kvd)?;
+        let (mut q_raw, mut k_raw) = (b.zeros_act(0)?, b.zeros_act(0)?);
+        let (mut q_rstd, mut k_rstd) = (b.zeros_acc(0)?, b.zeros_acc(0)?);
         if gpt2 {
             let mut qkv = b.empty_act(n * 3 * d)?;
             b.linear_forward(
@@ -182,24 +186,24 @@ impl Transformer {
                 dst(&mut v),
                 self.lin(n, d, kvd),
             )?;
-            b.rope_forward(
-                dst(&mut q),
-                src(&batch.positions),
-                n,
-                c.heads,
-                c.head_dim,
-                c.rope_theta,
-            )?;
-            b.rope_forward(
-                dst(&mut k),
-                src(&batch.positions),
-                n,
-                c.kv_heads,
-                c.head_dim,
-                c.rope_theta,
-            )?;
+            if c.qk_norm {
+                // RMSNorm over each head: rows of Dh, N·H of them (N·Hkv for k).
+                (q_raw, q_rstd) = self.head_norm(b, w, unit, Role::QNorm, &mut q, n * c.heads)?;
+                (k_raw, k_rstd) =
+                    self.head_norm(b, w, unit, Role::KNorm, &mut k, n * c.kv_heads)?;
+            }
+            for (x, heads) in [(&mut q, c.heads), (&mut k, c.kv_heads)] {
+                b.rope_forward(
+                    dst(x),
+                    src(&batch.positions),
+                    n,
+                    heads,
+                    c.head_dim,
+                    &self.rope_inv_freq,
+                )?;
+            }
         }
-        let dims = self.attn_dims(batch);
+        let dims = self.attn_dims(batch, unit);
         let mut o = b.empty_act(n * qd)?;
         let mut lse = b.empty_acc(c.heads * n)?;
         b.attention_forward(
@@ -275,6 +279,10 @@ impl Transformer {
                 q,
                 k,
                 v,
+                q_raw,
+                k_raw,
+                q_rstd,
+                k_rstd,
                 o,
                 lse,
                 mid,
@@ -287,5 +295,31 @@ impl Transformer {
             },
             out,
         ))
+    }
+
+    /// x ← rmsnorm(x) over `rows` rows of Dh with the weight of `role`; returns x as it was
+    /// before and the rows' rstd (what the backward needs).
+    fn head_norm<B: Backend>(
+        &self,
+        b: &B,
+        w: &B::Act,
+        unit: &UnitSpec,
+        role: Role,
+        x: &mut B::Act,
+        rows: usize,
+    ) -> Result<(B::Act, B::Acc)> {
+        let dh = self.cfg.head_dim;
+        let raw = std::mem::replace(x, b.zeros_act(rows * dh)?);
+        let mut rstd = b.zeros_acc(rows)?;
+        b.rmsnorm_forward(
+            src(&raw),
+            t(w, unit, role),
+            dst(x),
+            dst(&mut rstd),
+            rows,
+            dh,
+            self.cfg.norm_eps,
+        )?;
+        Ok((raw, rstd))
     }
 }

@@ -4,8 +4,10 @@
 //!
 //!   x₀ = E[ids] (+ P[pos] for GPT-2)
 //!   block ℓ (pre-norm):  h = norm₁(x);  q, k, v = h·Wqᵀ, h·Wkᵀ, h·Wvᵀ (GPT-2: one fused Conv1D)
-//!                        q, k ← rope(q, k)  (Llama family)
-//!                        m = x + attn(q, k, v)·Woᵀ
+//!                        q, k ← rmsnorm per head (Qwen3's q_norm, k_norm, weights [Dh])
+//!                        q, k ← rope(q, k)  (Llama family; frequency table from the config,
+//!                                            llama3 / linear scaled)
+//!                        m = x + attn(q, k, v)·Woᵀ  (causal; sliding window in windowed layers)
 //!                        x' = m + mlp(norm₂(m)),  mlp = W_down·(silu(W_gate·) ⊙ W_up·)  (Llama)
 //!                                                 or  W_proj·gelu(W_fc·)                    (GPT-2)
 //!   logits = norm_f(x_L)·W_headᵀ (W_head = E when tied);  loss = Σ CE(logits, targets)
@@ -38,6 +40,8 @@ use ferrotron_kernels::{AttnDims, Backend, Dst, LinearDims, Src, WeightGrads, We
 pub struct Transformer {
     pub cfg: ModelConfig,
     pub layout: ParamLayout,
+    /// The rotary inverse-frequency table [Dh/2] (`ModelConfig::rope_inv_freq`).
+    pub rope_inv_freq: Vec<f64>,
     /// Full activation checkpointing: forward keeps only each block's input x_ℓ, and backward
     /// recomputes the block's forward from it (one more forward of every block but W_down).
     pub recompute_blocks: bool,
@@ -70,6 +74,11 @@ pub struct BlockActs<B: Backend> {
     q: B::Act,
     k: B::Act,
     v: B::Act,
+    /// Qwen3: q and k before their per-head RMSNorm, and its rstd [N·H], [N·Hkv] (else empty).
+    q_raw: B::Act,
+    k_raw: B::Act,
+    q_rstd: B::Acc,
+    k_rstd: B::Acc,
     o: B::Act,
     lse: B::Acc,
     /// Residual stream after attention.
@@ -100,15 +109,18 @@ impl<B: Backend> Forward<B> {
         let mut acc = 0;
         for a in self.blocks.iter().flatten() {
             act += [
-                &a.h1, &a.q, &a.k, &a.v, &a.o, &a.mid, &a.h2, &a.gate, &a.up, &a.act,
+                &a.h1, &a.q, &a.k, &a.v, &a.q_raw, &a.k_raw, &a.o, &a.mid, &a.h2, &a.gate, &a.up,
+                &a.act,
             ]
             .iter()
             .map(|x| x.len())
             .sum::<usize>();
-            acc += [&a.mean1, &a.rstd1, &a.lse, &a.mean2, &a.rstd2]
-                .iter()
-                .map(|x| x.len())
-                .sum::<usize>();
+            acc += [
+                &a.mean1, &a.rstd1, &a.q_rstd, &a.k_rstd, &a.lse, &a.mean2, &a.rstd2,
+            ]
+            .iter()
+            .map(|x| x.len())
+            .sum::<usize>();
         }
         (act, acc)
     }
@@ -162,9 +174,14 @@ fn weight_grads<'a, T: ferrotron_kernels::Buffer>(
 impl Transformer {
     pub fn new(cfg: ModelConfig) -> Self {
         let layout = ParamLayout::new(&cfg);
+        let rope_inv_freq = match cfg.arch {
+            Arch::Llama => cfg.rope_inv_freq(),
+            Arch::Gpt2 => Vec::new(),
+        };
         Transformer {
             cfg,
             layout,
+            rope_inv_freq,
             recompute_blocks: false,
         }
     }
@@ -172,8 +189,10 @@ impl Transformer {
     /// What `forward` keeps for backward on a batch of `tokens` tokens, in elements
     /// (activation precision, accumulation precision): exactly `Forward::saved_elements`.
     ///   always:             x_0 … x_L                         (L + 1)·N·D
-    ///   per saved block:    h₁, q, k, v, o, m, h₂, up, a (+ gate: Llama)   and
-    ///                       norm statistics (rstd; + mean: GPT-2), lse [H·N]
+    ///   per saved block:    h₁, q, k, v, o, m, h₂, up, a (+ gate: Llama; + q, k before
+    ///                       their head norms: Qwen3)   and
+    ///                       norm statistics (rstd; + mean: GPT-2; + per-head rstd of q and
+    ///                       k: Qwen3), lse [H·N]
     /// With `recompute_blocks` no block is saved.
     pub fn activation_elements(&self, tokens: usize) -> (usize, usize) {
         let c = &self.cfg;
@@ -185,8 +204,13 @@ impl Transformer {
         }
         let gate = if c.arch == Arch::Llama { c.ffn } else { 0 };
         let mean = if c.arch == Arch::Gpt2 { 1 } else { 0 };
-        let act = n * (3 * c.hidden + 2 * qd + 2 * kvd + 2 * c.ffn + gate);
-        let acc = n * (2 * (1 + mean) + c.heads);
+        let (qk_raw, qk_rstd) = if c.qk_norm {
+            (qd + kvd, c.heads + c.kv_heads)
+        } else {
+            (0, 0)
+        };
+        let act = n * (3 * c.hidden + 2 * qd + 2 * kvd + 2 * c.ffn + gate + qk_raw);
+        let acc = n * (2 * (1 + mean) + c.heads + qk_rstd);
         (xs + c.layers * act, c.layers * acc)
     }
 
@@ -209,10 +233,14 @@ impl Transformer {
         }
     }
 
-    /// Causal attention over the batch's segments. `max_seqlen` is the batch's longest segment
-    /// (DeviceBatch computes it from cu_seqlens), which FlashAttention sizes its grid by.
-    fn attn_dims<B: Backend>(&self, batch: &DeviceBatch<B>) -> AttnDims {
+    /// Causal attention over the batch's segments, in the unit's layer (its sliding window, if
+    /// the layer has one). `max_seqlen` is the batch's longest segment (DeviceBatch computes it
+    /// from cu_seqlens), which FlashAttention sizes its grid by.
+    fn attn_dims<B: Backend>(&self, batch: &DeviceBatch<B>, unit: &UnitSpec) -> AttnDims {
         let c = &self.cfg;
+        let UnitKind::Block(layer) = unit.kind else {
+            unreachable!("attention runs in block units")
+        };
         AttnDims {
             tokens: batch.tokens,
             heads: c.heads,
@@ -222,6 +250,7 @@ impl Transformer {
             max_seqlen: batch.max_seqlen,
             causal: true,
             scale: 1.0 / (c.head_dim as f32).sqrt(),
+            window: c.sliding_window.of(layer),
         }
     }
 

@@ -7,15 +7,17 @@
 //!     task per pair owns its dk, dv and the dq of its query-head group: 5 GEMMs per tile pair.
 //!   TwoPass (otherwise: few long sequences, MQA): tasks own disjoint row blocks of the outputs
 //!     pass 1, per (segment, key tile), for each kv head and each query head of its group, over
-//!       query tiles at or after the key tile (causal) or all (full): dV, dK tiles (BLOCK_K, Dh);
-//!     pass 2, per (segment, query tile), for each query head, over visible key tiles:
+//!       query tiles at or after the key tile (causal; with a sliding window w, only those
+//!       before its last key + w) or all (full): dV, dK tiles (BLOCK_K, Dh);
+//!     pass 2, per (segment, query tile), for each query head, over visible key tiles (those
+//!       wholly outside the window skipped):
 //!       recompute S, P, dP, dS; dQ tile (BLOCK_Q, Dh).
 //!     The price is recomputing S and dP in pass 2 (7 tile GEMMs per tile pair instead of 5).
 //! dq, dk, dv are OVERWRITTEN.
 
 use super::tiles::{
-    head_rows, head_rows_mut, key_end, row_tiles, scores, segments, split_rows, Tile, BLOCK_K,
-    BLOCK_Q,
+    head_rows, head_rows_mut, key_tiles, query_rows, row_tiles, scores, segments, split_rows, Tile,
+    BLOCK_K, BLOCK_Q,
 };
 use crate::backend::AttnDims;
 use crate::cpu::gemm::{gemm, View, ViewMut};
@@ -214,7 +216,6 @@ pub(super) fn p_and_ds<T: CpuFloat>(
         heads,
         kv_heads,
         head_dim: dh,
-        causal,
         ..
     } = inp.dims;
     let kvh = h / (heads / kv_heads);
@@ -225,7 +226,7 @@ pub(super) fn p_and_ds<T: CpuFloat>(
         head_rows(inp.q, q_tok, rows, heads, h, dh),
         head_rows(inp.k, kv_tok, cols, kv_heads, kvh, dh),
         scale,
-        causal,
+        &inp.dims,
         r0,
         c0,
     );
@@ -258,7 +259,6 @@ fn key_tile<T: CpuFloat>(inp: &Inputs<'_, T>, tile: &Tile, dk_blk: &mut [T], dv_
         heads,
         kv_heads,
         head_dim: dh,
-        causal,
         ..
     } = inp.dims;
     let group = heads / kv_heads;
@@ -267,12 +267,13 @@ fn key_tile<T: CpuFloat>(inp: &Inputs<'_, T>, tile: &Tile, dk_blk: &mut [T], dv_
     dk_blk.fill(T::zero());
     dv_blk.fill(T::zero());
     let mut sc = Scratch::new();
-    // causal: only queries at or after the tile's first key see it
-    let q_first = if causal { c0 } else { 0 };
+    // causal: only queries at or after the tile's first key see it, and with a sliding window
+    // only those before its last key + window
+    let (q_first, q_end) = query_rows(&inp.dims, c0, tile.r1, tile.len);
     for kvh in 0..kv_heads {
         for h in kvh * group..(kvh + 1) * group {
-            for r0 in (q_first..tile.len).step_by(BLOCK_Q) {
-                let rows = (r0 + BLOCK_Q).min(tile.len) - r0;
+            for r0 in (q_first..q_end).step_by(BLOCK_Q) {
+                let rows = (r0 + BLOCK_Q).min(q_end) - r0;
                 p_and_ds(inp, &mut sc, tile.start, r0, rows, c0, cols, h);
                 let q_tok = tile.start + r0;
                 let p = View::row_major(&sc.p[..rows * cols], rows, cols);
@@ -304,17 +305,16 @@ fn query_tile<T: CpuFloat>(inp: &Inputs<'_, T>, tile: &Tile, dq_blk: &mut [T]) {
         heads,
         kv_heads,
         head_dim: dh,
-        causal,
         ..
     } = inp.dims;
     let scale = T::from_f64c(inp.dims.scale as f64);
     let (r0, rows) = (tile.r0, tile.rows());
     dq_blk.fill(T::zero());
     let mut sc = Scratch::new();
-    let kend = key_end(causal, tile.r1, tile.len);
+    let (kbegin, kend) = key_tiles(&inp.dims, tile.r0, tile.r1, tile.len);
     for h in 0..heads {
         let kvh = h / (heads / kv_heads);
-        for c0 in (0..kend).step_by(BLOCK_K) {
+        for c0 in (kbegin..kend).step_by(BLOCK_K) {
             let cols = (c0 + BLOCK_K).min(kend) - c0;
             p_and_ds(inp, &mut sc, tile.start, r0, rows, c0, cols, h);
             let ds = View::row_major(&sc.ds[..rows * cols], rows, cols);

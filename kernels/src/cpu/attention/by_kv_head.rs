@@ -7,7 +7,7 @@
 //!   dQ += scale · dS K  — 5 GEMMs, S and dP computed once.
 
 use super::backward::{p_and_ds, Inputs, Scratch};
-use super::tiles::{head_rows, BLOCK_K, BLOCK_Q};
+use super::tiles::{head_rows, query_rows, BLOCK_K, BLOCK_Q};
 use crate::backend::AttnDims;
 use crate::cpu::gemm::{gemm, View, ViewMut};
 use crate::cpu::workspace::{self, Work};
@@ -64,7 +64,6 @@ fn pair<T: CpuFloat>(inp: &Inputs<'_, T>, (start, len): (usize, usize), g: usize
         heads,
         kv_heads,
         head_dim: dh,
-        causal,
         ..
     } = inp.dims;
     let group = heads / kv_heads;
@@ -78,12 +77,13 @@ fn pair<T: CpuFloat>(inp: &Inputs<'_, T>, (start, len): (usize, usize), g: usize
     for c0 in (0..len).step_by(BLOCK_K) {
         let cols = (c0 + BLOCK_K).min(len) - c0;
         let kv = head_rows(inp.k, start + c0, cols, kv_heads, g, dh);
-        // causal: only queries at or after the tile's first key see it
-        let q_first = if causal { c0 } else { 0 };
+        // causal: only queries at or after the tile's first key see it (and with a sliding
+        // window only those before its last key + window)
+        let (q_first, q_end) = query_rows(&inp.dims, c0, c0 + cols, len);
         for j in 0..group {
             let h = g * group + j;
-            for r0 in (q_first..len).step_by(BLOCK_Q) {
-                let rows = (r0 + BLOCK_Q).min(len) - r0;
+            for r0 in (q_first..q_end).step_by(BLOCK_Q) {
+                let rows = (r0 + BLOCK_Q).min(q_end) - r0;
                 p_and_ds(inp, &mut sc, start, r0, rows, c0, cols, h);
                 let p = View::row_major(&sc.p[..rows * cols], rows, cols);
                 let ds = View::row_major(&sc.ds[..rows * cols], rows, cols);

@@ -1,7 +1,8 @@
 //! Attention forward (FlashAttention-2 loop order). Per (segment, query tile) task, for each
 //! query head h (kv head h / group):
 //!   m = −∞, l = 0, acc = 0                                  (BLOCK_Q,), (BLOCK_Q,), (BLOCK_Q, Dh)
-//!   for each key tile (BLOCK_K, Dh) up to the causal limit:
+//!   for each key tile (BLOCK_K, Dh) from the first the sliding window reaches (if any) up to
+//!   the causal limit:
 //!     S = scale · Q Kᵀ (masked)                             (BLOCK_Q, BLOCK_K)
 //!     m' = max(m, rowmax S);  P = exp(S − m');  c = exp(m − m')
 //!     l = c·l + rowsum P;  acc = c·acc + P V
@@ -9,7 +10,7 @@
 //! Tasks own disjoint row blocks of o; their lse rows are scattered into [H, N] afterwards.
 
 use super::tiles::{
-    head_rows, key_end, row_tiles, scores, segments, split_rows, Tile, BLOCK_K, BLOCK_Q,
+    head_rows, key_tiles, row_tiles, scores, segments, split_rows, Tile, BLOCK_K, BLOCK_Q,
 };
 use crate::backend::AttnDims;
 use crate::cpu::elementwise::{max_lanes, sum_lanes};
@@ -110,7 +111,6 @@ fn query_tile_head<T: CpuFloat>(
         heads,
         kv_heads,
         head_dim: dh,
-        causal,
         ..
     } = *dims;
     let kvh = h / (heads / kv_heads);
@@ -121,8 +121,8 @@ fn query_tile_head<T: CpuFloat>(
     sc.l[..rows].fill(T::zero());
     sc.acc[..rows * dh].fill(T::zero());
 
-    let kend = key_end(causal, tile.r1, tile.len);
-    for c0 in (0..kend).step_by(BLOCK_K) {
+    let (kbegin, kend) = key_tiles(dims, tile.r0, tile.r1, tile.len);
+    for c0 in (kbegin..kend).step_by(BLOCK_K) {
         let cols = (c0 + BLOCK_K).min(kend) - c0;
         let kv_tok = tile.start + c0;
         scores(
@@ -130,7 +130,7 @@ fn query_tile_head<T: CpuFloat>(
             qv,
             head_rows(k, kv_tok, cols, kv_heads, kvh, dh),
             scale,
-            causal,
+            dims,
             tile.r0,
             c0,
         );

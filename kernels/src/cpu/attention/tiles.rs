@@ -1,6 +1,8 @@
-//! Tile shapes, the split of a packed batch into per-segment row tiles, and the score tile
-//!   S[i, j] = scale · q[r0 + i] · k[c0 + j]   (−∞ where causal and c0 + j > r0 + i)
-//! shared by forward and backward. Rows are local positions inside one segment.
+//! Tile shapes, the split of a packed batch into per-segment row tiles, the score tile
+//!   S[i, j] = scale · q[r0 + i] · k[c0 + j]   (−∞ where causal and c0 + j > r0 + i, or, with a
+//!                                              sliding window w, c0 + j ≤ r0 + i − w)
+//! and the ranges of tiles a query tile or a key tile meets, shared by forward and backward.
+//! Rows are local positions inside one segment.
 
 use crate::backend::AttnDims;
 use crate::cpu::gemm::{gemm, View, ViewMut};
@@ -46,6 +48,9 @@ pub fn segments(cu_seqlens: &[i32], dims: &AttnDims) -> Vec<(usize, usize)> {
         "attention: heads {heads} not a multiple of kv_heads {kv_heads}"
     );
     assert!(head_dim > 0, "attention: head_dim is 0");
+    if let Err(e) = dims.check_window() {
+        panic!("{e}");
+    }
     assert!(
         cu_seqlens.len() > segments,
         "attention: cu_seqlens holds {} < segments + 1 = {}",
@@ -129,13 +134,14 @@ pub fn head_rows_mut<T>(
 }
 
 /// s[i·cols + j] = scale · q_i · k_j for the local rows r0.. (q) and c0.. (k), with the causal
-/// mask applied as −∞. `s` is (q.rows, k.rows) row-major.
+/// (and sliding-window) mask applied as −∞: key c0 + j is visible to query r0 + i only inside
+/// `dims.key_range(r0 + i)`. `s` is (q.rows, k.rows) row-major.
 pub fn scores<T: CpuFloat>(
     s: &mut [T],
     q: View<'_, T>,
     k: View<'_, T>,
     scale: T,
-    causal: bool,
+    dims: &AttnDims,
     r0: usize,
     c0: usize,
 ) {
@@ -147,20 +153,28 @@ pub fn scores<T: CpuFloat>(
         T::zero(),
         ViewMut::row_major(&mut s[..rows * cols], rows, cols),
     );
-    if causal && c0 + cols > r0 + 1 {
-        for i in 0..rows {
-            // keys j with c0 + j > r0 + i are in the future of query r0 + i
-            let first_masked = (r0 + i + 1).saturating_sub(c0).min(cols);
-            s[i * cols + first_masked..(i + 1) * cols].fill(T::neg_infinity());
-        }
+    if !dims.causal {
+        return;
+    }
+    for i in 0..rows {
+        let (lo, hi) = dims.key_range(r0 + i, usize::MAX);
+        let row = &mut s[i * cols..(i + 1) * cols];
+        row[..lo.saturating_sub(c0).min(cols)].fill(T::neg_infinity());
+        row[hi.saturating_sub(c0).min(cols)..].fill(T::neg_infinity());
     }
 }
 
-/// Keys visible to any query row < r1 of a segment of `len`.
-pub fn key_end(causal: bool, r1: usize, len: usize) -> usize {
-    if causal {
-        r1
-    } else {
-        len
-    }
+/// The key tiles query rows [r0, r1) of a segment of `len` see: tile starts from the tile of
+/// the first visible key (a multiple of BLOCK_K) to `end`, the last visible key + 1. Tiles
+/// wholly outside the causal limit or the sliding window are skipped.
+pub fn key_tiles(dims: &AttnDims, r0: usize, r1: usize, len: usize) -> (usize, usize) {
+    let lo = dims.key_range(r0, len).0;
+    let hi = dims.key_range(r1 - 1, len).1;
+    (lo - lo % BLOCK_K, hi)
+}
+
+/// The query rows that see any key of [c0, c1) in a segment of `len`: [lo, hi), lo = c0 when
+/// causal (a multiple of BLOCK_Q when c0 is one of BLOCK_K, as BLOCK_Q = BLOCK_K).
+pub fn query_rows(dims: &AttnDims, c0: usize, c1: usize, len: usize) -> (usize, usize) {
+    (dims.query_range(c0, len).0, dims.query_range(c1 - 1, len).1)
 }

@@ -119,6 +119,7 @@ pub fn bench_attention_with(
                 max_seqlen: s,
                 causal,
                 scale: 1.0 / (d as f32).sqrt(),
+                window: None,
             };
             let mut fwd = || {
                 fa.forward(

@@ -148,6 +148,7 @@ impl FlashAttention {
         cu_len: usize,
     ) -> Result<()> {
         let bad = |m: String| Err(Error::Unsupported(format!("flash attention: {m}")));
+        dims.check_window()?;
         if dims.head_dim != 64 && dims.head_dim != 128 {
             return bad(format!("head_dim {} (supported: 64, 128)", dims.head_dim));
         }
@@ -188,6 +189,7 @@ impl FlashAttention {
             scale: dims.scale,
             scale_log2: dims.scale * LOG2E,
             segments: dims.segments as i32,
+            window: crate::cuda::ops_attention::window_arg(dims),
             ..Default::default()
         }
     }

@@ -31,7 +31,8 @@ pub struct AttnParams {
     pub segments: i32,
     /// CTA order: groups (head, segment) per chunk, >= 1 (`sched_tile` in the kernel source).
     pub sched_chunk: i32,
-    pub pad_: i32,
+    /// Sliding window (causal only; `AttnDims::window`), 0 = none.
+    pub window: i32,
 }
 
 // SAFETY: plain-old-data, layout identical to the C struct (8-byte pointers, then 4-byte fields).

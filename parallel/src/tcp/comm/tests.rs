@@ -8,6 +8,7 @@ use super::TcpComm;
 use crate::comm::Comm;
 use crate::mesh::Mesh;
 use crate::selftest::{check_collectives, check_mesh};
+use crate::selftest_p2p::check_p2p;
 use crate::ReduceOp;
 
 fn free_port() -> u16 {
@@ -108,4 +109,28 @@ fn a_rank_that_exits_makes_the_others_fail_naming_the_peer() {
         "{}",
         results[0]
     );
+}
+
+#[test]
+fn nonblocking_p2p_on_2_and_4_ranks() {
+    for n in [2, 4] {
+        for result in on_ranks(n, Duration::from_secs(20), |c| check_p2p(&*c)) {
+            result.unwrap();
+        }
+    }
+}
+
+#[test]
+fn pipeline_executor_over_thread_ranks_matches_one_process() {
+    for (n, name, m, v) in [
+        (2, "1f1b", 3, 1),
+        (4, "interleaved", 6, 2),
+        (3, "zb-h1", 4, 1),
+    ] {
+        for result in on_ranks(n, Duration::from_secs(20), move |c| {
+            crate::pipeline::selftest::check_pipeline(&*c, name, m, v, None)
+        }) {
+            result.unwrap();
+        }
+    }
 }

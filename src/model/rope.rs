@@ -1,0 +1,332 @@
+//! Rotary embedding frequencies as config.json defines them (transformers' rope init functions).
+//!
+//! The rotary op (`Backend::rope_forward`) takes a table inv_freq[i], i < Dh/2; this file makes
+//! it. With base θ and d = head_dim, the default table is f_i = θ^(−2i/d). Scaling changes the
+//! table only (transformers' `attention_factor` is 1 for both types here):
+//!   linear (factor s):  f_i / s
+//!   llama3 (factor s, low/high_freq_factor l < h, original_max_position_embeddings L):
+//!     wavelength λ_i = 2π / f_i;
+//!     λ_i < L/h (high frequencies):  f_i
+//!     λ_i > L/l (low frequencies):   f_i / s
+//!     otherwise, with t = (L/λ_i − l) / (h − l):  (1 − t)·f_i/s + t·f_i
+//! Read from transformers 4.x (`rope_theta`, `rope_scaling: {rope_type | type, ...}`) or 5.x
+//! (`rope_parameters: {rope_theta, rope_type, ...}`); when both are given they must agree. Other
+//! types (yarn, dynamic, longrope, ...) change more than the table and are rejected by name.
+
+use crate::error::Result;
+use crate::user;
+use serde_json::{Map, Value};
+
+/// How the default frequency table is scaled.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RopeScaling {
+    None,
+    Linear {
+        factor: f64,
+    },
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_positions: usize,
+    },
+}
+
+impl RopeScaling {
+    /// The inverse-frequency table for `theta` and `head_dim` (even).
+    pub fn inv_freq(&self, theta: f64, head_dim: usize) -> Vec<f64> {
+        let base = ferrotron_kernels::rope_inv_freq(theta, head_dim);
+        match *self {
+            RopeScaling::None => base,
+            RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor: low,
+                high_freq_factor: high,
+                original_max_positions,
+            } => {
+                let old = original_max_positions as f64;
+                let (low_wavelen, high_wavelen) = (old / low, old / high);
+                base.iter()
+                    .map(|&f| {
+                        let wavelen = 2.0 * std::f64::consts::PI / f;
+                        if wavelen < high_wavelen {
+                            f
+                        } else if wavelen > low_wavelen {
+                            f / factor
+                        } else {
+                            let t = (old / wavelen - low) / (high - low);
+                            (1.0 - t) * f / factor + t * f
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The `rope_scaling` object of a transformers 4.x config.json (null when unscaled).
+    pub fn to_hf_json(&self) -> Value {
+        match *self {
+            RopeScaling::None => Value::Null,
+            RopeScaling::Linear { factor } => {
+                serde_json::json!({"rope_type": "linear", "factor": factor})
+            }
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_positions,
+            } => serde_json::json!({
+                "rope_type": "llama3",
+                "factor": factor,
+                "low_freq_factor": low_freq_factor,
+                "high_freq_factor": high_freq_factor,
+                "original_max_position_embeddings": original_max_positions,
+            }),
+        }
+    }
+}
+
+/// (rope_theta, scaling) of a Llama-family config object; `origin` names the file in errors.
+pub fn from_config(obj: &Map<String, Value>, origin: &str) -> Result<(f64, RopeScaling)> {
+    let num = |o: &Map<String, Value>, key: &str, at: &str| -> Result<Option<f64>> {
+        match o.get(key).filter(|v| !v.is_null()) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| user!("{origin}: key `{at}{key}` must be a number, found {v}")),
+        }
+    };
+    let mut theta = num(obj, "rope_theta", "")?;
+    let top_partial = num(obj, "partial_rotary_factor", "")?;
+    let mut scaling: Option<(&str, RopeScaling)> = None;
+    for key in ["rope_scaling", "rope_parameters"] {
+        let Some(v) = obj.get(key).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let Some(o) = v.as_object() else {
+            return Err(user!("{origin}: key `{key}` must be an object, found {v}"));
+        };
+        let at = format!("{key}.");
+        if let Some(t) = num(o, "rope_theta", &at)? {
+            theta = Some(t);
+        }
+        let partial = num(o, "partial_rotary_factor", &at)?.or(top_partial);
+        if partial.is_some_and(|p| p != 1.0) {
+            return Err(user!(
+                "{origin}: {key}.partial_rotary_factor = {} is not supported (rotary embedding over the whole head only)",
+                partial.unwrap_or(1.0)
+            ));
+        }
+        let kind = match o.get("rope_type").or_else(|| o.get("type")) {
+            None | Some(Value::Null) => "default",
+            Some(Value::String(s)) => s.as_str(),
+            Some(v) => {
+                return Err(user!(
+                    "{origin}: key `{key}.rope_type` must be a string, found {v}"
+                ))
+            }
+        };
+        let factor = || -> Result<f64> {
+            let f = num(o, "factor", &at)?
+                .ok_or_else(|| user!("{origin}: {key}.rope_type `{kind}` needs `{key}.factor`"))?;
+            if f.is_finite() && f > 0.0 {
+                Ok(f)
+            } else {
+                Err(user!("{origin}: {key}.factor = {f} must be positive"))
+            }
+        };
+        let this = match kind {
+            "default" => RopeScaling::None,
+            "linear" => RopeScaling::Linear { factor: factor()? },
+            "llama3" => {
+                let need = |k: &str| -> Result<f64> {
+                    num(o, k, &at)?
+                        .ok_or_else(|| user!("{origin}: {key}.rope_type `llama3` needs `{key}.{k}`"))
+                };
+                let (low, high) = (need("low_freq_factor")?, need("high_freq_factor")?);
+                if !(low > 0.0 && high > low) {
+                    return Err(user!(
+                        "{origin}: {key}.low_freq_factor ({low}) must be positive and below high_freq_factor ({high})"
+                    ));
+                }
+                // transformers: a top-level original_max_position_embeddings wins, then the
+                // one in the rope dict, then max_position_embeddings.
+                let old = num(obj, "original_max_position_embeddings", "")?
+                    .or(num(o, "original_max_position_embeddings", &at)?)
+                    .or(num(obj, "max_position_embeddings", "")?)
+                    .ok_or_else(|| {
+                        user!("{origin}: {key}.rope_type `llama3` needs `{key}.original_max_position_embeddings`")
+                    })?;
+                if !(old >= 1.0 && old.fract() == 0.0) {
+                    return Err(user!(
+                        "{origin}: original_max_position_embeddings = {old} must be a positive integer"
+                    ));
+                }
+                RopeScaling::Llama3 {
+                    factor: factor()?,
+                    low_freq_factor: low,
+                    high_freq_factor: high,
+                    original_max_positions: old as usize,
+                }
+            }
+            other => {
+                return Err(user!(
+                    "{origin}: {key}.rope_type `{other}` is not supported (supported: default, linear, llama3)"
+                ))
+            }
+        };
+        if let Some((first, prev)) = &scaling {
+            if *prev != this {
+                return Err(user!(
+                    "{origin}: `{first}` and `{key}` describe different rotary scalings ({prev:?} and {this:?})"
+                ));
+            }
+        }
+        scaling = Some((key, this));
+    }
+    let theta = theta.unwrap_or(10000.0);
+    if !(theta.is_finite() && theta > 1.0) {
+        return Err(user!("{origin}: rope_theta = {theta} must be above 1"));
+    }
+    Ok((theta, scaling.map_or(RopeScaling::None, |(_, s)| s)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: serde_json::Value) -> Result<(f64, RopeScaling)> {
+        from_config(json.as_object().unwrap(), "config.json")
+    }
+
+    /// Ours (f64) against transformers 5.24's `_compute_llama3_parameters` /
+    /// `_compute_linear_scaling_rope_parameters` (computed in float32, printed with repr) for
+    /// head_dim 16: equal to f32 rounding.
+    fn assert_table(json: serde_json::Value, hf: [f64; 8]) {
+        let (theta, s) = parse(json).unwrap();
+        let ours = s.inv_freq(theta, 16);
+        for (i, (a, b)) in ours.iter().zip(hf).enumerate() {
+            assert!(
+                (a - b).abs() <= 1.2e-7 * b,
+                "entry {i}: ours {a:e}, transformers {b:e}"
+            );
+        }
+    }
+
+    #[test]
+    fn llama3_table_matches_transformers() {
+        // the tiny-llama3 fixture: wavelengths 6.3 (< 32/4: kept) and 32.4, 167, ... (> 32/1:
+        // divided by 8)
+        assert_table(
+            serde_json::json!({"rope_parameters": {"rope_type": "llama3",
+                "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 32}}),
+            [
+                1.0,
+                0.024240344762802124,
+                0.004700753837823868,
+                0.0009115831344388425,
+                0.00017677668074611574,
+                3.428102354519069e-05,
+                6.647869668086059e-06,
+                1.289173155782919e-06,
+            ],
+        );
+        // all three bands: wavelengths 6.3, 19.9 (< 128/4: kept), 62.8 (between: smoothed),
+        // 199, ... (> 128/1: divided by 8)
+        assert_table(
+            serde_json::json!({"rope_theta": 10000.0, "rope_scaling": {"rope_type": "llama3",
+                "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 128}}),
+            [
+                1.0,
+                0.3162277638912201,
+                0.04275117814540863,
+                0.0039528473280370235,
+                0.0012499999720603228,
+                0.00039528473280370235,
+                0.0001250000059371814,
+                3.9528473280370235e-05,
+            ],
+        );
+        assert_table(
+            serde_json::json!({"rope_parameters": {"rope_type": "linear", "factor": 4.0,
+                "rope_theta": 10000.0}}),
+            [
+                0.25,
+                0.07905694097280502,
+                0.02500000037252903,
+                0.007905694656074047,
+                0.0024999999441206455,
+                0.0007905694656074047,
+                0.0002500000118743628,
+                7.905694656074047e-05,
+            ],
+        );
+    }
+
+    #[test]
+    fn linear_and_4x_style_scaling() {
+        let (theta, s) = parse(serde_json::json!({
+            "rope_theta": 10000.0, "rope_scaling": {"type": "linear", "factor": 4.0}
+        }))
+        .unwrap();
+        assert_eq!(s, RopeScaling::Linear { factor: 4.0 });
+        let t = s.inv_freq(theta, 8);
+        assert_eq!(t, vec![0.25, 0.025, 0.0025, 0.00025]);
+        // 4.x llama3: rope_theta at top level, original context from max_position_embeddings
+        let (_, s) = parse(serde_json::json!({
+            "rope_theta": 500000.0, "max_position_embeddings": 4096,
+            "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0}
+        }))
+        .unwrap();
+        assert_eq!(
+            s,
+            RopeScaling::Llama3 {
+                factor: 32.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_positions: 4096
+            }
+        );
+    }
+
+    #[test]
+    fn unsupported_or_inconsistent_scaling_is_rejected_by_name() {
+        for (json, want) in [
+            (
+                serde_json::json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}),
+                "yarn",
+            ),
+            (
+                serde_json::json!({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0}}),
+                "dynamic",
+            ),
+            (
+                serde_json::json!({"rope_scaling": {"rope_type": "linear"}}),
+                "factor",
+            ),
+            (
+                serde_json::json!({"rope_scaling": {"rope_type": "llama3", "factor": 8.0,
+                    "low_freq_factor": 4.0, "high_freq_factor": 1.0,
+                    "original_max_position_embeddings": 8192}}),
+                "low_freq_factor",
+            ),
+            (
+                serde_json::json!({"rope_scaling": {"rope_type": "linear", "factor": 2.0},
+                    "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}}),
+                "different rotary scalings",
+            ),
+            (
+                serde_json::json!({"partial_rotary_factor": 0.5, "rope_parameters": {"rope_type": "default"}}),
+                "partial_rotary_factor",
+            ),
+        ] {
+            let e = parse(json).unwrap_err().to_string();
+            assert!(e.contains("config.json") && e.contains(want), "{e}");
+        }
+    }
+}
