@@ -15,14 +15,17 @@
 //! The two non-zero forms agree unless alpha ≠ 1 or β' ∉ {0, 1} (attention's scaled tiles).
 //!
 //! Blocking (BLIS): C is computed in MR × NR = 12 × 32 tiles held in 24 zmm registers
-//! (avx512.rs), from A packed into MR-row panels and B into NR-column panels (pack.rs), in
+//! (avx512.rs), from A packed into MR-row panels and B in NR-column panels (pack.rs), in
 //! thread-local buffers that are reused, never reallocated in the steady state (scratch.rs).
+//! B's panels come one of three ways (`BSource`): packed per block (the default); read in place
+//! when B's rows are contiguous and A is one MC block, so packing would buy no reuse (the head's
+//! dx = dlogits · W_head reads W_head so); or prepared once for many products (`prepare_b`,
+//! `sgemm_prepared`: W_headᵀ for every logits chunk of a step).
 //!   order "B panel first" (BLIS):   for NC columns { for KC { pack B; for MC rows { pack A; tiles }}}
 //!   order "C block first":          for NC columns { for MC rows { for KC { B; pack A; tiles }}}
-//! The second keeps a C block in cache across all K blocks (products with small k and a large
-//! C, the head's dW) and is used when B needs no packing (row-major B, read in place) or there
-//! is only one MC block. C is written in its contiguous direction: a column-major C is computed
-//! as Cᵀ = Bᵀ·Aᵀ.
+//! The second keeps a C block in cache across all K blocks; it is used when B is not packed per
+//! block, or A is one MC block anyway. C is written in its contiguous direction: a column-major
+//! C is computed as Cᵀ = Bᵀ·Aᵀ.
 //!
 //! Single-threaded: cpu/gemm.rs splits large products over rayon threads, a block each.
 
