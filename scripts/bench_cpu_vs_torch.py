@@ -18,7 +18,7 @@ time as a share of its whole-process CPU time (startup included, so an upper bou
                                        [--models quickstart,llama-75m] [--no-compile] [--tuned-only]
                                        [--idle 0.10] [--max-wait 30] [--tries 4]
 Run from the repository root (scripts/bench-cpu-vs-torch.sh installs what it needs first)."""
-import argparse, json, os, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 
 p = argparse.ArgumentParser()
 p.add_argument("--rounds", type=int, default=3)
@@ -106,6 +106,7 @@ def ferrotron(model):
     _, rss, others = measure(cmd, env)
     sys_shares.setdefault(model, []).append(measure_once.sys_share)
     recs = [json.loads(l) for l in open(f"{out}/metrics.jsonl")]
+    shutil.rmtree(out, ignore_errors=True)
     recs = [r for r in recs if "step_time_s" in r]
     med = statistics.median(r["step_time_s"] for r in recs[a.warmup:])
     return recs[0]["tokens"] / med, rss, others
