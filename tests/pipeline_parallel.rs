@@ -27,6 +27,12 @@
 //! Resume: a pp 2 checkpoint continues at pp 1 and pp 4, and a (pp 2, tp 2) one at dp 4, with the
 //! uninterrupted losses to ≤ 1e-6. A tied table is stored once in checkpoints and exports.
 //!
+//! The recipe's learning rate is 3e-3 (tests/recipes/tiny-pp.toml): under tensor parallelism the
+//! forward differs from one rank's by round-off (row-parallel sums split over the ranks), and
+//! Adam turns a rounding change of a gradient element near eps into a visible change of its
+//! update (lr·δg/(4·eps) at |g| ≈ eps); at 1e-2 a tied 8-block model's weights then move 1.4–2e-5
+//! from one rank's after 10 steps with or without a pipeline, at 3e-3 1.4–2.5e-6.
+//!
 //! `FERROTRON_PP_FULL=1` runs every layout on every model (36 + 6 runs instead of 18).
 
 mod common;
@@ -225,15 +231,8 @@ impl References {
     }
 }
 
-/// The figures every run is checked against (see the module comment). `weights_like`: where the
-/// final weights are held against another run than one rank's (see `three_d_layouts_...`).
-fn assert_matches_one_rank(
-    model: Model,
-    layout: &Layout,
-    refs: &References,
-    out: &Path,
-    weights_like: Option<&Path>,
-) {
+/// The figures every run is checked against (see the module comment).
+fn assert_matches_one_rank(model: Model, layout: &Layout, refs: &References, out: &Path) {
     let what = format!("{model:?} {}", layout.name());
     let reference = refs.out(model);
     let (a, b) = (losses(&reference), losses(out));
@@ -255,17 +254,7 @@ fn assert_matches_one_rank(
     println!("{what}: losses {dl:.2e}, eval {de:.2e}, final weights {dw:.2e} (relative to 1 rank)");
     assert!(dl <= 1e-5, "{what}: losses {b:?} vs one rank {a:?}");
     assert!(de <= 1e-5, "{what}: eval losses {eb:?} vs one rank {ea:?}");
-    match weights_like {
-        None => assert!(dw <= 1e-5, "{what}: final weights differ by {dw:.2e}"),
-        Some(like) => {
-            let d = weights_rel(&wb, &weights(like));
-            println!("{what}: final weights {d:.2e} relative to the same layout without pipeline");
-            assert!(
-                d <= 1e-6,
-                "{what}: final weights differ from pp 1 by {d:.2e}"
-            );
-        }
-    }
+    assert!(dw <= 1e-5, "{what}: final weights differ by {dw:.2e}");
     if model == Model::Llama && layout.dp == 1 && layout.tp == 1 {
         // The same micro-batches accumulated in the same order, the same kernels: the same bits.
         assert!(dl == 0.0 && dw == 0.0, "{what}: not bit for bit one rank's");
@@ -413,7 +402,7 @@ fn run_and_check(model: Model, layout: Layout, refs: &References, out: &Path) {
         &layout.sets(),
         false,
     );
-    assert_matches_one_rank(model, &layout, refs, out, None);
+    assert_matches_one_rank(model, &layout, refs, out);
 }
 
 fn full() -> bool {
@@ -448,11 +437,6 @@ fn pipeline_layouts_match_one_rank() {
 
 /// The 3D layout (pp 2, dp 2, tp 2) with sequence parallelism (once with full activation
 /// checkpointing), and (pp 2, dp 4) with ZeRO-2.
-/// Under tensor parallelism a tied model's weights move from one rank's by up to 2e-5 after
-/// 10 steps with or without a pipeline (vocab-parallel head and embedding sum in another
-/// order; Adam magnifies the rounding of near-zero gradients), so a tied model's 3D weights are
-/// held to 1e-6 against the same (dp, tp, sp) layout without the pipeline, and to one rank
-/// through its losses.
 #[test]
 fn three_d_layouts_match_one_rank() {
     let refs = References::new();
@@ -503,23 +487,7 @@ fn three_d_layouts_match_one_rank() {
             &layout.sets(),
             false,
         );
-        let tied = model != Model::Llama;
-        let like = if tied && layout.tp > 1 {
-            let flat = Layout { pp: 1, ..layout };
-            let dir = base.path().join(format!("3d-{i}-pp1"));
-            train(
-                model,
-                refs.dir.path(),
-                &dir,
-                flat.ranks(),
-                &flat.sets(),
-                false,
-            );
-            Some(dir)
-        } else {
-            None
-        };
-        assert_matches_one_rank(model, &layout, &refs, &out, like.as_deref());
+        assert_matches_one_rank(model, &layout, &refs, &out);
     }
 }
 

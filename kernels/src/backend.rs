@@ -313,6 +313,15 @@ pub trait Backend: Send + Sync {
     // ---- memory ----------------------------------------------------------------------------
     fn zeros_act(&self, n: usize) -> Result<Self::Act>;
     fn zeros_acc(&self, n: usize) -> Result<Self::Acc>;
+    /// n elements of unspecified value (like `torch.empty`): for a buffer that an op overwrites
+    /// whole before anything reads it. Backends that reuse memory skip the zero fill here.
+    fn empty_act(&self, n: usize) -> Result<Self::Act> {
+        self.zeros_act(n)
+    }
+    /// As `empty_act`, in accumulation precision.
+    fn empty_acc(&self, n: usize) -> Result<Self::Acc> {
+        self.zeros_acc(n)
+    }
     fn upload_act(&self, host: &[f32]) -> Result<Self::Act>;
     fn upload_acc(&self, host: &[f32]) -> Result<Self::Acc>;
     fn upload_idx(&self, host: &[i32]) -> Result<Self::Idx>;
@@ -372,6 +381,25 @@ pub trait Backend: Send + Sync {
         y: ActDst<'_, Self>,
         dims: LinearDims,
     ) -> Result<()>;
+    /// W prepared for several `linear_forward_prepared` calls with the same W (the head's row
+    /// chunks): on the CPU, Wᵀ packed once in the GEMM's panel layout instead of once per call.
+    /// Empty where a backend prepares nothing (the default). `dims.n` is not used.
+    fn prepare_linear_weight(&self, _w: ActSrc<'_, Self>, _dims: LinearDims) -> Result<Self::Act> {
+        self.empty_act(0)
+    }
+    /// `linear_forward`, reading W from `prepared` (`prepare_linear_weight` of this w and these
+    /// dims) where it is not empty. The same numbers as `linear_forward`.
+    fn linear_forward_prepared(
+        &self,
+        x: ActSrc<'_, Self>,
+        w: ActSrc<'_, Self>,
+        _prepared: ActSrc<'_, Self>,
+        b: Option<ActSrc<'_, Self>>,
+        y: ActDst<'_, Self>,
+        dims: LinearDims,
+    ) -> Result<()> {
+        self.linear_forward(x, w, b, y, dims)
+    }
     /// dx += dy · W;  dW += dy^T · x (stored in W's layout);  db += Σ_n dy[n]  (dW, db: `grads`).
     #[allow(clippy::too_many_arguments)]
     fn linear_backward(
@@ -576,6 +604,28 @@ pub trait Backend: Send + Sync {
         v: usize,
         grad_scale: f64,
     ) -> Result<()>;
+    /// `cross_entropy` with dlogits written over the logits (with `grad_scale`; without one the
+    /// logits are left unspecified): one [N, V] buffer instead of two. The default copies the
+    /// logits aside first; the CPU backend works row by row in place.
+    #[allow(clippy::too_many_arguments)]
+    fn cross_entropy_in_place(
+        &self,
+        logits: ActDst<'_, Self>,
+        targets: IdxSrc<'_, Self>,
+        losses: AccDst<'_, Self>,
+        n: usize,
+        v: usize,
+        grad_scale: Option<f64>,
+    ) -> Result<()> {
+        let mut copy = self.empty_act(n * v)?;
+        let whole = Dst::range(&mut copy, 0, n * v);
+        self.copy_columns(logits.as_src(), v, 0, whole, v, 0, n, v, false)?;
+        let src = Src::range(&copy, 0, n * v);
+        match grad_scale {
+            None => self.cross_entropy(src, targets, losses, None, n, v, 0.0),
+            Some(s) => self.cross_entropy(src, targets, losses, Some(logits), n, v, s),
+        }
+    }
 
     /// Vocab-parallel cross-entropy, step 1 of 2 (math: cpu/vocab_ce.rs): over the first `valid`
     /// of the `v` columns of logits [N, V] (this rank's ids `start..start + valid`; the rest is

@@ -100,7 +100,8 @@ pub fn run(recipe_path: &Path, overrides: &[String], resume: bool) -> Result<i32
             train(&b, recipe, resume, &dist)
         }
         _ => {
-            let b = ferrotron_kernels::cpu::CpuBackend::<f32>::new();
+            let b =
+                ferrotron_kernels::cpu::CpuBackend::<f32, ferrotron_kernels::cpu::Pooled>::pooled();
             train(&b, recipe, resume, &dist)
         }
     }

@@ -93,7 +93,8 @@ impl<B: Collectives> Stage3<B> {
         if !self.gathered[u].is_empty() || self.plan.padded[u] == 0 {
             return Ok(());
         }
-        let mut full = b.zeros_act(self.plan.padded[u])?;
+        // all_gather overwrites every element: no zero fill
+        let mut full = b.empty_act(self.plan.padded[u])?;
         b.all_gather_act(
             self.groups.dp.as_ref(),
             Src::all(&self.shards[u]),

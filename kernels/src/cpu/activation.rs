@@ -2,6 +2,8 @@
 //! SwiGLU: out = silu(g)·u, silu(g) = g·σ(g); dg += dout·u·σ(g)(1 + g(1 − σ(g))); du += dout·silu(g).
 //! tanh-GELU: y = ½x(1 + tanh(c(x + 0.044715x³))), c = √(2/π);
 //!   dx += dy·(½(1 + t) + ½x(1 − t²)·c(1 + 3·0.044715x²)), t = tanh(c(x + 0.044715x³)).
+//! Chunks run at the machine's vector width (simd.rs), exp and tanh without libm calls for f32
+//! (math.rs, as accurate as libm's).
 
 use super::CpuFloat;
 use rayon::prelude::*;
@@ -10,8 +12,9 @@ use rayon::prelude::*;
 const CHUNK: usize = 1 << 13;
 const GELU_CUBIC: f64 = 0.044715;
 
+#[inline(always)]
 fn sigmoid<T: CpuFloat>(g: T) -> T {
-    T::one() / (T::one() + (-g).exp())
+    T::one() / (T::one() + (-g).exp_elem())
 }
 
 fn check_len(what: &str, lens: &[usize]) {
@@ -21,16 +24,31 @@ fn check_len(what: &str, lens: &[usize]) {
     );
 }
 
+crate::simd_fn! {
+    fn swiglu_forward_chunk<T: CpuFloat>(o: &mut [T], g: &[T], u: &[T]) {
+        for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+            *o = g * sigmoid(g) * u;
+        }
+    }
+}
+
 pub fn swiglu_forward<T: CpuFloat>(gate: &[T], up: &[T], out: &mut [T]) {
     check_len("swiglu_forward", &[gate.len(), up.len(), out.len()]);
     out.par_chunks_mut(CHUNK)
         .zip(gate.par_chunks(CHUNK))
         .zip(up.par_chunks(CHUNK))
-        .for_each(|((o, g), u)| {
-            for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-                *o = g * sigmoid(g) * u;
-            }
-        });
+        .for_each(|((o, g), u)| swiglu_forward_chunk(o, g, u));
+}
+
+crate::simd_fn! {
+    fn swiglu_backward_chunk<T: CpuFloat>(dg: &mut [T], du: &mut [T], g: &[T], u: &[T], d: &[T]) {
+        let n = dg.len().min(du.len()).min(g.len()).min(u.len()).min(d.len());
+        for i in 0..n {
+            let s = sigmoid(g[i]);
+            dg[i] = dg[i] + d[i] * u[i] * s * (T::one() + g[i] * (T::one() - s));
+            du[i] = du[i] + d[i] * g[i] * s;
+        }
+    }
 }
 
 pub fn swiglu_backward<T: CpuFloat>(
@@ -52,44 +70,47 @@ pub fn swiglu_backward<T: CpuFloat>(
                 .zip(up.par_chunks(CHUNK))
                 .zip(dout.par_chunks(CHUNK)),
         )
-        .for_each(|((dg, du), ((g, u), d))| {
-            for i in 0..dg.len() {
-                let s = sigmoid(g[i]);
-                dg[i] = dg[i] + d[i] * u[i] * s * (T::one() + g[i] * (T::one() - s));
-                du[i] = du[i] + d[i] * g[i] * s;
-            }
-        });
+        .for_each(|((dg, du), ((g, u), d))| swiglu_backward_chunk(dg, du, g, u, d));
 }
 
+#[inline(always)]
 fn gelu_consts<T: CpuFloat>() -> (T, T, T) {
     let c = T::from_f64c((2.0 / std::f64::consts::PI).sqrt());
     (c, T::from_f64c(GELU_CUBIC), T::from_f64c(0.5))
 }
 
+crate::simd_fn! {
+    fn gelu_forward_chunk<T: CpuFloat>(y: &mut [T], x: &[T]) {
+        let (c, a, half) = gelu_consts::<T>();
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = half * x * (T::one() + (c * (x + a * x * x * x)).tanh_elem());
+        }
+    }
+}
+
 pub fn gelu_forward<T: CpuFloat>(x: &[T], y: &mut [T]) {
     check_len("gelu_forward", &[x.len(), y.len()]);
-    let (c, a, half) = gelu_consts::<T>();
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
-        .for_each(|(y, x)| {
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = half * x * (T::one() + (c * (x + a * x * x * x)).tanh());
-            }
-        });
+        .for_each(|(y, x)| gelu_forward_chunk(y, x));
+}
+
+crate::simd_fn! {
+    fn gelu_backward_chunk<T: CpuFloat>(dx: &mut [T], x: &[T], dy: &[T]) {
+        let (c, a, half) = gelu_consts::<T>();
+        let three_a = T::from_f64c(3.0 * GELU_CUBIC);
+        for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+            let t = (c * (x + a * x * x * x)).tanh_elem();
+            let dt = (T::one() - t * t) * c * (T::one() + three_a * x * x);
+            *dx = *dx + dy * (half * (T::one() + t) + half * x * dt);
+        }
+    }
 }
 
 pub fn gelu_backward<T: CpuFloat>(x: &[T], dy: &[T], dx: &mut [T]) {
     check_len("gelu_backward", &[x.len(), dy.len(), dx.len()]);
-    let (c, a, half) = gelu_consts::<T>();
-    let three_a = T::from_f64c(3.0 * GELU_CUBIC);
     dx.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .zip(dy.par_chunks(CHUNK))
-        .for_each(|((dx, x), dy)| {
-            for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-                let t = (c * (x + a * x * x * x)).tanh();
-                let dt = (T::one() - t * t) * c * (T::one() + three_a * x * x);
-                *dx = *dx + dy * (half * (T::one() + t) + half * x * dt);
-            }
-        });
+        .for_each(|((dx, x), dy)| gelu_backward_chunk(dx, x, dy));
 }

@@ -6,7 +6,8 @@
 //!   p ← p − (lr / (1 − β1^t)) · m / (sqrt(v) / sqrt(1 − β2^t) + eps)
 //! g is read as g·T(grad_scale) in T when a clipping factor is given (what `elementwise::scale`,
 //! scaling the gradient in place first, would store). Scalars in f64; each element updated in f64 and stored back as T.
-//! Parallel over chunks.
+//! Parallel over chunks, each at the machine's vector width (simd.rs; the f64 math vectorizes
+//! as it is, so every width gives the same bits).
 
 use super::CpuFloat;
 use crate::backend::AdamWStep;
@@ -30,27 +31,50 @@ pub fn step<T: CpuFloat>(
     );
     assert!(h.step >= 1, "adamw_step: step counts from 1");
     let t = i32::try_from(h.step).unwrap_or(i32::MAX);
-    let decay = 1.0 - h.lr * h.weight_decay;
-    let step_size = h.lr / (1.0 - h.beta1.powi(t));
-    let bias2_sqrt = (1.0 - h.beta2.powi(t)).sqrt();
-    let (b1c, b2, b2c) = (1.0 - h.beta1, h.beta2, 1.0 - h.beta2);
-    let scale = T::from_f64c(grad_scale);
+    let k = Coefs {
+        decay: 1.0 - h.lr * h.weight_decay,
+        step_size: h.lr / (1.0 - h.beta1.powi(t)),
+        bias2_sqrt: (1.0 - h.beta2.powi(t)).sqrt(),
+        b1c: 1.0 - h.beta1,
+        b2: h.beta2,
+        b2c: 1.0 - h.beta2,
+        eps: h.eps,
+        grad_scale,
+    };
     param
         .par_chunks_mut(CHUNK)
         .zip(grad.par_chunks(CHUNK))
         .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
-        .for_each(|((p, g), (m, v))| {
-            for i in 0..p.len() {
-                let g64 = if grad_scale == 1.0 {
-                    g[i].to_f64c()
-                } else {
-                    (g[i] * scale).to_f64c()
-                };
-                let m64 = m[i].to_f64c() + b1c * (g64 - m[i].to_f64c());
-                let v64 = b2 * v[i].to_f64c() + b2c * g64 * g64;
-                let p64 =
-                    p[i].to_f64c() * decay - step_size * m64 / (v64.sqrt() / bias2_sqrt + h.eps);
-                (p[i], m[i], v[i]) = (T::from_f64c(p64), T::from_f64c(m64), T::from_f64c(v64));
-            }
-        });
+        .for_each(|((p, g), (m, v))| step_chunk(p, g, m, v, k));
+}
+
+/// The per-step scalars of the update (see the top comment).
+#[derive(Clone, Copy)]
+struct Coefs {
+    decay: f64,
+    step_size: f64,
+    bias2_sqrt: f64,
+    b1c: f64,
+    b2: f64,
+    b2c: f64,
+    eps: f64,
+    grad_scale: f64,
+}
+
+crate::simd_fn! {
+    fn step_chunk<T: CpuFloat>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], k: Coefs) {
+        let scale = T::from_f64c(k.grad_scale);
+        let n = p.len().min(g.len()).min(m.len()).min(v.len());
+        for i in 0..n {
+            let g64 = if k.grad_scale == 1.0 {
+                g[i].to_f64c()
+            } else {
+                (g[i] * scale).to_f64c()
+            };
+            let m64 = m[i].to_f64c() + k.b1c * (g64 - m[i].to_f64c());
+            let v64 = k.b2 * v[i].to_f64c() + k.b2c * g64 * g64;
+            let p64 = p[i].to_f64c() * k.decay - k.step_size * m64 / (v64.sqrt() / k.bias2_sqrt + k.eps);
+            (p[i], m[i], v[i]) = (T::from_f64c(p64), T::from_f64c(m64), T::from_f64c(v64));
+        }
+    }
 }

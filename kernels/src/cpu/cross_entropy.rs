@@ -2,7 +2,8 @@
 //!   lse[n] = m + ln Σ_v exp(logits[n, v] − m),  m = max_v logits[n, v]   (stable);
 //!   losses[n] = lse[n] − logits[n, t[n]];   dlogits[n, v] = s · (exp(logits[n, v] − lse[n]) − [v = t[n]]);
 //! both 0 for rows whose target is IGNORE_INDEX. s = grad_scale. Sums in f64, parallel over rows.
-//! With dlogits, exp is evaluated once: stored in dlogits, then scaled in place.
+//! With dlogits, exp is evaluated once: stored in dlogits, then scaled in place. `in_place` does
+//! the same with dlogits written over the logits (the same numbers, one buffer).
 
 use super::elementwise::{max_lanes, sum_lanes_f64};
 use super::CpuFloat;
@@ -30,6 +31,65 @@ fn exp_row<T: CpuFloat>(row: &[T], e: &mut [T]) -> (T, f64) {
     e.copy_from_slice(row);
     T::exp_shifted(e, m);
     (m, sum_lanes_f64(e))
+}
+
+crate::simd_fn! {
+    /// max and Σ exp(row − max) with the exponentials written over the row (one row, at the
+    /// machine's vector width).
+    fn exp_row_in_place<T: CpuFloat>(row: &mut [T]) -> (T, f64) {
+        let m = max_lanes(row);
+        T::exp_shifted(row, m);
+        (m, sum_lanes_f64(row))
+    }
+}
+
+crate::simd_fn! {
+    fn scale_row<T: CpuFloat>(row: &mut [T], k: T) {
+        row.iter_mut().for_each(|d| *d = *d * k);
+    }
+}
+
+/// One row in place: returns the loss; the row becomes s·(softmax − onehot) with a scale, or
+/// exp(row − max) without one. `c` is the target's column.
+fn row_in_place<T: CpuFloat>(row: &mut [T], c: usize, grad_scale: Option<f64>) -> T {
+    let target_logit = row[c].to_f64c();
+    let (m, sum) = exp_row_in_place(row);
+    let loss = T::from_f64c(m.to_f64c() + sum.ln() - target_logit);
+    if let Some(s) = grad_scale {
+        scale_row(row, T::from_f64c(s / sum));
+        row[c] = row[c] - T::from_f64c(s);
+    }
+    loss
+}
+
+/// `forward_backward` with dlogits written over `logits` (see the top comment); without a
+/// scale the rows are left holding exp(logits − max).
+pub fn in_place<T: CpuFloat>(
+    logits: &mut [T],
+    targets: &[i32],
+    losses: &mut [T],
+    n: usize,
+    v: usize,
+    grad_scale: Option<f64>,
+) {
+    assert!(
+        v > 0 && logits.len() >= n * v && targets.len() >= n && losses.len() >= n,
+        "cross_entropy: buffers too small for [{n} x {v}]"
+    );
+    logits[..n * v]
+        .par_chunks_mut(v)
+        .zip(losses[..n].par_iter_mut().zip(&targets[..n]))
+        .for_each(|(row, (loss, &t))| {
+            *loss = match target_col(t, v) {
+                Some(c) => row_in_place(row, c, grad_scale),
+                None => {
+                    if grad_scale.is_some() {
+                        row.fill(T::zero());
+                    }
+                    T::zero()
+                }
+            };
+        });
 }
 
 #[allow(clippy::too_many_arguments)]

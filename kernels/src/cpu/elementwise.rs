@@ -5,7 +5,9 @@
 //! Reductions sum fixed-size chunks in parallel, then the chunk partials in order, so the result
 //! does not depend on the thread count or on scheduling.
 //! Row helpers (single-threaded): max_lanes, sum_lanes, sum_lanes_f64 keep LANES independent
-//! accumulators so the compiler can use SIMD lanes (a plain fold is one serial dependency chain).
+//! accumulators so the compiler can use SIMD lanes (a plain fold is one serial dependency chain);
+//! they are inlined into their callers, so they run at the vector width the caller runs at.
+//! add and scale run their chunks at the machine's vector width (simd.rs).
 
 use super::CpuFloat;
 use rayon::prelude::*;
@@ -13,21 +15,31 @@ use rayon::prelude::*;
 /// Elements per parallel work item.
 const CHUNK: usize = 1 << 14;
 
+crate::simd_fn! {
+    /// x += y, element by element (one chunk).
+    pub fn add_chunk<T: CpuFloat>(x: &mut [T], y: &[T]) {
+        for (a, &b) in x.iter_mut().zip(y) {
+            *a = *a + b;
+        }
+    }
+}
+
+crate::simd_fn! {
+    fn scale_chunk<T: CpuFloat>(x: &mut [T], s: T) {
+        x.iter_mut().for_each(|a| *a = *a * s);
+    }
+}
+
 pub fn add<T: CpuFloat>(x: &mut [T], y: &[T]) {
     assert_eq!(x.len(), y.len(), "add: lengths differ");
     x.par_chunks_mut(CHUNK)
         .zip(y.par_chunks(CHUNK))
-        .for_each(|(xc, yc)| {
-            for (a, &b) in xc.iter_mut().zip(yc) {
-                *a = *a + b;
-            }
-        });
+        .for_each(|(xc, yc)| add_chunk(xc, yc));
 }
 
 pub fn scale<T: CpuFloat>(x: &mut [T], s: f64) {
     let s = T::from_f64c(s);
-    x.par_chunks_mut(CHUNK)
-        .for_each(|xc| xc.iter_mut().for_each(|a| *a = *a * s));
+    x.par_chunks_mut(CHUNK).for_each(|xc| scale_chunk(xc, s));
 }
 
 /// Σ f(x) in f64, deterministic: chunk partials in parallel, then summed in chunk order.
@@ -88,7 +100,7 @@ pub fn copy_columns<T: CpuFloat>(
             let d = &mut d[dst_col0..dst_col0 + width];
             let s = &s[src_col0..src_col0 + width];
             if accumulate {
-                d.iter_mut().zip(s).for_each(|(a, &b)| *a = *a + b);
+                add_chunk(d, s);
             } else {
                 d.copy_from_slice(s);
             }
@@ -99,6 +111,7 @@ pub fn copy_columns<T: CpuFloat>(
 const LANES: usize = 8;
 
 /// max of xs (−∞ for an empty slice).
+#[inline(always)]
 pub fn max_lanes<T: CpuFloat>(xs: &[T]) -> T {
     let mut acc = [T::neg_infinity(); LANES];
     let chunks = xs.chunks_exact(LANES);
@@ -115,6 +128,7 @@ pub fn max_lanes<T: CpuFloat>(xs: &[T]) -> T {
 }
 
 /// Σ xs in T.
+#[inline(always)]
 pub fn sum_lanes<T: CpuFloat>(xs: &[T]) -> T {
     let mut acc = [T::zero(); LANES];
     let chunks = xs.chunks_exact(LANES);
@@ -128,6 +142,7 @@ pub fn sum_lanes<T: CpuFloat>(xs: &[T]) -> T {
 }
 
 /// Σ xs accumulated in f64.
+#[inline(always)]
 pub fn sum_lanes_f64<T: CpuFloat>(xs: &[T]) -> f64 {
     let mut acc = [0f64; LANES];
     let chunks = xs.chunks_exact(LANES);

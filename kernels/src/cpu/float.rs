@@ -2,9 +2,12 @@
 //!
 //! `exp_shifted` (xs ← exp(xs − shift), the inner loop of softmax, attention and cross-entropy)
 //! is std's exp for f64, and for f32 a branch-free Cephes-style polynomial that the compiler
-//! vectorizes: exp(x) = 2^n · p(r), n = round(x·log2 e), r = x − n·ln 2 (ln 2 split in two
-//! parts), p a degree-7 polynomial; relative error ≲ 2 ulp; 0 below ln(2^-126), ∞ above
-//! ln(f32::MAX), NaN stays NaN.
+//! vectorizes (at the machine's vector width, simd.rs): exp(x) = 2^n · p(r),
+//! n = round(x·log2 e), r = x − n·ln 2 (ln 2 split in two parts), p a degree-7 polynomial;
+//! max error 0.98 ulp (kernels/tests/exp_f32.rs); 0 below ln(2^-126), ∞ above ln(f32::MAX),
+//! NaN stays NaN.
+//! `exp_elem` / `tanh_elem` (sigmoid, GELU): std's for f64; for f32 math.rs, which is as
+//! accurate as glibc's (≤ 0.502 ulp) and vectorizes.
 
 use num_traits::{Float, FromPrimitive, ToPrimitive};
 
@@ -17,6 +20,8 @@ pub trait CpuFloat:
     + Sync
     + std::fmt::Debug
     + std::iter::Sum
+    + super::memory::Element
+    + super::workspace::Cached
     + 'static
 {
     const NAME: &'static str;
@@ -29,6 +34,58 @@ pub trait CpuFloat:
     /// xs[i] ← exp(xs[i] − shift).
     fn exp_shifted(xs: &mut [Self], shift: Self) {
         xs.iter_mut().for_each(|x| *x = (*x - shift).exp());
+    }
+    /// exp of one element, for loops that vectorize (see the top comment).
+    #[inline(always)]
+    fn exp_elem(self) -> Self {
+        self.exp()
+    }
+    /// tanh of one element, likewise.
+    #[inline(always)]
+    fn tanh_elem(self) -> Self {
+        self.tanh()
+    }
+    /// Whether this type's GEMM can pack a B once for several products (`prepare_b`,
+    /// `gemm_prepared`): f32 on CPUs that run the engine (sgemm/).
+    fn has_prepared_gemm() -> bool {
+        false
+    }
+    /// `sgemm::prepare_b` (only called when `has_prepared_gemm()`).
+    ///
+    /// # Safety
+    /// As `sgemm::prepare_b`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn prepare_b(
+        _k: usize,
+        _n: usize,
+        _b: *const Self,
+        _rsb: isize,
+        _csb: isize,
+        _dst: *mut Self,
+        _panels: std::ops::Range<usize>,
+    ) {
+        unreachable!("prepare_b without a prepared GEMM")
+    }
+    /// `sgemm::sgemm_prepared` (only called when `has_prepared_gemm()`).
+    ///
+    /// # Safety
+    /// As `sgemm::sgemm_prepared`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_prepared(
+        _m: usize,
+        _k: usize,
+        _n: usize,
+        _a: *const Self,
+        _rsa: isize,
+        _csa: isize,
+        _prepared: *const Self,
+        _b_cols: usize,
+        _first_col: usize,
+        _beta: Self,
+        _c: *mut Self,
+        _rsc: isize,
+    ) {
+        unreachable!("gemm_prepared without a prepared GEMM")
     }
     /// C[m, n] = alpha · A[m, k] · B[k, n] + beta · C, all addressed by (row, col) strides
     /// (matrixmultiply, single-threaded; kernels/src/cpu/gemm.rs is the checked, threaded caller).
@@ -56,8 +113,49 @@ pub trait CpuFloat:
 
 impl CpuFloat for f32 {
     const NAME: &'static str = "f32";
+    #[inline]
     fn exp_shifted(xs: &mut [f32], shift: f32) {
-        xs.iter_mut().for_each(|x| *x = exp_f32(*x - shift));
+        exp_shifted_f32(xs, shift)
+    }
+    #[inline(always)]
+    fn exp_elem(self) -> f32 {
+        super::math::exp_f32(self)
+    }
+    #[inline(always)]
+    fn tanh_elem(self) -> f32 {
+        super::math::tanh_f32(self)
+    }
+    fn has_prepared_gemm() -> bool {
+        super::sgemm::available()
+    }
+    unsafe fn prepare_b(
+        k: usize,
+        n: usize,
+        b: *const f32,
+        rsb: isize,
+        csb: isize,
+        dst: *mut f32,
+        panels: std::ops::Range<usize>,
+    ) {
+        super::sgemm::prepare_b(k, n, b, rsb, csb, dst, panels)
+    }
+    unsafe fn gemm_prepared(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f32,
+        rsa: isize,
+        csa: isize,
+        prepared: *const f32,
+        b_cols: usize,
+        first_col: usize,
+        beta: f32,
+        c: *mut f32,
+        rsc: isize,
+    ) {
+        super::sgemm::sgemm_prepared(
+            m, k, n, a, rsa, csa, prepared, b_cols, first_col, beta, c, rsc,
+        )
     }
     unsafe fn gemm(
         m: usize,
@@ -75,7 +173,11 @@ impl CpuFloat for f32 {
         rsc: isize,
         csc: isize,
     ) {
-        matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+        if super::sgemm::available() {
+            super::sgemm::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+        } else {
+            matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+        }
     }
 }
 
@@ -98,6 +200,13 @@ impl CpuFloat for f64 {
         csc: isize,
     ) {
         matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+    }
+}
+
+crate::simd_fn! {
+    /// `exp_shifted` for f32, at the machine's vector width.
+    pub fn exp_shifted_f32(xs: &mut [f32], shift: f32) {
+        xs.iter_mut().for_each(|x| *x = exp_f32(*x - shift));
     }
 }
 

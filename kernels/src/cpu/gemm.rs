@@ -13,6 +13,11 @@
 //! order either way, so the split does not change a bit. (matrixmultiply's own `threading` pool,
 //! used before, beside rayon's on 2 cores: the quickstart ran 20% slower, its idle threads
 //! spinning in sched_yield while the other pool worked.)
+//!
+//! Prepared B: `prepare` packs a B once (f32 on engine CPUs; `prepared_len` says None
+//! elsewhere) and `gemm_prepared` multiplies row blocks of different A by it, with the same
+//! arithmetic as `gemm` (the head's logits chunks against W_headᵀ, packed once per step instead
+//! of once per chunk). Column splits then fall on multiples of the packed panel width.
 
 use super::CpuFloat;
 
@@ -214,6 +219,132 @@ pub fn gemm<T: CpuFloat>(alpha: T, a: View<'_, T>, b: View<'_, T>, beta: T, c: V
 }
 
 const PAR_MIN: usize = 1 << 15;
+
+/// Floats `prepare` writes for a k × n B, or None when T's GEMM has no prepared form here.
+pub fn prepared_len<T: CpuFloat>(k: usize, n: usize) -> Option<usize> {
+    T::has_prepared_gemm().then(|| super::sgemm::prepared_len(k, n))
+}
+
+/// Packs B for `gemm_prepared` into `dst` (`prepared_len` long), panels split over threads.
+pub fn prepare<T: CpuFloat>(b: View<'_, T>, dst: &mut [T]) {
+    let (k, n) = (b.rows, b.cols);
+    let len = prepared_len::<T>(k, n).expect("prepare: this GEMM has no prepared form");
+    assert!(
+        dst.len() >= len,
+        "prepare: {} floats for a prepared [{k} x {n}] of {len}",
+        dst.len()
+    );
+    if k == 0 || n == 0 {
+        return;
+    }
+    b.check("B");
+    let panels = n.div_ceil(super::sgemm::PREPARED_COLS);
+    let parts = rayon::current_num_threads().clamp(1, panels);
+    let step = panels.div_ceil(parts);
+    let dp = SendPtr(dst.as_mut_ptr());
+    let s = |x: usize| isize::try_from(x).expect("prepare: stride overflows isize");
+    rayon::scope(|sc| {
+        for p0 in (0..panels).step_by(step) {
+            let dp = &dp;
+            sc.spawn(move |_| {
+                // SAFETY: B's elements lie in its slice (checked); dst holds the whole layout
+                // and the panel ranges are disjoint.
+                unsafe {
+                    T::prepare_b(
+                        k,
+                        n,
+                        b.data.as_ptr(),
+                        s(b.rs),
+                        s(b.cs),
+                        dp.0,
+                        p0..(p0 + step).min(panels),
+                    )
+                }
+            });
+        }
+    });
+}
+
+/// C = A · B + beta · C (beta 0 or 1) with B [k × n] from `prepare`. C's rows contiguous.
+pub fn gemm_prepared<T: CpuFloat>(
+    a: View<'_, T>,
+    prepared: &[T],
+    n: usize,
+    beta: T,
+    c: ViewMut<'_, T>,
+) {
+    let (m, k) = (a.rows, a.cols);
+    let len = prepared_len::<T>(k, n).expect("gemm_prepared: this GEMM has no prepared form");
+    assert!(
+        c.rows == m && c.cols == n && c.cs == 1 && prepared.len() >= len,
+        "gemm_prepared: A [{m} x {k}], B [{k} x {n}] ({} of {len} floats), C [{} x {}] strides ({}, {})",
+        prepared.len(),
+        c.rows,
+        c.cols,
+        c.rs,
+        c.cs
+    );
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    a.check("A");
+    if let Some(last) = last_index(c.rows, c.cols, c.rs, c.cs) {
+        assert!(
+            last < c.data.len(),
+            "gemm_prepared: C addresses element {last} of a slice of {}",
+            c.data.len()
+        );
+    }
+    let s = |x: usize| isize::try_from(x).expect("gemm_prepared: stride overflows isize");
+    let cp = SendPtr(c.data.as_mut_ptr());
+    let crs = c.rs;
+    // rows [r0, r0 + h) × columns [c0, c0 + w) of C
+    let block = |r0: usize, h: usize, c0: usize, w: usize| {
+        let cp = &cp;
+        // SAFETY: A and C are checked above, the prepared B holds every panel, blocks write
+        // disjoint elements of C.
+        unsafe {
+            T::gemm_prepared(
+                h,
+                k,
+                w,
+                a.data.as_ptr().add(r0 * a.rs),
+                s(a.rs),
+                s(a.cs),
+                prepared.as_ptr(),
+                n,
+                c0,
+                beta,
+                cp.0.add(r0 * crs + c0),
+                s(crs),
+            )
+        }
+    };
+    let parts = if m * k + k * n < PAR_MIN {
+        1
+    } else {
+        rayon::current_num_threads()
+    };
+    let cols = super::sgemm::PREPARED_COLS;
+    if parts <= 1 {
+        return block(0, m, 0, n);
+    }
+    rayon::scope(|sc| {
+        if m >= n {
+            let step = m.div_ceil(parts);
+            for r0 in (0..m).step_by(step) {
+                let block = &block;
+                sc.spawn(move |_| block(r0, step.min(m - r0), 0, n));
+            }
+        } else {
+            let step = n.div_ceil(parts).next_multiple_of(cols);
+            for c0 in (0..n).step_by(step) {
+                let block = &block;
+                sc.spawn(move |_| block(0, m, c0, step.min(n - c0)));
+            }
+        }
+    });
+}
 
 struct SendPtr<T>(*mut T);
 // SAFETY: used only to hand disjoint blocks of C to rayon tasks inside one scope.

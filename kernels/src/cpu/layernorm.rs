@@ -4,9 +4,11 @@
 //! backward: dw += Σ dy·x̂; db += Σ dy; dx += rstd·(g − mean(g) − x̂·mean(g·x̂)), g = dy·w.
 //! residual_forward: h += y, then forward(h) (forward only, as in rmsnorm.rs).
 //!
-//! Row statistics in f64 (two-pass variance). dw, db reduced over fixed row blocks as in rmsnorm.
+//! Row statistics in f64 (two-pass variance). dw, db reduced over fixed row blocks as in rmsnorm,
+//! and the per-row loops dispatched to the machine's vector level as there (same bits).
 
 use super::rmsnorm::{add_partials, ROWS_PER_TASK};
+use super::workspace::{self, Work};
 use super::CpuFloat;
 use rayon::prelude::*;
 
@@ -39,8 +41,25 @@ pub fn forward<T: CpuFloat>(
         .for_each(|((y, x), (mu_out, rs_out))| (*mu_out, *rs_out) = row(x, w, b, y, eps));
 }
 
-/// One row of the forward: y = (x − mean)·rstd·w + b; returns (mean, rstd).
-fn row<T: CpuFloat>(x: &[T], w: &[T], b: &[T], y: &mut [T], eps: f64) -> (T, T) {
+crate::simd_fn! {
+    /// One row of the forward: y = (x − mean)·rstd·w + b; returns (mean, rstd).
+    fn row<T: CpuFloat>(x: &[T], w: &[T], b: &[T], y: &mut [T], eps: f64) -> (T, T) {
+        row_inline(x, w, b, y, eps)
+    }
+}
+
+crate::simd_fn! {
+    /// One row of the residual forward: h += y, then out = layernorm(h); returns (mean, rstd).
+    fn residual_row<T: CpuFloat>(h: &mut [T], y: &[T], w: &[T], b: &[T], out: &mut [T], eps: f64) -> (T, T) {
+        for (h, &y) in h.iter_mut().zip(y) {
+            *h = *h + y;
+        }
+        row_inline(h, w, b, out, eps)
+    }
+}
+
+#[inline(always)]
+fn row_inline<T: CpuFloat>(x: &[T], w: &[T], b: &[T], y: &mut [T], eps: f64) -> (T, T) {
     let d = x.len();
     let mu = x.iter().map(|v| v.to_f64c()).sum::<f64>() / d as f64;
     let var = x.iter().map(|v| (v.to_f64c() - mu).powi(2)).sum::<f64>() / d as f64;
@@ -83,10 +102,7 @@ pub fn residual_forward<T: CpuFloat>(
         .zip(out[..n * d].par_chunks_mut(d))
         .zip(mean[..n].par_iter_mut().zip(&mut rstd[..n]))
         .for_each(|(((h, y), out), (mu_out, rs_out))| {
-            for (h, &y) in h.iter_mut().zip(y) {
-                *h = *h + y;
-            }
-            (*mu_out, *rs_out) = row(h, w, b, out, eps);
+            (*mu_out, *rs_out) = residual_row(h, y, w, b, out, eps)
         });
 }
 
@@ -116,35 +132,55 @@ pub fn backward<T: CpuFloat>(
         "layernorm_backward: buffers too small for [{n} x {d}]"
     );
     let blk = ROWS_PER_TASK * d;
-    let partials: Vec<(Vec<f64>, Vec<f64>)> = dx[..n * d]
+    let partials: Vec<(Work<f64>, Work<f64>)> = dx[..n * d]
         .par_chunks_mut(blk)
         .enumerate()
         .map(|(b, dxb)| {
-            let (mut dw_part, mut db_part) = (vec![0f64; d], vec![0f64; d]);
+            let (mut dw_part, mut db_part) = (workspace::zeroed(d), workspace::zeroed(d));
             for (i, dxr) in dxb.chunks_mut(d).enumerate() {
                 let row = b * ROWS_PER_TASK + i;
                 let (xr, dyr) = (&x[row * d..(row + 1) * d], &dy[row * d..(row + 1) * d]);
-                let (mu, r) = (mean[row].to_f64c(), rstd[row].to_f64c());
-                let (mut sum_g, mut sum_gx) = (0f64, 0f64);
-                for j in 0..d {
-                    let xh = (xr[j].to_f64c() - mu) * r;
-                    let g = dyr[j].to_f64c() * w[j].to_f64c();
-                    sum_g += g;
-                    sum_gx += g * xh;
-                    dw_part[j] += dyr[j].to_f64c() * xh;
-                    db_part[j] += dyr[j].to_f64c();
-                }
-                let (mean_g, mean_gx) = (sum_g / d as f64, sum_gx / d as f64);
-                for j in 0..d {
-                    let xh = (xr[j].to_f64c() - mu) * r;
-                    let g = dyr[j].to_f64c() * w[j].to_f64c();
-                    dxr[j] = dxr[j] + T::from_f64c(r * (g - mean_g - xh * mean_gx));
-                }
+                let stats = (mean[row].to_f64c(), rstd[row].to_f64c());
+                backward_row(xr, dyr, w, stats, dxr, &mut dw_part, &mut db_part);
             }
             (dw_part, db_part)
         })
         .collect();
-    let (dw_parts, db_parts): (Vec<Vec<f64>>, Vec<Vec<f64>>) = partials.into_iter().unzip();
+    let (dw_parts, db_parts): (Vec<Work<f64>>, Vec<Work<f64>>) = partials.into_iter().unzip();
     add_partials(&mut dw[..d], &dw_parts);
     add_partials(&mut db[..d], &db_parts);
+}
+
+crate::simd_fn! {
+    /// One row of the backward: dx += rstd·(g − mean(g) − x̂·mean(g·x̂)), g = dy·w;
+    /// dw_part += dy·x̂, db_part += dy. `stats` = (mean, rstd) of the row.
+    fn backward_row<T: CpuFloat>(
+        x: &[T],
+        dy: &[T],
+        w: &[T],
+        stats: (f64, f64),
+        dx: &mut [T],
+        dw_part: &mut [f64],
+        db_part: &mut [f64],
+    ) {
+        let (mu, r) = stats;
+        let d = dx.len();
+        let (x, dy, w) = (&x[..d], &dy[..d], &w[..d]);
+        let (dw_part, db_part) = (&mut dw_part[..d], &mut db_part[..d]);
+        let (mut sum_g, mut sum_gx) = (0f64, 0f64);
+        for j in 0..d {
+            let xh = (x[j].to_f64c() - mu) * r;
+            let g = dy[j].to_f64c() * w[j].to_f64c();
+            sum_g += g;
+            sum_gx += g * xh;
+            dw_part[j] += dy[j].to_f64c() * xh;
+            db_part[j] += dy[j].to_f64c();
+        }
+        let (mean_g, mean_gx) = (sum_g / d as f64, sum_gx / d as f64);
+        for j in 0..d {
+            let xh = (x[j].to_f64c() - mu) * r;
+            let g = dy[j].to_f64c() * w[j].to_f64c();
+            dx[j] = dx[j] + T::from_f64c(r * (g - mean_g - xh * mean_gx));
+        }
+    }
 }

@@ -3,8 +3,10 @@
 //!
 //! Both layouts go through the same GEMMs; only the strides of the W view change
 //! (`w_as_out_in` below), so no weight is ever transposed in memory.
+//! `prepare_weight` / `forward_prepared`: the forward for several row blocks of x with Wᵀ
+//! packed once (gemm.rs, prepared B); the same numbers as `forward`.
 
-use super::gemm::{gemm, View, ViewMut};
+use super::gemm::{self, gemm, View, ViewMut};
 use super::CpuFloat;
 use crate::backend::{LinearDims, WeightLayout};
 use rayon::prelude::*;
@@ -26,7 +28,13 @@ fn w_as_out_in<T>(w: &[T], dims: LinearDims) -> View<'_, T> {
     }
 }
 
-pub fn forward<T: CpuFloat>(x: &[T], w: &[T], b: Option<&[T]>, y: &mut [T], dims: LinearDims) {
+/// y[..n·O] sized and, with a bias, filled with it; returns the GEMM's beta (1 with a bias).
+fn bias_rows<'a, T: CpuFloat>(
+    x: &[T],
+    b: Option<&[T]>,
+    y: &'a mut [T],
+    dims: LinearDims,
+) -> (&'a mut [T], T) {
     let LinearDims { n, inp, out, .. } = dims;
     assert!(
         x.len() >= n * inp && y.len() >= n * out,
@@ -46,11 +54,47 @@ pub fn forward<T: CpuFloat>(x: &[T], w: &[T], b: Option<&[T]>, y: &mut [T], dims
         }
         None => T::zero(),
     };
+    (y, beta)
+}
+
+pub fn forward<T: CpuFloat>(x: &[T], w: &[T], b: Option<&[T]>, y: &mut [T], dims: LinearDims) {
+    let LinearDims { n, inp, out, .. } = dims;
+    let (y, beta) = bias_rows(x, b, y, dims);
     let wt = w_as_out_in(w, dims).t(); // [I, O]
     gemm(
         T::one(),
         View::row_major(x, n, inp),
         wt,
+        beta,
+        ViewMut::row_major(y, n, out),
+    );
+}
+
+/// Floats of `prepare_weight`'s output for these dims (any n), 0 where T's GEMM has no
+/// prepared form (then `forward` serves).
+pub fn prepared_len<T: CpuFloat>(dims: LinearDims) -> usize {
+    gemm::prepared_len::<T>(dims.inp, dims.out).unwrap_or(0)
+}
+
+/// Wᵀ [I, O] packed for `forward_prepared` into `out` (`prepared_len` long).
+pub fn prepare_weight<T: CpuFloat>(w: &[T], dims: LinearDims, out: &mut [T]) {
+    gemm::prepare(w_as_out_in(w, dims).t(), out);
+}
+
+/// `forward` with W read from `prepared` (`prepare_weight` of the same W and dims).
+pub fn forward_prepared<T: CpuFloat>(
+    x: &[T],
+    prepared: &[T],
+    b: Option<&[T]>,
+    y: &mut [T],
+    dims: LinearDims,
+) {
+    let LinearDims { n, inp, out, .. } = dims;
+    let (y, beta) = bias_rows(x, b, y, dims);
+    gemm::gemm_prepared(
+        View::row_major(x, n, inp),
+        prepared,
+        out,
         beta,
         ViewMut::row_major(y, n, out),
     );
@@ -118,7 +162,7 @@ fn bias_grad<T: CpuFloat>(dy: &[T], db: &mut [T], n: usize, out: usize) {
         .enumerate()
         .for_each(|(blk, dbc)| {
             let c0 = blk * BIAS_COLS_PER_TASK;
-            let mut acc = vec![0f64; dbc.len()];
+            let mut acc = super::workspace::zeroed::<f64>(dbc.len());
             for r in 0..n {
                 let row = &dy[r * out + c0..r * out + c0 + dbc.len()];
                 acc.iter_mut()
@@ -126,7 +170,7 @@ fn bias_grad<T: CpuFloat>(dy: &[T], db: &mut [T], n: usize, out: usize) {
                     .for_each(|(a, &g)| *a += g.to_f64c());
             }
             dbc.iter_mut()
-                .zip(&acc)
+                .zip(acc.iter())
                 .for_each(|(d, &a)| *d = *d + T::from_f64c(a));
         });
 }

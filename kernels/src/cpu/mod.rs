@@ -1,7 +1,9 @@
 //! CPU backend: the f32 reference the CUDA path is checked against, and (with T = f64) the
-//! target of the finite-difference gradchecks. Multi-threaded with rayon; GEMMs through
-//! matrixmultiply. Each op lives in its own file as plain functions over slices; this file
-//! only maps the `Backend` trait onto them.
+//! target of the finite-difference gradchecks. Multi-threaded with rayon; f32 GEMMs through
+//! our engine (sgemm/) on AVX-512 CPUs, matrixmultiply elsewhere and for f64. Each op lives in
+//! its own file as plain functions over slices; this file only maps the `Backend` trait onto
+//! them. Buffers come from `M` (memory.rs): plain `Vec`s (`CpuBackend::<T>::new()`), or a
+//! pool owned by the backend (`CpuBackend::<T, Pooled>::pooled()`, what training uses).
 
 pub mod activation;
 pub mod adamw;
@@ -13,36 +15,67 @@ pub mod float;
 pub mod gemm;
 pub mod layernorm;
 pub mod linear;
+pub mod math;
+pub mod memory;
 pub mod rmsnorm;
 pub mod rope;
+pub mod sgemm;
+pub mod simd;
 pub mod vocab_ce;
+pub mod workspace;
 
 pub use float::CpuFloat;
+pub use memory::{HostMemory, Plain, PoolStats, Pooled};
 
 use crate::backend::*;
 use crate::Result;
 use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
 
-/// The CPU backend with element type T for activations and accumulators alike.
+/// The CPU backend with element type T for activations and accumulators alike, its buffers
+/// from memory `M`.
 #[derive(Default, Clone, Copy)]
-pub struct CpuBackend<T: CpuFloat>(PhantomData<T>);
+pub struct CpuBackend<T: CpuFloat, M: HostMemory = Plain> {
+    mem: M,
+    _t: PhantomData<T>,
+}
 
 impl<T: CpuFloat> CpuBackend<T> {
+    /// Buffers are plain `Vec<T>`.
     pub fn new() -> Self {
-        CpuBackend(PhantomData)
+        CpuBackend {
+            mem: Plain,
+            _t: PhantomData,
+        }
     }
 }
 
-fn r<'a, E>(s: Src<'a, Vec<E>>) -> &'a [E] {
+impl<T: CpuFloat> CpuBackend<T, Pooled> {
+    /// Buffers come from a pool this backend (and its clones) own.
+    pub fn pooled() -> Self {
+        CpuBackend {
+            mem: Pooled::default(),
+            _t: PhantomData,
+        }
+    }
+    /// The pool's counters so far.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.mem.stats()
+    }
+}
+
+fn r<'a, E, B: Deref<Target = [E]>>(s: Src<'a, B>) -> &'a [E] {
     &s.buf[s.start..s.start + s.len]
 }
-fn w<'a, E>(d: Dst<'a, Vec<E>>) -> &'a mut [E] {
+fn w<'a, E, B: DerefMut<Target = [E]>>(d: Dst<'a, B>) -> &'a mut [E] {
     &mut d.buf[d.start..d.start + d.len]
 }
 /// The weight and (optional) bias gradient regions as two disjoint slices.
-fn split_grads<E>(g: WeightGrads<'_, Vec<E>>) -> (&mut [E], Option<&mut [E]>) {
+fn split_grads<E, B: DerefMut<Target = [E]>>(
+    g: WeightGrads<'_, B>,
+) -> (&mut [E], Option<&mut [E]>) {
     let (ws, wl) = g.w;
-    let all = g.buf.as_mut_slice();
+    let all = &mut g.buf[..];
     match g.b {
         None => (&mut all[ws..ws + wl], None),
         Some((bs, bl)) if bs >= ws + wl => {
@@ -56,17 +89,22 @@ fn split_grads<E>(g: WeightGrads<'_, Vec<E>>) -> (&mut [E], Option<&mut [E]>) {
     }
 }
 
-fn cast_in<T: CpuFloat>(host: &[f32]) -> Vec<T> {
-    host.iter().map(|&x| T::from_f64c(x as f64)).collect()
+/// host cast to T, in a buffer from `mem`.
+fn upload<T: CpuFloat, M: HostMemory>(mem: &M, host: &[f32]) -> M::Buf<T> {
+    let mut b = mem.empty::<T>(host.len());
+    b.iter_mut()
+        .zip(host)
+        .for_each(|(d, &x)| *d = T::from_f64c(x as f64));
+    b
 }
 fn cast_out<T: CpuFloat>(s: &[T]) -> Vec<f32> {
     s.iter().map(|&x| x.to_f64c() as f32).collect()
 }
 
-impl<T: CpuFloat> Backend for CpuBackend<T> {
-    type Act = Vec<T>;
-    type Acc = Vec<T>;
-    type Idx = Vec<i32>;
+impl<T: CpuFloat, M: HostMemory> Backend for CpuBackend<T, M> {
+    type Act = M::Buf<T>;
+    type Acc = M::Buf<T>;
+    type Idx = M::Buf<i32>;
 
     fn name(&self) -> String {
         format!("cpu-{}", T::NAME)
@@ -75,49 +113,57 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         Ok(())
     }
 
-    fn zeros_act(&self, n: usize) -> Result<Vec<T>> {
-        Ok(vec![T::zero(); n])
+    fn zeros_act(&self, n: usize) -> Result<Self::Act> {
+        Ok(self.mem.zeros(n))
     }
-    fn zeros_acc(&self, n: usize) -> Result<Vec<T>> {
-        Ok(vec![T::zero(); n])
+    fn zeros_acc(&self, n: usize) -> Result<Self::Acc> {
+        Ok(self.mem.zeros(n))
     }
-    fn upload_act(&self, host: &[f32]) -> Result<Vec<T>> {
-        Ok(cast_in(host))
+    fn empty_act(&self, n: usize) -> Result<Self::Act> {
+        Ok(self.mem.empty(n))
     }
-    fn upload_acc(&self, host: &[f32]) -> Result<Vec<T>> {
-        Ok(cast_in(host))
+    fn empty_acc(&self, n: usize) -> Result<Self::Acc> {
+        Ok(self.mem.empty(n))
     }
-    fn upload_idx(&self, host: &[i32]) -> Result<Vec<i32>> {
-        Ok(host.to_vec())
+    fn upload_act(&self, host: &[f32]) -> Result<Self::Act> {
+        Ok(upload(&self.mem, host))
     }
-    fn download_act(&self, src: Src<'_, Vec<T>>) -> Result<Vec<f32>> {
+    fn upload_acc(&self, host: &[f32]) -> Result<Self::Acc> {
+        Ok(upload(&self.mem, host))
+    }
+    fn upload_idx(&self, host: &[i32]) -> Result<Self::Idx> {
+        let mut b = self.mem.empty::<i32>(host.len());
+        b.copy_from_slice(host);
+        Ok(b)
+    }
+    fn download_act(&self, src: Src<'_, Self::Act>) -> Result<Vec<f32>> {
         Ok(cast_out(r(src)))
     }
-    fn download_acc(&self, src: Src<'_, Vec<T>>) -> Result<Vec<f32>> {
+    fn download_acc(&self, src: Src<'_, Self::Act>) -> Result<Vec<f32>> {
         Ok(cast_out(r(src)))
     }
-    fn fill_zero_act(&self, dst: Dst<'_, Vec<T>>) -> Result<()> {
+    fn fill_zero_act(&self, dst: Dst<'_, Self::Act>) -> Result<()> {
         w(dst).fill(T::zero());
         Ok(())
     }
-    fn fill_zero_acc(&self, dst: Dst<'_, Vec<T>>) -> Result<()> {
+    fn fill_zero_acc(&self, dst: Dst<'_, Self::Act>) -> Result<()> {
         w(dst).fill(T::zero());
         Ok(())
     }
-    fn copy_acc(&self, src: Src<'_, Vec<T>>, dst: Dst<'_, Vec<T>>) -> Result<()> {
+    fn copy_acc(&self, src: Src<'_, Self::Act>, dst: Dst<'_, Self::Act>) -> Result<()> {
         w(dst).copy_from_slice(r(src));
         Ok(())
     }
-    fn acc_to_act(&self, src: Src<'_, Vec<T>>, dst: Dst<'_, Vec<T>>) -> Result<()> {
+    fn acc_to_act(&self, src: Src<'_, Self::Act>, dst: Dst<'_, Self::Act>) -> Result<()> {
         w(dst).copy_from_slice(r(src));
         Ok(())
     }
     fn copy_columns(
         &self,
-        src: Src<'_, Vec<T>>,
+        src: Src<'_, Self::Act>,
         src_cols: usize,
         src_col0: usize,
-        dst: Dst<'_, Vec<T>>,
+        dst: Dst<'_, Self::Act>,
         dst_cols: usize,
         dst_col0: usize,
         rows: usize,
@@ -140,9 +186,9 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
 
     fn embedding_forward(
         &self,
-        ids: Src<'_, Vec<i32>>,
-        table: Src<'_, Vec<T>>,
-        out: Dst<'_, Vec<T>>,
+        ids: Src<'_, Self::Idx>,
+        table: Src<'_, Self::Act>,
+        out: Dst<'_, Self::Act>,
         n: usize,
         d: usize,
     ) -> Result<()> {
@@ -151,9 +197,9 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
     }
     fn embedding_backward(
         &self,
-        ids: Src<'_, Vec<i32>>,
-        dout: Src<'_, Vec<T>>,
-        dtable: Dst<'_, Vec<T>>,
+        ids: Src<'_, Self::Idx>,
+        dout: Src<'_, Self::Act>,
+        dtable: Dst<'_, Self::Act>,
         n: usize,
         d: usize,
     ) -> Result<()> {
@@ -163,22 +209,46 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
 
     fn linear_forward(
         &self,
-        x: Src<'_, Vec<T>>,
-        wt: Src<'_, Vec<T>>,
-        b: Option<Src<'_, Vec<T>>>,
-        y: Dst<'_, Vec<T>>,
+        x: Src<'_, Self::Act>,
+        wt: Src<'_, Self::Act>,
+        b: Option<Src<'_, Self::Act>>,
+        y: Dst<'_, Self::Act>,
         dims: LinearDims,
     ) -> Result<()> {
         linear::forward(r(x), r(wt), b.map(r), w(y), dims);
         Ok(())
     }
+    fn prepare_linear_weight(&self, wt: Src<'_, Self::Act>, dims: LinearDims) -> Result<Self::Act> {
+        let len = linear::prepared_len::<T>(dims);
+        let mut out = self.mem.empty(len);
+        if len > 0 {
+            linear::prepare_weight(r(wt), dims, &mut out);
+        }
+        Ok(out)
+    }
+    fn linear_forward_prepared(
+        &self,
+        x: Src<'_, Self::Act>,
+        wt: Src<'_, Self::Act>,
+        prepared: Src<'_, Self::Act>,
+        b: Option<Src<'_, Self::Act>>,
+        y: Dst<'_, Self::Act>,
+        dims: LinearDims,
+    ) -> Result<()> {
+        if prepared.len == 0 {
+            linear::forward(r(x), r(wt), b.map(r), w(y), dims);
+        } else {
+            linear::forward_prepared(r(x), r(prepared), b.map(r), w(y), dims);
+        }
+        Ok(())
+    }
     fn linear_backward(
         &self,
-        x: Src<'_, Vec<T>>,
-        wt: Src<'_, Vec<T>>,
-        dy: Src<'_, Vec<T>>,
-        dx: Option<Dst<'_, Vec<T>>>,
-        grads: WeightGrads<'_, Vec<T>>,
+        x: Src<'_, Self::Act>,
+        wt: Src<'_, Self::Act>,
+        dy: Src<'_, Self::Act>,
+        dx: Option<Dst<'_, Self::Act>>,
+        grads: WeightGrads<'_, Self::Acc>,
         dims: LinearDims,
     ) -> Result<()> {
         let (dw, db) = split_grads(grads);
@@ -188,10 +258,10 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
 
     fn rmsnorm_forward(
         &self,
-        x: Src<'_, Vec<T>>,
-        wt: Src<'_, Vec<T>>,
-        y: Dst<'_, Vec<T>>,
-        rstd: Dst<'_, Vec<T>>,
+        x: Src<'_, Self::Act>,
+        wt: Src<'_, Self::Act>,
+        y: Dst<'_, Self::Act>,
+        rstd: Dst<'_, Self::Act>,
         n: usize,
         d: usize,
         eps: f64,
@@ -201,12 +271,12 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
     }
     fn rmsnorm_backward(
         &self,
-        x: Src<'_, Vec<T>>,
-        wt: Src<'_, Vec<T>>,
-        rstd: Src<'_, Vec<T>>,
-        dy: Src<'_, Vec<T>>,
-        dx: Dst<'_, Vec<T>>,
-        dw: Dst<'_, Vec<T>>,
+        x: Src<'_, Self::Act>,
+        wt: Src<'_, Self::Act>,
+        rstd: Src<'_, Self::Act>,
+        dy: Src<'_, Self::Act>,
+        dx: Dst<'_, Self::Act>,
+        dw: Dst<'_, Self::Act>,
         n: usize,
         d: usize,
     ) -> Result<()> {
@@ -215,12 +285,12 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
     }
     fn layernorm_forward(
         &self,
-        x: Src<'_, Vec<T>>,
-        wt: Src<'_, Vec<T>>,
-        b: Src<'_, Vec<T>>,
-        y: Dst<'_, Vec<T>>,
-        mean: Dst<'_, Vec<T>>,
-        rstd: Dst<'_, Vec<T>>,
+        x: Src<'_, Self::Act>,
+        wt: Src<'_, Self::Act>,
+        b: Src<'_, Self::Act>,
+        y: Dst<'_, Self::Act>,
+        mean: Dst<'_, Self::Act>,
+        rstd: Dst<'_, Self::Act>,
         n: usize,
         d: usize,
         eps: f64,
@@ -230,13 +300,13 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
     }
     fn layernorm_backward(
         &self,
-        x: Src<'_, Vec<T>>,
-        wt: Src<'_, Vec<T>>,
-        mean: Src<'_, Vec<T>>,
-        rstd: Src<'_, Vec<T>>,
-        dy: Src<'_, Vec<T>>,
-        dx: Dst<'_, Vec<T>>,
-        grads: WeightGrads<'_, Vec<T>>,
+        x: Src<'_, Self::Act>,
+        wt: Src<'_, Self::Act>,
+        mean: Src<'_, Self::Act>,
+        rstd: Src<'_, Self::Act>,
+        dy: Src<'_, Self::Act>,
+        dx: Dst<'_, Self::Act>,
+        grads: WeightGrads<'_, Self::Acc>,
         n: usize,
         d: usize,
     ) -> Result<()> {
@@ -248,11 +318,11 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
 
     fn residual_rmsnorm_forward(
         &self,
-        h: Dst<'_, Vec<T>>,
-        y: Src<'_, Vec<T>>,
-        wt: Src<'_, Vec<T>>,
-        out: Dst<'_, Vec<T>>,
-        rstd: Dst<'_, Vec<T>>,
+        h: Dst<'_, Self::Act>,
+        y: Src<'_, Self::Act>,
+        wt: Src<'_, Self::Act>,
+        out: Dst<'_, Self::Act>,
+        rstd: Dst<'_, Self::Act>,
         n: usize,
         d: usize,
         eps: f64,
@@ -262,13 +332,13 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
     }
     fn residual_layernorm_forward(
         &self,
-        h: Dst<'_, Vec<T>>,
-        y: Src<'_, Vec<T>>,
-        wt: Src<'_, Vec<T>>,
-        b: Src<'_, Vec<T>>,
-        out: Dst<'_, Vec<T>>,
-        mean: Dst<'_, Vec<T>>,
-        rstd: Dst<'_, Vec<T>>,
+        h: Dst<'_, Self::Act>,
+        y: Src<'_, Self::Act>,
+        wt: Src<'_, Self::Act>,
+        b: Src<'_, Self::Act>,
+        out: Dst<'_, Self::Act>,
+        mean: Dst<'_, Self::Act>,
+        rstd: Dst<'_, Self::Act>,
         n: usize,
         d: usize,
         eps: f64,
@@ -279,8 +349,8 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
 
     fn rope_forward(
         &self,
-        x: Dst<'_, Vec<T>>,
-        pos: Src<'_, Vec<i32>>,
+        x: Dst<'_, Self::Act>,
+        pos: Src<'_, Self::Idx>,
         n: usize,
         heads: usize,
         head_dim: usize,
@@ -291,8 +361,8 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
     }
     fn rope_backward(
         &self,
-        dx: Dst<'_, Vec<T>>,
-        pos: Src<'_, Vec<i32>>,
+        dx: Dst<'_, Self::Act>,
+        pos: Src<'_, Self::Idx>,
         n: usize,
         heads: usize,
         head_dim: usize,
@@ -304,12 +374,12 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
 
     fn attention_forward(
         &self,
-        q: Src<'_, Vec<T>>,
-        k: Src<'_, Vec<T>>,
-        v: Src<'_, Vec<T>>,
-        o: Dst<'_, Vec<T>>,
-        lse: Dst<'_, Vec<T>>,
-        cu_seqlens: Src<'_, Vec<i32>>,
+        q: Src<'_, Self::Act>,
+        k: Src<'_, Self::Act>,
+        v: Src<'_, Self::Act>,
+        o: Dst<'_, Self::Act>,
+        lse: Dst<'_, Self::Act>,
+        cu_seqlens: Src<'_, Self::Idx>,
         dims: &AttnDims,
     ) -> Result<()> {
         attention::forward(r(q), r(k), r(v), w(o), w(lse), r(cu_seqlens), dims);
@@ -317,16 +387,16 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
     }
     fn attention_backward(
         &self,
-        q: Src<'_, Vec<T>>,
-        k: Src<'_, Vec<T>>,
-        v: Src<'_, Vec<T>>,
-        o: Src<'_, Vec<T>>,
-        dout: Src<'_, Vec<T>>,
-        lse: Src<'_, Vec<T>>,
-        dq: Dst<'_, Vec<T>>,
-        dk: Dst<'_, Vec<T>>,
-        dv: Dst<'_, Vec<T>>,
-        cu_seqlens: Src<'_, Vec<i32>>,
+        q: Src<'_, Self::Act>,
+        k: Src<'_, Self::Act>,
+        v: Src<'_, Self::Act>,
+        o: Src<'_, Self::Act>,
+        dout: Src<'_, Self::Act>,
+        lse: Src<'_, Self::Act>,
+        dq: Dst<'_, Self::Act>,
+        dk: Dst<'_, Self::Act>,
+        dv: Dst<'_, Self::Act>,
+        cu_seqlens: Src<'_, Self::Idx>,
         dims: &AttnDims,
     ) -> Result<()> {
         attention::backward(
@@ -347,48 +417,48 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
 
     fn swiglu_forward(
         &self,
-        gate: Src<'_, Vec<T>>,
-        up: Src<'_, Vec<T>>,
-        out: Dst<'_, Vec<T>>,
+        gate: Src<'_, Self::Act>,
+        up: Src<'_, Self::Act>,
+        out: Dst<'_, Self::Act>,
     ) -> Result<()> {
         activation::swiglu_forward(r(gate), r(up), w(out));
         Ok(())
     }
     fn swiglu_backward(
         &self,
-        gate: Src<'_, Vec<T>>,
-        up: Src<'_, Vec<T>>,
-        dout: Src<'_, Vec<T>>,
-        dgate: Dst<'_, Vec<T>>,
-        dup: Dst<'_, Vec<T>>,
+        gate: Src<'_, Self::Act>,
+        up: Src<'_, Self::Act>,
+        dout: Src<'_, Self::Act>,
+        dgate: Dst<'_, Self::Act>,
+        dup: Dst<'_, Self::Act>,
     ) -> Result<()> {
         activation::swiglu_backward(r(gate), r(up), r(dout), w(dgate), w(dup));
         Ok(())
     }
-    fn gelu_forward(&self, x: Src<'_, Vec<T>>, y: Dst<'_, Vec<T>>) -> Result<()> {
+    fn gelu_forward(&self, x: Src<'_, Self::Act>, y: Dst<'_, Self::Act>) -> Result<()> {
         activation::gelu_forward(r(x), w(y));
         Ok(())
     }
     fn gelu_backward(
         &self,
-        x: Src<'_, Vec<T>>,
-        dy: Src<'_, Vec<T>>,
-        dx: Dst<'_, Vec<T>>,
+        x: Src<'_, Self::Act>,
+        dy: Src<'_, Self::Act>,
+        dx: Dst<'_, Self::Act>,
     ) -> Result<()> {
         activation::gelu_backward(r(x), r(dy), w(dx));
         Ok(())
     }
-    fn add_inplace(&self, x: Dst<'_, Vec<T>>, y: Src<'_, Vec<T>>) -> Result<()> {
+    fn add_inplace(&self, x: Dst<'_, Self::Act>, y: Src<'_, Self::Act>) -> Result<()> {
         elementwise::add(w(x), r(y));
         Ok(())
     }
 
     fn cross_entropy(
         &self,
-        logits: Src<'_, Vec<T>>,
-        targets: Src<'_, Vec<i32>>,
-        losses: Dst<'_, Vec<T>>,
-        dlogits: Option<Dst<'_, Vec<T>>>,
+        logits: Src<'_, Self::Act>,
+        targets: Src<'_, Self::Idx>,
+        losses: Dst<'_, Self::Act>,
+        dlogits: Option<Dst<'_, Self::Act>>,
         n: usize,
         v: usize,
         grad_scale: f64,
@@ -407,9 +477,9 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
 
     fn cross_entropy_stats(
         &self,
-        logits: Src<'_, Vec<T>>,
-        targets: Src<'_, Vec<i32>>,
-        stats: Dst<'_, Vec<T>>,
+        logits: Src<'_, Self::Act>,
+        targets: Src<'_, Self::Idx>,
+        stats: Dst<'_, Self::Act>,
         d: VocabSlice,
     ) -> Result<()> {
         vocab_ce::stats(r(logits), r(targets), w(stats), d.n, d.v, d.valid, d.start);
@@ -418,12 +488,12 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
 
     fn cross_entropy_finish(
         &self,
-        logits: Src<'_, Vec<T>>,
-        targets: Src<'_, Vec<i32>>,
-        all: Src<'_, Vec<T>>,
+        logits: Src<'_, Self::Act>,
+        targets: Src<'_, Self::Idx>,
+        all: Src<'_, Self::Act>,
         parts: usize,
-        losses: Dst<'_, Vec<T>>,
-        dlogits: Option<Dst<'_, Vec<T>>>,
+        losses: Dst<'_, Self::Act>,
+        dlogits: Option<Dst<'_, Self::Act>>,
         dims: VocabSlice,
         grad_scale: f64,
     ) -> Result<()> {
@@ -443,23 +513,36 @@ impl<T: CpuFloat> Backend for CpuBackend<T> {
         Ok(())
     }
 
-    fn sum(&self, x: Src<'_, Vec<T>>) -> Result<f64> {
+    fn cross_entropy_in_place(
+        &self,
+        logits: Dst<'_, Self::Act>,
+        targets: Src<'_, Self::Idx>,
+        losses: Dst<'_, Self::Act>,
+        n: usize,
+        v: usize,
+        grad_scale: Option<f64>,
+    ) -> Result<()> {
+        cross_entropy::in_place(w(logits), r(targets), w(losses), n, v, grad_scale);
+        Ok(())
+    }
+
+    fn sum(&self, x: Src<'_, Self::Act>) -> Result<f64> {
         Ok(elementwise::sum(r(x)))
     }
-    fn sum_squares(&self, x: Src<'_, Vec<T>>) -> Result<f64> {
+    fn sum_squares(&self, x: Src<'_, Self::Act>) -> Result<f64> {
         Ok(elementwise::sum_squares(r(x)))
     }
-    fn scale_acc(&self, x: Dst<'_, Vec<T>>, s: f64) -> Result<()> {
+    fn scale_acc(&self, x: Dst<'_, Self::Act>, s: f64) -> Result<()> {
         elementwise::scale(w(x), s);
         Ok(())
     }
-    fn add_acc(&self, x: Dst<'_, Vec<T>>, y: Src<'_, Vec<T>>) -> Result<()> {
+    fn add_acc(&self, x: Dst<'_, Self::Act>, y: Src<'_, Self::Act>) -> Result<()> {
         elementwise::add(w(x), r(y));
         Ok(())
     }
     fn adamw_multi_step(
         &self,
-        groups: Vec<AdamWGroup<'_, Vec<T>>>,
+        groups: Vec<AdamWGroup<'_, Self::Acc>>,
         h: &AdamWStep,
         grad_scale: f64,
     ) -> Result<()> {

@@ -6,7 +6,10 @@
 //!
 //! Row statistics are accumulated in f64. dw is reduced over fixed blocks of rows (one f64
 //! partial per block, summed in block order): race-free and independent of the thread count.
+//! The per-row loops run compiled for the machine's vector level (`simd_fn!`): the elementwise
+//! parts vectorize, the f64 sums keep their sequential order, so every level gives the same bits.
 
+use super::workspace::{self, Work};
 use super::CpuFloat;
 use rayon::prelude::*;
 
@@ -33,14 +36,31 @@ pub fn forward<T: CpuFloat>(
         .for_each(|((y, x), rs)| *rs = row(x, w, y, eps));
 }
 
-/// One row of the forward: y = x·rstd·w; returns rstd.
-fn row<T: CpuFloat>(x: &[T], w: &[T], y: &mut [T], eps: f64) -> T {
+crate::simd_fn! {
+    /// One row of the forward: y = x·rstd·w; returns rstd.
+    fn row<T: CpuFloat>(x: &[T], w: &[T], y: &mut [T], eps: f64) -> T {
+        row_inline(x, w, y, eps)
+    }
+}
+
+#[inline(always)]
+fn row_inline<T: CpuFloat>(x: &[T], w: &[T], y: &mut [T], eps: f64) -> T {
     let ms = x.iter().map(|v| v.to_f64c().powi(2)).sum::<f64>() / x.len() as f64;
     let r = 1.0 / (ms + eps).sqrt();
     for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
         *y = T::from_f64c(x.to_f64c() * r) * w;
     }
     T::from_f64c(r)
+}
+
+crate::simd_fn! {
+    /// One row of the residual forward: h += y, then out = rmsnorm(h); returns rstd.
+    fn residual_row<T: CpuFloat>(h: &mut [T], y: &[T], w: &[T], out: &mut [T], eps: f64) -> T {
+        for (h, &y) in h.iter_mut().zip(y) {
+            *h = *h + y;
+        }
+        row_inline(h, w, out, eps)
+    }
 }
 
 /// Residual add fused with the forward: h += y, then y_out = rmsnorm(h) row by row (one pass
@@ -70,12 +90,7 @@ pub fn residual_forward<T: CpuFloat>(
         .zip(y[..n * d].par_chunks(d))
         .zip(out[..n * d].par_chunks_mut(d))
         .zip(&mut rstd[..n])
-        .for_each(|(((h, y), out), rs)| {
-            for (h, &y) in h.iter_mut().zip(y) {
-                *h = *h + y;
-            }
-            *rs = row(h, w, out, eps);
-        });
+        .for_each(|(((h, y), out), rs)| *rs = residual_row(h, y, w, out, eps));
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -100,29 +115,15 @@ pub fn backward<T: CpuFloat>(
         "rmsnorm_backward: buffers too small for [{n} x {d}]"
     );
     let blk = ROWS_PER_TASK * d;
-    let partials: Vec<Vec<f64>> = dx[..n * d]
+    let partials: Vec<Work<f64>> = dx[..n * d]
         .par_chunks_mut(blk)
         .enumerate()
         .map(|(b, dxb)| {
-            let mut dw_part = vec![0f64; d];
+            let mut dw_part = workspace::zeroed::<f64>(d);
             for (i, dxr) in dxb.chunks_mut(d).enumerate() {
                 let row = b * ROWS_PER_TASK + i;
                 let (xr, dyr) = (&x[row * d..(row + 1) * d], &dy[row * d..(row + 1) * d]);
-                let r = rstd[row].to_f64c();
-                // mean over d of (dy·w)·x̂
-                let mut dot = 0f64;
-                for j in 0..d {
-                    let xh = xr[j].to_f64c() * r;
-                    let g = dyr[j].to_f64c() * w[j].to_f64c();
-                    dot += g * xh;
-                    dw_part[j] += dyr[j].to_f64c() * xh;
-                }
-                let mean_gx = dot / d as f64;
-                for j in 0..d {
-                    let xh = xr[j].to_f64c() * r;
-                    let g = dyr[j].to_f64c() * w[j].to_f64c();
-                    dxr[j] = dxr[j] + T::from_f64c(r * (g - xh * mean_gx));
-                }
+                backward_row(xr, dyr, w, rstd[row].to_f64c(), dxr, &mut dw_part);
             }
             dw_part
         })
@@ -130,8 +131,30 @@ pub fn backward<T: CpuFloat>(
     add_partials(&mut dw[..d], &partials);
 }
 
+crate::simd_fn! {
+    /// One row of the backward: dx += rstd·(g − x̂·mean(g·x̂)), g = dy·w; dw_part += dy·x̂.
+    fn backward_row<T: CpuFloat>(x: &[T], dy: &[T], w: &[T], r: f64, dx: &mut [T], dw_part: &mut [f64]) {
+        let d = dx.len();
+        let (x, dy, w, dw_part) = (&x[..d], &dy[..d], &w[..d], &mut dw_part[..d]);
+        // mean over d of (dy·w)·x̂
+        let mut dot = 0f64;
+        for j in 0..d {
+            let xh = x[j].to_f64c() * r;
+            let g = dy[j].to_f64c() * w[j].to_f64c();
+            dot += g * xh;
+            dw_part[j] += dy[j].to_f64c() * xh;
+        }
+        let mean_gx = dot / d as f64;
+        for j in 0..d {
+            let xh = x[j].to_f64c() * r;
+            let g = dy[j].to_f64c() * w[j].to_f64c();
+            dx[j] = dx[j] + T::from_f64c(r * (g - xh * mean_gx));
+        }
+    }
+}
+
 /// dst[j] += Σ_p partials[p][j], summed in order.
-pub(crate) fn add_partials<T: CpuFloat>(dst: &mut [T], partials: &[Vec<f64>]) {
+pub(crate) fn add_partials<T: CpuFloat>(dst: &mut [T], partials: &[Work<f64>]) {
     for (j, v) in dst.iter_mut().enumerate() {
         let s: f64 = partials.iter().map(|p| p[j]).sum();
         *v = *v + T::from_f64c(s);

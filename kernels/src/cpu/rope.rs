@@ -7,6 +7,7 @@
 //! Angles, cos and sin are computed in f64, then cast to T. (HF computes the angles in f32, so
 //! at position p the two differ by about p·2^-24 radians.) Parallel over tokens.
 
+use super::workspace;
 use super::CpuFloat;
 use rayon::prelude::*;
 
@@ -38,23 +39,23 @@ fn rotate<T: CpuFloat>(
     x[..n * row]
         .par_chunks_mut(row)
         .zip(&pos[..n])
-        .for_each(|(tok, &p)| {
-            let (cos, sin): (Vec<T>, Vec<T>) = inv_freq
-                .iter()
-                .map(|f| {
+        .for_each_init(
+            || (workspace::zeroed::<T>(half), workspace::zeroed::<T>(half)),
+            |(cos, sin), (tok, &p)| {
+                for (i, f) in inv_freq.iter().enumerate() {
                     let a = p as f64 * f;
-                    (T::from_f64c(a.cos()), T::from_f64c(sign * a.sin()))
-                })
-                .unzip();
-            for head in tok.chunks_mut(head_dim) {
-                let (lo, hi) = head.split_at_mut(half);
-                for i in 0..half {
-                    let (a, b) = (lo[i], hi[i]);
-                    lo[i] = a * cos[i] - b * sin[i];
-                    hi[i] = b * cos[i] + a * sin[i];
+                    (cos[i], sin[i]) = (T::from_f64c(a.cos()), T::from_f64c(sign * a.sin()));
                 }
-            }
-        });
+                for head in tok.chunks_mut(head_dim) {
+                    let (lo, hi) = head.split_at_mut(half);
+                    for i in 0..half {
+                        let (a, b) = (lo[i], hi[i]);
+                        lo[i] = a * cos[i] - b * sin[i];
+                        hi[i] = b * cos[i] + a * sin[i];
+                    }
+                }
+            },
+        );
 }
 
 pub fn forward<T: CpuFloat>(

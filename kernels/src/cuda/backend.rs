@@ -77,6 +77,7 @@ impl<A: CudaAct> CudaBackend<A> {
         if !cublaslt_present() {
             return Err(Error::Cuda("CUDA requested but libcublasLt was not found (add the CUDA toolkit's lib64 to LD_LIBRARY_PATH)".into()));
         }
+        super::mem_pool::keep_freed_memory(&ctx)?;
         let stream = ctx.default_stream();
         let blas = Blas::new(stream.clone())?;
         Ok(CudaBackend {

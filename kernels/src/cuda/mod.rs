@@ -8,6 +8,7 @@ pub mod device;
 pub mod dtype;
 pub mod flash_attn;
 pub mod gemm;
+mod mem_pool;
 pub mod nvrtc;
 pub mod ops_adamw;
 pub mod ops_attention;

@@ -1,4 +1,4 @@
-//! Memory ops: allocation, upload/download (host side is f32 or i32; Act converts to/from A on
+//! Memory ops: allocation (zeroed, or left as is for buffers an op overwrites), upload/download (host side is f32 or i32; Act converts to/from A on
 //! the host), zero fills, fp32 copies, the fp32 -> A cast (compute copy of master weights) and
 //! column-block copies (split/merge of fused QKV).
 
@@ -14,6 +14,14 @@ impl<A: CudaAct> CudaBackend<A> {
         self.stream
             .alloc_zeros::<T>(n)
             .map_err(|e| cuda_err("cudaMalloc", e))
+    }
+
+    /// n elements left as they are (`Backend::empty_*`: the caller overwrites every one
+    /// before reading it), stream-ordered from the pool without a memset.
+    pub(crate) fn empty<T: DeviceRepr>(&self, n: usize) -> Result<CudaSlice<T>> {
+        // SAFETY: the contract of `Backend::empty_act` / `empty_acc`: nothing reads an element
+        // before an op has written it.
+        unsafe { self.stream.alloc::<T>(n) }.map_err(|e| cuda_err("cudaMalloc", e))
     }
 
     pub(crate) fn upload<T: DeviceRepr + ValidAsZeroBits>(

@@ -32,6 +32,12 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
     fn zeros_acc(&self, n: usize) -> Result<CudaSlice<f32>> {
         self.zeros(n)
     }
+    fn empty_act(&self, n: usize) -> Result<CudaSlice<A>> {
+        self.empty(n)
+    }
+    fn empty_acc(&self, n: usize) -> Result<CudaSlice<f32>> {
+        self.empty(n)
+    }
     fn upload_act(&self, host: &[f32]) -> Result<CudaSlice<A>> {
         let h: Vec<A> = host.iter().map(|&x| A::from_f32(x)).collect();
         self.upload(&h)

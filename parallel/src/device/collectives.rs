@@ -19,7 +19,7 @@
 use super::comm_err;
 use crate::{Comm, ReduceOp};
 use ferrotron_kernels::backend::{AccDst, AccSrc, ActDst, ActSrc};
-use ferrotron_kernels::cpu::CpuBackend;
+use ferrotron_kernels::cpu::{CpuBackend, HostMemory};
 use ferrotron_kernels::{Backend, Error, Result};
 use std::sync::Arc;
 
@@ -63,7 +63,7 @@ fn range<T>(s: &[T], start: usize, len: usize) -> &[T] {
     &s[start..start + len]
 }
 
-impl Collectives for CpuBackend<f32> {
+impl<M: HostMemory> Collectives for CpuBackend<f32, M> {
     const ACT_BYTES: u64 = 4;
     const ACC_BYTES: u64 = 4;
     fn all_reduce_sum_acc(&self, comm: &dyn Comm, x: AccDst<'_, Self>) -> Result<()> {
@@ -76,7 +76,7 @@ impl Collectives for CpuBackend<f32> {
         input: AccSrc<'_, Self>,
         out: AccDst<'_, Self>,
     ) -> Result<()> {
-        let i = range(input.buf, input.start, input.len);
+        let i = range(&input.buf[..], input.start, input.len);
         let o = &mut out.buf[out.start..out.start + out.len];
         comm.reduce_scatter(i.into(), o.into(), ReduceOp::Sum)
             .map_err(comm_err)
@@ -87,11 +87,11 @@ impl Collectives for CpuBackend<f32> {
         input: ActSrc<'_, Self>,
         out: ActDst<'_, Self>,
     ) -> Result<()> {
-        let i = range(input.buf, input.start, input.len);
+        let i = range(&input.buf[..], input.start, input.len);
         let o = &mut out.buf[out.start..out.start + out.len];
         comm.all_gather(i.into(), o.into()).map_err(comm_err)
     }
-    fn all_gather_act_in_place(&self, comm: &dyn Comm, buf: &mut Vec<f32>) -> Result<()> {
+    fn all_gather_act_in_place(&self, comm: &dyn Comm, buf: &mut Self::Act) -> Result<()> {
         comm.all_gather_in_place((&mut buf[..]).into())
             .map_err(comm_err)
     }

@@ -201,9 +201,9 @@ impl Transformer {
             n,
             tp,
         )?;
-        let mut dq = b.zeros_act(n * qd)?;
-        let mut dk = b.zeros_act(n * kvd)?;
-        let mut dv = b.zeros_act(n * kvd)?;
+        let mut dq = b.empty_act(n * qd)?;
+        let mut dk = b.empty_act(n * kvd)?;
+        let mut dv = b.empty_act(n * kvd)?;
         let dims = self.attn_dims(batch, unit);
         b.attention_backward(
             src(&a.q),
@@ -222,7 +222,7 @@ impl Transformer {
         let h1 = h1_all.as_ref().unwrap_or(&a.h1);
         let mut dh1 = b.zeros_act(n * d)?;
         if gpt2 {
-            let mut dqkv = b.zeros_act(n * 3 * qd)?;
+            let mut dqkv = b.empty_act(n * 3 * qd)?;
             for (i, part) in [&dq, &dk, &dv].into_iter().enumerate() {
                 b.copy_columns(
                     src(part),

@@ -171,14 +171,14 @@ impl Transformer {
         let h1_in = h1_all.as_ref().unwrap_or(&h1);
 
         // attention
-        let mut q = b.zeros_act(n * qd)?;
-        let mut k = b.zeros_act(n * kvd)?;
-        let mut v = b.zeros_act(n * kvd)?;
+        let mut q = b.empty_act(n * qd)?;
+        let mut k = b.empty_act(n * kvd)?;
+        let mut v = b.empty_act(n * kvd)?;
         let (mut q_raw, mut k_raw) = (b.zeros_act(0)?, b.zeros_act(0)?);
         let (mut q_rstd, mut k_rstd) = (b.zeros_acc(0)?, b.zeros_acc(0)?);
         if gpt2 {
             // The fused c_attn: this rank's q | k | v columns, qd each.
-            let mut qkv = b.zeros_act(n * 3 * qd)?;
+            let mut qkv = b.empty_act(n * 3 * qd)?;
             b.linear_forward(
                 src(h1_in),
                 t(w, unit, Role::Qkv),
@@ -228,8 +228,8 @@ impl Transformer {
             }
         }
         let dims = self.attn_dims(batch, unit);
-        let mut o = b.zeros_act(n * qd)?;
-        let mut lse = b.zeros_acc(heads * n)?;
+        let mut o = b.empty_act(n * qd)?;
+        let mut lse = b.empty_acc(heads * n)?;
         b.attention_forward(
             src(&q),
             src(&k),
@@ -254,8 +254,8 @@ impl Transformer {
         } = norm2;
         let h2_all = self.gather_tokens(b, tp, &h2, n)?;
         let h2_in = h2_all.as_ref().unwrap_or(&h2);
-        let mut up = b.zeros_act(n * f)?;
-        let mut act = b.zeros_act(n * f)?;
+        let mut up = b.empty_act(n * f)?;
+        let mut act = b.empty_act(n * f)?;
         b.linear_forward(
             src(h2_in),
             t(w, unit, Role::Up),
@@ -267,7 +267,7 @@ impl Transformer {
             b.gelu_forward(src(&up), dst(&mut act))?;
             b.zeros_act(0)?
         } else {
-            let mut gate = b.zeros_act(n * f)?;
+            let mut gate = b.empty_act(n * f)?;
             b.linear_forward(
                 src(h2_in),
                 t(w, unit, Role::Gate),

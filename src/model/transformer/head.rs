@@ -3,17 +3,18 @@
 //!   h_f = norm_f(x_L);  logits = h_f·W_headᵀ (W_head = E when tied);
 //!   loss = Σ_n CE(logits[n], target[n])  (targets already shifted; −100 ignored)
 //! Logits are computed `HEAD_CHUNK_ELEMS / V` rows at a time, so N×V logits never exist whole;
-//! with a gradient scale each chunk's dlogits = scale·(softmax − onehot) is folded straight into
-//! dh_f and dW_head before the next chunk. Then dx_L = norm_f backward(dh_f).
+//! with a gradient scale each chunk's dlogits = scale·(softmax − onehot), written over its logits
+//! (one chunk buffer), is folded straight into dh_f and dW_head before the next chunk. Then
+//! dx_L = norm_f backward(dh_f).
 //!
 //! Tensor parallelism: the output layer is vocab-parallel (each rank holds ⌈V/tp⌉ rows of
 //! W_head, the last rank padding), so no rank ever holds a row of logits over the whole
 //! vocabulary: per chunk each rank computes its columns, its row statistics (max, Σexp, the
 //! target's logit when it is one of its ids: Backend::cross_entropy_stats), the statistics of
 //! every rank are all-gathered, and each rank finishes the loss (the same on all) and its
-//! columns of dlogits (cross_entropy_finish). h_f is gathered to all N tokens first with
-//! sequence parallelism; ∂h_f is then a partial sum over the vocabulary shards: all-reduced
-//! (f's backward), or reduce-scattered to N/tp tokens.
+//! columns of dlogits (cross_entropy_finish, into a second chunk buffer). h_f is gathered to all
+//! N tokens first with sequence parallelism; ∂h_f is then a partial sum over the vocabulary
+//! shards: all-reduced (f's backward), or reduce-scattered to N/tp tokens.
 
 use super::super::batch::DeviceBatch;
 use super::super::config::Arch;
@@ -24,9 +25,10 @@ use ferrotron_parallel::{NoTp, TpComm};
 use ferrotron_zero::ParamStore;
 
 /// Rows of logits computed at once in the head, so N×V logits never exist whole: 2^24 elements
-/// (64 MiB in f32, 32 MiB in bf16), about 330 rows of a 50k vocabulary. Each chunk re-reads (on
-/// the CPU, re-packs) W_head for its three products; on the quickstart 2^22 spent 1.47× the step
-/// time of 2^24, and 2^25 and 2^26 were slower again (cache).
+/// (64 MiB in f32, 32 MiB in bf16), about 330 rows of a 50k vocabulary. Each chunk re-reads
+/// W_head for its logits (on the CPU from the copy packed once per step) and for dh_f (read in
+/// place); with matrixmultiply, which re-packed W_head per chunk and product, 2^22 spent 1.47×
+/// the step time of 2^24 on the quickstart, and 2^25 and 2^26 were slower again (cache).
 const HEAD_CHUNK_ELEMS: usize = 1 << 24;
 
 impl Transformer {
@@ -80,13 +82,10 @@ impl Transformer {
         }
         let (w, g) = store.parts();
         let (funit, hunit) = (&self.layout.units[fu], &self.layout.units[hu]);
-        let mut hf = b.zeros_act(nr * d)?;
-        let mut mean = if gpt2 {
-            b.zeros_acc(nr)?
-        } else {
-            b.zeros_acc(0)?
-        };
-        let mut rstd = b.zeros_acc(nr)?;
+        // every buffer the ops overwrite whole is `empty`; dh_f (linear_backward ADDS) is zero
+        let mut hf = b.empty_act(nr * d)?;
+        let mut mean = b.empty_acc(if gpt2 { nr } else { 0 })?;
+        let mut rstd = b.empty_acc(nr)?;
         self.norm_forward(
             b,
             &w[fu],
@@ -103,28 +102,26 @@ impl Transformer {
         let hf = hf_all.unwrap_or(hf);
 
         let chunk = (HEAD_CHUNK_ELEMS / vocab).clamp(1, n.max(1));
-        let mut logits = b.zeros_act(chunk * vocab)?;
-        let mut dlogits = if grad_scale.is_some() {
-            b.zeros_act(chunk * vocab)?
-        } else {
-            b.zeros_act(0)?
-        };
-        let mut dhf = if grad_scale.is_some() {
-            b.zeros_act(n * d)?
-        } else {
-            b.zeros_act(0)?
-        };
-        let mut losses = b.zeros_acc(n)?;
+        // logits of a chunk, then (cross-entropy in place) their gradient; vocab-parallel, the
+        // gradient goes to its own buffer
         let parallel = self.tp.is_parallel();
-        let (mut stats, mut all_stats) = if parallel {
-            (
-                b.zeros_acc(3 * chunk)?,
-                b.zeros_acc(self.tp.size * 3 * chunk)?,
-            )
-        } else {
-            (b.zeros_acc(0)?, b.zeros_acc(0)?)
-        };
+        let grad = grad_scale.is_some();
+        let mut logits = b.empty_act(chunk * vocab)?;
+        let mut dlogits = b.empty_act(if parallel && grad { chunk * vocab } else { 0 })?;
+        let mut dhf = b.zeros_act(if grad { n * d } else { 0 })?;
+        let mut losses = b.empty_acc(n)?;
+        let stats_len = if parallel { 3 * chunk } else { 0 };
+        let mut stats = b.empty_acc(stats_len)?;
+        let mut all_stats = b.empty_acc(self.tp.size * stats_len)?;
         let wh = t(&w[hu], hunit, head_role);
+        // W_head prepared (CPU: packed) once for every chunk's logits
+        let whole = LinearDims {
+            n,
+            inp: d,
+            out: vocab,
+            layout: WeightLayout::OutIn,
+        };
+        let wh_prepared = b.prepare_linear_weight(wh, whole)?;
         let mut r0 = 0;
         while r0 < n {
             let rows = chunk.min(n - r0);
@@ -135,9 +132,10 @@ impl Transformer {
                 out: vocab,
                 layout: WeightLayout::OutIn,
             };
-            b.linear_forward(
+            b.linear_forward_prepared(
                 xin,
                 wh,
+                src(&wh_prepared),
                 None,
                 Dst::range(&mut logits, 0, rows * vocab),
                 dims,
@@ -147,9 +145,6 @@ impl Transformer {
             }
             let tg = Src::range(&batch.targets, r0, rows);
             let ls = Dst::range(&mut losses, r0, rows);
-            let lg = Src::range(&logits, 0, rows * vocab);
-            let dl = grad_scale.map(|_| Dst::range(&mut dlogits, 0, rows * vocab));
-            let scale = grad_scale.unwrap_or(0.0);
             if parallel {
                 // Vocab-parallel cross-entropy: this rank's row statistics, everyone's, the loss.
                 let slice = VocabSlice {
@@ -158,26 +153,25 @@ impl Transformer {
                     valid,
                     start,
                 };
+                let lg = Src::range(&logits, 0, rows * vocab);
                 b.cross_entropy_stats(lg, tg, Dst::range(&mut stats, 0, 3 * rows), slice)?;
                 let p = self.tp.size;
                 let all = Dst::range(&mut all_stats, 0, p * 3 * rows);
                 tp.all_gather_acc(b, Src::range(&stats, 0, 3 * rows), all)?;
                 let all = Src::range(&all_stats, 0, p * 3 * rows);
+                let dl = grad_scale.map(|_| Dst::range(&mut dlogits, 0, rows * vocab));
+                let scale = grad_scale.unwrap_or(0.0);
                 b.cross_entropy_finish(lg, tg, all, p, ls, dl, slice, scale)?;
             } else {
-                b.cross_entropy(lg, tg, ls, dl, rows, vocab, scale)?;
+                let lg = Dst::range(&mut logits, 0, rows * vocab);
+                b.cross_entropy_in_place(lg, tg, ls, rows, vocab, grad_scale)?;
             }
-            if grad_scale.is_some() {
+            if grad {
                 let dx = Dst::range(&mut dhf, r0 * d, rows * d);
                 let dw = weight_grads(&mut g[hu], hunit, head_role, head_role);
-                b.linear_backward(
-                    xin,
-                    wh,
-                    Src::range(&dlogits, 0, rows * vocab),
-                    Some(dx),
-                    dw,
-                    dims,
-                )?;
+                let dlogits =
+                    Src::range(if parallel { &dlogits } else { &logits }, 0, rows * vocab);
+                b.linear_backward(xin, wh, dlogits, Some(dx), dw, dims)?;
             }
             r0 += rows;
         }

@@ -25,6 +25,8 @@
 //! This file: the model struct, what forward saves, and region helpers.
 //!
 //! Units are reached only through a `ParamStore`, so ZeRO can gather/release/reduce around them.
+//! Buffers an op overwrites whole come from `empty_*` (no zero fill); those a backward op adds
+//! into, from `zeros_*`.
 
 mod backward;
 mod chunk;
@@ -65,9 +67,9 @@ impl<B: Backend> NormOut<B> {
     fn new(b: &B, arch: Arch, n: usize, d: usize) -> ferrotron_kernels::Result<Self> {
         let mean_len = if arch == Arch::Gpt2 { n } else { 0 };
         Ok(NormOut {
-            y: b.zeros_act(n * d)?,
-            mean: b.zeros_acc(mean_len)?,
-            rstd: b.zeros_acc(n)?,
+            y: b.empty_act(n * d)?,
+            mean: b.empty_acc(mean_len)?,
+            rstd: b.empty_acc(n)?,
         })
     }
 }

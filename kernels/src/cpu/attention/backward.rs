@@ -21,6 +21,7 @@ use super::tiles::{
 };
 use crate::backend::AttnDims;
 use crate::cpu::gemm::{gemm, View, ViewMut};
+use crate::cpu::workspace::{self, Work};
 use crate::cpu::CpuFloat;
 use rayon::prelude::*;
 
@@ -30,8 +31,8 @@ pub(super) struct Inputs<'a, T> {
     pub k: &'a [T],
     pub v: &'a [T],
     pub dout: &'a [T],
-    pub lse: &'a [T],  // [H, N]
-    pub delta: Vec<T>, // [N, H]
+    pub lse: &'a [T],   // [H, N]
+    pub delta: Work<T>, // [N, H]
     pub dims: AttnDims,
 }
 
@@ -130,7 +131,7 @@ pub fn backward_with<T: CpuFloat>(
         "attention_backward: lse smaller than [{heads}, {n}]"
     );
 
-    let mut delta = vec![T::zero(); n * heads];
+    let mut delta = workspace::zeroed(n * heads);
     delta
         .par_chunks_mut(heads)
         .enumerate()
@@ -184,15 +185,15 @@ pub fn backward_with<T: CpuFloat>(
 
 /// Score-tile scratch: P and dP/dS, each (BLOCK_Q, BLOCK_K).
 pub(super) struct Scratch<T> {
-    pub p: Vec<T>,
-    pub ds: Vec<T>,
+    pub p: Work<T>,
+    pub ds: Work<T>,
 }
 
 impl<T: CpuFloat> Scratch<T> {
     pub fn new() -> Self {
         Scratch {
-            p: vec![T::zero(); BLOCK_Q * BLOCK_K],
-            ds: vec![T::zero(); BLOCK_Q * BLOCK_K],
+            p: workspace::zeroed(BLOCK_Q * BLOCK_K),
+            ds: workspace::zeroed(BLOCK_Q * BLOCK_K),
         }
     }
 }

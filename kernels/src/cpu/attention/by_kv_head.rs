@@ -10,14 +10,15 @@ use super::backward::{p_and_ds, Inputs, Scratch};
 use super::tiles::{head_rows, query_rows, BLOCK_K, BLOCK_Q};
 use crate::backend::AttnDims;
 use crate::cpu::gemm::{gemm, View, ViewMut};
+use crate::cpu::workspace::{self, Work};
 use crate::cpu::CpuFloat;
 use rayon::prelude::*;
 
 /// Task-local gradients of one (segment, kv head) pair.
 struct PairGrads<T> {
-    dq: Vec<T>, // (G, L, Dh)
-    dk: Vec<T>, // (L, Dh)
-    dv: Vec<T>, // (L, Dh)
+    dq: Work<T>, // (G, L, Dh)
+    dk: Work<T>, // (L, Dh)
+    dv: Work<T>, // (L, Dh)
 }
 
 /// Overwrites dq [N, H, Dh], dk, dv [N, Hkv, Dh] (already cut to exactly those sizes).
@@ -68,9 +69,9 @@ fn pair<T: CpuFloat>(inp: &Inputs<'_, T>, (start, len): (usize, usize), g: usize
     let group = heads / kv_heads;
     let scale = T::from_f64c(inp.dims.scale as f64);
     let mut out = PairGrads {
-        dq: vec![T::zero(); group * len * dh],
-        dk: vec![T::zero(); len * dh],
-        dv: vec![T::zero(); len * dh],
+        dq: workspace::zeroed(group * len * dh),
+        dk: workspace::zeroed(len * dh),
+        dv: workspace::zeroed(len * dh),
     };
     let mut sc = Scratch::new();
     for c0 in (0..len).step_by(BLOCK_K) {

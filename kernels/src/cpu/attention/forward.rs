@@ -15,6 +15,7 @@ use super::tiles::{
 use crate::backend::AttnDims;
 use crate::cpu::elementwise::{max_lanes, sum_lanes};
 use crate::cpu::gemm::{gemm, View, ViewMut};
+use crate::cpu::workspace::{self, Work};
 use crate::cpu::CpuFloat;
 use rayon::prelude::*;
 
@@ -52,11 +53,11 @@ pub fn forward<T: CpuFloat>(
 
     let tiles = row_tiles(&segs, BLOCK_Q);
     let o_blocks = split_rows(&mut o[..n * q_row], &tiles, q_row);
-    let lse_blocks: Vec<Vec<T>> = tiles
+    let lse_blocks: Vec<Work<T>> = tiles
         .par_iter()
         .zip(o_blocks)
         .map(|(tile, o_blk)| {
-            let mut lse_blk = vec![T::zero(); heads * tile.rows()];
+            let mut lse_blk = workspace::zeroed(heads * tile.rows());
             let mut scratch = Scratch::new(dh);
             for h in 0..heads {
                 let lse_h = &mut lse_blk[h * tile.rows()..(h + 1) * tile.rows()];
@@ -76,19 +77,19 @@ pub fn forward<T: CpuFloat>(
 
 /// Per-task buffers: one score tile and the running statistics.
 struct Scratch<T> {
-    s: Vec<T>,   // (BLOCK_Q, BLOCK_K)
-    acc: Vec<T>, // (BLOCK_Q, Dh)
-    m: Vec<T>,   // (BLOCK_Q,)
-    l: Vec<T>,   // (BLOCK_Q,)
+    s: Work<T>,   // (BLOCK_Q, BLOCK_K)
+    acc: Work<T>, // (BLOCK_Q, Dh)
+    m: Work<T>,   // (BLOCK_Q,)
+    l: Work<T>,   // (BLOCK_Q,)
 }
 
 impl<T: CpuFloat> Scratch<T> {
     fn new(dh: usize) -> Self {
         Scratch {
-            s: vec![T::zero(); BLOCK_Q * BLOCK_K],
-            acc: vec![T::zero(); BLOCK_Q * dh],
-            m: vec![T::zero(); BLOCK_Q],
-            l: vec![T::zero(); BLOCK_Q],
+            s: workspace::zeroed(BLOCK_Q * BLOCK_K),
+            acc: workspace::zeroed(BLOCK_Q * dh),
+            m: workspace::zeroed(BLOCK_Q),
+            l: workspace::zeroed(BLOCK_Q),
         }
     }
 }
