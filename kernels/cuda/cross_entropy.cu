@@ -13,16 +13,13 @@ __device__ __forceinline__ void online_merge(float& m, float& s, float m2, float
     m = mn;
 }
 
+// Max m and Σ exp(x − m) over columns [0, cols) of one row, merged online (one pass) across the
+// block; every thread gets the row's (m, s).
 template <typename T>
-__device__ void cross_entropy(const T* logits, const int* targets, float* losses, T* dlogits, int want_grad,
-                              long long v, float grad_scale) {
+__device__ void block_row_max_sumexp(const T* x, long long cols, float& m_out, float& s_out) {
     __shared__ float sm[32], ss[32];
-    const long long row = blockIdx.x;
-    const T* x = logits + row * v;
-    const int t = targets[row];
-    const bool ignored = t < 0 || (long long)t >= v;
     float m = -FT_INF, s = 0.f;
-    for (long long j = threadIdx.x; j < v; j += blockDim.x) {
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) {
         const float xj = ld(x[j]);
         if (xj > m) {
             s = s * expf(m - xj) + 1.f;
@@ -49,6 +46,19 @@ __device__ void cross_entropy(const T* logits, const int* targets, float* losses
         const float m2 = __shfl_xor_sync(FT_FULL_MASK, m, o), s2 = __shfl_xor_sync(FT_FULL_MASK, s, o);
         online_merge(m, s, m2, s2);
     }
+    m_out = m;
+    s_out = s;
+}
+
+template <typename T>
+__device__ void cross_entropy(const T* logits, const int* targets, float* losses, T* dlogits, int want_grad,
+                              long long v, float grad_scale) {
+    const long long row = blockIdx.x;
+    const T* x = logits + row * v;
+    const int t = targets[row];
+    const bool ignored = t < 0 || (long long)t >= v;
+    float m, s;
+    block_row_max_sumexp(x, v, m, s);
     const float lse = m + logf(s);
     if (threadIdx.x == 0) losses[row] = ignored ? 0.f : lse - ld(x[t]);
     if (!want_grad) return;
@@ -71,37 +81,10 @@ FT_EXPORT(cross_entropy,
 template <typename T>
 __device__ void cross_entropy_stats(const T* logits, const int* targets, float* stats, long long n, long long v,
                                     long long valid, long long start) {
-    __shared__ float sm[32], ss[32];
     const long long row = blockIdx.x;
     const T* x = logits + row * v;
-    float m = -FT_INF, s = 0.f;
-    for (long long j = threadIdx.x; j < valid; j += blockDim.x) {
-        const float xj = ld(x[j]);
-        if (xj > m) {
-            s = s * expf(m - xj) + 1.f;
-            m = xj;
-        } else {
-            s += expf(xj - m);
-        }
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        const float m2 = __shfl_xor_sync(FT_FULL_MASK, m, o), s2 = __shfl_xor_sync(FT_FULL_MASK, s, o);
-        online_merge(m, s, m2, s2);
-    }
-    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-    if (lane == 0) {
-        sm[wid] = m;
-        ss[wid] = s;
-    }
-    __syncthreads();
-    m = lane < nw ? sm[lane] : -FT_INF;
-    s = lane < nw ? ss[lane] : 0.f;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        const float m2 = __shfl_xor_sync(FT_FULL_MASK, m, o), s2 = __shfl_xor_sync(FT_FULL_MASK, s, o);
-        online_merge(m, s, m2, s2);
-    }
+    float m, s;
+    block_row_max_sumexp(x, valid, m, s);
     if (threadIdx.x == 0) {
         const long long t = targets[row];
         stats[row] = m;
