@@ -25,12 +25,16 @@ impl<S> Timed<S> {
         }
     }
 
-    /// Sleeps until `stage_seconds / v` have passed since `start`.
-    fn finish_at(&self, start: Instant, stage_seconds: f64) {
+    /// Runs `call` on the wrapped stage, then sleeps until `stage_seconds / v` have passed
+    /// since it began.
+    fn lasting<R>(&mut self, stage_seconds: f64, call: impl FnOnce(&mut S) -> R) -> R {
+        let start = Instant::now();
+        let out = call(&mut self.inner);
         let target = Duration::from_secs_f64(stage_seconds / self.virtual_stages as f64);
         if let Some(rest) = target.checked_sub(start.elapsed()) {
             std::thread::sleep(rest);
         }
+        out
     }
 }
 
@@ -45,10 +49,8 @@ impl<S: StageCompute> StageCompute for Timed<S> {
         chunk: usize,
         input: Option<Vec<f32>>,
     ) -> Result<Vec<f32>, ComputeError> {
-        let start = Instant::now();
-        let out = self.inner.forward(mb, chunk, input);
-        self.finish_at(start, self.time.forward);
-        out
+        let t = self.time.forward;
+        self.lasting(t, |s| s.forward(mb, chunk, input))
     }
 
     fn backward(
@@ -57,10 +59,8 @@ impl<S: StageCompute> StageCompute for Timed<S> {
         chunk: usize,
         grad_output: Option<Vec<f32>>,
     ) -> Result<Vec<f32>, ComputeError> {
-        let start = Instant::now();
-        let out = self.inner.backward(mb, chunk, grad_output);
-        self.finish_at(start, self.time.backward);
-        out
+        let t = self.time.backward;
+        self.lasting(t, |s| s.backward(mb, chunk, grad_output))
     }
 
     fn backward_input(
@@ -69,16 +69,12 @@ impl<S: StageCompute> StageCompute for Timed<S> {
         chunk: usize,
         grad_output: Option<Vec<f32>>,
     ) -> Result<Vec<f32>, ComputeError> {
-        let start = Instant::now();
-        let out = self.inner.backward_input(mb, chunk, grad_output);
-        self.finish_at(start, self.time.backward_input());
-        out
+        let t = self.time.backward_input();
+        self.lasting(t, |s| s.backward_input(mb, chunk, grad_output))
     }
 
     fn backward_weight(&mut self, mb: usize, chunk: usize) -> Result<(), ComputeError> {
-        let start = Instant::now();
-        let out = self.inner.backward_weight(mb, chunk);
-        self.finish_at(start, self.time.backward_weight);
-        out
+        let t = self.time.backward_weight;
+        self.lasting(t, |s| s.backward_weight(mb, chunk))
     }
 }
