@@ -9,7 +9,10 @@
 //!             (Qwen3); Wq/Wk/Wv (GPT-2: the fused c_attn) backward into dh₁; norm₁ backward
 //!             ADDS into dx (now ∂/∂x_ℓ).
 //! A block whose activations forward did not keep (activation checkpointing) first runs its
-//! forward again from its saved input x_ℓ, with the unit's weights still in hand.
+//! forward again from its saved input x_ℓ, with the unit's weights still in hand. Every block
+//! recomputes what forward never keeps (forward.rs): a from gate and up before W_down's backward,
+//! h₂ = norm₂(m) before the MLP's, h₁ = norm₁(x_ℓ) before the attention projections' — the same
+//! values forward computed (on the CPU bit for bit: the fused residual norm equals add-then-norm).
 //! Every weight gradient is ADDED into the unit's accumulator (micro-batches accumulate).
 //! Tensor parallelism: a row-parallel layer's backward needs ∂y for all N tokens (g's backward is
 //! the identity; with sequence parallelism the scatter's backward all-gathers it), and gives
@@ -119,6 +122,8 @@ impl Transformer {
         let gpt2 = c.arch == Arch::Gpt2;
 
         // MLP: out = mid + down(act);  dx currently holds ∂/∂out, which is also ∂/∂mid's direct path.
+        let mut act = b.empty_act(n * f)?;
+        self.mlp_activation(b, &a.gate, &a.up, &mut act)?;
         let mut dact = b.zeros_act(n * f)?;
         self.row_parallel_bwd(
             b,
@@ -126,15 +131,17 @@ impl Transformer {
             g,
             unit,
             (Role::Down, Role::DownBias),
-            &a.act,
+            &act,
             dx,
             &mut dact,
             f,
             n,
             tp,
         )?;
-        let h2_all = self.gather_tokens(b, tp, &a.h2, n)?;
-        let h2 = h2_all.as_ref().unwrap_or(&a.h2);
+        drop(act);
+        let norm2 = self.mlp_norm_forward(b, w, unit, &a.mid, nr)?;
+        let h2_all = self.gather_tokens(b, tp, &norm2.y, n)?;
+        let h2 = h2_all.as_ref().unwrap_or(&norm2.y);
         let mut dup = b.zeros_act(n * f)?;
         let mut dh2 = b.zeros_act(n * d)?;
         if gpt2 {
@@ -180,11 +187,12 @@ impl Transformer {
             unit,
             roles,
             &a.mid,
-            (&a.mean2, &a.rstd2),
+            (&norm2.mean, &norm2.rstd),
             &dh2,
             dx,
             nr,
         )?;
+        drop((norm2, h2_all));
 
         // attention: mid = x + o·Woᵀ;  dx now holds ∂/∂mid.
         let mut d_o = b.zeros_act(n * qd)?;
@@ -218,8 +226,9 @@ impl Transformer {
             src(&batch.cu_seqlens),
             &dims,
         )?;
-        let h1_all = self.gather_tokens(b, tp, &a.h1, n)?;
-        let h1 = h1_all.as_ref().unwrap_or(&a.h1);
+        let norm1 = self.attn_norm_forward(b, w, unit, NormIn::Plain(x), nr)?;
+        let h1_all = self.gather_tokens(b, tp, &norm1.y, n)?;
+        let h1 = h1_all.as_ref().unwrap_or(&norm1.y);
         let mut dh1 = b.zeros_act(n * d)?;
         if gpt2 {
             let mut dqkv = b.empty_act(n * 3 * qd)?;
@@ -305,7 +314,8 @@ impl Transformer {
         }
         let dh1 = self.column_input_grad(b, tp, dh1, n)?;
         let roles = (Role::AttnNorm, Role::AttnNormBias);
-        self.norm_backward(b, w, g, unit, roles, x, (&a.mean1, &a.rstd1), &dh1, dx, nr)
+        let stats = (&norm1.mean, &norm1.rstd);
+        self.norm_backward(b, w, g, unit, roles, x, stats, &dh1, dx, nr)
     }
 
     /// A row-parallel layer's backward: ∂y on this rank's residual tokens (all-gathered to N

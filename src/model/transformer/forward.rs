@@ -8,8 +8,11 @@
 //!             m = x_ℓ + o·Woᵀ (+ b)
 //!             h₂ = norm₂(m);  a = silu(h₂·W_gateᵀ) ⊙ h₂·W_upᵀ (Llama) | gelu(h₂·W_fc) (GPT-2)
 //!             x_{ℓ+1} = m + a·W_downᵀ (+ b)
-//! Saved per block (`BlockActs`, none with `recompute_blocks`): h₁, norm₁ stats, q, k, v (and
-//! Qwen3's q, k before the head norms with their rstd), o, lse, m, h₂, norm₂ stats, gate, up, a.
+//! Saved per block (`BlockActs`, none with `recompute_blocks`): q, k, v (and Qwen3's q, k before
+//! the head norms with their rstd), o, lse, m, gate, up. Not saved, because backward recomputes
+//! them in one elementwise pass each (no matmul): h₁ = norm₁(x_ℓ), h₂ = norm₂(m) with their
+//! statistics, and a — 2·D + F of the 7·D + 3·F elements per token (kv heads = heads) a block
+//! would otherwise keep.
 //! `Forward::xs[ℓ]` holds x_ℓ, the input of block ℓ (and x_L the final state), always.
 //! Each unit is gathered (`before_use`) only while its block runs.
 //!
@@ -140,6 +143,35 @@ impl Transformer {
         Ok(out)
     }
 
+    /// h₂ = norm₂(m) with its statistics, m given whole (the backward's recomputation).
+    pub(super) fn mlp_norm_forward<B: Backend>(
+        &self,
+        b: &B,
+        w: &B::Act,
+        unit: &UnitSpec,
+        m: &B::Act,
+        n: usize,
+    ) -> Result<NormOut<B>> {
+        let mut out = NormOut::new(b, self.cfg.arch, n, self.cfg.hidden)?;
+        let roles = (Role::MlpNorm, Role::MlpNormBias);
+        self.norm_forward_in(b, w, unit, roles, NormIn::Plain(m), &mut out, n)?;
+        Ok(out)
+    }
+
+    /// The MLP's hidden a = silu(gate) ⊙ up (Llama) or gelu(up) (GPT-2) into `act`.
+    pub(super) fn mlp_activation<B: Backend>(
+        &self,
+        b: &B,
+        gate: &B::Act,
+        up: &B::Act,
+        act: &mut B::Act,
+    ) -> Result<()> {
+        match self.cfg.arch {
+            Arch::Gpt2 => b.gelu_forward(src(up), dst(act)),
+            Arch::Llama => b.swiglu_forward(src(gate), src(up), dst(act)),
+        }
+    }
+
     /// Block ℓ after norm₁, on its complete input x and h₁ = norm₁(x). Returns the saved
     /// activations and, when `with_output`, the MLP output a·W_downᵀ (+ b) WITHOUT the residual
     /// m: the caller adds `acts.mid` into it (fused with the next norm). A recomputation in
@@ -162,11 +194,7 @@ impl Transformer {
         let (heads, kv_heads, f) = self.local_dims();
         let (qd, kvd) = (heads * c.head_dim, kv_heads * c.head_dim);
         let gpt2 = c.arch == Arch::Gpt2;
-        let NormOut {
-            y: h1,
-            mean: mean1,
-            rstd: rstd1,
-        } = norm1;
+        let h1 = norm1.y;
         let h1_all = self.gather_tokens(b, tp, &h1, n)?;
         let h1_in = h1_all.as_ref().unwrap_or(&h1);
 
@@ -247,15 +275,10 @@ impl Transformer {
         let roles = (Role::MlpNorm, Role::MlpNormBias);
         let m = NormIn::Residual { h: &mut mid, y: x };
         self.norm_forward_in(b, w, unit, roles, m, &mut norm2, nr)?;
-        let NormOut {
-            y: h2,
-            mean: mean2,
-            rstd: rstd2,
-        } = norm2;
+        let h2 = norm2.y;
         let h2_all = self.gather_tokens(b, tp, &h2, n)?;
         let h2_in = h2_all.as_ref().unwrap_or(&h2);
         let mut up = b.empty_act(n * f)?;
-        let mut act = b.empty_act(n * f)?;
         b.linear_forward(
             src(h2_in),
             t(w, unit, Role::Up),
@@ -264,7 +287,6 @@ impl Transformer {
             self.lin(n, d, f),
         )?;
         let gate = if gpt2 {
-            b.gelu_forward(src(&up), dst(&mut act))?;
             b.zeros_act(0)?
         } else {
             let mut gate = b.empty_act(n * f)?;
@@ -275,10 +297,11 @@ impl Transformer {
                 dst(&mut gate),
                 self.lin(n, d, f),
             )?;
-            b.swiglu_forward(src(&gate), src(&up), dst(&mut act))?;
             gate
         };
         let out = if with_output {
+            let mut act = b.empty_act(n * f)?;
+            self.mlp_activation(b, &gate, &up, &mut act)?;
             let roles = (Role::Down, Role::DownBias);
             Some(self.row_parallel_forward(b, w, unit, roles, &act, f, n, tp)?)
         } else {
@@ -286,9 +309,6 @@ impl Transformer {
         };
         Ok((
             BlockActs {
-                h1,
-                mean1,
-                rstd1,
                 q,
                 k,
                 v,
@@ -299,12 +319,8 @@ impl Transformer {
                 o,
                 lse,
                 mid,
-                h2,
-                mean2,
-                rstd2,
                 gate,
                 up,
-                act,
             },
             out,
         ))

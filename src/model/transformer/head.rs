@@ -26,10 +26,16 @@ use ferrotron_zero::ParamStore;
 
 /// Rows of logits computed at once in the head, so N×V logits never exist whole: 2^24 elements
 /// (64 MiB in f32, 32 MiB in bf16), about 330 rows of a 50k vocabulary. Each chunk re-reads
-/// W_head for its logits (on the CPU from the copy packed once per step) and for dh_f (read in
-/// place); with matrixmultiply, which re-packed W_head per chunk and product, 2^22 spent 1.47×
-/// the step time of 2^24 on the quickstart, and 2^25 and 2^26 were slower again (cache).
-const HEAD_CHUNK_ELEMS: usize = 1 << 24;
+/// W_head for its logits and for dh_f (read in place), and adds into all of dW_head, so smaller
+/// chunks cost passes over W_head-sized memory: 2^23 made the quickstart's step about 8% slower
+/// (with matrixmultiply, which re-packed W_head per chunk and product, 2^22 spent 1.47×).
+pub const HEAD_CHUNK_ELEMS: usize = 1 << 24;
+
+/// The largest W_head (elements; 64 MiB in f32) that is prepared (CPU: packed) whole: up to it
+/// the head is prepared once per call and every chunk's logits read it; above it each chunk's product packs
+/// W_head block by block as it goes (a 75M Llama's 50257 × 512 head: 98 MiB saved for about 3%
+/// of its step time; the quickstart's 25 MiB copy is kept, where packing is a larger share).
+pub const HEAD_PREPARED_MAX_ELEMS: usize = 1 << 24;
 
 impl Transformer {
     /// Final norm, output projection and cross-entropy. Returns Σ loss over target tokens.
@@ -114,14 +120,17 @@ impl Transformer {
         let mut stats = b.empty_acc(stats_len)?;
         let mut all_stats = b.empty_acc(self.tp.size * stats_len)?;
         let wh = t(&w[hu], hunit, head_role);
-        // W_head prepared (CPU: packed) once for every chunk's logits
+        // W_head prepared (CPU: packed) once for every chunk's logits, unless that copy is large
         let whole = LinearDims {
             n,
             inp: d,
             out: vocab,
             layout: WeightLayout::OutIn,
         };
-        let wh_prepared = b.prepare_linear_weight(wh, whole)?;
+        let wh_prepared = match vocab * d <= HEAD_PREPARED_MAX_ELEMS {
+            true => b.prepare_linear_weight(wh, whole)?,
+            false => b.empty_act(0)?,
+        };
         let mut r0 = 0;
         while r0 < n {
             let rows = chunk.min(n - r0);

@@ -36,6 +36,8 @@ mod forward;
 mod head;
 mod norm;
 
+pub use head::{HEAD_CHUNK_ELEMS, HEAD_PREPARED_MAX_ELEMS};
+
 use super::batch::DeviceBatch;
 use super::config::{Arch, ModelConfig};
 use super::layout::{ParamLayout, Role, UnitKind, UnitSpec};
@@ -75,11 +77,10 @@ impl<B: Backend> NormOut<B> {
 }
 
 /// What one block keeps from forward for its backward.
+/// What one block's forward keeps for its backward. Its input (the residual stream entering it)
+/// is `Forward::xs[ℓ]`; h₁ = norm₁(x_ℓ), h₂ = norm₂(m), their statistics and the MLP hidden a are
+/// recomputed by the backward (elementwise passes) rather than kept.
 pub struct BlockActs<B: Backend> {
-    /// Block input (the residual stream entering it) is `Forward::xs[ℓ]`.
-    h1: B::Act,
-    mean1: B::Acc,
-    rstd1: B::Acc,
     q: B::Act,
     k: B::Act,
     v: B::Act,
@@ -92,14 +93,9 @@ pub struct BlockActs<B: Backend> {
     lse: B::Acc,
     /// Residual stream after attention.
     mid: B::Act,
-    h2: B::Act,
-    mean2: B::Acc,
-    rstd2: B::Acc,
     /// Llama: gate and up projections; GPT-2: `up` is c_fc's output, `gate` unused.
     gate: B::Act,
     up: B::Act,
-    /// MLP hidden after the nonlinearity [N, F].
-    act: B::Act,
 }
 
 pub struct Forward<B: Backend> {
@@ -125,18 +121,15 @@ impl<B: Backend> Forward<B> {
         let mut acc = 0;
         for a in self.blocks.iter().flatten() {
             act += [
-                &a.h1, &a.q, &a.k, &a.v, &a.q_raw, &a.k_raw, &a.o, &a.mid, &a.h2, &a.gate, &a.up,
-                &a.act,
+                &a.q, &a.k, &a.v, &a.q_raw, &a.k_raw, &a.o, &a.mid, &a.gate, &a.up,
             ]
             .iter()
             .map(|x| x.len())
             .sum::<usize>();
-            acc += [
-                &a.mean1, &a.rstd1, &a.q_rstd, &a.k_rstd, &a.lse, &a.mean2, &a.rstd2,
-            ]
-            .iter()
-            .map(|x| x.len())
-            .sum::<usize>();
+            acc += [&a.q_rstd, &a.k_rstd, &a.lse]
+                .iter()
+                .map(|x| x.len())
+                .sum::<usize>();
         }
         (act, acc)
     }
@@ -263,10 +256,9 @@ impl Transformer {
     /// What `forward` keeps for backward on a batch of `tokens` tokens, in elements
     /// (activation precision, accumulation precision): exactly `Forward::saved_elements`.
     ///   always:             x_0 … x_L                         (L + 1)·N·D
-    ///   per saved block:    h₁, q, k, v, o, m, h₂, up, a (+ gate: Llama; + q, k before
-    ///                       their head norms: Qwen3)   and
-    ///                       norm statistics (rstd; + mean: GPT-2; + per-head rstd of q and
-    ///                       k: Qwen3), lse [H·N]
+    ///   per saved block:    q, k, v, o, m, up (+ gate: Llama; + q, k before their head
+    ///                       norms: Qwen3)   and lse [H·N] (+ per-head rstd of q and k:
+    ///                       Qwen3); h₁, h₂, their statistics and a are recomputed
     /// With `recompute_blocks` no block is saved.
     pub fn activation_elements(&self, tokens: usize) -> (usize, usize) {
         self.blocks_activation_elements(tokens, self.cfg.layers)
@@ -287,14 +279,13 @@ impl Transformer {
             return (xs, 0);
         }
         let gate = if c.arch == Arch::Llama { ffn } else { 0 };
-        let mean = if c.arch == Arch::Gpt2 { 1 } else { 0 };
         let (qk_raw, qk_rstd) = if c.qk_norm {
             (qd + kvd, heads + kv)
         } else {
             (0, 0)
         };
-        let act = nr * 3 * c.hidden + n * (2 * qd + 2 * kvd + 2 * ffn + gate + qk_raw);
-        let acc = nr * 2 * (1 + mean) + n * (heads + qk_rstd);
+        let act = nr * c.hidden + n * (2 * qd + 2 * kvd + ffn + gate + qk_raw);
+        let acc = n * (heads + qk_rstd);
         (xs + layers * act, layers * acc)
     }
 
