@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 [ -f data-cache/shakespeare/shakespeare-gutenberg.txt ] && [ -f data-cache/gpt2/encoder.json ] \
   || bash scripts/fetch-data.sh
-python3 -c "import torch" 2>/dev/null || python3 -m pip install --quiet torch
+python3 -c "import torch, numpy" 2>/dev/null || python3 -m pip install --quiet torch numpy
 cargo build --release --bin ferrotron
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB; commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'); torch $(python3 -c 'import torch; print(torch.__version__)')"
 exec python3 scripts/bench_cpu_vs_torch.py "$@"

@@ -9,6 +9,11 @@
 //! vocab 50257, 4 × 128 tokens) under ZeRO stage 0 and stage 3 (one rank: its gathers and
 //! gradient shards still go through their buffers), and of the tiny Llama fixture (RoPE,
 //! SwiGLU, grouped-query attention).
+//! One exception to "no page faults", by design: an untied token embedding's gradient (the tiny
+//! Llama's) is zeroed each step by handing its pages back to the system (it is written only at
+//! the batch's rows; `Backend::release_zero_acc`), so its pages fault in again, at most twice
+//! each (read as zeros by the optimizer, written by the embedding backward). Those faults are
+//! allowed on top of the bound, and no more.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
@@ -183,6 +188,8 @@ fn a_training_step_allocates_no_buffers() {
     let (steps, checked) = (9, 3..=8);
     for (llama, stage) in [(false, 0u8), (false, 3), (true, 0)] {
         let name = if llama { "tiny Llama" } else { "GPT-2" };
+        // pages of the released (untied embedding) gradient: the tiny Llama's 512 x 64 f32 table
+        let released_pages = if llama { 512 * 64 * 4 / 4096 } else { 0 };
         let marks = train(dir.path(), llama, stage, steps);
         assert!(
             marks.len() > steps,
@@ -197,7 +204,9 @@ fn a_training_step_allocates_no_buffers() {
                 "{name}, ZeRO stage {stage}, step {step}: {} allocations, {} bytes, {} of >= 64 KiB, {} minor page faults",
                 d[0], d[1], d[2], d[3]
             );
-            if checked.contains(&step) && (d[2] > 0 || d[1] >= 1 << 20 || d[3] >= 16) {
+            if checked.contains(&step)
+                && (d[2] > 0 || d[1] >= 1 << 20 || d[3] >= 16 + 2 * released_pages)
+            {
                 failures.push(format!(
                     "{name} stage {stage} step {step}: {} blocks of >= 64 KiB, {} bytes, {} minor page faults",
                     d[2], d[1], d[3]

@@ -14,7 +14,9 @@ use std::sync::{Mutex, OnceLock};
 
 const HARNESS: &str = env!("CARGO_BIN_EXE_ferrotron-zero-harness");
 const TOL: f64 = 1e-5;
-const P: u64 = 4; // compute copy (f32)
+const P: u64 = 4; // compute copy (f32), stages 1-3
+/// Stage 0 on the CPU keeps no compute copy: the model reads the whole f32 master.
+const P0: u64 = 0;
 const G: u64 = 4; // gradient (f32)
 const K: u64 = 12; // master + m + v (f32)
 
@@ -253,7 +255,7 @@ fn zero_memory_matches_formulas() {
                     // Exact: the formula over padded units; and minus the padding: the formula over Ψ
                     // (Ψ/N taken as this rank's real elements).
                     let (expect_padded, expect_real) = match s {
-                        0 => ((P + G + K) * psi, (P + G + K) * psi),
+                        0 => ((P0 + G + K) * psi, (P0 + G + K) * psi),
                         1 => (
                             (P + G) * psi_p + K * shard,
                             (P + G) * psi + K * (shard - own_pad),

@@ -329,10 +329,24 @@ pub trait Backend: Send + Sync {
     fn download_acc(&self, src: AccSrc<'_, Self>) -> Result<Vec<f32>>;
     fn fill_zero_act(&self, dst: ActDst<'_, Self>) -> Result<()>;
     fn fill_zero_acc(&self, dst: AccDst<'_, Self>) -> Result<()>;
+    /// dst = 0, where most of dst stays 0 until the next call (a gradient written at a few rows
+    /// per step: an untied token embedding's). A backend may give the memory back to the system
+    /// instead of writing it, so that only the parts written again hold memory (the CPU: whole
+    /// pages released with MADV_DONTNEED read as zeros and are faulted in when written).
+    fn release_zero_acc(&self, dst: AccDst<'_, Self>) -> Result<()> {
+        self.fill_zero_acc(dst)
+    }
     /// dst = src (same length).
     fn copy_acc(&self, src: AccSrc<'_, Self>, dst: AccDst<'_, Self>) -> Result<()>;
     /// dst = cast(src): the compute copy of master weights.
     fn acc_to_act(&self, src: AccSrc<'_, Self>, dst: ActDst<'_, Self>) -> Result<()>;
+    /// Master weights seen as compute weights without a copy, where the two precisions are one
+    /// type (the CPU backends: Act = Acc); None where the compute copy is a cast (CUDA). An
+    /// engine that holds a whole master may then keep no compute copy (P = 0 bytes).
+    fn acc_as_act(acc: &[Self::Acc]) -> Option<&[Self::Act]> {
+        let _ = acc;
+        None
+    }
     /// Column block copy between row-major matrices with `rows` rows:
     /// dst[r, dst_col0 + c] (=|+=) src[r, src_col0 + c] for c < width.
     /// src has `src_cols` columns, dst `dst_cols`. Used to split/merge fused QKV.

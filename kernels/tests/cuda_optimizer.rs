@@ -97,12 +97,12 @@ fn norm_multi(b: &CudaBackend<f32>, s: &State) -> f64 {
 
 /// The per-tensor step with clip factor `clip`: scale_acc, then adamw_step per tensor.
 fn step_per_tensor(b: &CudaBackend<f32>, s: &mut State, tensors: &[(usize, bool)], clip: f64) {
-    for i in 0..tensors.len() {
+    for (i, &(_, decay)) in tensors.iter().enumerate() {
         if clip < 1.0 {
             b.scale_acc(Dst::all(&mut s.g[i]), clip).unwrap();
         }
         let h = AdamWStep {
-            weight_decay: if tensors[i].1 { H.weight_decay } else { 0.0 },
+            weight_decay: if decay { H.weight_decay } else { 0.0 },
             ..H
         };
         b.adamw_step(

@@ -86,6 +86,9 @@ pub struct Device {
     pub gpu: Option<Avail>,
     /// Ranks of this host sharing one GPU.
     pub ranks_per_gpu: u64,
+    /// The model reads a whole master as its compute weights (`Backend::acc_as_act`: the CPU),
+    /// so ZeRO-0 keeps no compute copy.
+    pub aliases_master: bool,
 }
 
 impl Device {
@@ -96,6 +99,7 @@ impl Device {
             acc_bytes: B::ACC_BYTES,
             gpu: None,
             ranks_per_gpu: 1,
+            aliases_master: B::acc_as_act(&[]).is_some(),
         }
     }
 
@@ -121,6 +125,7 @@ impl Device {
                 source: format!("free on CUDA device {}", dist.local_rank % gpus),
             }),
             ranks_per_gpu: local.div_ceil(gpus) as u64,
+            aliases_master: false,
         })
     }
 }
@@ -298,6 +303,7 @@ impl Plan<'_> {
         let table = (c.vocab_size as f64 / self.tp).ceil() * d;
         let largest_unit = table.max((model_params - table) / c.layers as f64);
         let state = match self.recipe.parallel.zero_stage {
+            0 if self.dev.aliases_master => p * (g + 12.0),
             0 => p * (w + g + 12.0),
             1 => p * (w + g) + 12.0 * p / n,
             2 => p * w + (g + 12.0) * p / n + largest_unit * g,
@@ -305,8 +311,13 @@ impl Plan<'_> {
         };
         let tokens = self.micro * self.seq;
         let kept = share.act * w + share.acc * g;
-        let head_chunk = (tokens * c.vocab_size as f64).min((1u64 << 24) as f64);
-        let activations = kept + 2.0 * head_chunk * w + 4.0 * tokens * d * w;
+        use crate::model::transformer::{HEAD_CHUNK_ELEMS, HEAD_PREPARED_MAX_ELEMS};
+        let head_chunk = (tokens * c.vocab_size as f64).min(HEAD_CHUNK_ELEMS as f64);
+        let prepared = match table <= HEAD_PREPARED_MAX_ELEMS as f64 {
+            true => table,
+            false => 0.0,
+        };
+        let activations = kept + (2.0 * head_chunk + prepared) * w + 4.0 * tokens * d * w;
         let transient = 12.0 * largest_unit / n;
         Need {
             stage: share.stage,
@@ -434,6 +445,7 @@ mod tests {
             acc_bytes: 4,
             gpu: None,
             ranks_per_gpu: 1,
+            aliases_master: true,
         }
     }
 
@@ -474,7 +486,8 @@ mod tests {
 
     #[test]
     fn tensor_parallel_ranks_plan_their_slices() {
-        // ~1.3e9 parameters: 20 bytes each at ZeRO 0 do not fit 16 GiB, a quarter of them does.
+        // ~1.3e9 parameters: 16 bytes each at ZeRO 0 (no compute copy on the CPU) do not fit 16 GiB,
+        // a quarter of them does.
         let big = r#"{"model_type": "gpt2", "vocab_size": 50000, "n_embd": 2048, "n_layer": 24, "n_head": 16, "n_positions": 64}"#;
         let mut four = DistEnv::single();
         four.world_size = 4;

@@ -6,7 +6,7 @@
 use super::init::InitSource;
 use crate::checkpoint;
 use crate::error::{Error, Result};
-use crate::model::{ParamLayout, TensorSpec, Transformer};
+use crate::model::{ParamLayout, TensorSpec, Transformer, UnitKind};
 use crate::recipe::Recipe;
 use crate::tensorfile::LayoutSource;
 use ferrotron_parallel::MeshComms;
@@ -148,12 +148,16 @@ fn unit_metas_tp(
     decay_everything: bool,
     counted: &dyn Fn(&TensorSpec) -> bool,
 ) -> Vec<UnitMeta> {
+    // An untied token embedding's gradient is written at the batch's rows only (a tied one is
+    // also the head's, written whole).
+    let untied = layout.unit_of(UnitKind::Head).is_some();
     layout
         .units
         .iter()
         .map(|u| UnitMeta {
             name: u.name(),
             numel: u.numel,
+            sparse_grad: untied && u.kind == UnitKind::Embedding,
             regions: u
                 .tensors
                 .iter()

@@ -76,6 +76,11 @@ pub struct UnitMeta {
     pub name: String,
     pub numel: usize,
     pub regions: Vec<Region>,
+    /// A step writes few of the gradient's elements (an untied token embedding: the rows of the
+    /// batch's ids). Where nothing else writes the whole gradient (stage 0 on one dp rank: no
+    /// all-reduce), zero_grads releases its memory (`Backend::release_zero_acc`) instead of
+    /// writing zeros, so only the rows a step writes hold memory.
+    pub sparse_grad: bool,
 }
 
 /// Hyper-parameters of one optimizer step.

@@ -404,6 +404,7 @@ mod tests {
         UnitMeta {
             name: name.into(),
             numel: at,
+            sparse_grad: false,
             regions,
         }
     }

@@ -1,13 +1,16 @@
 //! ZeRO stage 0: plain data parallelism. Every rank holds everything, replicated.
 //!
 //! Per rank (Ψ parameters, CPU f32: P = 4, G = 4, K = 12):
-//!   compute weights  Act [Ψ]        PΨ
+//!   compute weights  Act [Ψ]        PΨ          (none where Act = Acc, the CPU: P = 0, below)
 //!   gradients        Acc [Ψ]        GΨ
 //!   master, m, v     Acc [Ψ] x 3    KΨ          total (P + G + K)Ψ
 //! step: all-reduce (sum) every unit's gradient (2(N-1)/N · GΨ bytes per rank), the model-parallel
 //! gradient sums, the norm from the full gradient (identical on every dp rank: added only over
 //! the model-parallel group), AdamW on the whole model, and the compute copy refreshed from the
 //! master.
+//! Where the backend can see the master as compute weights (`Backend::acc_as_act`: on the CPU both
+//! are the same f32 or f64 buffers), the engine keeps no compute copy: the model reads the master
+//! itself, which AdamW updates in place, and P = 0 (16 bytes per parameter in f32, not 20).
 
 use crate::engine::{
     Engine, EngineGroups, FullState, MemoryReport, StepConfig, StepStats, UnitMeta,
@@ -24,7 +27,9 @@ pub struct Stage0<B: Collectives> {
     /// Which block of every unit this rank writes to checkpoints (everything is replicated, so
     /// the dp ranks split the writing as the sharded stages do).
     owner: ShardPlan,
+    /// The compute copy; empty when the model reads the master itself (`aliased`).
     weights: Vec<B::Act>,
+    aliased: bool,
     grads: Vec<B::Acc>,
     adam: ShardedAdam<B>,
 }
@@ -39,11 +44,13 @@ impl<B: Collectives> Stage0<B> {
         let owner = ShardPlan::new(units.clone(), groups.dp.size(), groups.dp.rank())?;
         let plan = ShardPlan::new(units, 1, 0)?;
         let adam = ShardedAdam::new(b, &plan, src)?;
-        let weights = plan
-            .units
-            .iter()
-            .map(|u| b.zeros_act(u.numel))
-            .collect::<Result<_>>()?;
+        let aliased = B::acc_as_act(&adam.master).is_some();
+        let weights = match aliased {
+            true => Vec::new(),
+            false => (plan.units.iter())
+                .map(|u| b.zeros_act(u.numel))
+                .collect::<Result<_>>()?,
+        };
         let grads = plan
             .units
             .iter()
@@ -54,6 +61,7 @@ impl<B: Collectives> Stage0<B> {
             plan,
             owner,
             weights,
+            aliased,
             grads,
             adam,
         };
@@ -62,6 +70,9 @@ impl<B: Collectives> Stage0<B> {
     }
 
     fn refresh_weights(&mut self, b: &B) -> Result<()> {
+        if self.aliased {
+            return Ok(());
+        }
         for (m, w) in self.adam.master.iter().zip(&mut self.weights) {
             b.acc_to_act(Src::all(m), Dst::all(w))?;
         }
@@ -71,7 +82,11 @@ impl<B: Collectives> Stage0<B> {
 
 impl<B: Collectives> ParamStore<B> for Stage0<B> {
     fn parts(&mut self) -> (&[B::Act], &mut [B::Acc]) {
-        (&self.weights, &mut self.grads)
+        let weights = match self.aliased {
+            true => B::acc_as_act(&self.adam.master).expect("the backend aliases Act and Acc"),
+            false => &self.weights,
+        };
+        (weights, &mut self.grads)
     }
 }
 
@@ -80,9 +95,15 @@ impl<B: Collectives> Engine<B> for Stage0<B> {
         0
     }
     fn zero_grads(&mut self, b: &B) -> Result<()> {
-        self.grads
-            .iter_mut()
-            .try_for_each(|g| b.fill_zero_acc(Dst::all(g)))
+        // A sparsely written gradient stays sparse in memory unless the all-reduce writes it whole.
+        let alone = self.groups.dp.size() == 1;
+        for (g, unit) in self.grads.iter_mut().zip(&self.plan.units) {
+            match alone && unit.sparse_grad {
+                true => b.release_zero_acc(Dst::all(g))?,
+                false => b.fill_zero_acc(Dst::all(g))?,
+            }
+        }
+        Ok(())
     }
     fn step(&mut self, b: &B, cfg: &StepConfig) -> Result<StepStats> {
         // Units this rank does not hold (other pipeline stages) are empty: nothing to reduce.

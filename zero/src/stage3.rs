@@ -247,6 +247,7 @@ mod tests {
             .map(|(i, &n)| UnitMeta {
                 name: format!("u{i}"),
                 numel: n,
+                sparse_grad: false,
                 regions: vec![Region {
                     offset: 0,
                     len: n,

@@ -89,6 +89,40 @@ impl HostMemory for Pooled {
     }
 }
 
+/// x = 0 (`zero` is the element whose bits are all 0: 0.0 of f32 and f64), without writing the
+/// whole pages inside x: on Linux they are handed back to the system (MADV_DONTNEED on private
+/// anonymous memory, which every heap allocation is), read as zeros from then on and take memory
+/// again only where written. The partial pages at either end are written.
+pub fn release_zero<T: Copy>(x: &mut [T], zero: T) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
+        let size = std::mem::size_of::<T>();
+        let start = x.as_ptr() as usize;
+        let end = start + std::mem::size_of_val(x);
+        let (lo, hi) = (start.next_multiple_of(page), end / page * page);
+        if size > 0
+            && hi > lo
+            && (lo - start).is_multiple_of(size)
+            && (end - hi).is_multiple_of(size)
+        {
+            let (head, tail) = ((lo - start) / size, (end - hi) / size);
+            // SAFETY: [lo, hi) is whole pages inside x, which this &mut borrows alone; x is heap
+            // memory (private and anonymous), whose released pages read back as zero bytes.
+            let released =
+                unsafe { libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_DONTNEED) };
+            if released == 0 {
+                let n = x.len();
+                x[..head].fill(zero);
+                x[n - tail..].fill(zero);
+                return;
+            }
+        }
+    }
+    x.fill(zero);
+}
+
 /// The pools of one `Pooled` memory, one per element type.
 #[derive(Default)]
 pub struct PoolSet {
@@ -284,6 +318,22 @@ impl<E: Element> Pool<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn release_zero_zeroes_every_element_and_the_buffer_stays_usable() {
+        // 3 MiB and a bit, from an odd offset: partial pages at both ends, whole ones between.
+        let mut v = vec![1.5f32; (3 << 18) + 1001];
+        let x = &mut v[7..];
+        release_zero(x, 0.0);
+        assert!(x.iter().all(|&e| e == 0.0));
+        assert_eq!(v[..7], [1.5; 7]);
+        v[100_000] = 2.0;
+        release_zero(&mut v, 0.0);
+        assert!(v.iter().all(|&e| e == 0.0));
+        let mut tiny = [3.0f64; 5];
+        release_zero(&mut tiny, 0.0);
+        assert_eq!(tiny, [0.0; 5]);
+    }
 
     #[test]
     fn classes_round_up_to_three_significant_bits() {

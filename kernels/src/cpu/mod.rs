@@ -150,6 +150,10 @@ impl<T: CpuFloat, M: HostMemory> Backend for CpuBackend<T, M> {
         w(dst).fill(T::zero());
         Ok(())
     }
+    fn release_zero_acc(&self, dst: Dst<'_, Self::Act>) -> Result<()> {
+        memory::release_zero(w(dst), T::zero());
+        Ok(())
+    }
     fn copy_acc(&self, src: Src<'_, Self::Act>, dst: Dst<'_, Self::Act>) -> Result<()> {
         w(dst).copy_from_slice(r(src));
         Ok(())
@@ -157,6 +161,9 @@ impl<T: CpuFloat, M: HostMemory> Backend for CpuBackend<T, M> {
     fn acc_to_act(&self, src: Src<'_, Self::Act>, dst: Dst<'_, Self::Act>) -> Result<()> {
         w(dst).copy_from_slice(r(src));
         Ok(())
+    }
+    fn acc_as_act(acc: &[Self::Acc]) -> Option<&[Self::Act]> {
+        Some(acc)
     }
     fn copy_columns(
         &self,
