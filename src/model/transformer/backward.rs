@@ -139,7 +139,8 @@ impl Transformer {
             tp,
         )?;
         drop(act);
-        let norm2 = self.mlp_norm_forward(b, w, unit, &a.mid, nr)?;
+        let roles = (Role::MlpNorm, Role::MlpNormBias);
+        let norm2 = self.normed(b, w, unit, roles, NormIn::Plain(&a.mid), nr)?;
         let h2_all = self.gather_tokens(b, tp, &norm2.y, n)?;
         let h2 = h2_all.as_ref().unwrap_or(&norm2.y);
         let mut dup = b.zeros_act(n * f)?;
@@ -179,7 +180,6 @@ impl Transformer {
             self.lin(n, d, f),
         )?;
         let dh2 = self.column_input_grad(b, tp, dh2, n)?;
-        let roles = (Role::MlpNorm, Role::MlpNormBias);
         self.norm_backward(
             b,
             w,

@@ -137,24 +137,22 @@ impl Transformer {
         x: NormIn<'_, B>,
         n: usize,
     ) -> Result<NormOut<B>> {
-        let mut out = NormOut::new(b, self.cfg.arch, n, self.cfg.hidden)?;
-        let roles = (Role::AttnNorm, Role::AttnNormBias);
-        self.norm_forward_in(b, w, unit, roles, x, &mut out, n)?;
-        Ok(out)
+        self.normed(b, w, unit, (Role::AttnNorm, Role::AttnNormBias), x, n)
     }
 
-    /// h₂ = norm₂(m) with its statistics, m given whole (the backward's recomputation).
-    pub(super) fn mlp_norm_forward<B: Backend>(
+    /// The norm of `roles` (weight, bias) over n rows of `x`, into new buffers with its
+    /// statistics.
+    pub(super) fn normed<B: Backend>(
         &self,
         b: &B,
         w: &B::Act,
         unit: &UnitSpec,
-        m: &B::Act,
+        roles: (Role, Role),
+        x: NormIn<'_, B>,
         n: usize,
     ) -> Result<NormOut<B>> {
         let mut out = NormOut::new(b, self.cfg.arch, n, self.cfg.hidden)?;
-        let roles = (Role::MlpNorm, Role::MlpNormBias);
-        self.norm_forward_in(b, w, unit, roles, NormIn::Plain(m), &mut out, n)?;
+        self.norm_forward_in(b, w, unit, roles, x, &mut out, n)?;
         Ok(out)
     }
 
@@ -271,11 +269,9 @@ impl Transformer {
             self.row_parallel_forward(b, w, unit, (Role::O, Role::OBias), &o, qd, n, tp)?;
 
         // MLP: m = x + o·Woᵀ, fused with norm₂.
-        let mut norm2 = NormOut::new(b, c.arch, nr, d)?;
         let roles = (Role::MlpNorm, Role::MlpNormBias);
         let m = NormIn::Residual { h: &mut mid, y: x };
-        self.norm_forward_in(b, w, unit, roles, m, &mut norm2, nr)?;
-        let h2 = norm2.y;
+        let h2 = self.normed(b, w, unit, roles, m, nr)?.y;
         let h2_all = self.gather_tokens(b, tp, &h2, n)?;
         let h2_in = h2_all.as_ref().unwrap_or(&h2);
         let mut up = b.empty_act(n * f)?;
