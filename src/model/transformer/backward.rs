@@ -58,9 +58,9 @@ impl Transformer {
         dx: B::Act,
         tp: &dyn TpComm<B>,
     ) -> Result<()> {
-        self.check_group(tp, batch)?;
-        let dx = self.blocks_backward(b, store, batch, fwd, dx, tp)?;
-        self.embed_backward(b, store, batch, tp, &dx)
+        // the whole model is the chunk that starts at the embedding
+        self.chunk_backward(b, store, batch, fwd, dx, true, tp)
+            .map(|_| ())
     }
 
     /// The backward of the blocks `fwd` ran, given dx = ∂loss/∂(their output) on this rank's

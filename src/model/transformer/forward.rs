@@ -60,9 +60,8 @@ impl Transformer {
         batch: &DeviceBatch<B>,
         tp: &dyn TpComm<B>,
     ) -> Result<Forward<B>> {
-        self.check_group(tp, batch)?;
-        let (x, pos) = self.embed_forward(b, store, batch, tp)?;
-        self.blocks_forward(b, store, batch, 0..self.cfg.layers, x, pos, tp)
+        // the whole model is the chunk of every block, from the embedding
+        self.chunk_forward(b, store, batch, 0..self.cfg.layers, None, tp)
     }
 
     /// Blocks `layers` from their complete input `x` on this rank's residual tokens (plus

@@ -97,10 +97,7 @@ impl Pipeline {
         tp: &dyn TpComm<B>,
         batches: Vec<Batch>,
     ) -> Result<Vec<f64>> {
-        let dev: Vec<DeviceBatch<B>> = batches
-            .into_iter()
-            .map(|batch| model.upload_batch(b, &HostBatch::from(batch)))
-            .collect::<ferrotron_kernels::Result<_>>()?;
+        let dev = upload_all(b, model, batches)?;
         let mut losses = self.forward_only(b, model, engine, tp, &dev, |engine, batch, fwd| {
             Ok(model.head_tp(b, engine, batch, fwd, None, None, tp)?.0)
         })?;
@@ -138,4 +135,17 @@ impl Pipeline {
             .map_err(comm_err)?;
         Ok(last)
     }
+}
+
+/// This rank's micro-batches on the device, in order.
+pub(super) fn upload_all<B: Collectives>(
+    b: &B,
+    model: &Transformer,
+    batches: Vec<Batch>,
+) -> Result<Vec<DeviceBatch<B>>> {
+    let dev = batches
+        .into_iter()
+        .map(|batch| model.upload_batch(b, &HostBatch::from(batch)))
+        .collect::<ferrotron_kernels::Result<_>>()?;
+    Ok(dev)
 }

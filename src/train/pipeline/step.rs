@@ -22,7 +22,7 @@
 use super::Pipeline;
 use crate::data::Batch;
 use crate::error::{Error, Result};
-use crate::model::{DeviceBatch, Forward, HostBatch, Transformer};
+use crate::model::{DeviceBatch, Forward, Transformer};
 use crate::train::{all_sum, comm_err};
 use ferrotron_kernels::Src;
 use ferrotron_parallel::pipeline::{run_step, ComputeError, ExecOptions, StageCompute, StepReport};
@@ -211,10 +211,7 @@ impl Pipeline {
         batches: Vec<Batch>,
         grad_scale: f64,
     ) -> Result<PipelineStep> {
-        let dev: Vec<DeviceBatch<B>> = batches
-            .into_iter()
-            .map(|batch| model.upload_batch(b, &HostBatch::from(batch)))
-            .collect::<ferrotron_kernels::Result<_>>()?;
+        let dev = super::forward::upload_all(b, model, batches)?;
         let before = self.pp.counters().snapshot();
         let mut run = StageRun::new(b, model, engine, self, tp, &dev, grad_scale);
         let report = run_step(&*self.pp, &self.schedule, &mut run, &ExecOptions::default())
