@@ -173,6 +173,12 @@ pub struct ParallelSection {
     /// How GPU buffers cross the data-parallel group on cuda: "nccl", or "host-staged" (through
     /// host memory and the MPI/TCP group; lets several ranks share one GPU, which NCCL refuses).
     pub gpu_comm: String,
+    /// How pipeline stages exchange activations and gradients: "auto" (default: grouped over
+    /// NCCL when the pp group is an NCCL group and the schedule allows it, else tagged host
+    /// messages), "grouped" (NCCL's grouped, tagless calls; over MPI/TCP on the CPU or
+    /// host-staged; refused for lists not safe for them, see parallel/src/pipeline/grouped.rs),
+    /// or "tagged" (non-blocking tagged host messages, any schedule; host-staged on a GPU).
+    pub pp_p2p: String,
 }
 
 impl Default for ParallelSection {
@@ -187,6 +193,7 @@ impl Default for ParallelSection {
             pp_layers: None,
             collective_timeout_s: 300.0,
             gpu_comm: "nccl".into(),
+            pp_p2p: "auto".into(),
             sequence_parallel: false,
         }
     }
@@ -303,6 +310,12 @@ impl Recipe {
             return Err(user!(
                 "{origin}: `parallel.gpu_comm` = \"{}\" is not one of \"nccl\", \"host-staged\"",
                 self.parallel.gpu_comm
+            ));
+        }
+        if !matches!(self.parallel.pp_p2p.as_str(), "auto" | "grouped" | "tagged") {
+            return Err(user!(
+                "{origin}: `parallel.pp_p2p` = \"{}\" is not one of \"auto\", \"grouped\", \"tagged\"",
+                self.parallel.pp_p2p
             ));
         }
         Ok(())
@@ -451,6 +464,7 @@ fn known_keys() -> Vec<(&'static str, &'static [&'static str])> {
                 "sequence_parallel",
                 "collective_timeout_s",
                 "gpu_comm",
+                "pp_p2p",
             ],
         ),
         (

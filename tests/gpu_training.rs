@@ -5,8 +5,8 @@
 //! - 50 quickstart steps in bf16 on the GPU track the CPU f32 loss curve within 2% per step;
 //! - ZeRO stages 1-3 with 2 ranks on the one GPU (mpirun, host-staged collectives) match stage 0;
 //! - NCCL at world size 1 runs the same training as the host-staged path;
-//! - (issue 15) pp 2 with both stages on the one GPU (boundary tensors host-staged over MPI)
-//!   matches pp 1 in f32, untied (tiny-llama) and tied (tiny-gpt2);
+//! - (issue 15) pp 2 with both stages on the one GPU (boundary tensors host-staged over MPI,
+//!   tagged and grouped) matches pp 1 in f32, untied (tiny-llama) and tied (tiny-gpt2);
 //! - (issue 13) the preflight stops a model that cannot fit, naming the GPU's free memory.
 //!
 //! Each prints a `GPU-TRAIN` line with its figures.
@@ -237,8 +237,11 @@ fn zero_stages_with_two_ranks_on_one_gpu_match_stage_0() {
     }
 }
 
-/// Issue 15 on the GPU: two pipeline stages of one block each, both ranks on the one GPU, their
-/// activations and gradients downloaded and sent over MPI; f32, two micro-batches per step.
+/// Issue 15 on the GPU: two pipeline stages of one block each, both ranks on the one GPU; f32,
+/// two micro-batches per step. Boundary tensors go both ways the trainer has without NCCL
+/// (which refuses two ranks on one GPU): tagged (downloaded, sent over MPI as f32) and grouped
+/// (`parallel.pp_p2p = "grouped"`: the device-buffer path of `Collectives::p2p_group_act`,
+/// host-staged here; over NCCL it needs two GPUs).
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn pipeline_two_stages_on_one_gpu_match_one_stage() {
@@ -247,23 +250,27 @@ fn pipeline_two_stages_on_one_gpu_match_one_stage() {
         let one = tempfile::tempdir().unwrap();
         let args = tiny_args(model, one.path(), 0, "host-staged", &extra);
         check(&ferrotron(&strs(&args)), "pp 1");
-        let two = tempfile::tempdir().unwrap();
-        let mut extra = extra.to_vec();
-        extra.push("parallel.pp=2");
-        let args = tiny_args(model, two.path(), 0, "host-staged", &extra);
-        check(&mpirun(2, &strs(&args)), "pp 2, 2 ranks");
-        let (a, b) = (losses(one.path()), losses(two.path()));
-        assert_eq!((a.len(), b.len()), (10, 10));
-        let dl = max_rel(&b, &a);
-        let dw = weights_rel(
-            &checkpoint_weights(&two.path().join("checkpoints")),
-            &checkpoint_weights(&one.path().join("checkpoints")),
-        );
-        println!(
-            "GPU-TRAIN {model} f32: pp 2 (2 ranks on one GPU, host-staged) vs pp 1: loss rel diff {dl:.2e}, final weights rel diff {dw:.2e}"
-        );
-        assert!(dl <= 1e-5, "{model}: losses {b:?} vs {a:?}");
-        assert!(dw <= 1e-5, "{model}: weights differ by {dw:.2e}");
+        for p2p in ["tagged", "grouped"] {
+            let two = tempfile::tempdir().unwrap();
+            let mut extra = extra.to_vec();
+            extra.push("parallel.pp=2");
+            let mode = format!("parallel.pp_p2p={p2p}");
+            extra.push(&mode);
+            let args = tiny_args(model, two.path(), 0, "host-staged", &extra);
+            check(&mpirun(2, &strs(&args)), &format!("pp 2, 2 ranks, {p2p}"));
+            let (a, b) = (losses(one.path()), losses(two.path()));
+            assert_eq!((a.len(), b.len()), (10, 10));
+            let dl = max_rel(&b, &a);
+            let dw = weights_rel(
+                &checkpoint_weights(&two.path().join("checkpoints")),
+                &checkpoint_weights(&one.path().join("checkpoints")),
+            );
+            println!(
+                "GPU-TRAIN {model} f32: pp 2 (2 ranks on one GPU, {p2p} point-to-point, host-staged) vs pp 1: loss rel diff {dl:.2e}, final weights rel diff {dw:.2e}"
+            );
+            assert!(dl <= 1e-5, "{model} {p2p}: losses {b:?} vs {a:?}");
+            assert!(dw <= 1e-5, "{model} {p2p}: weights differ by {dw:.2e}");
+        }
     }
 }
 

@@ -88,6 +88,8 @@ struct Layout {
     split: Option<&'static [usize]>,
     /// `train.activation_checkpointing = "full"`.
     recompute: bool,
+    /// `parallel.pp_p2p = "grouped"` (NCCL's grouped calls, over MPI here).
+    grouped: bool,
 }
 
 impl Layout {
@@ -101,6 +103,7 @@ impl Layout {
             zero,
             split: None,
             recompute: false,
+            grouped: false,
         }
     }
     fn ranks(&self) -> usize {
@@ -148,6 +151,9 @@ impl Layout {
         if self.recompute {
             sets.push("train.activation_checkpointing=full".into());
         }
+        if self.grouped {
+            sets.push("parallel.pp_p2p=grouped".into());
+        }
         sets
     }
     fn name(&self) -> String {
@@ -163,6 +169,7 @@ impl Layout {
                 .map(|s| format!(" blocks {s:?}"))
                 .unwrap_or_default()
                 + if self.recompute { " recompute" } else { "" }
+                + if self.grouped { " grouped p2p" } else { "" }
         )
     }
 }
@@ -450,6 +457,7 @@ fn three_d_layouts_match_one_rank() {
         zero,
         split: None,
         recompute: false,
+        grouped: false,
     };
     let pp2_dp4 = Layout {
         pp: 2,
@@ -460,6 +468,7 @@ fn three_d_layouts_match_one_rank() {
         zero: 2,
         split: None,
         recompute: false,
+        grouped: false,
     };
     let recomputed = Layout {
         recompute: true,
@@ -489,6 +498,71 @@ fn three_d_layouts_match_one_rank() {
         );
         assert_matches_one_rank(model, &layout, &refs, &out);
     }
+}
+
+/// `parallel.pp_p2p = "grouped"`: the code path that sends device buffers in NCCL groups on a
+/// GPU, run on the CPU over MPI (`Collectives::p2p_group_act` host-staged): every run of sends
+/// and receives between two compute actions as one group, matched by order without tags. pp 2
+/// and pp 4 under 1F1B and GPipe, with ZeRO 0 and 3, and the 3D layout with SP, give one rank's
+/// losses and weights; the bytes, activation peaks and ZeRO traffic are checked as above, and
+/// the plan says how the tensors travel. Interleaved lists, which NCCL's calls cannot run
+/// (parallel/src/pipeline/grouped.rs), are refused before training, exit code 2.
+#[test]
+fn grouped_point_to_point_matches_one_rank() {
+    let refs = References::new();
+    let base = tempfile::tempdir().unwrap();
+    let grouped = |pp, zero| Layout {
+        grouped: true,
+        ..Layout::pp(pp, false, zero)
+    };
+    let three_d = Layout {
+        dp: 2,
+        tp: 2,
+        sp: true,
+        ..grouped(2, 1)
+    };
+    let mut runs = vec![
+        (Model::Llama, grouped(2, 0)),
+        (Model::LlamaTied, grouped(4, 3)),
+        (Model::Gpt2, three_d),
+    ];
+    if full() {
+        runs.extend([(Model::Gpt2, grouped(2, 3)), (Model::Llama, grouped(4, 1))]);
+    }
+    for (i, (model, layout)) in runs.into_iter().enumerate() {
+        let out = base.path().join(format!("grouped-{i}"));
+        run_and_check(model, layout, &refs, &out);
+        let plan = std::fs::read_to_string(out.join("stdout.txt")).unwrap();
+        assert!(
+            plan.contains("pipeline point-to-point: grouped point-to-point over MPI/TCP"),
+            "{plan}"
+        );
+    }
+    // GPipe's lists are safe for grouped calls too.
+    let mut sets = grouped(2, 0).sets();
+    sets.push("parallel.pp_schedule=gpipe".into());
+    let out = base.path().join("grouped-gpipe");
+    train(Model::Gpt2, refs.dir.path(), &out, 2, &sets, false);
+
+    let dir = tempfile::tempdir().unwrap();
+    let interleaved = Layout {
+        grouped: true,
+        ..Layout::pp(2, true, 0)
+    };
+    let recipe = root().join("tests/recipes/tiny-pp.toml");
+    let mut sets = vec![
+        format!("model.config={}", Model::Llama.config(dir.path()).display()),
+        format!("train.out_dir={}", dir.path().join("out").display()),
+    ];
+    sets.extend(interleaved.sets());
+    let args = train_args(&recipe.display().to_string(), &sets);
+    let o = mpirun(2, &strs(&args));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("parallel.pp_p2p = \"grouped\": the interleaved schedule cannot run over grouped point-to-point"),
+        "{err}"
+    );
 }
 
 /// Copies `src`'s step-5 checkpoint into `dst`'s checkpoint directory.
@@ -522,6 +596,7 @@ fn pipeline_checkpoints_resume_on_other_layouts() {
         zero: 0,
         split: None,
         recompute: false,
+        grouped: false,
     };
     let pp4 = Layout::pp(4, true, 0).sets();
     let cases = [

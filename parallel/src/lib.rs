@@ -29,7 +29,7 @@ pub use env::{BackendKind, DistEnv, Launcher};
 pub use mesh::{Axis, Coords, Mesh, MeshError};
 pub use mesh_comms::MeshComms;
 pub use mpi::runtime::{MpiRuntime, DEFAULT_COLLECTIVE_TIMEOUT};
-pub use nccl::{DeviceDtype, NcclComm};
+pub use nccl::{DeviceDtype, DeviceP2p, NcclComm};
 pub use tcp::comm::TcpComm;
 pub use tensor_parallel::{NoTp, TpComm, TpGroup};
 pub use world::{init_world, WorldOptions};

@@ -172,3 +172,33 @@ fn idle_fraction_is_the_same_on_every_rank_and_latency_only_adds() {
     assert!(free.idle.iter().all(|&x| close(x, free.idle[0])));
     assert!(slow.makespan > free.makespan);
 }
+
+/// GPipe, 1F1B and ZB-H1 lists also run over grouped, tagless, rendezvous point-to-point
+/// (NCCL's semantics, the executor's grouped mode) at every combination: no deadlock, and each
+/// pair's messages in one order on both ends. Interleaved lists do not in general (at p = 2 one
+/// pair carries activations and gradients in different orders on its two ends; at p ≥ 4 with
+/// m > p the ranks' gradient sends wait on each other around the ring): the grouped mode
+/// refuses them with that sentence, and the trainer keeps them on tagged host messages.
+#[test]
+fn every_schedule_but_interleaved_runs_over_grouped_tagless_point_to_point() {
+    let mut failures = Vec::new();
+    let mut refused = 0;
+    for (kind, p, m, v) in combinations() {
+        let s = Schedule::build(kind, p, m, v).unwrap();
+        match (ferrotron_parallel::pipeline::check_grouped(&s), kind) {
+            (Ok(()), _) => {}
+            (Err(e), ScheduleKind::Interleaved) => {
+                let e = e.to_string();
+                assert!(
+                    e.starts_with("deadlock with grouped rendezvous")
+                        || e.contains("matches them by order"),
+                    "{e}"
+                );
+                refused += 1;
+            }
+            (Err(e), _) => failures.push(format!("{} p {p} m {m} v {v}: {e}", kind.name())),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    println!("interleaved combinations refused for grouped point-to-point: {refused}");
+}

@@ -107,7 +107,7 @@ impl<B: Collectives + 'static> Setup<B> {
         let model = Transformer::with_tp(cfg, tp_shape)
             .map_err(|e| user!("{}: {e}", cfg_file.display()))?
             .with_recompute(t.activation_checkpointing == "full");
-        let pipeline = Pipeline::new(&recipe, &comms, &model, batch.microbatches)?;
+        let pipeline = Pipeline::new(b, &recipe, &comms, &model, batch.microbatches)?;
         let start = Start::pick(&recipe, resume, &model, weights_dir.as_deref(), rank0)?;
         let mut groups = engine_groups(&comms, &model);
         let mut metas = engine_metas(&model, recipe.optim.decay_norms_and_biases);

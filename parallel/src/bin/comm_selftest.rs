@@ -9,7 +9,7 @@
 //!   ferrotron-comm-selftest p2p                           non-blocking send/recv and counters
 //!   ferrotron-comm-selftest p2p-blocking [--timeout-s N]  the same exchange with blocking sends
 //!   ferrotron-comm-selftest p2p-hang [--timeout-s N]      rank 0 waits for a message never sent
-//!   ferrotron-comm-selftest pipeline SCHEDULE M V [--stage-ms T [--idle-tolerance X]]
+//!   ferrotron-comm-selftest pipeline SCHEDULE M V [--stage-ms T [--idle-tolerance X]] [--grouped]
 //!                                                         a toy pipelined step vs 1 process
 
 use std::process::ExitCode;
@@ -102,12 +102,17 @@ fn pipeline_scenario(world: &dyn Comm, args: &[String]) -> Result<(), String> {
         })
     });
     let timing = timing.transpose()?;
+    let options = ferrotron_parallel::pipeline::ExecOptions {
+        grouped: args.iter().any(|a| a == "--grouped"),
+        ..Default::default()
+    };
     let line = ferrotron_parallel::pipeline::selftest::check_pipeline(
         world,
         name,
         number(1)?,
         number(2)?,
         timing,
+        &options,
     )?;
     println!("rank {}: {line}", world.rank());
     Ok(())

@@ -57,6 +57,15 @@ pub trait Collectives: Backend {
     /// An NCCL communicator over the ranks of `host` (collective over `host`), for backends
     /// whose buffers live on a GPU; an error elsewhere.
     fn nccl_group(&self, host: Arc<dyn Comm>) -> Result<Arc<dyn Comm>>;
+    /// One group of pipeline point-to-point transfers on `comm`: sends each (buffer, peer) and
+    /// returns a buffer of `len` elements from `peer` for each (len, peer) of `recvs`, in order
+    /// (p2p.rs: NCCL's grouped calls on a GPU, host-staged elsewhere).
+    fn p2p_group_act(
+        &self,
+        comm: &dyn Comm,
+        sends: Vec<(Self::Act, usize)>,
+        recvs: &[(usize, usize)],
+    ) -> Result<Vec<Self::Act>>;
 }
 
 fn range<T>(s: &[T], start: usize, len: usize) -> &[T] {
@@ -119,5 +128,13 @@ impl<M: HostMemory> Collectives for CpuBackend<f32, M> {
             "group {}: NCCL moves GPU buffers; the CPU backend uses the host group",
             host.name()
         )))
+    }
+    fn p2p_group_act(
+        &self,
+        comm: &dyn Comm,
+        sends: Vec<(Self::Act, usize)>,
+        recvs: &[(usize, usize)],
+    ) -> Result<Vec<Self::Act>> {
+        super::p2p::host_staged(self, comm, sends, recvs)
     }
 }

@@ -10,7 +10,7 @@
 
 use super::collectives::Collectives;
 use super::{check_gather, check_scatter, comm_err};
-use crate::{Comm, DeviceDtype, NcclComm, ReduceOp};
+use crate::{Comm, DeviceDtype, DeviceP2p, NcclComm, ReduceOp};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
 use ferrotron_kernels::backend::{AccDst, AccSrc, ActDst, ActSrc};
 use ferrotron_kernels::cuda::{CudaAct, CudaBackend};
@@ -247,5 +247,52 @@ impl<A: CudaAct> Collectives for CudaBackend<A> {
             .map_err(|e| Error::Cuda(format!("creating the NCCL stream: {e}")))?;
         let n = NcclComm::new(host, stream).map_err(comm_err)?;
         Ok(Arc::new(n))
+    }
+
+    fn p2p_group_act(
+        &self,
+        comm: &dyn Comm,
+        sends: Vec<(CudaSlice<A>, usize)>,
+        recvs: &[(usize, usize)],
+    ) -> Result<Vec<CudaSlice<A>>> {
+        let Some(n) = nccl_of(self, comm)? else {
+            return super::p2p::host_staged(self, comm, sends, recvs);
+        };
+        let dtype = act_dtype::<A>();
+        let mut received = recvs
+            .iter()
+            .map(|&(len, _)| self.empty_act(len))
+            .collect::<Result<Vec<_>>>()?;
+        let mut ops = Vec::with_capacity(sends.len() + recvs.len());
+        // The guards record cudarc's events on the NCCL stream when they drop, after the group
+        // is queued: sends read their buffers, receives write theirs (p2p.rs).
+        let mut guards = Vec::with_capacity(ops.capacity());
+        for (buf, peer) in &sends {
+            let (ptr, guard) = buf.device_ptr(n.stream());
+            ops.push(DeviceP2p::Send {
+                buf: ptr,
+                count: buf.len(),
+                dtype,
+                peer: *peer,
+            });
+            guards.push(guard);
+        }
+        for (buf, &(len, peer)) in received.iter_mut().zip(recvs) {
+            let (ptr, guard) = buf.device_ptr_mut(n.stream());
+            ops.push(DeviceP2p::Recv {
+                buf: ptr,
+                count: len,
+                dtype,
+                peer,
+            });
+            guards.push(guard);
+        }
+        // SAFETY: every address is a live buffer of `count` elements on this GPU, held until
+        // the group is queued (`sends` and `received` outlive the call; a send buffer dropped
+        // after it is freed behind the read event recorded here); receive buffers are fresh
+        // and distinct.
+        unsafe { n.device_send_recv(&ops) }.map_err(comm_err)?;
+        drop(guards);
+        Ok(received)
     }
 }

@@ -1,10 +1,11 @@
 //! How a backend's device buffers cross a process group: the bridge between the kernels'
 //! `Backend` buffers and the `Comm` trait (collectives.rs; the CUDA backend's NCCL and
-//! host-staged paths in collectives_cuda.rs). ZeRO engines and the tensor-parallel regions both
-//! move buffers through it.
+//! host-staged paths in collectives_cuda.rs; pipeline point-to-point groups in p2p.rs). ZeRO
+//! engines, the tensor-parallel regions and pipeline boundaries move buffers through it.
 
 pub mod collectives;
 mod collectives_cuda;
+mod p2p;
 
 pub use collectives::Collectives;
 

@@ -9,7 +9,8 @@
 //! in one group, or two neighbours that both send first would deadlock. Peers are ranks of this
 //! group (the pp group); a rank may not address itself. Bytes are counted like the host
 //! send/recv: message bytes on `send` (sent) and `recv` (received).
-//! Compile-checked only on a machine without a GPU; no GPU test exercises it yet.
+//! Used by the pipeline's grouped mode on a GPU (device/p2p.rs). Compile-checked only: NCCL
+//! refuses two ranks on one GPU, so it needs two GPUs to run, which no check here has had.
 
 use cudarc::nccl::result as nccl;
 

@@ -1,33 +1,33 @@
 //! Runs one rank's action list for one step over the pp group, with the stage's compute behind a
-//! trait object and activations/gradients moving by non-blocking point-to-point.
+//! trait object and activations/gradients moving by point-to-point (`links.rs`).
 //!
 //! Contract:
 //! - `run_step(pp, schedule, compute, options)`: `pp` is the pipeline group (size p, group rank
 //!   = stage rank); every rank of it calls `run_step` with the same schedule. The rank runs its
-//!   actions in order: compute actions call `StageCompute`; a send hands the produced buffer to
-//!   `isend_owned` (no copy) and moves on; a receive waits for its message. Receives are posted
-//!   ahead of the action that waits for them: the next `options.recv_ahead` receives of the list
-//!   are always posted (in list order, which keeps each channel's FIFO matching the simulator
-//!   checked), so a message can land while the rank computes. Sends are waited for at the end
-//!   of the step (tested along the way so the transport makes progress).
-//! - Tags are `Message::tag()`: 2·boundary (+1 for gradients), on the pp group only.
-//! - Buffers are f32 host vectors, moved in and out of the compute (no copies here). The
-//!   length of every message is `StageCompute::boundary_len`; a produced buffer of another
+//!   actions in order: compute actions call `StageCompute`; sends hand the produced buffer to
+//!   the transport (no copy); receives take what arrived. With `options.grouped` false (the
+//!   default) messages are f32 host vectors on `HostLinks` (non-blocking, tagged, receives
+//!   posted `recv_ahead` ahead); with it true they go as NCCL-like groups over the host group
+//!   (`HostExchange`), the CPU check of the grouped mode.
+//! - `run_step_with(links, rank, stages, schedule, compute)`: the same over any `Links`, with
+//!   the compute's own buffer type (device buffers with `GroupedLinks` over NCCL). Grouped
+//!   links need lists that `check_grouped` accepts; it is checked here, before any message.
+//! - Tags (host mode) are `Message::tag()`: 2·boundary (+1 for gradients), on the pp group only.
+//! - The length of every message is `StageCompute::boundary_len`; a produced buffer of another
 //!   length is an error naming the action.
 //! - Chunks of one rank that are neighbours (p = 1) hand their buffers over locally.
-//! - The report's counts are exact: compute time, time blocked in receives and final send
-//!   waits, the peak of (micro-batch, chunk) activations held (the simulator's measure), messages
-//!   and bytes.
+//! - The report's counts are exact: compute time, time blocked in receives, group exchanges and
+//!   final send waits, the peak of (micro-batch, chunk) activations held (the simulator's
+//!   measure), messages and bytes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::Instant;
 
-use crate::comm::error::CommError;
-use crate::comm::p2p::{OwnedBuf, RecvRequest, SendRequest};
 use crate::comm::Comm;
-use crate::Dtype;
 
 use super::action::{Action, Direction, Message, MessageKind};
+use super::grouped::check_grouped;
+use super::links::{GroupedLinks, HostExchange, HostLinks, LinkError, Links};
 use super::schedule::Schedule;
 
 /// An error of the stage's own computation.
@@ -36,39 +36,42 @@ pub type ComputeError = Box<dyn std::error::Error + Send + Sync>;
 const NOT_SPLIT: &str = "this stage computes the backward in one piece; pp_schedule \"zb-h1\" needs it split into input and weight gradients";
 
 /// What a pipeline stage computes; implemented by the trainer (and by `toy::ToyStage`).
+/// `Buf` is what crosses a boundary: f32 host vectors, or the backend's device buffers.
 pub trait StageCompute {
+    type Buf;
+
     /// Elements of the activation crossing `boundary` (output of chunk `boundary`, input of
     /// chunk `boundary + 1`) for micro-batch `mb`; its gradient has the same length.
     fn boundary_len(&self, mb: usize, boundary: usize) -> usize;
 
     /// Forward of `mb` through `chunk` (a chunk of this rank). `input` is chunk − 1's output,
     /// None for chunk 0 (which reads the micro-batch itself). Keeps what backward needs and
-    /// returns the chunk's output; the last chunk computes and keeps its loss, and its output
-    /// is not used.
+    /// returns the chunk's output; the last chunk computes and keeps its loss, and returns
+    /// None.
     fn forward(
         &mut self,
         mb: usize,
         chunk: usize,
-        input: Option<Vec<f32>>,
-    ) -> Result<Vec<f32>, ComputeError>;
+        input: Option<Self::Buf>,
+    ) -> Result<Option<Self::Buf>, ComputeError>;
 
     /// Full backward of `mb` through `chunk`: `grad_output` is d loss / d output (None for the
     /// last chunk, whose loss is its own). Accumulates the chunk's weight gradients and returns
-    /// d loss / d input (not used for chunk 0).
+    /// d loss / d input (None for chunk 0).
     fn backward(
         &mut self,
         mb: usize,
         chunk: usize,
-        grad_output: Option<Vec<f32>>,
-    ) -> Result<Vec<f32>, ComputeError>;
+        grad_output: Option<Self::Buf>,
+    ) -> Result<Option<Self::Buf>, ComputeError>;
 
     /// Zero-bubble first half: d loss / d input only. Needed by "zb-h1".
     fn backward_input(
         &mut self,
         mb: usize,
         chunk: usize,
-        grad_output: Option<Vec<f32>>,
-    ) -> Result<Vec<f32>, ComputeError> {
+        grad_output: Option<Self::Buf>,
+    ) -> Result<Option<Self::Buf>, ComputeError> {
         let _ = (mb, chunk, grad_output);
         Err(NOT_SPLIT.into())
     }
@@ -84,13 +87,19 @@ pub trait StageCompute {
 #[derive(Clone, Copy, Debug)]
 pub struct ExecOptions {
     /// Receives kept posted ahead of the action that waits for them (at least the current one
-    /// is always posted). Each holds a receive buffer.
+    /// is always posted). Each holds a receive buffer. Host mode only.
     pub recv_ahead: usize,
+    /// NCCL-like groups (`GroupedLinks` over `HostExchange`) instead of tagged non-blocking
+    /// messages.
+    pub grouped: bool,
 }
 
 impl Default for ExecOptions {
     fn default() -> Self {
-        ExecOptions { recv_ahead: 2 }
+        ExecOptions {
+            recv_ahead: 2,
+            grouped: false,
+        }
     }
 }
 
@@ -101,7 +110,7 @@ pub struct StepReport {
     pub elapsed_s: f64,
     /// Time inside `StageCompute` calls.
     pub compute_s: f64,
-    /// Time blocked in receives and in the final wait for sends.
+    /// Time blocked in receives, group exchanges and the final wait for sends.
     pub wait_s: f64,
     /// Most (micro-batch, chunk) activations held at once (forwarded, not fully backwarded);
     /// each is 1/v of a stage's activations for one micro-batch, so peak / v is the activation
@@ -128,7 +137,7 @@ pub enum PipelineError {
     Comm {
         rank: usize,
         action: String,
-        source: Box<CommError>,
+        source: LinkError,
     },
     #[error("pipeline rank {rank}, {action}: {source}")]
     Compute {
@@ -141,91 +150,101 @@ pub enum PipelineError {
     Mismatch { rank: usize, what: String },
 }
 
-/// Runs this rank's actions of `schedule` for one step (see the module comment).
+/// Runs this rank's actions of `schedule` for one step over the host group `pp` (see the module
+/// comment).
 pub fn run_step(
     pp: &dyn Comm,
     schedule: &Schedule,
-    compute: &mut dyn StageCompute,
+    compute: &mut dyn StageCompute<Buf = Vec<f32>>,
     options: &ExecOptions,
 ) -> Result<StepReport, PipelineError> {
-    let rank = pp.rank();
-    if pp.size() != schedule.stages() {
+    let (rank, size) = (pp.rank(), pp.size());
+    if options.grouped {
+        let links = GroupedLinks::new(HostExchange { pp });
+        run_step_with(links, rank, size, schedule, compute)
+    } else {
+        let links = HostLinks::new(pp, options.recv_ahead);
+        run_step_with(links, rank, size, schedule, compute)
+    }
+}
+
+/// Runs this rank's actions of `schedule` for one step over `links`, as group rank `rank` of a
+/// pp group of `size` ranks (see the module comment).
+pub fn run_step_with<L: Links>(
+    links: L,
+    rank: usize,
+    size: usize,
+    schedule: &Schedule,
+    compute: &mut dyn StageCompute<Buf = L::Buf>,
+) -> Result<StepReport, PipelineError> {
+    if size != schedule.stages() {
         return Err(PipelineError::Mismatch {
             rank,
             what: format!(
-                "the pp group {} has {} ranks but the schedule has {} stages",
-                pp.name(),
-                pp.size(),
+                "the pp group has {size} ranks but the schedule has {} stages",
                 schedule.stages()
             ),
         });
     }
+    if L::GROUPED {
+        check_grouped(schedule).map_err(|e| PipelineError::Mismatch {
+            rank,
+            what: format!(
+                "the {} schedule cannot run over grouped point-to-point: {e}",
+                schedule.kind().name()
+            ),
+        })?;
+    }
+    let actions = schedule.actions(rank);
     let mut step = Step {
-        pp,
+        links,
         compute,
         rank,
         last_chunk: schedule.chunks() - 1,
         stages: schedule.stages(),
-        actions: schedule.actions(rank),
-        recv_ahead: options.recv_ahead,
-        posted: VecDeque::new(),
-        receives: schedule
-            .actions(rank)
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| matches!(a.message(), Some((_, Direction::Recv, _))))
-            .map(|(i, _)| i)
-            .collect(),
-        next_recv: 0,
         inputs: HashMap::new(),
         grads: HashMap::new(),
         outbox: HashMap::new(),
-        sends: Vec::new(),
         in_flight: 0,
         report: StepReport::default(),
     };
     let start = Instant::now();
-    let actions = step.actions;
     for (i, action) in actions.iter().enumerate() {
-        step.post_receives(i)?;
+        let compute = &*step.compute;
+        let len = |mb: usize, boundary: usize| compute.boundary_len(mb, boundary);
+        step.links
+            .before(i, actions, &len)
+            .map_err(|(a, e)| step.comm_err(&a, e))?;
         step.run(i, action)?;
     }
+    step.flush(None)?;
     step.finish()?;
     step.report.elapsed_s = start.elapsed().as_secs_f64();
     Ok(step.report)
 }
 
-struct Step<'a, 'c> {
-    pp: &'a dyn Comm,
-    compute: &'c mut dyn StageCompute,
+struct Step<'c, L: Links> {
+    links: L,
+    compute: &'c mut dyn StageCompute<Buf = L::Buf>,
     rank: usize,
     last_chunk: usize,
     stages: usize,
-    actions: &'a [Action],
-    recv_ahead: usize,
-    /// Posted receives, in list order: (action index, request).
-    posted: VecDeque<(usize, RecvRequest<'a>)>,
-    /// Indices of the receive actions, in list order.
-    receives: Vec<usize>,
-    /// How many of them have been posted.
-    next_recv: usize,
     /// Input activations here, by (mb, chunk).
-    inputs: HashMap<(usize, usize), Vec<f32>>,
+    inputs: HashMap<(usize, usize), L::Buf>,
     /// Output gradients here, by (mb, chunk).
-    grads: HashMap<(usize, usize), Vec<f32>>,
+    grads: HashMap<(usize, usize), L::Buf>,
     /// Produced, waiting for their send action.
-    outbox: HashMap<Message, Vec<f32>>,
-    sends: Vec<SendRequest<'a>>,
+    outbox: HashMap<Message, L::Buf>,
     in_flight: usize,
     report: StepReport,
 }
 
-impl<'a> Step<'a, '_> {
-    fn comm_err(&self, action: &Action, source: CommError) -> PipelineError {
+impl<L: Links> Step<'_, L> {
+    fn comm_err(&self, action: &Action, source: LinkError) -> PipelineError {
         PipelineError::Comm {
             rank: self.rank,
             action: action.to_string(),
-            source: Box::new(source),
+            source,
         }
     }
 
@@ -236,37 +255,43 @@ impl<'a> Step<'a, '_> {
         }
     }
 
-    /// Posts every receive up to action `i`, and more until `recv_ahead` are posted.
-    fn post_receives(&mut self, i: usize) -> Result<(), PipelineError> {
-        while let Some(&j) = self.receives.get(self.next_recv) {
-            if j > i && self.posted.len() >= self.recv_ahead {
-                break;
-            }
-            let action = &self.actions[j];
-            let Some((msg, _, peer)) = action.message() else {
-                break;
-            };
-            let len = self.compute.boundary_len(msg.mb, msg.boundary);
-            let request = self
-                .pp
-                .irecv(Dtype::F32, len, peer, msg.tag())
-                .map_err(|e| self.comm_err(action, e))?;
-            self.posted.push_back((j, request));
-            self.next_recv += 1;
+    /// Completes what the links hold pending (before compute action `at`, or at the end).
+    fn flush(&mut self, at: Option<&Action>) -> Result<(), PipelineError> {
+        let started = Instant::now();
+        let arrived = self.links.flush().map_err(|e| match at {
+            Some(a) => self.comm_err(a, e),
+            None => PipelineError::Comm {
+                rank: self.rank,
+                action: "the end-of-step exchange".into(),
+                source: e,
+            },
+        })?;
+        self.report.wait_s += started.elapsed().as_secs_f64();
+        for (action, data, bytes) in arrived {
+            self.arrived(&action, data, bytes)?;
         }
         Ok(())
     }
 
-    /// Lets finished sends go (and the transport progress).
-    fn reap_sends(&mut self) -> Result<(), CommError> {
-        let mut i = 0;
-        while i < self.sends.len() {
-            if self.sends[i].test()? {
-                drop(self.sends.swap_remove(i));
-            } else {
-                i += 1;
-            }
+    /// A received message for `action` (a receive): kept for the compute that consumes it.
+    fn arrived(&mut self, action: &Action, data: L::Buf, bytes: u64) -> Result<(), PipelineError> {
+        let Some((msg, _, _)) = action.message() else {
+            return Err(self.mismatch(action, "is not a receive"));
+        };
+        let expected = self.compute.boundary_len(msg.mb, msg.boundary);
+        if L::len(&data) != expected {
+            return Err(self.mismatch(
+                action,
+                format!("{} elements arrived, {expected} expected", L::len(&data)),
+            ));
         }
+        let (mb, chunk) = action.mb_chunk();
+        match msg.kind {
+            MessageKind::Activation => self.inputs.insert((mb, chunk), data),
+            MessageKind::Grad => self.grads.insert((mb, chunk), data),
+        };
+        self.report.messages_received += 1;
+        self.report.bytes_received += bytes;
         Ok(())
     }
 
@@ -274,10 +299,10 @@ impl<'a> Step<'a, '_> {
         if let Some((msg, dir, peer)) = action.message() {
             return match dir {
                 Direction::Send => self.send(action, msg, peer),
-                Direction::Recv => self.receive(i, action, msg),
+                Direction::Recv => self.receive(i, action, msg, peer),
             };
         }
-        self.reap_sends().map_err(|e| self.comm_err(action, e))?;
+        self.flush(Some(action))?;
         let (mb, chunk) = action.mb_chunk();
         let started = Instant::now();
         let produced = match *action {
@@ -291,7 +316,8 @@ impl<'a> Step<'a, '_> {
                 let output = self.call(action, |c| c.forward(mb, chunk, input))?;
                 self.in_flight += 1;
                 self.report.peak_in_flight = self.report.peak_in_flight.max(self.in_flight);
-                (chunk < self.last_chunk).then_some((MessageKind::Activation, chunk, output))
+                let wanted = chunk < self.last_chunk;
+                self.produced(action, output, wanted, MessageKind::Activation, chunk)?
             }
             Action::Backward { .. } | Action::BackwardInput { .. } => {
                 let grad_output =
@@ -314,10 +340,11 @@ impl<'a> Step<'a, '_> {
                 if full {
                     self.in_flight -= 1;
                 }
-                (chunk > 0).then(|| (MessageKind::Grad, chunk - 1, grad_input))
+                let boundary = chunk.wrapping_sub(1);
+                self.produced(action, grad_input, chunk > 0, MessageKind::Grad, boundary)?
             }
             Action::BackwardWeight { .. } => {
-                self.call(action, |c| c.backward_weight(mb, chunk).map(|_| Vec::new()))?;
+                self.call(action, |c| c.backward_weight(mb, chunk).map(|_| None))?;
                 self.in_flight -= 1;
                 None
             }
@@ -330,11 +357,29 @@ impl<'a> Step<'a, '_> {
         Ok(())
     }
 
+    /// What a compute call returned, against what its chunk must produce.
+    #[allow(clippy::type_complexity)]
+    fn produced(
+        &self,
+        action: &Action,
+        out: Option<L::Buf>,
+        wanted: bool,
+        kind: MessageKind,
+        boundary: usize,
+    ) -> Result<Option<(MessageKind, usize, L::Buf)>, PipelineError> {
+        match (out, wanted) {
+            (Some(data), true) => Ok(Some((kind, boundary, data))),
+            (None, false) => Ok(None),
+            (None, true) => Err(self.mismatch(action, "produced nothing to pass on")),
+            (Some(_), false) => Err(self.mismatch(action, "produced a buffer nobody takes")),
+        }
+    }
+
     fn call(
         &mut self,
         action: &Action,
-        f: impl FnOnce(&mut dyn StageCompute) -> Result<Vec<f32>, ComputeError>,
-    ) -> Result<Vec<f32>, PipelineError> {
+        f: impl FnOnce(&mut dyn StageCompute<Buf = L::Buf>) -> Result<Option<L::Buf>, ComputeError>,
+    ) -> Result<Option<L::Buf>, PipelineError> {
         f(&mut *self.compute).map_err(|source| PipelineError::Compute {
             rank: self.rank,
             action: action.to_string(),
@@ -348,15 +393,15 @@ impl<'a> Step<'a, '_> {
         &mut self,
         action: &Action,
         msg: Message,
-        data: Vec<f32>,
+        data: L::Buf,
     ) -> Result<(), PipelineError> {
         let expected = self.compute.boundary_len(msg.mb, msg.boundary);
-        if data.len() != expected {
+        if L::len(&data) != expected {
             return Err(self.mismatch(
                 action,
                 format!(
                     "produced {} elements for the {msg}, but boundary_len says {expected}",
-                    data.len()
+                    L::len(&data)
                 ),
             ));
         }
@@ -380,54 +425,45 @@ impl<'a> Step<'a, '_> {
             .outbox
             .remove(&msg)
             .ok_or_else(|| self.mismatch(action, "nothing was produced to send"))?;
-        let bytes = 4 * data.len() as u64;
-        let request = self
-            .pp
-            .isend_owned(OwnedBuf::F32(data), peer, msg.tag())
+        let bytes = self
+            .links
+            .send(action, msg, peer, data)
             .map_err(|e| self.comm_err(action, e))?;
-        self.sends.push(request);
         self.report.messages_sent += 1;
         self.report.bytes_sent += bytes;
         Ok(())
     }
 
-    fn receive(&mut self, i: usize, action: &Action, msg: Message) -> Result<(), PipelineError> {
-        let Some((j, request)) = self.posted.pop_front() else {
-            return Err(self.mismatch(action, "no receive was posted"));
-        };
-        if j != i {
-            return Err(self.mismatch(action, format!("the oldest posted receive is action {j}")));
-        }
-        let bytes = request.bytes();
+    fn receive(
+        &mut self,
+        i: usize,
+        action: &Action,
+        msg: Message,
+        peer: usize,
+    ) -> Result<(), PipelineError> {
+        let len = self.compute.boundary_len(msg.mb, msg.boundary);
         let started = Instant::now();
-        let data = request.wait().map_err(|e| self.comm_err(action, e))?;
+        let got = self
+            .links
+            .recv(i, action, msg, peer, len)
+            .map_err(|e| self.comm_err(action, e))?;
         self.report.wait_s += started.elapsed().as_secs_f64();
-        let data = data
-            .into_f32()
-            .ok_or_else(|| self.mismatch(action, "the message is not f32"))?;
-        let (mb, chunk) = action.mb_chunk();
-        match msg.kind {
-            MessageKind::Activation => self.inputs.insert((mb, chunk), data),
-            MessageKind::Grad => self.grads.insert((mb, chunk), data),
-        };
-        self.report.messages_received += 1;
-        self.report.bytes_received += bytes;
+        if let Some((data, bytes)) = got {
+            self.arrived(action, data, bytes)?;
+        }
         Ok(())
     }
 
     /// Waits for the sends and checks that nothing is left over.
     fn finish(&mut self) -> Result<(), PipelineError> {
         let started = Instant::now();
-        for request in self.sends.drain(..) {
-            request.wait().map_err(|source| PipelineError::Comm {
-                rank: self.rank,
-                action: "the end-of-step wait for sends".into(),
-                source: Box::new(source),
-            })?;
-        }
+        let pending = self.links.finish().map_err(|source| PipelineError::Comm {
+            rank: self.rank,
+            action: "the end-of-step wait for sends".into(),
+            source,
+        })?;
         self.report.wait_s += started.elapsed().as_secs_f64();
-        let leftovers =
-            self.inputs.len() + self.grads.len() + self.outbox.len() + self.posted.len();
+        let leftovers = self.inputs.len() + self.grads.len() + self.outbox.len() + pending;
         if leftovers > 0 || self.in_flight > 0 {
             return Err(PipelineError::Mismatch {
                 rank: self.rank,
@@ -490,11 +526,12 @@ mod tests {
         .to_string();
         assert_eq!(
             err,
-            "pipeline rank 0: the pp group pp has 1 ranks but the schedule has 2 stages"
+            "pipeline rank 0: the pp group has 1 ranks but the schedule has 2 stages"
         );
 
         struct Whole;
         impl StageCompute for Whole {
+            type Buf = Vec<f32>;
             fn boundary_len(&self, _: usize, _: usize) -> usize {
                 0
             }
@@ -503,16 +540,16 @@ mod tests {
                 _: usize,
                 _: usize,
                 _: Option<Vec<f32>>,
-            ) -> Result<Vec<f32>, ComputeError> {
-                Ok(Vec::new())
+            ) -> Result<Option<Vec<f32>>, ComputeError> {
+                Ok(None)
             }
             fn backward(
                 &mut self,
                 _: usize,
                 _: usize,
                 _: Option<Vec<f32>>,
-            ) -> Result<Vec<f32>, ComputeError> {
-                Ok(Vec::new())
+            ) -> Result<Option<Vec<f32>>, ComputeError> {
+                Ok(None)
             }
         }
         let zb = Schedule::new("zb-h1", 1, 1, 1).unwrap();

@@ -8,6 +8,9 @@
 //!   its order, bubble and memory formulas.
 //! - `sim.rs`: runs all ranks' lists in-process against a `TimeModel` and checks them.
 //! - `executor.rs`: `run_step` runs one rank's list with a `StageCompute` over the pp group.
+//! - `links.rs`: the two transports (tagged non-blocking host messages; NCCL-like groups).
+//! - `grouped.rs`: checks that the lists also run over NCCL-like point-to-point (grouped,
+//!   tagless, rendezvous), which the executor's grouped mode uses for device buffers.
 //! - `toy.rs`, `selftest.rs`: a toy model whose pipelined step must equal its one-process
 //!   reference bit for bit, run on a real group by `ferrotron-comm-selftest pipeline`;
 //!   `timed.rs` makes its calls last a `TimeModel`'s durations, to measure idle fractions.
@@ -15,7 +18,9 @@
 pub mod action;
 pub mod executor;
 mod gpipe;
+pub mod grouped;
 mod interleaved;
+pub mod links;
 mod one_f_one_b;
 pub mod schedule;
 pub mod selftest;
@@ -26,7 +31,11 @@ pub mod toy;
 mod zb_h1;
 
 pub use action::{Action, Direction, Message, MessageKind};
-pub use executor::{run_step, ComputeError, ExecOptions, PipelineError, StageCompute, StepReport};
+pub use executor::{
+    run_step, run_step_with, ComputeError, ExecOptions, PipelineError, StageCompute, StepReport,
+};
+pub use grouped::{check_grouped, check_grouped_actions, comm_runs};
+pub use links::{GroupExchange, GroupedLinks, HostExchange, HostLinks, Links};
 pub use schedule::{Schedule, ScheduleError, ScheduleKind};
 pub use sim::{simulate, simulate_actions, SimError, SimReport};
 pub use time_model::TimeModel;

@@ -43,13 +43,15 @@ pub const IDLE_TOLERANCE: f64 = 0.08;
 /// Timed steps per check; the least idle one is compared with the formula.
 const TIMED_STEPS: usize = 3;
 
-/// Runs and checks one toy step; the summary line on success.
+/// Runs and checks one toy step; the summary line on success. `options.grouped` runs it over
+/// NCCL-like groups (`HostExchange`) instead of tagged non-blocking messages.
 pub fn check_pipeline(
     pp: &dyn Comm,
     name: &str,
     m: usize,
     v: usize,
     timing: Option<Timing>,
+    options: &ExecOptions,
 ) -> Result<String, String> {
     let schedule = Schedule::new(name, pp.size(), m, v).map_err(|e| e.to_string())?;
     let model = ToyModel {
@@ -72,7 +74,7 @@ pub fn check_pipeline(
             let mut best: Option<(StepReport, f64, ToyStage)> = None;
             for _ in 0..TIMED_STEPS {
                 let mut timed = Timed::new(ToyStage::new(model, &mine), t, v);
-                let (report, step_s) = timed_step(pp, &schedule, &mut timed)?;
+                let (report, step_s) = timed_step(pp, &schedule, &mut timed, options)?;
                 let idle = (step_s - report.compute_s) / report.compute_s;
                 if best
                     .as_ref()
@@ -85,7 +87,7 @@ pub fn check_pipeline(
         }
         None => {
             let mut stage = ToyStage::new(model, &mine);
-            let (report, step_s) = timed_step(pp, &schedule, &mut stage)?;
+            let (report, step_s) = timed_step(pp, &schedule, &mut stage, options)?;
             (report, step_s, stage)
         }
     };
@@ -154,7 +156,8 @@ pub fn check_pipeline(
         })?;
     }
     Ok(format!(
-        "{name} p={p} m={m} v={v}: gradients and losses equal the 1-process reference; p2p bytes sent {} received {} (= {outgoing} x m x {message}); peak in-flight {}; idle fraction {measured:.4} (formula {formula:.4}, t_b = 2 t_f = 2 t_w{})",
+        "{name} p={p} m={m} v={v}{}: gradients and losses equal the 1-process reference; p2p bytes sent {} received {} (= {outgoing} x m x {message}); peak in-flight {}; idle fraction {measured:.4} (formula {formula:.4}, t_b = 2 t_f = 2 t_w{})",
+        if options.grouped { " (grouped point-to-point)" } else { "" },
         report.bytes_sent,
         report.bytes_received,
         report.peak_in_flight,
@@ -166,13 +169,13 @@ pub fn check_pipeline(
 fn timed_step(
     pp: &dyn Comm,
     schedule: &Schedule,
-    compute: &mut dyn StageCompute,
+    compute: &mut dyn StageCompute<Buf = Vec<f32>>,
+    options: &ExecOptions,
 ) -> Result<(StepReport, f64), String> {
     pp.barrier().map_err(|e| e.to_string())?;
     pp.counters().reset();
     let start = std::time::Instant::now();
-    let report =
-        run_step(pp, schedule, compute, &ExecOptions::default()).map_err(|e| e.to_string())?;
+    let report = run_step(pp, schedule, compute, options).map_err(|e| e.to_string())?;
     pp.barrier().map_err(|e| e.to_string())?;
     Ok((report, start.elapsed().as_secs_f64()))
 }

@@ -39,6 +39,8 @@ impl<S> Timed<S> {
 }
 
 impl<S: StageCompute> StageCompute for Timed<S> {
+    type Buf = S::Buf;
+
     fn boundary_len(&self, mb: usize, boundary: usize) -> usize {
         self.inner.boundary_len(mb, boundary)
     }
@@ -47,8 +49,8 @@ impl<S: StageCompute> StageCompute for Timed<S> {
         &mut self,
         mb: usize,
         chunk: usize,
-        input: Option<Vec<f32>>,
-    ) -> Result<Vec<f32>, ComputeError> {
+        input: Option<S::Buf>,
+    ) -> Result<Option<S::Buf>, ComputeError> {
         let t = self.time.forward;
         self.lasting(t, |s| s.forward(mb, chunk, input))
     }
@@ -57,8 +59,8 @@ impl<S: StageCompute> StageCompute for Timed<S> {
         &mut self,
         mb: usize,
         chunk: usize,
-        grad_output: Option<Vec<f32>>,
-    ) -> Result<Vec<f32>, ComputeError> {
+        grad_output: Option<S::Buf>,
+    ) -> Result<Option<S::Buf>, ComputeError> {
         let t = self.time.backward;
         self.lasting(t, |s| s.backward(mb, chunk, grad_output))
     }
@@ -67,8 +69,8 @@ impl<S: StageCompute> StageCompute for Timed<S> {
         &mut self,
         mb: usize,
         chunk: usize,
-        grad_output: Option<Vec<f32>>,
-    ) -> Result<Vec<f32>, ComputeError> {
+        grad_output: Option<S::Buf>,
+    ) -> Result<Option<S::Buf>, ComputeError> {
         let t = self.time.backward_input();
         self.lasting(t, |s| s.backward_input(mb, chunk, grad_output))
     }

@@ -195,6 +195,8 @@ impl ToyStage {
 }
 
 impl StageCompute for ToyStage {
+    type Buf = Vec<f32>;
+
     fn boundary_len(&self, _mb: usize, _boundary: usize) -> usize {
         self.model.rows * self.model.dim
     }
@@ -204,16 +206,17 @@ impl StageCompute for ToyStage {
         mb: usize,
         chunk: usize,
         input: Option<Vec<f32>>,
-    ) -> Result<Vec<f32>, ComputeError> {
+    ) -> Result<Option<Vec<f32>>, ComputeError> {
         let x = input.unwrap_or_else(|| self.model.input(mb));
         let y = self.model.forward(self.weight(chunk)?, &x);
-        if chunk == self.model.chunks - 1 {
+        let last = chunk == self.model.chunks - 1;
+        if last {
             let (loss, grad) = ToyModel::loss(&y, &self.model.target(mb));
             self.losses.insert(mb, loss);
             self.loss_grads.insert(mb, grad);
         }
         self.saved.insert((mb, chunk), (x, y.clone()));
-        Ok(y)
+        Ok((!last).then_some(y))
     }
 
     fn backward(
@@ -221,10 +224,10 @@ impl StageCompute for ToyStage {
         mb: usize,
         chunk: usize,
         grad_output: Option<Vec<f32>>,
-    ) -> Result<Vec<f32>, ComputeError> {
+    ) -> Result<Option<Vec<f32>>, ComputeError> {
         let gx = self.input_half(mb, chunk, grad_output)?;
         self.backward_weight(mb, chunk)?;
-        Ok(gx)
+        Ok((chunk > 0).then_some(gx))
     }
 
     fn backward_input(
@@ -232,8 +235,9 @@ impl StageCompute for ToyStage {
         mb: usize,
         chunk: usize,
         grad_output: Option<Vec<f32>>,
-    ) -> Result<Vec<f32>, ComputeError> {
-        self.input_half(mb, chunk, grad_output)
+    ) -> Result<Option<Vec<f32>>, ComputeError> {
+        let gx = self.input_half(mb, chunk, grad_output)?;
+        Ok((chunk > 0).then_some(gx))
     }
 
     fn backward_weight(&mut self, mb: usize, chunk: usize) -> Result<(), ComputeError> {
@@ -315,10 +319,10 @@ mod tests {
         let mut stage = ToyStage::new(model, &[0, 1]);
         for mb in 0..3 {
             let y0 = stage.forward(mb, 0, None).unwrap();
-            stage.forward(mb, 1, Some(y0)).unwrap();
+            assert!(stage.forward(mb, 1, y0).unwrap().is_none());
             let g = stage.backward_input(mb, 1, None).unwrap();
             stage.backward_weight(mb, 1).unwrap();
-            stage.backward(mb, 0, Some(g)).unwrap();
+            assert!(stage.backward(mb, 0, g).unwrap().is_none());
         }
         let reference = model.reference(3);
         assert_eq!(stage.weight_grads[&0], reference.weight_grads[0]);

@@ -6,7 +6,13 @@
 //!   gives the engine every other unit with numel 0 (ZeRO shards and steps only what it holds).
 //! - Schedule: `parallel.pp_schedule` over m = `BatchPlan::microbatches` micro-batches, run by
 //!   the executor of parallel/src/pipeline (`step.rs`); evaluation and samples run a
-//!   forward-only pipeline (`forward.rs`).
+//!   forward-only pipeline (`forward.rs`, always tagged host messages).
+//! - Point-to-point (`parallel.pp_p2p`): "auto" sends boundary tensors device to device in
+//!   NCCL groups when the run is on CUDA with `gpu_comm = "nccl"` and the schedule's lists are
+//!   safe for NCCL's grouped, tagless calls (`check_grouped`: GPipe, 1F1B and ZB-H1 are; the
+//!   interleaved lists are not, and stay on tagged host-staged messages, as the plan says);
+//!   "grouped" asks for the grouped calls everywhere (over MPI/TCP on the CPU) and is refused
+//!   for a schedule they cannot run; "tagged" keeps tagged host messages.
 //! - Tied embeddings: the last stage holds a copy of the embedding unit for the output
 //!   projection. Both copies start from the same source and get the same update: the table's
 //!   gradient is summed over the embedding group {first stage, last stage} before the norm
@@ -37,17 +43,62 @@ use crate::error::Result;
 use crate::model::{Holding, ParamLayout, Role, StageSplit, TensorSpec, Transformer};
 use crate::recipe::Recipe;
 use crate::user;
-use ferrotron_parallel::pipeline::{Schedule, TimeModel};
+use ferrotron_parallel::pipeline::{check_grouped, Schedule, TimeModel};
 use ferrotron_parallel::{Comm, MeshComms};
-use ferrotron_zero::{EngineGroups, GradSum, UnitMeta};
+use ferrotron_zero::{Collectives, EngineGroups, GradSum, UnitMeta};
 use std::sync::Arc;
+
+/// `parallel.pp_p2p` for `schedule`: whether boundary tensors travel grouped, and the plan's
+/// line saying how and why.
+fn p2p_mode(recipe: &Recipe, schedule: &Schedule) -> Result<(bool, String)> {
+    let p = &recipe.parallel;
+    let device = recipe.train.device == "cuda";
+    let nccl = device && p.gpu_comm == "nccl";
+    let safe = check_grouped(schedule);
+    let grouped_how = if nccl {
+        "NCCL send/recv groups, device to device in the compute precision"
+    } else if device {
+        "grouped point-to-point, host-staged as f32 over MPI/TCP"
+    } else {
+        "grouped point-to-point over MPI/TCP"
+    };
+    let tagged_how = if device {
+        "tagged non-blocking messages, host-staged as f32 over MPI/TCP"
+    } else {
+        "tagged non-blocking messages over MPI/TCP"
+    };
+    let name = schedule.kind().name();
+    Ok(match (p.pp_p2p.as_str(), safe) {
+        ("grouped", Err(e)) => {
+            return Err(user!(
+                "parallel.pp_p2p = \"grouped\": the {name} schedule cannot run over grouped point-to-point ({e}); use parallel.pp_p2p = \"tagged\" or another parallel.pp_schedule"
+            ))
+        }
+        ("grouped", Ok(())) => (true, format!("pipeline point-to-point: {grouped_how}")),
+        ("tagged", _) => (false, format!("pipeline point-to-point: {tagged_how}")),
+        (_, Ok(())) if nccl => (true, format!("pipeline point-to-point: {grouped_how}")),
+        (_, Err(e)) if nccl => (
+            false,
+            format!(
+                "pipeline point-to-point: {tagged_how}, because the {name} schedule cannot run over NCCL's grouped calls ({e})"
+            ),
+        ),
+        _ => (false, format!("pipeline point-to-point: {tagged_how}")),
+    })
+}
 
 /// This rank's part of the pipeline.
 pub struct Pipeline {
     pub split: StageSplit,
     pub schedule: Schedule,
-    /// The pipeline group: size p, group rank = stage.
+    /// The pipeline group: size p, group rank = stage (an NCCL group when boundary tensors go
+    /// device to device).
     pub pp: Arc<dyn Comm>,
+    /// Boundary tensors travel as NCCL-like groups of the backend's buffers (step.rs), else as
+    /// tagged f32 host messages.
+    pub grouped: bool,
+    /// What the plan says about how they travel, and why.
+    p2p_line: String,
     /// This rank's stage (its coordinate on the pp axis).
     pub rank: usize,
     /// Tied embeddings: the first and the last stage of this pp group (None elsewhere).
@@ -57,7 +108,8 @@ pub struct Pipeline {
 impl Pipeline {
     /// The pipeline of `recipe` over `comms`, or None when `parallel.pp` = 1 (after checking
     /// that the pipeline keys make sense there too). Collective over the pp group.
-    pub fn new(
+    pub fn new<B: Collectives>(
+        b: &B,
         recipe: &Recipe,
         comms: &MeshComms,
         model: &Transformer,
@@ -85,10 +137,19 @@ impl Pipeline {
                 .map_err(comm_err)?;
             embedding_group = ends.then_some(group);
         }
+        let (grouped, p2p_line) = p2p_mode(recipe, &schedule)?;
+        let nccl = recipe.train.device == "cuda" && p.gpu_comm == "nccl";
+        let pp = if grouped && nccl {
+            b.nccl_group(comms.pp.clone())?
+        } else {
+            comms.pp.clone()
+        };
         Ok(Some(Pipeline {
             split,
             schedule,
-            pp: comms.pp.clone(),
+            pp,
+            grouped,
+            p2p_line,
             rank,
             embedding_group,
         }))
@@ -171,6 +232,7 @@ impl Pipeline {
             s.virtual_stages(),
             s.exact_bubble(&t) / s.ideal_time(&t)
         )];
+        lines.push(format!("  {}", self.p2p_line));
         if self.split.is_uneven() {
             let counts: Vec<usize> = self.split.blocks.iter().map(|b| b.len()).collect();
             lines.push(format!(

@@ -11,9 +11,16 @@
 //!                     chunk_backward; returns dx_s (nothing for chunk 0, whose backward ends in
 //!                     the embedding's).
 //! The head runs in the last chunk's backward, not its forward, so no dx_L waits between them
-//! (GPipe would hold m of them). Activations and gradients cross ranks as f32 host vectors (the
-//! executor's buffers): on a GPU they are downloaded and uploaded, i.e. host-staged over the pp
-//! group's MPI/TCP communicator, 4 bytes per element whatever the compute precision.
+//! (GPipe would hold m of them).
+//!
+//! How boundary tensors travel (`parallel.pp_p2p`, decided in `Pipeline::new`):
+//! - tagged: f32 host vectors on the executor's non-blocking tagged messages (`HostVectors`:
+//!   on a GPU downloaded and uploaded, i.e. host-staged, 4 bytes per element whatever the
+//!   compute precision);
+//! - grouped: the backend's own activation buffers (`ActBuffers`) in NCCL-like groups through
+//!   `Collectives::p2p_group_act` — device to device over NCCL in the compute precision on a
+//!   GPU whose pp group is an NCCL group; on the CPU the same code over MPI/TCP, which is how
+//!   it is tested without a GPU.
 //!
 //! Exact accounting: every `Forward` kept is counted (`Forward::saved_elements`) while it waits
 //! for its backward; the peak over the step is what the stage held at once, to compare with
@@ -24,15 +31,96 @@ use crate::data::Batch;
 use crate::error::{Error, Result};
 use crate::model::{DeviceBatch, Forward, Transformer};
 use crate::train::{all_sum, comm_err};
-use ferrotron_kernels::Src;
-use ferrotron_parallel::pipeline::{run_step, ComputeError, ExecOptions, StageCompute, StepReport};
+use ferrotron_kernels::{Backend, Dst, Src};
+use ferrotron_parallel::pipeline::{
+    run_step, run_step_with, ComputeError, ExecOptions, GroupExchange, GroupedLinks, PipelineError,
+    StageCompute, StepReport,
+};
 use ferrotron_parallel::{Comm, OpKind, TpComm};
 use ferrotron_zero::{Collectives, Engine};
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::marker::PhantomData;
+
+/// How boundary tensors leave and enter the model's buffers (module comment).
+pub trait Boundary<B: Backend> {
+    type Buf;
+    /// A received buffer as the model's activation.
+    fn into_act(b: &B, buf: Self::Buf) -> ferrotron_kernels::Result<B::Act>;
+    /// A copy of `x` to send (a chunk's output stays in its `Forward`).
+    fn copy_out(b: &B, x: &B::Act) -> ferrotron_kernels::Result<Self::Buf>;
+    /// An owned activation gradient to send.
+    fn move_out(b: &B, x: B::Act) -> ferrotron_kernels::Result<Self::Buf>;
+}
+
+/// f32 host vectors (the tagged mode).
+pub struct HostVectors;
+
+impl<B: Backend> Boundary<B> for HostVectors {
+    type Buf = Vec<f32>;
+    fn into_act(b: &B, buf: Vec<f32>) -> ferrotron_kernels::Result<B::Act> {
+        b.upload_act(&buf)
+    }
+    fn copy_out(b: &B, x: &B::Act) -> ferrotron_kernels::Result<Vec<f32>> {
+        b.download_act(Src::all(x))
+    }
+    fn move_out(b: &B, x: B::Act) -> ferrotron_kernels::Result<Vec<f32>> {
+        b.download_act(Src::all(&x))
+    }
+}
+
+/// The backend's activation buffers (the grouped mode).
+pub struct ActBuffers;
+
+impl<B: Backend> Boundary<B> for ActBuffers {
+    type Buf = B::Act;
+    fn into_act(_: &B, buf: B::Act) -> ferrotron_kernels::Result<B::Act> {
+        Ok(buf)
+    }
+    fn copy_out(b: &B, x: &B::Act) -> ferrotron_kernels::Result<B::Act> {
+        use ferrotron_kernels::backend::Buffer;
+        let n = x.len();
+        let mut y = b.empty_act(n)?;
+        b.copy_columns(Src::all(x), n, 0, Dst::all(&mut y), n, 0, 1, n, false)?;
+        Ok(y)
+    }
+    fn move_out(_: &B, x: B::Act) -> ferrotron_kernels::Result<B::Act> {
+        Ok(x)
+    }
+}
+
+/// The grouped mode's exchange: `Collectives::p2p_group_act` on the pp group.
+struct ActExchange<'a, B> {
+    b: &'a B,
+    pp: &'a dyn Comm,
+}
+
+impl<B: Collectives> GroupExchange for ActExchange<'_, B> {
+    type Buf = B::Act;
+    fn len(buf: &B::Act) -> usize {
+        use ferrotron_kernels::backend::Buffer;
+        buf.len()
+    }
+    fn bytes(&self, len: usize) -> u64 {
+        // Device to device in the compute precision; host-staged as f32.
+        let per = if self.pp.nccl().is_some() {
+            B::ACT_BYTES
+        } else {
+            4
+        };
+        len as u64 * per
+    }
+    fn exchange(
+        &mut self,
+        sends: Vec<(B::Act, usize)>,
+        recvs: &[(usize, usize)],
+    ) -> std::result::Result<Vec<B::Act>, ComputeError> {
+        Ok(self.b.p2p_group_act(self.pp, sends, recvs)?)
+    }
+}
 
 /// This rank's chunks of one step, on the real model.
-pub struct StageRun<'a, B: Collectives> {
+pub struct StageRun<'a, B: Collectives, T> {
     pub b: &'a B,
     pub model: &'a Transformer,
     pub engine: &'a mut dyn Engine<B>,
@@ -50,9 +138,10 @@ pub struct StageRun<'a, B: Collectives> {
     pub peak: (usize, usize),
     /// The largest single (micro-batch, chunk) `Forward`.
     pub largest: (usize, usize),
+    boundary: PhantomData<T>,
 }
 
-impl<'a, B: Collectives> StageRun<'a, B> {
+impl<'a, B: Collectives, T> StageRun<'a, B, T> {
     pub fn new(
         b: &'a B,
         model: &'a Transformer,
@@ -75,6 +164,7 @@ impl<'a, B: Collectives> StageRun<'a, B> {
             held: (0, 0),
             peak: (0, 0),
             largest: (0, 0),
+            boundary: PhantomData,
         }
     }
 
@@ -106,20 +196,32 @@ impl<'a, B: Collectives> StageRun<'a, B> {
         Ok(fwd)
     }
 
-    /// Bytes of the peak and of the largest single chunk activation.
-    pub fn peak_bytes(&self) -> u64 {
-        Self::bytes(self.peak)
+    /// What the step measured: its loss sum and the activations held.
+    fn figures(&self) -> RunFigures {
+        RunFigures {
+            loss_sum: self.loss_sum,
+            peak: self.peak,
+            peak_bytes: Self::bytes(self.peak),
+            largest_bytes: Self::bytes(self.largest),
+        }
     }
-    pub fn largest_bytes(&self) -> u64 {
-        Self::bytes(self.largest)
-    }
+}
+
+/// `StageRun::figures`.
+struct RunFigures {
+    loss_sum: f64,
+    peak: (usize, usize),
+    peak_bytes: u64,
+    largest_bytes: u64,
 }
 
 fn boxed(e: impl Into<Error>) -> ComputeError {
     Box::new(e.into())
 }
 
-impl<B: Collectives> StageCompute for StageRun<'_, B> {
+impl<B: Collectives, T: Boundary<B>> StageCompute for StageRun<'_, B, T> {
+    type Buf = T::Buf;
+
     fn boundary_len(&self, mb: usize, _boundary: usize) -> usize {
         self.model.residual_tokens(self.batches[mb].tokens) * self.model.cfg.hidden
     }
@@ -128,20 +230,23 @@ impl<B: Collectives> StageCompute for StageRun<'_, B> {
         &mut self,
         mb: usize,
         chunk: usize,
-        input: Option<Vec<f32>>,
-    ) -> std::result::Result<Vec<f32>, ComputeError> {
+        input: Option<T::Buf>,
+    ) -> std::result::Result<Option<T::Buf>, ComputeError> {
         let (b, batch) = (self.b, &self.batches[mb]);
-        let x = input.map(|h| b.upload_act(&h)).transpose().map_err(boxed)?;
+        let x = input
+            .map(|h| T::into_act(b, h))
+            .transpose()
+            .map_err(boxed)?;
         let layers = self.pipeline.split.blocks[chunk].clone();
         let fwd = self
             .model
             .chunk_forward(b, &mut *self.engine, batch, layers, x, self.tp)
             .map_err(boxed)?;
         let out = if chunk == self.pipeline.split.last_chunk() {
-            Vec::new()
+            None
         } else {
             let x = fwd.xs.last().expect("a chunk has an output");
-            b.download_act(Src::all(x)).map_err(boxed)?
+            Some(T::copy_out(b, x).map_err(boxed)?)
         };
         self.keep((mb, chunk), fwd);
         Ok(out)
@@ -151,13 +256,13 @@ impl<B: Collectives> StageCompute for StageRun<'_, B> {
         &mut self,
         mb: usize,
         chunk: usize,
-        grad_output: Option<Vec<f32>>,
-    ) -> std::result::Result<Vec<f32>, ComputeError> {
+        grad_output: Option<T::Buf>,
+    ) -> std::result::Result<Option<T::Buf>, ComputeError> {
         let (b, batch) = (self.b, &self.batches[mb]);
         let fwd = self.take((mb, chunk))?;
         let model = self.model;
         let dx = match grad_output {
-            Some(g) => b.upload_act(&g).map_err(boxed)?,
+            Some(g) => T::into_act(b, g).map_err(boxed)?,
             None => {
                 let engine = &mut *self.engine;
                 let (loss, dx) = model
@@ -175,10 +280,10 @@ impl<B: Collectives> StageCompute for StageRun<'_, B> {
         let dx_in = model
             .chunk_backward(b, &mut *self.engine, batch, &fwd, dx, first, self.tp)
             .map_err(boxed)?;
-        match dx_in {
-            Some(dx) => b.download_act(Src::all(&dx)).map_err(boxed),
-            None => Ok(Vec::new()),
-        }
+        dx_in
+            .map(|dx| T::move_out(b, dx))
+            .transpose()
+            .map_err(boxed)
     }
 }
 
@@ -213,17 +318,28 @@ impl Pipeline {
     ) -> Result<PipelineStep> {
         let dev = super::forward::upload_all(b, model, batches)?;
         let before = self.pp.counters().snapshot();
-        let mut run = StageRun::new(b, model, engine, self, tp, &dev, grad_scale);
-        let report = run_step(&*self.pp, &self.schedule, &mut run, &ExecOptions::default())
-            .map_err(|e| match e {
-                ferrotron_parallel::pipeline::PipelineError::Compute { source, .. } => {
-                    match source.downcast::<Error>() {
-                        Ok(e) => *e,
-                        Err(other) => Error::Internal(other.to_string()),
-                    }
-                }
-                other => Error::Internal(other.to_string()),
-            })?;
+        let (report, run) = if self.grouped {
+            let mut run =
+                StageRun::<B, ActBuffers>::new(b, model, engine, self, tp, &dev, grad_scale);
+            let pp = &*self.pp;
+            let links = GroupedLinks::new(ActExchange { b, pp });
+            let (rank, size) = (pp.rank(), pp.size());
+            let report = run_step_with(links, rank, size, &self.schedule, &mut run);
+            (report, run.figures())
+        } else {
+            let mut run =
+                StageRun::<B, HostVectors>::new(b, model, engine, self, tp, &dev, grad_scale);
+            let options = ExecOptions::default();
+            let report = run_step(&*self.pp, &self.schedule, &mut run, &options);
+            (report, run.figures())
+        };
+        let report = report.map_err(|e| match e {
+            PipelineError::Compute { source, .. } => match source.downcast::<Error>() {
+                Ok(e) => *e,
+                Err(other) => Error::Internal(other.to_string()),
+            },
+            other => Error::Internal(other.to_string()),
+        })?;
         let pp_bytes_sent = self
             .pp
             .counters()
@@ -236,8 +352,8 @@ impl Pipeline {
             loss_sum,
             report,
             pp_bytes_sent,
-            peak_activation_bytes: run.peak_bytes(),
-            largest_activation_bytes: run.largest_bytes(),
+            peak_activation_bytes: run.peak_bytes,
+            largest_activation_bytes: run.largest_bytes,
             peak_activation_elements: run.peak,
         })
     }

@@ -128,7 +128,7 @@ fn pipeline_executor_over_thread_ranks_matches_one_process() {
         (3, "zb-h1", 4, 1),
     ] {
         for result in on_ranks(n, Duration::from_secs(20), move |c| {
-            crate::pipeline::selftest::check_pipeline(&*c, name, m, v, None)
+            crate::pipeline::selftest::check_pipeline(&*c, name, m, v, None, &Default::default())
         }) {
             result.unwrap();
         }
