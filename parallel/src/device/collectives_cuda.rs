@@ -263,6 +263,12 @@ impl<A: CudaAct> Collectives for CudaBackend<A> {
             .iter()
             .map(|&(len, _)| self.empty_act(len))
             .collect::<Result<Vec<_>>>()?;
+        // The receive buffers were allocated in the compute stream's order: the NCCL stream
+        // starts after what the compute stream has queued (the kernels that wrote the sends
+        // are among it, so this costs no overlap).
+        n.stream()
+            .join(self.stream())
+            .map_err(|e| Error::Cuda(format!("ordering the NCCL stream after compute: {e}")))?;
         let mut ops = Vec::with_capacity(sends.len() + recvs.len());
         // The guards record cudarc's events on the NCCL stream when they drop, after the group
         // is queued: sends read their buffers, receives write theirs (p2p.rs).
