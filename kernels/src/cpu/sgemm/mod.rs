@@ -41,6 +41,8 @@ const EDGE_GRID: usize = 16;
 const MC: usize = 28 * avx512::MR;
 /// Columns of C (and B) per B block: 512 KiB of packed B at k = KC.
 const NC: usize = 16 * avx512::NR;
+/// Most K blocks of a single-MC-block A packed once for all column blocks (5.5 MiB at 16).
+const MAX_HOISTED_K_BLOCKS: usize = 16;
 
 /// Whether this CPU runs the engine (else callers use matrixmultiply).
 pub fn available() -> bool {
@@ -348,7 +350,18 @@ unsafe fn run(p: &Problem, bsrc: BSource) {
     // C block first when B is not packed per block, or there is one MC block anyway: the C
     // block stays in cache across K blocks
     let c_first = p.m <= MC || !matches!(bsrc, BSource::Pack);
-    scratch::with_buffers(MC * KC, KC * NC, |apack, bpack| {
+    // One MC block of A met by several column blocks (the head's logits: a chunk of rows times
+    // every vocabulary column): pack A's K blocks once, not once per column block
+    let k_blocks = p.k.div_ceil(KC);
+    let hoist_a = c_first && p.m <= MC && p.n > NC && k_blocks <= MAX_HOISTED_K_BLOCKS;
+    let a_len = if hoist_a { k_blocks * MC * KC } else { MC * KC };
+    scratch::with_buffers(a_len, KC * NC, |apack, bpack| {
+        if hoist_a {
+            for (kb, pc) in (0..p.k).step_by(KC).enumerate() {
+                let kc = KC.min(p.k - pc);
+                pack::pack_a(p.m, kc, p.a.at(0, pc), apack.as_mut_ptr().add(kb * MC * KC));
+            }
+        }
         for jc in (0..p.n).step_by(NC) {
             let nc = NC.min(p.n - jc);
             let count = nc.div_ceil(NR);
@@ -401,8 +414,13 @@ unsafe fn run(p: &Problem, bsrc: BSource) {
                     for (kb, pc) in (0..p.k).step_by(KC).enumerate() {
                         let kc = KC.min(p.k - pc);
                         let bp = b_panels(kb, kc, bpack);
-                        pack::pack_a(mc, kc, p.a.at(ic, pc), apack.as_mut_ptr());
-                        tiles(p, &bp, apack.as_ptr(), ic, mc, jc, nc, kc, kb);
+                        let a = if hoist_a {
+                            apack.as_ptr().add(kb * MC * KC)
+                        } else {
+                            pack::pack_a(mc, kc, p.a.at(ic, pc), apack.as_mut_ptr());
+                            apack.as_ptr()
+                        };
+                        tiles(p, &bp, a, ic, mc, jc, nc, kc, kb);
                     }
                 }
             } else {
