@@ -24,12 +24,8 @@ fn freeze_one_of_four(launcher: &str) {
     let args = train_args(&recipe.display().to_string(), &sets);
     let (mut cmd, rank_var) = match launcher {
         "mpirun" => {
-            let mut c = Command::new("mpirun");
-            c.args(["-np", "4", "--oversubscribe", "--bind-to", "none"])
-                .arg(bin())
-                .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-                .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-                .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
+            let mut c = mpirun_command(4);
+            c.arg(bin());
             (c, "OMPI_COMM_WORLD_RANK")
         }
         _ => {

@@ -273,6 +273,9 @@ impl Comm for NcclComm {
     fn nccl(&self) -> Option<&NcclComm> {
         Some(self)
     }
+    fn abort(&self, code: i32) -> ! {
+        self.host.abort(code)
+    }
     fn backend_all_reduce(&self, buf: BufMut<'_>, op: ReduceOp) -> Result<(), CommError> {
         self.host.backend_all_reduce(buf, op)
     }

@@ -88,33 +88,57 @@ pub fn run(recipe_path: &Path, overrides: &[String], resume: bool) -> Result<i32
         true => Some(CheckpointLock::acquire(&recipe.checkpoint_dir())?),
         false => None,
     };
-    match (recipe.train.device.as_str(), recipe.precision()) {
+    let (result, world) = match (recipe.train.device.as_str(), recipe.precision()) {
         ("cuda", "bf16") => {
             let b = groups::open_gpu::<half::bf16>(&recipe, &dist)?;
             preflight::check(&recipe, &dist, &preflight::Device::cuda(&b, &dist)?, host)?;
-            train(&b, recipe, resume, &dist)
+            open_and_train(&b, recipe, resume, &dist)?
         }
         ("cuda", _) => {
             let b = groups::open_gpu::<f32>(&recipe, &dist)?;
             preflight::check(&recipe, &dist, &preflight::Device::cuda(&b, &dist)?, host)?;
-            train(&b, recipe, resume, &dist)
+            open_and_train(&b, recipe, resume, &dist)?
         }
         _ => {
             let b =
                 ferrotron_kernels::cpu::CpuBackend::<f32, ferrotron_kernels::cpu::Pooled>::pooled();
-            train(&b, recipe, resume, &dist)
+            open_and_train(&b, recipe, resume, &dist)?
         }
+    };
+    match result {
+        // One rank's error must end the job: the other ranks may be waiting in a collective
+        // for this one, and MPI_Finalize would wait for them (until the collective timeout).
+        // Every rank that fails says why; the checkpoint lock is released first.
+        Err(e) if world.size() > 1 => {
+            drop(_lock);
+            eprintln!("error: rank {}: {e}", world.rank());
+            world.abort(e.exit_code())
+        }
+        other => other,
     }
+}
+
+/// Opens the process groups and trains; the world comes back with the result, still open, so a
+/// failed rank can end the job (`run`).
+fn open_and_train<B: Collectives + 'static>(
+    b: &B,
+    recipe: Recipe,
+    resume: bool,
+    dist: &ferrotron_parallel::env::DistEnv,
+) -> Result<(Result<i32>, std::sync::Arc<dyn Comm>)> {
+    let comms = groups::open(b, &recipe, dist)?;
+    let world = comms.world.clone();
+    Ok((train(b, recipe, resume, comms), world))
 }
 
 fn train<B: Collectives + 'static>(
     b: &B,
     recipe: Recipe,
     resume: bool,
-    dist: &ferrotron_parallel::env::DistEnv,
+    comms: ferrotron_parallel::MeshComms,
 ) -> Result<i32> {
     let mut rss = rss::PhasePeaks::new();
-    let mut s = Setup::new(b, recipe, resume, dist)?;
+    let mut s = Setup::new(b, recipe, resume, comms)?;
     rss.end(if s.start_step > 0 { "resume" } else { "init" });
     let r = s.recipe.clone();
     let (steps, global_batch, seq_len) = (r.train.steps, r.train.global_batch, s.seq_len);

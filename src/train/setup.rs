@@ -4,7 +4,6 @@
 //! their own files: groups.rs, batching.rs, weights.rs, checkpointing.rs, plan.rs, sampling.rs.
 
 use super::batching::{self, BatchPlan};
-use super::groups;
 use super::pipeline::Pipeline;
 use super::weights::{engine_groups, engine_metas, Start};
 use crate::data::{self, Datasets, Sampler};
@@ -13,8 +12,8 @@ use crate::model::{Arch, ModelConfig, TpShape, Transformer};
 use crate::recipe::Recipe;
 use crate::tokenizer::Tokenizer;
 use crate::user;
+use ferrotron_parallel::MeshComms;
 use ferrotron_parallel::TpGroup;
-use ferrotron_parallel::{env::DistEnv, MeshComms};
 use ferrotron_zero::{Collectives, Engine};
 
 pub struct Setup<B: ferrotron_kernels::Backend> {
@@ -41,10 +40,9 @@ pub struct Setup<B: ferrotron_kernels::Backend> {
 }
 
 impl<B: Collectives + 'static> Setup<B> {
-    /// `dist`: the launcher's view of this process (rank, world, local rank), read once by `train::run`.
-    pub fn new(b: &B, recipe: Recipe, resume: bool, dist: &DistEnv) -> Result<Self> {
+    /// `comms`: this rank's process groups (`groups::open`).
+    pub fn new(b: &B, recipe: Recipe, resume: bool, comms: MeshComms) -> Result<Self> {
         let p = &recipe.parallel;
-        let comms = groups::open(b, &recipe, dist)?;
         let rank0 = comms.world.rank() == 0;
         let dp = comms.dp.size();
 

@@ -43,22 +43,29 @@ pub fn ferrotron(args: &[&str]) -> Output {
         .expect("ferrotron runs")
 }
 
+/// `mpirun -np N` (oversubscribed, unbound, allowed as root) in the repository root, ready for
+/// the program and its arguments.
+pub fn mpirun_command(n: usize) -> Command {
+    let mut c = Command::new("mpirun");
+    c.args([
+        "-np",
+        &n.to_string(),
+        "--oversubscribe",
+        "--bind-to",
+        "none",
+    ])
+    .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
+    .current_dir(root());
+    c
+}
+
 /// `mpirun -np N ferrotron <args>`.
 pub fn mpirun(n: usize, args: &[&str]) -> Output {
-    Command::new("mpirun")
-        .args([
-            "-np",
-            &n.to_string(),
-            "--oversubscribe",
-            "--bind-to",
-            "none",
-        ])
+    mpirun_command(n)
         .arg(bin())
         .args(args)
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
-        .current_dir(root())
         .output()
         .expect("mpirun runs")
 }

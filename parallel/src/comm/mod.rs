@@ -48,6 +48,13 @@ pub trait Comm: Send + Sync {
     fn nccl(&self) -> Option<&crate::nccl::NcclComm> {
         None
     }
+    /// Ends every process of the job with exit code `code`, now: a rank that fails alone must
+    /// not leave the others waiting in a collective until the timeout. MPI: MPI_Abort on the
+    /// world (mpirun then ends every rank and exits with `code`). Elsewhere the process exits;
+    /// its peers' sockets close and their pending operations fail.
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
 
     #[doc(hidden)]
     fn backend_all_reduce(&self, buf: BufMut<'_>, op: ReduceOp) -> Result<(), CommError>;

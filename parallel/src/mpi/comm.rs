@@ -119,6 +119,11 @@ impl Comm for MpiComm {
     fn counters(&self) -> &CommCounters {
         &self.counters
     }
+    /// MPI_Abort on the world, without the call lock: another thread may be blocked in a call
+    /// holding it, and nothing runs after this.
+    fn abort(&self, code: i32) -> ! {
+        SimpleCommunicator::world().abort(code)
+    }
 
     fn backend_all_reduce(&self, mut buf: BufMut<'_>, op: ReduceOp) -> Result<(), CommError> {
         check_count("all_reduce", &self.name, buf.len())?;
