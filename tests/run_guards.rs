@@ -315,3 +315,42 @@ fn the_spike_guard_stops_lr_10_and_keeps_the_checkpoint_before_the_spike() {
         vec![before, format!("step-{:08}", spike + 3)]
     );
 }
+
+/// The spike guard's running mean survives a resume: trainer_state.json keeps it, and after a
+/// run of 3 steps resumed to 6 the saved mean is the exponential mean of all six logged losses,
+/// as one uninterrupted run gives (a mean restarted at the resume would be seeded by step 4).
+#[test]
+fn the_spike_guards_running_mean_continues_across_a_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path();
+    let sets = |steps: &'static str| ["train.spike_guard=100", steps, "checkpoint.every=3"];
+    check(&train(out, &sets("train.steps=3"), false), "3 steps");
+    check(&train(out, &sets("train.steps=6"), true), "resumed to 6");
+    let losses: Vec<f64> = records(out)
+        .iter()
+        .filter_map(|r| r["loss"].as_f64())
+        .collect();
+    assert_eq!(losses.len(), 6);
+    let ema = |n: usize| {
+        losses[1..n]
+            .iter()
+            .fold(losses[0], |m, &l| (1.0 - 0.1) * m + 0.1 * l)
+    };
+    let saved = |step: u64| -> f64 {
+        let path = out.join(format!("checkpoints/step-{step:08}/trainer_state.json"));
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        v["trainer"]["loss_mean"].as_f64().expect("loss_mean kept")
+    };
+    let restarted = losses[4..6]
+        .iter()
+        .fold(losses[3], |m, &l| (1.0 - 0.1) * m + 0.1 * l);
+    println!(
+        "saved mean at step 3 {:.6}, step 6 {:.6}; over all six losses {:.6}; restarted at the resume it would be {restarted:.6}",
+        saved(3),
+        saved(6),
+        ema(6)
+    );
+    assert_eq!(saved(3), ema(3));
+    assert_eq!(saved(6), ema(6));
+    assert_ne!(saved(6), restarted);
+}

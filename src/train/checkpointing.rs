@@ -40,10 +40,18 @@ impl<B: Collectives> OwnedState for EngineState<'_, B> {
 
 impl<B: Collectives + 'static> Setup<B> {
     /// Saves a checkpoint: collective over the world, every rank writes its own part.
-    pub fn save_checkpoint(&mut self, b: &B, step: u64, tokens: u64) -> Result<()> {
+    /// `loss_mean`: the spike guard's running mean, kept for a resumed run.
+    pub fn save_checkpoint(
+        &mut self,
+        b: &B,
+        step: u64,
+        tokens: u64,
+        loss_mean: Option<f64>,
+    ) -> Result<()> {
         let trainer = json!({
             "step": step,
             "tokens": tokens,
+            "loss_mean": loss_mean,
             "sampler": self.sampler.state(),
             "seed": self.recipe.train.seed,
             "recipe": serde_json::to_value(&self.recipe).unwrap_or(Value::Null),

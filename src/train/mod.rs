@@ -153,13 +153,13 @@ fn train<B: Collectives + 'static>(
         None
     };
     if r.checkpoint.save_initial && s.start_step == 0 {
-        s.save_checkpoint(b, 0, 0)?;
+        s.save_checkpoint(b, 0, 0, None)?;
         rss.end("save");
     }
     let dp = s.comms.dp.clone();
     let flops_per_token = s.model.flops_per_token(seq_len);
     let mut tokens_seen = s.start_tokens;
-    let mut spikes = spike::SpikeGuard::new(r.train.spike_guard);
+    let mut spikes = spike::SpikeGuard::new(r.train.spike_guard, s.start_loss_mean);
     let started = Instant::now();
     let mut last_eval = None;
     for step in s.start_step + 1..=steps {
@@ -327,7 +327,7 @@ fn train<B: Collectives + 'static>(
         }
         let ckpt_now = r.checkpoint.every > 0 && step % r.checkpoint.every == 0;
         if r.checkpoint.enabled && (ckpt_now || step == steps) {
-            s.save_checkpoint(b, step, tokens_seen)?;
+            s.save_checkpoint(b, step, tokens_seen, spikes.mean())?;
             rss.end("save");
         }
     }

@@ -27,6 +27,8 @@ pub struct Resumed {
     /// Tokens trained on up to that step.
     pub tokens: u64,
     pub sampler: Sampler,
+    /// The spike guard's running mean at that step (None in checkpoints that predate it).
+    pub loss_mean: Option<f64>,
 }
 
 /// With `--resume`: Some(exit code) when the newest checkpoint already reached `train.steps`
@@ -101,9 +103,11 @@ pub fn from_trainer_state(
             eprintln!("note: --resume: {n}");
         }
     }
+    let loss_mean = trainer.get("loss_mean").and_then(Value::as_f64);
     Ok(Resumed {
         step,
         tokens,
         sampler,
+        loss_mean,
     })
 }

@@ -35,6 +35,8 @@ pub struct Setup<B: ferrotron_kernels::Backend> {
     pub start_step: u64,
     /// Tokens trained on before `start_step`.
     pub start_tokens: u64,
+    /// The spike guard's running mean at `start_step` (resumed runs).
+    pub start_loss_mean: Option<f64>,
     /// This rank's pipeline stage (None when `parallel.pp` = 1).
     pub pipeline: Option<Pipeline>,
 }
@@ -121,11 +123,12 @@ impl<B: Collectives + 'static> Setup<B> {
             super::finite::check_engine(b, &mut *engine, &model.layout, &*comms.world, dir)?;
         }
         let mut sampler = Sampler::new(data.train.len(), t.seed)?;
-        let (mut start_step, mut start_tokens) = (0, 0);
+        let (mut start_step, mut start_tokens, mut start_loss_mean) = (0, 0, None);
         if let Start::Resume { dir, trainer, .. } = &start {
             let r =
                 super::resume::from_trainer_state(dir, trainer, &recipe, data.train.len(), rank0)?;
             (start_step, start_tokens, sampler) = (r.step, r.tokens, r.sampler);
+            start_loss_mean = r.loss_mean;
             if rank0 {
                 eprintln!("resuming from {} (step {start_step})", dir.display());
             }
@@ -149,6 +152,7 @@ impl<B: Collectives + 'static> Setup<B> {
             batch,
             start_step,
             start_tokens,
+            start_loss_mean,
             pipeline,
         };
         if s.rank0 {

@@ -5,8 +5,9 @@
 //! Step k > 1 of the run is a spike when loss_k > f · m_{k−1}. The trainer then stops before
 //! applying the step's update (exit code 2) and marks the newest checkpoint, saved before the
 //! spike, so that pruning never removes it (`checkpoint::prune::mark_divergence`). Every rank
-//! sees the same all-reduced loss, so every rank stops at the same step. The mean starts afresh
-//! when a run resumes (the first resumed step seeds it).
+//! sees the same all-reduced loss, so every rank stops at the same step. Checkpoints keep the
+//! mean (trainer_state.json `loss_mean`), so a resumed run goes on with it; a checkpoint
+//! without one (written before it was kept) starts it afresh at the first resumed step.
 
 /// Weight of the newest loss in the running mean.
 pub const ALPHA: f64 = 0.1;
@@ -17,9 +18,14 @@ pub struct SpikeGuard {
 }
 
 impl SpikeGuard {
-    /// `factor` 0: never fires.
-    pub fn new(factor: f64) -> SpikeGuard {
-        SpikeGuard { factor, mean: None }
+    /// `factor` 0: never fires. `mean`: the running mean a resumed run continues from.
+    pub fn new(factor: f64, mean: Option<f64>) -> SpikeGuard {
+        SpikeGuard { factor, mean }
+    }
+
+    /// The running mean of the steps so far (what a checkpoint keeps).
+    pub fn mean(&self) -> Option<f64> {
+        self.mean
     }
 
     /// Feeds the loss of the next step: Some(running mean of the previous steps) when it is a
@@ -48,14 +54,25 @@ mod tests {
 
     #[test]
     fn fires_on_a_jump_over_the_running_mean_and_not_on_a_falling_loss() {
-        let mut g = SpikeGuard::new(3.0);
+        let mut g = SpikeGuard::new(3.0, None);
         for loss in [10.8, 9.0, 7.5, 6.0, 5.5, 5.0, 14.0] {
             assert_eq!(g.check(loss), None, "{loss}");
         }
         let m = g.check(40.0).expect("40 > 3 x the mean");
         // The mean lags a falling loss: 10.8 seeded it, six smaller losses pulled it to 9.50.
         assert!((m - 9.496).abs() < 1e-3, "{m}");
-        let mut off = SpikeGuard::new(0.0);
+        let mut off = SpikeGuard::new(0.0, None);
         assert_eq!((off.check(1.0), off.check(1e9)), (None, None));
+    }
+
+    #[test]
+    fn a_resumed_guard_goes_on_with_the_saved_mean() {
+        let mut g = SpikeGuard::new(3.0, None);
+        for loss in [10.8, 9.0, 7.5] {
+            g.check(loss);
+        }
+        let mut resumed = SpikeGuard::new(3.0, g.mean());
+        assert_eq!(resumed.check(40.0), g.check(40.0));
+        assert!(resumed.mean().is_some());
     }
 }
