@@ -5,6 +5,7 @@
 //! - 50 quickstart steps in bf16 on the GPU track the CPU f32 loss curve within 2% per step;
 //! - ZeRO stages 1-3 with 2 ranks on the one GPU (mpirun, host-staged collectives) match stage 0;
 //! - NCCL at world size 1 runs the same training as the host-staged path;
+//! - (issue 15) NCCL point-to-point groups move device buffers (a group of one, to itself);
 //! - (issue 15) pp 2 with both stages on the one GPU (boundary tensors host-staged over MPI,
 //!   tagged and grouped) matches pp 1 in f32, untied (tiny-llama) and tied (tiny-gpt2);
 //! - (issue 13) the preflight stops a model that cannot fit, naming the GPU's free memory.
@@ -272,6 +273,49 @@ fn pipeline_two_stages_on_one_gpu_match_one_stage() {
             assert!(dw <= 1e-5, "{model} {p2p}: weights differ by {dw:.2e}");
         }
     }
+}
+
+/// Issue 15: the pipeline's device point-to-point (`Collectives::p2p_group_act` over NCCL, the
+/// grouped mode's transport) on the one GPU. Two ranks of one NCCL group cannot share a GPU, so
+/// a group of one sends to itself: two buffers out and two in, as one ncclGroupStart/End, in
+/// f32 and bf16. What arrives must be what was sent, bit for bit, and the group's counters must
+/// say the message bytes in the compute precision.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn nccl_point_to_point_group_moves_device_buffers() {
+    use ferrotron_kernels::cuda::CudaAct;
+    use ferrotron_kernels::{Backend, Src};
+    use ferrotron_parallel::{Comm, LocalComm, OpKind};
+    use ferrotron_zero::Collectives;
+    use std::sync::Arc;
+    fn round_trip<A: CudaAct>(what: &str) {
+        let b = CudaBackend::<A>::new(0).expect("a CUDA device");
+        let host: Arc<dyn Comm> = Arc::new(LocalComm::named("pp"));
+        let pp = b.nccl_group(host).expect("an NCCL group of one");
+        // Values exact in bf16: small integers and halves.
+        let x: Vec<f32> = (0..3000).map(|i| (i % 97) as f32 * 0.5 - 20.0).collect();
+        let y: Vec<f32> = (0..1500).map(|i| (i % 13) as f32 - 6.0).collect();
+        let sends = vec![
+            (b.upload_act(&x).unwrap(), 0),
+            (b.upload_act(&y).unwrap(), 0),
+        ];
+        let got = b
+            .p2p_group_act(&*pp, sends, &[(x.len(), 0), (y.len(), 0)])
+            .expect("the group runs");
+        assert_eq!(got.len(), 2);
+        let back: Vec<Vec<f32>> = got
+            .iter()
+            .map(|g| b.download_act(Src::all(g)).unwrap())
+            .collect();
+        assert_eq!(back[0], x, "{what}: first buffer");
+        assert_eq!(back[1], y, "{what}: second buffer");
+        let bytes = (x.len() + y.len()) as u64 * std::mem::size_of::<A>() as u64;
+        let sent = pp.counters().snapshot().op(OpKind::Send).bytes_sent;
+        println!("GPU-TRAIN NCCL p2p group {what}: 2 sends + 2 receives to self, {sent} bytes sent (expected {bytes}), values bit for bit");
+        assert_eq!(sent, bytes, "{what}: bytes counted");
+    }
+    round_trip::<f32>("f32");
+    round_trip::<half::bf16>("bf16");
 }
 
 #[test]

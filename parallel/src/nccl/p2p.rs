@@ -7,7 +7,8 @@
 //! calls block the stream until the peer posts the matching call, so a stage that sends its
 //! activation to the next stage and receives a gradient from it in the same step must post both
 //! in one group, or two neighbours that both send first would deadlock. Peers are ranks of this
-//! group (the pp group); a rank may not address itself. Bytes are counted like the host
+//! group (the pp group), this rank included (NCCL moves a group's send to self into its receive
+//! from self, as its all-to-all does; the pipeline never needs it, a one-GPU test does). Bytes are counted like the host
 //! send/recv: message bytes on `send` (sent) and `recv` (received).
 //! Used by the pipeline's grouped mode on a GPU (device/p2p.rs). Compile-checked only: NCCL
 //! refuses two ranks on one GPU, so it needs two GPUs to run, which no check here has had.
@@ -49,14 +50,11 @@ impl NcclComm {
     pub unsafe fn device_send_recv(&self, ops: &[DeviceP2p]) -> Result<(), CommError> {
         for op in ops {
             let (DeviceP2p::Send { peer, .. } | DeviceP2p::Recv { peer, .. }) = *op;
-            if peer >= self.size() || peer == self.rank() {
+            if peer >= self.size() {
                 return Err(CommError::invalid(
                     "device_send_recv",
                     &self.name,
-                    format!(
-                        "peer {peer} is not another rank of this group of {}",
-                        self.size()
-                    ),
+                    format!("peer {peer} is not a rank of this group of {}", self.size()),
                 ));
             }
         }
