@@ -13,15 +13,7 @@ const VICTIM: usize = 2;
 
 fn freeze_one_of_four(launcher: &str) {
     let out = tempfile::tempdir().unwrap();
-    let recipe = root().join("tests/recipes/tiny-dp.toml");
-    let sets = [
-        format!("train.out_dir={}", out.path().display()),
-        "parallel.zero_stage=3".into(),
-        format!("parallel.collective_timeout_s={TIMEOUT_S}"),
-        "train.steps=1000000".into(),
-        "checkpoint.enabled=false".into(),
-    ];
-    let args = train_args(&recipe.display().to_string(), &sets);
+    let args = tiny_dp_zero3_args(out.path(), TIMEOUT_S, &["train.steps=1000000"]);
     let (mut cmd, rank_var) = match launcher {
         "mpirun" => {
             let mut c = mpirun_command(4);

@@ -17,14 +17,7 @@ const TIMEOUT_S: u64 = 120;
 #[test]
 fn a_rank_that_fails_alone_ends_the_job_with_its_error() {
     let out = tempfile::tempdir().unwrap();
-    let recipe = root().join("tests/recipes/tiny-dp.toml");
-    let sets = [
-        format!("train.out_dir={}", out.path().display()),
-        "parallel.zero_stage=3".into(),
-        format!("parallel.collective_timeout_s={TIMEOUT_S}"),
-        "checkpoint.enabled=false".into(),
-    ];
-    let args = train_args(&recipe.display().to_string(), &sets);
+    let args = tiny_dp_zero3_args(out.path(), TIMEOUT_S, &[]);
     // Rank 1 only: a data file that is not there.
     let script = r#"if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then exec "$@" --set data.path=tests/data/missing-on-this-node.txt; fi; exec "$@""#;
     let started = Instant::now();

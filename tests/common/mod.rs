@@ -43,6 +43,24 @@ pub fn ferrotron(args: &[&str]) -> Output {
         .expect("ferrotron runs")
 }
 
+/// `train tests/recipes/tiny-dp.toml` with ZeRO-3, no checkpoints, the given collective timeout
+/// and output directory, then `extra` sets: the multi-rank failure tests' run.
+pub fn tiny_dp_zero3_args(
+    out: &Path,
+    timeout_s: impl std::fmt::Display,
+    extra: &[&str],
+) -> Vec<String> {
+    let recipe = root().join("tests/recipes/tiny-dp.toml");
+    let mut sets = vec![
+        format!("train.out_dir={}", out.display()),
+        "parallel.zero_stage=3".into(),
+        format!("parallel.collective_timeout_s={timeout_s}"),
+        "checkpoint.enabled=false".into(),
+    ];
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    train_args(&recipe.display().to_string(), &sets)
+}
+
 /// `mpirun -np N` (oversubscribed, unbound, allowed as root) in the repository root, ready for
 /// the program and its arguments.
 pub fn mpirun_command(n: usize) -> Command {

@@ -152,7 +152,6 @@ impl Links for HostLinks<'_> {
         peer: usize,
         data: Vec<f32>,
     ) -> Result<u64, LinkError> {
-        self.reap_sends().map_err(boxed)?;
         let bytes = 4 * data.len() as u64;
         let request = self
             .pp
