@@ -51,9 +51,10 @@ pub fn comm_runs(actions: &[Action]) -> Vec<Range<usize>> {
     runs
 }
 
-/// Checks `schedule`'s lists for grouped, tagless, rendezvous point-to-point (module comment).
+/// Checks `schedule`'s lists for grouped, tagless, rendezvous point-to-point (module comment);
+/// the schedule keeps the verdict, so later calls cost nothing.
 pub fn check_grouped(schedule: &Schedule) -> Result<(), SimError> {
-    check_grouped_actions(schedule.all_actions())
+    schedule.grouped_safety()
 }
 
 /// One rank's list as the grouped executor walks it.

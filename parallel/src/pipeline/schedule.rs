@@ -78,6 +78,8 @@ pub struct Schedule {
     microbatches: usize,
     virtual_stages: usize,
     ranks: Vec<Vec<Action>>,
+    /// `check_grouped`'s verdict, computed once (the executor asks every step).
+    grouped: std::sync::OnceLock<Result<(), super::sim::SimError>>,
 }
 
 impl Schedule {
@@ -116,6 +118,7 @@ impl Schedule {
             microbatches: m,
             virtual_stages: v,
             ranks: with_messages(p, v, compute),
+            grouped: std::sync::OnceLock::new(),
         })
     }
 
@@ -148,6 +151,14 @@ impl Schedule {
             .map(|j| j * self.stages + rank)
             .collect()
     }
+    /// Whether the lists run over grouped, tagless, rendezvous point-to-point
+    /// (`grouped::check_grouped_actions`), checked on the first call only.
+    pub fn grouped_safety(&self) -> Result<(), super::sim::SimError> {
+        self.grouped
+            .get_or_init(|| super::grouped::check_grouped_actions(&self.ranks))
+            .clone()
+    }
+
     /// Rank `rank`'s actions for one step.
     pub fn actions(&self, rank: usize) -> &[Action] {
         &self.ranks[rank]
