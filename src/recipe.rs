@@ -321,6 +321,12 @@ impl Recipe {
         Ok(())
     }
 
+    /// Whether GPU buffers cross process groups through NCCL (a CUDA run with
+    /// `parallel.gpu_comm = "nccl"`).
+    pub fn uses_nccl(&self) -> bool {
+        self.train.device == "cuda" && self.parallel.gpu_comm == "nccl"
+    }
+
     /// `train.precision`, or the device's default (f32 on cpu, bf16 on cuda).
     pub fn precision(&self) -> &str {
         match (&self.train.precision, self.train.device.as_str()) {

@@ -32,7 +32,7 @@ pub fn open<B: Collectives>(b: &B, recipe: &Recipe, dist: &DistEnv) -> Result<Me
     }
     let mesh = Mesh::with_inferred_dp(world.size(), p.pp, p.tp).map_err(|e| user!("{e}"))?;
     let mut comms = MeshComms::build(world, mesh).map_err(comm_err)?;
-    if recipe.train.device == "cuda" && p.gpu_comm == "nccl" {
+    if recipe.uses_nccl() {
         comms.dp = b.nccl_group(comms.dp.clone())?;
         if comms.tp.size() > 1 {
             comms.tp = b.nccl_group(comms.tp.clone())?;

@@ -53,7 +53,7 @@ use std::sync::Arc;
 fn p2p_mode(recipe: &Recipe, schedule: &Schedule) -> Result<(bool, String)> {
     let p = &recipe.parallel;
     let device = recipe.train.device == "cuda";
-    let nccl = device && p.gpu_comm == "nccl";
+    let nccl = recipe.uses_nccl();
     let safe = check_grouped(schedule);
     let grouped_how = if nccl {
         "NCCL send/recv groups, device to device in the compute precision"
@@ -138,8 +138,7 @@ impl Pipeline {
             embedding_group = ends.then_some(group);
         }
         let (grouped, p2p_line) = p2p_mode(recipe, &schedule)?;
-        let nccl = recipe.train.device == "cuda" && p.gpu_comm == "nccl";
-        let pp = if grouped && nccl {
+        let pp = if grouped && recipe.uses_nccl() {
             b.nccl_group(comms.pp.clone())?
         } else {
             comms.pp.clone()
