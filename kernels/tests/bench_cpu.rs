@@ -299,3 +299,126 @@ fn bench_exp_and_cross_entropy() {
         t / (n * v) as f64 * 1e9
     );
 }
+
+/// The 75M Llama's products for one 4 × 256-token step (recipes/models/llama-75m.json), each
+/// as the trainer calls it, at the machine's rayon thread count: per product best-of-5 time and
+/// GFLOP/s, and the step's GEMM total. Compare with torch.mm at the same shapes and threads.
+#[test]
+#[ignore]
+fn bench_llama75m_products() {
+    let mut g = rng(5);
+    let n = 1024;
+    // (name, out, inp, layout, count per step)
+    let layers = [
+        ("qkv", 1024, 512, 8),
+        ("o", 512, 512, 8),
+        ("gate+up", 2816, 512, 8),
+        ("down", 512, 1408, 8),
+    ];
+    let mut total = 0.0;
+    let mut flops = 0.0;
+    for (name, out, inp, count) in layers {
+        let x = uniform_f32(&mut g, n * inp);
+        let w = uniform_f32(&mut g, out * inp);
+        let dy = uniform_f32(&mut g, n * out);
+        let mut y = vec![0f32; n * out];
+        let mut dx = vec![0f32; n * inp];
+        let mut dw = vec![0f32; n.max(out) * inp];
+        let wv = View::row_major(&w, out, inp);
+        let fwd = best_of(5, || {
+            gemm(
+                1.0,
+                View::row_major(&x, n, inp),
+                wv.t(),
+                0.0,
+                ViewMut::row_major(&mut y, n, out),
+            )
+        });
+        let bdx = best_of(5, || {
+            gemm(
+                1.0,
+                View::row_major(&dy, n, out),
+                wv,
+                1.0,
+                ViewMut::row_major(&mut dx, n, inp),
+            )
+        });
+        let bdw = best_of(5, || {
+            gemm(
+                1.0,
+                View::row_major(&dy, n, out).t(),
+                View::row_major(&x, n, inp),
+                1.0,
+                ViewMut::row_major(&mut dw, out, inp),
+            )
+        });
+        let f = 2.0 * (n * inp * out) as f64;
+        println!(
+            "{name:8} [{n}x{inp}]x[{inp}x{out}]: fwd {:.0} dx {:.0} dW {:.0} GFLOP/s",
+            f / fwd / 1e9,
+            f / bdx / 1e9,
+            f / bdw / 1e9
+        );
+        total += count as f64 * (fwd + bdx + bdw);
+        flops += count as f64 * 3.0 * f;
+    }
+    println!(
+        "layers: {:.0} ms a step, {:.0} GFLOP/s",
+        total * 1e3,
+        flops / total / 1e9
+    );
+}
+
+/// C[m × n] = A[m × k] · Wᵀ (W [n × k] row-major) for a range of widths n: how the engine's
+/// throughput depends on the number of column blocks and on C's row stride.
+#[test]
+#[ignore]
+fn bench_gemm_widths() {
+    let mut g = rng(6);
+    let (m, k) = (1024, 512);
+    for n in [512, 1000, 1024, 1408, 1536, 2048, 2816, 3000] {
+        let x = uniform_f32(&mut g, m * k);
+        let w = uniform_f32(&mut g, n * k);
+        let mut y = vec![0f32; m * n];
+        let t = best_of(5, || {
+            gemm(
+                1.0,
+                View::row_major(&x, m, k),
+                View::row_major(&w, n, k).t(),
+                0.0,
+                ViewMut::row_major(&mut y, m, n),
+            )
+        });
+        println!(
+            "{m}x{k}x{n}: {:.0} GFLOP/s",
+            2.0 * (m * k * n) as f64 / t / 1e9
+        );
+    }
+}
+
+/// rayon's fork-join cost on this machine: two 1 ms busy tasks through rayon::join, timed per
+/// call (ideal 1 ms), after an idle pause and back to back.
+#[test]
+#[ignore]
+fn bench_rayon_join_latency() {
+    fn busy(us: u128) {
+        let t = std::time::Instant::now();
+        while t.elapsed().as_micros() < us {
+            std::hint::spin_loop();
+        }
+    }
+    for pause_ms in [0u64, 1, 10] {
+        let mut ts = Vec::new();
+        for _ in 0..20 {
+            std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+            let t = std::time::Instant::now();
+            rayon::join(|| busy(1000), || busy(1000));
+            ts.push(t.elapsed().as_micros());
+        }
+        ts.sort();
+        println!(
+            "pause {pause_ms} ms: join of 2 x 1 ms: median {} us, max {} us",
+            ts[10], ts[19]
+        );
+    }
+}

@@ -102,6 +102,7 @@ pub fn run(recipe_path: &Path, overrides: &[String], resume: bool) -> Result<i32
         _ => {
             let b =
                 ferrotron_kernels::cpu::CpuBackend::<f32, ferrotron_kernels::cpu::Pooled>::pooled();
+            ferrotron_kernels::cpu::team::set_spin(cpu_team_spin(&dist));
             open_and_train(&b, recipe, resume, &dist)?
         }
     };
@@ -420,5 +421,18 @@ fn kept_text(kept: Result<Option<std::path::PathBuf>>, ckpt: &Path) -> String {
             ckpt.display()
         ),
         Err(e) => format!("and marking the last good checkpoint failed: {e}"),
+    }
+}
+
+/// How long the CPU GEMM team's idle helpers spin (kernels/src/cpu/team.rs): the default when
+/// this machine's ranks, with their threads, fit its cores; zero (park at once) when they
+/// oversubscribe it, where a spinning helper would take time from another rank.
+fn cpu_team_spin(dist: &ferrotron_parallel::env::DistEnv) -> std::time::Duration {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let local = dist.local_world_size.unwrap_or(1).max(1);
+    if local * rayon::current_num_threads() <= cores {
+        ferrotron_kernels::cpu::team::DEFAULT_SPIN
+    } else {
+        std::time::Duration::ZERO
     }
 }

@@ -210,11 +210,9 @@ pub fn gemm<T: CpuFloat>(alpha: T, a: View<'_, T>, b: View<'_, T>, beta: T, c: V
         return block(0, len);
     }
     let step = len.div_ceil(parts);
-    rayon::scope(|sc| {
-        for p0 in (0..len).step_by(step) {
-            let block = &block;
-            sc.spawn(move |_| block(p0, step.min(len - p0)));
-        }
+    super::team::run(len.div_ceil(step), &|i| {
+        let p0 = i * step;
+        block(p0, step.min(len - p0))
     });
 }
 
@@ -243,24 +241,20 @@ pub fn prepare<T: CpuFloat>(b: View<'_, T>, dst: &mut [T]) {
     let step = panels.div_ceil(parts);
     let dp = SendPtr(dst.as_mut_ptr());
     let s = |x: usize| isize::try_from(x).expect("prepare: stride overflows isize");
-    rayon::scope(|sc| {
-        for p0 in (0..panels).step_by(step) {
-            let dp = &dp;
-            sc.spawn(move |_| {
-                // SAFETY: B's elements lie in its slice (checked); dst holds the whole layout
-                // and the panel ranges are disjoint.
-                unsafe {
-                    T::prepare_b(
-                        k,
-                        n,
-                        b.data.as_ptr(),
-                        s(b.rs),
-                        s(b.cs),
-                        dp.0,
-                        p0..(p0 + step).min(panels),
-                    )
-                }
-            });
+    super::team::run(panels.div_ceil(step), &|i| {
+        let p0 = i * step;
+        // SAFETY: B's elements lie in its slice (checked); dst holds the whole layout and the
+        // panel ranges are disjoint.
+        unsafe {
+            T::prepare_b(
+                k,
+                n,
+                b.data.as_ptr(),
+                s(b.rs),
+                s(b.cs),
+                dp.get(),
+                p0..(p0 + step).min(panels),
+            )
         }
     });
 }
@@ -329,24 +323,30 @@ pub fn gemm_prepared<T: CpuFloat>(
     if parts <= 1 {
         return block(0, m, 0, n);
     }
-    rayon::scope(|sc| {
-        if m >= n {
-            let step = m.div_ceil(parts);
-            for r0 in (0..m).step_by(step) {
-                let block = &block;
-                sc.spawn(move |_| block(r0, step.min(m - r0), 0, n));
-            }
-        } else {
-            let step = n.div_ceil(parts).next_multiple_of(cols);
-            for c0 in (0..n).step_by(step) {
-                let block = &block;
-                sc.spawn(move |_| block(0, m, c0, step.min(n - c0)));
-            }
-        }
-    });
+    if m >= n {
+        let step = m.div_ceil(parts);
+        super::team::run(m.div_ceil(step), &|i| {
+            let r0 = i * step;
+            block(r0, step.min(m - r0), 0, n)
+        });
+    } else {
+        let step = n.div_ceil(parts).next_multiple_of(cols);
+        super::team::run(n.div_ceil(step), &|i| {
+            let c0 = i * step;
+            block(0, m, c0, step.min(n - c0))
+        });
+    }
 }
 
 struct SendPtr<T>(*mut T);
-// SAFETY: used only to hand disjoint blocks of C to rayon tasks inside one scope.
+// SAFETY: used only to hand disjoint blocks of C (or of a prepared B) to the parts of one
+// team job, which all finish before the call returns.
 unsafe impl<T> Send for SendPtr<T> {}
 unsafe impl<T> Sync for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    /// The pointer (a method, so closures capture the Sync wrapper, not the raw field).
+    fn get(&self) -> *mut T {
+        self.0
+    }
+}

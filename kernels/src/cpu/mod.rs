@@ -21,6 +21,7 @@ pub mod rmsnorm;
 pub mod rope;
 pub mod sgemm;
 pub mod simd;
+pub mod team;
 pub mod vocab_ce;
 pub mod workspace;
 
