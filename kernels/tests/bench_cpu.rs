@@ -396,8 +396,8 @@ fn bench_gemm_widths() {
     }
 }
 
-/// rayon's fork-join cost on this machine: two 1 ms busy tasks through rayon::join, timed per
-/// call (ideal 1 ms), after an idle pause and back to back.
+/// Fork-join cost on this machine: two 1 ms busy tasks through rayon::join and through the GEMM
+/// team, timed per call (ideal 1 ms), after an idle pause and back to back.
 #[test]
 #[ignore]
 fn bench_rayon_join_latency() {
@@ -408,17 +408,24 @@ fn bench_rayon_join_latency() {
         }
     }
     for pause_ms in [0u64, 1, 10] {
-        let mut ts = Vec::new();
-        for _ in 0..20 {
-            std::thread::sleep(std::time::Duration::from_millis(pause_ms));
-            let t = std::time::Instant::now();
-            rayon::join(|| busy(1000), || busy(1000));
-            ts.push(t.elapsed().as_micros());
+        for via in ["rayon::join", "team::run"] {
+            let mut ts = Vec::new();
+            for _ in 0..20 {
+                std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+                let t = std::time::Instant::now();
+                match via {
+                    "rayon::join" => {
+                        rayon::join(|| busy(1000), || busy(1000));
+                    }
+                    _ => ferrotron_kernels::cpu::team::run(2, &|_| busy(1000)),
+                }
+                ts.push(t.elapsed().as_micros());
+            }
+            ts.sort();
+            println!(
+                "pause {pause_ms} ms: {via} of 2 x 1 ms: median {} us, max {} us",
+                ts[10], ts[19]
+            );
         }
-        ts.sort();
-        println!(
-            "pause {pause_ms} ms: join of 2 x 1 ms: median {} us, max {} us",
-            ts[10], ts[19]
-        );
     }
 }

@@ -5,8 +5,8 @@
 //! Chunks run at the machine's vector width (simd.rs), exp and tanh without libm calls for f32
 //! (math.rs, as accurate as libm's).
 
+use super::team::{self, Pieces};
 use super::CpuFloat;
-use rayon::prelude::*;
 
 /// Elements per parallel work item.
 const CHUNK: usize = 1 << 13;
@@ -34,10 +34,12 @@ crate::simd_fn! {
 
 pub fn swiglu_forward<T: CpuFloat>(gate: &[T], up: &[T], out: &mut [T]) {
     check_len("swiglu_forward", &[gate.len(), up.len(), out.len()]);
-    out.par_chunks_mut(CHUNK)
-        .zip(gate.par_chunks(CHUNK))
-        .zip(up.par_chunks(CHUNK))
-        .for_each(|((o, g), u)| swiglu_forward_chunk(o, g, u));
+    let op = Pieces::new(out);
+    team::for_ranges(gate.len(), CHUNK, &|r| {
+        // SAFETY: for_ranges's ranges are disjoint
+        let o = unsafe { op.get(r.clone()) };
+        swiglu_forward_chunk(o, &gate[r.clone()], &up[r])
+    });
 }
 
 crate::simd_fn! {
@@ -62,15 +64,12 @@ pub fn swiglu_backward<T: CpuFloat>(
         "swiglu_backward",
         &[gate.len(), up.len(), dout.len(), dgate.len(), dup.len()],
     );
-    dgate
-        .par_chunks_mut(CHUNK)
-        .zip(dup.par_chunks_mut(CHUNK))
-        .zip(
-            gate.par_chunks(CHUNK)
-                .zip(up.par_chunks(CHUNK))
-                .zip(dout.par_chunks(CHUNK)),
-        )
-        .for_each(|((dg, du), ((g, u), d))| swiglu_backward_chunk(dg, du, g, u, d));
+    let (dgp, dup) = (Pieces::new(dgate), Pieces::new(dup));
+    team::for_ranges(gate.len(), CHUNK, &|r| {
+        // SAFETY: for_ranges's ranges are disjoint
+        let (dg, du) = unsafe { (dgp.get(r.clone()), dup.get(r.clone())) };
+        swiglu_backward_chunk(dg, du, &gate[r.clone()], &up[r.clone()], &dout[r])
+    });
 }
 
 #[inline(always)]
@@ -90,9 +89,11 @@ crate::simd_fn! {
 
 pub fn gelu_forward<T: CpuFloat>(x: &[T], y: &mut [T]) {
     check_len("gelu_forward", &[x.len(), y.len()]);
-    y.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(y, x)| gelu_forward_chunk(y, x));
+    let yp = Pieces::new(y);
+    team::for_ranges(x.len(), CHUNK, &|r| {
+        // SAFETY: for_ranges's ranges are disjoint
+        gelu_forward_chunk(unsafe { yp.get(r.clone()) }, &x[r])
+    });
 }
 
 crate::simd_fn! {
@@ -109,8 +110,9 @@ crate::simd_fn! {
 
 pub fn gelu_backward<T: CpuFloat>(x: &[T], dy: &[T], dx: &mut [T]) {
     check_len("gelu_backward", &[x.len(), dy.len(), dx.len()]);
-    dx.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .zip(dy.par_chunks(CHUNK))
-        .for_each(|((dx, x), dy)| gelu_backward_chunk(dx, x, dy));
+    let dxp = Pieces::new(dx);
+    team::for_ranges(x.len(), CHUNK, &|r| {
+        // SAFETY: for_ranges's ranges are disjoint
+        gelu_backward_chunk(unsafe { dxp.get(r.clone()) }, &x[r.clone()], &dy[r])
+    });
 }

@@ -6,12 +6,12 @@
 //!   p ← p − (lr / (1 − β1^t)) · m / (sqrt(v) / sqrt(1 − β2^t) + eps)
 //! g is read as g·T(grad_scale) in T when a clipping factor is given (what `elementwise::scale`,
 //! scaling the gradient in place first, would store). Scalars in f64; each element updated in f64 and stored back as T.
-//! Parallel over chunks, each at the machine's vector width (simd.rs; the f64 math vectorizes
+//! Parallel over chunks (the GEMM team, team.rs), each at the machine's vector width (simd.rs; the f64 math vectorizes
 //! as it is, so every width gives the same bits).
 
+use super::team::{self, Pieces};
 use super::CpuFloat;
 use crate::backend::AdamWStep;
-use rayon::prelude::*;
 
 /// Elements per parallel work item.
 const CHUNK: usize = 1 << 13;
@@ -41,11 +41,12 @@ pub fn step<T: CpuFloat>(
         eps: h.eps,
         grad_scale,
     };
-    param
-        .par_chunks_mut(CHUNK)
-        .zip(grad.par_chunks(CHUNK))
-        .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
-        .for_each(|((p, g), (m, v))| step_chunk(p, g, m, v, k));
+    let (pp, mp, vp) = (Pieces::new(param), Pieces::new(m), Pieces::new(v));
+    team::for_ranges(n, CHUNK, &|r| {
+        // SAFETY: for_ranges's ranges are disjoint
+        let (p, m, v) = unsafe { (pp.get(r.clone()), mp.get(r.clone()), vp.get(r.clone())) };
+        step_chunk(p, &grad[r], m, v, k)
+    });
 }
 
 /// The per-step scalars of the update (see the top comment).

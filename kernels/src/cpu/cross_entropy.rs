@@ -1,11 +1,12 @@
 //! Fused softmax cross-entropy (see Backend::cross_entropy). logits [N, V], targets [N].
 //!   lse[n] = m + ln Σ_v exp(logits[n, v] − m),  m = max_v logits[n, v]   (stable);
 //!   losses[n] = lse[n] − logits[n, t[n]];   dlogits[n, v] = s · (exp(logits[n, v] − lse[n]) − [v = t[n]]);
-//! both 0 for rows whose target is IGNORE_INDEX. s = grad_scale. Sums in f64, parallel over rows.
+//! both 0 for rows whose target is IGNORE_INDEX. s = grad_scale. Sums in f64, parallel over rows (the GEMM team, team.rs).
 //! With dlogits, exp is evaluated once: stored in dlogits, then scaled in place. `in_place` does
 //! the same with dlogits written over the logits (the same numbers, one buffer).
 
 use super::elementwise::{max_lanes, sum_lanes_f64};
+use super::team::{self, Pieces};
 use super::CpuFloat;
 use rayon::prelude::*;
 
@@ -76,10 +77,14 @@ pub fn in_place<T: CpuFloat>(
         v > 0 && logits.len() >= n * v && targets.len() >= n && losses.len() >= n,
         "cross_entropy: buffers too small for [{n} x {v}]"
     );
-    logits[..n * v]
-        .par_chunks_mut(v)
-        .zip(losses[..n].par_iter_mut().zip(&targets[..n]))
-        .for_each(|(row, (loss, &t))| {
+    let (rows, lp) = (
+        Pieces::new(&mut logits[..n * v]),
+        Pieces::new(&mut losses[..n]),
+    );
+    team::for_ranges(n, 1, &|r| {
+        // SAFETY: for_ranges's ranges are disjoint, and so are the rows they scale to
+        let (rows, ls) = unsafe { (rows.get(r.start * v..r.end * v), lp.get(r.clone())) };
+        for ((row, loss), &t) in rows.chunks_mut(v).zip(ls).zip(&targets[r]) {
             *loss = match target_col(t, v) {
                 Some(c) => row_in_place(row, c, grad_scale),
                 None => {
@@ -89,7 +94,8 @@ pub fn in_place<T: CpuFloat>(
                     T::zero()
                 }
             };
-        });
+        }
+    });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -130,22 +136,26 @@ pub fn forward_backward<T: CpuFloat>(
                 "cross_entropy: dlogits holds {} < {n} x {v}",
                 dl.len()
             );
-            dl[..n * v]
-                .par_chunks_mut(v)
-                .zip(logits.par_chunks(v))
-                .zip(losses.par_iter_mut().zip(targets))
-                .for_each(|((drow, row), (loss, &t))| {
+            let (drows, lp) = (Pieces::new(&mut dl[..n * v]), Pieces::new(losses));
+            team::for_ranges(n, 1, &|r| {
+                // SAFETY: for_ranges's ranges are disjoint, and so are the rows they scale to
+                let (drows, ls) = unsafe { (drows.get(r.start * v..r.end * v), lp.get(r.clone())) };
+                let rows = logits[r.start * v..r.end * v].chunks(v);
+                for (((drow, row), loss), &t) in
+                    drows.chunks_mut(v).zip(rows).zip(ls).zip(&targets[r])
+                {
                     let Some(c) = target_col(t, v) else {
                         drow.fill(T::zero());
                         *loss = T::zero();
-                        return;
+                        continue;
                     };
                     let (m, sum) = exp_row(row, drow);
                     *loss = T::from_f64c(m.to_f64c() + sum.ln() - row[c].to_f64c());
                     let k = T::from_f64c(grad_scale / sum); // s · softmax = s · e / Σe
                     drow.iter_mut().for_each(|d| *d = *d * k);
                     drow[c] = drow[c] - T::from_f64c(grad_scale);
-                });
+                }
+            });
         }
     }
 }

@@ -9,6 +9,7 @@
 //! they are inlined into their callers, so they run at the vector width the caller runs at.
 //! add and scale run their chunks at the machine's vector width (simd.rs).
 
+use super::team::{self, Pieces};
 use super::CpuFloat;
 use rayon::prelude::*;
 
@@ -32,14 +33,21 @@ crate::simd_fn! {
 
 pub fn add<T: CpuFloat>(x: &mut [T], y: &[T]) {
     assert_eq!(x.len(), y.len(), "add: lengths differ");
-    x.par_chunks_mut(CHUNK)
-        .zip(y.par_chunks(CHUNK))
-        .for_each(|(xc, yc)| add_chunk(xc, yc));
+    let xp = Pieces::new(x);
+    team::for_ranges(y.len(), CHUNK, &|r| {
+        // SAFETY: for_ranges's ranges are disjoint
+        add_chunk(unsafe { xp.get(r.clone()) }, &y[r])
+    });
 }
 
 pub fn scale<T: CpuFloat>(x: &mut [T], s: f64) {
     let s = T::from_f64c(s);
-    x.par_chunks_mut(CHUNK).for_each(|xc| scale_chunk(xc, s));
+    let len = x.len();
+    let xp = Pieces::new(x);
+    team::for_ranges(len, CHUNK, &|r| {
+        // SAFETY: for_ranges's ranges are disjoint
+        scale_chunk(unsafe { xp.get(r) }, s)
+    });
 }
 
 /// Σ f(x) in f64, deterministic: chunk partials in parallel, then summed in chunk order.

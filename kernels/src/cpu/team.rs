@@ -205,6 +205,56 @@ pub fn run(parts: usize, f: &(dyn Fn(usize) + Sync)) {
     }
 }
 
+/// Most parts `for_ranges` makes of one call (its chunks grow past this many).
+const MAX_RANGES: usize = 4096;
+
+/// Calls f(range) for consecutive ranges of at most `chunk` indices (larger when 0..len would
+/// make over `MAX_RANGES`) covering 0..len, over the team: `run` over the ranges. The ranges are
+/// disjoint, so each part may write its own `Pieces` of a slice.
+pub fn for_ranges(len: usize, chunk: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
+    let chunk = chunk.max(1).max(len.div_ceil(MAX_RANGES));
+    run(len.div_ceil(chunk), &|i| {
+        f(i * chunk..((i + 1) * chunk).min(len))
+    });
+}
+
+/// A mutable slice lent in disjoint pieces to the parts of one team job (what rayon's
+/// `par_chunks_mut` does with its borrow splitting).
+pub struct Pieces<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _borrow: std::marker::PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: a Pieces only hands out `&mut [T]` for ranges its users keep disjoint (`get`'s
+// contract), so sharing it between threads is sharing disjoint `&mut [T]`, which needs T: Send.
+unsafe impl<T: Send> Sync for Pieces<'_, T> {}
+
+impl<'a, T> Pieces<'a, T> {
+    pub fn new(slice: &'a mut [T]) -> Self {
+        Pieces {
+            ptr: slice.as_mut_ptr(),
+            len: slice.len(),
+            _borrow: std::marker::PhantomData,
+        }
+    }
+
+    /// The elements `range`.
+    ///
+    /// # Safety
+    /// No two pieces in use at the same time may overlap (distinct `for_ranges` ranges, scaled
+    /// alike, do not).
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn get(&self, range: std::ops::Range<usize>) -> &'a mut [T] {
+        assert!(
+            range.start <= range.end && range.end <= self.len,
+            "Pieces: range {range:?} of a slice of {}",
+            self.len
+        );
+        std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.end - range.start)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +290,21 @@ mod tests {
             }
         });
         assert_eq!(total.load(Ordering::Relaxed), 4 * 200 * 4 * 3);
+    }
+
+    #[test]
+    fn ranges_cover_once_and_pieces_write_their_own() {
+        for (len, chunk) in [(0, 4), (1, 4), (10, 3), (10_000, 1), (100_000, 7)] {
+            let mut v = vec![0u32; len];
+            let p = Pieces::new(&mut v);
+            for_ranges(len, chunk, &|r| {
+                // SAFETY: for_ranges's ranges are disjoint
+                for x in unsafe { p.get(r) } {
+                    *x += 1;
+                }
+            });
+            assert!(v.iter().all(|&x| x == 1), "len {len} chunk {chunk}");
+        }
     }
 
     #[test]
