@@ -16,15 +16,22 @@
 //! packed in one atomic `ticket`; a part is claimed by a compare-exchange that succeeds only for
 //! the current epoch and an index below `parts`, and the caller does not return (so the job's
 //! closure stays alive) until `done` counts every part. Helpers read the closure only after a
-//! successful claim. A part that panics is caught, counted done, and re-raised by the caller.
+//! successful claim. A part that panics is caught and counted done; the caller re-raises the
+//! first such panic (its payload, so the message is the part's own).
 //! Helpers: rayon's thread count (RAYON_NUM_THREADS) less one, started on first use.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::any::Any;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long an idle helper keeps spinning before it parks, unless `set_spin` says otherwise.
 pub const DEFAULT_SPIN: Duration = Duration::from_millis(50);
+
+/// Spin turns (each a pause instruction) between two yields of the CPU, about 50 µs: often
+/// enough to let another runnable thread in, rarely enough that the syscalls stay a small share
+/// of the process's time.
+const YIELD_EVERY: u32 = 1024;
 
 static SPIN_MICROS: AtomicU64 = AtomicU64::new(DEFAULT_SPIN.as_micros() as u64);
 
@@ -48,7 +55,8 @@ struct Team {
     /// epoch, read only by a thread holding a claim on that epoch.
     job: Mutex<Option<&'static Part>>,
     done: AtomicUsize,
-    panicked: AtomicBool,
+    /// The first panic of the current job's parts, re-raised by its caller.
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
     /// Held by the caller of the current job.
     busy: Mutex<()>,
     parked: Mutex<usize>,
@@ -64,7 +72,7 @@ fn team() -> &'static Team {
             ticket: AtomicU64::new(0),
             job: Mutex::new(None),
             done: AtomicUsize::new(0),
-            panicked: AtomicBool::new(false),
+            panic: Mutex::new(None),
             busy: Mutex::new(()),
             parked: Mutex::new(0),
             wake: Condvar::new(),
@@ -112,8 +120,11 @@ fn work(t: &Team, epoch: u64) {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .expect("team: a claimed job");
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(i))).is_err() {
-            t.panicked.store(true, Ordering::Relaxed);
+        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(i))) {
+            t.panic
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(payload);
         }
         t.done.fetch_add(1, Ordering::Release);
     }
@@ -133,7 +144,7 @@ fn helper(t: &'static Team) {
                 idle_since = Instant::now();
             }
             turns = turns.wrapping_add(1);
-            if spin.is_zero() || turns.is_multiple_of(64) {
+            if spin.is_zero() || turns.is_multiple_of(YIELD_EVERY) {
                 if idle_since.elapsed() >= spin {
                     break;
                 }
@@ -180,7 +191,6 @@ pub fn run(parts: usize, f: &(dyn Fn(usize) + Sync)) {
         unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static Part>(f) };
     *t.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(job);
     t.done.store(0, Ordering::Relaxed);
-    t.panicked.store(false, Ordering::Relaxed);
     let epoch = epoch_of(t.ticket.load(Ordering::Relaxed)).wrapping_add(1) & 0xffff_ffff;
     t.ticket
         .store((epoch << 32) | ((parts as u64) << 16), Ordering::Release);
@@ -191,17 +201,17 @@ pub fn run(parts: usize, f: &(dyn Fn(usize) + Sync)) {
     let mut turns = 0u32;
     while t.done.load(Ordering::Acquire) < parts {
         turns = turns.wrapping_add(1);
-        if turns.is_multiple_of(64) {
+        if turns.is_multiple_of(YIELD_EVERY) {
             std::thread::yield_now();
         } else {
             std::hint::spin_loop();
         }
     }
     *t.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    let panicked = t.panicked.load(Ordering::Relaxed);
+    let panic = t.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
     drop(guard);
-    if panicked {
-        panic!("team: a part panicked");
+    if let Some(payload) = panic {
+        std::panic::resume_unwind(payload);
     }
 }
 
@@ -316,7 +326,8 @@ mod tests {
                 }
             })
         });
-        assert!(r.is_err());
+        let msg = r.expect_err("the caller panics");
+        assert_eq!(msg.downcast_ref::<&str>(), Some(&"part 2"));
         let n = AtomicUsize::new(0);
         run(5, &|_| {
             n.fetch_add(1, Ordering::Relaxed);

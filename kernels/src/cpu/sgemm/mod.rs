@@ -27,7 +27,8 @@
 //! block, or A is one MC block anyway. C is written in its contiguous direction: a column-major
 //! C is computed as Cᵀ = Bᵀ·Aᵀ.
 //!
-//! Single-threaded: cpu/gemm.rs splits large products over rayon threads, a block each.
+//! Single-threaded: cpu/gemm.rs splits large products over the thread team (team.rs), a block
+//! each.
 
 mod avx512;
 mod pack;
