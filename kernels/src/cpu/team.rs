@@ -7,7 +7,7 @@
 //! 2-vCPU VM: `rayon::join` of two 1 ms tasks after a 10 ms pause took 2.0 ms (serial), and a
 //! 1024 × 512 × 512 product split in two ran at 210 GFLOP/s through rayon against 280 on two
 //! threads that were already running. The team's helpers instead spin (yielding the CPU to any
-//! other runnable thread on every turn) for a while after their last part (`set_spin`; 50 ms by
+//! other runnable thread every ~50 µs) for a while after their last part (`set_spin`; 50 ms by
 //! default), so the products of a training step, milliseconds apart, find them awake; then they
 //! park.
 //!
@@ -18,7 +18,8 @@
 //! closure stays alive) until `done` counts every part. Helpers read the closure only after a
 //! successful claim. A part that panics is caught and counted done; the caller re-raises the
 //! first such panic (its payload, so the message is the part's own).
-//! Helpers: rayon's thread count (RAYON_NUM_THREADS) less one, started on first use.
+//! Helpers: rayon's thread count (RAYON_NUM_THREADS) less one, started on first use; with none,
+//! the caller runs every part itself.
 
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -173,7 +174,11 @@ pub fn run(parts: usize, f: &(dyn Fn(usize) + Sync)) {
         return;
     }
     let t = team();
-    let guard = match (t.helpers > 0 && parts <= MAX_PARTS).then(|| t.busy.try_lock()) {
+    if t.helpers == 0 {
+        (0..parts).for_each(f);
+        return;
+    }
+    let guard = match (parts <= MAX_PARTS).then(|| t.busy.try_lock()) {
         Some(Ok(g)) => g,
         _ => {
             rayon::scope(|sc| {
