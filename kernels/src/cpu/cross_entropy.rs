@@ -1,7 +1,8 @@
 //! Fused softmax cross-entropy (see Backend::cross_entropy). logits [N, V], targets [N].
 //!   lse[n] = m + ln Σ_v exp(logits[n, v] − m),  m = max_v logits[n, v]   (stable);
 //!   losses[n] = lse[n] − logits[n, t[n]];   dlogits[n, v] = s · (exp(logits[n, v] − lse[n]) − [v = t[n]]);
-//! both 0 for rows whose target is IGNORE_INDEX. s = grad_scale. Sums in f64, parallel over rows (the GEMM team, team.rs).
+//! both 0 for rows whose target is IGNORE_INDEX. s = grad_scale. Sums in f64, parallel over rows
+//! (the GEMM team, team.rs).
 //! With dlogits, exp is evaluated once: stored in dlogits, then scaled in place. `in_place` does
 //! the same with dlogits written over the logits (the same numbers, one buffer).
 

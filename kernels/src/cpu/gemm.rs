@@ -210,10 +210,7 @@ pub fn gemm<T: CpuFloat>(alpha: T, a: View<'_, T>, b: View<'_, T>, beta: T, c: V
         return block(0, len);
     }
     let step = len.div_ceil(parts);
-    super::team::run(len.div_ceil(step), &|i| {
-        let p0 = i * step;
-        block(p0, step.min(len - p0))
-    });
+    super::team::for_ranges(len, step, &|r| block(r.start, r.len()));
 }
 
 const PAR_MIN: usize = 1 << 15;
@@ -241,21 +238,10 @@ pub fn prepare<T: CpuFloat>(b: View<'_, T>, dst: &mut [T]) {
     let step = panels.div_ceil(parts);
     let dp = SendPtr(dst.as_mut_ptr());
     let s = |x: usize| isize::try_from(x).expect("prepare: stride overflows isize");
-    super::team::run(panels.div_ceil(step), &|i| {
-        let p0 = i * step;
+    super::team::for_ranges(panels, step, &|r| {
         // SAFETY: B's elements lie in its slice (checked); dst holds the whole layout and the
         // panel ranges are disjoint.
-        unsafe {
-            T::prepare_b(
-                k,
-                n,
-                b.data.as_ptr(),
-                s(b.rs),
-                s(b.cs),
-                dp.get(),
-                p0..(p0 + step).min(panels),
-            )
-        }
+        unsafe { T::prepare_b(k, n, b.data.as_ptr(), s(b.rs), s(b.cs), dp.get(), r) }
     });
 }
 
@@ -325,16 +311,10 @@ pub fn gemm_prepared<T: CpuFloat>(
     }
     if m >= n {
         let step = m.div_ceil(parts);
-        super::team::run(m.div_ceil(step), &|i| {
-            let r0 = i * step;
-            block(r0, step.min(m - r0), 0, n)
-        });
+        super::team::for_ranges(m, step, &|r| block(r.start, r.len(), 0, n));
     } else {
         let step = n.div_ceil(parts).next_multiple_of(cols);
-        super::team::run(n.div_ceil(step), &|i| {
-            let c0 = i * step;
-            block(0, m, c0, step.min(n - c0))
-        });
+        super::team::for_ranges(n, step, &|r| block(0, m, r.start, r.len()));
     }
 }
 
