@@ -429,3 +429,136 @@ fn bench_rayon_join_latency() {
         }
     }
 }
+
+/// The head of one training step as the trainer runs it (model/transformer/head.rs): N = 1024
+/// tokens, vocabulary 50257, rows in chunks of 2^24 / V; per chunk the logits from the prepared
+/// W_head, cross-entropy in place, then dx and dW_head. Prints each phase's time a step (best
+/// of 3 steps) for d = 128 (the quickstart) and d = 512 (the 75M Llama).
+#[test]
+#[ignore]
+fn bench_head_step() {
+    let be = CpuBackend::<f32>::new();
+    let mut g = rng(7);
+    let (n, v) = (1024, 50_257);
+    let chunk = (1usize << 24) / v;
+    for d in [128, 512] {
+        let h = uniform_f32(&mut g, n * d);
+        let w = uniform_f32(&mut g, v * d);
+        let targets: Vec<i32> = (0..n as i32).map(|i| (i * 37) % v as i32).collect();
+        let mut logits = vec![0f32; chunk * v];
+        let mut losses = vec![0f32; n];
+        let mut dh = vec![0f32; n * d];
+        let mut dw = vec![0f32; v * d];
+        let whole = LinearDims {
+            n,
+            inp: d,
+            out: v,
+            layout: WeightLayout::OutIn,
+        };
+        let mut best = [f64::INFINITY; 4];
+        for _ in 0..3 {
+            let mut t = [0f64; 4];
+            let t0 = Instant::now();
+            let prepared = be.prepare_linear_weight(Src::all(&w), whole).unwrap();
+            t[0] += t0.elapsed().as_secs_f64();
+            let mut r0 = 0;
+            while r0 < n {
+                let rows = chunk.min(n - r0);
+                let dims = LinearDims { n: rows, ..whole };
+                let xin = Src::range(&h, r0 * d, rows * d);
+                let t0 = Instant::now();
+                be.linear_forward_prepared(
+                    xin,
+                    Src::all(&w),
+                    Src::all(&prepared),
+                    None,
+                    Dst::range(&mut logits, 0, rows * v),
+                    dims,
+                )
+                .unwrap();
+                let t1 = Instant::now();
+                be.cross_entropy_in_place(
+                    Dst::range(&mut logits, 0, rows * v),
+                    Src::range(&targets, r0, rows),
+                    Dst::range(&mut losses, r0, rows),
+                    rows,
+                    v,
+                    Some(1.0 / n as f64),
+                )
+                .unwrap();
+                let t2 = Instant::now();
+                let gr = WeightGrads::new(&mut dw, (0, v * d), None);
+                be.linear_backward(
+                    xin,
+                    Src::all(&w),
+                    Src::range(&logits, 0, rows * v),
+                    Some(Dst::range(&mut dh, r0 * d, rows * d)),
+                    gr,
+                    dims,
+                )
+                .unwrap();
+                let t3 = Instant::now();
+                t[1] += (t1 - t0).as_secs_f64();
+                t[2] += (t2 - t1).as_secs_f64();
+                t[3] += (t3 - t2).as_secs_f64();
+                r0 += rows;
+            }
+            for (b, x) in best.iter_mut().zip(t) {
+                *b = b.min(x);
+            }
+        }
+        let flop = 2.0 * (n * d * v) as f64;
+        println!(
+            "head d={d}: prepare {:.1} ms, logits {:.1} ms ({:.0} GFLOP/s), cross-entropy {:.1} ms, backward {:.1} ms ({:.0} GFLOP/s); total {:.1} ms",
+            best[0] * 1e3,
+            best[1] * 1e3,
+            flop / best[1] / 1e9,
+            best[2] * 1e3,
+            best[3] * 1e3,
+            2.0 * flop / best[3] / 1e9,
+            best.iter().sum::<f64>() * 1e3
+        );
+    }
+}
+
+/// The head's two backward products for one logits chunk (333 rows of a 50257 vocabulary, the
+/// trainer's 2^24-element chunk) as linear_backward calls them: dx = dlogits · W_head and
+/// dW_head += dlogitsᵀ · h, for d = 128 (the quickstart) and 512 (the 75M Llama); median and best
+/// GFLOP/s of 9 runs.
+#[test]
+#[ignore]
+fn bench_head_products() {
+    let mut g = rng(8);
+    let (v, rows) = (50_257, 333);
+    for d in [128, 512] {
+        let h = uniform_f32(&mut g, rows * d);
+        let w = uniform_f32(&mut g, v * d);
+        let dl = uniform_f32(&mut g, rows * v);
+        let mut dh = vec![0f32; rows * d];
+        let mut dw = vec![0f32; v * d];
+        let f = 2.0 * (rows * d * v) as f64;
+        let (mut dx_rates, mut dw_rates) = (Vec::new(), Vec::new());
+        for _ in 0..9 {
+            let t = best_of(1, || {
+                let (dl, w) = (View::row_major(&dl, rows, v), View::row_major(&w, v, d));
+                gemm(1.0, dl, w, 1.0, ViewMut::row_major(&mut dh, rows, d))
+            });
+            dx_rates.push(f / t / 1e9);
+            let t = best_of(1, || {
+                let (dlt, h) = (
+                    View::row_major(&dl, rows, v).t(),
+                    View::row_major(&h, rows, d),
+                );
+                gemm(1.0, dlt, h, 1.0, ViewMut::row_major(&mut dw, v, d))
+            });
+            dw_rates.push(f / t / 1e9);
+        }
+        for r in [&mut dx_rates, &mut dw_rates] {
+            r.sort_by(f64::total_cmp);
+        }
+        println!(
+            "head d={d} [{rows}x{v}]: dx {:.0} GFLOP/s (best {:.0}), dW {:.0} GFLOP/s (best {:.0})",
+            dx_rates[4], dx_rates[8], dw_rates[4], dw_rates[8]
+        );
+    }
+}

@@ -17,10 +17,11 @@
 //! Blocking (BLIS): C is computed in MR × NR = 12 × 32 tiles held in 24 zmm registers
 //! (avx512.rs), from A packed into MR-row panels and B in NR-column panels (pack.rs), in
 //! thread-local buffers that are reused, never reallocated in the steady state (scratch.rs).
-//! B's panels come one of three ways (`BSource`): packed per block (the default); read in place
-//! when B's rows are contiguous and A is one MC block, so packing would buy no reuse (the head's
-//! dx = dlogits · W_head reads W_head so); or prepared once for many products (`prepare_b`,
-//! `sgemm_prepared`: W_headᵀ for every logits chunk of a step).
+//! B's panels come one of two ways (`BSource`): packed per block (the default), or prepared once
+//! for many products (`prepare_b`, `sgemm_prepared`: W_headᵀ for every logits chunk of a step).
+//! B is packed even when A is one MC block and its rows are contiguous, where the tiles could
+//! read it in place: on an Intel Xeon (AVX-512, 48 KiB L1) the head's dx = dlogits · W_head ran
+//! 10-25% faster from packed panels than from W_head's rows (bench_cpu, bench_head_products).
 //!   order "B panel first" (BLIS):   for NC columns { for KC { pack B; for MC rows { pack A; tiles }}}
 //!   order "C block first":          for NC columns { for MC rows { for KC { B; pack A; tiles }}}
 //! The second keeps a C block in cache across all K blocks; it is used when B is not packed per
@@ -179,19 +180,11 @@ pub unsafe fn sgemm(
             full_n,
         }
     };
-    let in_place = p.b.cs == 1 && p.m <= MC;
     #[cfg(target_arch = "x86_64")]
-    run(
-        &p,
-        if in_place {
-            BSource::InPlace
-        } else {
-            BSource::Pack
-        },
-    );
+    run(&p, BSource::Pack);
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (&p, in_place);
+        let _ = &p;
         unreachable!("the sgemm engine runs on x86-64 only (`available()`)");
     }
 }
@@ -312,11 +305,6 @@ pub unsafe fn sgemm_prepared(
 enum BSource {
     /// Packed per block into the thread's buffer (reused by every MC block of A).
     Pack,
-    /// Read where it is: rows contiguous (cs = 1), `rs` apart. Used when there is a single MC
-    /// block, so every element of B is read once per K block and packing would buy no reuse
-    /// (the head's dx = dlogits · W reads W so, instead of copying it for every chunk). A
-    /// ragged last panel is still packed (zero-padded).
-    InPlace,
     /// Packed once for many products (`prepare_b`): panel jp of K block kb at
     /// ptr + kb·KC·panels·NR + jp·kc·NR; this product's column 0 is panel `first`.
     Prepared {
@@ -326,22 +314,17 @@ enum BSource {
     },
 }
 
-/// The B panels of one (K block, column block): panel jp at ptr + jp·step, rows `ld` apart; a
-/// ragged last panel (read in place) comes from `ragged` instead.
+/// The packed B panels of one (K block, column block): panel jp at ptr + jp·step, NR floats a
+/// step.
 struct Panels {
     ptr: *const f32,
     step: usize,
-    ld: usize,
-    ragged: Option<*const f32>,
     count: usize,
 }
 
 impl Panels {
-    fn panel(&self, jp: usize) -> (*const f32, usize) {
-        match self.ragged {
-            Some(r) if jp + 1 == self.count => (r, avx512::NR),
-            _ => (self.ptr.wrapping_add(jp * self.step), self.ld),
-        }
+    fn panel(&self, jp: usize) -> *const f32 {
+        self.ptr.wrapping_add(jp * self.step)
     }
 }
 
@@ -380,31 +363,12 @@ unsafe fn run(p: &Problem, bsrc: BSource) {
                         Panels {
                             ptr: bpack.as_ptr(),
                             step: kc * NR,
-                            ld: NR,
-                            ragged: None,
-                            count,
-                        }
-                    }
-                    BSource::InPlace => {
-                        let src = p.b.at(pc, jc);
-                        let ragged = (!nc.is_multiple_of(NR)).then(|| {
-                            let j0 = (count - 1) * NR;
-                            pack::pack_b(kc, nc - j0, src.at(0, j0), bpack.as_mut_ptr());
-                            bpack.as_ptr()
-                        });
-                        Panels {
-                            ptr: src.ptr,
-                            step: NR,
-                            ld: src.rs as usize,
-                            ragged,
                             count,
                         }
                     }
                     BSource::Prepared { ptr, panels, first } => Panels {
                         ptr: ptr.add(kb * KC * panels * NR + (first + jc / NR) * kc * NR),
                         step: kc * NR,
-                        ld: NR,
-                        ragged: None,
                         count,
                     },
                 }
@@ -468,14 +432,14 @@ unsafe fn tiles(
         for jp in 0..bp.count {
             let j = jc + jp * NR;
             let w = NR.min(nc - jp * NR);
-            let (bptr, ld) = bp.panel(jp);
+            let bptr = bp.panel(jp);
             let full = h == MR && w == NR;
             let inside = i + MR <= p.full_m && j + NR <= p.full_n;
             if full && p.c.cs == 1 && (uniform || inside) {
                 let c = p.c.ptr.offset(i as isize * p.c.rs + j as isize);
-                avx512::tile_to_c(kc, a, bptr, ld, c, p.c.rs, p.alpha, beta);
+                avx512::tile_to_c(kc, a, bptr, NR, c, p.c.rs, p.alpha, beta);
             } else {
-                avx512::tile_to_buf(kc, a, bptr, ld, tile.as_mut_ptr());
+                avx512::tile_to_buf(kc, a, bptr, NR, tile.as_mut_ptr());
                 edge_epilogue(p, &tile, i, h, j, w, beta);
             }
         }
