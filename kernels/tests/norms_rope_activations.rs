@@ -189,11 +189,13 @@ fn norms_backward_add_into_gradients() {
 
 const ROPE_HEADS: usize = 3;
 const ROPE_DH: usize = 8;
-const ROPE_POS: [i32; 5] = [0, 5, 1, 100, 7];
+/// Positions spanning more values than there are tokens (cos and sin computed per token), and a
+/// batch of two rows repeating positions 2..6 (tabulated once per position).
+const ROPE_POSITIONS: [&[i32]; 2] = [&[0, 5, 1, 100, 7], &[2, 3, 4, 5, 6, 2, 3, 4, 5, 6]];
 
-fn rope(x: &[f64], inv_freq: &[f64], inverse: bool) -> Vec<f64> {
+fn rope(x: &[f64], pos: &[i32], inv_freq: &[f64], inverse: bool) -> Vec<f64> {
     let mut y = x.to_vec();
-    let pos = ROPE_POS.to_vec();
+    let pos = pos.to_vec();
     let be = B64::new();
     let n = pos.len();
     if inverse {
@@ -239,14 +241,16 @@ fn rope_tables() -> Vec<(&'static str, Vec<f64>)> {
 #[test]
 fn rope_forward_and_gradcheck() {
     let mut g = rng(24);
-    let n = ROPE_POS.len();
-    let len = n * ROPE_HEADS * ROPE_DH;
-    let (x, r) = (uniform(&mut g, len), uniform(&mut g, len));
-    for (name, table) in rope_tables() {
-        let y = rope(&x, &table, false);
+    for (pos, (name, table)) in ROPE_POSITIONS
+        .iter()
+        .flat_map(|p| rope_tables().into_iter().map(move |t| (*p, t)))
+    {
+        let len = pos.len() * ROPE_HEADS * ROPE_DH;
+        let (x, r) = (uniform(&mut g, len), uniform(&mut g, len));
+        let y = rope(&x, pos, &table, false);
         // HF rotate-half: pairs (i, i + Dh/2), not interleaved (2i, 2i+1); angle pos·inv_freq[i].
         let half = ROPE_DH / 2;
-        for (t, &p) in ROPE_POS.iter().enumerate() {
+        for (t, &p) in pos.iter().enumerate() {
             for h in 0..ROPE_HEADS {
                 let base = (t * ROPE_HEADS + h) * ROPE_DH;
                 for i in 0..half {
@@ -257,15 +261,15 @@ fn rope_forward_and_gradcheck() {
                 }
             }
         }
-        let back = rope(&y, &table, true);
+        let back = rope(&y, pos, &table, true);
         assert!(
             max_rel_diff(&back, &x) < 1e-14,
             "{name}: rope_backward does not invert rope_forward"
         );
         // rope_backward maps dout to dx in place.
-        let dx = rope(&r, &table, true);
-        fd_check(&format!("rope {name} dx"), &x, &dx, |x| {
-            dot(&rope(x, &table, false), &r)
+        let dx = rope(&r, pos, &table, true);
+        fd_check(&format!("rope {name} {pos:?} dx"), &x, &dx, |x| {
+            dot(&rope(x, pos, &table, false), &r)
         });
     }
 }

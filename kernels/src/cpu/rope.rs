@@ -5,7 +5,9 @@
 //! for llama3 / linear (the model computes it; `crate::rope_inv_freq` is the default).
 //!
 //! Angles, cos and sin are computed in f64, then cast to T. (HF computes the angles in f32, so
-//! at position p the two differ by about p·2^-24 radians.) Parallel over tokens.
+//! at position p the two differ by about p·2^-24 radians.) When the positions span no more values
+//! than there are tokens, cos and sin are tabulated once per position; the same numbers either way.
+//! Parallel over tokens.
 
 use super::workspace;
 use super::CpuFloat;
@@ -36,26 +38,57 @@ fn rotate<T: CpuFloat>(
     );
     let half = head_dim / 2;
     let row = heads * head_dim;
-    x[..n * row]
-        .par_chunks_mut(row)
-        .zip(&pos[..n])
-        .for_each_init(
-            || (workspace::zeroed::<T>(half), workspace::zeroed::<T>(half)),
-            |(cos, sin), (tok, &p)| {
-                for (i, f) in inv_freq.iter().enumerate() {
-                    let a = p as f64 * f;
+    let (x, pos) = (&mut x[..n * row], &pos[..n]);
+    let angle = |p: i32, i: usize| p as f64 * inv_freq[i];
+    let Some((lo, hi)) = pos.iter().fold(None, |r: Option<(i32, i32)>, &p| {
+        Some(r.map_or((p, p), |(lo, hi)| (lo.min(p), hi.max(p))))
+    }) else {
+        return;
+    };
+    let span = (hi as i64 - lo as i64 + 1) as usize;
+    if span <= n {
+        // cos and sin once per position (a batch repeats the same positions in every row)
+        let mut table = workspace::zeroed::<T>(2 * span * half);
+        table
+            .par_chunks_mut(2 * half)
+            .enumerate()
+            .for_each(|(k, t)| {
+                let (cos, sin) = t.split_at_mut(half);
+                for i in 0..half {
+                    let a = angle(lo + k as i32, i);
                     (cos[i], sin[i]) = (T::from_f64c(a.cos()), T::from_f64c(sign * a.sin()));
                 }
-                for head in tok.chunks_mut(head_dim) {
-                    let (lo, hi) = head.split_at_mut(half);
-                    for i in 0..half {
-                        let (a, b) = (lo[i], hi[i]);
-                        lo[i] = a * cos[i] - b * sin[i];
-                        hi[i] = b * cos[i] + a * sin[i];
-                    }
-                }
-            },
-        );
+            });
+        x.par_chunks_mut(row).zip(pos).for_each(|(tok, &p)| {
+            let k = (p as i64 - lo as i64) as usize;
+            let (cos, sin) = table[2 * k * half..2 * (k + 1) * half].split_at(half);
+            rotate_token(tok, head_dim, cos, sin);
+        });
+        return;
+    }
+    x.par_chunks_mut(row).zip(pos).for_each_init(
+        || (workspace::zeroed::<T>(half), workspace::zeroed::<T>(half)),
+        |(cos, sin), (tok, &p)| {
+            for i in 0..half {
+                let a = angle(p, i);
+                (cos[i], sin[i]) = (T::from_f64c(a.cos()), T::from_f64c(sign * a.sin()));
+            }
+            rotate_token(tok, head_dim, cos, sin);
+        },
+    );
+}
+
+/// Every head of one token rotated by the angles whose cos and sin are given.
+fn rotate_token<T: CpuFloat>(tok: &mut [T], head_dim: usize, cos: &[T], sin: &[T]) {
+    let half = head_dim / 2;
+    for head in tok.chunks_mut(head_dim) {
+        let (lo, hi) = head.split_at_mut(half);
+        for i in 0..half {
+            let (a, b) = (lo[i], hi[i]);
+            lo[i] = a * cos[i] - b * sin[i];
+            hi[i] = b * cos[i] + a * sin[i];
+        }
+    }
 }
 
 pub fn forward<T: CpuFloat>(
