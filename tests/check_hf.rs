@@ -1,7 +1,8 @@
 //! The model matches HF transformers on every fixture in tests/fixtures/hf (made by
 //! transformers 5.17 in float64: Llama, GPT-2, Qwen2 with q/k/v biases, Llama 3.x with llama3
 //! rope scaling, Qwen3 with per-head q/k norms and head_dim ≠ hidden/heads, Mistral with a
-//! sliding window of 6 over 24 positions): logits, loss, every gradient and every parameter
+//! sliding window of 6 over 24 positions; and odd-* at sizes no tile or vector width divides,
+//! scripts/make_odd_fixtures.py, transformers 5.24): logits, loss, every gradient and every parameter
 //! after one AdamW step within 1e-5 relative error in f32 and 1e-6 in f64. Bad checkpoints
 //! fail with one sentence naming the file and tensor, exit code 2.
 
@@ -17,13 +18,16 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// Every fixture; each must have a test pair below (`every_fixture_is_checked`).
-const FIXTURES: [&str; 6] = [
+const FIXTURES: [&str; 9] = [
     "tiny-llama",
     "tiny-gpt2",
     "tiny-qwen2",
     "tiny-llama3",
     "tiny-qwen3",
     "tiny-mistral",
+    "odd-llama",
+    "odd-gpt2",
+    "odd-qwen2",
 ];
 
 /// Every relative error of `report` within `tol`, and every stage present.
@@ -112,6 +116,9 @@ parity_tests! {
     tiny_llama3_matches_hf_transformers_f32, tiny_llama3_matches_hf_transformers_f64: "tiny-llama3";
     tiny_qwen3_matches_hf_transformers_f32, tiny_qwen3_matches_hf_transformers_f64: "tiny-qwen3";
     tiny_mistral_matches_hf_transformers_f32, tiny_mistral_matches_hf_transformers_f64: "tiny-mistral";
+    odd_llama_matches_hf_transformers_f32, odd_llama_matches_hf_transformers_f64: "odd-llama";
+    odd_gpt2_matches_hf_transformers_f32, odd_gpt2_matches_hf_transformers_f64: "odd-gpt2";
+    odd_qwen2_matches_hf_transformers_f32, odd_qwen2_matches_hf_transformers_f64: "odd-qwen2";
 }
 
 /// Qwen2's key bias trains: its gradient is transformers' (a norm well away from 0), and the

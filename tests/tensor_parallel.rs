@@ -543,6 +543,36 @@ fn tp_checkpoints_resume_at_other_tp_and_dp() {
     assert_resumes(&model, &tp1, &at, &base.path().join("from-tp1"));
 }
 
+/// The odd-shape fixtures at the tensor-parallel sizes their heads allow: odd-gpt2 (3 heads,
+/// 3 × 29 tokens) at tp 3 with and without sequence parallelism, odd-llama (6 heads, 2 kv heads,
+/// 3 × 37 tokens, which 2 does not divide: no sequence parallelism) at tp 2. odd-qwen2 has one
+/// kv head, so tp > 1 is refused there.
+#[test]
+fn check_hf_with_tp_matches_odd_fixtures() {
+    let fixtures = root().join("tests/fixtures/hf");
+    for (name, tp, sp) in [
+        ("odd-gpt2", 3, false),
+        ("odd-gpt2", 3, true),
+        ("odd-llama", 2, false),
+    ] {
+        let dir = fixtures.join(name).display().to_string();
+        let tp_arg = tp.to_string();
+        let mut a = vec!["check-hf", &dir, "--tp", &tp_arg, "--tol", "1e-5"];
+        if sp {
+            a.push("--sequence-parallel");
+        }
+        let o = mpirun(tp, &a);
+        check(&o, &format!("check-hf {name} --tp {tp} sp {sp}"));
+        let text = String::from_utf8_lossy(&o.stdout);
+        let last = text.lines().last().unwrap_or_default();
+        println!("{name} tp {tp} sp {sp}: {last}");
+        assert!(
+            last.contains("max rel_err") && text.contains(&format!("tp {tp}")),
+            "{name}: unexpected report\n{text}"
+        );
+    }
+}
+
 #[test]
 fn check_hf_with_tp_2_matches_every_fixture() {
     let fixtures = root().join("tests/fixtures/hf");
