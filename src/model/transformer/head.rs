@@ -26,9 +26,10 @@ use ferrotron_zero::ParamStore;
 
 /// Rows of logits computed at once in the head, so N×V logits never exist whole: 2^24 elements
 /// (64 MiB in f32, 32 MiB in bf16), about 330 rows of a 50k vocabulary. Each chunk re-reads
-/// W_head for its logits and for dh_f (read in place), and adds into all of dW_head, so smaller
-/// chunks cost passes over W_head-sized memory: 2^23 made the quickstart's step about 8% slower
-/// (with matrixmultiply, which re-packed W_head per chunk and product, 2^22 spent 1.47×).
+/// W_head for its logits and for dh_f (on the CPU packed again for dh_f), and adds into all of
+/// dW_head, so smaller chunks cost passes over W_head-sized memory: 2^23 made the quickstart's
+/// step about 8% slower (with matrixmultiply, which re-packed W_head per chunk and product, 2^22
+/// spent 1.47×).
 pub const HEAD_CHUNK_ELEMS: usize = 1 << 24;
 
 /// The largest W_head (elements; 64 MiB in f32) that is prepared (CPU: packed) whole: up to it
