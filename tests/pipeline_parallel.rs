@@ -33,6 +33,9 @@
 //! update (lr·δg/(4·eps) at |g| ≈ eps); at 1e-2 a tied 8-block model's weights then move 1.4–2e-5
 //! from one rank's after 10 steps with or without a pipeline, at 3e-3 1.4–2.5e-6.
 //!
+//! The odd-shape fixtures' configurations (vocabulary 301, 3 blocks, 3 heads) also run through
+//! pp 3 (GPipe), pp 2 (1F1B, 2 + 1 blocks) and (pp 2, tp 3) against one rank.
+//!
 //! `FERROTRON_PP_FULL=1` runs every layout on every model (36 + 6 runs instead of 18).
 
 mod common;
@@ -672,4 +675,71 @@ fn assert_tied_table_stored_once(out: &Path, dir: &Path) {
     let names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
     assert_eq!(names.iter().filter(|n| *n == name).count(), 1, "{names:?}");
     assert!(!names.iter().any(|n| n == "lm_head.weight"), "{names:?}");
+}
+
+/// The odd-shape fixtures' configurations (random init) through pipelines whose stages hold
+/// uneven work: odd-llama's 3 blocks over pp 3 (GPipe) and pp 2 (1F1B: 2 + 1 blocks), odd-gpt2's
+/// 3 heads at (pp 2, tp 3) — vocabulary 301, hidden 72 and 48, 3 micro-batches of 2 rows.
+/// Losses and final weights as one rank's.
+#[test]
+fn odd_shapes_through_pipelines_match_one_rank() {
+    let recipe = root()
+        .join("tests/recipes/tiny-pp.toml")
+        .display()
+        .to_string();
+    let run = |fixture: &str, ranks: usize, layout: &[&str], out: &Path| {
+        let mut sets = vec![
+            format!("model.config=tests/fixtures/hf/{fixture}/config.json"),
+            format!("train.out_dir={}", out.display()),
+            "train.global_batch=6".to_string(),
+            "train.eval_every=0".to_string(),
+        ];
+        sets.extend(layout.iter().map(|s| s.to_string()));
+        let args = train_args(&recipe, &sets);
+        let o = if ranks == 1 {
+            ferrotron(&strs(&args))
+        } else {
+            mpirun(ranks, &strs(&args))
+        };
+        check(&o, &format!("{fixture} {layout:?}"));
+    };
+    let cases: [(&str, usize, &[&str]); 3] = [
+        (
+            "odd-llama",
+            3,
+            &[
+                "parallel.pp=3",
+                "parallel.pp_schedule=gpipe",
+                "parallel.microbatches=3",
+            ],
+        ),
+        (
+            "odd-llama",
+            2,
+            &["parallel.pp=2", "parallel.microbatches=3"],
+        ),
+        (
+            "odd-gpt2",
+            6,
+            &["parallel.pp=2", "parallel.tp=3", "parallel.microbatches=3"],
+        ),
+    ];
+    for (fixture, ranks, layout) in cases {
+        let one = tempfile::tempdir().unwrap();
+        run(fixture, 1, &[], one.path());
+        let many = tempfile::tempdir().unwrap();
+        run(fixture, ranks, layout, many.path());
+        let (a, b) = (losses(one.path()), losses(many.path()));
+        assert_eq!(a.len(), STEPS);
+        let dl = max_rel(&b, &a);
+        let wa = checkpoint_weights(&one.path().join("checkpoints"));
+        let wb = checkpoint_weights(&many.path().join("checkpoints"));
+        let dw = weights_rel(&wb, &wa);
+        println!("{fixture} {layout:?}: losses {dl:.2e}, final weights {dw:.2e}");
+        assert!(dl <= 1e-6, "{fixture} {layout:?}: losses {a:?} vs {b:?}");
+        assert!(
+            dw <= 1e-5,
+            "{fixture} {layout:?}: final weights differ by {dw:.2e}"
+        );
+    }
 }
