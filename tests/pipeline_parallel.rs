@@ -508,8 +508,9 @@ fn three_d_layouts_match_one_rank() {
 /// and receives between two compute actions as one group, matched by order without tags. pp 2
 /// and pp 4 under 1F1B and GPipe, with ZeRO 0 and 3, and the 3D layout with SP, give one rank's
 /// losses and weights; the bytes, activation peaks and ZeRO traffic are checked as above, and
-/// the plan says how the tensors travel. Interleaved lists, which NCCL's calls cannot run
-/// (parallel/src/pipeline/grouped.rs), are refused before training, exit code 2.
+/// the plan says how the tensors travel. Interleaved 1F1B (pp 2 and pp 4, v = 2, ZeRO 0 and 1)
+/// runs grouped too, through its lists with the messages placed in lock-step rounds
+/// (parallel/src/pipeline/rounds.rs).
 #[test]
 fn grouped_point_to_point_matches_one_rank() {
     let refs = References::new();
@@ -547,25 +548,25 @@ fn grouped_point_to_point_matches_one_rank() {
     let out = base.path().join("grouped-gpipe");
     train(Model::Gpt2, refs.dir.path(), &out, 2, &sets, false);
 
-    let dir = tempfile::tempdir().unwrap();
-    let interleaved = Layout {
+    let interleaved = |pp, zero| Layout {
         grouped: true,
-        ..Layout::pp(2, true, 0)
+        ..Layout::pp(pp, true, zero)
     };
-    let recipe = root().join("tests/recipes/tiny-pp.toml");
-    let mut sets = vec![
-        format!("model.config={}", Model::Llama.config(dir.path()).display()),
-        format!("train.out_dir={}", dir.path().join("out").display()),
-    ];
-    sets.extend(interleaved.sets());
-    let args = train_args(&recipe.display().to_string(), &sets);
-    let o = mpirun(2, &strs(&args));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("parallel.pp_p2p = \"grouped\": the interleaved schedule cannot run over grouped point-to-point"),
-        "{err}"
-    );
+    for (i, (model, layout)) in [
+        (Model::Llama, interleaved(2, 0)),
+        (Model::LlamaTied, interleaved(4, 1)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = base.path().join(format!("grouped-interleaved-{i}"));
+        run_and_check(model, layout, &refs, &out);
+        let plan = std::fs::read_to_string(out.join("stdout.txt")).unwrap();
+        assert!(
+            plan.contains("pipeline point-to-point: grouped point-to-point over MPI/TCP"),
+            "{plan}"
+        );
+    }
 }
 
 /// Copies `src`'s step-5 checkpoint into `dst`'s checkpoint directory.

@@ -11,7 +11,8 @@
 //!   (`HostExchange`), the CPU check of the grouped mode.
 //! - `run_step_with(links, rank, stages, schedule, compute)`: the same over any `Links`, with
 //!   the compute's own buffer type (device buffers with `GroupedLinks` over NCCL). Grouped
-//!   links need lists that `check_grouped` accepts; it is checked here, before any message.
+//!   links run `Schedule::grouped_actions` (the lists `check_grouped` accepts); it is checked
+//!   here, before any message.
 //! - Tags (host mode) are `Message::tag()`: 2·boundary (+1 for gradients), on the pp group only.
 //! - The length of every message is `StageCompute::boundary_len`; a produced buffer of another
 //!   length is an error naming the action.
@@ -195,7 +196,11 @@ pub fn run_step_with<L: Links>(
             ),
         })?;
     }
-    let actions = schedule.actions(rank);
+    let actions = if L::GROUPED {
+        schedule.grouped_actions(rank)
+    } else {
+        schedule.actions(rank)
+    };
     let mut step = Step {
         links,
         compute,

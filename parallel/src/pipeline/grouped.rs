@@ -19,6 +19,10 @@
 //!   completes once every peer it talks to has reached (posted) the group holding the partner
 //!   call. If no rank can move before all lists end, the step would hang.
 //!
+//! Where a schedule's own lists fail these checks (interleaved), `Schedule::grouped_actions`
+//! gives the grouped mode the same computes with their messages placed in lock-step rounds
+//! (rounds.rs), which pass them.
+//!
 //! On a GPU the host never waits: the NCCL stream runs the groups in list order, and a kernel
 //! waits only for the buffers it reads (a send for the kernel that wrote its buffer). Those
 //! dependencies are a subset of this serial model's, so lists safe here are safe there.
@@ -51,8 +55,8 @@ pub fn comm_runs(actions: &[Action]) -> Vec<Range<usize>> {
     runs
 }
 
-/// Checks `schedule`'s lists for grouped, tagless, rendezvous point-to-point (module comment);
-/// the schedule keeps the verdict, so later calls cost nothing.
+/// Checks `schedule` for grouped, tagless, rendezvous point-to-point (module comment): its own
+/// lists, else its lists with the messages placed in rounds; the schedule keeps the verdict.
 pub fn check_grouped(schedule: &Schedule) -> Result<(), SimError> {
     schedule.grouped_safety()
 }

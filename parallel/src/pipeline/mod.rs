@@ -22,6 +22,7 @@ pub mod grouped;
 mod interleaved;
 pub mod links;
 mod one_f_one_b;
+mod rounds;
 pub mod schedule;
 pub mod selftest;
 pub mod sim;

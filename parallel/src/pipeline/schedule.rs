@@ -78,8 +78,10 @@ pub struct Schedule {
     microbatches: usize,
     virtual_stages: usize,
     ranks: Vec<Vec<Action>>,
-    /// `check_grouped`'s verdict, computed once (the executor asks every step).
-    grouped: std::sync::OnceLock<Result<(), super::sim::SimError>>,
+    /// The lists for grouped point-to-point, made and checked once (the executor asks every
+    /// step): None when `ranks` are safe as they are, else `ranks` with their messages placed in
+    /// rounds (rounds.rs); Err when neither is.
+    grouped: std::sync::OnceLock<Result<Option<Vec<Vec<Action>>>, super::sim::SimError>>,
 }
 
 impl Schedule {
@@ -151,17 +153,46 @@ impl Schedule {
             .map(|j| j * self.stages + rank)
             .collect()
     }
-    /// Whether the lists run over grouped, tagless, rendezvous point-to-point
-    /// (`grouped::check_grouped_actions`), checked on the first call only.
+    /// Whether the schedule runs over grouped, tagless, rendezvous point-to-point
+    /// (`grouped::check_grouped_actions` of `grouped_actions`), decided on the first call only.
     pub fn grouped_safety(&self) -> Result<(), super::sim::SimError> {
-        self.grouped
-            .get_or_init(|| super::grouped::check_grouped_actions(&self.ranks))
-            .clone()
+        self.grouped_lists().map(|_| ())
     }
 
-    /// Rank `rank`'s actions for one step.
+    /// The lists the grouped mode runs: the schedule's own when they are safe for it, else the
+    /// same computes with their messages placed in rounds (rounds.rs) when those are.
+    fn grouped_lists(&self) -> Result<&[Vec<Action>], super::sim::SimError> {
+        let verdict = self.grouped.get_or_init(|| {
+            let own = super::grouped::check_grouped_actions(&self.ranks);
+            let Err(own_err) = own else {
+                return Ok(None);
+            };
+            let rounds =
+                super::rounds::with_round_messages(self.stages, self.chunks(), &self.ranks);
+            match super::grouped::check_grouped_actions(&rounds) {
+                Ok(()) => Ok(Some(rounds)),
+                Err(_) => Err(own_err),
+            }
+        });
+        match verdict {
+            Ok(None) => Ok(&self.ranks),
+            Ok(Some(lists)) => Ok(lists),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    /// Rank `rank`'s actions for one step (tagged point-to-point).
     pub fn actions(&self, rank: usize) -> &[Action] {
         &self.ranks[rank]
+    }
+
+    /// Rank `rank`'s actions for one step over grouped point-to-point (`grouped_lists`); the
+    /// schedule's own lists when it cannot run grouped (the executor checks first).
+    pub fn grouped_actions(&self, rank: usize) -> &[Action] {
+        match self.grouped_lists() {
+            Ok(lists) => &lists[rank],
+            Err(_) => &self.ranks[rank],
+        }
     }
     pub fn all_actions(&self) -> &[Vec<Action>] {
         &self.ranks

@@ -8,11 +8,12 @@
 //!   the executor of parallel/src/pipeline (`step.rs`); evaluation and samples run a
 //!   forward-only pipeline (`forward.rs`, always tagged host messages).
 //! - Point-to-point (`parallel.pp_p2p`): "auto" sends boundary tensors device to device in
-//!   NCCL groups when the run is on CUDA with `gpu_comm = "nccl"` and the schedule's lists are
-//!   safe for NCCL's grouped, tagless calls (`check_grouped`: GPipe, 1F1B and ZB-H1 are; the
-//!   interleaved lists are not, and stay on tagged host-staged messages, as the plan says);
-//!   "grouped" asks for the grouped calls everywhere (over MPI/TCP on the CPU) and is refused
-//!   for a schedule they cannot run; "tagged" keeps tagged host messages.
+//!   NCCL groups when the run is on CUDA with `gpu_comm = "nccl"` and the schedule runs over
+//!   NCCL's grouped, tagless calls (`check_grouped`: every schedule does; GPipe, 1F1B and ZB-H1
+//!   with their own lists, interleaved with its messages placed in lock-step rounds,
+//!   parallel/src/pipeline/rounds.rs); "grouped" asks for the grouped calls everywhere (over
+//!   MPI/TCP on the CPU) and is refused for a schedule they cannot run; "tagged" keeps tagged
+//!   host messages.
 //! - Tied embeddings: the last stage holds a copy of the embedding unit for the output
 //!   projection. Both copies start from the same source and get the same update: the table's
 //!   gradient is summed over the embedding group {first stage, last stage} before the norm
