@@ -196,7 +196,7 @@ fn every_schedule_runs_over_grouped_tagless_point_to_point() {
             placed_in_rounds += 1;
         }
         for r in 0..p {
-            let (own, grouped) = (s.actions(r), s.grouped_actions(r));
+            let (own, grouped) = (s.actions(r), s.grouped_actions(r).unwrap());
             let computes = |l: &[Action]| -> Vec<Action> {
                 l.iter().copied().filter(Action::is_compute).collect()
             };

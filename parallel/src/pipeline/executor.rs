@@ -11,8 +11,8 @@
 //!   (`HostExchange`), the CPU check of the grouped mode.
 //! - `run_step_with(links, rank, stages, schedule, compute)`: the same over any `Links`, with
 //!   the compute's own buffer type (device buffers with `GroupedLinks` over NCCL). Grouped
-//!   links run `Schedule::grouped_actions` (the lists `check_grouped` accepts); it is checked
-//!   here, before any message.
+//!   links run `Schedule::grouped_actions` (the lists `check_grouped` accepts, or the reason
+//!   there are none), taken here before any message.
 //! - Tags (host mode) are `Message::tag()`: 2·boundary (+1 for gradients), on the pp group only.
 //! - The length of every message is `StageCompute::boundary_len`; a produced buffer of another
 //!   length is an error naming the action.
@@ -27,7 +27,6 @@ use std::time::Instant;
 use crate::comm::Comm;
 
 use super::action::{Action, Direction, Message, MessageKind};
-use super::grouped::check_grouped;
 use super::links::{GroupedLinks, HostExchange, HostLinks, LinkError, Links};
 use super::schedule::Schedule;
 
@@ -187,17 +186,16 @@ pub fn run_step_with<L: Links>(
             ),
         });
     }
-    if L::GROUPED {
-        check_grouped(schedule).map_err(|e| PipelineError::Mismatch {
-            rank,
-            what: format!(
-                "the {} schedule cannot run over grouped point-to-point: {e}",
-                schedule.kind().name()
-            ),
-        })?;
-    }
     let actions = if L::GROUPED {
-        schedule.grouped_actions(rank)
+        schedule
+            .grouped_actions(rank)
+            .map_err(|e| PipelineError::Mismatch {
+                rank,
+                what: format!(
+                    "the {} schedule cannot run over grouped point-to-point: {e}",
+                    schedule.kind().name()
+                ),
+            })?
     } else {
         schedule.actions(rank)
     };

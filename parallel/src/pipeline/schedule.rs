@@ -186,13 +186,10 @@ impl Schedule {
         &self.ranks[rank]
     }
 
-    /// Rank `rank`'s actions for one step over grouped point-to-point (`grouped_lists`); the
-    /// schedule's own lists when it cannot run grouped (the executor checks first).
-    pub fn grouped_actions(&self, rank: usize) -> &[Action] {
-        match self.grouped_lists() {
-            Ok(lists) => &lists[rank],
-            Err(_) => &self.ranks[rank],
-        }
+    /// Rank `rank`'s actions for one step over grouped point-to-point (`grouped_lists`), or why
+    /// the schedule cannot run grouped.
+    pub fn grouped_actions(&self, rank: usize) -> Result<&[Action], super::sim::SimError> {
+        self.grouped_lists().map(|lists| lists[rank].as_slice())
     }
     pub fn all_actions(&self) -> &[Vec<Action>] {
         &self.ranks
