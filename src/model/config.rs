@@ -106,6 +106,10 @@ impl ModelConfig {
             ("key/value heads", self.kv_heads),
             ("head_dim", self.head_dim),
             ("intermediate size", self.ffn),
+            (
+                "the position count (max_position_embeddings / n_positions)",
+                self.max_positions,
+            ),
         ];
         for (what, v) in positive {
             if v == 0 {
