@@ -8,7 +8,15 @@ intermediate size of 200. Written in the layout `ferrotron check-hf` reads
 reference.safetensors with input_ids, labels (the first S/4 of row 0 ignored), logits and loss
 (f64), grad.<param> (f64) and adamw1.<param> (f64) after one AdamW(lr 1e-3, betas (0.9, 0.95),
 eps 1e-8, weight decay 0.1) step; reference.json.
-Usage: python3 scripts/make_odd_fixtures.py tests/fixtures/hf
+
+The var-* fixtures turn on config keys the tiny-* ones leave at their defaults, each at odd sizes:
+Llama with attention and MLP biases, tied embeddings and an explicit head_dim (heads x head_dim !=
+hidden); Llama with linear rope scaling and multi-query attention over 7 heads; Llama 3 rope
+scaling over more positions than original_max_position_embeddings; Mistral with an explicit
+head_dim and a window of 7; Qwen2 with use_sliding_window / max_window_layers; Qwen3 with
+attention biases, windows and tied embeddings; GPT-2 with n_inner, gelu_pytorch_tanh and a large
+layer_norm_epsilon.
+Usage: python3 scripts/make_odd_fixtures.py tests/fixtures/hf [NAME ...]   (default: all)
 """
 import json
 import os
@@ -16,8 +24,9 @@ import sys
 
 import torch
 from safetensors.torch import save_file
-from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config,
-                          Qwen2ForCausalLM)
+from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
+                          MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM,
+                          Qwen3Config, Qwen3ForCausalLM)
 
 ODD = {
     "odd-llama": (LlamaForCausalLM, LlamaConfig(
@@ -33,6 +42,42 @@ ODD = {
         num_attention_heads=5, num_key_value_heads=1, max_position_embeddings=128,
         rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
         bos_token_id=0, eos_token_id=1), (2, 33)),
+    "var-llama-bias-tied-hd": (LlamaForCausalLM, LlamaConfig(
+        vocab_size=131, hidden_size=72, intermediate_size=100, num_hidden_layers=2,
+        num_attention_heads=6, num_key_value_heads=3, head_dim=24, attention_bias=True,
+        mlp_bias=True, tie_word_embeddings=True, max_position_embeddings=64, rms_norm_eps=1e-5,
+        bos_token_id=0, eos_token_id=1), (2, 19)),
+    "var-llama-linear-rope": (LlamaForCausalLM, LlamaConfig(
+        vocab_size=137, hidden_size=56, intermediate_size=90, num_hidden_layers=2,
+        num_attention_heads=7, num_key_value_heads=1,
+        rope_scaling={"rope_type": "linear", "factor": 2.5}, max_position_embeddings=64,
+        bos_token_id=0, eos_token_id=1), (3, 21)),
+    "var-llama3-rope": (LlamaForCausalLM, LlamaConfig(
+        vocab_size=139, hidden_size=48, intermediate_size=70, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, rope_theta=500000.0,
+        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                      "high_freq_factor": 4.0, "original_max_position_embeddings": 16},
+        max_position_embeddings=64, bos_token_id=0, eos_token_id=1), (2, 40)),
+    "var-mistral-window-hd": (MistralForCausalLM, MistralConfig(
+        vocab_size=149, hidden_size=60, intermediate_size=88, num_hidden_layers=2,
+        num_attention_heads=5, num_key_value_heads=5, head_dim=14, sliding_window=7,
+        max_position_embeddings=64, bos_token_id=0, eos_token_id=1), (2, 31)),
+    "var-qwen2-window": (Qwen2ForCausalLM, Qwen2Config(
+        vocab_size=151, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True, sliding_window=6,
+        max_window_layers=1, max_position_embeddings=64, tie_word_embeddings=False,
+        bos_token_id=0, eos_token_id=1), (2, 27)),
+    "var-qwen3-bias-window": (Qwen3ForCausalLM, Qwen3Config(
+        vocab_size=157, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=20, attention_bias=True,
+        use_sliding_window=True, sliding_window=5, max_window_layers=2,
+        max_position_embeddings=64, tie_word_embeddings=True, bos_token_id=0, eos_token_id=1),
+        (2, 23)),
+    "var-gpt2-inner-tanh": (GPT2LMHeadModel, GPT2Config(
+        vocab_size=127, n_embd=40, n_layer=2, n_head=5, n_inner=70,
+        activation_function="gelu_pytorch_tanh", layer_norm_epsilon=1e-3, n_positions=48,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=1),
+        (3, 17)),
 }
 
 
@@ -71,5 +116,10 @@ def write_fixture(out_dir, name, model_class, config, batch_shape):
 
 
 if __name__ == "__main__":
-    for fixture_name, (cls, cfg, shape) in ODD.items():
+    wanted = sys.argv[2:] or list(ODD)
+    unknown = [n for n in wanted if n not in ODD]
+    if unknown:
+        sys.exit(f"make_odd_fixtures: unknown fixture(s) {unknown}; known: {list(ODD)}")
+    for fixture_name in wanted:
+        cls, cfg, shape = ODD[fixture_name]
         write_fixture(sys.argv[1], fixture_name, cls, cfg, shape)

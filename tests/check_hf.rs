@@ -1,7 +1,9 @@
 //! The model matches HF transformers on every fixture in tests/fixtures/hf (made by
 //! transformers 5.17 in float64: Llama, GPT-2, Qwen2 with q/k/v biases, Llama 3.x with llama3
 //! rope scaling, Qwen3 with per-head q/k norms and head_dim ≠ hidden/heads, Mistral with a
-//! sliding window of 6 over 24 positions; and odd-* at sizes no tile or vector width divides,
+//! sliding window of 6 over 24 positions; odd-* at sizes no tile or vector width divides, and
+//! var-* with the config keys the tiny ones leave at defaults (biases, tied embeddings, explicit
+//! head_dim, linear / llama3 rope scaling, per-layer windows, n_inner, gelu_pytorch_tanh):
 //! scripts/make_odd_fixtures.py, transformers 5.24): logits, loss, every gradient and every parameter
 //! after one AdamW step within 1e-5 relative error in f32 and 1e-6 in f64. Bad checkpoints
 //! fail with one sentence naming the file and tensor, exit code 2.
@@ -18,7 +20,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// Every fixture; each must have a test pair below (`every_fixture_is_checked`).
-const FIXTURES: [&str; 9] = [
+const FIXTURES: [&str; 16] = [
     "tiny-llama",
     "tiny-gpt2",
     "tiny-qwen2",
@@ -28,6 +30,13 @@ const FIXTURES: [&str; 9] = [
     "odd-llama",
     "odd-gpt2",
     "odd-qwen2",
+    "var-llama-bias-tied-hd",
+    "var-llama-linear-rope",
+    "var-llama3-rope",
+    "var-mistral-window-hd",
+    "var-qwen2-window",
+    "var-qwen3-bias-window",
+    "var-gpt2-inner-tanh",
 ];
 
 /// Every relative error of `report` within `tol`, and every stage present.
@@ -119,6 +128,13 @@ parity_tests! {
     odd_llama_matches_hf_transformers_f32, odd_llama_matches_hf_transformers_f64: "odd-llama";
     odd_gpt2_matches_hf_transformers_f32, odd_gpt2_matches_hf_transformers_f64: "odd-gpt2";
     odd_qwen2_matches_hf_transformers_f32, odd_qwen2_matches_hf_transformers_f64: "odd-qwen2";
+    var_llama_bias_tied_hd_matches_hf_transformers_f32, var_llama_bias_tied_hd_matches_hf_transformers_f64: "var-llama-bias-tied-hd";
+    var_llama_linear_rope_matches_hf_transformers_f32, var_llama_linear_rope_matches_hf_transformers_f64: "var-llama-linear-rope";
+    var_llama3_rope_matches_hf_transformers_f32, var_llama3_rope_matches_hf_transformers_f64: "var-llama3-rope";
+    var_mistral_window_hd_matches_hf_transformers_f32, var_mistral_window_hd_matches_hf_transformers_f64: "var-mistral-window-hd";
+    var_qwen2_window_matches_hf_transformers_f32, var_qwen2_window_matches_hf_transformers_f64: "var-qwen2-window";
+    var_qwen3_bias_window_matches_hf_transformers_f32, var_qwen3_bias_window_matches_hf_transformers_f64: "var-qwen3-bias-window";
+    var_gpt2_inner_tanh_matches_hf_transformers_f32, var_gpt2_inner_tanh_matches_hf_transformers_f64: "var-gpt2-inner-tanh";
 }
 
 /// Qwen2's key bias trains: its gradient is transformers' (a norm well away from 0), and the
