@@ -15,7 +15,10 @@ hidden); Llama with linear rope scaling and multi-query attention over 7 heads; 
 scaling over more positions than original_max_position_embeddings; Mistral with an explicit
 head_dim and a window of 7; Qwen2 with use_sliding_window / max_window_layers; Qwen3 with
 attention biases, windows and tied embeddings; GPT-2 with n_inner, gelu_pytorch_tanh and a large
-layer_norm_epsilon.
+layer_norm_epsilon; yarn rope scaling (Qwen2 at the defaults over 41 positions from an original
+16; Qwen3 with an untruncated ramp, beta_fast / beta_slow and the mscale ratio); dynamic rope
+scaling within max_position_embeddings; GPT-2 with scale_attn_by_inverse_layer_idx, and with
+scale_attn_weights = false.
 Usage: python3 scripts/make_odd_fixtures.py tests/fixtures/hf [NAME ...]   (default: all)
 """
 import json
@@ -78,6 +81,32 @@ ODD = {
         activation_function="gelu_pytorch_tanh", layer_norm_epsilon=1e-3, n_positions=48,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=1),
         (3, 17)),
+    "var-qwen2-yarn": (Qwen2ForCausalLM, Qwen2Config(
+        vocab_size=163, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
+        num_attention_heads=3, num_key_value_heads=1, max_position_embeddings=64,
+        rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16},
+        tie_word_embeddings=False, bos_token_id=0, eos_token_id=1), (2, 41)),
+    "var-qwen3-yarn-mscale": (Qwen3ForCausalLM, Qwen3Config(
+        vocab_size=167, hidden_size=64, intermediate_size=72, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=32, rope_theta=1000000.0,
+        rope_scaling={"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 8,
+                      "beta_fast": 8.0, "beta_slow": 2.0, "truncate": False, "mscale": 0.707,
+                      "mscale_all_dim": 1.0},
+        max_position_embeddings=64, tie_word_embeddings=True, bos_token_id=0, eos_token_id=1),
+        (2, 35)),
+    "var-llama-dynamic-rope": (LlamaForCausalLM, LlamaConfig(
+        vocab_size=173, hidden_size=40, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=5, num_key_value_heads=5,
+        rope_scaling={"rope_type": "dynamic", "factor": 3.0}, max_position_embeddings=32,
+        bos_token_id=0, eos_token_id=1), (2, 32)),
+    "var-gpt2-layer-scaled": (GPT2LMHeadModel, GPT2Config(
+        vocab_size=179, n_embd=36, n_layer=3, n_head=3, n_positions=40,
+        scale_attn_by_inverse_layer_idx=True, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=0, eos_token_id=1), (2, 25)),
+    "var-gpt2-unscaled": (GPT2LMHeadModel, GPT2Config(
+        vocab_size=181, n_embd=32, n_layer=2, n_head=4, n_positions=40,
+        scale_attn_weights=False, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=0, eos_token_id=1), (2, 23)),
 }
 
 

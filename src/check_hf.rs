@@ -170,6 +170,10 @@ pub fn run_tp<B: Backend>(
             ids_shape
         ));
     };
+    model
+        .cfg
+        .check_sequence_length(seq)
+        .map_err(|e| user!("{}: `input_ids` [{rows}, {seq}]: {e}", ref_path.display()))?;
     if labels.len() != ids.len() {
         return Err(user!(
             "{}: `labels` and `input_ids` differ in size",

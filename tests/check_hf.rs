@@ -3,7 +3,8 @@
 //! rope scaling, Qwen3 with per-head q/k norms and head_dim ≠ hidden/heads, Mistral with a
 //! sliding window of 6 over 24 positions; odd-* at sizes no tile or vector width divides, and
 //! var-* with the config keys the tiny ones leave at defaults (biases, tied embeddings, explicit
-//! head_dim, linear / llama3 rope scaling, per-layer windows, n_inner, gelu_pytorch_tanh):
+//! head_dim, linear / llama3 / yarn / dynamic rope scaling, per-layer windows, n_inner,
+//! gelu_pytorch_tanh, GPT-2's attention scale flags):
 //! scripts/make_odd_fixtures.py, transformers 5.24): logits, loss, every gradient and every parameter
 //! after one AdamW step within 1e-5 relative error in f32 and 1e-6 in f64. Bad checkpoints
 //! fail with one sentence naming the file and tensor, exit code 2.
@@ -20,7 +21,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// Every fixture; each must have a test pair below (`every_fixture_is_checked`).
-const FIXTURES: [&str; 16] = [
+const FIXTURES: [&str; 21] = [
     "tiny-llama",
     "tiny-gpt2",
     "tiny-qwen2",
@@ -37,6 +38,11 @@ const FIXTURES: [&str; 16] = [
     "var-qwen2-window",
     "var-qwen3-bias-window",
     "var-gpt2-inner-tanh",
+    "var-qwen2-yarn",
+    "var-qwen3-yarn-mscale",
+    "var-llama-dynamic-rope",
+    "var-gpt2-layer-scaled",
+    "var-gpt2-unscaled",
 ];
 
 /// Every relative error of `report` within `tol`, and every stage present.
@@ -135,6 +141,11 @@ parity_tests! {
     var_qwen2_window_matches_hf_transformers_f32, var_qwen2_window_matches_hf_transformers_f64: "var-qwen2-window";
     var_qwen3_bias_window_matches_hf_transformers_f32, var_qwen3_bias_window_matches_hf_transformers_f64: "var-qwen3-bias-window";
     var_gpt2_inner_tanh_matches_hf_transformers_f32, var_gpt2_inner_tanh_matches_hf_transformers_f64: "var-gpt2-inner-tanh";
+    var_qwen2_yarn_matches_hf_transformers_f32, var_qwen2_yarn_matches_hf_transformers_f64: "var-qwen2-yarn";
+    var_qwen3_yarn_mscale_matches_hf_transformers_f32, var_qwen3_yarn_mscale_matches_hf_transformers_f64: "var-qwen3-yarn-mscale";
+    var_llama_dynamic_rope_matches_hf_transformers_f32, var_llama_dynamic_rope_matches_hf_transformers_f64: "var-llama-dynamic-rope";
+    var_gpt2_layer_scaled_matches_hf_transformers_f32, var_gpt2_layer_scaled_matches_hf_transformers_f64: "var-gpt2-layer-scaled";
+    var_gpt2_unscaled_matches_hf_transformers_f32, var_gpt2_unscaled_matches_hf_transformers_f64: "var-gpt2-unscaled";
 }
 
 /// Qwen2's key bias trains: its gradient is transformers' (a norm well away from 0), and the
@@ -271,12 +282,12 @@ fn unsupported_rope_scaling_is_rejected_by_name() {
     let tmp = damaged_copy("tiny-llama");
     let text = std::fs::read_to_string(tmp.path().join("config.json")).unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0});
+    v["rope_scaling"] = serde_json::json!({"rope_type": "longrope", "factor": 4.0});
     std::fs::write(tmp.path().join("config.json"), v.to_string()).unwrap();
     let (code, err) = ferrotron(&["check-hf", tmp.path().to_str().unwrap()]);
     assert_eq!(code, 2, "stderr: {err}");
     assert!(
-        err.contains("rope_scaling") && err.contains("yarn"),
+        err.contains("rope_scaling") && err.contains("longrope"),
         "stderr: {err}"
     );
 }

@@ -664,6 +664,56 @@ fn assert_tied_table_stored_once(out: &Path, dir: &Path) {
     assert!(!names.iter().any(|n| n == "lm_head.weight"), "{names:?}");
 }
 
+/// GPT-2 with scale_attn_by_inverse_layer_idx (var-gpt2-layer-scaled's config, vocabulary
+/// widened to the byte tokenizer's) over pp 3: each stage's block divides q·k by its global
+/// layer index + 1, so losses and final weights match one rank's only if the stages use their
+/// layers' own scales.
+#[test]
+fn per_layer_attention_scale_through_a_pipeline_matches_one_rank() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = root().join("tests/fixtures/hf/var-gpt2-layer-scaled/config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src).unwrap()).unwrap();
+    assert_eq!(cfg["scale_attn_by_inverse_layer_idx"], true);
+    cfg["vocab_size"] = 301.into();
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, cfg.to_string()).unwrap();
+    let recipe = root()
+        .join("tests/recipes/tiny-pp.toml")
+        .display()
+        .to_string();
+    let run = |ranks: usize, layout: &[&str], out: &Path| {
+        let mut sets = vec![
+            format!("model.config={}", config.display()),
+            format!("train.out_dir={}", out.display()),
+            "train.global_batch=6".to_string(),
+            "train.eval_every=0".to_string(),
+        ];
+        sets.extend(layout.iter().map(|s| s.to_string()));
+        let args = train_args(&recipe, &sets);
+        let o = if ranks == 1 {
+            ferrotron(&strs(&args))
+        } else {
+            mpirun(ranks, &strs(&args))
+        };
+        check(&o, &format!("layer-scaled gpt2 {layout:?}"));
+    };
+    let one = dir.path().join("one");
+    run(1, &[], &one);
+    let many = dir.path().join("pp3");
+    run(3, &["parallel.pp=3", "parallel.microbatches=3"], &many);
+    let (a, b) = (losses(&one), losses(&many));
+    assert_eq!(a.len(), STEPS);
+    let dl = max_rel(&b, &a);
+    let dw = weights_rel(
+        &checkpoint_weights(&many.join("checkpoints")),
+        &checkpoint_weights(&one.join("checkpoints")),
+    );
+    println!("layer-scaled gpt2 pp 3: losses {dl:.2e}, final weights {dw:.2e}");
+    assert!(dl <= 1e-6, "losses {a:?} vs {b:?}");
+    assert!(dw <= 1e-5, "final weights differ by {dw:.2e}");
+}
+
 /// The odd-shape fixtures' configurations (random init) through pipelines whose stages hold
 /// uneven work: odd-llama's 3 blocks over pp 3 (GPipe) and pp 2 (1F1B: 2 + 1 blocks), odd-gpt2's
 /// 3 heads at (pp 2, tp 3) — vocabulary 301, hidden 72 and 48, 3 micro-batches of 2 rows.

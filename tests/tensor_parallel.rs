@@ -546,7 +546,9 @@ fn tp_checkpoints_resume_at_other_tp_and_dp() {
 /// The odd-shape fixtures at the tensor-parallel sizes their heads allow: odd-gpt2 (3 heads,
 /// 3 × 29 tokens) at tp 3 with and without sequence parallelism, odd-llama (6 heads, 2 kv heads,
 /// 3 × 37 tokens, which 2 does not divide: no sequence parallelism) at tp 2. odd-qwen2 has one
-/// kv head, so tp > 1 is refused there.
+/// kv head, so tp > 1 is refused there. var-gpt2-layer-scaled (each layer's own attention scale)
+/// at tp 3, var-qwen3-yarn-mscale (yarn's attention factor on every head) at tp 2 with sequence
+/// parallelism.
 #[test]
 fn check_hf_with_tp_matches_odd_fixtures() {
     let fixtures = root().join("tests/fixtures/hf");
@@ -554,6 +556,8 @@ fn check_hf_with_tp_matches_odd_fixtures() {
         ("odd-gpt2", 3, false),
         ("odd-gpt2", 3, true),
         ("odd-llama", 2, false),
+        ("var-gpt2-layer-scaled", 3, false),
+        ("var-qwen3-yarn-mscale", 2, true),
     ] {
         let dir = fixtures.join(name).display().to_string();
         let tp_arg = tp.to_string();

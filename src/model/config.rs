@@ -1,8 +1,9 @@
 //! Model configuration, read from a Hugging Face `config.json`.
 //!
 //! Two families: the Llama family (Llama 2/3.x, Mistral, Qwen2/2.5, Qwen3: RMSNorm, RoPE with
-//! llama3 / linear scaling (rope.rs), SwiGLU, GQA, sliding windows (window.rs), Qwen3's per-head
-//! q/k RMSNorm) and GPT-2 (LayerNorm, learned positions, tanh-GELU, fused Conv1D QKV). Every key
+//! llama3 / linear / yarn / dynamic scaling (rope.rs), SwiGLU, GQA, sliding windows (window.rs),
+//! Qwen3's per-head q/k RMSNorm) and GPT-2 (LayerNorm, learned positions, tanh-GELU, fused Conv1D
+//! QKV, optional per-layer attention scale). Every key
 //! the math depends on is read here; a value the model does not implement (a rope scaling type,
 //! a window layout, another activation) is rejected with an error naming the file and key.
 //! `from_file` also keeps the file's every key and the generation_config.json beside it
@@ -37,12 +38,16 @@ pub struct ModelConfig {
     pub norm_eps: f64,
     /// Llama family: rotary base. GPT-2: unused.
     pub rope_theta: f64,
-    /// Llama family: how the rotary frequency table is scaled (llama3, linear).
+    /// Llama family: how the rotary frequency table is scaled (llama3, linear, yarn, dynamic).
     pub rope_scaling: RopeScaling,
     /// Qwen3: RMSNorm (weight [head_dim]) over each query and key head, before RoPE.
     pub qk_norm: bool,
     /// Sliding-window attention per layer (Mistral, Qwen2/3).
     pub sliding_window: SlidingWindow,
+    /// q·k is divided by √head_dim (GPT-2's `scale_attn_weights`; always for the Llama family).
+    pub attn_scale_by_head_dim: bool,
+    /// GPT-2's `scale_attn_by_inverse_layer_idx`: layer l's q·k is also divided by l + 1.
+    pub attn_scale_by_inverse_layer: bool,
     /// Context length the checkpoint was built for (GPT-2: the learned position table size).
     pub max_positions: usize,
     pub tie_embeddings: bool,
@@ -73,6 +78,45 @@ impl ModelConfig {
     /// The rotary inverse-frequency table [head_dim / 2] (scaled as the config says).
     pub fn rope_inv_freq(&self) -> Vec<f64> {
         self.rope_scaling.inv_freq(self.rope_theta, self.head_dim)
+    }
+
+    /// The softmax scale of layer `layer` (0-based): 1/√head_dim (unless GPT-2's
+    /// scale_attn_weights = false), / (layer + 1) under scale_attn_by_inverse_layer_idx, times
+    /// m² for yarn's attention factor m on cos and sin (rope.rs).
+    pub fn attention_scale(&self, layer: usize) -> f64 {
+        let mut scale = if self.attn_scale_by_head_dim {
+            1.0 / (self.head_dim as f64).sqrt()
+        } else {
+            1.0
+        };
+        if self.attn_scale_by_inverse_layer {
+            scale /= (layer + 1) as f64;
+        }
+        let m = self.rope_scaling.attention_factor();
+        scale * m * m
+    }
+
+    /// Refuses a training or reference sequence of `seq_len` positions the model cannot
+    /// represent as transformers would: beyond GPT-2's learned position table, or beyond
+    /// max_position_embeddings under dynamic rotary scaling (whose frequencies then change with
+    /// each batch's length).
+    pub fn check_sequence_length(&self, seq_len: usize) -> std::result::Result<(), String> {
+        if seq_len <= self.max_positions {
+            return Ok(());
+        }
+        if self.arch == Arch::Gpt2 {
+            return Err(format!(
+                "sequences of {seq_len} tokens exceed the model's {} learned positions (n_positions)",
+                self.max_positions
+            ));
+        }
+        if let RopeScaling::Dynamic { .. } = self.rope_scaling {
+            return Err(format!(
+                "sequences of {seq_len} tokens exceed max_position_embeddings = {}, beyond which dynamic rotary scaling changes its frequencies with every batch's length; ferrotron supports it only within that length",
+                self.max_positions
+            ));
+        }
+        Ok(())
     }
 
     /// Parses config JSON; `origin` names the file in errors.
@@ -204,6 +248,11 @@ impl ModelConfig {
                 put("n_ctx", self.max_positions.into());
                 put("layer_norm_epsilon", self.norm_eps.into());
                 put("activation_function", "gelu_new".into());
+                put("scale_attn_weights", self.attn_scale_by_head_dim.into());
+                put(
+                    "scale_attn_by_inverse_layer_idx",
+                    self.attn_scale_by_inverse_layer.into(),
+                );
                 put("tie_word_embeddings", true.into());
                 for k in ["attn_pdrop", "embd_pdrop", "resid_pdrop"] {
                     put(k, 0.0.into());
@@ -355,6 +404,8 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
         rope_scaling,
         qk_norm: model_type == "qwen3",
         sliding_window,
+        attn_scale_by_head_dim: true,
+        attn_scale_by_inverse_layer: false,
         max_positions: c.opt_usize("max_position_embeddings")?.unwrap_or(2048),
         tie_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(false),
         qkv_bias,
@@ -383,15 +434,9 @@ fn gpt2(c: &Keys) -> Result<ModelConfig> {
             "{origin}: activation_function `{act}` is not supported (gelu_new and gelu_pytorch_tanh are)"
         ));
     }
-    for (key, bad) in [
-        ("scale_attn_by_inverse_layer_idx", true),
-        ("reorder_and_upcast_attn", true),
-        ("scale_attn_weights", false),
-    ] {
-        if c.opt_bool(key)? == Some(bad) {
-            return Err(user!("{origin}: {key} = {bad} is not supported"));
-        }
-    }
+    // reorder_and_upcast_attn only makes transformers compute q·k and the softmax in f32 under
+    // half precision, which ferrotron's attention always does; the two scale flags are read.
+    c.opt_bool("reorder_and_upcast_attn")?;
     if c.opt_bool("add_cross_attention")? == Some(true) {
         return Err(user!(
             "{origin}: add_cross_attention = true is not supported (decoder-only models)"
@@ -420,6 +465,10 @@ fn gpt2(c: &Keys) -> Result<ModelConfig> {
         rope_scaling: RopeScaling::None,
         qk_norm: false,
         sliding_window: SlidingWindow::none(layers),
+        attn_scale_by_head_dim: c.opt_bool("scale_attn_weights")?.unwrap_or(true),
+        attn_scale_by_inverse_layer: c
+            .opt_bool("scale_attn_by_inverse_layer_idx")?
+            .unwrap_or(false),
         max_positions: c.opt_usize("n_positions")?.unwrap_or(1024),
         tie_embeddings: true,
         qkv_bias: true,
@@ -441,5 +490,65 @@ impl Keys<'_> {
                 .map(|s| Some(s.to_string()))
                 .ok_or_else(|| self.wrong(key, "a string", v)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: serde_json::Value) -> ModelConfig {
+        ModelConfig::from_json_str(&json.to_string(), "config.json").unwrap()
+    }
+
+    #[test]
+    fn attention_scale_follows_gpt2_flags_and_yarn() {
+        let gpt2 = |extra: serde_json::Value| {
+            let mut v = serde_json::json!({"model_type": "gpt2", "vocab_size": 10, "n_embd": 16,
+                "n_layer": 3, "n_head": 4});
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            parse(v)
+        };
+        let plain = gpt2(serde_json::json!({"reorder_and_upcast_attn": true}));
+        assert_eq!(plain.attention_scale(2), 0.5);
+        let by_layer = gpt2(serde_json::json!({"scale_attn_by_inverse_layer_idx": true}));
+        assert_eq!(by_layer.attention_scale(0), 0.5);
+        assert_eq!(by_layer.attention_scale(2), 0.5 / 3.0);
+        let unscaled = gpt2(serde_json::json!({"scale_attn_weights": false}));
+        assert_eq!(unscaled.attention_scale(1), 1.0);
+        let llama = parse(serde_json::json!({"model_type": "qwen2", "vocab_size": 10,
+            "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 1,
+            "intermediate_size": 8, "max_position_embeddings": 64,
+            "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16}}));
+        let m = 0.1 * 4f64.ln() + 1.0;
+        assert!((llama.attention_scale(0) - m * m / 4.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn sequences_beyond_the_positions_are_refused_where_the_math_needs_them() {
+        let llama = |scaling: serde_json::Value| {
+            parse(serde_json::json!({"model_type": "llama", "vocab_size": 10,
+                "hidden_size": 16, "num_attention_heads": 2, "num_hidden_layers": 1,
+                "intermediate_size": 8, "max_position_embeddings": 32, "rope_scaling": scaling}))
+        };
+        let dynamic = llama(serde_json::json!({"rope_type": "dynamic", "factor": 2.0}));
+        assert!(dynamic.check_sequence_length(32).is_ok());
+        let e = dynamic.check_sequence_length(33).unwrap_err();
+        assert!(
+            e.contains("max_position_embeddings = 32") && e.contains("dynamic"),
+            "{e}"
+        );
+        // RoPE extrapolates: a longer sequence is the user's choice
+        assert!(llama(serde_json::Value::Null)
+            .check_sequence_length(64)
+            .is_ok());
+        let gpt2 = parse(serde_json::json!({"model_type": "gpt2", "vocab_size": 10,
+            "n_embd": 16, "n_layer": 1, "n_head": 2, "n_positions": 8}));
+        assert!(gpt2
+            .check_sequence_length(9)
+            .unwrap_err()
+            .contains("n_positions"));
     }
 }

@@ -1,17 +1,28 @@
 //! Rotary embedding frequencies as config.json defines them (transformers' rope init functions).
 //!
 //! The rotary op (`Backend::rope_forward`) takes a table inv_freq[i], i < Dh/2; this file makes
-//! it. With base θ and d = head_dim, the default table is f_i = θ^(−2i/d). Scaling changes the
-//! table only (transformers' `attention_factor` is 1 for both types here):
+//! it. With base θ and d = head_dim, the default table is f_i = θ^(−2i/d), i < d/2. Scaling
+//! changes the table, and yarn also multiplies cos and sin by an attention factor m:
 //!   linear (factor s):  f_i / s
 //!   llama3 (factor s, low/high_freq_factor l < h, original_max_position_embeddings L):
 //!     wavelength λ_i = 2π / f_i;
 //!     λ_i < L/h (high frequencies):  f_i
 //!     λ_i > L/l (low frequencies):   f_i / s
 //!     otherwise, with t = (L/λ_i − l) / (h − l):  (1 − t)·f_i/s + t·f_i
+//!   yarn (factor s, original_max_position_embeddings L, beta_fast b_f = 32, beta_slow b_s = 1,
+//!     truncate = true, attention_factor m):
+//!     c(b) = d·ln(L / (2π·b)) / (2·ln θ);  lo = c(b_f), hi = c(b_s) (floor / ceil when
+//!     truncating), clamped to [0, d − 1] (hi += 0.001 when equal);
+//!     r_i = clamp((i − lo) / (hi − lo), 0, 1):  r_i·f_i/s + (1 − r_i)·f_i
+//!     m = attention_factor if given, else g(s, mscale) / g(s, mscale_all_dim) when both are
+//!     given, else g(s, 1), with g(s, k) = 0.1·k·ln s + 1 (1 when s ≤ 1). Since q and k are both
+//!     rotated, m enters attention as m² on the softmax scale (`attention_factor`).
+//!   dynamic (NTK, factor s): θ grows with the batch's length only beyond
+//!     max_position_embeddings; within it (the only case accepted: ModelConfig
+//!     ::check_sequence_length) the table is the default one.
 //! Read from transformers 4.x (`rope_theta`, `rope_scaling: {rope_type | type, ...}`) or 5.x
 //! (`rope_parameters: {rope_theta, rope_type, ...}`); when both are given they must agree. Other
-//! types (yarn, dynamic, longrope, ...) change more than the table and are rejected by name.
+//! types (longrope, ...) are rejected by name.
 
 use crate::error::Result;
 use crate::user;
@@ -30,6 +41,18 @@ pub enum RopeScaling {
         high_freq_factor: f64,
         original_max_positions: usize,
     },
+    Yarn {
+        factor: f64,
+        original_max_positions: usize,
+        beta_fast: f64,
+        beta_slow: f64,
+        truncate: bool,
+        attention_factor: f64,
+    },
+    /// Dynamic NTK: the default table while positions stay within max_position_embeddings.
+    Dynamic {
+        factor: f64,
+    },
 }
 
 impl RopeScaling {
@@ -37,7 +60,7 @@ impl RopeScaling {
     pub fn inv_freq(&self, theta: f64, head_dim: usize) -> Vec<f64> {
         let base = ferrotron_kernels::rope_inv_freq(theta, head_dim);
         match *self {
-            RopeScaling::None => base,
+            RopeScaling::None | RopeScaling::Dynamic { .. } => base,
             RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),
             RopeScaling::Llama3 {
                 factor,
@@ -61,6 +84,47 @@ impl RopeScaling {
                     })
                     .collect()
             }
+            RopeScaling::Yarn {
+                factor,
+                original_max_positions,
+                beta_fast,
+                beta_slow,
+                truncate,
+                ..
+            } => {
+                let d = head_dim as f64;
+                let correction_dim = |rotations: f64| {
+                    d * (original_max_positions as f64 / (rotations * 2.0 * std::f64::consts::PI))
+                        .ln()
+                        / (2.0 * theta.ln())
+                };
+                let (mut lo, mut hi) = (correction_dim(beta_fast), correction_dim(beta_slow));
+                if truncate {
+                    (lo, hi) = (lo.floor(), hi.ceil());
+                }
+                let (lo, mut hi) = (lo.max(0.0), hi.min(d - 1.0));
+                if lo == hi {
+                    hi += 0.001;
+                }
+                base.iter()
+                    .enumerate()
+                    .map(|(i, &f)| {
+                        let r = ((i as f64 - lo) / (hi - lo)).clamp(0.0, 1.0);
+                        r * f / factor + (1.0 - r) * f
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The factor m that multiplies cos and sin (yarn; 1 otherwise). Rotating both q and k by
+    /// m·R multiplies every attention logit by m².
+    pub fn attention_factor(&self) -> f64 {
+        match *self {
+            RopeScaling::Yarn {
+                attention_factor, ..
+            } => attention_factor,
+            _ => 1.0,
         }
     }
 
@@ -83,6 +147,25 @@ impl RopeScaling {
                 "high_freq_factor": high_freq_factor,
                 "original_max_position_embeddings": original_max_positions,
             }),
+            RopeScaling::Yarn {
+                factor,
+                original_max_positions,
+                beta_fast,
+                beta_slow,
+                truncate,
+                attention_factor,
+            } => serde_json::json!({
+                "rope_type": "yarn",
+                "factor": factor,
+                "original_max_position_embeddings": original_max_positions,
+                "beta_fast": beta_fast,
+                "beta_slow": beta_slow,
+                "truncate": truncate,
+                "attention_factor": attention_factor,
+            }),
+            RopeScaling::Dynamic { factor } => {
+                serde_json::json!({"rope_type": "dynamic", "factor": factor})
+            }
         }
     }
 }
@@ -137,6 +220,22 @@ pub fn from_config(obj: &Map<String, Value>, origin: &str) -> Result<(f64, RopeS
                 Err(user!("{origin}: {key}.factor = {f} must be positive"))
             }
         };
+        // transformers: a top-level original_max_position_embeddings wins, then the one in the
+        // rope dict, then max_position_embeddings.
+        let original_max_positions = || -> Result<usize> {
+            let old = num(obj, "original_max_position_embeddings", "")?
+                .or(num(o, "original_max_position_embeddings", &at)?)
+                .or(num(obj, "max_position_embeddings", "")?)
+                .ok_or_else(|| {
+                    user!("{origin}: {key}.rope_type `{kind}` needs `{key}.original_max_position_embeddings`")
+                })?;
+            if !(old >= 1.0 && old.fract() == 0.0) {
+                return Err(user!(
+                    "{origin}: original_max_position_embeddings = {old} must be a positive integer"
+                ));
+            }
+            Ok(old as usize)
+        };
         let this = match kind {
             "default" => RopeScaling::None,
             "linear" => RopeScaling::Linear { factor: factor()? },
@@ -151,29 +250,73 @@ pub fn from_config(obj: &Map<String, Value>, origin: &str) -> Result<(f64, RopeS
                         "{origin}: {key}.low_freq_factor ({low}) must be positive and below high_freq_factor ({high})"
                     ));
                 }
-                // transformers: a top-level original_max_position_embeddings wins, then the
-                // one in the rope dict, then max_position_embeddings.
-                let old = num(obj, "original_max_position_embeddings", "")?
-                    .or(num(o, "original_max_position_embeddings", &at)?)
-                    .or(num(obj, "max_position_embeddings", "")?)
-                    .ok_or_else(|| {
-                        user!("{origin}: {key}.rope_type `llama3` needs `{key}.original_max_position_embeddings`")
-                    })?;
-                if !(old >= 1.0 && old.fract() == 0.0) {
-                    return Err(user!(
-                        "{origin}: original_max_position_embeddings = {old} must be a positive integer"
-                    ));
-                }
                 RopeScaling::Llama3 {
                     factor: factor()?,
                     low_freq_factor: low,
                     high_freq_factor: high,
-                    original_max_positions: old as usize,
+                    original_max_positions: original_max_positions()?,
                 }
             }
+            "yarn" => {
+                let original = original_max_positions()?;
+                // transformers: a missing factor is max_position_embeddings / original.
+                let factor = match num(o, "factor", &at)? {
+                    Some(_) => factor()?,
+                    None => num(obj, "max_position_embeddings", "")?
+                        .map(|m| m / original as f64)
+                        .filter(|f| f.is_finite() && *f > 0.0)
+                        .ok_or_else(|| {
+                            user!("{origin}: {key}.rope_type `yarn` needs `{key}.factor`")
+                        })?,
+                };
+                // `or` as in transformers: 0 or null takes the default.
+                let beta = |k: &str, default: f64| -> Result<f64> {
+                    Ok(num(o, k, &at)?.filter(|b| *b != 0.0).unwrap_or(default))
+                };
+                let (beta_fast, beta_slow) = (beta("beta_fast", 32.0)?, beta("beta_slow", 1.0)?);
+                if !(beta_fast.is_finite() && beta_slow > 0.0 && beta_fast >= beta_slow) {
+                    return Err(user!(
+                        "{origin}: {key}.beta_fast ({beta_fast}) must be at least beta_slow ({beta_slow}), both positive"
+                    ));
+                }
+                let truncate = match o.get("truncate").filter(|v| !v.is_null()) {
+                    None => true,
+                    Some(Value::Bool(b)) => *b,
+                    Some(v) => {
+                        return Err(user!(
+                            "{origin}: key `{key}.truncate` must be true or false, found {v}"
+                        ))
+                    }
+                };
+                let mscale_of = |s: f64, k: f64| if s <= 1.0 { 1.0 } else { 0.1 * k * s.ln() + 1.0 };
+                let attention_factor = match num(o, "attention_factor", &at)? {
+                    Some(m) => m,
+                    None => match (
+                        num(o, "mscale", &at)?.filter(|m| *m != 0.0),
+                        num(o, "mscale_all_dim", &at)?.filter(|m| *m != 0.0),
+                    ) {
+                        (Some(m), Some(all)) => mscale_of(factor, m) / mscale_of(factor, all),
+                        _ => mscale_of(factor, 1.0),
+                    },
+                };
+                if !(attention_factor.is_finite() && attention_factor > 0.0) {
+                    return Err(user!(
+                        "{origin}: {key}.attention_factor = {attention_factor} must be positive"
+                    ));
+                }
+                RopeScaling::Yarn {
+                    factor,
+                    original_max_positions: original,
+                    beta_fast,
+                    beta_slow,
+                    truncate,
+                    attention_factor,
+                }
+            }
+            "dynamic" => RopeScaling::Dynamic { factor: factor()? },
             other => {
                 return Err(user!(
-                    "{origin}: {key}.rope_type `{other}` is not supported (supported: default, linear, llama3)"
+                    "{origin}: {key}.rope_type `{other}` is not supported (supported: default, linear, llama3, yarn, dynamic)"
                 ))
             }
         };
@@ -267,6 +410,70 @@ mod tests {
         );
     }
 
+    /// transformers 5.24's `_compute_yarn_parameters` (float32, printed with repr), head_dim 16.
+    #[test]
+    fn yarn_table_and_attention_factor_match_transformers() {
+        // 4.x style; bands: entry 0 kept, the rest divided by 4; m = 0.1·ln 4 + 1
+        let json = serde_json::json!({"rope_theta": 10000.0, "max_position_embeddings": 64,
+            "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16}});
+        assert_table(
+            json.clone(),
+            [
+                1.0,
+                0.07905694097280502,
+                0.02500000037252903,
+                0.007905694656074047,
+                0.0024999999441206455,
+                0.0007905694656074047,
+                0.0002500000118743628,
+                7.905694656074047e-05,
+            ],
+        );
+        let m = parse(json).unwrap().1.attention_factor();
+        assert!((m - 1.138629436111989).abs() < 1e-15, "{m}");
+        // an untruncated ramp over entries 1..3 and the DeepSeek-style mscale ratio
+        let json = serde_json::json!({"max_position_embeddings": 128, "rope_parameters": {
+            "rope_type": "yarn", "rope_theta": 1000000.0, "factor": 8.0,
+            "original_max_position_embeddings": 32, "beta_fast": 8, "beta_slow": 2,
+            "truncate": false, "mscale": 0.707, "mscale_all_dim": 1.0}});
+        assert_table(
+            json.clone(),
+            [
+                1.0,
+                0.02222849242389202,
+                0.0039528473280370235,
+                0.0007029266562312841,
+                0.0001250000059371814,
+                2.2228492525755428e-05,
+                3.9528467823402025e-06,
+                7.029266839708725e-07,
+            ],
+        );
+        let m = parse(json).unwrap().1.attention_factor();
+        assert!((m - 0.9495608824621653).abs() < 1e-15, "{m}");
+        // an explicit attention_factor wins; a missing factor is max / original positions
+        let (_, s) = parse(serde_json::json!({"max_position_embeddings": 4096,
+            "original_max_position_embeddings": 1024,
+            "rope_scaling": {"rope_type": "yarn", "attention_factor": 1.5}}))
+        .unwrap();
+        assert_eq!(
+            s,
+            RopeScaling::Yarn {
+                factor: 4.0,
+                original_max_positions: 1024,
+                beta_fast: 32.0,
+                beta_slow: 1.0,
+                truncate: true,
+                attention_factor: 1.5
+            }
+        );
+        // dynamic keeps the default table (within max_position_embeddings)
+        let (theta, s) =
+            parse(serde_json::json!({"rope_scaling": {"type": "dynamic", "factor": 2.0}})).unwrap();
+        assert_eq!(s.inv_freq(theta, 8), RopeScaling::None.inv_freq(theta, 8));
+        assert_eq!(s.attention_factor(), 1.0);
+    }
+
     #[test]
     fn linear_and_4x_style_scaling() {
         let (theta, s) = parse(serde_json::json!({
@@ -298,12 +505,26 @@ mod tests {
     fn unsupported_or_inconsistent_scaling_is_rejected_by_name() {
         for (json, want) in [
             (
-                serde_json::json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}),
-                "yarn",
+                serde_json::json!({"rope_scaling": {"rope_type": "longrope", "factor": 4.0}}),
+                "longrope",
             ),
             (
-                serde_json::json!({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0}}),
-                "dynamic",
+                serde_json::json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}),
+                "original_max_position_embeddings",
+            ),
+            (
+                serde_json::json!({"max_position_embeddings": 64, "rope_scaling": {
+                    "rope_type": "yarn", "factor": 4.0, "beta_fast": 1, "beta_slow": 32}}),
+                "beta_fast",
+            ),
+            (
+                serde_json::json!({"max_position_embeddings": 64, "rope_scaling": {
+                    "rope_type": "yarn", "factor": 4.0, "truncate": "no"}}),
+                "truncate",
+            ),
+            (
+                serde_json::json!({"rope_parameters": {"rope_type": "dynamic"}}),
+                "factor",
             ),
             (
                 serde_json::json!({"rope_scaling": {"rope_type": "linear"}}),

@@ -8,7 +8,7 @@ use super::pipeline::Pipeline;
 use super::weights::{engine_groups, engine_metas, Start};
 use crate::data::{self, Datasets, Sampler};
 use crate::error::Result;
-use crate::model::{Arch, ModelConfig, TpShape, Transformer};
+use crate::model::{ModelConfig, TpShape, Transformer};
 use crate::recipe::Recipe;
 use crate::tokenizer::Tokenizer;
 use crate::user;
@@ -77,12 +77,8 @@ impl<B: Collectives + 'static> Setup<B> {
 
         // Data and the batch split.
         let seq_len = recipe.data.seq_len.unwrap_or(cfg.max_positions.min(1024));
-        if cfg.arch == Arch::Gpt2 && seq_len > cfg.max_positions {
-            return Err(user!(
-                "data.seq_len = {seq_len} exceeds the model's {} learned positions (n_positions)",
-                cfg.max_positions
-            ));
-        }
+        cfg.check_sequence_length(seq_len)
+            .map_err(|e| user!("data.seq_len = {seq_len}: {e}"))?;
         let data = data::load(&recipe.data, &tokenizer, seq_len)?;
         if data.train.is_empty() {
             return Err(user!(

@@ -340,7 +340,7 @@ impl Transformer {
             segments: batch.segments,
             max_seqlen: batch.max_seqlen,
             causal: true,
-            scale: 1.0 / (c.head_dim as f32).sqrt(),
+            scale: c.attention_scale(layer) as f32,
             window: c.sliding_window.of(layer),
         }
     }
