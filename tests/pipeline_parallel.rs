@@ -664,6 +664,47 @@ fn assert_tied_table_stored_once(out: &Path, dir: &Path) {
     assert!(!names.iter().any(|n| n == "lm_head.weight"), "{names:?}");
 }
 
+/// Trains tests/recipes/tiny-pp.toml with the model `config` (random init) on one rank and on
+/// `ranks` ranks with the `layout` settings, 3 micro-batches of 2 rows, under `dir`: the largest
+/// relative differences of the losses and of the final weights, with both runs' losses.
+fn pipeline_against_one_rank(
+    config: &str,
+    ranks: usize,
+    layout: &[&str],
+    dir: &Path,
+) -> (f64, f64, Vec<f64>, Vec<f64>) {
+    let recipe = root()
+        .join("tests/recipes/tiny-pp.toml")
+        .display()
+        .to_string();
+    let run = |ranks: usize, layout: &[&str], out: &Path| {
+        let mut sets = vec![
+            format!("model.config={config}"),
+            format!("train.out_dir={}", out.display()),
+            "train.global_batch=6".to_string(),
+            "train.eval_every=0".to_string(),
+        ];
+        sets.extend(layout.iter().map(|s| s.to_string()));
+        let args = train_args(&recipe, &sets);
+        let o = if ranks == 1 {
+            ferrotron(&strs(&args))
+        } else {
+            mpirun(ranks, &strs(&args))
+        };
+        check(&o, &format!("{config} {layout:?}"));
+    };
+    let (one, many) = (dir.join("one"), dir.join("many"));
+    run(1, &[], &one);
+    run(ranks, layout, &many);
+    let (a, b) = (losses(&one), losses(&many));
+    assert_eq!(a.len(), STEPS);
+    let dw = weights_rel(
+        &checkpoint_weights(&many.join("checkpoints")),
+        &checkpoint_weights(&one.join("checkpoints")),
+    );
+    (max_rel(&b, &a), dw, a, b)
+}
+
 /// GPT-2 with scale_attn_by_inverse_layer_idx (var-gpt2-layer-scaled's config, vocabulary
 /// widened to the byte tokenizer's) over pp 3: each stage's block divides q·k by its global
 /// layer index + 1, so losses and final weights match one rank's only if the stages use their
@@ -678,37 +719,9 @@ fn per_layer_attention_scale_through_a_pipeline_matches_one_rank() {
     cfg["vocab_size"] = 301.into();
     let config = dir.path().join("config.json");
     std::fs::write(&config, cfg.to_string()).unwrap();
-    let recipe = root()
-        .join("tests/recipes/tiny-pp.toml")
-        .display()
-        .to_string();
-    let run = |ranks: usize, layout: &[&str], out: &Path| {
-        let mut sets = vec![
-            format!("model.config={}", config.display()),
-            format!("train.out_dir={}", out.display()),
-            "train.global_batch=6".to_string(),
-            "train.eval_every=0".to_string(),
-        ];
-        sets.extend(layout.iter().map(|s| s.to_string()));
-        let args = train_args(&recipe, &sets);
-        let o = if ranks == 1 {
-            ferrotron(&strs(&args))
-        } else {
-            mpirun(ranks, &strs(&args))
-        };
-        check(&o, &format!("layer-scaled gpt2 {layout:?}"));
-    };
-    let one = dir.path().join("one");
-    run(1, &[], &one);
-    let many = dir.path().join("pp3");
-    run(3, &["parallel.pp=3", "parallel.microbatches=3"], &many);
-    let (a, b) = (losses(&one), losses(&many));
-    assert_eq!(a.len(), STEPS);
-    let dl = max_rel(&b, &a);
-    let dw = weights_rel(
-        &checkpoint_weights(&many.join("checkpoints")),
-        &checkpoint_weights(&one.join("checkpoints")),
-    );
+    let layout = ["parallel.pp=3", "parallel.microbatches=3"];
+    let (dl, dw, a, b) =
+        pipeline_against_one_rank(&config.display().to_string(), 3, &layout, dir.path());
     println!("layer-scaled gpt2 pp 3: losses {dl:.2e}, final weights {dw:.2e}");
     assert!(dl <= 1e-6, "losses {a:?} vs {b:?}");
     assert!(dw <= 1e-5, "final weights differ by {dw:.2e}");
@@ -720,26 +733,6 @@ fn per_layer_attention_scale_through_a_pipeline_matches_one_rank() {
 /// Losses and final weights as one rank's.
 #[test]
 fn odd_shapes_through_pipelines_match_one_rank() {
-    let recipe = root()
-        .join("tests/recipes/tiny-pp.toml")
-        .display()
-        .to_string();
-    let run = |fixture: &str, ranks: usize, layout: &[&str], out: &Path| {
-        let mut sets = vec![
-            format!("model.config=tests/fixtures/hf/{fixture}/config.json"),
-            format!("train.out_dir={}", out.display()),
-            "train.global_batch=6".to_string(),
-            "train.eval_every=0".to_string(),
-        ];
-        sets.extend(layout.iter().map(|s| s.to_string()));
-        let args = train_args(&recipe, &sets);
-        let o = if ranks == 1 {
-            ferrotron(&strs(&args))
-        } else {
-            mpirun(ranks, &strs(&args))
-        };
-        check(&o, &format!("{fixture} {layout:?}"));
-    };
     let cases: [(&str, usize, &[&str]); 3] = [
         (
             "odd-llama",
@@ -762,16 +755,9 @@ fn odd_shapes_through_pipelines_match_one_rank() {
         ),
     ];
     for (fixture, ranks, layout) in cases {
-        let one = tempfile::tempdir().unwrap();
-        run(fixture, 1, &[], one.path());
-        let many = tempfile::tempdir().unwrap();
-        run(fixture, ranks, layout, many.path());
-        let (a, b) = (losses(one.path()), losses(many.path()));
-        assert_eq!(a.len(), STEPS);
-        let dl = max_rel(&b, &a);
-        let wa = checkpoint_weights(&one.path().join("checkpoints"));
-        let wb = checkpoint_weights(&many.path().join("checkpoints"));
-        let dw = weights_rel(&wb, &wa);
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!("tests/fixtures/hf/{fixture}/config.json");
+        let (dl, dw, a, b) = pipeline_against_one_rank(&config, ranks, layout, dir.path());
         println!("{fixture} {layout:?}: losses {dl:.2e}, final weights {dw:.2e}");
         assert!(dl <= 1e-6, "{fixture} {layout:?}: losses {a:?} vs {b:?}");
         assert!(
