@@ -18,7 +18,7 @@ attention biases, windows and tied embeddings; GPT-2 with n_inner, gelu_pytorch_
 layer_norm_epsilon; yarn rope scaling (Qwen2 at the defaults over 41 positions from an original
 16; Qwen3 with an untruncated ramp, beta_fast / beta_slow and the mscale ratio); dynamic rope
 scaling within max_position_embeddings; GPT-2 with scale_attn_by_inverse_layer_idx, and with
-scale_attn_weights = false.
+scale_attn_weights = false; GPT-2 with the exact (erf) GELU, activation_function = "gelu".
 Usage: python3 scripts/make_odd_fixtures.py tests/fixtures/hf [NAME ...]   (default: all)
 """
 import json
@@ -107,6 +107,12 @@ ODD = {
         vocab_size=181, n_embd=32, n_layer=2, n_head=4, n_positions=40,
         scale_attn_weights=False, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
         bos_token_id=0, eos_token_id=1), (2, 23)),
+    # the exact (erf) GELU, as Cerebras-GPT sets it; a wide init puts the MLP's inputs where
+    # the tanh approximation is off by up to 5e-4 (|x| ~ 1-3), so the two are told apart
+    "var-gpt2-gelu-erf": (GPT2LMHeadModel, GPT2Config(
+        vocab_size=157, n_embd=36, n_layer=2, n_head=3, n_inner=93, n_positions=40,
+        activation_function="gelu", initializer_range=0.25, resid_pdrop=0.0, embd_pdrop=0.0,
+        attn_pdrop=0.0, bos_token_id=0, eos_token_id=1), (3, 19)),
 }
 
 

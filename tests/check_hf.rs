@@ -21,7 +21,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// Every fixture; each must have a test pair below (`every_fixture_is_checked`).
-const FIXTURES: [&str; 21] = [
+const FIXTURES: [&str; 22] = [
     "tiny-llama",
     "tiny-gpt2",
     "tiny-qwen2",
@@ -43,6 +43,7 @@ const FIXTURES: [&str; 21] = [
     "var-llama-dynamic-rope",
     "var-gpt2-layer-scaled",
     "var-gpt2-unscaled",
+    "var-gpt2-gelu-erf",
 ];
 
 /// Every relative error of `report` within `tol`, and every stage present.
@@ -146,6 +147,7 @@ parity_tests! {
     var_llama_dynamic_rope_matches_hf_transformers_f32, var_llama_dynamic_rope_matches_hf_transformers_f64: "var-llama-dynamic-rope";
     var_gpt2_layer_scaled_matches_hf_transformers_f32, var_gpt2_layer_scaled_matches_hf_transformers_f64: "var-gpt2-layer-scaled";
     var_gpt2_unscaled_matches_hf_transformers_f32, var_gpt2_unscaled_matches_hf_transformers_f64: "var-gpt2-unscaled";
+    var_gpt2_gelu_erf_matches_hf_transformers_f32, var_gpt2_gelu_erf_matches_hf_transformers_f64: "var-gpt2-gelu-erf";
 }
 
 /// Qwen2's key bias trains: its gradient is transformers' (a norm well away from 0), and the

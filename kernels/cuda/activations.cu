@@ -3,6 +3,8 @@
 //            dg += dout·u·σ(g)(1 + g(1 − σ(g))),  du += dout·silu(g)
 //   gelu (tanh): y = ½x(1 + tanh(c(x + 0.044715x³))), c = √(2/π)
 //            dx += dy·(½(1 + t) + ½x(1 − t²)·c(1 + 3·0.044715x²)),  t = tanh(c(x + 0.044715x³))
+//   gelu_erf (exact): y = x·Φ(x),  dx += dy·(Φ(x) + x·φ(x)),  Φ(x) = ½·erfc(−x/√2),
+//            φ(x) = e^{−x²/2}/√(2π)  (erfcf, so neither tail cancels)
 #include "ferrotron_common.cuh"
 
 #define FT_GRID_STRIDE(i, n) \
@@ -50,3 +52,25 @@ template <typename T> __device__ void gelu_bwd(const T* x, const T* dy, T* dx, l
     }
 }
 FT_EXPORT(gelu_bwd, (const T* x, const T* dy, T* dx, long long n), (x, dy, dx, n))
+
+#define FT_SQRT1_2 0.7071067811865476f
+#define FT_INV_SQRT_2PI 0.3989422804014327f
+
+__device__ __forceinline__ float normal_cdf_(float x) { return 0.5f * erfcf(-x * FT_SQRT1_2); }
+
+template <typename T> __device__ void gelu_erf_fwd(const T* x, T* y, long long n) {
+    FT_GRID_STRIDE(i, n) {
+        const float v = ld(x[i]);
+        y[i] = cvt<T>(v * normal_cdf_(v));
+    }
+}
+FT_EXPORT(gelu_erf_fwd, (const T* x, T* y, long long n), (x, y, n))
+
+template <typename T> __device__ void gelu_erf_bwd(const T* x, const T* dy, T* dx, long long n) {
+    FT_GRID_STRIDE(i, n) {
+        const float v = ld(x[i]);
+        const float g = normal_cdf_(v) + v * FT_INV_SQRT_2PI * expf(-0.5f * v * v);
+        dx[i] = cvt<T>(ld(dx[i]) + ld(dy[i]) * g);
+    }
+}
+FT_EXPORT(gelu_erf_bwd, (const T* x, const T* dy, T* dx, long long n), (x, dy, dx, n))

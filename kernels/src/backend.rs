@@ -158,6 +158,16 @@ pub enum WeightLayout {
     InOut,
 }
 
+/// Which GELU (PyTorch's `approximate` argument). `Tanh`: ½x(1 + tanh(√(2/π)(x + 0.044715x³))),
+/// HF "gelu_new" / "gelu_pytorch_tanh" (GPT-2's default). `Erf`: the exact x·Φ(x) =
+/// ½x(1 + erf(x/√2)), HF "gelu" (e.g. Cerebras-GPT).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Gelu {
+    #[default]
+    Tanh,
+    Erf,
+}
+
 /// y[N, O] = x[N, I] · W^T (+ b[O]), W in `layout`.
 #[derive(Clone, Copy, Debug)]
 pub struct LinearDims {
@@ -590,10 +600,12 @@ pub trait Backend: Send + Sync {
         dgate: ActDst<'_, Self>,
         dup: ActDst<'_, Self>,
     ) -> Result<()>;
-    /// y = 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))  (HF "gelu_new" / "gelu_pytorch_tanh").
-    fn gelu_forward(&self, x: ActSrc<'_, Self>, y: ActDst<'_, Self>) -> Result<()>;
+    /// y = gelu(x), the `kind` of GELU (see `Gelu`).
+    fn gelu_forward(&self, kind: Gelu, x: ActSrc<'_, Self>, y: ActDst<'_, Self>) -> Result<()>;
+    /// dx += dy · gelu'(x).
     fn gelu_backward(
         &self,
+        kind: Gelu,
         x: ActSrc<'_, Self>,
         dy: ActSrc<'_, Self>,
         dx: ActDst<'_, Self>,

@@ -12,7 +12,7 @@ mod common;
 use common::rel_err;
 
 use ferrotron_kernels::backend::{
-    AdamWGroup, AdamWStep, AttnDims, Backend, Buffer, Dst, LinearDims, Src, VocabSlice,
+    AdamWGroup, AdamWStep, AttnDims, Backend, Buffer, Dst, Gelu, LinearDims, Src, VocabSlice,
     WeightGrads, WeightLayout,
 };
 use ferrotron_kernels::cpu::CpuBackend;
@@ -721,17 +721,26 @@ fn activations<A: CudaAct>() {
     .unwrap();
     t.check("swiglu_backward_dgate", &t.get_act(&gdg), &cdg, 1.0);
     t.check("swiglu_backward_dup", &t.get_act(&gdu), &cdu, 1.0);
-    let mut gy = t.nan_act(n);
-    let mut cy = vec![0f32; n];
-    t.g.gelu_forward(Src::all(&gg), Dst::all(&mut gy)).unwrap();
-    t.c.gelu_forward(Src::all(&g), Dst::all(&mut cy)).unwrap();
-    t.check("gelu_forward", &t.get_act(&gy), &cy, 1.0);
-    let (mut gdx, mut cdx) = (t.act(&i1), i1.clone());
-    t.g.gelu_backward(Src::all(&gg), Src::all(&gdo), Dst::all(&mut gdx))
-        .unwrap();
-    t.c.gelu_backward(Src::all(&g), Src::all(&d), Dst::all(&mut cdx))
-        .unwrap();
-    t.check("gelu_backward", &t.get_act(&gdx), &cdx, 1.0);
+    for kind in [Gelu::Tanh, Gelu::Erf] {
+        let mut gy = t.nan_act(n);
+        let mut cy = vec![0f32; n];
+        t.g.gelu_forward(kind, Src::all(&gg), Dst::all(&mut gy))
+            .unwrap();
+        t.c.gelu_forward(kind, Src::all(&g), Dst::all(&mut cy))
+            .unwrap();
+        t.check(&format!("gelu_forward {kind:?}"), &t.get_act(&gy), &cy, 1.0);
+        let (mut gdx, mut cdx) = (t.act(&i1), i1.clone());
+        t.g.gelu_backward(kind, Src::all(&gg), Src::all(&gdo), Dst::all(&mut gdx))
+            .unwrap();
+        t.c.gelu_backward(kind, Src::all(&g), Src::all(&d), Dst::all(&mut cdx))
+            .unwrap();
+        t.check(
+            &format!("gelu_backward {kind:?}"),
+            &t.get_act(&gdx),
+            &cdx,
+            1.0,
+        );
+    }
     let (mut gx, mut cx) = (t.act(&i2), i2.clone());
     t.g.add_inplace(Dst::all(&mut gx), Src::all(&gu)).unwrap();
     t.c.add_inplace(Dst::all(&mut cx), Src::all(&u)).unwrap();

@@ -3,6 +3,8 @@
 //! (both signs): `CpuFloat::exp_shifted` (softmax, attention, cross-entropy) and `exp_elem` /
 //! `tanh_elem` (sigmoid, GELU). The bounds are what was measured (glibc on the dev machine:
 //! expf 0.502 ulp, tanhf 2.16 ulp); each of ours must be at least as accurate as libm's.
+//! The exact GELU x·Φ(x) and its derivative Φ(x) + x·φ(x) (`gelu_erf_elem`,
+//! `gelu_erf_grad_elem`) against f64 through libm's erfc.
 
 use ferrotron_kernels::cpu::CpuFloat;
 
@@ -125,4 +127,62 @@ fn tanh_elem_f32_is_as_accurate_as_libm() {
     }
     assert!(f32::NAN.tanh_elem().is_nan());
     assert_eq!((-0.0f32).tanh_elem().to_bits(), (-0.0f32).to_bits());
+}
+
+/// x·Φ(x) and Φ(x) + x·φ(x) in f64 (libm's erfc), the references for the exact GELU.
+fn exact_gelu(x: f64) -> f64 {
+    0.5 * x * libm::erfc(-x * std::f64::consts::FRAC_1_SQRT_2)
+}
+
+fn exact_gelu_grad_parts(x: f64) -> (f64, f64) {
+    let cdf = 0.5 * libm::erfc(-x * std::f64::consts::FRAC_1_SQRT_2);
+    let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    (cdf, x * pdf)
+}
+
+#[test]
+fn exact_gelu_f32_is_correctly_rounded_nearly() {
+    // Every 61st f32 of [-16, 16]: below −14.8 every result is 0 (or −0) in f32, above 16 it is x.
+    let (ours, at) = sweep(
+        16.0,
+        |xs| xs.iter().map(|&x| x.gelu_erf_elem()).collect(),
+        exact_gelu,
+    );
+    println!("gelu_erf_elem: max {ours:.4} ulp (at {at}) over [-16, 16]");
+    assert!(ours <= 0.51, "gelu_erf_elem: {ours} ulp at {at}");
+    assert_eq!(0f32.gelu_erf_elem(), 0.0);
+    assert_eq!(f32::INFINITY.gelu_erf_elem(), f32::INFINITY);
+    assert_eq!((-30f32).gelu_erf_elem(), 0.0);
+    assert!(f32::NAN.gelu_erf_elem().is_nan());
+
+    // The derivative crosses 0 near x = −0.75 (Φ and x·φ cancel), so it is measured against the
+    // size of its two terms: |g − exact| / (Φ + |x·φ|), where f32 rounding alone gives ≤ 6e-8
+    // (the size floored at 1e-30: below x ≈ −11 the terms leave f32's normal range, where a
+    // subnormal step is the rounding).
+    let xs: Vec<f32> = (0..16f32.to_bits())
+        .step_by(61)
+        .flat_map(|b| [f32::from_bits(b), -f32::from_bits(b)])
+        .collect();
+    let mut worst = (0.0f64, 0.0f32);
+    for &x in &xs {
+        let (cdf, xpdf) = exact_gelu_grad_parts(x as f64);
+        let size = (cdf + xpdf.abs()).max(1e-30);
+        let err = (x.gelu_erf_grad_elem() as f64 - (cdf + xpdf)).abs() / size;
+        if err > worst.0 {
+            worst = (err, x);
+        }
+    }
+    println!(
+        "gelu_erf_grad_elem: max {:.3e} of (Φ + |xφ|) (at {})",
+        worst.0, worst.1
+    );
+    assert!(
+        worst.0 < 1e-7,
+        "gelu_erf_grad_elem: {:e} at {}",
+        worst.0,
+        worst.1
+    );
+    assert_eq!((-30f32).gelu_erf_grad_elem(), 0.0);
+    assert_eq!(30f32.gelu_erf_grad_elem(), 1.0);
+    assert!(f32::NAN.gelu_erf_grad_elem().is_nan());
 }

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use ferrotron_kernels::cpu::CpuBackend;
-use ferrotron_kernels::{rope_inv_freq, Backend, Dst, Src, WeightGrads};
+use ferrotron_kernels::{rope_inv_freq, Backend, Dst, Gelu, Src, WeightGrads};
 
 type B64 = CpuBackend<f64>;
 const EPS: f64 = 1e-5;
@@ -292,12 +292,16 @@ fn swiglu(gate: &[f64], up: &[f64]) -> Vec<f64> {
     out
 }
 
-fn gelu(x: &[f64]) -> Vec<f64> {
+fn gelu_of(kind: Gelu, x: &[f64]) -> Vec<f64> {
     let mut y = vec![f64::NAN; x.len()];
     B64::new()
-        .gelu_forward(Src::all(&x.to_vec()), Dst::all(&mut y))
+        .gelu_forward(kind, Src::all(&x.to_vec()), Dst::all(&mut y))
         .unwrap();
     y
+}
+
+fn gelu(x: &[f64]) -> Vec<f64> {
+    gelu_of(Gelu::Tanh, x)
 }
 
 #[test]
@@ -348,7 +352,40 @@ fn gelu_forward_and_gradcheck() {
     let r = uniform(&mut g, n);
     let mut dx = vec![0.0; n];
     B64::new()
-        .gelu_backward(Src::all(&x), Src::all(&r), Dst::all(&mut dx))
+        .gelu_backward(Gelu::Tanh, Src::all(&x), Src::all(&r), Dst::all(&mut dx))
         .unwrap();
     fd_check("gelu dx", &x, &dx, |x| dot(&gelu(x), &r));
+}
+
+#[test]
+fn exact_gelu_forward_and_gradcheck() {
+    // x·Φ(x) = ½x(1 + erf(x/√2)), from Python's math.erf; −8 checks the lower tail (no
+    // cancellation: ½·erfc(8/√2) = 6.2e-16).
+    let y = gelu_of(Gelu::Erf, &[1.0, -1.0, 3.0, -8.0]);
+    for (got, want) in y.iter().zip([
+        0.8413447460685429,
+        -0.15865525393145707,
+        2.99595030590511,
+        -4.9767684594174555e-15,
+    ]) {
+        assert!(
+            (got - want).abs() <= 2e-14 * want.abs(), // erfc's slope at 8/√2 is 11× its value
+            "exact gelu {got} != {want}"
+        );
+    }
+    let mut g = rng(27);
+    let n = 41;
+    let x: Vec<f64> = uniform(&mut g, n).into_iter().map(|a| 5.0 * a).collect();
+    let r = uniform(&mut g, n);
+    let mut dx = vec![0.0; n];
+    B64::new()
+        .gelu_backward(Gelu::Erf, Src::all(&x), Src::all(&r), Dst::all(&mut dx))
+        .unwrap();
+    fd_check("exact gelu dx", &x, &dx, |x| {
+        dot(&gelu_of(Gelu::Erf, x), &r)
+    });
+    // the two GELUs differ by about 1e-4 at x = 2 (1.9545977 against 1.9544997): the kind
+    // is not ignored
+    let (tanh, erf) = (gelu_of(Gelu::Tanh, &[2.0]), gelu_of(Gelu::Erf, &[2.0]));
+    assert!((tanh[0] - erf[0]).abs() > 9e-5, "{tanh:?} vs {erf:?}");
 }

@@ -14,6 +14,7 @@ use super::window::{self, SlidingWindow};
 use crate::error::{Error, Result};
 use crate::hf_files::HfSource;
 use crate::user;
+use ferrotron_kernels::Gelu;
 use serde_json::{Map, Value};
 use std::path::Path;
 
@@ -48,6 +49,9 @@ pub struct ModelConfig {
     pub attn_scale_by_head_dim: bool,
     /// GPT-2's `scale_attn_by_inverse_layer_idx`: layer l's q·k is also divided by l + 1.
     pub attn_scale_by_inverse_layer: bool,
+    /// GPT-2: the MLP's GELU (`activation_function`: tanh for "gelu_new" and its aliases,
+    /// exact for "gelu"). Llama family: unused (SwiGLU).
+    pub gelu: Gelu,
     /// Context length the checkpoint was built for (GPT-2: the learned position table size).
     pub max_positions: usize,
     pub tie_embeddings: bool,
@@ -247,7 +251,11 @@ impl ModelConfig {
                 // reads n_ctx.
                 put("n_ctx", self.max_positions.into());
                 put("layer_norm_epsilon", self.norm_eps.into());
-                put("activation_function", "gelu_new".into());
+                let act = match self.gelu {
+                    Gelu::Tanh => "gelu_new",
+                    Gelu::Erf => "gelu",
+                };
+                put("activation_function", act.into());
                 put("scale_attn_weights", self.attn_scale_by_head_dim.into());
                 put(
                     "scale_attn_by_inverse_layer_idx",
@@ -363,8 +371,9 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
         return Err(user!("{origin}: num_attention_heads must be positive"));
     }
     let head_dim = c.opt_usize("head_dim")?.unwrap_or(hidden / heads);
+    // "swish" is torch's nn.SiLU under another name
     let act = c.opt_string("hidden_act")?.unwrap_or_else(|| "silu".into());
-    if act != "silu" {
+    if act != "silu" && act != "swish" {
         return Err(user!(
             "{origin}: hidden_act `{act}` is not supported for {model_type} (only `silu`)"
         ));
@@ -373,10 +382,11 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
     let layers = c.usize("num_hidden_layers")?;
     let mut notes = Vec::new();
     let sliding_window = window::from_config(c.obj, &model_type, layers, origin, &mut notes)?;
-    let pretraining_tp = c.opt_usize("pretraining_tp")?.unwrap_or(1);
-    if pretraining_tp != 1 {
+    // pretraining_tp > 1 made transformers 4.x split each projection into that many slices and
+    // add the partial products (the same sums, another rounding); transformers 5 ignores it.
+    if c.opt_usize("pretraining_tp")? == Some(0) {
         return Err(user!(
-            "{origin}: pretraining_tp = {pretraining_tp} is not supported (only 1)"
+            "{origin}: pretraining_tp must be at least 1, found 0"
         ));
     }
     // Qwen2: q, k, v biases, none on o. Others (Qwen3 too): `attention_bias` on all four.
@@ -406,6 +416,7 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
         sliding_window,
         attn_scale_by_head_dim: true,
         attn_scale_by_inverse_layer: false,
+        gelu: Gelu::Tanh,
         max_positions: c.opt_usize("max_position_embeddings")?.unwrap_or(2048),
         tie_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(false),
         qkv_bias,
@@ -429,11 +440,12 @@ fn gpt2(c: &Keys) -> Result<ModelConfig> {
     let act = c
         .opt_string("activation_function")?
         .unwrap_or_else(|| "gelu_new".into());
-    if act != "gelu_new" && act != "gelu_pytorch_tanh" {
-        return Err(user!(
-            "{origin}: activation_function `{act}` is not supported (gelu_new and gelu_pytorch_tanh are)"
-        ));
-    }
+    let gelu = gelu_from_hf(&act).ok_or_else(|| {
+        user!(
+            "{origin}: activation_function `{act}` is not supported (gelu and the tanh GELUs \
+             gelu_new, gelu_pytorch_tanh, gelu_fast, gelu_python_tanh, gelu_accurate are)"
+        )
+    })?;
     // reorder_and_upcast_attn only makes transformers compute q·k and the softmax in f32 under
     // half precision, which ferrotron's attention always does; the two scale flags are read.
     c.opt_bool("reorder_and_upcast_attn")?;
@@ -469,6 +481,7 @@ fn gpt2(c: &Keys) -> Result<ModelConfig> {
         attn_scale_by_inverse_layer: c
             .opt_bool("scale_attn_by_inverse_layer_idx")?
             .unwrap_or(false),
+        gelu,
         max_positions: c.opt_usize("n_positions")?.unwrap_or(1024),
         tie_embeddings: true,
         qkv_bias: true,
@@ -479,6 +492,18 @@ fn gpt2(c: &Keys) -> Result<ModelConfig> {
         notes,
         source: None,
     })
+}
+
+/// The GELU an HF `activation_function` names (transformers' ACT2CLS): the exact one for "gelu"
+/// and "gelu_python", the tanh approximation for the five names that compute it; None otherwise.
+fn gelu_from_hf(act: &str) -> Option<Gelu> {
+    match act {
+        "gelu" | "gelu_python" => Some(Gelu::Erf),
+        "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" | "gelu_python_tanh" | "gelu_accurate" => {
+            Some(Gelu::Tanh)
+        }
+        _ => None,
+    }
 }
 
 impl Keys<'_> {
@@ -524,6 +549,55 @@ mod tests {
             "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16}}));
         let m = 0.1 * 4f64.ln() + 1.0;
         assert!((llama.attention_scale(0) - m * m / 4.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn activation_names_map_to_the_function_transformers_computes() {
+        let gpt2 = |act: &str| {
+            ModelConfig::from_json_str(
+                &serde_json::json!({"model_type": "gpt2", "vocab_size": 10, "n_embd": 16,
+                    "n_layer": 1, "n_head": 4, "activation_function": act})
+                .to_string(),
+                "config.json",
+            )
+        };
+        for act in [
+            "gelu_new",
+            "gelu_pytorch_tanh",
+            "gelu_fast",
+            "gelu_python_tanh",
+            "gelu_accurate",
+        ] {
+            assert_eq!(gpt2(act).unwrap().gelu, Gelu::Tanh, "{act}");
+        }
+        for act in ["gelu", "gelu_python"] {
+            let cfg = gpt2(act).unwrap();
+            assert_eq!(cfg.gelu, Gelu::Erf, "{act}");
+            // what an export writes reads back as the same function
+            let written = cfg.to_hf_json()["activation_function"].clone();
+            assert_eq!(written, "gelu");
+        }
+        for act in ["relu", "gelu_10", "quick_gelu", "silu"] {
+            let err = gpt2(act).unwrap_err().to_string();
+            assert!(
+                err.contains("activation_function") && err.contains(act),
+                "{err}"
+            );
+        }
+        let llama = |extra: serde_json::Value| {
+            let mut v = serde_json::json!({"model_type": "llama", "vocab_size": 10,
+                "hidden_size": 16, "num_attention_heads": 2, "num_hidden_layers": 1,
+                "intermediate_size": 8});
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            ModelConfig::from_json_str(&v.to_string(), "config.json")
+        };
+        // torch's nn.SiLU under its other name; pretraining_tp only split transformers 4.x's
+        // products into slices
+        assert!(llama(serde_json::json!({"hidden_act": "swish", "pretraining_tp": 2})).is_ok());
+        assert!(llama(serde_json::json!({"hidden_act": "gelu"})).is_err());
+        assert!(llama(serde_json::json!({"pretraining_tp": 0})).is_err());
     }
 
     #[test]

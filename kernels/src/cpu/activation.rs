@@ -2,11 +2,13 @@
 //! SwiGLU: out = silu(g)·u, silu(g) = g·σ(g); dg += dout·u·σ(g)(1 + g(1 − σ(g))); du += dout·silu(g).
 //! tanh-GELU: y = ½x(1 + tanh(c(x + 0.044715x³))), c = √(2/π);
 //!   dx += dy·(½(1 + t) + ½x(1 − t²)·c(1 + 3·0.044715x²)), t = tanh(c(x + 0.044715x³)).
-//! Chunks run at the machine's vector width (simd.rs), exp and tanh without libm calls for f32
-//! (math.rs, as accurate as libm's).
+//! exact (erf) GELU: y = x·Φ(x);  dx += dy·(Φ(x) + x·φ(x)), Φ = ½·erfc(−x/√2), φ = Φ'.
+//! Chunks run at the machine's vector width (simd.rs), exp, tanh and erfc without libm calls for
+//! f32 (math.rs, as accurate as libm's).
 
 use super::team::{self, Pieces};
 use super::CpuFloat;
+use crate::Gelu;
 
 /// Elements per parallel work item.
 const CHUNK: usize = 1 << 13;
@@ -87,12 +89,24 @@ crate::simd_fn! {
     }
 }
 
-pub fn gelu_forward<T: CpuFloat>(x: &[T], y: &mut [T]) {
+crate::simd_fn! {
+    fn gelu_erf_forward_chunk<T: CpuFloat>(y: &mut [T], x: &[T]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = x.gelu_erf_elem();
+        }
+    }
+}
+
+pub fn gelu_forward<T: CpuFloat>(kind: Gelu, x: &[T], y: &mut [T]) {
     check_len("gelu_forward", &[x.len(), y.len()]);
     let yp = Pieces::new(y);
     team::for_ranges(x.len(), CHUNK, &|r| {
         // SAFETY: for_ranges's ranges are disjoint
-        gelu_forward_chunk(unsafe { yp.get(r.clone()) }, &x[r])
+        let y = unsafe { yp.get(r.clone()) };
+        match kind {
+            Gelu::Tanh => gelu_forward_chunk(y, &x[r]),
+            Gelu::Erf => gelu_erf_forward_chunk(y, &x[r]),
+        }
     });
 }
 
@@ -108,11 +122,23 @@ crate::simd_fn! {
     }
 }
 
-pub fn gelu_backward<T: CpuFloat>(x: &[T], dy: &[T], dx: &mut [T]) {
+crate::simd_fn! {
+    fn gelu_erf_backward_chunk<T: CpuFloat>(dx: &mut [T], x: &[T], dy: &[T]) {
+        for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+            *dx = *dx + dy * x.gelu_erf_grad_elem();
+        }
+    }
+}
+
+pub fn gelu_backward<T: CpuFloat>(kind: Gelu, x: &[T], dy: &[T], dx: &mut [T]) {
     check_len("gelu_backward", &[x.len(), dy.len(), dx.len()]);
     let dxp = Pieces::new(dx);
     team::for_ranges(x.len(), CHUNK, &|r| {
         // SAFETY: for_ranges's ranges are disjoint
-        gelu_backward_chunk(unsafe { dxp.get(r.clone()) }, &x[r.clone()], &dy[r])
+        let dx = unsafe { dxp.get(r.clone()) };
+        match kind {
+            Gelu::Tanh => gelu_backward_chunk(dx, &x[r.clone()], &dy[r]),
+            Gelu::Erf => gelu_erf_backward_chunk(dx, &x[r.clone()], &dy[r]),
+        }
     });
 }

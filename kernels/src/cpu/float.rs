@@ -7,7 +7,8 @@
 //! max error 0.98 ulp (kernels/tests/exp_f32.rs); 0 below ln(2^-126), ∞ above ln(f32::MAX),
 //! NaN stays NaN.
 //! `exp_elem` / `tanh_elem` (sigmoid, GELU): std's for f64; for f32 math.rs, which is as
-//! accurate as glibc's (≤ 0.502 ulp) and vectorizes.
+//! accurate as glibc's (≤ 0.502 ulp) and vectorizes. `gelu_erf_elem` / `gelu_erf_grad_elem`
+//! (exact GELU): libm's erfc for f64; for f32 math.rs's (f64 inside, rounded once).
 
 use num_traits::{Float, FromPrimitive, ToPrimitive};
 
@@ -44,6 +45,21 @@ pub trait CpuFloat:
     #[inline(always)]
     fn tanh_elem(self) -> Self {
         self.tanh()
+    }
+    /// The exact GELU x·Φ(x) of one element, likewise (Φ the standard normal distribution
+    /// function, ½·erfc(−x/√2); libm's erfc here, math.rs for f32).
+    #[inline(always)]
+    fn gelu_erf_elem(self) -> Self {
+        let x = self.to_f64c();
+        Self::from_f64c(x * 0.5 * libm::erfc(-x * std::f64::consts::FRAC_1_SQRT_2))
+    }
+    /// d/dx of `gelu_erf_elem`: Φ(x) + x·φ(x), φ(x) = e^{−x²/2}/√(2π).
+    #[inline(always)]
+    fn gelu_erf_grad_elem(self) -> Self {
+        let x = self.to_f64c();
+        let cdf = 0.5 * libm::erfc(-x * std::f64::consts::FRAC_1_SQRT_2);
+        let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+        Self::from_f64c(cdf + x * pdf)
     }
     /// Whether this type's GEMM can pack a B once for several products (`prepare_b`,
     /// `gemm_prepared`): f32 on CPUs that run the engine (sgemm/).
@@ -124,6 +140,14 @@ impl CpuFloat for f32 {
     #[inline(always)]
     fn tanh_elem(self) -> f32 {
         super::math::tanh_f32(self)
+    }
+    #[inline(always)]
+    fn gelu_erf_elem(self) -> f32 {
+        super::math::gelu_erf_f32(self)
+    }
+    #[inline(always)]
+    fn gelu_erf_grad_elem(self) -> f32 {
+        super::math::gelu_erf_grad_f32(self)
     }
     fn has_prepared_gemm() -> bool {
         super::sgemm::available()

@@ -445,17 +445,18 @@ impl<T: CpuFloat, M: HostMemory> Backend for CpuBackend<T, M> {
         activation::swiglu_backward(r(gate), r(up), r(dout), w(dgate), w(dup));
         Ok(())
     }
-    fn gelu_forward(&self, x: Src<'_, Self::Act>, y: Dst<'_, Self::Act>) -> Result<()> {
-        activation::gelu_forward(r(x), w(y));
+    fn gelu_forward(&self, kind: Gelu, x: Src<'_, Self::Act>, y: Dst<'_, Self::Act>) -> Result<()> {
+        activation::gelu_forward(kind, r(x), w(y));
         Ok(())
     }
     fn gelu_backward(
         &self,
+        kind: Gelu,
         x: Src<'_, Self::Act>,
         dy: Src<'_, Self::Act>,
         dx: Dst<'_, Self::Act>,
     ) -> Result<()> {
-        activation::gelu_backward(r(x), r(dy), w(dx));
+        activation::gelu_backward(kind, r(x), r(dy), w(dx));
         Ok(())
     }
     fn add_inplace(&self, x: Dst<'_, Self::Act>, y: Src<'_, Self::Act>) -> Result<()> {

@@ -4,7 +4,7 @@
 use super::backend::{grid_for, CudaBackend, KArg::*};
 use super::buffer::{check_len, Bound};
 use super::dtype::CudaAct;
-use crate::backend::{Dst, Src};
+use crate::backend::{Dst, Gelu, Src};
 use crate::{Error, Result};
 use cudarc::driver::CudaSlice;
 use std::sync::Arc;
@@ -113,7 +113,16 @@ impl<A: CudaAct> CudaBackend<A> {
         )
     }
 
-    pub(crate) fn gelu_fwd(&self, x: ASrc<'_, A>, mut y: ADst<'_, A>) -> Result<()> {
+    /// The kernel of a GELU `kind` (activations.cu): `gelu` (tanh) or `gelu_erf`.
+    fn gelu_kernel(kind: Gelu, pass: &str) -> String {
+        let base = match kind {
+            Gelu::Tanh => "gelu",
+            Gelu::Erf => "gelu_erf",
+        };
+        Self::kname(&format!("{base}_{pass}"))
+    }
+
+    pub(crate) fn gelu_fwd(&self, kind: Gelu, x: ASrc<'_, A>, mut y: ADst<'_, A>) -> Result<()> {
         check_len("gelu y", y.len, x.len)?;
         if x.len == 0 {
             return Ok(());
@@ -122,7 +131,7 @@ impl<A: CudaAct> CudaBackend<A> {
         let args = [P(bind.r(&x)), P(bind.w(&mut y)), I64(x.len as i64)];
         self.launch(
             "activations",
-            &Self::kname("gelu_fwd"),
+            &Self::gelu_kernel(kind, "fwd"),
             grid_for(x.len),
             &args,
         )
@@ -130,6 +139,7 @@ impl<A: CudaAct> CudaBackend<A> {
 
     pub(crate) fn gelu_bwd(
         &self,
+        kind: Gelu,
         x: ASrc<'_, A>,
         dy: ASrc<'_, A>,
         mut dx: ADst<'_, A>,
@@ -148,7 +158,7 @@ impl<A: CudaAct> CudaBackend<A> {
         ];
         self.launch(
             "activations",
-            &Self::kname("gelu_bwd"),
+            &Self::gelu_kernel(kind, "bwd"),
             grid_for(x.len),
             &args,
         )

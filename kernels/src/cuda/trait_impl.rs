@@ -291,11 +291,11 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
     ) -> Result<()> {
         self.swiglu_bwd(gate, up, dout, dgate, dup)
     }
-    fn gelu_forward(&self, x: S<'_, A>, y: D<'_, A>) -> Result<()> {
-        self.gelu_fwd(x, y)
+    fn gelu_forward(&self, kind: Gelu, x: S<'_, A>, y: D<'_, A>) -> Result<()> {
+        self.gelu_fwd(kind, x, y)
     }
-    fn gelu_backward(&self, x: S<'_, A>, dy: S<'_, A>, dx: D<'_, A>) -> Result<()> {
-        self.gelu_bwd(x, dy, dx)
+    fn gelu_backward(&self, kind: Gelu, x: S<'_, A>, dy: S<'_, A>, dx: D<'_, A>) -> Result<()> {
+        self.gelu_bwd(kind, x, dy, dx)
     }
     fn add_inplace(&self, x: D<'_, A>, y: S<'_, A>) -> Result<()> {
         self.add_act(x, y)

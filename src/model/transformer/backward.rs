@@ -146,7 +146,7 @@ impl Transformer {
         let mut dup = b.zeros_act(n * f)?;
         let mut dh2 = b.zeros_act(n * d)?;
         if gpt2 {
-            b.gelu_backward(src(&a.up), src(&dact), dst(&mut dup))?;
+            b.gelu_backward(self.cfg.gelu, src(&a.up), src(&dact), dst(&mut dup))?;
         } else {
             let mut dgate = b.zeros_act(n * f)?;
             b.swiglu_backward(

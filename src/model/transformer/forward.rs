@@ -164,7 +164,7 @@ impl Transformer {
         act: &mut B::Act,
     ) -> Result<()> {
         match self.cfg.arch {
-            Arch::Gpt2 => b.gelu_forward(src(up), dst(act)),
+            Arch::Gpt2 => b.gelu_forward(self.cfg.gelu, src(up), dst(act)),
             Arch::Llama => b.swiglu_forward(src(gate), src(up), dst(act)),
         }
     }
