@@ -18,7 +18,8 @@ attention biases, windows and tied embeddings; GPT-2 with n_inner, gelu_pytorch_
 layer_norm_epsilon; yarn rope scaling (Qwen2 at the defaults over 41 positions from an original
 16; Qwen3 with an untruncated ramp, beta_fast / beta_slow and the mscale ratio); dynamic rope
 scaling within max_position_embeddings; GPT-2 with scale_attn_by_inverse_layer_idx, and with
-scale_attn_weights = false; GPT-2 with the exact (erf) GELU, activation_function = "gelu".
+scale_attn_weights = false; GPT-2 with the exact (erf) GELU, activation_function = "gelu"; GPT-2 with
+tie_word_embeddings = false.
 Usage: python3 scripts/make_odd_fixtures.py tests/fixtures/hf [NAME ...]   (default: all)
 """
 import json
@@ -113,6 +114,11 @@ ODD = {
         vocab_size=157, n_embd=36, n_layer=2, n_head=3, n_inner=93, n_positions=40,
         activation_function="gelu", initializer_range=0.25, resid_pdrop=0.0, embd_pdrop=0.0,
         attn_pdrop=0.0, bos_token_id=0, eos_token_id=1), (3, 19)),
+    # an untied output layer (transformers 5 keeps `lm_head.weight` beside `transformer.wte`)
+    "var-gpt2-untied": (GPT2LMHeadModel, GPT2Config(
+        vocab_size=191, n_embd=30, n_layer=2, n_head=3, n_positions=36, tie_word_embeddings=False,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=1),
+        (2, 27)),
 }
 
 

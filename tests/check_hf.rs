@@ -21,7 +21,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// Every fixture; each must have a test pair below (`every_fixture_is_checked`).
-const FIXTURES: [&str; 22] = [
+const FIXTURES: [&str; 23] = [
     "tiny-llama",
     "tiny-gpt2",
     "tiny-qwen2",
@@ -44,6 +44,7 @@ const FIXTURES: [&str; 22] = [
     "var-gpt2-layer-scaled",
     "var-gpt2-unscaled",
     "var-gpt2-gelu-erf",
+    "var-gpt2-untied",
 ];
 
 /// Every relative error of `report` within `tol`, and every stage present.
@@ -148,6 +149,7 @@ parity_tests! {
     var_gpt2_layer_scaled_matches_hf_transformers_f32, var_gpt2_layer_scaled_matches_hf_transformers_f64: "var-gpt2-layer-scaled";
     var_gpt2_unscaled_matches_hf_transformers_f32, var_gpt2_unscaled_matches_hf_transformers_f64: "var-gpt2-unscaled";
     var_gpt2_gelu_erf_matches_hf_transformers_f32, var_gpt2_gelu_erf_matches_hf_transformers_f64: "var-gpt2-gelu-erf";
+    var_gpt2_untied_matches_hf_transformers_f32, var_gpt2_untied_matches_hf_transformers_f64: "var-gpt2-untied";
 }
 
 /// Qwen2's key bias trains: its gradient is transformers' (a norm well away from 0), and the

@@ -727,6 +727,31 @@ fn per_layer_attention_scale_through_a_pipeline_matches_one_rank() {
     assert!(dw <= 1e-5, "final weights differ by {dw:.2e}");
 }
 
+/// GPT-2 with an untied output layer (var-gpt2-untied's config, vocabulary widened to the byte
+/// tokenizer's) over pp 2 with ZeRO-1 over dp 2: the head is a unit of the last stage and the
+/// token table stays on the first (no tied copy), and losses and final weights are one rank's.
+#[test]
+fn untied_gpt2_through_a_pipeline_matches_one_rank() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = root().join("tests/fixtures/hf/var-gpt2-untied/config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src).unwrap()).unwrap();
+    assert_eq!(cfg["tie_word_embeddings"], false);
+    cfg["vocab_size"] = 301.into();
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, cfg.to_string()).unwrap();
+    let layout = [
+        "parallel.pp=2",
+        "parallel.microbatches=3",
+        "parallel.zero_stage=1",
+    ];
+    let (dl, dw, a, b) =
+        pipeline_against_one_rank(&config.display().to_string(), 4, &layout, dir.path());
+    println!("untied gpt2 pp 2 x dp 2: losses {dl:.2e}, final weights {dw:.2e}");
+    assert!(dl <= 1e-6, "losses {a:?} vs {b:?}");
+    assert!(dw <= 1e-5, "final weights differ by {dw:.2e}");
+}
+
 /// The odd-shape fixtures' configurations (random init) through pipelines whose stages hold
 /// uneven work: odd-llama's 3 blocks over pp 3 (GPipe) and pp 2 (1F1B: 2 + 1 blocks), odd-gpt2's
 /// 3 heads at (pp 2, tp 3) — vocabulary 301, hidden 72 and 48, 3 micro-batches of 2 rows.

@@ -548,7 +548,8 @@ fn tp_checkpoints_resume_at_other_tp_and_dp() {
 /// 3 × 37 tokens, which 2 does not divide: no sequence parallelism) at tp 2. odd-qwen2 has one
 /// kv head, so tp > 1 is refused there. var-gpt2-layer-scaled (each layer's own attention scale)
 /// at tp 3, var-qwen3-yarn-mscale (yarn's attention factor on every head) at tp 2 with sequence
-/// parallelism, var-gpt2-gelu-erf (the exact GELU on each rank's MLP columns) at tp 3 with it.
+/// parallelism, var-gpt2-gelu-erf (the exact GELU on each rank's MLP columns) at tp 3 with it,
+/// var-gpt2-untied (GPT-2's own vocab-parallel lm_head) at tp 3.
 #[test]
 fn check_hf_with_tp_matches_odd_fixtures() {
     let fixtures = root().join("tests/fixtures/hf");
@@ -559,6 +560,7 @@ fn check_hf_with_tp_matches_odd_fixtures() {
         ("var-gpt2-layer-scaled", 3, false),
         ("var-qwen3-yarn-mscale", 2, true),
         ("var-gpt2-gelu-erf", 3, true),
+        ("var-gpt2-untied", 3, false),
     ] {
         let dir = fixtures.join(name).display().to_string();
         let tp_arg = tp.to_string();

@@ -261,7 +261,7 @@ impl ModelConfig {
                     "scale_attn_by_inverse_layer_idx",
                     self.attn_scale_by_inverse_layer.into(),
                 );
-                put("tie_word_embeddings", true.into());
+                put("tie_word_embeddings", self.tie_embeddings.into());
                 for k in ["attn_pdrop", "embd_pdrop", "resid_pdrop"] {
                     put(k, 0.0.into());
                 }
@@ -454,11 +454,6 @@ fn gpt2(c: &Keys) -> Result<ModelConfig> {
             "{origin}: add_cross_attention = true is not supported (decoder-only models)"
         ));
     }
-    if c.opt_bool("tie_word_embeddings")? == Some(false) {
-        return Err(user!(
-            "{origin}: tie_word_embeddings = false is not supported for gpt2"
-        ));
-    }
     let mut notes = Vec::new();
     c.dropout_note(&["attn_pdrop", "embd_pdrop", "resid_pdrop"], &mut notes)?;
     let layers = c.usize("n_layer")?;
@@ -483,7 +478,8 @@ fn gpt2(c: &Keys) -> Result<ModelConfig> {
             .unwrap_or(false),
         gelu,
         max_positions: c.opt_usize("n_positions")?.unwrap_or(1024),
-        tie_embeddings: true,
+        // GPT2Config ties by default; untied, transformers 5 keeps an `lm_head.weight` [V, D]
+        tie_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(true),
         qkv_bias: true,
         o_bias: true,
         mlp_bias: true,

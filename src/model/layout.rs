@@ -355,5 +355,10 @@ fn gpt2(c: &ModelConfig, tp: TpShape) -> ParamLayout {
     n.add("transformer.ln_f.weight".into(), &[d], Role::FinalNorm);
     n.add("transformer.ln_f.bias".into(), &[d], Role::FinalNormBias);
     units.push(n.build());
+    if !c.tie_embeddings {
+        let mut h = UnitBuilder::new(UnitKind::Head, c.arch, tp);
+        h.add("lm_head.weight".into(), &[v, d], Role::LmHead);
+        units.push(h.build());
+    }
     ParamLayout { units }
 }
