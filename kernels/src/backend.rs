@@ -207,7 +207,9 @@ pub struct AttnDims {
     pub segments: usize,
     pub max_seqlen: usize,
     pub causal: bool,
-    pub scale: f32,
+    /// The softmax scale (1/√head_dim, or the model's own): f64, so the f64 backend computes
+    /// with it unrounded; each backend rounds it once to its compute type.
+    pub scale: f64,
     pub window: Option<usize>,
 }
 

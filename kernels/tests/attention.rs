@@ -33,7 +33,7 @@ fn dims_for(case: Case, seg_lens: &[usize]) -> (AttnDims, Vec<i32>) {
         segments: seg_lens.len(),
         max_seqlen: seg_lens.iter().copied().max().unwrap_or(0),
         causal: case.causal,
-        scale: 1.0 / (case.head_dim as f32).sqrt(),
+        scale: 1.0 / (case.head_dim as f64).sqrt(),
         window: case.window,
     };
     (dims, cu)
@@ -105,9 +105,12 @@ fn attn_bwd<T: CpuFloat>(
     (dq, dk, dv)
 }
 
-/// Naive reference: full S per (segment, head), softmax with explicit masking, in f64.
+/// Naive reference: full S per (segment, head), softmax with explicit masking, in f64, with its
+/// own 1/√head_dim (so an f64 backend that rounded the scale to f32 would be off by ~1e-8).
 fn naive(q: &[f64], k: &[f64], v: &[f64], cu: &[i32], d: &AttnDims) -> (Vec<f64>, Vec<f64>) {
     let (h_n, kv_n, dh, n) = (d.heads, d.kv_heads, d.head_dim, d.tokens);
+    let scale = 1.0 / (dh as f64).sqrt();
+    assert_eq!(d.scale, scale, "dims_for's scale");
     let mut o = vec![0.0; n * h_n * dh];
     let mut lse = vec![0.0; h_n * n];
     for s in 0..d.segments {
@@ -127,7 +130,7 @@ fn naive(q: &[f64], k: &[f64], v: &[f64], cu: &[i32], d: &AttnDims) -> (Vec<f64>
                         (0..dh)
                             .map(|x| q[(i * h_n + h) * dh + x] * k[(j * kv_n + g) * dh + x])
                             .sum::<f64>()
-                            * d.scale as f64
+                            * scale
                     })
                     .collect();
                 let z: f64 = sc.iter().map(|s| s.exp()).sum();

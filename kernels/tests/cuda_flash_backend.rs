@@ -72,7 +72,7 @@ fn windowed(
         segments: cu.len() - 1,
         max_seqlen: cu.windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap(),
         causal,
-        scale: 1.0 / (head_dim as f32).sqrt(),
+        scale: 1.0 / (head_dim as f64).sqrt(),
         window,
     }
 }

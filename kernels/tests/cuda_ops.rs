@@ -1033,7 +1033,7 @@ fn attention_ref(
                 let sc: Vec<f64> = keys
                     .iter()
                     .map(|&j| {
-                        d.scale as f64
+                        d.scale
                             * (0..dh)
                                 .map(|e| q[qi(i, h) + e] as f64 * k[ki(j, kh) + e] as f64)
                                 .sum::<f64>()
@@ -1058,7 +1058,7 @@ fn attention_ref(
                     .collect();
                 let delta: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
                 for ((&j, &pj), &dpj) in keys.iter().zip(&p).zip(&dp) {
-                    let ds = pj * (dpj - delta) * d.scale as f64;
+                    let ds = pj * (dpj - delta) * d.scale;
                     for e in 0..dh {
                         dq[qi(i, h) + e] += ds * k[ki(j, kh) + e] as f64;
                         dk[ki(j, kh) + e] += ds * q[qi(i, h) + e] as f64;
@@ -1097,7 +1097,7 @@ fn attention<A: CudaAct>() {
             segments: cu.len() - 1,
             max_seqlen: cu.windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap(),
             causal,
-            scale: 1.0 / (dh as f32).sqrt(),
+            scale: 1.0 / (dh as f64).sqrt(),
             window,
         };
         let tag = format!(

@@ -183,7 +183,7 @@ fn flash_attention_within_twice_sdpa_error_of_fp64() {
             segments: num("segments") as usize,
             max_seqlen: num("max_seqlen") as usize,
             causal: num("causal") != 0.0,
-            scale: num("scale") as f32,
+            scale: num("scale"),
             window: match meta.get("window").map(|w| w.parse::<usize>().unwrap()) {
                 None | Some(0) => None,
                 Some(w) => Some(w),

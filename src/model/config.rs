@@ -362,15 +362,49 @@ impl Keys<'_> {
     }
 }
 
+/// What transformers' config class of a Llama-family `model_type` assumes for a key that
+/// config.json leaves out (transformers 5: MistralConfig num_key_value_heads 8; Qwen2Config /
+/// Qwen3Config 32, and Qwen3Config head_dim 128; LlamaConfig derives both). None: derived from
+/// the heads (kv heads = heads, head_dim = hidden / heads).
+struct ClassDefaults {
+    kv_heads: Option<usize>,
+    head_dim: Option<usize>,
+    max_positions: usize,
+}
+
+impl ClassDefaults {
+    fn of(model_type: &str) -> Self {
+        let (kv_heads, head_dim, max_positions) = match model_type {
+            "mistral" => (Some(8), None, 131_072),
+            "qwen2" => (Some(32), None, 32_768),
+            "qwen3" => (Some(32), Some(128), 32_768),
+            _ => (None, None, 2048),
+        };
+        ClassDefaults {
+            kv_heads,
+            head_dim,
+            max_positions,
+        }
+    }
+}
+
 fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
     let origin = c.origin;
     let hidden = c.usize("hidden_size")?;
     let heads = c.usize("num_attention_heads")?;
-    let kv_heads = c.opt_usize("num_key_value_heads")?.unwrap_or(heads);
     if heads == 0 {
         return Err(user!("{origin}: num_attention_heads must be positive"));
     }
-    let head_dim = c.opt_usize("head_dim")?.unwrap_or(hidden / heads);
+    // A key that is absent takes its transformers class default; null means "derive it".
+    let class = ClassDefaults::of(&model_type);
+    let kv_heads = match c.obj.contains_key("num_key_value_heads") {
+        false => class.kv_heads.unwrap_or(heads),
+        true => c.opt_usize("num_key_value_heads")?.unwrap_or(heads),
+    };
+    let head_dim = match c.obj.contains_key("head_dim") {
+        false => class.head_dim.unwrap_or(hidden / heads),
+        true => c.opt_usize("head_dim")?.unwrap_or(hidden / heads),
+    };
     // "swish" is torch's nn.SiLU under another name
     let act = c.opt_string("hidden_act")?.unwrap_or_else(|| "silu".into());
     if act != "silu" && act != "swish" {
@@ -417,7 +451,9 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
         attn_scale_by_head_dim: true,
         attn_scale_by_inverse_layer: false,
         gelu: Gelu::Tanh,
-        max_positions: c.opt_usize("max_position_embeddings")?.unwrap_or(2048),
+        max_positions: c
+            .opt_usize("max_position_embeddings")?
+            .unwrap_or(class.max_positions),
         tie_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(false),
         qkv_bias,
         o_bias,
@@ -594,6 +630,30 @@ mod tests {
         assert!(llama(serde_json::json!({"hidden_act": "swish", "pretraining_tp": 2})).is_ok());
         assert!(llama(serde_json::json!({"hidden_act": "gelu"})).is_err());
         assert!(llama(serde_json::json!({"pretraining_tp": 0})).is_err());
+    }
+
+    #[test]
+    fn absent_keys_take_the_transformers_class_defaults() {
+        let cfg = |model_type: &str, extra: serde_json::Value| {
+            let mut v = serde_json::json!({"model_type": model_type, "vocab_size": 10,
+                "hidden_size": 128, "num_attention_heads": 64, "num_hidden_layers": 1,
+                "intermediate_size": 8});
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            parse(v)
+        };
+        let none = serde_json::json!({});
+        let at = |c: ModelConfig| (c.kv_heads, c.head_dim, c.max_positions);
+        assert_eq!(at(cfg("llama", none.clone())), (64, 2, 2048));
+        assert_eq!(at(cfg("mistral", none.clone())), (8, 2, 131_072));
+        assert_eq!(at(cfg("qwen2", none.clone())), (32, 2, 32_768));
+        assert_eq!(at(cfg("qwen3", none)), (32, 128, 32_768));
+        // null: derived from the heads, as transformers' __post_init__ does
+        let nulls = serde_json::json!({"num_key_value_heads": null, "head_dim": null});
+        assert_eq!(at(cfg("qwen3", nulls)), (64, 2, 32_768));
+        let set = serde_json::json!({"num_key_value_heads": 4, "head_dim": 8});
+        assert_eq!(at(cfg("mistral", set)), (4, 8, 131_072));
     }
 
     #[test]

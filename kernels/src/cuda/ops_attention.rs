@@ -75,7 +75,7 @@ fn shape(d: &AttnDims) -> Result<AttnShape> {
         head_dim: d.head_dim as i32,
         segments: d.segments as i32,
         causal: d.causal as i32,
-        scale: d.scale,
+        scale: d.scale as f32,
         window: window_arg(d),
     })
 }

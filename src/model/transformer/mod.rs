@@ -340,7 +340,7 @@ impl Transformer {
             segments: batch.segments,
             max_seqlen: batch.max_seqlen,
             causal: true,
-            scale: c.attention_scale(layer) as f32,
+            scale: c.attention_scale(layer),
             window: c.sliding_window.of(layer),
         }
     }

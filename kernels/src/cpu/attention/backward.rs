@@ -219,7 +219,7 @@ pub(super) fn p_and_ds<T: CpuFloat>(
         ..
     } = inp.dims;
     let kvh = h / (heads / kv_heads);
-    let scale = T::from_f64c(inp.dims.scale as f64);
+    let scale = T::from_f64c(inp.dims.scale);
     let (q_tok, kv_tok) = (start + r0, start + c0);
     scores(
         &mut sc.p,
@@ -262,7 +262,7 @@ fn key_tile<T: CpuFloat>(inp: &Inputs<'_, T>, tile: &Tile, dk_blk: &mut [T], dv_
         ..
     } = inp.dims;
     let group = heads / kv_heads;
-    let scale = T::from_f64c(inp.dims.scale as f64);
+    let scale = T::from_f64c(inp.dims.scale);
     let (c0, cols) = (tile.r0, tile.rows());
     dk_blk.fill(T::zero());
     dv_blk.fill(T::zero());
@@ -307,7 +307,7 @@ fn query_tile<T: CpuFloat>(inp: &Inputs<'_, T>, tile: &Tile, dq_blk: &mut [T]) {
         head_dim: dh,
         ..
     } = inp.dims;
-    let scale = T::from_f64c(inp.dims.scale as f64);
+    let scale = T::from_f64c(inp.dims.scale);
     let (r0, rows) = (tile.r0, tile.rows());
     dq_blk.fill(T::zero());
     let mut sc = Scratch::new();

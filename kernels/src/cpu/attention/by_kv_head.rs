@@ -67,7 +67,7 @@ fn pair<T: CpuFloat>(inp: &Inputs<'_, T>, (start, len): (usize, usize), g: usize
         ..
     } = inp.dims;
     let group = heads / kv_heads;
-    let scale = T::from_f64c(inp.dims.scale as f64);
+    let scale = T::from_f64c(inp.dims.scale);
     let mut out = PairGrads {
         dq: workspace::zeroed(group * len * dh),
         dk: workspace::zeroed(len * dh),

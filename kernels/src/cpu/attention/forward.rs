@@ -115,7 +115,7 @@ fn query_tile_head<T: CpuFloat>(
     } = *dims;
     let kvh = h / (heads / kv_heads);
     let rows = tile.rows();
-    let scale = T::from_f64c(dims.scale as f64);
+    let scale = T::from_f64c(dims.scale);
     let qv = head_rows(q, tile.token(), rows, heads, h, dh);
     sc.m[..rows].fill(T::neg_infinity());
     sc.l[..rows].fill(T::zero());

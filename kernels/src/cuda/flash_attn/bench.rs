@@ -118,7 +118,7 @@ pub fn bench_attention_with(
                 segments: b,
                 max_seqlen: s,
                 causal,
-                scale: 1.0 / (d as f32).sqrt(),
+                scale: 1.0 / (d as f64).sqrt(),
                 window: None,
             };
             let mut fwd = || {

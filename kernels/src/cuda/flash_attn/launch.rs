@@ -186,8 +186,8 @@ impl FlashAttention {
             kv_heads: dims.kv_heads as i32,
             group: (dims.heads / dims.kv_heads) as i32,
             causal: dims.causal as i32,
-            scale: dims.scale,
-            scale_log2: dims.scale * LOG2E,
+            scale: dims.scale as f32,
+            scale_log2: dims.scale as f32 * LOG2E,
             segments: dims.segments as i32,
             window: crate::cuda::ops_attention::window_arg(dims),
             ..Default::default()
