@@ -92,7 +92,7 @@ pub fn main() -> i32 {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::error::print_error_line(&e);
             e.exit_code()
         }
     }

@@ -43,3 +43,11 @@ impl From<ferrotron_kernels::Error> for Error {
 macro_rules! user {
     ($($t:tt)*) => { $crate::error::Error::User(format!($($t)*)) };
 }
+
+/// Prints `error: {message}` to stderr as one write, so that under mpirun, where several ranks
+/// share the terminal, two ranks' lines never interleave (eprintln! writes a line in pieces).
+pub fn print_error_line(message: impl fmt::Display) {
+    use std::io::Write;
+    let line = format!("error: {message}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}

@@ -112,7 +112,7 @@ pub fn run(recipe_path: &Path, overrides: &[String], resume: bool) -> Result<i32
         // Every rank that fails says why; the checkpoint lock is released first.
         Err(e) if world.size() > 1 => {
             drop(_lock);
-            eprintln!("error: rank {}: {e}", world.rank());
+            crate::error::print_error_line(format!("rank {}: {e}", world.rank()));
             world.abort(e.exit_code())
         }
         other => other,
