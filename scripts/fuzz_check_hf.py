@@ -1,0 +1,664 @@
+"""Random-config differential test of `ferrotron check-hf` against Hugging Face transformers.
+
+For each case this draws a small random config of one of the supported classes (LlamaForCausalLM
+with default / linear / llama3 / yarn / dynamic rope scaling, GPT2LMHeadModel, Qwen2ForCausalLM,
+Qwen3ForCausalLM, MistralForCausalLM), writes a fixture exactly as scripts/make_odd_fixtures.py's
+`write_fixture` does (the same procedure as the shared make_fixtures.py `make()`: f64 model from
+fp32 save_pretrained weights, labels with row 0's first S/4 = -100, gradients, one AdamW step,
+reference.safetensors + reference.json), optionally rewrites config.json into the transformers 4.x
+layout (top-level rope_theta + `rope_scaling`, or both layouts at once), reloads the directory with
+transformers to make sure config.json on disk still reproduces the reference logits, and then runs
+
+    ferrotron check-hf DIR                    (f32)
+    ferrotron check-hf DIR --dtype f64
+    mpirun -np 2 ferrotron check-hf DIR --tp 2 [--sequence-parallel]   (every ~4th case)
+    mpirun -np 3 ferrotron check-hf DIR --tp 3 [--sequence-parallel]   (when 3 divides the heads)
+
+and records, per run, the exit code, the max rel_err of the report and a verdict:
+  pass              max rel_err within the limit (1e-5 f32, 1e-6 f64)
+  HIGH              ran, but max rel_err above that limit (a finding, even if within --tol)
+  FAIL              exit 1 (above ferrotron's own tolerance)
+  refused           exit 2 with a message, for a config drawn with a setting outside the supported
+                    list (activation gelu/relu/silu, longrope, partial_rotary_factor, ...)
+  REFUSED-SUPPORTED exit 2 on a config that only uses listed settings (a finding)
+  PANIC / CRASH / HANG   exit 101 / other exit / timeout (findings)
+A tp run refused with exit 2 (e.g. sequence parallelism over a token count tp does not divide) is
+`refused-tp`, listed separately. Two explanations are checked automatically:
+  high-ref-f32-steps    an f64 run above 1e-6 that is within 1e-6 of a pure-f64 transformers
+                        reference (transformers' "f64" model still computes the rope angles,
+                        RMSNorm, softmax and loss in f32; see make_pure64_reference)
+  high-ill-conditioned  an f32 run above 1e-5 whose error is no larger than transformers' own f32
+                        model's error on the same fixture (transformers_f32_error)
+
+Usage:
+  python3 scripts/fuzz_check_hf.py --seed 1 --count 20 [--out /tmp/fuzz-hf] [--bin target/release/ferrotron]
+  python3 scripts/fuzz_check_hf.py --seed 1 --count 20 --only 7      # redo case 7 of seed 1
+  python3 scripts/fuzz_check_hf.py --seed 8 --count 100 --init 0.25  # sharper weights
+  python3 scripts/fuzz_check_hf.py --seed 6 --count 100 --pure64     # + f64 vs an all-f64 reference
+  python3 scripts/fuzz_check_hf.py --summarize                      # all OUT/results-s*.json
+Cases are reproducible from (seed, index): the directory is OUT/s<seed>-<index>-<family>.
+Results: OUT/results-s<seed>.json (one record per case) and a summary table on stdout.
+"""
+import argparse
+import json
+import math
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import torch  # noqa: E402
+from make_odd_fixtures import write_fixture  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig,  # noqa: E402
+                          LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
+                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+
+CLASSES = {
+    "llama": (LlamaForCausalLM, LlamaConfig),
+    "gpt2": (GPT2LMHeadModel, GPT2Config),
+    "qwen2": (Qwen2ForCausalLM, Qwen2Config),
+    "qwen3": (Qwen3ForCausalLM, Qwen3Config),
+    "mistral": (MistralForCausalLM, MistralConfig),
+}
+LIMIT = {"f32": 1e-5, "f64": 1e-6}
+MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+
+
+def divisors(n):
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def draw_rope(rng, kind, theta, head_dim, max_pos, seq):
+    """A rope dict (5.x rope_parameters form, rope_theta included) for `kind`."""
+    d = {"rope_type": kind, "rope_theta": theta}
+    if kind == "linear":
+        d["factor"] = rng.choice([2.0, 2.5, 4.0, 8.0, 1.5, 0.5])
+    elif kind == "llama3":
+        low = rng.choice([1.0, 1.0, 0.5, 2.0])
+        high = rng.choice([h for h in [2.0, 4.0, 8.0, 3.0] if h > low])
+        d.update(factor=rng.choice([8.0, 4.0, 2.0, 32.0, 3.5]), low_freq_factor=low,
+                 high_freq_factor=high,
+                 original_max_position_embeddings=rng.randint(4, max(4, min(64, max_pos))))
+    elif kind == "yarn":
+        d["factor"] = rng.choice([4.0, 2.0, 8.0, 2.5, 16.0])
+        if rng.random() < 0.8:
+            d["original_max_position_embeddings"] = rng.randint(4, 64)
+        if rng.random() < 0.5:
+            bf = rng.choice([8.0, 16.0, 32.0, 64.0, 4.0])
+            bs = rng.choice([b for b in [1.0, 2.0, 0.5, 4.0] if b <= bf])
+            d.update(beta_fast=bf, beta_slow=bs)
+        if rng.random() < 0.5:
+            d["truncate"] = rng.choice([True, False])
+        r = rng.random()
+        if r < 0.25:
+            d["attention_factor"] = rng.choice([0.8, 1.0, 1.3])
+        elif r < 0.5:
+            d.update(mscale=rng.choice([0.707, 1.0, 0.5]), mscale_all_dim=rng.choice([1.0, 0.707, 0.0]))
+        elif r < 0.6:
+            d["mscale"] = 0.707  # alone: ignored by transformers
+    elif kind == "dynamic":
+        d["factor"] = rng.choice([2.0, 3.0, 4.5])
+    return d
+
+
+def draw_case(seed, idx):
+    rng = random.Random(seed * 100003 + idx)
+    fam = rng.choice(["llama", "llama", "llama", "gpt2", "qwen2", "qwen3", "mistral"])
+    tp_case = idx % 4 == 3
+    # tp cases: mostly shapes tensor / sequence parallelism can split (heads, kv heads, ffn and
+    # batch*seq divisible by 2 or 3); the rest stay fully random
+    tp_shape = tp_case and rng.random() < 0.8
+    batch = rng.randint(1, 4)
+    seq = rng.randint(2, 45)
+    if tp_shape and rng.random() < 0.7:
+        seq = rng.choice([s for s in range(2, 46) if (batch * s) % 6 == 0])
+    vocab = rng.randint(50, 700)
+    layers = rng.randint(1, 3)
+    init = rng.choice([0.02, 0.02, 0.02, 0.05, 0.1])
+    unsupported = None  # reason when a setting outside the supported list is drawn
+    kw = {"vocab_size": vocab, "initializer_range": init}
+    if rng.random() < 0.5:
+        kw.update(bos_token_id=rng.randint(0, vocab - 1), eos_token_id=rng.randint(0, vocab - 1))
+        if rng.random() < 0.3:
+            kw["eos_token_id"] = [rng.randint(0, vocab - 1), rng.randint(0, vocab - 1)]
+    if fam == "gpt2":
+        heads = rng.choice([2, 3, 6]) if tp_shape else rng.randint(1, 6)
+        hd = rng.randint(2, 16)
+        n_pos = seq + rng.choice([0, 1, 5, 20, 60])
+        kw.update(n_embd=heads * hd, n_head=heads, n_layer=layers, n_positions=n_pos,
+                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                  layer_norm_epsilon=rng.choice([1e-5, 1e-5, 1e-3, 1e-6, 0.1]))
+        if rng.random() < 0.4:
+            kw["n_inner"] = rng.randint(5, 150)
+            if tp_shape:
+                kw["n_inner"] = 6 * rng.randint(1, 25)
+        r = rng.random()
+        if r < 0.15:
+            # the exact GELU and the other names of the tanh GELU are supported (429ccd4); relu,
+            # silu and quick_gelu are refused with exit 2
+            kw["activation_function"] = rng.choice(["gelu", "relu", "silu", "gelu_fast",
+                                                    "gelu_python", "gelu_accurate", "quick_gelu",
+                                                    "gelu_python_tanh"])
+            if kw["activation_function"] in ("relu", "silu", "quick_gelu"):
+                unsupported = "activation_function " + kw["activation_function"]
+        else:
+            kw["activation_function"] = rng.choice(["gelu_new", "gelu_pytorch_tanh"])
+        if rng.random() < 0.3:
+            kw["scale_attn_weights"] = False
+        if rng.random() < 0.4:
+            kw["scale_attn_by_inverse_layer_idx"] = True
+        # reorder_and_upcast_attn: transformers cannot run it in f64 (it asserts f32 weights)
+        if rng.random() < 0.08:
+            kw["tie_word_embeddings"] = False
+        kv = heads
+        rope_kind = "none"
+        layout = "n/a"
+    else:
+        heads = rng.choice([2, 4, 6, 8, 3, 6, 12]) if tp_shape else rng.randint(1, 8)
+        divs = divisors(heads)
+        kv = rng.choice(divs + [1, heads])
+        if tp_shape:
+            kv = rng.choice([d for d in divs if d % 2 == 0 or d % 3 == 0] or [heads])
+        if fam == "mistral" and rng.random() < 0.25:
+            heads, kv = rng.choice([16, 8, 24]), 8  # MistralConfig's default kv heads
+        explicit_hd = fam in ("llama", "mistral", "qwen3") and rng.random() < 0.5 or \
+            fam == "qwen2" and rng.random() < 0.15 or fam == "qwen3"
+        hd = rng.choice([2, 4, 6, 8, 10, 12, 14, 16, 20, 24, 32])
+        if explicit_hd:
+            # transformers validates hidden % heads == 0 even with an explicit head_dim
+            hidden = heads * rng.randint(1, max(1, 96 // heads))
+            kw["head_dim"] = hd
+        else:
+            hidden = heads * hd
+        ffn = 6 * rng.randint(1, 33) if tp_shape else rng.randint(5, 200)
+        kw.update(hidden_size=hidden, num_attention_heads=heads, num_key_value_heads=kv,
+                  num_hidden_layers=layers, intermediate_size=ffn,
+                  rms_norm_eps=rng.choice([1e-5, 1e-6, 1e-6, 1e-3, 1e-2, 1e-8]),
+                  tie_word_embeddings=rng.random() < 0.5)
+        theta = rng.choice([10000.0, 500000.0, 1000000.0, 100.0, 12345.6, 10000])
+        if fam == "llama":
+            kinds = ["default", "linear", "llama3", "yarn", "dynamic"]
+            rope_kind = rng.choice(kinds)
+            if rng.random() < 0.5:
+                kw["attention_bias"] = True
+            if rng.random() < 0.4:
+                kw["mlp_bias"] = True
+        else:
+            rope_kind = rng.choice(["default"] * 5 + ["linear", "llama3", "yarn", "dynamic"])
+        if fam == "qwen3" and rng.random() < 0.4:
+            kw["attention_bias"] = True
+        max_pos = seq + rng.choice([0, 1, 3, 10, 40, 100])
+        if rope_kind == "dynamic":
+            max_pos = seq + rng.choice([0, 0, 2, 9])
+        kw["max_position_embeddings"] = max_pos
+        rope = draw_rope(rng, rope_kind, theta, hd, max_pos, seq)
+        # rare settings outside the supported list: expected to be refused with exit 2
+        r = rng.random()
+        if r < 0.04:
+            rope["partial_rotary_factor"] = 0.5
+            unsupported = "partial_rotary_factor 0.5"
+        elif r < 0.07 and fam == "llama":
+            kw["hidden_act"] = rng.choice(["gelu", "relu", "swish"])
+            if kw["hidden_act"] != "swish":  # swish is silu
+                unsupported = "hidden_act " + kw["hidden_act"]
+        elif r < 0.08 and fam == "llama":
+            kw["pretraining_tp"] = 2  # transformers 5 ignores it, and so does ferrotron
+        elif r < 0.10:
+            h2 = kw.get("head_dim", hidden // heads) // 2
+            rope = {"rope_type": "longrope", "rope_theta": theta, "short_factor": [1.0] * h2,
+                    "long_factor": [2.0] * h2, "original_max_position_embeddings": max(2, seq // 2)}
+            rope_kind = "longrope"
+            unsupported = "longrope"
+        if rng.random() < 0.5:
+            kw["rope_parameters"] = rope
+        else:  # transformers 4.x keyword style
+            kw["rope_theta"] = rope.pop("rope_theta")
+            if rope["rope_type"] != "default" or "partial_rotary_factor" in rope or rng.random() < 0.3:
+                if rng.random() < 0.3:
+                    rope["type"] = rope.pop("rope_type")
+                kw["rope_scaling"] = rope
+        if fam == "mistral":
+            if rng.random() < 0.1:
+                kw["layer_types"] = ["full_attention"] * layers  # MistralForCausalLM ignores it
+            r = rng.random()
+            if r < 0.6 and seq >= 3:
+                kw["sliding_window"] = rng.randint(1, seq - 1)
+            elif r < 0.8:
+                kw["sliding_window"] = None
+            # else: absent, MistralConfig's default 4096
+        if fam in ("qwen2", "qwen3"):
+            if rng.random() < 0.6 and seq >= 3:
+                kw.update(use_sliding_window=True, sliding_window=rng.randint(1, seq - 1))
+                if rng.random() < 0.3:
+                    kw["layer_types"] = [rng.choice(["sliding_attention", "full_attention"])
+                                         for _ in range(layers)]
+                else:
+                    kw["max_window_layers"] = rng.randint(0, layers)
+            elif rng.random() < 0.5:
+                kw.update(use_sliding_window=False, sliding_window=rng.randint(1, 40))
+        layout = rng.choice(["5x", "5x", "4x", "4x", "both"])  # config.json rope layout on disk
+    if rng.random() < 0.1:
+        kw["attention_dropout" if fam != "gpt2" else "attn_pdrop"] = 0.0
+    drop_defaults = rng.random() < 0.35
+    return {"seed": seed, "index": idx, "family": fam, "rope": rope_kind, "kwargs": kw,
+            "drop_defaults": drop_defaults,
+            "shape": [batch, seq], "layout": layout, "unsupported": unsupported,
+            "heads": heads, "kv_heads": kv, "tp_case": tp_case}
+
+
+def rewrite_layout(path, layout, rng):
+    """Rewrite config.json's rope keys: '4x' = rope_theta + rope_scaling, 'both' = 5.x + 4.x keys."""
+    if layout == "5x":
+        return
+    with open(path) as f:
+        c = json.load(f)
+    rp = c.get("rope_parameters")
+    if not isinstance(rp, dict) or "rope_type" not in rp:
+        return
+    rp = dict(rp)
+    theta = rp.pop("rope_theta", None)
+    typ = rp.get("rope_type", "default")
+    if rng.random() < 0.3:
+        rp["type"] = rp.pop("rope_type")
+    c["rope_theta"] = theta
+    c["rope_scaling"] = None if typ == "default" and rng.random() < 0.7 else rp
+    if layout == "4x":
+        del c["rope_parameters"]
+        # keys a transformers 4.x save often lacks, where the default gives the same model
+        lt = c.get("layer_types")
+        if lt is not None and c.get("model_type") in ("qwen2", "qwen3") and rng.random() < 0.5:
+            sw = c.get("sliding_window") if c.get("use_sliding_window") else None
+            mwl = c.get("max_window_layers", 28)
+            derived = ["sliding_attention" if sw is not None and i >= mwl else "full_attention"
+                       for i in range(len(lt))]
+            if lt == derived:
+                del c["layer_types"]
+        if (rng.random() < 0.5 and c.get("model_type") == "llama"
+                and c.get("num_key_value_heads") == c["num_attention_heads"]):
+            del c["num_key_value_heads"]
+        if (rng.random() < 0.5 and c.get("model_type") != "qwen3"
+                and c.get("head_dim") == c["hidden_size"] // c["num_attention_heads"]):
+            del c["head_dim"]
+        if rng.random() < 0.3 and theta == 10000.0 and rp.get("rope_type", rp.get("type")) == "default":
+            del c["rope_theta"]
+    with open(path, "w") as f:
+        json.dump(c, f, indent=2)
+
+
+DROPPABLE = ["rms_norm_eps", "tie_word_embeddings", "num_key_value_heads", "head_dim",
+             "max_window_layers", "use_sliding_window", "sliding_window", "layer_types",
+             "attention_bias", "mlp_bias", "max_position_embeddings", "hidden_act", "rope_theta",
+             "layer_norm_epsilon", "n_inner", "activation_function", "scale_attn_weights",
+             "scale_attn_by_inverse_layer_idx", "n_positions", "bos_token_id", "eos_token_id",
+             "pretraining_tp", "attention_dropout", "rope_scaling", "rope_parameters"]
+
+
+def drop_default_keys(path, cfg_cls, rng, p=0.6):
+    """Delete keys of config.json whose absence gives transformers the same config (its class
+    default equals the value): ferrotron must then assume the same default."""
+    with open(path) as f:
+        c = json.load(f)
+    ignore = {"transformers_version", "architectures", "dtype", "torch_dtype"}
+
+    def norm(dct):
+        x = cfg_cls.from_dict(json.loads(json.dumps(dct))).to_dict()  # from_dict mutates nested dicts
+        return {k: v for k, v in x.items() if k not in ignore}
+    base = norm(c)
+    dropped = []
+    for k in DROPPABLE:
+        if k in c and rng.random() < p:
+            trial = {kk: vv for kk, vv in c.items() if kk != k}
+            try:
+                same = norm(trial) == base
+            except Exception:
+                same = False
+            if same:
+                c = trial
+                dropped.append(k)
+    with open(path, "w") as f:
+        json.dump(c, f, indent=2)
+    return dropped
+
+
+def verify_reload(d, ref_logits):
+    """transformers reading config.json + model.safetensors from disk must give the reference."""
+    m = AutoModelForCausalLM.from_pretrained(d, attn_implementation="eager").double().eval()
+    ref = load_file(os.path.join(d, "reference.safetensors"))
+    with torch.no_grad():
+        out = m(input_ids=ref["input_ids"]).logits
+    return float((out - ref_logits).norm() / ref_logits.norm())
+
+
+class _Float64Everywhere:
+    """Within this block torch.float / torch.float32 name float64 and Tensor.float() keeps f64
+    tensors f64. transformers' "f64" model (model.double()) still computes in f32: the rope
+    table and angles (dtype=torch.float, .float()), RMSNorm (.to(torch.float32)), the attention
+    softmax (dtype=torch.float32) and the loss (logits.float()). Used only by the diagnostic
+    pure-f64 reference below."""
+
+    def __enter__(self):
+        self.saved = (torch.float, torch.float32, torch.Tensor.float)
+        orig = torch.Tensor.float
+        torch.float = torch.float32 = torch.float64
+        torch.Tensor.float = lambda t, *a, **k: t if t.dtype == torch.float64 else orig(t, *a, **k)
+
+    def __exit__(self, *exc):
+        torch.float, torch.float32, torch.Tensor.float = self.saved
+
+
+def make_pure64_reference(d, out):
+    """Diagnostic: the fixture of `d` recomputed by transformers entirely in f64 (see
+    _Float64Everywhere: rope table and angles, RMSNorm, softmax and loss too). Same weights, ids,
+    labels, gradient and AdamW procedure as write_fixture. Returns ‖logits − fixture logits‖ /
+    ‖fixture logits‖, i.e. how far the fixture's own mixed-precision reference is from f64."""
+    import shutil
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    os.makedirs(out, exist_ok=True)
+    for f in ("config.json", "model.safetensors", "reference.json"):
+        shutil.copy(os.path.join(d, f), out)
+    ref = load_file(os.path.join(d, "reference.safetensors"))
+    # the fixture's own class (AutoModel maps e.g. a mistral config with layer_types to Ministral)
+    cls_name = json.load(open(os.path.join(d, "reference.json")))["transformers_class"]
+    cls = next(c for c, _ in CLASSES.values() if c.__name__ == cls_name)
+    model = cls.from_pretrained(d, attn_implementation="eager").double().eval()
+    for mod in model.modules():
+        if type(mod).__name__.endswith("RotaryEmbedding"):
+            fn = (mod.compute_default_rope_parameters if mod.rope_type == "default"
+                  else ROPE_INIT_FUNCTIONS[mod.rope_type])
+            with _Float64Everywhere():
+                inv, scale = fn(mod.config)
+            mod.inv_freq = inv.double()
+            mod.attention_scaling = scale
+    ids, labels = ref["input_ids"], ref["labels"]
+    with _Float64Everywhere():
+        result = model(input_ids=ids, labels=labels)
+        result.loss.backward()
+    tensors = {"input_ids": ids, "labels": labels, "logits": result.logits.detach().contiguous(),
+               "loss": result.loss.detach().reshape(1)}
+    for n, p in model.named_parameters():
+        tensors["grad." + n] = p.grad.detach().clone().contiguous()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    opt.step()
+    for n, p in model.named_parameters():
+        tensors["adamw1." + n] = p.detach().clone().contiguous()
+    from safetensors.torch import save_file
+    save_file(tensors, os.path.join(out, "reference.safetensors"))
+    return float((result.logits.detach() - ref["logits"]).norm() / ref["logits"].norm())
+
+
+def transformers_f32_error(d):
+    """Yardstick for an f32 run above the limit: max rel_err of transformers' own f32 model
+    (same weights, ids, labels) against the fixture, over logits, loss and gradients. When
+    ferrotron's f32 error is no larger, the excess is the config's conditioning."""
+    ref = load_file(os.path.join(d, "reference.safetensors"))
+    cls_name = json.load(open(os.path.join(d, "reference.json")))["transformers_class"]
+    cls = next(c for c, _ in CLASSES.values() if c.__name__ == cls_name)
+    m = cls.from_pretrained(d, attn_implementation="eager").float()
+    out = m(input_ids=ref["input_ids"], labels=ref["labels"])
+    out.loss.backward()
+    errs = [float((out.logits.double() - ref["logits"]).norm() / ref["logits"].norm()),
+            abs(float(out.loss) - float(ref["loss"])) / abs(float(ref["loss"]))]
+    for n, p in m.named_parameters():
+        r = ref["grad." + n]
+        errs.append(float((p.grad.double() - r).norm() / r.norm()))
+    return max(errs)
+
+
+RE_MAX = re.compile(r"max rel_err ([0-9.eE+-]+|NaN|inf)")
+RE_Q = re.compile(r"^\s+(\S+)\s+rel_err ([0-9.eE+-]+|NaN|inf)\s+(ok|FAIL)", re.M)
+
+
+def run_check(binary, d, dtype="f32", tp=1, sp=False, timeout=180):
+    cmd = [binary, "check-hf", d]
+    if dtype != "f32":
+        cmd += ["--dtype", dtype]
+    env = dict(os.environ)
+    if tp > 1:
+        cmd = ["mpirun", "--oversubscribe", "-np", str(tp)] + cmd + ["--tp", str(tp)]
+        env.update(MPI_ENV)
+    if sp:
+        cmd.append("--sequence-parallel")
+    t0 = time.time()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                           start_new_session=True)
+        rc, out, err = p.returncode, p.stdout, p.stderr
+    except subprocess.TimeoutExpired as e:
+        rc, out, err = "timeout", (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or ""), ""
+    dt = time.time() - t0
+    text = out + "\n" + err
+    errs = [float(x) for x in RE_MAX.findall(text)]
+    maxerr = max(errs) if errs else None
+    worst = None
+    qs = [(n, float(v)) for n, v, _ in RE_Q.findall(text)]
+    if qs:
+        worst = max(qs, key=lambda t: (t[1] != t[1], t[1]))[0]
+    msg = next((ln.strip() for ln in text.splitlines() if ln.strip().startswith("error")), None)
+    if msg is None and rc not in (0, 1):
+        msg = "\n".join(text.strip().splitlines()[-6:])
+    return {"cmd": " ".join(cmd), "rc": rc, "max_rel_err": maxerr, "worst": worst, "msg": msg,
+            "seconds": round(dt, 2), "output": text}
+
+
+def verdict(r, dtype, case, is_tp):
+    rc = r["rc"]
+    if rc == "timeout":
+        return "HANG"
+    if rc in (101, -6, 134) or (isinstance(rc, int) and "panicked" in r["output"]):
+        return "PANIC"
+    if rc == 2:
+        if case["unsupported"]:
+            return "refused"
+        return "refused-tp" if is_tp else "REFUSED-SUPPORTED"
+    if rc == 1:
+        return "FAIL" if r["max_rel_err"] is not None else "CRASH"
+    if rc != 0:
+        # mpirun reports a rank's exit 2 as its own non-zero status
+        if is_tp and "error:" in r["output"] and "panicked" not in r["output"]:
+            return "refused-tp" if not case["unsupported"] else "refused"
+        return "CRASH"
+    if case["unsupported"]:
+        e = r["max_rel_err"]
+        return "RAN-UNSUPPORTED" if e is None or e > LIMIT[dtype] else "ran-unsupported-ok"
+    e = r["max_rel_err"]
+    if e is None or e != e:
+        return "CRASH"
+    return "pass" if e <= LIMIT[dtype] else "HIGH"
+
+
+def run_case(case, out_root, binary, keep_output=4000, pure64=False):
+    fam = case["family"]
+    name = f"s{case['seed']}-{case['index']}-{fam}" + (f"-{case['rope']}" if case["rope"] not in ("none", "default") else "")
+    d = os.path.join(out_root, name)
+    cls, cfg_cls = CLASSES[fam]
+    rec = dict(case, name=name, dir=d, runs=[])
+    try:
+        import contextlib
+        import io
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            cfg = cfg_cls(**case["kwargs"])
+            write_fixture(out_root, name, cls, cfg, tuple(case["shape"]))
+    except Exception as e:  # transformers itself rejects the config: not a ferrotron case
+        rec["status"] = "hf-error"
+        rec["hf_error"] = f"{type(e).__name__}: {e}"[:500]
+        return rec
+    rng = random.Random(case["seed"] * 7919 + case["index"])
+    rewrite_layout(os.path.join(d, "config.json"), case["layout"], rng)
+    if case.get("drop_defaults"):
+        rec["dropped_keys"] = drop_default_keys(os.path.join(d, "config.json"), cfg_cls, rng)
+    ref = load_file(os.path.join(d, "reference.safetensors"))
+    try:
+        rec["reload_rel_err"] = verify_reload(d, ref["logits"])
+    except Exception as e:
+        rec["reload_rel_err"] = None
+        rec["reload_error"] = f"{type(e).__name__}: {e}"[:300]
+    with open(os.path.join(d, "case.json"), "w") as f:
+        json.dump({k: v for k, v in case.items()}, f, indent=1)
+    b, s = case["shape"]
+    plans = [("f32", 1, False), ("f64", 1, False)]
+    if case["tp_case"]:
+        for tp in (2, 3):
+            if case["heads"] % tp == 0 and case["kv_heads"] % tp == 0:
+                plans += [("f32", tp, False), ("f32", tp, True)]
+    for dtype, tp, sp in plans:
+        r = run_check(binary, d, dtype, tp, sp)
+        r["dtype"], r["tp"], r["sp"] = dtype, tp, sp
+        r["verdict"] = verdict(r, dtype, case, tp > 1)
+        with open(os.path.join(d, f"out-{dtype}-tp{tp}{'-sp' if sp else ''}.txt"), "w") as f:
+            f.write(r["cmd"] + f"\nrc={r['rc']}\n" + r["output"])
+        r["output"] = r["output"][-keep_output:] if r["verdict"] not in ("pass",) else ""
+        rec["runs"].append(r)
+    f64 = next(r for r in rec["runs"] if r["dtype"] == "f64")
+    if f64["verdict"] in ("HIGH", "RAN-UNSUPPORTED", "FAIL") or pure64:
+        # is the excess the reference's own f32 steps? recheck against a pure-f64 reference
+        d64 = d + "-pure64"
+        rec["pure64_ref_vs_ref"] = make_pure64_reference(d, d64)
+        r = run_check(binary, d64, "f64")
+        rec["pure64_f64_err"] = r["max_rel_err"]
+        rec["pure64_worst"] = r["worst"]
+        rec["pure64_cmd"] = r["cmd"]
+        with open(os.path.join(d64, "out-f64-tp1.txt"), "w") as f:
+            f.write(r["cmd"] + f"\nrc={r['rc']}\n" + r["output"])
+        if r["rc"] == 0 and r["max_rel_err"] is not None and r["max_rel_err"] <= LIMIT["f64"]:
+            if f64["verdict"] == "HIGH":
+                f64["verdict"] = "high-ref-f32-steps"  # explained: reference precision
+            elif f64["verdict"] == "RAN-UNSUPPORTED":
+                f64["verdict"] = "ran-unsupported-ok"
+    if any(r["dtype"] == "f32" and r["verdict"] in ("HIGH", "FAIL") for r in rec["runs"]):
+        rec["transformers_f32_err"] = transformers_f32_error(d)
+        for r in rec["runs"]:
+            if (r["dtype"] == "f32" and r["verdict"] in ("HIGH", "FAIL")
+                    and r["max_rel_err"] <= rec["transformers_f32_err"]):
+                r["verdict"] = "high-ill-conditioned"  # transformers' f32 is as far off
+    bad = [r["verdict"] for r in rec["runs"] if r["verdict"].isupper() or r["verdict"][0].isupper()]
+    rec["status"] = "finding" if bad else "ok"
+    if rec.get("reload_rel_err") is None or rec["reload_rel_err"] > 1e-9:
+        rec["status"] += "+reload-mismatch"
+    return rec
+
+
+def fmt(e):
+    return "-" if e is None else f"{e:.2e}"
+
+
+def summary(records):
+    lines = []
+    lines.append(f"{'case':34} {'b x s':7} {'h/kv':6} {'f32':9} {'f64':9} tp-runs / verdicts")
+    for r in records:
+        if r.get("status") == "hf-error":
+            lines.append(f"{r['name']:34} hf-error: {r['hf_error'][:80]}")
+            continue
+        by = {(x["dtype"], x["tp"], x["sp"]): x for x in r["runs"]}
+        f32 = by.get(("f32", 1, False))
+        f64 = by.get(("f64", 1, False))
+        extra = " ".join(f"tp{x['tp']}{'sp' if x['sp'] else ''}:{x['verdict']}:{fmt(x['max_rel_err'])}"
+                         for x in r["runs"] if x["tp"] > 1)
+        vs = ",".join(sorted({x["verdict"] for x in r["runs"]}))
+        lines.append(f"{r['name']:34} {r['shape'][0]}x{r['shape'][1]:<5} {r['heads']}/{r['kv_heads']:<4} "
+                     f"{fmt(f32['max_rel_err']):9} {fmt(f64['max_rel_err']):9} {vs} {extra}"
+                     + (f"  [unsupported: {r['unsupported']}]" if r["unsupported"] else ""))
+    # per family / layout aggregates
+    agg = {}
+    for r in records:
+        if r.get("status") == "hf-error":
+            continue
+        fam = r["family"] + ("" if r["rope"] in ("none", "default") else "-" + r["rope"])
+        for x in r["runs"]:
+            key = (fam, x["dtype"], f"tp{x['tp']}{'-sp' if x['sp'] else ''}")
+            a = agg.setdefault(key, {"n": 0, "worst": None, "verdicts": {}})
+            a["n"] += 1
+            a["verdicts"][x["verdict"]] = a["verdicts"].get(x["verdict"], 0) + 1
+            e = x["max_rel_err"]
+            if e is not None and not r["unsupported"] and (a["worst"] is None or e > a["worst"]):
+                a["worst"] = e
+    lines.append("")
+    lines.append(f"{'family':18} {'dtype':5} {'layout':8} {'runs':5} {'worst':9} verdicts")
+    for k in sorted(agg):
+        a = agg[k]
+        lines.append(f"{k[0]:18} {k[1]:5} {k[2]:8} {a['n']:<5} {fmt(a['worst']):9} "
+                     + ", ".join(f"{v}={n}" for v, n in sorted(a["verdicts"].items())))
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--count", type=int, default=20)
+    ap.add_argument("--out", default="/tmp/fuzz-hf")
+    ap.add_argument("--bin", default=os.path.join(REPO, "target", "release", "ferrotron"))
+    ap.add_argument("--only", type=int, nargs="*", help="case indices to (re)run")
+    ap.add_argument("--keep-passing", action="store_true", help="keep fixture dirs of clean cases")
+    ap.add_argument("--pure64", action="store_true",
+                    help="also check every case's f64 run against a pure-f64 transformers reference "
+                         "(always done for f64 runs above the limit)")
+    ap.add_argument("--init", type=float, default=None,
+                    help="force this initializer_range in every case (default: drawn from 0.02-0.1); "
+                         "larger weights sharpen attention and the GELU/window/rope differences")
+    ap.add_argument("--summarize", action="store_true",
+                    help="only print the combined summary of OUT/results-s*.json (no new cases)")
+    args = ap.parse_args()
+    if args.summarize:
+        import glob
+        records = []
+        for path in sorted(glob.glob(os.path.join(args.out, "results-s*.json"))):
+            if "-only" not in os.path.basename(path):
+                records += json.load(open(path))
+        print(summary([r for r in records if r.get("status") != "script-error"]))
+        n = {}
+        for r in records:
+            n[r.get("status")] = n.get(r.get("status"), 0) + 1
+        print("\ncases:", len(records), n)
+        return
+    os.makedirs(args.out, exist_ok=True)
+    torch.set_num_threads(1)
+    import hashlib
+    with open(args.bin, "rb") as f:
+        binary_id = {"path": args.bin, "sha256": hashlib.sha256(f.read()).hexdigest()[:16],
+                     "mtime": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(os.path.getmtime(args.bin)))}
+    print("binary:", binary_id, flush=True)
+    records = []
+    t0 = time.time()
+    idxs = args.only if args.only else range(args.count)
+    for i in idxs:
+        case = draw_case(args.seed, i)
+        if args.init is not None:
+            case["kwargs"]["initializer_range"] = args.init
+        try:
+            rec = run_case(case, args.out, args.bin, pure64=args.pure64)
+        except Exception:
+            rec = dict(case, name=f"s{args.seed}-{i}", status="script-error", runs=[],
+                       hf_error=traceback.format_exc()[-800:])
+        records.append(rec)
+        runs = " ".join(f"{x['dtype']}/tp{x['tp']}{'sp' if x['sp'] else ''}={x['verdict']}:{fmt(x['max_rel_err'])}"
+                        for x in rec["runs"])
+        print(f"[{time.time() - t0:6.1f}s] {rec['name']}: {rec['status']} {runs}"
+              + (f" {rec.get('hf_error', '')[:120]}" if rec["status"] in ("hf-error", "script-error") else ""),
+              flush=True)
+        clean = all(x["verdict"] in ("pass", "refused", "refused-tp", "ran-unsupported-ok")
+                    for x in rec["runs"])
+        if rec["status"] == "ok" and clean and not args.keep_passing and os.path.isdir(rec.get("dir", "")):
+            import shutil
+            shutil.rmtree(rec["dir"])
+            shutil.rmtree(rec["dir"] + "-pure64", ignore_errors=True)
+    path = os.path.join(args.out, f"results-s{args.seed}" + ("-only" if args.only else "")
+                        + (f"-init{args.init:g}" if args.init is not None else "") + ".json")
+    for r in records:
+        r["binary"] = binary_id
+    with open(path, "w") as f:
+        json.dump(records, f, indent=1, default=str)
+    print()
+    print(summary([r for r in records if r.get("status") != "script-error"]))
+    print(f"\nresults: {path}")
+
+
+if __name__ == "__main__":
+    main()
