@@ -570,34 +570,15 @@ def load_checkpoint_master(step_dir):
 
 def make_reference(hf_dir, batch, seq, seed):
     """Writes reference.safetensors / reference.json in the layout `ferrotron check-hf` reads
-    (as scripts/make_odd_fixtures.py does), computed by transformers in float64 from hf_dir."""
+    (scripts/make_odd_fixtures.py's write_reference), computed by transformers in float64 from
+    hf_dir."""
     import torch
-    from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from make_odd_fixtures import write_reference
     model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32,
                                                  attn_implementation="eager").eval()
-    cls = type(model).__name__
-    model = model.double()
-    gen = torch.Generator().manual_seed(seed)
-    V = model.config.vocab_size
-    input_ids = torch.randint(0, V, (batch, seq), generator=gen)
-    labels = input_ids.clone()
-    labels[0, : seq // 4] = -100
-    r = model(input_ids=input_ids, labels=labels)
-    r.loss.backward()
-    t = {"input_ids": input_ids, "labels": labels, "logits": r.logits.detach().contiguous(),
-         "loss": r.loss.detach().reshape(1)}
-    names = [n for n, _ in model.named_parameters()]
-    for n, p in model.named_parameters():
-        t["grad." + n] = p.grad.detach().clone().contiguous()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), eps=1e-8,
-                            weight_decay=0.1)
-    opt.step()
-    for n, p in model.named_parameters():
-        t["adamw1." + n] = p.detach().clone().contiguous()
-    save_file(t, os.path.join(hf_dir, "reference.safetensors"))
-    json.dump({"batch": batch, "seq": seq, "loss": float(r.loss.detach()), "params": names,
-               "transformers_class": cls}, open(os.path.join(hf_dir, "reference.json"), "w"), indent=1)
+    write_reference(model.double(), hf_dir, (batch, seq), type(model).__name__, seed=seed)
 
 
 def check_export(case_dir, src_hf, ckpt_root, tag, log, s, findings, compare_to=None):

@@ -129,10 +129,16 @@ def write_fixture(out_dir, name, model_class, config, batch_shape):
     target = os.path.join(out_dir, name)
     os.makedirs(target, exist_ok=True)
     model.save_pretrained(target, safe_serialization=True)
-    model = model.double()
+    loss, names = write_reference(model.double(), target, batch_shape, model_class.__name__)
+    print(name, "loss", loss, "parameters", len(names))
+
+
+def write_reference(model, target, batch_shape, class_name, seed=77):
+    """reference.safetensors and reference.json for the f64 `model` into `target` (see the top
+    comment); returns the loss and the parameter names."""
     batch, seq = batch_shape
-    gen = torch.Generator().manual_seed(77)
-    input_ids = torch.randint(0, config.vocab_size, (batch, seq), generator=gen)
+    gen = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(0, model.config.vocab_size, (batch, seq), generator=gen)
     labels = input_ids.clone()
     labels[0, : seq // 4] = -100
     result = model(input_ids=input_ids, labels=labels)
@@ -152,8 +158,8 @@ def write_fixture(out_dir, name, model_class, config, batch_shape):
     loss = float(result.loss.detach())
     with open(os.path.join(target, "reference.json"), "w") as f:
         json.dump({"batch": batch, "seq": seq, "loss": loss, "params": names,
-                   "transformers_class": model_class.__name__}, f, indent=1)
-    print(name, "loss", loss, "parameters", len(names))
+                   "transformers_class": class_name}, f, indent=1)
+    return loss, names
 
 
 if __name__ == "__main__":

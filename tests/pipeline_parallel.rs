@@ -705,6 +705,19 @@ fn pipeline_against_one_rank(
     (max_rel(&b, &a), dw, a, b)
 }
 
+/// The config.json of fixture `name`, checked by `expect`, with its vocabulary widened to the
+/// byte tokenizer's (301), written into `dir`; returns its path.
+fn fixture_config_for_bytes(name: &str, dir: &Path, expect: impl Fn(&serde_json::Value)) -> String {
+    let src = root().join(format!("tests/fixtures/hf/{name}/config.json"));
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src).unwrap()).unwrap();
+    expect(&cfg);
+    cfg["vocab_size"] = 301.into();
+    let config = dir.join("config.json");
+    std::fs::write(&config, cfg.to_string()).unwrap();
+    config.display().to_string()
+}
+
 /// GPT-2 with scale_attn_by_inverse_layer_idx (var-gpt2-layer-scaled's config, vocabulary
 /// widened to the byte tokenizer's) over pp 3: each stage's block divides q·k by its global
 /// layer index + 1, so losses and final weights match one rank's only if the stages use their
@@ -712,16 +725,11 @@ fn pipeline_against_one_rank(
 #[test]
 fn per_layer_attention_scale_through_a_pipeline_matches_one_rank() {
     let dir = tempfile::tempdir().unwrap();
-    let src = root().join("tests/fixtures/hf/var-gpt2-layer-scaled/config.json");
-    let mut cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(src).unwrap()).unwrap();
-    assert_eq!(cfg["scale_attn_by_inverse_layer_idx"], true);
-    cfg["vocab_size"] = 301.into();
-    let config = dir.path().join("config.json");
-    std::fs::write(&config, cfg.to_string()).unwrap();
+    let config = fixture_config_for_bytes("var-gpt2-layer-scaled", dir.path(), |cfg| {
+        assert_eq!(cfg["scale_attn_by_inverse_layer_idx"], true)
+    });
     let layout = ["parallel.pp=3", "parallel.microbatches=3"];
-    let (dl, dw, a, b) =
-        pipeline_against_one_rank(&config.display().to_string(), 3, &layout, dir.path());
+    let (dl, dw, a, b) = pipeline_against_one_rank(&config, 3, &layout, dir.path());
     println!("layer-scaled gpt2 pp 3: losses {dl:.2e}, final weights {dw:.2e}");
     assert!(dl <= 1e-6, "losses {a:?} vs {b:?}");
     assert!(dw <= 1e-5, "final weights differ by {dw:.2e}");
@@ -733,20 +741,15 @@ fn per_layer_attention_scale_through_a_pipeline_matches_one_rank() {
 #[test]
 fn untied_gpt2_through_a_pipeline_matches_one_rank() {
     let dir = tempfile::tempdir().unwrap();
-    let src = root().join("tests/fixtures/hf/var-gpt2-untied/config.json");
-    let mut cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(src).unwrap()).unwrap();
-    assert_eq!(cfg["tie_word_embeddings"], false);
-    cfg["vocab_size"] = 301.into();
-    let config = dir.path().join("config.json");
-    std::fs::write(&config, cfg.to_string()).unwrap();
+    let config = fixture_config_for_bytes("var-gpt2-untied", dir.path(), |cfg| {
+        assert_eq!(cfg["tie_word_embeddings"], false)
+    });
     let layout = [
         "parallel.pp=2",
         "parallel.microbatches=3",
         "parallel.zero_stage=1",
     ];
-    let (dl, dw, a, b) =
-        pipeline_against_one_rank(&config.display().to_string(), 4, &layout, dir.path());
+    let (dl, dw, a, b) = pipeline_against_one_rank(&config, 4, &layout, dir.path());
     println!("untied gpt2 pp 2 x dp 2: losses {dl:.2e}, final weights {dw:.2e}");
     assert!(dl <= 1e-6, "losses {a:?} vs {b:?}");
     assert!(dw <= 1e-5, "final weights differ by {dw:.2e}");
