@@ -576,7 +576,8 @@ mod tests {
         let unscaled = gpt2(serde_json::json!({"scale_attn_weights": false}));
         assert_eq!(unscaled.attention_scale(1), 1.0);
         let llama = parse(serde_json::json!({"model_type": "qwen2", "vocab_size": 10,
-            "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 1,
+            "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 4,
+            "num_hidden_layers": 1,
             "intermediate_size": 8, "max_position_embeddings": 64,
             "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16}}));
         let m = 0.1 * 4f64.ln() + 1.0;
