@@ -309,23 +309,24 @@ pub fn run_tp<B: Backend>(
 
 /// Prints the report; returns the process exit code (1 if any error exceeds `tol`).
 pub fn print_report(report: &Report, backend: &str, tol: f64) -> i32 {
-    println!(
+    crate::outln!(
         "check-hf on {backend}: loss {:.9} (reference {:.9}), tolerance {tol:.1e}",
-        report.loss, report.ref_loss
+        report.loss,
+        report.ref_loss
     );
     let width = report.rows.iter().map(|r| r.name.len()).max().unwrap_or(0);
     let mut bad = 0;
     for r in &report.rows {
         let ok = r.rel_err <= tol;
         bad += usize::from(!ok);
-        println!(
+        crate::outln!(
             "  {:width$}  rel_err {:.3e}  {}",
             r.name,
             r.rel_err,
             if ok { "ok" } else { "FAIL" }
         );
     }
-    println!(
+    crate::outln!(
         "{} of {} quantities within {tol:.1e}; max rel_err {:.3e}",
         report.rows.len() - bad,
         report.rows.len(),

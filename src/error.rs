@@ -45,9 +45,7 @@ macro_rules! user {
 }
 
 /// Prints `error: {message}` to stderr as one write, so that under mpirun, where several ranks
-/// share the terminal, two ranks' lines never interleave (eprintln! writes a line in pieces).
+/// share the terminal, two ranks' lines never interleave; a closed stderr never panics.
 pub fn print_error_line(message: impl fmt::Display) {
-    use std::io::Write;
-    let line = format!("error: {message}\n");
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    crate::errln!("error: {message}");
 }

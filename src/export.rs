@@ -75,7 +75,7 @@ pub struct ExportReport {
 /// Runs `ferrotron export`; returns the exit code.
 pub fn run_cli(args: &ExportArgs) -> Result<i32> {
     let r = export(&args.checkpoint, &args.hf, args.dtype, DEFAULT_SHARD_BYTES)?;
-    println!(
+    crate::outln!(
         "exported {} ({} parameters, {}) to {}: {}",
         r.source.display(),
         r.params,

@@ -8,6 +8,7 @@ pub mod error;
 pub mod export;
 pub mod hf_files;
 pub mod model;
+pub mod output;
 pub mod recipe;
 pub mod sample;
 pub mod tensorfile;

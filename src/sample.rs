@@ -84,7 +84,7 @@ pub fn run_cli(args: &SampleArgs) -> Result<i32> {
         seed: args.seed,
     };
     let text = generate(&m.model, &m.weights, &m.tokenizer, &args.prompt, &opts)?;
-    println!("{}{}", args.prompt, text);
+    crate::outln!("{}{}", args.prompt, text);
     Ok(0)
 }
 

@@ -354,3 +354,62 @@ fn the_spike_guards_running_mean_continues_across_a_resume() {
     assert_eq!(saved(6), ema(6));
     assert_ne!(saved(6), restarted);
 }
+
+/// Runs `ferrotron ARGS` with stdout and stderr piped and both read ends closed at once, as when
+/// the reader of `ferrotron … | head` has gone; returns the exit status.
+fn run_with_closed_output(args: &[String]) -> std::process::ExitStatus {
+    let mut child = Command::new(bin())
+        .args(args)
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    child.wait().unwrap()
+}
+
+#[test]
+fn a_run_whose_output_reader_has_gone_still_trains_to_the_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sets = |out: &Path| {
+        vec![
+            format!("train.out_dir={}", out.display()),
+            "train.log_every=1".into(),
+            "checkpoint.every=5".into(),
+        ]
+    };
+    let alone = tmp.path().join("alone");
+    let status = run_with_closed_output(&train_args(&recipe(), &sets(&alone)));
+    assert!(status.success(), "one rank, closed output: {status}");
+    assert_eq!(
+        records(&alone)
+            .iter()
+            .filter(|r| r.get("loss").is_some())
+            .count(),
+        10
+    );
+    assert!(!step_names(&alone.join("checkpoints")).is_empty());
+
+    let launched = tmp.path().join("launched");
+    let mut args: Vec<String> = ["launch", "--nproc-per-node", "2", "--master-port"]
+        .map(String::from)
+        .to_vec();
+    args.push(free_port());
+    args.push("--".into());
+    args.extend(train_args(&recipe(), &sets(&launched)));
+    let status = run_with_closed_output(&args);
+    assert!(
+        status.success(),
+        "ferrotron launch, closed output: {status}"
+    );
+    assert_eq!(
+        records(&launched)
+            .iter()
+            .filter(|r| r.get("loss").is_some())
+            .count(),
+        10
+    );
+}

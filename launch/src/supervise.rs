@@ -11,6 +11,15 @@
 //!   `TERM_GRACE` if they do not stop) and returns 128 + signal;
 //! - returns Ok(0) when every rank exits 0. `Err` only when the ranks could not be started.
 
+/// One stderr line that never panics: a launcher whose stderr reader has gone must still stop
+/// and reap its ranks (`eprintln!` would panic and orphan them).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = std::io::stderr().lock().write_all(format!("{}\n", format_args!($($t)*)).as_bytes());
+    }};
+}
+
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -86,7 +95,7 @@ fn supervise(ranks: &mut [Rank]) -> Result<i32, LaunchError> {
     let mut kill_at: Option<Instant> = None;
     loop {
         if let Some(signal) = signals::take() {
-            eprintln!(
+            say!(
                 "ferrotron launch: received {}; forwarding it to all ranks",
                 signals::name(signal)
             );
@@ -107,7 +116,7 @@ fn supervise(ranks: &mut [Rank]) -> Result<i32, LaunchError> {
             // Prefer a rank killed by a signal: the others usually fail because of it.
             failed_now.sort_by_key(|(rank, s)| (s.signal().is_none(), *rank));
             if let Some(&(rank, status)) = failed_now.first() {
-                eprintln!(
+                say!(
                     "ferrotron launch: rank {rank} exited with {}; stopping the other ranks",
                     describe(status)
                 );
@@ -133,7 +142,7 @@ fn supervise(ranks: &mut [Rank]) -> Result<i32, LaunchError> {
                     .map(|s| format!("rank {}: {}", r.rank, describe(s)))
             })
             .collect();
-        eprintln!("ferrotron launch: job failed ({})", summary.join(", "));
+        say!("ferrotron launch: job failed ({})", summary.join(", "));
         return Ok(code);
     }
     Ok(0)

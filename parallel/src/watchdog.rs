@@ -76,7 +76,10 @@ impl Watchdog {
             Box::new(|message| {
                 // Which ranks never reached the call: asked from their status boards.
                 let why = crate::forensics::explain_stuck().unwrap_or_default();
-                eprintln!("{message}{why}; aborting");
+                // Not eprintln!: a closed stderr must not panic this thread before the exit.
+                use std::io::Write as _;
+                let line = format!("{message}{why}; aborting\n");
+                let _ = std::io::stderr().lock().write_all(line.as_bytes());
                 // SAFETY: _exit ends the process without running handlers that could block on
                 // the stuck communication runtime.
                 unsafe { libc::_exit(WATCHDOG_EXIT_CODE) }

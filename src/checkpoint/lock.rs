@@ -193,7 +193,7 @@ impl CheckpointLock {
                         hostname()
                     ));
                 }
-                eprintln!(
+                crate::errln!(
                     "note: took over the stale lock of {} on checkpoint directory {} (that run ended without releasing it)",
                     h.describe(),
                     dir.display()

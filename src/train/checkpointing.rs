@@ -81,7 +81,7 @@ impl<B: Collectives + 'static> Setup<B> {
             },
         )?;
         if self.rank0 {
-            println!(
+            crate::outln!(
                 "step {step}: checkpoint {} ({:.2} s)",
                 dir.display(),
                 started.elapsed().as_secs_f64()

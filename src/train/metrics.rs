@@ -57,7 +57,7 @@ impl Metrics {
                 bar.set_position(step);
                 bar.set_message(line.to_string());
             }
-            None => println!("{line}"),
+            None => crate::outln!("{line}"),
         }
     }
 
@@ -65,7 +65,7 @@ impl Metrics {
     pub fn println(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.println(line),
-            None => println!("{line}"),
+            None => crate::outln!("{line}"),
         }
     }
 
@@ -101,7 +101,7 @@ fn keep_through(path: &Path, last: u64) -> Result<()> {
     std::fs::write(&tmp, body)
         .and_then(|_| std::fs::rename(&tmp, path))
         .map_err(|e| user!("{}: cannot rewrite: {e}", path.display()))?;
-    eprintln!(
+    crate::errln!(
         "note: {}: dropped {} record(s) after step {last}, the last checkpoint (they are trained again)",
         path.display(),
         lines.len() - keep.len()

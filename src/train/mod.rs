@@ -334,7 +334,7 @@ fn train<B: Collectives + 'static>(
     }
     if let Some(m) = &m {
         m.finish();
-        println!(
+        crate::outln!(
             "trained {steps} steps, {tokens_seen} tokens in {:.1} s; final validation loss {}",
             started.elapsed().as_secs_f64(),
             last_eval

@@ -22,7 +22,7 @@ impl<B: Collectives + 'static> Setup<B> {
             .model
             .activation_elements(self.micro_batch * self.seq_len);
         let act_bytes = (act as u64 * B::ACT_BYTES + acc as u64 * B::ACC_BYTES) as f64;
-        println!(
+        crate::outln!(
             "ferrotron train: {} ({} layers, d={}, {} heads), {:.2} M parameters",
             c.model_type,
             c.layers,
@@ -39,14 +39,14 @@ impl<B: Collectives + 'static> Setup<B> {
         } else {
             format!("cpu ({})", self.recipe.precision())
         };
-        println!(
+        crate::outln!(
             "  world {} = pp {} x dp {dp} x tp {}; ZeRO stage {}; device {device}",
             self.comms.world.size(),
             self.recipe.parallel.pp,
             self.recipe.parallel.tp,
             self.recipe.parallel.zero_stage,
         );
-        println!(
+        crate::outln!(
             "  global batch {} sequences x {} tokens = {} tokens/step; micro-batch {} per rank, {} accumulation step(s)",
             t.global_batch,
             self.seq_len,
@@ -54,12 +54,12 @@ impl<B: Collectives + 'static> Setup<B> {
             self.micro_batch,
             accum
         );
-        println!(
+        crate::outln!(
             "  model FLOPs per token: {:.3e} (6 x {} matmul parameters + 12 x layers x d x seq_len)",
             self.model.flops_per_token(self.seq_len),
             self.model.matmul_params()
         );
-        println!(
+        crate::outln!(
             "  estimated memory per rank: model state {} (before sharding), activations kept for backward {} per micro-batch (activation checkpointing: {})",
             binary_units(state_bytes),
             binary_units(act_bytes),
@@ -68,11 +68,11 @@ impl<B: Collectives + 'static> Setup<B> {
         if let Some(p) = &self.pipeline {
             let tokens = self.micro_batch * self.seq_len;
             for line in p.describe(&self.model, tokens, B::ACT_BYTES) {
-                println!("  {line}");
+                crate::outln!("  {line}");
             }
         }
-        println!("  {}", self.data.stats.summary());
-        println!("  {} steps from step {}", t.steps, self.start_step);
+        crate::outln!("  {}", self.data.stats.summary());
+        crate::outln!("  {} steps from step {}", t.steps, self.start_step);
     }
 
     /// Every rank's model-state bytes; rank 0 prints the table. Returns the JSON rows.
@@ -98,16 +98,22 @@ impl<B: Collectives + 'static> Setup<B> {
             })
             .collect();
         if self.rank0 {
-            println!(
+            crate::outln!(
                 "  model-state bytes per rank (ZeRO stage {}):",
                 self.engine.stage()
             );
-            println!("    rank   parameters    gradients  optim states  gathered peak  padding");
+            crate::outln!(
+                "    rank   parameters    gradients  optim states  gathered peak  padding"
+            );
             for v in all.chunks(mine.len()).enumerate() {
                 let (r, v) = v;
-                println!(
+                crate::outln!(
                     "    {r:4} {:12.0} {:12.0} {:13.0} {:14.0} {:8.0}",
-                    v[0], v[1], v[2], v[3], v[4]
+                    v[0],
+                    v[1],
+                    v[2],
+                    v[3],
+                    v[4]
                 );
             }
         }

@@ -47,7 +47,7 @@ pub fn nothing_to_do(recipe: &Recipe, resume: bool, rank0: bool) -> Result<Optio
     }
     if rank0 {
         let reached = if step > steps { "beyond" } else { "at" };
-        println!(
+        crate::outln!(
             "nothing to do: the newest checkpoint {} is at step {step}, {reached} train.steps = {steps}; raise train.steps to train further (exit code 0, nothing written)",
             dir.display()
         );
@@ -100,7 +100,7 @@ pub fn from_trainer_state(
     let sampler = Sampler::from_state(state, train_rows)?;
     if rank0 {
         for n in notes {
-            eprintln!("note: --resume: {n}");
+            crate::errln!("note: --resume: {n}");
         }
     }
     let loss_mean = trainer.get("loss_mean").and_then(Value::as_f64);

@@ -34,7 +34,7 @@ impl<B: Collectives + 'static> Setup<B> {
             None => generate_with(b, model, engine, tp, &self.tokenizer, &prompt, &opts)?,
         };
         if self.rank0 {
-            println!("sample: {prompt}{text}");
+            crate::outln!("sample: {prompt}{text}");
         }
         Ok(())
     }

@@ -59,7 +59,7 @@ impl<B: Collectives + 'static> Setup<B> {
         };
         if rank0 {
             for note in &cfg.notes {
-                eprintln!("note: {note}");
+                crate::errln!("note: {note}");
             }
         }
         let tok_dir = recipe.data.tokenizer.clone().or_else(|| weights_dir.clone()).ok_or_else(|| {
@@ -126,7 +126,7 @@ impl<B: Collectives + 'static> Setup<B> {
             (start_step, start_tokens, sampler) = (r.step, r.tokens, r.sampler);
             start_loss_mean = r.loss_mean;
             if rank0 {
-                eprintln!("resuming from {} (step {start_step})", dir.display());
+                crate::errln!("resuming from {} (step {start_step})", dir.display());
             }
         }
         drop(start);

@@ -53,7 +53,7 @@ impl Start {
                         trainer,
                     });
                 }
-                None if rank0 => eprintln!(
+                None if rank0 => crate::errln!(
                     "note: --resume: no checkpoint in {} yet, starting from step 0",
                     root.display()
                 ),
