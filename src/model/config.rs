@@ -314,6 +314,14 @@ impl Keys<'_> {
     fn usize(&self, key: &str) -> Result<usize> {
         self.opt_usize(key)?.ok_or_else(|| self.missing(key))
     }
+    /// A key that is absent takes the config class's default (`derived` when the class derives
+    /// it); a key that is null is `derived`.
+    fn usize_or_class(&self, key: &str, class: Option<usize>, derived: usize) -> Result<usize> {
+        match self.obj.contains_key(key) {
+            false => Ok(class.unwrap_or(derived)),
+            true => Ok(self.opt_usize(key)?.unwrap_or(derived)),
+        }
+    }
     fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
         match self.get(key) {
             None => Ok(None),
@@ -397,14 +405,8 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
     }
     // A key that is absent takes its transformers class default; null means "derive it".
     let class = ClassDefaults::of(&model_type);
-    let kv_heads = match c.obj.contains_key("num_key_value_heads") {
-        false => class.kv_heads.unwrap_or(heads),
-        true => c.opt_usize("num_key_value_heads")?.unwrap_or(heads),
-    };
-    let head_dim = match c.obj.contains_key("head_dim") {
-        false => class.head_dim.unwrap_or(hidden / heads),
-        true => c.opt_usize("head_dim")?.unwrap_or(hidden / heads),
-    };
+    let kv_heads = c.usize_or_class("num_key_value_heads", class.kv_heads, heads)?;
+    let head_dim = c.usize_or_class("head_dim", class.head_dim, hidden / heads)?;
     // "swish" is torch's nn.SiLU under another name
     let act = c.opt_string("hidden_act")?.unwrap_or_else(|| "silu".into());
     if act != "silu" && act != "swish" {
@@ -412,7 +414,10 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
             "{origin}: hidden_act `{act}` is not supported for {model_type} (only `silu`)"
         ));
     }
-    let (rope_theta, rope_scaling) = rope::from_config(c.obj, origin)?;
+    let max_positions = c
+        .opt_usize("max_position_embeddings")?
+        .unwrap_or(class.max_positions);
+    let (rope_theta, rope_scaling) = rope::from_config(c.obj, origin, max_positions)?;
     let layers = c.usize("num_hidden_layers")?;
     let mut notes = Vec::new();
     let sliding_window = window::from_config(c.obj, &model_type, layers, origin, &mut notes)?;
@@ -451,9 +456,7 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
         attn_scale_by_head_dim: true,
         attn_scale_by_inverse_layer: false,
         gelu: Gelu::Tanh,
-        max_positions: c
-            .opt_usize("max_position_embeddings")?
-            .unwrap_or(class.max_positions),
+        max_positions,
         tie_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(false),
         qkv_bias,
         o_bias,
@@ -655,6 +658,34 @@ mod tests {
         assert_eq!(at(cfg("qwen3", nulls)), (64, 2, 32_768));
         let set = serde_json::json!({"num_key_value_heads": 4, "head_dim": 8});
         assert_eq!(at(cfg("mistral", set)), (4, 8, 131_072));
+        // yarn's original length and its default factor read the class default too
+        let yarn = serde_json::json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}});
+        let scaling = cfg("qwen2", yarn).rope_scaling;
+        assert!(
+            matches!(
+                scaling,
+                RopeScaling::Yarn {
+                    factor: 4.0,
+                    original_max_positions: 32_768,
+                    ..
+                }
+            ),
+            "{scaling:?}"
+        );
+        let implicit = serde_json::json!({"rope_scaling": {"rope_type": "yarn",
+            "original_max_position_embeddings": 8192}});
+        let scaling = cfg("qwen2", implicit).rope_scaling;
+        assert!(
+            matches!(
+                scaling,
+                RopeScaling::Yarn {
+                    factor: 4.0,
+                    original_max_positions: 8192,
+                    ..
+                }
+            ),
+            "{scaling:?}"
+        );
     }
 
     #[test]

@@ -311,12 +311,22 @@ fn llama(c: &ModelConfig, tp: TpShape) -> ParamLayout {
     let mut n = UnitBuilder::new(UnitKind::FinalNorm, c.arch, tp);
     n.add("model.norm.weight".into(), &[d], Role::FinalNorm);
     units.push(n.build());
+    push_untied_head(&mut units, c, tp);
+    ParamLayout { units }
+}
+
+/// The last unit of both families when the head is not tied to the token table: `lm_head.weight`
+/// [vocab, hidden] (the HF name in Llama and GPT-2 checkpoints alike).
+fn push_untied_head(units: &mut Vec<UnitSpec>, c: &ModelConfig, tp: TpShape) {
     if !c.tie_embeddings {
         let mut h = UnitBuilder::new(UnitKind::Head, c.arch, tp);
-        h.add("lm_head.weight".into(), &[v, d], Role::LmHead);
+        h.add(
+            "lm_head.weight".into(),
+            &[c.vocab_size, c.hidden],
+            Role::LmHead,
+        );
         units.push(h.build());
     }
-    ParamLayout { units }
 }
 
 fn gpt2(c: &ModelConfig, tp: TpShape) -> ParamLayout {
@@ -355,10 +365,6 @@ fn gpt2(c: &ModelConfig, tp: TpShape) -> ParamLayout {
     n.add("transformer.ln_f.weight".into(), &[d], Role::FinalNorm);
     n.add("transformer.ln_f.bias".into(), &[d], Role::FinalNormBias);
     units.push(n.build());
-    if !c.tie_embeddings {
-        let mut h = UnitBuilder::new(UnitKind::Head, c.arch, tp);
-        h.add("lm_head.weight".into(), &[v, d], Role::LmHead);
-        units.push(h.build());
-    }
+    push_untied_head(&mut units, c, tp);
     ParamLayout { units }
 }

@@ -171,7 +171,13 @@ impl RopeScaling {
 }
 
 /// (rope_theta, scaling) of a Llama-family config object; `origin` names the file in errors.
-pub fn from_config(obj: &Map<String, Value>, origin: &str) -> Result<(f64, RopeScaling)> {
+/// `max_positions` is the config's max_position_embeddings, its class default when absent (as
+/// transformers reads `config.max_position_embeddings`).
+pub fn from_config(
+    obj: &Map<String, Value>,
+    origin: &str,
+    max_positions: usize,
+) -> Result<(f64, RopeScaling)> {
     let num = |o: &Map<String, Value>, key: &str, at: &str| -> Result<Option<f64>> {
         match o.get(key).filter(|v| !v.is_null()) {
             None => Ok(None),
@@ -225,10 +231,7 @@ pub fn from_config(obj: &Map<String, Value>, origin: &str) -> Result<(f64, RopeS
         let original_max_positions = || -> Result<usize> {
             let old = num(obj, "original_max_position_embeddings", "")?
                 .or(num(o, "original_max_position_embeddings", &at)?)
-                .or(num(obj, "max_position_embeddings", "")?)
-                .ok_or_else(|| {
-                    user!("{origin}: {key}.rope_type `{kind}` needs `{key}.original_max_position_embeddings`")
-                })?;
+                .unwrap_or(max_positions as f64);
             if !(old >= 1.0 && old.fract() == 0.0) {
                 return Err(user!(
                     "{origin}: original_max_position_embeddings = {old} must be a positive integer"
@@ -262,12 +265,7 @@ pub fn from_config(obj: &Map<String, Value>, origin: &str) -> Result<(f64, RopeS
                 // transformers: a missing factor is max_position_embeddings / original.
                 let factor = match num(o, "factor", &at)? {
                     Some(_) => factor()?,
-                    None => num(obj, "max_position_embeddings", "")?
-                        .map(|m| m / original as f64)
-                        .filter(|f| f.is_finite() && *f > 0.0)
-                        .ok_or_else(|| {
-                            user!("{origin}: {key}.rope_type `yarn` needs `{key}.factor`")
-                        })?,
+                    None => max_positions as f64 / original as f64,
                 };
                 // `or` as in transformers: 0 or null takes the default.
                 let beta = |k: &str, default: f64| -> Result<f64> {
@@ -341,7 +339,12 @@ mod tests {
     use super::*;
 
     fn parse(json: serde_json::Value) -> Result<(f64, RopeScaling)> {
-        from_config(json.as_object().unwrap(), "config.json")
+        let max_positions = json["max_position_embeddings"].as_u64().unwrap_or(2048);
+        from_config(
+            json.as_object().unwrap(),
+            "config.json",
+            max_positions as usize,
+        )
     }
 
     /// Ours (f64) against transformers 5.24's `_compute_llama3_parameters` /
@@ -507,10 +510,6 @@ mod tests {
             (
                 serde_json::json!({"rope_scaling": {"rope_type": "longrope", "factor": 4.0}}),
                 "longrope",
-            ),
-            (
-                serde_json::json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}),
-                "original_max_position_embeddings",
             ),
             (
                 serde_json::json!({"max_position_embeddings": 64, "rope_scaling": {
