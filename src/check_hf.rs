@@ -151,6 +151,8 @@ pub fn run_tp<B: Backend>(
     sequence_parallel: bool,
 ) -> Result<Report> {
     let cfg = ModelConfig::from_file(&dir.join("config.json"))?;
+    // before the model is built: a config too large for this host is refused, not aborted on
+    crate::train::preflight::check_weights_fit(&cfg, &dir.join("config.json"))?;
     let shape = TpShape {
         size: tp.size(),
         rank: tp.rank(),

@@ -554,6 +554,22 @@ fn typed_error(origin: &str, path: &str, msg: &str, table: &toml::Table) -> crat
             }
         }
     }
+    // serde's words for a non-string given to a choice (`format = 5`): "invalid type: unit
+    // variant, expected string only", which names neither the value nor what is wanted
+    if msg.contains("unit variant") {
+        let value = path
+            .split('.')
+            .try_fold(None::<&toml::Value>, |at, k| match at {
+                None => table.get(k).map(Some),
+                Some(v) => v.get(k).map(Some),
+            })
+            .flatten();
+        if let Some(v) = value {
+            return user!(
+                "{origin}: key `{path}` must be a string (one of its choices), found {v}"
+            );
+        }
+    }
     if path.is_empty() || path == "." {
         user!("{origin}: {}", one_line(msg))
     } else {
@@ -650,6 +666,20 @@ out_dir = "runs/x"
             .unwrap_err()
             .to_string();
         assert!(e.contains("optim.lr"), "{e}");
+        // a choice given a non-string names the key and the value (serde says "unit variant")
+        for (set, found) in [
+            ("data.on_bad_row=5", "5"),
+            ("optim.schedule=[1, 2]", "[1, 2]"),
+        ] {
+            let e = Recipe::parse(MIN, "r.toml", &[set.into()])
+                .unwrap_err()
+                .to_string();
+            let key = set.split('=').next().unwrap();
+            assert_eq!(
+                e,
+                format!("r.toml: key `{key}` must be a string (one of its choices), found {found}")
+            );
+        }
     }
 
     #[test]

@@ -177,7 +177,7 @@ impl ModelConfig {
                 self.head_dim
             ));
         }
-        if self.arch == Arch::Gpt2 && self.heads * self.head_dim != self.hidden {
+        if self.arch == Arch::Gpt2 && self.heads.checked_mul(self.head_dim) != Some(self.hidden) {
             return Err(user!(
                 "{origin}: n_embd ({}) is not divisible by n_head ({})",
                 self.hidden,
@@ -314,6 +314,19 @@ impl Keys<'_> {
     fn usize(&self, key: &str) -> Result<usize> {
         self.opt_usize(key)?.ok_or_else(|| self.missing(key))
     }
+    /// The number of layers: per-layer settings are built from it before the preflight's size
+    /// check, so a count no model could have is refused here (2^40 aborted on allocation).
+    fn layer_count(&self, key: &str) -> Result<usize> {
+        const MAX_LAYERS: usize = 1 << 20;
+        let n = self.usize(key)?;
+        if n > MAX_LAYERS {
+            return Err(user!(
+                "{}: {key} = {n} is more layers than ferrotron supports (at most {MAX_LAYERS})",
+                self.origin
+            ));
+        }
+        Ok(n)
+    }
     /// A key that is absent takes the config class's default (`derived` when the class derives
     /// it); a key that is null is `derived`.
     fn usize_or_class(&self, key: &str, class: Option<usize>, derived: usize) -> Result<usize> {
@@ -418,7 +431,7 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
         .opt_usize("max_position_embeddings")?
         .unwrap_or(class.max_positions);
     let (rope_theta, rope_scaling) = rope::from_config(c.obj, origin, max_positions)?;
-    let layers = c.usize("num_hidden_layers")?;
+    let layers = c.layer_count("num_hidden_layers")?;
     let mut notes = Vec::new();
     let sliding_window = window::from_config(c.obj, &model_type, layers, origin, &mut notes)?;
     // pretraining_tp > 1 made transformers 4.x split each projection into that many slices and
@@ -495,7 +508,7 @@ fn gpt2(c: &Keys) -> Result<ModelConfig> {
     }
     let mut notes = Vec::new();
     c.dropout_note(&["attn_pdrop", "embd_pdrop", "resid_pdrop"], &mut notes)?;
-    let layers = c.usize("n_layer")?;
+    let layers = c.layer_count("n_layer")?;
     Ok(ModelConfig {
         arch: Arch::Gpt2,
         model_type: "gpt2".into(),
@@ -672,7 +685,7 @@ mod tests {
             ),
             "{scaling:?}"
         );
-        let implicit = serde_json::json!({"rope_scaling": {"rope_type": "yarn",
+        let implicit = serde_json::json!({"rope_scaling": {"rope_type": "yarn", "factor": null,
             "original_max_position_embeddings": 8192}});
         let scaling = cfg("qwen2", implicit).rope_scaling;
         assert!(

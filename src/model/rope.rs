@@ -262,10 +262,11 @@ pub fn from_config(
             }
             "yarn" => {
                 let original = original_max_positions()?;
-                // transformers: a missing factor is max_position_embeddings / original.
-                let factor = match num(o, "factor", &at)? {
-                    Some(_) => factor()?,
-                    None => max_positions as f64 / original as f64,
+                // transformers requires the key; a null factor is max_position_embeddings /
+                // original (DeepSeek-V3's way)
+                let factor = match (o.contains_key("factor"), num(o, "factor", &at)?) {
+                    (false, _) | (true, Some(_)) => factor()?,
+                    (true, None) => max_positions as f64 / original as f64,
                 };
                 // `or` as in transformers: 0 or null takes the default.
                 let beta = |k: &str, default: f64| -> Result<f64> {
@@ -454,10 +455,10 @@ mod tests {
         );
         let m = parse(json).unwrap().1.attention_factor();
         assert!((m - 0.9495608824621653).abs() < 1e-15, "{m}");
-        // an explicit attention_factor wins; a missing factor is max / original positions
+        // an explicit attention_factor wins; a null factor is max / original positions
         let (_, s) = parse(serde_json::json!({"max_position_embeddings": 4096,
             "original_max_position_embeddings": 1024,
-            "rope_scaling": {"rope_type": "yarn", "attention_factor": 1.5}}))
+            "rope_scaling": {"rope_type": "yarn", "factor": null, "attention_factor": 1.5}}))
         .unwrap();
         assert_eq!(
             s,
@@ -510,6 +511,10 @@ mod tests {
             (
                 serde_json::json!({"rope_scaling": {"rope_type": "longrope", "factor": 4.0}}),
                 "longrope",
+            ),
+            (
+                serde_json::json!({"rope_scaling": {"rope_type": "yarn"}}),
+                "needs `rope_scaling.factor`",
             ),
             (
                 serde_json::json!({"max_position_embeddings": 64, "rope_scaling": {
