@@ -15,7 +15,11 @@ random mutations:
   data      the text / alpaca / chat file emptied, truncated, given binary bytes or rows of
             wrong types
 then runs `ferrotron train` (or, for a fifth of the model mutations, `ferrotron check-hf` on the
-mutated fixture) with a timeout.
+mutated fixture) with a timeout. The `checkpoint` area (only with --areas checkpoint) first trains
+the valid run for 2 steps with a checkpoint at each, then mutates the last checkpoint's
+trainer_state.json or shard index (a value anywhere in the JSON tree set to a pool value, or
+deleted), its shard safetensors (as `weights`), its config.json (as `config`) or its tokenizer
+files (as `tokenizer`), and runs `train --resume` (to 4 steps), `export` or `sample` on it.
 
 Verdicts: ok (exit 0), refused (exit 2 with an `error:` line), mismatch (check-hf's exit 1 with
 its report: a mutated config or weight computes other numbers than the fixture's reference,
@@ -29,6 +33,7 @@ Usage:
   python3 scripts/fuzz_bad_inputs.py --seed 1 --only 17     # redo case 17 of seed 1, keep its dir
   python3 scripts/fuzz_bad_inputs.py --seed 9 --count 300 --areas config,weights
   python3 scripts/fuzz_bad_inputs.py --seed 20 --count 100 --ranks 2   # under mpirun
+  python3 scripts/fuzz_bad_inputs.py --seed 30 --count 200 --areas checkpoint
 Cases are reproducible from (seed, index); each finding's directory is kept under OUT.
 """
 import argparse
@@ -232,6 +237,68 @@ def mutate_bytes(rng, path, kind):
     return f"{kind}:{op}:{os.path.basename(path)}"
 
 
+def mutate_json_tree(rng, path):
+    """Sets a random node of the JSON file's tree to a pool value, or deletes it."""
+    with open(path) as f:
+        root = json.load(f)
+    parent, key, node, where = None, None, root, []
+    for _ in range(rng.randrange(1, 6)):
+        children = (list(node.items()) if isinstance(node, dict)
+                    else list(enumerate(node)) if isinstance(node, list) else [])
+        if not children:
+            break
+        key, child = rng.choice(children)
+        parent, node = node, child
+        where.append(str(key))
+    if parent is None:
+        return f"ckpt-json:none:{os.path.basename(path)}"
+    if rng.random() < 0.2 and isinstance(parent, dict):
+        del parent[key]
+        what = "delete"
+    else:
+        parent[key] = rng.choice(JSON_POOL)
+        what = "set"
+    with open(path, "w") as f:
+        json.dump(root, f)
+    return f"ckpt-json:{what}:{os.path.basename(path)}:{'.'.join(where)[:80]}"
+
+
+def checkpoint_case(rng, binary, d, recipe):
+    """Trains the valid run with checkpoints, mutates its last one; returns (mutations, args)."""
+    recipe["train"]["steps"] = 2
+    recipe.setdefault("checkpoint", {}).update({"every": 1, "keep_last": 2})
+    write_recipe(os.path.join(d, "recipe.toml"), recipe, d)
+    subprocess.run([binary, "train", os.path.join(d, "recipe.toml")], cwd=d, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env=dict(os.environ, RAYON_NUM_THREADS="1"))
+    step = os.path.join(d, "out", "checkpoints", "step-00000002")
+    mutations = []
+    for _ in range(rng.choice([1, 1, 2])):
+        target = rng.choice(["trainer_state", "shard_index", "shard", "config", "tokenizer"])
+        if target == "trainer_state":
+            m = mutate_json_tree(rng, os.path.join(step, "trainer_state.json"))
+        elif target == "shard_index":
+            m = mutate_json_tree(rng, os.path.join(step, "shard-00000-of-00001.json"))
+        elif target == "shard":
+            m = mutate_weights(rng, os.path.join(step, "shard-00000-of-00001.safetensors"))
+        elif target == "config":
+            m = mutate_config(rng, os.path.join(step, "config.json"))
+        else:
+            m = mutate_bytes(rng, os.path.join(step, rng.choice(
+                ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"])), "tok")
+        mutations.append(m)
+    command = rng.choice(["resume", "resume", "export", "sample"])
+    if command == "resume":
+        recipe["train"]["steps"] = 4
+        write_recipe(os.path.join(d, "recipe.toml"), recipe, d)
+        args = ["train", os.path.join(d, "recipe.toml"), "--resume"]
+    elif command == "export":
+        args = ["export", step, "--hf", os.path.join(d, "exported")]
+    else:
+        args = ["sample", step, "--prompt", "To be", "--max-new-tokens", "4"]
+    return mutations, args
+
+
 def mutate_recipe(rng, recipe):
     sec = rng.choice(list(KEYS))
     key = rng.choice(list(KEYS[sec]) + ["bogus_key"])
@@ -255,7 +322,7 @@ PARALLEL_BASES = [{"zero_stage": 1}, {"zero_stage": 3}, {"tp": 2}, {"tp": 2, "se
                   {"pp": 2}, {"pp": 2, "pp_schedule": "gpipe"}]
 
 
-def build_case(seed, index, root, areas=None, ranks=1):
+def build_case(seed, index, root, areas=None, ranks=1, binary=None):
     rng = random.Random(seed * 100003 + index)
     d = os.path.join(root, f"s{seed}-{index}")
     shutil.rmtree(d, ignore_errors=True)
@@ -293,6 +360,10 @@ def build_case(seed, index, root, areas=None, ranks=1):
         recipe["parallel"] = dict(rng.choice(PARALLEL_BASES))
         recipe["train"]["micro_batch"] = 1
         recipe["parallel"]["collective_timeout_s"] = 30.0
+    if areas == ["checkpoint"]:
+        mutations, args = checkpoint_case(rng, binary, d, recipe)
+        return {"index": index, "dir": d, "model": model, "format": fmt, "mutations": mutations,
+                "size_keys": [], "args": args, "ranks": 1}
     mutations, keys = [], set()
     command = "train"
     for _ in range(0 if os.environ.get("FUZZ_NO_MUTATION") else rng.choice([1, 1, 2, 3])):
@@ -379,13 +450,13 @@ def main():
     ap.add_argument("--timeout", type=float, default=60.0)
     ap.add_argument("--ranks", type=int, default=1,
                     help="> 1: train under mpirun with a random dp / tp / pp layout")
-    ap.add_argument("--areas", help="comma-separated subset of recipe,config,weights,tokenizer,data")
+    ap.add_argument("--areas", help="comma-separated subset of recipe,config,weights,tokenizer,data; or checkpoint alone")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     results, counts = [], {}
     for i in (a.only if a.only else range(a.count)):
         case = build_case(a.seed, i, a.out, a.areas.split(",") if a.areas else None,
-                          a.ranks)
+                          a.ranks, a.bin)
         r = run_case(case, a.bin, a.timeout)
         results.append(r)
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
