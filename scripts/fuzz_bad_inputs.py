@@ -129,6 +129,11 @@ def write_recipe(path, recipe, d):
         f.write("\n".join(lines))
 
 
+def write_json(path, value):
+    with open(path, "w") as f:
+        json.dump(value, f)
+
+
 def read_st(path):
     with open(path, "rb") as f:
         raw = f.read()
@@ -211,8 +216,7 @@ def mutate_config(rng, path):
     else:
         c[key] = rng.choice(JSON_POOL)
         what = "set"
-    with open(path, "w") as f:
-        json.dump(c, f)
+    write_json(path, c)
     return f"config:{what}:{key}={json.dumps(c.get(key))[:60]}"
 
 
@@ -258,8 +262,7 @@ def mutate_json_tree(rng, path):
     else:
         parent[key] = rng.choice(JSON_POOL)
         what = "set"
-    with open(path, "w") as f:
-        json.dump(root, f)
+    write_json(path, root)
     return f"ckpt-json:{what}:{os.path.basename(path)}:{'.'.join(where)[:80]}"
 
 

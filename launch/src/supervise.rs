@@ -11,15 +11,6 @@
 //!   `TERM_GRACE` if they do not stop) and returns 128 + signal;
 //! - returns Ok(0) when every rank exits 0. `Err` only when the ranks could not be started.
 
-/// One stderr line that never panics: a launcher whose stderr reader has gone must still stop
-/// and reap its ranks (`eprintln!` would panic and orphan them).
-macro_rules! say {
-    ($($t:tt)*) => {{
-        use std::io::Write as _;
-        let _ = std::io::stderr().lock().write_all(format!("{}\n", format_args!($($t)*)).as_bytes());
-    }};
-}
-
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -29,6 +20,15 @@ use crate::args::{LaunchArgs, LaunchError};
 use crate::child_env::rank_env;
 use crate::output::{pump, Sink};
 use crate::signals;
+
+/// One stderr line that never panics: a launcher whose stderr reader has gone must still stop
+/// and reap its ranks (`eprintln!` would panic and orphan them).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = std::io::stderr().lock().write_all(format!("{}\n", format_args!($($t)*)).as_bytes());
+    }};
+}
 
 /// Time between SIGTERM and SIGKILL when stopping ranks.
 pub const TERM_GRACE: Duration = Duration::from_secs(5);
