@@ -117,17 +117,26 @@ class Sampler:
 
 
 # ----------------------------------------------------------------------------- data
+def leading_bos(tok):
+    """src/tokenizer `leading_bos`: the bos id when the post-processor puts it first."""
+    first = tok.encode("a", add_special_tokens=True).ids[:1]
+    plain = tok.encode("a", add_special_tokens=False).ids[:1]
+    return first[0] if first and first != plain and first[0] != tok.token_to_id(fl.EOT) else None
+
+
 def token_stream(tokenizer_json, text, eos_text):
     """src/data/text.rs: documents split on the eos text, whitespace-only ones dropped, each
-    encoded without special tokens and followed by eos (these tokenizers add no bos)."""
+    encoded without special tokens, preceded by bos when the tokenizer's post-processor adds one
+    (Llama style) and followed by eos."""
     from tokenizers import Tokenizer
     tok = Tokenizer.from_file(tokenizer_json)
     eos = tok.token_to_id(eos_text)
+    bos = leading_bos(tok)
     out = []
     for doc in text.split(eos_text):
         if not doc.strip():
             continue
-        out += tok.encode(doc, add_special_tokens=False).ids + [eos]
+        out += ([bos] if bos is not None else []) + tok.encode(doc, add_special_tokens=False).ids + [eos]
     return out, eos
 
 
@@ -192,13 +201,25 @@ def chatml(msgs, add_generation_prompt):
     return out + ("<|im_start|>assistant\n" if add_generation_prompt else "")
 
 
-def chat_example(tok, msgs):
+def chat_renderer(hf_dir):
+    """The tokenizer's own chat template rendered by transformers (apply_chat_template), or
+    ChatML when it has none (ferrotron's default)."""
+    cfg = json.load(open(os.path.join(hf_dir, "tokenizer_config.json")))
+    if not cfg.get("chat_template"):
+        return chatml
+    from transformers import AutoTokenizer
+    hft = AutoTokenizer.from_pretrained(hf_dir)
+    return lambda msgs, gen: hft.apply_chat_template(msgs, tokenize=False,
+                                                     add_generation_prompt=gen)
+
+
+def chat_example(tok, msgs, render=chatml):
     """src/data/sft.rs `chat_example`: a token is trained when its byte range overlaps an
     assistant turn (from the render up to the turn with the generation prompt to the render
     through it)."""
-    full = chatml(msgs, False)
+    full = render(msgs, False)
     nbytes = lambda x: len(x.encode("utf-8"))  # noqa: E731
-    spans = [(nbytes(chatml(msgs[:i], True)), nbytes(chatml(msgs[:i + 1], False)))
+    spans = [(nbytes(render(msgs[:i], True)), nbytes(render(msgs[:i + 1], False)))
              for i, m in enumerate(msgs) if m["role"] == "assistant"]
     at = [0]
     for ch in full:
@@ -236,19 +257,20 @@ def pack(lengths, cap):
     return [sorted(r) for r in rows]
 
 
-def example_rows(tokenizer_json, data_path, fmt, seq_len, val_fraction, packing):
+def example_rows(hf_dir, data_path, fmt, seq_len, val_fraction, packing):
     """src/data/mod.rs `load_examples`: examples truncated to seq_len, those with no trained
     token after the first dropped, a held-out share by a fixed permutation, rows packed or one
     example each. Returns the training and held-out rows as lists of (ids, targets) segments."""
     from tokenizers import Tokenizer
-    tok = Tokenizer.from_file(tokenizer_json)
+    tok = Tokenizer.from_file(os.path.join(hf_dir, "tokenizer.json"))
     eos = tok.token_to_id(fl.EOT)
+    render = chat_renderer(hf_dir) if fmt == "chat" else None
     examples = []
     for line in open(data_path, encoding="utf-8"):
         if not line.strip():
             continue
         rec = json.loads(line)
-        ids, label = chat_example(tok, rec["messages"]) if fmt == "chat" \
+        ids, label = chat_example(tok, rec["messages"], render) if fmt == "chat" \
             else alpaca_example(tok, eos, rec)
         ids, label = ids[:seq_len], label[:seq_len]
         if any(label[1:]):
@@ -272,7 +294,7 @@ def training_rows(hf_dir, data_path, r):
     """Every training and held-out row of recipe `r` as lists of (ids, targets) segments."""
     tokenizer_json = os.path.join(hf_dir, "tokenizer.json")
     if r.get("format", "text") != "text":
-        return example_rows(tokenizer_json, data_path, r["format"], r["seq_len"],
+        return example_rows(hf_dir, data_path, r["format"], r["seq_len"],
                             r["val_fraction"], r["packing"])
     text = open(data_path, encoding="utf-8").read()
     toks, eos = token_stream(tokenizer_json, text, fl.EOT)
@@ -389,6 +411,76 @@ def draw_recipe(rng, s):
         "eval_every": rng.choice([0, 4, 8]),
         "eval_batches": rng.choice([1, 2]),
     }
+
+
+# Tokenizers in the style of real checkpoints: special tokens, a chat template of their own
+# (written here in the manner of Llama 3.x's and Qwen2.5's: whitespace control, a default or
+# trimmed system message, `loop.first`, `a + b | trim`), and for "llama3" a post-processor that
+# puts <|begin_of_text|> first (so text documents and alpaca prompts start with bos).
+LLAMA3_STYLE = (
+    "{{- bos_token }}\n"
+    "{%- if messages[0]['role'] == 'system' %}\n"
+    "    {%- set system_message = messages[0]['content']|trim %}\n"
+    "    {%- set messages = messages[1:] %}\n"
+    "{%- else %}\n"
+    "    {%- set system_message = \"\" %}\n"
+    "{%- endif %}\n"
+    "{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}\n"
+    "{{- \"Cutting Knowledge Date: December 2023\\n\\n\" }}\n"
+    "{{- system_message }}\n"
+    "{{- \"<|eot_id|>\" }}\n"
+    "{%- for message in messages %}\n"
+    "    {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' }}\n"
+    "{%- endfor %}\n"
+    "{%- if add_generation_prompt %}\n"
+    "    {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}\n"
+    "{%- endif %}\n")
+QWEN_STYLE = (
+    "{%- if messages[0]['role'] == 'system' %}\n"
+    "    {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n"
+    "{%- else %}\n"
+    "    {{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}\n"
+    "{%- endif %}\n"
+    "{%- for message in messages %}\n"
+    "    {%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first) or (message.role == \"assistant\") %}\n"
+    "        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\n"
+    "    {%- endif %}\n"
+    "{%- endfor %}\n"
+    "{%- if add_generation_prompt %}\n"
+    "    {{- '<|im_start|>assistant\\n' }}\n"
+    "{%- endif %}\n")
+STYLES = {
+    "llama3": (LLAMA3_STYLE, ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
+                              "<|eot_id|>"], "<|begin_of_text|>"),
+    "qwen": (QWEN_STYLE, ["<|im_start|>", "<|im_end|>"], None),
+}
+
+
+def restyle_tokenizer(hf_dir, style, model_vocab):
+    """Gives hf_dir's tokenizer `style`'s special tokens, template and bos; returns the style
+    applied ("plain" when the model's vocabulary has no room for the tokens)."""
+    from tokenizers import AddedToken, Tokenizer, processors
+    if style == "plain":
+        return style
+    template, specials, bos = STYLES[style]
+    path = os.path.join(hf_dir, "tokenizer.json")
+    tok = Tokenizer.from_file(path)
+    if tok.get_vocab_size() + len(specials) > model_vocab:
+        return "plain"
+    tok.add_special_tokens([AddedToken(t, special=True) for t in specials])
+    if bos:
+        bid = tok.token_to_id(bos)
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bid)])
+    tok.save(path)
+    cfg_path = os.path.join(hf_dir, "tokenizer_config.json")
+    cfg = json.load(open(cfg_path))
+    cfg["chat_template"] = template
+    if bos:
+        cfg["bos_token"] = bos
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f, indent=1)
+    return style
 
 
 def make_records(rng, case_dir, full, fmt):
@@ -531,6 +623,9 @@ def run_case(i, args, full_text):
             hf, s = fl.make_model_dir(rng, case_dir, full_text)
         finally:
             fl.make_config = orig
+    # The tokenizer's style has a generator of its own too.
+    style = random.Random(args.seed * 104729 + i).choice(args.styles.split(","))
+    s["style"] = restyle_tokenizer(hf, style, s["vocab"])
     data = fl.make_text(rng, case_dir, full_text)
     if fmt != "text":
         data = make_records(fmt_rng, case_dir, full_text, fmt)
@@ -556,7 +651,8 @@ def run_case(i, args, full_text):
     rec = {"case": i, "model": s, "recipe": r, "verdict": verdict, "worst_loss_rel": wl,
            "worst_grad_norm_rel": wn, "worst_lr_rel": wr, "first_step_over": bad,
            "torch_f32_worst_loss_and_grad_norm_rel": floor, "ours": ours, "reference": ref}
-    short = {k: s[k] for k in ("family", "vocab", "layers", "heads", "kv", "seq_len") if k in s}
+    short = {k: s[k] for k in ("family", "vocab", "layers", "heads", "kv", "seq_len", "style")
+             if k in s}
     ro = r["optim"]
     print(f"[case {i}] {verdict:5s} {fmt:6s} loss {wl:.2e} gnorm {wn:.2e} lr {wr:.1e}  {short} "
           f"gb {r['global_batch']} mb {r['micro_batch']} packing {r['packing']} "
@@ -596,6 +692,10 @@ def main():
     ap.add_argument("--first", type=int, default=0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--styles", default="plain",
+                    help="tokenizer styles to draw from: plain (no template, no bos), llama3 "
+                         "(bos post-processor and a Llama-3-like template), qwen (Qwen2.5-like "
+                         "template); e.g. plain,llama3,qwen")
     ap.add_argument("--formats", default="text",
                     help="data formats to draw from, e.g. text,chat,alpaca (text alone by default)")
     ap.add_argument("--write-fixture", help="store the (single) case here for tests/train_vs_torch.rs")

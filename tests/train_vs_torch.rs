@@ -66,6 +66,24 @@ const CASES: &[(&str, &[&str])] = &[
         "chat-gpt2-heldout-packed",
         &["parallel.zero_stage=2", "train.micro_batch=2"],
     ),
+    // Tokenizers with a chat template of their own (rendered by transformers on the reference
+    // side, minijinja here) and a post-processor that puts bos first.
+    (
+        "chat-llama-llama3-template",
+        &["parallel.pp=2", "train.micro_batch=2"],
+    ),
+    (
+        "chat-qwen3-qwen-template",
+        &["parallel.tp=2", "parallel.sequence_parallel=true"],
+    ),
+    (
+        "text-qwen3-bos-accum",
+        &["parallel.zero_stage=3", "train.micro_batch=2"],
+    ),
+    (
+        "alpaca-gpt2-bos",
+        &["parallel.zero_stage=1", "train.micro_batch=2"],
+    ),
 ];
 
 fn rel(a: f64, b: f64) -> f64 {
