@@ -34,6 +34,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -124,18 +125,35 @@ def leading_bos(tok):
     return first[0] if first and first != plain and first[0] != tok.token_to_id(fl.EOT) else None
 
 
-def token_stream(tokenizer_json, text, eos_text):
-    """src/data/text.rs: documents split on the eos text, whitespace-only ones dropped, each
-    encoded without special tokens, preceded by bos when the tokenizer's post-processor adds one
-    (Llama style) and followed by eos."""
+def split_documents(text, split, eos_text):
+    """src/data/text.rs `split_documents`: on the eos text, or runs of non-blank lines."""
+    if split == "eos":
+        docs = text.split(eos_text)
+    else:
+        docs, start, pos = [], None, 0
+        for line in re.findall(r"[^\n]*\n|[^\n]+$", text):
+            blank = not line.strip()
+            if blank and start is not None:
+                docs.append(text[start:pos])
+                start = None
+            elif not blank and start is None:
+                start = pos
+            pos += len(line)
+        if start is not None:
+            docs.append(text[start:])
+    return [d for d in docs if d.strip()]
+
+
+def token_stream(tokenizer_json, text, eos_text, split="eos"):
+    """src/data/text.rs: documents (whitespace-only ones dropped), each encoded without special
+    tokens, preceded by bos when the tokenizer's post-processor adds one (Llama style) and
+    followed by eos."""
     from tokenizers import Tokenizer
     tok = Tokenizer.from_file(tokenizer_json)
     eos = tok.token_to_id(eos_text)
     bos = leading_bos(tok)
     out = []
-    for doc in text.split(eos_text):
-        if not doc.strip():
-            continue
+    for doc in split_documents(text, split, eos_text):
         out += ([bos] if bos is not None else []) + tok.encode(doc, add_special_tokens=False).ids + [eos]
     return out, eos
 
@@ -160,14 +178,6 @@ def text_rows(toks, eos, seq_len, packing):
                 start = i + 1
         push(start, len(toks), len(toks))
     return rows
-
-
-def split_rows(rows, val_fraction):
-    """(training rows, held-out rows): the held-out split is the stream's last rows."""
-    k = 0 if val_fraction == 0 else math.ceil(len(rows) * val_fraction)
-    train, val = rows[:len(rows) - k], rows[len(rows) - k:]
-    train[-1][2] = False      # the next token belongs to the held-out split
-    return train, val
 
 
 def row_segments(toks, eos, row):
@@ -296,11 +306,18 @@ def training_rows(hf_dir, data_path, r):
     if r.get("format", "text") != "text":
         return example_rows(hf_dir, data_path, r["format"], r["seq_len"],
                             r["val_fraction"], r["packing"])
-    text = open(data_path, encoding="utf-8").read()
-    toks, eos = token_stream(tokenizer_json, text, fl.EOT)
-    train, val = split_rows(text_rows(toks, eos, r["seq_len"], r["packing"]), r["val_fraction"])
-    return ([row_segments(toks, eos, row) for row in train],
-            [row_segments(toks, eos, row) for row in val])
+    # data.paths: each file its own token stream and rows, in order; the held-out rows are the
+    # last ones over all files.
+    rows = []
+    for path in (data_path if isinstance(data_path, list) else [data_path]):
+        text = open(path, encoding="utf-8").read()
+        toks, eos = token_stream(tokenizer_json, text, fl.EOT, r.get("text_split", "eos"))
+        rows += [(toks, row) for row in text_rows(toks, eos, r["seq_len"], r["packing"])]
+    k = 0 if r["val_fraction"] == 0 else math.ceil(len(rows) * r["val_fraction"])
+    train, val = rows[:len(rows) - k], rows[len(rows) - k:]
+    train[-1][1][2] = False   # the next token belongs to the held-out split
+    return ([row_segments(t, eos, row) for t, row in train],
+            [row_segments(t, eos, row) for t, row in val])
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -528,6 +545,25 @@ def with_context(n):
     return wrapped
 
 
+def data_keys(data):
+    if isinstance(data, list):
+        return "paths = [" + ", ".join(f'"{p}"' for p in data) + "]"
+    return f'path = "{data}"'
+
+
+def split_text_file(rng, path, n):
+    """Cuts the text into n files at document breaks (data.paths)."""
+    pieces = open(path, encoding="utf-8").read().split(fl.EOT)
+    cuts = sorted(rng.sample(range(1, len(pieces)), n - 1))
+    out = []
+    for j, (a, b) in enumerate(zip([0] + cuts, cuts + [len(pieces)])):
+        p = path.replace(".txt", f"-{j + 1}.txt")
+        with open(p, "w", encoding="utf-8") as f:
+            f.write(fl.EOT.join(pieces[a:b]))
+        out.append(p)
+    return out
+
+
 def recipe_toml(hf, data, r, out_dir, cache_dir):
     o = r["optim"]
     mb = f"micro_batch = {r['micro_batch']}\n" if r["micro_batch"] else ""
@@ -537,7 +573,8 @@ hf_dir = "{hf}"
 
 [data]
 format = "{r.get('format', 'text')}"
-path = "{data}"
+{data_keys(data)}
+{'text_split = "' + r['text_split'] + '"' if r.get('text_split', 'eos') != 'eos' else ''}
 {'cache_dir = "' + cache_dir + '"' if r.get('format', 'text') == 'text' else ''}
 seq_len = {r['seq_len']}
 val_fraction = {r['val_fraction']}
@@ -632,6 +669,13 @@ def run_case(i, args, full_text):
     s["steps"] = args.steps
     r = draw_recipe(rng, s)
     r["format"] = fmt
+    if fmt == "text" and args.text_variants:
+        # several files (data.paths) and blank-line documents, from a generator of their own
+        vrng = random.Random(args.seed * 15485863 + i)
+        n_files = vrng.choice([1, 2, 3])
+        r["text_split"] = vrng.choice(["eos", "blank_line"])
+        if n_files > 1:
+            data = split_text_file(vrng, data, n_files)
     recipe = os.path.join(case_dir, "recipe.toml")
     with open(recipe, "w") as f:
         f.write(recipe_toml(hf, data, r, os.path.join(case_dir, "run"),
@@ -676,8 +720,13 @@ def write_fixture(dest, hf, data, r, ref):
     shutil.rmtree(dest, ignore_errors=True)
     os.makedirs(dest)
     shutil.copytree(hf, os.path.join(dest, "hf"))
-    name = "data.txt" if r.get("format", "text") == "text" else f"{r['format']}.jsonl"
-    shutil.copy(data, os.path.join(dest, name))
+    if isinstance(data, list):
+        name = [os.path.basename(p) for p in data]
+        for p in data:
+            shutil.copy(p, os.path.join(dest, os.path.basename(p)))
+    else:
+        name = "data.txt" if r.get("format", "text") == "text" else f"{r['format']}.jsonl"
+        shutil.copy(data, os.path.join(dest, name))
     with open(os.path.join(dest, "recipe.toml"), "w") as f:
         f.write(recipe_toml("hf", name, r, "run", "tokcache"))
     with open(os.path.join(dest, "reference.json"), "w") as f:
@@ -696,6 +745,8 @@ def main():
                     help="tokenizer styles to draw from: plain (no template, no bos), llama3 "
                          "(bos post-processor and a Llama-3-like template), qwen (Qwen2.5-like "
                          "template); e.g. plain,llama3,qwen")
+    ap.add_argument("--text-variants", action="store_true",
+                    help="text cases also draw data.paths (2-3 files) and text_split = blank_line")
     ap.add_argument("--formats", default="text",
                     help="data formats to draw from, e.g. text,chat,alpaca (text alone by default)")
     ap.add_argument("--write-fixture", help="store the (single) case here for tests/train_vs_torch.rs")
