@@ -17,6 +17,8 @@
 //! move such runs by 9e-5 to 0.6: the schedule a step late, decay on norms and biases, the next
 //! epoch's order, the target across a row cut lost, prompt tokens trained, the end-of-turn text
 //! untrained, another held-out split, no packing (docs/cpu-runs/training-vs-torch-2026-12-03.md).
+//! On a GPU (ignored elsewhere; scripts/gpu-check.sh runs them) the same runs on CUDA: f32 within
+//! 1e-4 (losses) and 1e-3 (gradient norms), bf16 within 3e-2 and 0.3.
 
 mod common;
 
@@ -24,8 +26,26 @@ use common::{check, root, step_records, train_args};
 use serde_json::Value;
 use std::process::Command;
 
-const LOSS_TOL: f64 = 2e-5;
-const NORM_TOL: f64 = 1e-4;
+/// Per-step tolerances, relative: (training and evaluation loss, gradient norm).
+struct Tol {
+    loss: f64,
+    norm: f64,
+}
+/// f32 on the CPU, one rank or a parallel layout.
+const CPU_F32: Tol = Tol {
+    loss: 2e-5,
+    norm: 1e-4,
+};
+/// f32 on CUDA (cuBLASLt and our kernels sum in other orders; check-hf allows 1e-4 there).
+const CUDA_F32: Tol = Tol {
+    loss: 1e-4,
+    norm: 1e-3,
+};
+/// bf16 weights and activations on CUDA (f32 master and optimizer): a step's loss within 3 %.
+const CUDA_BF16: Tol = Tol {
+    loss: 3e-2,
+    norm: 0.3,
+};
 
 /// Fixture, and the two-rank layout it also runs (recipe overrides).
 const CASES: &[(&str, &[&str])] = &[
@@ -44,14 +64,6 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "qwen2-window-unpacked",
         &["parallel.zero_stage=1", "train.micro_batch=3"],
-    ),
-    (
-        "mistral-window-tied",
-        &[
-            "parallel.pp=2",
-            "parallel.pp_schedule=gpipe",
-            "parallel.microbatches=2",
-        ],
     ),
     ("llama-bias-unpacked", &["parallel.tp=2"]),
     (
@@ -89,7 +101,11 @@ const CASES: &[(&str, &[&str])] = &[
     // data.paths: one token stream and row set per file; blank-line documents.
     (
         "text-qwen2-blank-lines-3-files",
-        &["parallel.pp=2", "train.micro_batch=3"],
+        &[
+            "parallel.pp=2",
+            "parallel.pp_schedule=gpipe",
+            "train.micro_batch=3",
+        ],
     ),
     (
         "text-mistral-packed-3-files",
@@ -101,8 +117,9 @@ fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs().max(1e-30)
 }
 
-/// Trains fixture `name` (one rank, or two under mpirun with `layout`) and compares every step.
-fn follow(name: &str, layout: Option<&[&str]>) {
+/// Trains fixture `name` on `ranks` ranks (two: under mpirun) with recipe `overrides`, and
+/// compares every step with the reference.
+fn follow(name: &str, ranks: usize, overrides: &[&str], tol: &Tol) {
     let fixture = root().join("tests/fixtures/trajectories").join(name);
     let reference: Value = serde_json::from_str(
         &std::fs::read_to_string(fixture.join("reference.json")).expect("reference.json"),
@@ -115,19 +132,16 @@ fn follow(name: &str, layout: Option<&[&str]>) {
         format!("train.out_dir={}", out_dir.display()),
         format!("data.cache_dir={}", tmp.path().join("tokens").display()),
     ];
-    sets.extend(layout.unwrap_or(&[]).iter().map(|s| s.to_string()));
+    sets.extend(overrides.iter().map(|s| s.to_string()));
     let args = train_args("recipe.toml", &sets);
-    let what = format!(
-        "{name} {}",
-        layout.map_or("one rank".into(), |l| l.join(" "))
-    );
-    let out = match layout {
-        None => Command::new(common::bin())
+    let what = format!("{name} ({ranks} rank(s); {})", overrides.join(" "));
+    let out = match ranks {
+        1 => Command::new(common::bin())
             .args(&args)
             .current_dir(&fixture)
             .output()
             .expect("ferrotron runs"),
-        Some(_) => common::mpirun_command(2)
+        n => common::mpirun_command(n)
             .current_dir(&fixture)
             .arg(common::bin())
             .args(&args)
@@ -155,7 +169,7 @@ fn follow(name: &str, layout: Option<&[&str]>) {
             b["eval_loss"].as_f64().unwrap(),
         );
         assert!(
-            rel(x, y) <= LOSS_TOL,
+            rel(x, y) <= tol.loss,
             "{what}: step {}: eval loss {x} vs PyTorch {y} ({:.2e})",
             b["step"],
             rel(x, y)
@@ -172,7 +186,7 @@ fn follow(name: &str, layout: Option<&[&str]>) {
             rel(f(a, "grad_norm"), f(b, "grad_norm")),
         );
         assert!(
-            dl <= LOSS_TOL && dn <= NORM_TOL,
+            dl <= tol.loss && dn <= tol.norm,
             "{what}: step {step}: loss {} vs PyTorch {} ({dl:.2e}), grad norm {} vs {} ({dn:.2e})",
             f(a, "loss"),
             f(b, "loss"),
@@ -208,13 +222,39 @@ fn eval_records(out_dir: &std::path::Path) -> Vec<Value> {
 #[test]
 fn one_rank_follows_the_pytorch_trainer_step_by_step() {
     for (name, _) in CASES {
-        follow(name, None);
+        follow(name, 1, &[], &CPU_F32);
     }
 }
 
 #[test]
 fn parallel_layouts_follow_the_pytorch_trainer_step_by_step() {
     for (name, layout) in CASES {
-        follow(name, Some(layout));
+        follow(name, 2, layout, &CPU_F32);
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn cuda_f32_follows_the_pytorch_trainer_step_by_step() {
+    for (name, _) in CASES {
+        follow(
+            name,
+            1,
+            &["train.device=cuda", "train.precision=f32"],
+            &CUDA_F32,
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn cuda_bf16_follows_the_pytorch_trainer_within_bf16_round_off() {
+    for (name, _) in CASES {
+        follow(
+            name,
+            1,
+            &["train.device=cuda", "train.precision=bf16"],
+            &CUDA_BF16,
+        );
     }
 }
