@@ -18,6 +18,8 @@
 //! evaluation's target count): the schedule a step late, decay on norms and biases, the next
 //! epoch's order, the target across a row cut lost, prompt tokens trained, the end-of-turn text
 //! untrained, another held-out split, no packing (docs/cpu-runs/training-vs-torch-2026-12-03.md).
+//! A run checkpointed at step 8 on one rank and resumed in another layout must go on along the
+//! reference as well (four fixtures).
 //! On a GPU (ignored elsewhere; scripts/gpu-check.sh runs them) the same runs on CUDA: f32 within
 //! 1e-4 (losses) and 1e-3 (gradient norms), bf16 within 3e-2 and 0.3.
 
@@ -25,6 +27,7 @@ mod common;
 
 use common::{check, root, step_records, train_args};
 use serde_json::Value;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Per-step tolerances, relative: (training and evaluation loss, gradient norm).
@@ -118,41 +121,64 @@ fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs().max(1e-30)
 }
 
-/// Trains fixture `name` on `ranks` ranks (two: under mpirun) with recipe `overrides`, and
-/// compares every step with the reference.
-fn follow(name: &str, ranks: usize, overrides: &[&str], tol: &Tol) {
-    let fixture = root().join("tests/fixtures/trajectories").join(name);
-    let reference: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture.join("reference.json")).expect("reference.json"),
-    )
-    .expect("reference.json is JSON");
-    let reference = reference["steps"].as_array().expect("steps").clone();
-    let tmp = tempfile::tempdir().unwrap();
-    let out_dir = tmp.path().join("run");
+fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures/trajectories").join(name)
+}
+
+/// The reference's records of steps after `after`.
+fn reference(name: &str, after: u64) -> Vec<Value> {
+    let path = fixture(name).join("reference.json");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("reference.json"))
+        .expect("reference.json is JSON");
+    let steps = v["steps"].as_array().expect("steps");
+    steps
+        .iter()
+        .filter(|r| r["step"].as_u64().unwrap() > after)
+        .cloned()
+        .collect()
+}
+
+/// `ferrotron train recipe.toml` in fixture `name` on `ranks` ranks (two or more: under mpirun),
+/// writing to `out_dir`, with recipe `overrides` and further CLI `extra` arguments.
+fn train_fixture(name: &str, ranks: usize, out_dir: &Path, overrides: &[&str], extra: &[&str]) {
     let mut sets = vec![
         format!("train.out_dir={}", out_dir.display()),
-        format!("data.cache_dir={}", tmp.path().join("tokens").display()),
+        format!("data.cache_dir={}", out_dir.join("tokens").display()),
     ];
     sets.extend(overrides.iter().map(|s| s.to_string()));
-    let args = train_args("recipe.toml", &sets);
-    let what = format!("{name} ({ranks} rank(s); {})", overrides.join(" "));
+    let mut args = train_args("recipe.toml", &sets);
+    args.extend(extra.iter().map(|s| s.to_string()));
     let out = match ranks {
         1 => Command::new(common::bin())
             .args(&args)
-            .current_dir(&fixture)
+            .current_dir(fixture(name))
             .output()
             .expect("ferrotron runs"),
         n => common::mpirun_command(n)
-            .current_dir(&fixture)
+            .current_dir(fixture(name))
             .arg(common::bin())
             .args(&args)
             .output()
             .expect("mpirun runs"),
     };
-    check(&out, &what);
-    let ours = step_records(&out_dir);
+    check(&out, &format!("{name} {args:?}"));
+}
+
+/// Trains fixture `name` on `ranks` ranks with recipe `overrides`, and compares every step with
+/// the reference.
+fn follow(name: &str, ranks: usize, overrides: &[&str], tol: &Tol) {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("run");
+    train_fixture(name, ranks, &out_dir, overrides, &[]);
+    let what = format!("{name} ({ranks} rank(s); {})", overrides.join(" "));
+    compare(&what, &out_dir, &reference(name, 0), tol);
+}
+
+/// Every step record and evaluation of `out_dir`'s metrics.jsonl against `reference`.
+fn compare(what: &str, out_dir: &Path, reference: &[Value], tol: &Tol) {
+    let ours = step_records(out_dir);
     assert_eq!(ours.len(), reference.len(), "{what}: step count");
-    let evals = eval_records(&out_dir);
+    let evals = eval_records(out_dir);
     let ref_evals: Vec<&Value> = reference
         .iter()
         .filter(|v| v.get("eval_loss").is_some())
@@ -178,7 +204,7 @@ fn follow(name: &str, ranks: usize, overrides: &[&str], tol: &Tol) {
         worst_eval = worst_eval.max(rel(x, y));
     }
     let (mut worst_loss, mut worst_norm) = (0.0f64, 0.0f64);
-    for (a, b) in ours.iter().zip(&reference) {
+    for (a, b) in ours.iter().zip(reference) {
         let step = b["step"].as_u64().unwrap();
         assert_eq!(a["step"].as_u64(), Some(step), "{what}: step numbers");
         let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} at {step}"));
@@ -211,7 +237,7 @@ fn follow(name: &str, ranks: usize, overrides: &[&str], tol: &Tol) {
 }
 
 /// The evaluation records (`eval_loss`, `eval_rows`, `eval_tokens`) of `<out_dir>/metrics.jsonl`.
-fn eval_records(out_dir: &std::path::Path) -> Vec<Value> {
+fn eval_records(out_dir: &Path) -> Vec<Value> {
     std::fs::read_to_string(out_dir.join("metrics.jsonl"))
         .expect("metrics.jsonl")
         .lines()
@@ -231,6 +257,38 @@ fn one_rank_follows_the_pytorch_trainer_step_by_step() {
 fn parallel_layouts_follow_the_pytorch_trainer_step_by_step() {
     for (name, layout) in CASES {
         follow(name, 2, layout, &CPU_F32);
+    }
+}
+
+/// A run checkpointed at step 8 on one rank and resumed in the fixture's 2-rank layout (the
+/// checkpoint read back into another layout, Adam moments and the sampler included) goes on
+/// along the reference through step 16.
+#[test]
+fn a_run_resumed_in_another_layout_follows_the_pytorch_trainer() {
+    for (name, layout) in &CASES[..4] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (first, resumed) = (tmp.path().join("first"), tmp.path().join("resumed"));
+        let ckpt = ["checkpoint.enabled=true", "checkpoint.every=8"];
+        train_fixture(name, 1, &first, &ckpt, &[]);
+        let step8 = "checkpoints/step-00000008";
+        copy_dir(&first.join(step8), &resumed.join(step8));
+        train_fixture(
+            name,
+            2,
+            &resumed,
+            &[&ckpt[..], layout].concat(),
+            &["--resume"],
+        );
+        let what = format!("{name} resumed at step 8 in {}", layout.join(" "));
+        compare(&what, &resumed, &reference(name, 8), &CPU_F32);
+    }
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
     }
 }
 
