@@ -69,7 +69,10 @@ const CASES: &[(&str, &[&str])] = &[
         "qwen2-window-unpacked",
         &["parallel.zero_stage=1", "train.micro_batch=3"],
     ),
-    ("llama-bias-unpacked", &["parallel.tp=2"]),
+    (
+        "llama-bias-unpacked",
+        &["parallel.tp=2", "train.activation_checkpointing=full"],
+    ),
     (
         "llama-linear-rope",
         &["parallel.zero_stage=2", "train.micro_batch=1"],
@@ -96,7 +99,11 @@ const CASES: &[(&str, &[&str])] = &[
     ),
     (
         "text-qwen3-bos-accum",
-        &["parallel.zero_stage=3", "train.micro_batch=2"],
+        &[
+            "parallel.zero_stage=3",
+            "train.micro_batch=2",
+            "train.activation_checkpointing=full",
+        ],
     ),
     (
         "alpaca-gpt2-bos",
