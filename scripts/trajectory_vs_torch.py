@@ -38,6 +38,7 @@ Usage:
   python3 scripts/trajectory_vs_torch.py --cases 12 --seed 1 [--steps 16] [--out /tmp/traj]
         [--formats text,chat,alpaca] [--styles plain,llama3,qwen] [--text-variants]
         [--first N] [--mutate NAME]
+  python3 scripts/trajectory_vs_torch.py --recipe recipes/quickstart.toml --steps 16
   python3 scripts/trajectory_vs_torch.py --cases 1 --first N --seed S --write-fixture \
         tests/fixtures/trajectories/NAME
 """
@@ -627,6 +628,11 @@ def ferrotron_trajectory(recipe_path, out_dir, log):
     rc, _, err, dt = fl.run([fl.FERRO, "train", recipe_path], log)
     if rc != 0:
         return rc, fl.last_line(err), None
+    return 0, "", ferrotron_metrics(out_dir)
+
+
+def ferrotron_metrics(out_dir):
+    """Per-step records (loss, grad_norm, lr, and the evaluation's when there is one)."""
     steps, evals, extra = fl.read_metrics(out_dir)
     out = []
     for k in sorted(steps):
@@ -634,7 +640,7 @@ def ferrotron_trajectory(recipe_path, out_dir, log):
         if k in evals:
             rec.update(eval_loss=evals[k][0], eval_rows=evals[k][1], eval_tokens=evals[k][2])
         out.append(rec)
-    return 0, "", out
+    return out
 
 
 def compare(ours, ref):
@@ -659,7 +665,7 @@ def compare(ours, ref):
     return wl, wn, wr, first_bad
 
 
-def own_weights_check(case_dir, recipe, hf, data, r, ours, step, log):
+def own_weights_check(case_dir, recipe, hf, data, r, ours, step, log, sets=()):
     """Whether ferrotron's step `step` is right for the weights it had, and those weights are the
     reference's up to round-off: ferrotron saves its weights after step - 1 (a checkpoint,
     exported to HF f32); transformers computes that step's loss and gradient norm from them in
@@ -672,9 +678,10 @@ def own_weights_check(case_dir, recipe, hf, data, r, ours, step, log):
     from transformers import AutoModelForCausalLM
     out = os.path.join(case_dir, "run-own")
     shutil.rmtree(out, ignore_errors=True)
+    extra = [a for x in sets for a in ("--set", x)]
     rc, _, _, _ = fl.run([fl.FERRO, "train", recipe, "--set", f"train.out_dir={out}",
                           "--set", "checkpoint.enabled=true", "--set", f"checkpoint.every={step - 1}",
-                          "--set", "checkpoint.keep_last=100"], log)
+                          "--set", "checkpoint.keep_last=100"] + extra, log, timeout=3600)
     ckpt = os.path.join(out, "checkpoints", f"step-{step - 1:08d}")
     hf_own = os.path.join(out, "hf")
     if rc != 0 or fl.run([fl.FERRO, "export", ckpt, "--hf", hf_own, "--dtype", "f32"], log)[0]:
@@ -804,6 +811,69 @@ def write_fixture(dest, hf, data, r, ref):
                    "recipe": r, "steps": ref}, f, indent=1)
 
 
+def recipe_case(path, steps, out):
+    """--recipe: a recipe of the repository (text data, one rank) for `steps` steps. ferrotron
+    saves its initial weights (checkpoint.save_initial), exported to HF f32 as the reference's
+    start; the reference reads the data, the tokenizer ferrotron saved with the checkpoint and
+    the recipe's settings (with ferrotron's defaults)."""
+    import tomllib
+    rec = tomllib.load(open(path, "rb"))
+    run = os.path.join(out, "recipe-run")
+    shutil.rmtree(run, ignore_errors=True)
+    log = os.path.join(out, "recipe-runs.log")
+    rc, _, err, _ = fl.run([fl.FERRO, "train", path, "--set", f"train.steps={steps}",
+                            "--set", f"train.out_dir={run}", "--set", "train.log_every=1",
+                            "--set", "checkpoint.enabled=true", "--set", "checkpoint.every=0",
+                            "--set", "checkpoint.save_initial=true"], log, timeout=3600)
+    if rc:
+        sys.exit(f"ferrotron train {path}: exit {rc}: {fl.last_line(err)}")
+    hf0 = os.path.join(run, "hf-step0")
+    rc, _, err, _ = fl.run([fl.FERRO, "export", os.path.join(run, "checkpoints", "step-00000000"),
+                            "--hf", hf0, "--dtype", "f32"], log)
+    if rc:
+        sys.exit(f"ferrotron export: exit {rc}: {fl.last_line(err)}")
+    d, t, o = rec["data"], rec["train"], rec.get("optim", {})
+    if d.get("format", "text") != "text":
+        sys.exit("--recipe: text data only")
+    defaults = {"lr": 3e-4, "min_lr_ratio": 0.1, "warmup_steps": 0, "schedule": "cosine",
+                "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1,
+                "decay_norms_and_biases": False, "clip_norm": 1.0}   # src/recipe.rs
+    r = {"format": "text", "seq_len": d["seq_len"], "packing": d.get("packing", True),
+         "val_fraction": d.get("val_fraction", 0.05), "text_split": d.get("text_split", "eos"),
+         "global_batch": t["global_batch"], "micro_batch": t.get("micro_batch"),
+         "seed": t.get("seed", 1234), "steps": steps, "optim": {**defaults, **o},
+         "eval_every": t.get("eval_every", 0), "eval_batches": t.get("eval_batches", 8)}
+    data = d.get("paths") or d["path"]
+    ours = ferrotron_metrics(run)
+    ref = reference_trajectory(hf0, data, r)
+    wl, wn, wr, bad = compare(ours, ref)
+    verdict = "pass" if bad is None else f"over the tolerance from step {bad}"
+    if bad is not None and bad > 1 and wr <= 1e-12:
+        # the same two explanations as for random cases
+        floor = compare(reference_trajectory(hf0, data, r, "float32"), ref)
+        own = own_weights_check(out, path, hf0, data, r, ours, bad, log,
+                                sets=[f"train.steps={steps}"])
+        print(f"torch f32 against the reference: worst loss {floor[0]:.2e}, grad norm "
+              f"{floor[1]:.2e}, from step {floor[3]}; at ferrotron's own weights (step {bad}): "
+              f"loss {own[0]:.2e}, grad norm {own[1]:.2e}; weights after step {bad - 1} against "
+              f"the reference's: ours {own[2]:.2e}, torch f32 {own[3]:.2e}" if own else
+              "own-weights check failed to run")
+        if wl <= 3 * floor[0] and wn <= 3 * floor[1]:
+            verdict += ": ill-conditioned"
+        elif own and own[0] <= 1e-6 and own[1] <= 1e-5 and own[2] <= 3 * own[3]:
+            verdict += ": drift-amplified"
+        else:
+            verdict += ": FINDING"
+    print(f"{path}, {steps} steps: worst loss rel diff {wl:.2e}, worst grad-norm rel diff "
+          f"{wn:.2e}, worst lr rel diff {wr:.1e} -> {verdict}")
+    for a, b in zip(ours, ref):
+        ev = (f"  eval {a['eval_loss']:.9f} ref {b['eval_loss']:.9f}" if "eval_loss" in a
+              and "eval_loss" in b else "")
+        print(f"  step {a['step']:3d} loss {a['loss']:.9f} ref {b['loss']:.9f} gnorm "
+              f"{a['grad_norm']:.7f} ref {b['grad_norm']:.7f}{ev}")
+    return "FINDING" not in verdict
+
+
 def break_reference(name):
     """--mutate: one deliberate mistake in the reference trainer, to show that the comparison
     catches mistakes of that kind (ferrotron is left as it is; the case should then fail)."""
@@ -857,9 +927,14 @@ def main():
     ap.add_argument("--mutate", help="break the reference on purpose (a sensitivity check): "
                     "decay-norms, next-epoch, lr-late, no-cont, alpaca-prompt, "
                     "chat-end-of-turn, split-seed, no-pack")
+    ap.add_argument("--recipe", help="instead of random cases: this recipe (text data, one "
+                    "rank) for --steps steps, from ferrotron's own initial weights")
     args = ap.parse_args()
     if args.mutate:
         break_reference(args.mutate)
+    if args.recipe:
+        os.makedirs(args.out, exist_ok=True)
+        sys.exit(0 if recipe_case(args.recipe, args.steps, args.out) else 1)
     os.makedirs(args.out, exist_ok=True)
     if not os.path.exists(fl.FERRO):
         sys.exit(f"{fl.FERRO} is missing: cargo build --release")
