@@ -85,18 +85,6 @@ fn fill(s: &str, dir: &Path) -> String {
         .replace("{dir}", &dir.display().to_string())
 }
 
-fn copy_tree(src: &Path, dst: &Path) {
-    if src.is_dir() {
-        std::fs::create_dir_all(dst).unwrap();
-        for e in std::fs::read_dir(src).unwrap() {
-            let e = e.unwrap();
-            copy_tree(&e.path(), &dst.join(e.file_name()));
-        }
-    } else {
-        std::fs::copy(src, dst).unwrap();
-    }
-}
-
 /// Sets or deletes ("__delete__") `key` (a/b/c) in the JSON file `file` to `value` (JSON text).
 fn edit_json(file: &Path, key: &str, value: &str) {
     let mut v: serde_json::Value =

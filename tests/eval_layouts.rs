@@ -27,11 +27,8 @@ fn args(out: &Path, sets: &[&str]) -> Vec<String> {
 
 /// (step, eval_loss, eval_rows) of every evaluation in `<out>/metrics.jsonl`.
 fn evals(out: &Path) -> Vec<(u64, f64, u64)> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v.get("eval_loss").is_some())
+    eval_records(out)
+        .into_iter()
         .map(|v| {
             (
                 v["step"].as_u64().unwrap(),

@@ -205,10 +205,9 @@ fn train(model: Model, dir: &Path, out: &Path, n: usize, extra: &[String], resum
 }
 
 fn eval_losses(out: &Path) -> Vec<f64> {
-    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter_map(|v| v.get("eval_loss").and_then(Value::as_f64))
+    eval_records(out)
+        .iter()
+        .map(|v| v["eval_loss"].as_f64().unwrap())
         .collect()
 }
 

@@ -98,7 +98,7 @@ fn resumed_run_reproduces_the_uninterrupted_run_bitwise() {
     let cut = tempfile::tempdir().unwrap();
     let src = full.path().join("checkpoints/step-00000005");
     let dst = cut.path().join("checkpoints/step-00000005");
-    copy_dir(&src, &dst);
+    copy_tree(&src, &dst);
     let out = ferrotron(&[
         "train",
         &recipe(),
@@ -117,14 +117,6 @@ fn resumed_run_reproduces_the_uninterrupted_run_bitwise() {
         checkpoint_weights(&cut.path().join("checkpoints")),
     );
     assert_eq!(wa, wb, "final weights are bitwise equal");
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, dst.join(p.file_name().unwrap())).unwrap();
-    }
 }
 
 fn user_error(args: &[&str]) -> String {

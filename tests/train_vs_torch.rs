@@ -25,7 +25,7 @@
 
 mod common;
 
-use common::{check, root, step_records, train_args};
+use common::{check, copy_tree, eval_records, root, step_records, train_args};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -243,16 +243,6 @@ fn compare(what: &str, out_dir: &Path, reference: &[Value], tol: &Tol) {
     );
 }
 
-/// The evaluation records (`eval_loss`, `eval_rows`, `eval_tokens`) of `<out_dir>/metrics.jsonl`.
-fn eval_records(out_dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(out_dir.join("metrics.jsonl"))
-        .expect("metrics.jsonl")
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("metrics line is JSON"))
-        .filter(|v| v.get("eval_loss").is_some())
-        .collect()
-}
-
 #[test]
 fn one_rank_follows_the_pytorch_trainer_step_by_step() {
     for (name, _) in CASES {
@@ -278,7 +268,7 @@ fn a_run_resumed_in_another_layout_follows_the_pytorch_trainer() {
         let ckpt = ["checkpoint.enabled=true", "checkpoint.every=8"];
         train_fixture(name, 1, &first, &ckpt, &[]);
         let step8 = "checkpoints/step-00000008";
-        copy_dir(&first.join(step8), &resumed.join(step8));
+        copy_tree(&first.join(step8), &resumed.join(step8));
         train_fixture(
             name,
             2,
@@ -288,14 +278,6 @@ fn a_run_resumed_in_another_layout_follows_the_pytorch_trainer() {
         );
         let what = format!("{name} resumed at step 8 in {}", layout.join(" "));
         compare(&what, &resumed, &reference(name, 8), &CPU_F32);
-    }
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
     }
 }
 

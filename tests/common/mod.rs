@@ -98,14 +98,37 @@ pub fn check(out: &Output, what: &str) {
     );
 }
 
-/// Per-step records (those with a `loss`) of `<out_dir>/metrics.jsonl`.
-pub fn step_records(out_dir: &Path) -> Vec<serde_json::Value> {
+/// The records of `<out_dir>/metrics.jsonl` that hold `key`.
+pub fn metric_records(out_dir: &Path, key: &str) -> Vec<serde_json::Value> {
     let text =
         std::fs::read_to_string(out_dir.join("metrics.jsonl")).expect("metrics.jsonl exists");
     text.lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("metrics line is JSON"))
-        .filter(|v| v.get("loss").is_some())
+        .filter(|v| v.get(key).is_some())
         .collect()
+}
+
+/// Per-step records (those with a `loss`) of `<out_dir>/metrics.jsonl`.
+pub fn step_records(out_dir: &Path) -> Vec<serde_json::Value> {
+    metric_records(out_dir, "loss")
+}
+
+/// Evaluation records (`eval_loss`, `eval_rows`, `eval_tokens`) of `<out_dir>/metrics.jsonl`.
+pub fn eval_records(out_dir: &Path) -> Vec<serde_json::Value> {
+    metric_records(out_dir, "eval_loss")
+}
+
+/// Copies the file tree `src` to `dst` (directories created).
+pub fn copy_tree(src: &Path, dst: &Path) {
+    if src.is_dir() {
+        std::fs::create_dir_all(dst).unwrap();
+        for e in std::fs::read_dir(src).unwrap() {
+            let e = e.unwrap();
+            copy_tree(&e.path(), &dst.join(e.file_name()));
+        }
+    } else {
+        std::fs::copy(src, dst).unwrap();
+    }
 }
 
 pub fn losses(out_dir: &Path) -> Vec<f64> {
