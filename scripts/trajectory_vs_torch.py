@@ -358,12 +358,32 @@ def decays(name, decay_all):
     return not (name.endswith(".bias") or norm)
 
 
+def segments_loss(model, segs, backward):
+    """(cross-entropy summed over the targets of every (ids, targets) segment, target count),
+    each segment run alone with positions from 0; with `backward`, the gradient of sum / count
+    accumulates into the model's parameters."""
+    import torch
+    import torch.nn.functional as F
+    n = sum(1 for _, tg in segs for t in tg if t != -100)
+    total = 0.0
+    for ids, tg in segs:
+        ls = F.cross_entropy(model(input_ids=torch.tensor([ids])).logits[0], torch.tensor(tg),
+                             ignore_index=-100, reduction="sum")
+        if backward:
+            (ls / n).backward()
+        total += ls.item()
+    return total, n
+
+
+def grad_norm(params):
+    return math.sqrt(sum(float((p.grad ** 2).sum()) for p in params if p.grad is not None))
+
+
 def reference_trajectory(hf_dir, data_path, r, dtype="float64", weights_after=None):
     """The per-step (loss, grad_norm, lr) of recipe dict `r` trained in torch (float64; float32
     gives torch's own round-off trajectory, the noise floor an f32 trainer is judged against).
     With `weights_after` = k, also the weights after step k (name -> tensor)."""
     import torch
-    import torch.nn.functional as F
     from transformers import AutoModelForCausalLM
     torch.manual_seed(0)
     rows, val_rows = training_rows(hf_dir, data_path, r)
@@ -384,21 +404,14 @@ def reference_trajectory(hf_dir, data_path, r, dtype="float64", weights_after=No
     sampler = Sampler(len(rows), r["seed"])
     out = []
     for step in range(1, r["steps"] + 1):
-        ids = sampler.next_global_batch(r["global_batch"])
-        segs = [s for i in ids for s in rows[i]]
-        n_targets = sum(1 for _, tg in segs for t in tg if t != -100)
+        segs = [s for i in sampler.next_global_batch(r["global_batch"]) for s in rows[i]]
         opt.zero_grad(set_to_none=True)
-        loss_sum = 0.0
-        for seg_ids, tg in segs:
-            logits = model(input_ids=torch.tensor([seg_ids])).logits[0]
-            ls = F.cross_entropy(logits, torch.tensor(tg), ignore_index=-100, reduction="sum")
-            (ls / n_targets).backward()
-            loss_sum += ls.item()
+        loss_sum, n_targets = segments_loss(model, segs, backward=True)
         params = [p for _, p in named]
         if o["clip_norm"] > 0:
             norm = torch.nn.utils.clip_grad_norm_(params, o["clip_norm"]).item()
         else:
-            norm = math.sqrt(sum(float((p.grad ** 2).sum()) for p in params if p.grad is not None))
+            norm = grad_norm(params)
         lr = lr_at(o, step, r["steps"])
         for g in opt.param_groups:
             g["lr"] = lr
@@ -409,11 +422,7 @@ def reference_trajectory(hf_dir, data_path, r, dtype="float64", weights_after=No
                "targets": n_targets}
         if val_rows and ((r["eval_every"] and step % r["eval_every"] == 0) or step == r["steps"]):
             with torch.no_grad():
-                segs = [s for row in val_rows for s in row]
-                total = sum(float(F.cross_entropy(model(input_ids=torch.tensor([ids])).logits[0],
-                                                  torch.tensor(tg), ignore_index=-100,
-                                                  reduction="sum")) for ids, tg in segs)
-                n = sum(1 for _, tg in segs for t in tg if t != -100)
+                total, n = segments_loss(model, [s for row in val_rows for s in row], False)
             rec.update(eval_loss=total / n, eval_rows=len(val_rows), eval_tokens=n)
         out.append(rec)
     return (out, weights) if weights_after else out
@@ -674,7 +683,6 @@ def own_weights_check(case_dir, recipe, hf, data, r, ours, step, log, sets=()):
     None. An exact step and weights no further from the reference than torch's f32 weights mean
     the gap comes from f32 round-off in the weights, amplified by the model at that step."""
     import torch
-    import torch.nn.functional as F
     from transformers import AutoModelForCausalLM
     out = os.path.join(case_dir, "run-own")
     shutil.rmtree(out, ignore_errors=True)
@@ -691,15 +699,8 @@ def own_weights_check(case_dir, recipe, hf, data, r, ours, step, log, sets=()):
     for _ in range(step):
         segs = [sg for i in sampler.next_global_batch(r["global_batch"]) for sg in rows[i]]
     model = AutoModelForCausalLM.from_pretrained(hf_own, dtype=torch.float64)
-    n_targets = sum(1 for _, tg in segs for t in tg if t != -100)
-    loss = 0.0
-    for ids, tg in segs:
-        ls = F.cross_entropy(model(input_ids=torch.tensor([ids])).logits[0], torch.tensor(tg),
-                             ignore_index=-100, reduction="sum")
-        (ls / n_targets).backward()
-        loss += ls.item()
-    norm = math.sqrt(sum(float((p.grad ** 2).sum()) for p in model.parameters()
-                         if p.grad is not None))
+    loss, n_targets = segments_loss(model, segs, backward=True)
+    norm = grad_norm(model.parameters())
     a = ours[step - 1]
     _, ref_w = reference_trajectory(hf, data, r, weights_after=step - 1)
     _, f32_w = reference_trajectory(hf, data, r, "float32", weights_after=step - 1)
@@ -709,6 +710,16 @@ def own_weights_check(case_dir, recipe, hf, data, r, ours, step, log, sets=()):
                    for n, w in ref_w.items())
     return (fl.rel(a["loss"], loss / n_targets), fl.rel(a["grad_norm"], norm),
             drift(dict(model.named_parameters())), drift(f32_w))
+
+
+def explanation(wl, wn, floor, own):
+    """Why a run over the tolerance is not a finding, or None. `floor`: torch f32's worst (loss,
+    grad norm) against the reference; `own`: own_weights_check's figures."""
+    if floor and wl <= 3 * floor[0] and wn <= 3 * floor[1]:
+        return "ill-conditioned"
+    if own and own[0] <= 1e-6 and own[1] <= 1e-5 and own[2] <= 3 * own[3]:
+        return "drift-amplified"
+    return None
 
 
 def run_case(i, args, full_text):
@@ -752,19 +763,15 @@ def run_case(i, args, full_text):
     ref = reference_trajectory(hf, data, r)
     wl, wn, wr, bad = compare(ours, ref)
     verdict = "pass" if bad is None else ("FAIL" if rc == 0 else f"exit {rc}: {msg}")
-    floor = None
+    floor = own = None
     if verdict == "FAIL" and wr <= 1e-12:
         # Over many Adam steps round-off can grow: torch in float32 against the same float64
         # reference shows how far any f32 trainer drifts on this case.
-        ref32 = reference_trajectory(hf, data, r, "float32")
-        floor = compare(ref32, ref)[:2]
-        if wl <= 3 * floor[0] and wn <= 3 * floor[1]:
-            verdict = "ill-conditioned"
-    own = None
+        floor = compare(reference_trajectory(hf, data, r, "float32"), ref)[:2]
+        verdict = explanation(wl, wn, floor, None) or verdict
     if verdict == "FAIL" and bad > 1 and wr <= 1e-12:
         own = own_weights_check(case_dir, recipe, hf, data, r, ours, bad, log)
-        if own and own[0] <= 1e-6 and own[1] <= 1e-5 and own[2] <= 3 * own[3]:
-            verdict = "drift-amplified"
+        verdict = explanation(wl, wn, floor, own) or verdict
     rec = {"case": i, "model": s, "recipe": r, "verdict": verdict, "worst_loss_rel": wl,
            "worst_grad_norm_rel": wn, "worst_lr_rel": wr, "first_step_over": bad,
            "torch_f32_worst_loss_and_grad_norm_rel": floor,
@@ -858,12 +865,7 @@ def recipe_case(path, steps, out):
               f"loss {own[0]:.2e}, grad norm {own[1]:.2e}; weights after step {bad - 1} against "
               f"the reference's: ours {own[2]:.2e}, torch f32 {own[3]:.2e}" if own else
               "own-weights check failed to run")
-        if wl <= 3 * floor[0] and wn <= 3 * floor[1]:
-            verdict += ": ill-conditioned"
-        elif own and own[0] <= 1e-6 and own[1] <= 1e-5 and own[2] <= 3 * own[3]:
-            verdict += ": drift-amplified"
-        else:
-            verdict += ": FINDING"
+        verdict += ": " + (explanation(wl, wn, floor, own) or "FINDING")
     print(f"{path}, {steps} steps: worst loss rel diff {wl:.2e}, worst grad-norm rel diff "
           f"{wn:.2e}, worst lr rel diff {wr:.1e} -> {verdict}")
     for a, b in zip(ours, ref):
