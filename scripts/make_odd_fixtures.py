@@ -19,7 +19,12 @@ layer_norm_epsilon; yarn rope scaling (Qwen2 at the defaults over 41 positions f
 16; Qwen3 with an untruncated ramp, beta_fast / beta_slow and the mscale ratio); dynamic rope
 scaling within max_position_embeddings; GPT-2 with scale_attn_by_inverse_layer_idx, and with
 scale_attn_weights = false; GPT-2 with the exact (erf) GELU, activation_function = "gelu"; GPT-2 with
-tie_word_embeddings = false.
+tie_word_embeddings = false. Two Phi-3 fixtures (kept small: every tracked byte travels to the
+GPU machine): fused qkv_proj / gate_up_proj with 4 heads over 2 kv heads and a window of 7; and
+Phi-4-mini's rotary: partial_rotary_factor 0.75 with longrope short factors and the attention
+factor of max_position_embeddings / original_max_position_embeddings = 4, tied. Both set
+pad_token_id to an id their batch holds, whose embedding row nn.Embedding(padding_idx) leaves
+without gradient.
 Usage: python3 scripts/make_odd_fixtures.py tests/fixtures/hf [NAME ...]   (default: all)
 """
 import json
@@ -29,8 +34,8 @@ import sys
 import torch
 from safetensors.torch import save_file
 from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
-                          MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM,
-                          Qwen3Config, Qwen3ForCausalLM)
+                          MistralConfig, MistralForCausalLM, Phi3Config, Phi3ForCausalLM,
+                          Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
 ODD = {
     "odd-llama": (LlamaForCausalLM, LlamaConfig(
@@ -119,6 +124,23 @@ ODD = {
         vocab_size=191, n_embd=30, n_layer=2, n_head=3, n_positions=36, tie_word_embeddings=False,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=1),
         (2, 27)),
+    # Phi-3: fused projections, GQA, a window; pad_token_id 51 occurs once in the batch
+    "var-phi3": (Phi3ForCausalLM, Phi3Config(
+        vocab_size=61, hidden_size=32, intermediate_size=24, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        sliding_window=7, tie_word_embeddings=False, bos_token_id=0, eos_token_id=1,
+        pad_token_id=51), (2, 23)),
+    # Phi-4-mini's rotary: 12 of 16 dims rotate, longrope short factors (the batch stays within
+    # original_max_position_embeddings 32), attention factor sqrt(1 + ln 4 / ln 32); pad 47
+    "var-phi3-longrope": (Phi3ForCausalLM, Phi3Config(
+        vocab_size=67, hidden_size=32, intermediate_size=24, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
+        original_max_position_embeddings=32,
+        rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                         "partial_rotary_factor": 0.75,
+                         "short_factor": [1.0, 1.3, 2.1, 3.7, 5.9, 8.2],
+                         "long_factor": [1.1, 1.9, 4.0, 7.5, 11.0, 16.0]},
+        tie_word_embeddings=True, bos_token_id=0, eos_token_id=1, pad_token_id=47), (3, 29)),
 }
 
 

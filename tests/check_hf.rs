@@ -4,7 +4,9 @@
 //! sliding window of 6 over 24 positions; odd-* at sizes no tile or vector width divides, and
 //! var-* with the config keys the tiny ones leave at defaults (biases, tied embeddings, explicit
 //! head_dim, linear / llama3 / yarn / dynamic rope scaling, per-layer windows, n_inner,
-//! gelu_pytorch_tanh, GPT-2's attention scale flags):
+//! gelu_pytorch_tanh, GPT-2's attention scale flags; Phi-3's fused projections, longrope and
+//! partial rotary, and a pad_token_id in the batch, whose embedding row takes no gradient from
+//! its lookups):
 //! scripts/make_odd_fixtures.py, transformers 5.24): logits, loss, every gradient and every parameter
 //! after one AdamW step within 1e-5 relative error in f32 and 1e-6 in f64. Bad checkpoints
 //! fail with one sentence naming the file and tensor, exit code 2.
@@ -21,7 +23,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// Every fixture; each must have a test pair below (`every_fixture_is_checked`).
-const FIXTURES: [&str; 23] = [
+const FIXTURES: [&str; 25] = [
     "tiny-llama",
     "tiny-gpt2",
     "tiny-qwen2",
@@ -45,16 +47,27 @@ const FIXTURES: [&str; 23] = [
     "var-gpt2-unscaled",
     "var-gpt2-gelu-erf",
     "var-gpt2-untied",
+    "var-phi3",
+    "var-phi3-longrope",
 ];
 
-/// Every relative error of `report` within `tol`, and every stage present.
+/// Every relative error of `report` within `tol`, and every stage present: a gradient and an
+/// AdamW row for each parameter reference.json lists.
 fn assert_within(name: &str, report: &check_hf::Report, tol: f64) {
     let n_params = report
         .rows
         .iter()
         .filter(|r| r.name.starts_with("grad."))
         .count();
-    assert!(n_params > 10, "{name}: compared only {n_params} gradients");
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture(name).join("reference.json")).unwrap(),
+    )
+    .unwrap();
+    let listed = reference["params"].as_array().map_or(0, Vec::len);
+    assert!(
+        listed > 0 && n_params == listed,
+        "{name}: compared {n_params} gradients of the {listed} parameters reference.json lists"
+    );
     let n_steps = report
         .rows
         .iter()
@@ -150,6 +163,8 @@ parity_tests! {
     var_gpt2_unscaled_matches_hf_transformers_f32, var_gpt2_unscaled_matches_hf_transformers_f64: "var-gpt2-unscaled";
     var_gpt2_gelu_erf_matches_hf_transformers_f32, var_gpt2_gelu_erf_matches_hf_transformers_f64: "var-gpt2-gelu-erf";
     var_gpt2_untied_matches_hf_transformers_f32, var_gpt2_untied_matches_hf_transformers_f64: "var-gpt2-untied";
+    var_phi3_matches_hf_transformers_f32, var_phi3_matches_hf_transformers_f64: "var-phi3";
+    var_phi3_longrope_matches_hf_transformers_f32, var_phi3_longrope_matches_hf_transformers_f64: "var-phi3-longrope";
 }
 
 /// Qwen2's key bias trains: its gradient is transformers' (a norm well away from 0), and the
@@ -286,14 +301,22 @@ fn unsupported_rope_scaling_is_rejected_by_name() {
     let tmp = damaged_copy("tiny-llama");
     let text = std::fs::read_to_string(tmp.path().join("config.json")).unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["rope_scaling"] = serde_json::json!({"rope_type": "longrope", "factor": 4.0});
-    std::fs::write(tmp.path().join("config.json"), v.to_string()).unwrap();
-    let (code, err) = ferrotron(&["check-hf", tmp.path().to_str().unwrap()]);
-    assert_eq!(code, 2, "stderr: {err}");
-    assert!(
-        err.contains("rope_scaling") && err.contains("longrope"),
-        "stderr: {err}"
-    );
+    for (scaling, want) in [
+        (
+            serde_json::json!({"rope_type": "mrope", "factor": 4.0}),
+            "rope_type `mrope` is not supported",
+        ),
+        (
+            serde_json::json!({"rope_type": "longrope", "factor": 4.0}),
+            "`longrope` needs `rope_scaling.short_factor`",
+        ),
+    ] {
+        v["rope_scaling"] = scaling;
+        std::fs::write(tmp.path().join("config.json"), v.to_string()).unwrap();
+        let (code, err) = ferrotron(&["check-hf", tmp.path().to_str().unwrap()]);
+        assert_eq!(code, 2, "stderr: {err}");
+        assert!(err.contains(want), "stderr: {err}");
+    }
 }
 
 #[test]

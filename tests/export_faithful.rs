@@ -223,6 +223,8 @@ fn every_family_exports_its_source_config_and_generation_config() {
         "tiny-llama3",
         "tiny-qwen3",
         "tiny-mistral",
+        "var-phi3",
+        "var-phi3-longrope",
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let src = tmp.path().join("src");

@@ -106,6 +106,19 @@ fn export_f32_llama_logits_are_bitwise_equal() {
 }
 
 #[test]
+fn export_f32_phi3_logits_are_bitwise_equal() {
+    check_f32("var-phi3");
+    // Phi-3 as save_pretrained writes it: q | k | v in one qkv_proj, gate | up in gate_up_proj.
+    let (_, _, _, tmp) = export_and_import("var-phi3", ExportDtype::F32, u64::MAX);
+    let s = stored(&tmp.path().join("hf"));
+    assert_eq!(s["model.layers.1.self_attn.qkv_proj.weight"].1, vec![64, 32]);
+    assert_eq!(s["model.layers.0.mlp.gate_up_proj.weight"].1, vec![48, 32]);
+    assert!(!s
+        .keys()
+        .any(|k| k.ends_with(".q_proj.weight") || k.ends_with(".mlp.up_proj.weight")));
+}
+
+#[test]
 fn export_bf16_equals_forward_with_rounded_weights() {
     for name in ["tiny-gpt2", "tiny-llama"] {
         let (weights, imported, cfg, tmp) = export_and_import(name, ExportDtype::Bf16, u64::MAX);

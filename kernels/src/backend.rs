@@ -529,10 +529,13 @@ pub trait Backend: Send + Sync {
     ) -> Result<()>;
 
     // ---- rotary position embedding (HF rotate-half) ----------------------------------------
-    /// In place on x [N, heads, Dh]: for i < Dh/2, angle a = pos[n] · inv_freq[i],
-    /// (x_i, x_{i+Dh/2}) ← (x_i cos a − x_{i+Dh/2} sin a, x_{i+Dh/2} cos a + x_i sin a).
-    /// `inv_freq` [Dh/2] is the frequency table (`rope_inv_freq` for the default embedding;
-    /// llama3 / linear scaling change the table only). Angles are taken in f64.
+    /// In place on x [N, heads, Dh], over the rotary dim R = 2·inv_freq.len() ≤ Dh: for
+    /// i < R/2, angle a = pos[n] · inv_freq[i],
+    /// (x_i, x_{i+R/2}) ← (x_i cos a − x_{i+R/2} sin a, x_{i+R/2} cos a + x_i sin a);
+    /// dims R.. pass through (partial rotary). cos and sin are multiplied by `scale` (the
+    /// attention factor of yarn and longrope; 1 otherwise). `inv_freq` is the frequency table
+    /// (`rope_inv_freq(theta, R)` for the default embedding; scaling changes the table).
+    /// Angles are taken in f64.
     #[allow(clippy::too_many_arguments)]
     fn rope_forward(
         &self,
@@ -542,8 +545,9 @@ pub trait Backend: Send + Sync {
         heads: usize,
         head_dim: usize,
         inv_freq: &[f64],
+        scale: f64,
     ) -> Result<()>;
-    /// In place on dx: the transpose (inverse) rotation.
+    /// In place on dx: the transpose scale·R(−a).
     #[allow(clippy::too_many_arguments)]
     fn rope_backward(
         &self,
@@ -553,6 +557,7 @@ pub trait Backend: Send + Sync {
         heads: usize,
         head_dim: usize,
         inv_freq: &[f64],
+        scale: f64,
     ) -> Result<()>;
 
     // ---- attention -------------------------------------------------------------------------

@@ -645,7 +645,8 @@ fn residual_norms<A: CudaAct>() {
 }
 
 /// The default table and a llama3-style scaled one (low band / 8, a smoothed middle band, high
-/// band unchanged) and a linear-scaled one: the op takes any table.
+/// band unchanged), a linear-scaled one and a partial one (rotary dim 48 of 64): the op takes
+/// any table.
 fn rope<A: CudaAct>() {
     let mut t = setup::<A>();
     let (n, h, dh) = (50, 3, 64);
@@ -665,25 +666,30 @@ fn rope<A: CudaAct>() {
         })
         .collect();
     let linear: Vec<f64> = default.iter().map(|f| f / 4.0).collect();
-    for (name, table) in [
-        ("default", &default),
-        ("llama3", &llama3),
-        ("linear", &linear),
+    // partial rotary (Phi-4-mini's factor 0.75): dims 48..64 pass through
+    let partial = ferrotron_kernels::rope_inv_freq(10000.0, 48);
+    // m: the attention factor on cos and sin (yarn, longrope), 1 otherwise
+    for (name, table, m) in [
+        ("default", &default, 1.0),
+        ("llama3", &llama3, 1.0),
+        ("linear", &linear, 1.0),
+        ("partial", &partial, 1.0),
+        ("partial_scaled", &partial, 1.18),
     ] {
         let x = t.rand(n * h * dh, 1.0);
         let gpos = t.idx(&pos);
         let mut gx = t.act(&x);
         let mut cx = x.clone();
-        t.g.rope_forward(Dst::all(&mut gx), Src::all(&gpos), n, h, dh, table)
+        t.g.rope_forward(Dst::all(&mut gx), Src::all(&gpos), n, h, dh, table, m)
             .unwrap();
-        t.c.rope_forward(Dst::all(&mut cx), Src::all(&pos), n, h, dh, table)
+        t.c.rope_forward(Dst::all(&mut cx), Src::all(&pos), n, h, dh, table, m)
             .unwrap();
         t.check(&format!("rope_forward_{name}"), &t.get_act(&gx), &cx, 1.0);
         let dy = t.rand(n * h * dh, 1.0);
         let (mut gd, mut cd) = (t.act(&dy), dy.clone());
-        t.g.rope_backward(Dst::all(&mut gd), Src::all(&gpos), n, h, dh, table)
+        t.g.rope_backward(Dst::all(&mut gd), Src::all(&gpos), n, h, dh, table, m)
             .unwrap();
-        t.c.rope_backward(Dst::all(&mut cd), Src::all(&pos), n, h, dh, table)
+        t.c.rope_backward(Dst::all(&mut cd), Src::all(&pos), n, h, dh, table, m)
             .unwrap();
         t.check(&format!("rope_backward_{name}"), &t.get_act(&gd), &cd, 1.0);
     }

@@ -193,7 +193,8 @@ const ROPE_DH: usize = 8;
 /// batch of two rows repeating positions 2..6 (tabulated once per position).
 const ROPE_POSITIONS: [&[i32]; 2] = [&[0, 5, 1, 100, 7], &[2, 3, 4, 5, 6, 2, 3, 4, 5, 6]];
 
-fn rope(x: &[f64], pos: &[i32], inv_freq: &[f64], inverse: bool) -> Vec<f64> {
+/// The rotary op (`inverse`: its backward) with the attention factor `scale` on cos and sin.
+fn rope(x: &[f64], pos: &[i32], inv_freq: &[f64], scale: f64, inverse: bool) -> Vec<f64> {
     let mut y = x.to_vec();
     let pos = pos.to_vec();
     let be = B64::new();
@@ -206,6 +207,7 @@ fn rope(x: &[f64], pos: &[i32], inv_freq: &[f64], inverse: bool) -> Vec<f64> {
             ROPE_HEADS,
             ROPE_DH,
             inv_freq,
+            scale,
         )
         .unwrap();
     } else {
@@ -216,15 +218,17 @@ fn rope(x: &[f64], pos: &[i32], inv_freq: &[f64], inverse: bool) -> Vec<f64> {
             ROPE_HEADS,
             ROPE_DH,
             inv_freq,
+            scale,
         )
         .unwrap();
     }
     y
 }
 
-/// Frequency tables: the default at two bases, linear scaling (every frequency / 4) and a
-/// llama3-shaped table (high band kept, middle band interpolated, low band / 8). The op takes
-/// the table as given; src/model/rope.rs computes the real llama3 / linear tables.
+/// Frequency tables: the default at two bases, linear scaling (every frequency / 4), a
+/// llama3-shaped table (high band kept, middle band interpolated, low band / 8) and a partial
+/// one (rotary dim 4 of head_dim 8: dims 4..8 pass through). The op takes the table as given;
+/// src/model/rope.rs computes the real scaled tables.
 fn rope_tables() -> Vec<(&'static str, Vec<f64>)> {
     let base = rope_inv_freq(500_000.0, ROPE_DH);
     vec![
@@ -235,41 +239,57 @@ fn rope_tables() -> Vec<(&'static str, Vec<f64>)> {
             "llama3-shaped",
             vec![base[0], base[1] * 0.6, base[2] / 8.0, base[3] / 8.0],
         ),
+        ("partial rotary dim 4", rope_inv_freq(10_000.0, 4)),
     ]
 }
 
 #[test]
 fn rope_forward_and_gradcheck() {
     let mut g = rng(24);
-    for (pos, (name, table)) in ROPE_POSITIONS
-        .iter()
-        .flat_map(|p| rope_tables().into_iter().map(move |t| (*p, t)))
-    {
+    // scale 1.25: an attention factor m on cos and sin (yarn, longrope)
+    let cases = ROPE_POSITIONS.iter().flat_map(|p| {
+        rope_tables()
+            .into_iter()
+            .flat_map(move |t| [1.0, 1.25].map(|m| (*p, t.clone(), m)))
+    });
+    for (pos, (name, table), m) in cases {
         let len = pos.len() * ROPE_HEADS * ROPE_DH;
         let (x, r) = (uniform(&mut g, len), uniform(&mut g, len));
-        let y = rope(&x, pos, &table, false);
-        // HF rotate-half: pairs (i, i + Dh/2), not interleaved (2i, 2i+1); angle pos·inv_freq[i].
-        let half = ROPE_DH / 2;
+        let y = rope(&x, pos, &table, m, false);
+        // HF rotate-half over the rotary dim R = 2·table.len(): pairs (i, i + R/2), not
+        // interleaved (2i, 2i+1); angle pos·inv_freq[i]; cos and sin times m; dims R..Dh
+        // unchanged.
+        let half = table.len();
         for (t, &p) in pos.iter().enumerate() {
             for h in 0..ROPE_HEADS {
                 let base = (t * ROPE_HEADS + h) * ROPE_DH;
                 for i in 0..half {
                     let a = p as f64 * table[i];
+                    let (c, s) = (m * a.cos(), m * a.sin());
                     let (x1, x2) = (x[base + i], x[base + i + half]);
-                    assert!((y[base + i] - (x1 * a.cos() - x2 * a.sin())).abs() < 1e-14);
-                    assert!((y[base + i + half] - (x2 * a.cos() + x1 * a.sin())).abs() < 1e-14);
+                    assert!((y[base + i] - (x1 * c - x2 * s)).abs() < 1e-14);
+                    assert!((y[base + i + half] - (x2 * c + x1 * s)).abs() < 1e-14);
+                }
+                for i in 2 * half..ROPE_DH {
+                    assert_eq!(y[base + i], x[base + i], "{name}: dim {i} must pass through");
                 }
             }
         }
-        let back = rope(&y, pos, &table, true);
+        // the transpose m·R(−a) after m·R(a): m² on the rotated dims, the rest unchanged
+        let back = rope(&y, pos, &table, m, true);
+        let want: Vec<f64> = x
+            .iter()
+            .enumerate()
+            .map(|(i, v)| if i % ROPE_DH < 2 * half { m * m * v } else { *v })
+            .collect();
         assert!(
-            max_rel_diff(&back, &x) < 1e-14,
-            "{name}: rope_backward does not invert rope_forward"
+            max_rel_diff(&back, &want) < 1e-14,
+            "{name} m {m}: rope_backward is not the transpose of rope_forward"
         );
         // rope_backward maps dout to dx in place.
-        let dx = rope(&r, pos, &table, true);
-        fd_check(&format!("rope {name} {pos:?} dx"), &x, &dx, |x| {
-            dot(&rope(x, pos, &table, false), &r)
+        let dx = rope(&r, pos, &table, m, true);
+        fd_check(&format!("rope {name} m {m} {pos:?} dx"), &x, &dx, |x| {
+            dot(&rope(x, pos, &table, m, false), &r)
         });
     }
 }

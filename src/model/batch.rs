@@ -58,6 +58,10 @@ pub struct DeviceBatch<B: Backend> {
     /// Under tensor parallelism: each id as a row of this rank's vocabulary slice, −1 where
     /// another rank holds it (`with_vocab_rows`); None without.
     pub vocab_ids: Option<B::Idx>,
+    /// The ids the embedding's gradient is scattered by, when they differ from the lookup's:
+    /// the padding row's (`ModelConfig::embedding_padding_idx`) marked −1, so its lookups pass
+    /// no gradient back (`without_padding_grad`); None: the lookup's ids.
+    pub grad_ids: Option<B::Idx>,
     pub targets: B::Idx,
     pub positions: B::Idx,
     pub cu_seqlens: B::Idx,
@@ -71,6 +75,7 @@ impl<B: Backend> DeviceBatch<B> {
         Ok(DeviceBatch {
             input_ids: b.upload_idx(&h.input_ids)?,
             vocab_ids: None,
+            grad_ids: None,
             targets: b.upload_idx(&h.targets)?,
             positions: b.upload_idx(&h.positions)?,
             cu_seqlens: b.upload_idx(&h.cu_seqlens)?,
@@ -94,5 +99,37 @@ impl<B: Backend> DeviceBatch<B> {
             .collect();
         d.vocab_ids = Some(b.upload_idx(&local)?);
         Ok(d)
+    }
+
+    /// Sets `grad_ids` when the batch holds the padding row `padding_idx` (a global id): the
+    /// table ids (local under a vocab-parallel `start..start + rows`, else global) with that
+    /// row's marked −1.
+    pub fn without_padding_grad(
+        mut self,
+        b: &B,
+        h: &HostBatch,
+        padding_idx: Option<usize>,
+        vocab_rows: Option<(usize, usize)>,
+    ) -> Result<Self> {
+        let Some(pad) = padding_idx.and_then(|p| i32::try_from(p).ok()) else {
+            return Ok(self);
+        };
+        if !h.input_ids.contains(&pad) {
+            return Ok(self);
+        }
+        let ids: Vec<i32> = h
+            .input_ids
+            .iter()
+            .map(|&id| match (id == pad, vocab_rows) {
+                (true, _) => -1,
+                (false, None) => id,
+                (false, Some((start, rows))) => match usize::try_from(id) {
+                    Ok(i) if (start..start + rows).contains(&i) => (i - start) as i32,
+                    _ => -1,
+                },
+            })
+            .collect();
+        self.grad_ids = Some(b.upload_idx(&ids)?);
+        Ok(self)
     }
 }

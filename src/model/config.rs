@@ -1,8 +1,9 @@
 //! Model configuration, read from a Hugging Face `config.json`.
 //!
-//! Two families: the Llama family (Llama 2/3.x, Mistral, Qwen2/2.5, Qwen3: RMSNorm, RoPE with
-//! llama3 / linear / yarn / dynamic scaling (rope.rs), SwiGLU, GQA, sliding windows (window.rs),
-//! Qwen3's per-head q/k RMSNorm) and GPT-2 (LayerNorm, learned positions, tanh-GELU, fused Conv1D
+//! Two families: the Llama family (Llama 2/3.x, Mistral, Qwen2/2.5, Qwen3, Phi-3/3.5/4-mini:
+//! RMSNorm, RoPE with llama3 / linear / yarn / dynamic / longrope scaling and Phi's partial
+//! rotary (rope.rs), SwiGLU, GQA, sliding windows (window.rs), Qwen3's per-head q/k RMSNorm,
+//! Phi-3's fused qkv_proj / gate_up_proj (layout.rs)) and GPT-2 (LayerNorm, learned positions, tanh-GELU, fused Conv1D
 //! QKV, optional per-layer attention scale). Every key
 //! the math depends on is read here; a value the model does not implement (a rope scaling type,
 //! a window layout, another activation) is rejected with an error naming the file and key.
@@ -27,7 +28,7 @@ pub enum Arch {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
     pub arch: Arch,
-    /// HF `model_type` as read ("llama", "mistral", "qwen2", "qwen3", "gpt2").
+    /// HF `model_type` as read ("llama", "mistral", "qwen2", "qwen3", "phi3", "gpt2").
     pub model_type: String,
     pub vocab_size: usize,
     pub hidden: usize,
@@ -39,8 +40,15 @@ pub struct ModelConfig {
     pub norm_eps: f64,
     /// Llama family: rotary base. GPT-2: unused.
     pub rope_theta: f64,
-    /// Llama family: how the rotary frequency table is scaled (llama3, linear, yarn, dynamic).
+    /// Llama family: how the rotary frequency table is scaled (llama3, linear, yarn, dynamic,
+    /// longrope).
     pub rope_scaling: RopeScaling,
+    /// Llama family: the leading dims of each head that rotate (head_dim, or less under Phi's
+    /// partial_rotary_factor). GPT-2: unused.
+    pub rotary_dim: usize,
+    /// Phi-3: q | k | v stored as one `qkv_proj` [(H + 2·KV)·Dh, D] and gate | up as one
+    /// `gate_up_proj` [2F, D] (layout.rs views their row blocks as Q, K, V, Gate, Up).
+    pub fused_projections: bool,
     /// Qwen3: RMSNorm (weight [head_dim]) over each query and key head, before RoPE.
     pub qk_norm: bool,
     /// Sliding-window attention per layer (Mistral, Qwen2/3).
@@ -62,6 +70,10 @@ pub struct ModelConfig {
     pub mlp_bias: bool,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<u32>,
+    /// The Llama family's `pad_token_id` as transformers builds the token embedding with it,
+    /// `nn.Embedding(padding_idx)`: the row whose lookups pass no gradient back (its gradient
+    /// comes only from a tied head). None for GPT-2, whose embedding has no padding_idx.
+    pub embedding_padding_idx: Option<usize>,
     /// Notes for the user about accepted-but-ignored settings (e.g. dropout), printed at load.
     pub notes: Vec<String>,
     /// The config.json this was read from (every key) and its generation_config.json: what a
@@ -79,14 +91,15 @@ impl ModelConfig {
         Ok(cfg)
     }
 
-    /// The rotary inverse-frequency table [head_dim / 2] (scaled as the config says).
+    /// The rotary inverse-frequency table [rotary_dim / 2] (scaled as the config says).
     pub fn rope_inv_freq(&self) -> Vec<f64> {
-        self.rope_scaling.inv_freq(self.rope_theta, self.head_dim)
+        self.rope_scaling.inv_freq(self.rope_theta, self.rotary_dim)
     }
 
     /// The softmax scale of layer `layer` (0-based): 1/√head_dim (unless GPT-2's
-    /// scale_attn_weights = false), / (layer + 1) under scale_attn_by_inverse_layer_idx, times
-    /// m² for yarn's attention factor m on cos and sin (rope.rs).
+    /// scale_attn_weights = false), / (layer + 1) under scale_attn_by_inverse_layer_idx. (Yarn's
+    /// and longrope's attention factor multiplies cos and sin in the rotary op instead: under
+    /// partial rotary it scales only the rotated dims.)
     pub fn attention_scale(&self, layer: usize) -> f64 {
         let mut scale = if self.attn_scale_by_head_dim {
             1.0 / (self.head_dim as f64).sqrt()
@@ -96,15 +109,26 @@ impl ModelConfig {
         if self.attn_scale_by_inverse_layer {
             scale /= (layer + 1) as f64;
         }
-        let m = self.rope_scaling.attention_factor();
-        scale * m * m
+        scale
     }
 
     /// Refuses a training or reference sequence of `seq_len` positions the model cannot
-    /// represent as transformers would: beyond GPT-2's learned position table, or beyond
-    /// max_position_embeddings under dynamic rotary scaling (whose frequencies then change with
+    /// represent as transformers would: beyond GPT-2's learned position table, beyond
+    /// max_position_embeddings under dynamic rotary scaling, or beyond
+    /// original_max_position_embeddings under longrope (whose frequencies then change with
     /// each batch's length).
     pub fn check_sequence_length(&self, seq_len: usize) -> std::result::Result<(), String> {
+        if let RopeScaling::Longrope {
+            original_max_positions,
+            ..
+        } = self.rope_scaling
+        {
+            if seq_len > original_max_positions {
+                return Err(format!(
+                    "sequences of {seq_len} tokens exceed original_max_position_embeddings = {original_max_positions}, beyond which longrope switches from its short to its long factors by each batch's largest position; ferrotron supports it only within that length"
+                ));
+            }
+        }
         if seq_len <= self.max_positions {
             return Ok(());
         }
@@ -133,11 +157,11 @@ impl ModelConfig {
         let c = Keys { obj, origin };
         let model_type = c.string("model_type")?;
         let cfg = match model_type.as_str() {
-            "llama" | "mistral" | "qwen2" | "qwen3" => llama(&c, model_type)?,
+            "llama" | "mistral" | "qwen2" | "qwen3" | "phi3" => llama(&c, model_type)?,
             "gpt2" => gpt2(&c)?,
             other => {
                 return Err(user!(
-                    "{origin}: model_type `{other}` is not supported (supported: llama, mistral, qwen2, qwen3, gpt2)"
+                    "{origin}: model_type `{other}` is not supported (supported: llama, mistral, qwen2, qwen3, phi3, gpt2)"
                 ))
             }
         };
@@ -171,12 +195,6 @@ impl ModelConfig {
                 self.kv_heads
             ));
         }
-        if self.arch == Arch::Llama && self.head_dim % 2 != 0 {
-            return Err(user!(
-                "{origin}: head_dim ({}) must be even for rotary embeddings",
-                self.head_dim
-            ));
-        }
         if self.arch == Arch::Gpt2 && self.heads.checked_mul(self.head_dim) != Some(self.hidden) {
             return Err(user!(
                 "{origin}: n_embd ({}) is not divisible by n_head ({})",
@@ -204,6 +222,7 @@ impl ModelConfig {
                     "mistral" => "MistralForCausalLM",
                     "qwen2" => "Qwen2ForCausalLM",
                     "qwen3" => "Qwen3ForCausalLM",
+                    "phi3" => "Phi3ForCausalLM",
                     _ => "LlamaForCausalLM",
                 };
                 put("architectures", serde_json::json!([class]));
@@ -221,12 +240,28 @@ impl ModelConfig {
                 put("rope_theta", self.rope_theta.into());
                 put("rope_scaling", self.rope_scaling.to_hf_json());
                 put("tie_word_embeddings", self.tie_embeddings.into());
-                if self.model_type != "qwen2" {
+                if self.rotary_dim != self.head_dim {
+                    put(
+                        "partial_rotary_factor",
+                        (self.rotary_dim as f64 / self.head_dim as f64).into(),
+                    );
+                }
+                if let RopeScaling::Longrope {
+                    original_max_positions,
+                    ..
+                } = self.rope_scaling
+                {
+                    put(
+                        "original_max_position_embeddings",
+                        original_max_positions.into(),
+                    );
+                }
+                if !matches!(self.model_type.as_str(), "qwen2" | "phi3") {
                     put("attention_bias", self.qkv_bias.into());
                     put("mlp_bias", self.mlp_bias.into());
                 }
                 match self.model_type.as_str() {
-                    "mistral" => put(
+                    "mistral" | "phi3" => put(
                         "sliding_window",
                         self.sliding_window.window.map_or(Value::Null, Value::from),
                     ),
@@ -368,6 +403,26 @@ impl Keys<'_> {
                 .ok_or_else(|| self.wrong(key, "an integer", v)),
         }
     }
+    /// `pad_token_id` (absent: the class default) as torch's nn.Embedding takes padding_idx for
+    /// a table of `vocab` rows: −vocab ≤ p < vocab, a negative p counting from the end; null:
+    /// none. Outside that range transformers cannot build the model, so it is refused.
+    fn padding_idx(&self, vocab: usize, class_default: Option<i64>) -> Result<Option<usize>> {
+        let key = "pad_token_id";
+        let p = match self.obj.get(key) {
+            None => class_default,
+            Some(Value::Null) => None,
+            Some(v) => Some(v.as_i64().ok_or_else(|| self.wrong(key, "an integer", v))?),
+        };
+        let Some(p) = p else { return Ok(None) };
+        let v = vocab as i64;
+        if !(-v..v).contains(&p) {
+            return Err(user!(
+                "{}: pad_token_id = {p} is outside the vocabulary of {vocab} tokens (transformers builds the embedding with padding_idx = pad_token_id and cannot either)",
+                self.origin
+            ));
+        }
+        Ok(Some(if p < 0 { (p + v) as usize } else { p as usize }))
+    }
     fn dropout_note(&self, keys: &[&str], notes: &mut Vec<String>) -> Result<()> {
         for k in keys {
             if let Some(p) = self.opt_f64(k)? {
@@ -399,6 +454,7 @@ impl ClassDefaults {
             "mistral" => (Some(8), None, 131_072),
             "qwen2" => (Some(32), None, 32_768),
             "qwen3" => (Some(32), Some(128), 32_768),
+            "phi3" => (None, None, 4096),
             _ => (None, None, 2048),
         };
         ClassDefaults {
@@ -430,7 +486,7 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
     let max_positions = c
         .opt_usize("max_position_embeddings")?
         .unwrap_or(class.max_positions);
-    let (rope_theta, rope_scaling) = rope::from_config(c.obj, origin, max_positions)?;
+    let rope = rope::from_config(c.obj, origin, max_positions, head_dim, &model_type)?;
     let layers = c.layer_count("num_hidden_layers")?;
     let mut notes = Vec::new();
     let sliding_window = window::from_config(c.obj, &model_type, layers, origin, &mut notes)?;
@@ -441,29 +497,52 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
             "{origin}: pretraining_tp must be at least 1, found 0"
         ));
     }
-    // Qwen2: q, k, v biases, none on o. Others (Qwen3 too): `attention_bias` on all four.
+    // Qwen2: q, k, v biases, none on o. Phi-3: none (its classes read neither key). Others
+    // (Qwen3 too): `attention_bias` on all four.
+    let phi3 = model_type == "phi3";
     let qkv_bias;
     let o_bias;
     if model_type == "qwen2" {
         qkv_bias = true;
         o_bias = false;
+    } else if phi3 {
+        for key in ["attention_bias", "mlp_bias"] {
+            if c.opt_bool(key)? == Some(true) {
+                notes.push(format!(
+                    "{origin}: `{key}` is ignored for phi3 (transformers' Phi3 has no biases)"
+                ));
+            }
+        }
+        qkv_bias = false;
+        o_bias = false;
     } else {
         qkv_bias = c.opt_bool("attention_bias")?.unwrap_or(false);
         o_bias = qkv_bias;
     }
-    c.dropout_note(&["attention_dropout"], &mut notes)?;
+    let dropouts: &[&str] = if phi3 {
+        &["attention_dropout", "resid_pdrop", "embd_pdrop"]
+    } else {
+        &["attention_dropout"]
+    };
+    c.dropout_note(dropouts, &mut notes)?;
+    let vocab_size = c.usize("vocab_size")?;
     Ok(ModelConfig {
         arch: Arch::Llama,
-        vocab_size: c.usize("vocab_size")?,
+        vocab_size,
         hidden,
         layers,
         heads,
         kv_heads,
         head_dim,
         ffn: c.usize("intermediate_size")?,
-        norm_eps: c.opt_f64("rms_norm_eps")?.unwrap_or(1e-6),
-        rope_theta,
-        rope_scaling,
+        // Phi3Config's default is 1e-5, the others' 1e-6
+        norm_eps: c
+            .opt_f64("rms_norm_eps")?
+            .unwrap_or(if phi3 { 1e-5 } else { 1e-6 }),
+        rope_theta: rope.theta,
+        rope_scaling: rope.scaling,
+        rotary_dim: rope.rotary_dim,
+        fused_projections: phi3,
         qk_norm: model_type == "qwen3",
         sliding_window,
         attn_scale_by_head_dim: true,
@@ -473,9 +552,11 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
         tie_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(false),
         qkv_bias,
         o_bias,
-        mlp_bias: c.opt_bool("mlp_bias")?.unwrap_or(false),
+        mlp_bias: !phi3 && c.opt_bool("mlp_bias")?.unwrap_or(false),
         bos_token_id: c.opt_token("bos_token_id")?,
         eos_token_id: c.opt_token("eos_token_id")?,
+        // Phi3Config's default is 32000; the other classes' None
+        embedding_padding_idx: c.padding_idx(vocab_size, phi3.then_some(32_000))?,
         model_type,
         notes,
         source: None,
@@ -522,6 +603,8 @@ fn gpt2(c: &Keys) -> Result<ModelConfig> {
         norm_eps: c.opt_f64("layer_norm_epsilon")?.unwrap_or(1e-5),
         rope_theta: 0.0,
         rope_scaling: RopeScaling::None,
+        rotary_dim: 0,
+        fused_projections: false,
         qk_norm: false,
         sliding_window: SlidingWindow::none(layers),
         attn_scale_by_head_dim: c.opt_bool("scale_attn_weights")?.unwrap_or(true),
@@ -537,6 +620,7 @@ fn gpt2(c: &Keys) -> Result<ModelConfig> {
         mlp_bias: true,
         bos_token_id: c.opt_token("bos_token_id")?,
         eos_token_id: c.opt_token("eos_token_id")?,
+        embedding_padding_idx: None,
         notes,
         source: None,
     })
@@ -596,8 +680,10 @@ mod tests {
             "num_hidden_layers": 1,
             "intermediate_size": 8, "max_position_embeddings": 64,
             "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16}}));
+        // yarn's factor m is on cos and sin (the rotary op), not in the softmax scale
         let m = 0.1 * 4f64.ln() + 1.0;
-        assert!((llama.attention_scale(0) - m * m / 4.0).abs() < 1e-15);
+        assert!((llama.rope_scaling.attention_factor() - m).abs() < 1e-15);
+        assert_eq!(llama.attention_scale(0), 0.25);
     }
 
     #[test]
@@ -647,6 +733,58 @@ mod tests {
         assert!(llama(serde_json::json!({"hidden_act": "swish", "pretraining_tp": 2})).is_ok());
         assert!(llama(serde_json::json!({"hidden_act": "gelu"})).is_err());
         assert!(llama(serde_json::json!({"pretraining_tp": 0})).is_err());
+    }
+
+    #[test]
+    fn phi3_reads_as_transformers_phi3_config() {
+        let phi3 = |extra: serde_json::Value| {
+            let mut v = serde_json::json!({"model_type": "phi3", "vocab_size": 32064,
+                "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,
+                "intermediate_size": 96});
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            ModelConfig::from_json_str(&v.to_string(), "config.json")
+        };
+        // Phi3Config's defaults: 4096 positions, rms_norm_eps 1e-5, pad 32000, no window, no
+        // biases (attention_bias is not a Phi-3 key: noted, not applied), fused projections
+        let c = phi3(serde_json::json!({"attention_bias": true})).unwrap();
+        assert_eq!(
+            (c.max_positions, c.norm_eps, c.embedding_padding_idx),
+            (4096, 1e-5, Some(32_000))
+        );
+        assert!(c.fused_projections && !c.qkv_bias && !c.o_bias && !c.mlp_bias);
+        assert_eq!(c.sliding_window, SlidingWindow::none(2));
+        assert!(c.notes.iter().any(|n| n.contains("attention_bias")));
+        assert_eq!(c.rotary_dim, 16);
+        // a window on every layer; a negative pad_token_id counts from the end, as in torch
+        let c = phi3(serde_json::json!({"sliding_window": 2047, "pad_token_id": -1})).unwrap();
+        assert_eq!(c.sliding_window.of(1), Some(2047));
+        assert_eq!(c.embedding_padding_idx, Some(32_063));
+        assert_eq!(phi3(serde_json::json!({"pad_token_id": null})).unwrap().embedding_padding_idx, None);
+        let e = phi3(serde_json::json!({"pad_token_id": 32064})).unwrap_err().to_string();
+        assert!(e.contains("pad_token_id = 32064 is outside the vocabulary of 32064"), "{e}");
+        // longrope: its short table only, so no sequence beyond the original length
+        let lr = serde_json::json!({"max_position_embeddings": 131072,
+            "original_max_position_embeddings": 4096, "partial_rotary_factor": 0.75,
+            "rope_scaling": {"type": "longrope", "short_factor": [1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+            "long_factor": [2.0, 2.0, 2.0, 2.0, 2.0, 2.0]}});
+        let c = phi3(lr).unwrap();
+        assert_eq!((c.rotary_dim, c.rope_inv_freq().len()), (12, 6));
+        assert!(c.check_sequence_length(4096).is_ok());
+        let e = c.check_sequence_length(4097).unwrap_err();
+        assert!(e.contains("original_max_position_embeddings = 4096"), "{e}");
+        // the config written back reads the same
+        let again = ModelConfig::from_json_str(&c.to_hf_json().to_string(), "x").unwrap();
+        assert_eq!(
+            (again.rope_scaling, again.rotary_dim, again.fused_projections),
+            (c.rope_scaling, 12, true)
+        );
+        // the other Llama-family classes have no padding row by default
+        let llama = serde_json::json!({"model_type": "llama", "vocab_size": 10,
+            "hidden_size": 8, "num_attention_heads": 2, "num_hidden_layers": 1,
+            "intermediate_size": 8});
+        assert_eq!(parse(llama).embedding_padding_idx, None);
     }
 
     #[test]

@@ -45,6 +45,11 @@ pub enum Role {
     AttnNormBias,
     /// GPT-2's fused [D, 3D] Conv1D.
     Qkv,
+    /// Phi-3's fused `qkv_proj` [(H + 2·KV)·Dh, D] (nn.Linear): row blocks q | k | v, which the
+    /// model reads through the unit's views of roles Q, K and V.
+    QkvRows,
+    /// Phi-3's fused `gate_up_proj` [2F, D]: row blocks gate | up (views Gate and Up).
+    GateUp,
     QkvBias,
     Q,
     QBias,
@@ -112,14 +117,40 @@ pub enum UnitKind {
     Head,
 }
 
+/// A region of a unit's flat buffer the model reads as the tensor of `role` although it is
+/// part of another logical tensor: a row block of a fused tensor (Phi-3's qkv_proj holds Q, K
+/// and V). Its rows are contiguous, so it is `[offset, offset + numel)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoleView {
+    pub role: Role,
+    pub offset: usize,
+    pub numel: usize,
+}
+
 #[derive(Clone, Debug)]
 pub struct UnitSpec {
     pub kind: UnitKind,
+    /// The logical tensors (what checkpoints, imports and exports name).
     pub tensors: Vec<TensorSpec>,
+    /// Roles that are row blocks of a fused logical tensor.
+    pub views: Vec<RoleView>,
     pub numel: usize,
 }
 
 impl UnitSpec {
+    /// Where the model finds the weights of `role`: its own tensor, or a row block of a fused
+    /// one; (offset, numel) in the unit's flat buffer.
+    pub fn region(&self, role: Role) -> Option<(usize, usize)> {
+        self.find(role)
+            .map(|t| (t.offset, t.numel()))
+            .or_else(|| {
+                self.views
+                    .iter()
+                    .find(|v| v.role == role)
+                    .map(|v| (v.offset, v.numel))
+            })
+    }
+
     /// The tensor of `role` in this unit. Panics if absent: the layout and the model are built
     /// from the same config, so a missing role is a bug, not user input.
     pub fn tensor(&self, role: Role) -> &TensorSpec {
@@ -149,6 +180,7 @@ struct UnitBuilder {
     arch: Arch,
     tp: TpShape,
     tensors: Vec<TensorSpec>,
+    views: Vec<RoleView>,
     numel: usize,
 }
 
@@ -159,12 +191,35 @@ impl UnitBuilder {
             arch,
             tp,
             tensors: Vec::new(),
+            views: Vec::new(),
             numel: 0,
         }
     }
     /// Adds the logical tensor `name` of global `shape`: this rank's slice of it.
     fn add(&mut self, name: String, shape: &[usize], role: Role) {
         let slice = self.tp.slice(self.arch, role, shape);
+        self.push(name, slice, role);
+    }
+    /// Adds a fused logical tensor whose rows are the consecutive `blocks` (role, rows): this
+    /// rank's part of every block, and a view per block for the model.
+    fn add_fused(&mut self, name: String, cols: usize, role: Role, blocks: &[(Role, usize)]) {
+        let sizes: Vec<usize> = blocks.iter().map(|b| b.1).collect();
+        let slice = self
+            .tp
+            .slice_fused(&[sizes.iter().sum(), cols], &sizes);
+        let mut at = self.numel;
+        for &(view, rows) in blocks {
+            let numel = self.tp.local(rows) * cols;
+            self.views.push(RoleView {
+                role: view,
+                offset: at,
+                numel,
+            });
+            at += numel;
+        }
+        self.push(name, slice, role);
+    }
+    fn push(&mut self, name: String, slice: TensorSlice, role: Role) {
         let t = TensorSpec {
             name,
             shape: slice.local_shape.clone(),
@@ -184,6 +239,7 @@ impl UnitBuilder {
         UnitSpec {
             kind: self.kind,
             tensors: self.tensors,
+            views: self.views,
             numel: self.numel,
         }
     }
@@ -239,6 +295,11 @@ fn llama(c: &ModelConfig, tp: TpShape) -> ParamLayout {
     for i in 0..c.layers {
         let p = format!("model.layers.{i}.");
         let mut b = UnitBuilder::new(UnitKind::Block(i), c.arch, tp);
+        if c.fused_projections {
+            fused_block(&mut b, c, &p);
+            units.push(b.build());
+            continue;
+        }
         b.add(format!("{p}self_attn.q_proj.weight"), &[qd, d], Role::Q);
         b.add_if(
             c.qkv_bias,
@@ -313,6 +374,33 @@ fn llama(c: &ModelConfig, tp: TpShape) -> ParamLayout {
     units.push(n.build());
     push_untied_head(&mut units, c, tp);
     ParamLayout { units }
+}
+
+/// A Phi-3 block: q | k | v in one `qkv_proj`, gate | up in one `gate_up_proj` (no biases, no
+/// q/k norms; config.rs refuses neither since Phi-3 has neither).
+fn fused_block(b: &mut UnitBuilder, c: &ModelConfig, p: &str) {
+    let (d, f) = (c.hidden, c.ffn);
+    let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+    b.add(format!("{p}self_attn.o_proj.weight"), &[d, qd], Role::O);
+    b.add_fused(
+        format!("{p}self_attn.qkv_proj.weight"),
+        d,
+        Role::QkvRows,
+        &[(Role::Q, qd), (Role::K, kvd), (Role::V, kvd)],
+    );
+    b.add_fused(
+        format!("{p}mlp.gate_up_proj.weight"),
+        d,
+        Role::GateUp,
+        &[(Role::Gate, f), (Role::Up, f)],
+    );
+    b.add(format!("{p}mlp.down_proj.weight"), &[d, f], Role::Down);
+    b.add(format!("{p}input_layernorm.weight"), &[d], Role::AttnNorm);
+    b.add(
+        format!("{p}post_attention_layernorm.weight"),
+        &[d],
+        Role::MlpNorm,
+    );
 }
 
 /// The last unit of both families when the head is not tied to the token table: `lm_head.weight`

@@ -20,9 +20,19 @@
 //!   dynamic (NTK, factor s): θ grows with the batch's length only beyond
 //!     max_position_embeddings; within it (the only case accepted: ModelConfig
 //!     ::check_sequence_length) the table is the default one.
+//!   longrope (Phi-3, `su` and, for phi3, `yarn` are its old names; short_factor / long_factor
+//!     e_i, original_max_position_embeddings L, factor s = max_position_embeddings / L unless
+//!     given, attention_factor m): f_i / e_i, with the short factors while every position is
+//!     below L (the only case accepted: transformers switches to the long ones per forward, by
+//!     the batch's largest position); m = attention_factor if given, else √(1 + ln s / ln L)
+//!     (1 when s ≤ 1), on cos and sin as for yarn.
+//! Partial rotary (phi3's `partial_rotary_factor` p, top level or in the rope dict, the dict
+//! first): only the first R = ⌊p·head_dim⌋ dims of each head rotate, and every table above is
+//! built with R in place of head_dim (d = R). Other model types rotate the whole head; their
+//! transformers classes cannot apply a partial table, so p ≠ 1 in a rope dict is rejected.
 //! Read from transformers 4.x (`rope_theta`, `rope_scaling: {rope_type | type, ...}`) or 5.x
 //! (`rope_parameters: {rope_theta, rope_type, ...}`); when both are given they must agree. Other
-//! types (longrope, ...) are rejected by name.
+//! types are rejected by name.
 
 use crate::error::Result;
 use crate::user;
@@ -53,13 +63,35 @@ pub enum RopeScaling {
     Dynamic {
         factor: f64,
     },
+    /// LongRoPE with its short factors (positions below `original_max_positions`).
+    Longrope {
+        short_factor: Vec<f64>,
+        long_factor: Vec<f64>,
+        original_max_positions: usize,
+        /// `factor` as config.json gives it (None: derived from the two lengths).
+        factor: Option<f64>,
+        attention_factor: f64,
+    },
+}
+
+/// The rotary keys of a config: base, scaling and the rotated dims of each head.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RopeParams {
+    pub theta: f64,
+    pub scaling: RopeScaling,
+    /// R ≤ head_dim, even: the dims of each head that rotate (partial rotary below head_dim).
+    pub rotary_dim: usize,
 }
 
 impl RopeScaling {
-    /// The inverse-frequency table for `theta` and `head_dim` (even).
+    /// The inverse-frequency table for `theta` and the rotary dim `head_dim` (even; R under
+    /// partial rotary).
     pub fn inv_freq(&self, theta: f64, head_dim: usize) -> Vec<f64> {
         let base = ferrotron_kernels::rope_inv_freq(theta, head_dim);
         match *self {
+            RopeScaling::Longrope {
+                ref short_factor, ..
+            } => base.iter().zip(short_factor).map(|(f, e)| f / e).collect(),
             RopeScaling::None | RopeScaling::Dynamic { .. } => base,
             RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),
             RopeScaling::Llama3 {
@@ -123,8 +155,25 @@ impl RopeScaling {
         match *self {
             RopeScaling::Yarn {
                 attention_factor, ..
+            }
+            | RopeScaling::Longrope {
+                attention_factor, ..
             } => attention_factor,
             _ => 1.0,
+        }
+    }
+
+    /// The positions below which the table above is the one transformers uses, when it
+    /// changes with the batch's length beyond them (dynamic: max_position_embeddings;
+    /// longrope: original_max_position_embeddings).
+    pub fn fixed_table_limit(&self, max_positions: usize) -> Option<usize> {
+        match *self {
+            RopeScaling::Dynamic { .. } => Some(max_positions),
+            RopeScaling::Longrope {
+                original_max_positions,
+                ..
+            } => Some(original_max_positions),
+            _ => None,
         }
     }
 
@@ -166,18 +215,40 @@ impl RopeScaling {
             RopeScaling::Dynamic { factor } => {
                 serde_json::json!({"rope_type": "dynamic", "factor": factor})
             }
+            RopeScaling::Longrope {
+                ref short_factor,
+                ref long_factor,
+                original_max_positions,
+                factor,
+                attention_factor,
+            } => {
+                let mut v = serde_json::json!({
+                    "rope_type": "longrope",
+                    "short_factor": short_factor,
+                    "long_factor": long_factor,
+                    "original_max_position_embeddings": original_max_positions,
+                    "attention_factor": attention_factor,
+                });
+                if let Some(f) = factor {
+                    v["factor"] = f.into();
+                }
+                v
+            }
         }
     }
 }
 
-/// (rope_theta, scaling) of a Llama-family config object; `origin` names the file in errors.
-/// `max_positions` is the config's max_position_embeddings, its class default when absent (as
-/// transformers reads `config.max_position_embeddings`).
+/// The rotary parameters of a Llama-family config object of `model_type`; `origin` names the
+/// file in errors. `max_positions` is the config's max_position_embeddings, its class default
+/// when absent (as transformers reads `config.max_position_embeddings`).
 pub fn from_config(
     obj: &Map<String, Value>,
     origin: &str,
     max_positions: usize,
-) -> Result<(f64, RopeScaling)> {
+    head_dim: usize,
+    model_type: &str,
+) -> Result<RopeParams> {
+    let phi3 = model_type == "phi3";
     let num = |o: &Map<String, Value>, key: &str, at: &str| -> Result<Option<f64>> {
         match o.get(key).filter(|v| !v.is_null()) {
             None => Ok(None),
@@ -189,6 +260,7 @@ pub fn from_config(
     };
     let mut theta = num(obj, "rope_theta", "")?;
     let top_partial = num(obj, "partial_rotary_factor", "")?;
+    let mut partial = if phi3 { top_partial } else { None };
     let mut scaling: Option<(&str, RopeScaling)> = None;
     for key in ["rope_scaling", "rope_parameters"] {
         let Some(v) = obj.get(key).filter(|v| !v.is_null()) else {
@@ -201,11 +273,13 @@ pub fn from_config(
         if let Some(t) = num(o, "rope_theta", &at)? {
             theta = Some(t);
         }
-        let partial = num(o, "partial_rotary_factor", &at)?.or(top_partial);
-        if partial.is_some_and(|p| p != 1.0) {
+        let this_partial = num(o, "partial_rotary_factor", &at)?.or(top_partial);
+        if phi3 {
+            partial = this_partial;
+        } else if this_partial.is_some_and(|p| p != 1.0) {
             return Err(user!(
-                "{origin}: {key}.partial_rotary_factor = {} is not supported (rotary embedding over the whole head only)",
-                partial.unwrap_or(1.0)
+                "{origin}: {key}.partial_rotary_factor = {} is not supported for {model_type} (rotary embedding over the whole head; transformers' {model_type} cannot apply a partial one either)",
+                this_partial.unwrap_or(1.0)
             ));
         }
         let kind = match o.get("rope_type").or_else(|| o.get("type")) {
@@ -217,6 +291,18 @@ pub fn from_config(
                 ))
             }
         };
+        // Phi3Config renames `su` and `yarn` to longrope and accepts nothing else.
+        let kind = match kind {
+            "su" => "longrope",
+            "yarn" if phi3 => "longrope",
+            "default" | "longrope" => kind,
+            other if phi3 => {
+                return Err(user!(
+                    "{origin}: {key}.rope_type `{other}` is not supported for phi3 (transformers' Phi3 accepts default and longrope)"
+                ))
+            }
+            other => other,
+        };
         let factor = || -> Result<f64> {
             let f = num(o, "factor", &at)?
                 .ok_or_else(|| user!("{origin}: {key}.rope_type `{kind}` needs `{key}.factor`"))?;
@@ -226,10 +312,13 @@ pub fn from_config(
                 Err(user!("{origin}: {key}.factor = {f} must be positive"))
             }
         };
-        // transformers: a top-level original_max_position_embeddings wins, then the one in the
-        // rope dict, then max_position_embeddings.
+        // transformers: a top-level original_max_position_embeddings wins (Phi3Config always
+        // has one, 4096 by default), then the one in the rope dict, then
+        // max_position_embeddings.
         let original_max_positions = || -> Result<usize> {
-            let old = num(obj, "original_max_position_embeddings", "")?
+            let top = num(obj, "original_max_position_embeddings", "")?;
+            let old = top
+                .or(if phi3 { Some(4096.0) } else { None })
                 .or(num(o, "original_max_position_embeddings", &at)?)
                 .unwrap_or(max_positions as f64);
             if !(old >= 1.0 && old.fract() == 0.0) {
@@ -313,9 +402,50 @@ pub fn from_config(
                 }
             }
             "dynamic" => RopeScaling::Dynamic { factor: factor()? },
+            "longrope" => {
+                let original = original_max_positions()?;
+                let given = match num(o, "factor", &at)? {
+                    None => None,
+                    Some(_) => Some(factor()?),
+                };
+                let s = given.unwrap_or(max_positions as f64 / original as f64);
+                let attention_factor = match num(o, "attention_factor", &at)? {
+                    Some(m) => m,
+                    None if s <= 1.0 => 1.0,
+                    None => (1.0 + s.ln() / (original as f64).ln()).sqrt(),
+                };
+                if !(attention_factor.is_finite() && attention_factor > 0.0) {
+                    return Err(user!(
+                        "{origin}: {key}.attention_factor = {attention_factor} must be positive"
+                    ));
+                }
+                let factors = |k: &str| -> Result<Vec<f64>> {
+                    let v = o.get(k).filter(|v| !v.is_null()).ok_or_else(|| {
+                        user!("{origin}: {key}.rope_type `longrope` needs `{key}.{k}`")
+                    })?;
+                    let list = v.as_array().ok_or_else(|| {
+                        user!("{origin}: key `{key}.{k}` must be a list of numbers, found {v}")
+                    })?;
+                    list.iter()
+                        .map(|x| match x.as_f64() {
+                            Some(e) if e.is_finite() && e > 0.0 => Ok(e),
+                            _ => Err(user!(
+                                "{origin}: key `{key}.{k}` must hold positive numbers, found {x}"
+                            )),
+                        })
+                        .collect()
+                };
+                RopeScaling::Longrope {
+                    short_factor: factors("short_factor")?,
+                    long_factor: factors("long_factor")?,
+                    original_max_positions: original,
+                    factor: given,
+                    attention_factor,
+                }
+            }
             other => {
                 return Err(user!(
-                    "{origin}: {key}.rope_type `{other}` is not supported (supported: default, linear, llama3, yarn, dynamic)"
+                    "{origin}: {key}.rope_type `{other}` is not supported (supported: default, linear, llama3, yarn, dynamic, longrope)"
                 ))
             }
         };
@@ -332,7 +462,43 @@ pub fn from_config(
     if !(theta.is_finite() && theta > 1.0) {
         return Err(user!("{origin}: rope_theta = {theta} must be above 1"));
     }
-    Ok((theta, scaling.map_or(RopeScaling::None, |(_, s)| s)))
+    let p = partial.unwrap_or(1.0);
+    // int(head_dim * partial_rotary_factor), as transformers computes it
+    let rotary = head_dim as f64 * p;
+    if p == 1.0 && head_dim % 2 != 0 {
+        return Err(user!(
+            "{origin}: head_dim ({head_dim}) must be even for rotary embeddings"
+        ));
+    }
+    if !(p > 0.0 && p <= 1.0 && rotary >= 2.0) || rotary as usize % 2 != 0 {
+        return Err(user!(
+            "{origin}: partial_rotary_factor = {p} with head_dim {head_dim} gives {} rotary dims; it must be in (0, 1] and give an even count of at least 2",
+            rotary.max(0.0) as usize
+        ));
+    }
+    let rotary_dim = rotary as usize;
+    let scaling = scaling.map_or(RopeScaling::None, |(_, s)| s);
+    if let RopeScaling::Longrope {
+        short_factor,
+        long_factor,
+        ..
+    } = &scaling
+    {
+        for (k, list) in [("short_factor", short_factor), ("long_factor", long_factor)] {
+            if list.len() != rotary_dim / 2 {
+                return Err(user!(
+                    "{origin}: the longrope `{k}` has {} entries; {rotary_dim} rotary dims need {}",
+                    list.len(),
+                    rotary_dim / 2
+                ));
+            }
+        }
+    }
+    Ok(RopeParams {
+        theta,
+        scaling,
+        rotary_dim,
+    })
 }
 
 #[cfg(test)]
@@ -340,11 +506,17 @@ mod tests {
     use super::*;
 
     fn parse(json: serde_json::Value) -> Result<(f64, RopeScaling)> {
+        parse_as("llama", 16, json).map(|r| (r.theta, r.scaling))
+    }
+
+    fn parse_as(model_type: &str, head_dim: usize, json: serde_json::Value) -> Result<RopeParams> {
         let max_positions = json["max_position_embeddings"].as_u64().unwrap_or(2048);
         from_config(
             json.as_object().unwrap(),
             "config.json",
             max_positions as usize,
+            head_dim,
+            model_type,
         )
     }
 
@@ -510,7 +682,12 @@ mod tests {
         for (json, want) in [
             (
                 serde_json::json!({"rope_scaling": {"rope_type": "longrope", "factor": 4.0}}),
-                "longrope",
+                "`longrope` needs `rope_scaling.short_factor`",
+            ),
+            (
+                serde_json::json!({"rope_scaling": {"rope_type": "longrope",
+                    "short_factor": [1.0, 1.0], "long_factor": [1.0, 1.0]}}),
+                "the longrope `short_factor` has 2 entries; 16 rotary dims need 8",
             ),
             (
                 serde_json::json!({"rope_scaling": {"rope_type": "yarn"}}),
@@ -553,5 +730,121 @@ mod tests {
             let e = parse(json).unwrap_err().to_string();
             assert!(e.contains("config.json") && e.contains(want), "{e}");
         }
+        // phi3 takes partial rotary and longrope only, and its rotary dims must be even
+        let eight = serde_json::json!([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
+        for (json, want) in [
+            (
+                serde_json::json!({"rope_parameters": {"rope_type": "llama3", "factor": 8.0,
+                    "low_freq_factor": 1.0, "high_freq_factor": 4.0}}),
+                "rope_type `llama3` is not supported for phi3",
+            ),
+            (
+                serde_json::json!({"partial_rotary_factor": 0.7}),
+                "gives 11 rotary dims",
+            ),
+            (
+                serde_json::json!({"rope_scaling": {"type": "longrope", "short_factor": eight,
+                    "long_factor": [1.0, "x"]}}),
+                "`rope_scaling.long_factor` must hold positive numbers",
+            ),
+        ] {
+            let e = parse_as("phi3", 16, json).unwrap_err().to_string();
+            assert!(e.contains("config.json") && e.contains(want), "{e}");
+        }
+    }
+
+    /// transformers 5.24's `_compute_longrope_parameters` (float32, printed with repr) for
+    /// head_dim 16, through Phi3Config.from_dict.
+    #[test]
+    fn longrope_table_and_attention_factor_match_transformers() {
+        let short = [1.0, 1.05, 1.3, 2.0, 3.5, 6.0, 9.0, 12.0];
+        let long = [1.0, 2.0, 4.0, 8.0, 16.0, 24.0, 32.0, 48.0];
+        // transformers raises θ to the f32-rounded exponent 2i/R: up to 2^-24·ln θ (1e-6 for
+        // θ = 2.5e5) relative
+        let near = |ours: &[f64], hf: &[f64]| {
+            assert_eq!(ours.len(), hf.len());
+            for (i, (a, b)) in ours.iter().zip(hf).enumerate() {
+                assert!((a - b).abs() <= 1e-6 * b, "entry {i}: ours {a:e}, transformers {b:e}");
+            }
+        };
+        // 5.x: the short factors below original_max_position_embeddings; factor 8 from the two
+        // lengths gives m = √(1 + ln 8 / ln 4096)
+        let r = parse_as(
+            "phi3",
+            16,
+            serde_json::json!({"max_position_embeddings": 32768,
+                "original_max_position_embeddings": 4096, "rope_parameters": {
+                "rope_type": "longrope", "rope_theta": 10000.0, "short_factor": short,
+                "long_factor": long}}),
+        )
+        .unwrap();
+        assert_eq!(r.rotary_dim, 16);
+        near(
+            &r.scaling.inv_freq(r.theta, r.rotary_dim),
+            &[
+                1.0,
+                0.3011693060398102,
+                0.07692307978868484,
+                0.015811389312148094,
+                0.0028571428265422583,
+                0.0005270463298074901,
+                0.00011111111234640703,
+                2.635231430758722e-05,
+            ],
+        );
+        assert!((r.scaling.attention_factor() - 1.118033988749895).abs() < 1e-15);
+        // Phi-4-mini style, 4.x keys: partial_rotary_factor 0.75 at the top level (12 of 16 dims
+        // rotate), Phi3Config's default original length 4096, attention_factor given
+        let r = parse_as(
+            "phi3",
+            16,
+            serde_json::json!({"max_position_embeddings": 131072, "rope_theta": 250000.0,
+                "partial_rotary_factor": 0.75, "rope_scaling": {"type": "longrope",
+                "short_factor": short[..6], "long_factor": long[..6], "attention_factor": 1.5}}),
+        )
+        .unwrap();
+        assert_eq!(r.rotary_dim, 12);
+        near(
+            &r.scaling.inv_freq(r.theta, r.rotary_dim),
+            &[
+                1.0,
+                0.11999247968196869,
+                0.012210776098072529,
+                0.0010000000474974513,
+                7.199546962510794e-05,
+                5.291338311508298e-06,
+            ],
+        );
+        assert_eq!(r.scaling.attention_factor(), 1.5);
+        assert_eq!(r.scaling.fixed_table_limit(131072), Some(4096));
+        // a top-level original_max_position_embeddings wins over the rope dict's
+        let r = parse_as(
+            "phi3",
+            16,
+            serde_json::json!({"max_position_embeddings": 131072,
+                "original_max_position_embeddings": 8192, "rope_theta": 250000.0,
+                "rope_scaling": {"type": "longrope", "short_factor": short, "long_factor": long,
+                "original_max_position_embeddings": 2048}}),
+        )
+        .unwrap();
+        assert!((r.scaling.attention_factor() - 1.1435437497937313).abs() < 1e-15);
+        // `su` is longrope's old name; other model types read longrope too (whole heads)
+        let su = parse_as(
+            "phi3",
+            16,
+            serde_json::json!({"max_position_embeddings": 32768,
+                "original_max_position_embeddings": 4096, "rope_scaling": {"type": "su",
+                "short_factor": short, "long_factor": long}}),
+        )
+        .unwrap();
+        let llama = parse_as(
+            "llama",
+            16,
+            serde_json::json!({"max_position_embeddings": 32768,
+                "original_max_position_embeddings": 4096, "rope_scaling": {"type": "longrope",
+                "short_factor": short, "long_factor": long}}),
+        )
+        .unwrap();
+        assert_eq!(su, llama);
     }
 }

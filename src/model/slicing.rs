@@ -52,15 +52,35 @@ impl TensorSlice {
     pub fn strided(shape: &[usize], dim: usize, blocks: usize, parts: usize, part: usize) -> Self {
         let g = shape[dim];
         assert!(
-            blocks > 0 && parts > 0 && part < parts && g % (blocks * parts) == 0,
-            "dim {dim} of {shape:?} does not split into {blocks} blocks x {parts} parts"
+            blocks > 0 && g % blocks == 0,
+            "dim {dim} of {shape:?} does not split into {blocks} blocks"
         );
-        let (block, piece) = (g / blocks, g / (blocks * parts));
+        Self::blocks(shape, dim, &vec![g / blocks; blocks], parts, part)
+    }
+
+    /// Part `part` of `parts` of dim `dim`, made of consecutive blocks of the given sizes
+    /// (Phi-3's qkv_proj: q | k | v rows), each split evenly; the local tensor holds this
+    /// part of every block, in block order. Every size must divide by `parts`.
+    pub fn blocks(shape: &[usize], dim: usize, sizes: &[usize], parts: usize, part: usize) -> Self {
+        assert!(
+            parts > 0
+                && part < parts
+                && sizes.iter().sum::<usize>() == shape[dim]
+                && sizes.iter().all(|b| b % parts == 0),
+            "dim {dim} of {shape:?} does not split into blocks {sizes:?} x {parts} parts"
+        );
         let mut s = Self::whole(shape);
-        s.dims[dim] = (0..blocks)
-            .map(|j| [j * block + part * piece, j * block + (part + 1) * piece])
+        let mut start = 0;
+        s.dims[dim] = sizes
+            .iter()
+            .map(|&b| {
+                let piece = b / parts;
+                let r = [start + part * piece, start + (part + 1) * piece];
+                start += b;
+                r
+            })
             .collect();
-        s.local_shape[dim] = blocks * piece;
+        s.local_shape[dim] = sizes.iter().map(|b| b / parts).sum();
         s
     }
 

@@ -5,7 +5,9 @@
 //!
 //! Column-parallel (output features split, no communication to compute the local output):
 //!   Q, K, V (heads split; kv heads must divide too), gate, up, their biases, GPT-2's fused
-//!   c_attn [D, 3D] (three column blocks q | k | v, each split: a strided slice) and c_fc.
+//!   c_attn [D, 3D] (three column blocks q | k | v, each split: a strided slice) and c_fc,
+//!   Phi-3's fused qkv_proj [(H + 2·KV)·Dh, D] and gate_up_proj [2F, D] (row blocks q | k | v
+//!   and gate | up, each split: `slice_fused`).
 //! Row-parallel (input features split; the partial outputs are summed over the group):
 //!   O and down (Llama [out, in]: dim 1; GPT-2 Conv1D [in, out]: dim 0). Their biases are
 //!   replicated and added once, by tp rank 0, before the sum.
@@ -52,6 +54,17 @@ impl TpShape {
             Split::Dim(dim) => TensorSlice::strided(shape, dim, 1, p, r),
             Split::Blocks3(dim) => TensorSlice::strided(shape, dim, 3, p, r),
             Split::Vocab => TensorSlice::padded_split(shape, 0, p, r),
+            Split::FusedRows => unreachable!("fused tensors are sliced by slice_fused"),
+        }
+    }
+
+    /// The slice of a fused column-parallel tensor (Phi-3's qkv_proj, gate_up_proj) whose dim 0
+    /// is made of row blocks of `sizes`: this rank's part of each block.
+    pub fn slice_fused(&self, shape: &[usize], sizes: &[usize]) -> TensorSlice {
+        if self.size == 1 {
+            TensorSlice::whole(shape)
+        } else {
+            TensorSlice::blocks(shape, 0, sizes, self.size, self.rank)
         }
     }
 
@@ -106,6 +119,8 @@ enum Split {
     Blocks3(usize),
     /// Rows, padded to a multiple of the group size.
     Vocab,
+    /// Row blocks of unequal sizes, each cut in equal parts (`slice_fused`).
+    FusedRows,
 }
 
 fn split_of(arch: Arch, role: Role) -> Split {
@@ -116,6 +131,7 @@ fn split_of(arch: Arch, role: Role) -> Split {
             Split::Dim(0)
         }
         (Arch::Llama, O | Down) => Split::Dim(1),
+        (Arch::Llama, QkvRows | GateUp) => Split::FusedRows,
         (Arch::Gpt2, Qkv) => Split::Blocks3(1),
         (Arch::Gpt2, QkvBias) => Split::Blocks3(0),
         (Arch::Gpt2, Up) => Split::Dim(1),

@@ -10,6 +10,8 @@
 //!                  `layer_types`, when a window is set and ℓ ≥ `max_window_layers` (default 28).
 //!                  A layer marked "sliding_attention" without a window is an error (transformers
 //!                  cannot build its mask either).
+//!   phi3:          `sliding_window` w (absent or null: none): every layer windowed, as mistral
+//!                  but with no window by default (Phi3Config's default is None).
 //!   llama:         no sliding window; a non-null `sliding_window` is rejected rather than ignored.
 //! A window is never dropped: a config that sets one either runs it or is rejected with a reason.
 
@@ -105,15 +107,16 @@ pub fn from_config(
             .transpose()
     };
     match model_type {
-        "mistral" => {
-            // MistralConfig's default when the key is absent (null: no window)
-            let window = match obj.contains_key("sliding_window") {
+        "mistral" | "phi3" => {
+            // MistralConfig's default when the key is absent (null: no window); Phi3Config's
+            // is None
+            let window = match obj.contains_key("sliding_window") || model_type == "phi3" {
                 true => window,
                 false => Some(4096),
             };
             if get("layer_types").is_some() {
                 notes.push(format!(
-                    "{origin}: `layer_types` is ignored for mistral (MistralForCausalLM applies sliding_window to every layer)"
+                    "{origin}: `layer_types` is ignored for {model_type} (transformers applies sliding_window to every layer)"
                 ));
             }
             Ok(SlidingWindow {

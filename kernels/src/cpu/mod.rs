@@ -365,8 +365,9 @@ impl<T: CpuFloat, M: HostMemory> Backend for CpuBackend<T, M> {
         heads: usize,
         head_dim: usize,
         inv_freq: &[f64],
+        scale: f64,
     ) -> Result<()> {
-        rope::forward(w(x), r(pos), n, heads, head_dim, inv_freq);
+        rope::forward(w(x), r(pos), n, heads, head_dim, inv_freq, scale);
         Ok(())
     }
     fn rope_backward(
@@ -377,8 +378,9 @@ impl<T: CpuFloat, M: HostMemory> Backend for CpuBackend<T, M> {
         heads: usize,
         head_dim: usize,
         inv_freq: &[f64],
+        scale: f64,
     ) -> Result<()> {
-        rope::backward(w(dx), r(pos), n, heads, head_dim, inv_freq);
+        rope::backward(w(dx), r(pos), n, heads, head_dim, inv_freq, scale);
         Ok(())
     }
 

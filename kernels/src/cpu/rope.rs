@@ -1,8 +1,12 @@
 //! Rotary position embedding, HF rotate-half convention, in place on x [N, heads, Dh].
-//! For i < Dh/2: a = pos[n]·inv_freq[i]; (x_i, x_{i+Dh/2}) ← (x_i cos a − x_{i+Dh/2} sin a,
-//! x_{i+Dh/2} cos a + x_i sin a). backward applies the inverse rotation (angle −a) to dx.
-//! `inv_freq` [Dh/2] is the frequency table: theta^(−2i/Dh) for the default embedding, scaled
-//! for llama3 / linear (the model computes it; `crate::rope_inv_freq` is the default).
+//! The table `inv_freq` has R/2 entries for a rotary dim R ≤ Dh (R = Dh: the whole head;
+//! R < Dh: partial rotary, as Phi-4-mini's partial_rotary_factor, dims R.. pass through).
+//! For i < R/2: a = pos[n]·inv_freq[i]; (x_i, x_{i+R/2}) ← (x_i cos a − x_{i+R/2} sin a,
+//! x_{i+R/2} cos a + x_i sin a), times `scale` m (an attention factor on cos and sin: yarn,
+//! longrope; 1 otherwise). backward applies the transpose m·R(−a) to dx.
+//! `inv_freq` is the frequency table: theta^(−2i/R) for the default embedding, scaled for
+//! llama3 / linear / yarn / longrope (the model computes it; `crate::rope_inv_freq` is the
+//! default).
 //!
 //! Angles, cos and sin are computed in f64, then cast to T. (HF computes the angles in f32, so
 //! at position p the two differ by about p·2^-24 radians.) When the positions span no more values
@@ -20,15 +24,11 @@ fn rotate<T: CpuFloat>(
     heads: usize,
     head_dim: usize,
     inv_freq: &[f64],
+    scale: f64,
     sign: f64,
 ) {
     assert!(
-        head_dim > 0 && head_dim & 1 == 0,
-        "rope: head_dim {head_dim} must be even"
-    );
-    assert_eq!(
-        inv_freq.len(),
-        head_dim / 2,
+        !inv_freq.is_empty() && 2 * inv_freq.len() <= head_dim,
         "rope: the frequency table has {} entries for head_dim {head_dim}",
         inv_freq.len()
     );
@@ -36,7 +36,7 @@ fn rotate<T: CpuFloat>(
         x.len() >= n * heads * head_dim && pos.len() >= n,
         "rope: buffers too small for [{n} x {heads} x {head_dim}]"
     );
-    let half = head_dim / 2;
+    let half = inv_freq.len();
     let row = heads * head_dim;
     let (x, pos) = (&mut x[..n * row], &pos[..n]);
     let angle = |p: i32, i: usize| p as f64 * inv_freq[i];
@@ -56,7 +56,10 @@ fn rotate<T: CpuFloat>(
                 let (cos, sin) = t.split_at_mut(half);
                 for i in 0..half {
                     let a = angle(lo + k as i32, i);
-                    (cos[i], sin[i]) = (T::from_f64c(a.cos()), T::from_f64c(sign * a.sin()));
+                    (cos[i], sin[i]) = (
+                        T::from_f64c(scale * a.cos()),
+                        T::from_f64c(sign * scale * a.sin()),
+                    );
                 }
             });
         x.par_chunks_mut(row).zip(pos).for_each(|(tok, &p)| {
@@ -71,18 +74,22 @@ fn rotate<T: CpuFloat>(
         |(cos, sin), (tok, &p)| {
             for i in 0..half {
                 let a = angle(p, i);
-                (cos[i], sin[i]) = (T::from_f64c(a.cos()), T::from_f64c(sign * a.sin()));
+                (cos[i], sin[i]) = (
+                    T::from_f64c(scale * a.cos()),
+                    T::from_f64c(sign * scale * a.sin()),
+                );
             }
             rotate_token(tok, head_dim, cos, sin);
         },
     );
 }
 
-/// Every head of one token rotated by the angles whose cos and sin are given.
+/// Every head of one token rotated by the angles whose cos and sin are given (the first
+/// 2·cos.len() dims of each head; the rest pass through).
 fn rotate_token<T: CpuFloat>(tok: &mut [T], head_dim: usize, cos: &[T], sin: &[T]) {
-    let half = head_dim / 2;
+    let half = cos.len();
     for head in tok.chunks_mut(head_dim) {
-        let (lo, hi) = head.split_at_mut(half);
+        let (lo, hi) = head[..2 * half].split_at_mut(half);
         for i in 0..half {
             let (a, b) = (lo[i], hi[i]);
             lo[i] = a * cos[i] - b * sin[i];
@@ -98,8 +105,9 @@ pub fn forward<T: CpuFloat>(
     heads: usize,
     head_dim: usize,
     inv_freq: &[f64],
+    scale: f64,
 ) {
-    rotate(x, pos, n, heads, head_dim, inv_freq, 1.0);
+    rotate(x, pos, n, heads, head_dim, inv_freq, scale, 1.0);
 }
 
 pub fn backward<T: CpuFloat>(
@@ -109,6 +117,7 @@ pub fn backward<T: CpuFloat>(
     heads: usize,
     head_dim: usize,
     inv_freq: &[f64],
+    scale: f64,
 ) {
-    rotate(dx, pos, n, heads, head_dim, inv_freq, -1.0);
+    rotate(dx, pos, n, heads, head_dim, inv_freq, scale, -1.0);
 }

@@ -235,17 +235,19 @@ impl<A: CudaAct> CudaBackend<A> {
         heads: usize,
         head_dim: usize,
         inv_freq: &[f64],
+        scale: f64,
         sign: f32,
     ) -> Result<()> {
         check_len("rope x", x.len, n * heads * head_dim)?;
         check_len("rope pos", pos.len, n)?;
-        if !head_dim.is_multiple_of(2) || inv_freq.len() != head_dim / 2 {
+        let half = inv_freq.len();
+        if half == 0 || 2 * half > head_dim {
             return Err(Error::Unsupported(format!(
                 "rope: a frequency table of {} entries for head_dim {head_dim}",
                 inv_freq.len()
             )));
         }
-        let total = n * heads * (head_dim / 2);
+        let total = n * heads * half;
         if total == 0 {
             return Ok(());
         }
@@ -258,6 +260,8 @@ impl<A: CudaAct> CudaBackend<A> {
             I64(n as i64),
             I32(heads as i32),
             I32(head_dim as i32),
+            I32(half as i32),
+            F64(scale),
             F32(sign),
         ];
         self.launch("rope", &Self::kname("rope"), grid_for(total), &args)

@@ -234,8 +234,9 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
         heads: usize,
         head_dim: usize,
         inv_freq: &[f64],
+        scale: f64,
     ) -> Result<()> {
-        self.rope(x, pos, n, heads, head_dim, inv_freq, 1.0)
+        self.rope(x, pos, n, heads, head_dim, inv_freq, scale, 1.0)
     }
     fn rope_backward(
         &self,
@@ -245,8 +246,9 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
         heads: usize,
         head_dim: usize,
         inv_freq: &[f64],
+        scale: f64,
     ) -> Result<()> {
-        self.rope(dx, pos, n, heads, head_dim, inv_freq, -1.0)
+        self.rope(dx, pos, n, heads, head_dim, inv_freq, scale, -1.0)
     }
 
     fn attention_forward(

@@ -270,6 +270,7 @@ impl Transformer {
                     heads,
                     c.head_dim,
                     &self.rope_inv_freq,
+                    self.rope_scale,
                 )?;
             }
             if c.qk_norm {

@@ -107,8 +107,12 @@ impl Transformer {
         {
             let (_, g) = store.parts();
             let unit = &self.layout.units[eu];
+            let ids = match &batch.grad_ids {
+                Some(ids) => ids,
+                None => self.table_ids(batch)?,
+            };
             b.embedding_backward(
-                src(self.table_ids(batch)?),
+                src(ids),
                 src(dx),
                 tm(&mut g[eu], unit, Role::TokenEmbedding),
                 n,

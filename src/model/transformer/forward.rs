@@ -249,6 +249,7 @@ impl Transformer {
                     heads,
                     c.head_dim,
                     &self.rope_inv_freq,
+                    self.rope_scale,
                 )?;
             }
         }

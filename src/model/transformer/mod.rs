@@ -51,8 +51,10 @@ pub struct Transformer {
     /// This rank's place in the tensor-parallel group: which heads, MLP columns and vocabulary
     /// rows it computes (model/tensor_parallel.rs); the group itself is passed to each call.
     pub tp: TpShape,
-    /// The rotary inverse-frequency table [Dh/2] (`ModelConfig::rope_inv_freq`).
+    /// The rotary inverse-frequency table [rotary_dim/2] (`ModelConfig::rope_inv_freq`).
     pub rope_inv_freq: Vec<f64>,
+    /// The factor on rotary cos and sin (yarn's and longrope's attention factor; 1 otherwise).
+    pub rope_scale: f64,
     /// Full activation checkpointing: forward keeps only each block's input x_ℓ, and backward
     /// recomputes the block's forward from it (one more forward of every block but W_down).
     pub recompute_blocks: bool,
@@ -142,22 +144,28 @@ fn dst<T: ferrotron_kernels::Buffer>(b: &mut T) -> Dst<'_, T> {
     Dst::all(b)
 }
 
-/// The region of tensor `role` in a unit's flat buffer.
+/// The region (offset, numel) of the weights of `role` in a unit's flat buffer (a tensor of its
+/// own or a row block of a fused one). Panics if absent: the layout and the model are built from
+/// the same config, so a missing role is a bug, not user input.
+fn region(unit: &UnitSpec, role: Role) -> (usize, usize) {
+    unit.region(role)
+        .unwrap_or_else(|| panic!("unit {:?} has no weights of role {role:?}", unit.kind))
+}
 fn t<'a, T: ferrotron_kernels::Buffer>(buf: &'a T, unit: &UnitSpec, role: Role) -> Src<'a, T> {
-    let s = unit.tensor(role);
-    Src::range(buf, s.offset, s.numel())
+    let (offset, numel) = region(unit, role);
+    Src::range(buf, offset, numel)
 }
 fn tm<'a, T: ferrotron_kernels::Buffer>(buf: &'a mut T, unit: &UnitSpec, role: Role) -> Dst<'a, T> {
-    let s = unit.tensor(role);
-    Dst::range(buf, s.offset, s.numel())
+    let (offset, numel) = region(unit, role);
+    Dst::range(buf, offset, numel)
 }
 fn opt<'a, T: ferrotron_kernels::Buffer>(
     buf: &'a T,
     unit: &UnitSpec,
     role: Role,
 ) -> Option<Src<'a, T>> {
-    unit.find(role)
-        .map(|s| Src::range(buf, s.offset, s.numel()))
+    unit.region(role)
+        .map(|(offset, numel)| Src::range(buf, offset, numel))
 }
 
 /// The gradient regions of `weight` and (if the unit has one, and it differs) `bias`.
@@ -167,17 +175,12 @@ fn weight_grads<'a, T: ferrotron_kernels::Buffer>(
     weight: Role,
     bias: Role,
 ) -> WeightGrads<'a, T> {
-    let ws = unit.tensor(weight);
     let bs = if bias == weight {
         None
     } else {
-        unit.find(bias)
+        unit.region(bias)
     };
-    WeightGrads::new(
-        g,
-        (ws.offset, ws.numel()),
-        bs.map(|s| (s.offset, s.numel())),
-    )
+    WeightGrads::new(g, region(unit, weight), bs)
 }
 
 impl Transformer {
@@ -210,27 +213,35 @@ impl Transformer {
             Arch::Llama => cfg.rope_inv_freq(),
             Arch::Gpt2 => Vec::new(),
         };
+        let rope_scale = cfg.rope_scaling.attention_factor();
         Ok(Transformer {
             cfg,
             layout,
             tp,
             rope_inv_freq,
+            rope_scale,
             recompute_blocks: false,
         })
     }
 
     /// A host batch on the device as this rank's model reads it (with vocab-parallel ids under
-    /// tensor parallelism).
+    /// tensor parallelism, and the padding row's lookups kept out of the gradient).
     pub fn upload_batch<B: Backend>(
         &self,
         b: &B,
         h: &super::batch::HostBatch,
     ) -> ferrotron_kernels::Result<DeviceBatch<B>> {
+        let pad = self.cfg.embedding_padding_idx;
         if !self.tp.is_parallel() {
-            return DeviceBatch::upload(b, h);
+            return DeviceBatch::upload(b, h)?.without_padding_grad(b, h, pad, None);
         }
         let (start, _, rows) = self.tp.vocab_rows(self.cfg.vocab_size);
-        DeviceBatch::upload_with_vocab_rows(b, h, start, rows)
+        DeviceBatch::upload_with_vocab_rows(b, h, start, rows)?.without_padding_grad(
+            b,
+            h,
+            pad,
+            Some((start, rows)),
+        )
     }
 
     /// Tokens of the residual stream on this rank: N, or N / tp with sequence parallelism.
@@ -306,6 +317,7 @@ impl Transformer {
                 ..self.tp
             },
             rope_inv_freq: self.rope_inv_freq.clone(),
+            rope_scale: self.rope_scale,
             recompute_blocks: self.recompute_blocks,
         }
     }
