@@ -6,7 +6,11 @@ Each case:
      Llama (tied, attention/MLP biases, explicit head_dim, llama3/linear rope), Qwen2 (sliding
      windows), Qwen3 (explicit head_dim, q/k norms, biases, windows), Mistral (sliding_window,
      head_dim), GPT-2 (n_inner, activation, scale flags); odd vocabularies 101-599, 1-4 layers,
-     odd hidden / intermediate sizes, MHA / GQA / MQA;
+     odd hidden / intermediate sizes, MHA / GQA / MQA; with --families also Phi-3 (phi3: fused
+     qkv_proj / gate_up_proj, sliding_window on every layer or none, partial_rotary_factor 0.5 /
+     0.75 at the top level or in rope_parameters, longrope with original_max_position_embeddings
+     >= seq_len and a larger max_position_embeddings, and often a pad_token_id that occurs in the
+     data: eos, as Phi-3 pads, or a common token; sometimes a nonzero pad row);
   2. writes a tokenizer into it that fits the vocabulary: the real GPT-2 BPE (data-cache/gpt2)
      cut to its first 256 + k merges plus <|endoftext|> (vocab >= 257), or, for vocabularies under
      257, a character-level tokenizer of the commonest characters of the text (+ <unk>, <|endoftext|>);
@@ -32,8 +36,11 @@ Usage:
          val_fraction 0.02, and `ferrotron launch` layouts)] [--edge (rarer combinations:
          recompute + pp, interleaved + ZeRO-3 / grouped p2p, uneven pp_layers, pp 4 gpipe m 1,
          eval_batches 3)] [--no-export]
+        [--families F,F,... (draw the model family from this list instead of the default
+         llama,llama,qwen2,qwen3,mistral,gpt2,gpt2; a repeat weighs double; phi3 is drawn only
+         through this option, e.g. --families phi3)]
   python3 scripts/fuzz_layouts.py --out DIR --summarize      # rewrite DIR/summary.txt
-  A case is reproduced by the same --seed, --steps, --mix/--edge flags and --case N.
+  A case is reproduced by the same --seed, --steps, --families, --mix/--edge flags and --case N.
   Per case 40 layouts at most are drawn among those likely to run, plus 2 expected refusals.
   Every run's command, exit code, time and the last lines of its stderr go to OUT/results.jsonl;
   OUT/summary.txt has the findings and the worst relative loss difference per layout.
@@ -61,6 +68,11 @@ EOT = "<|endoftext|>"
 LOSS_TOL = 1e-5          # finding threshold (relative)
 EXPECT_TOL = 1e-6        # what f32 round-off should give
 RUN_TIMEOUT = 300
+# make_config's families (a repeat doubles the chance); --families replaces the list. Keep the
+# default as it is: recorded seeds reproduce only with it.
+DEFAULT_FAMILIES = ["llama", "llama", "qwen2", "qwen3", "mistral", "gpt2", "gpt2"]
+FAMILIES = list(DEFAULT_FAMILIES)
+ALL_FAMILIES = sorted(set(DEFAULT_FAMILIES)) + ["phi3"]
 
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
            RAYON_NUM_THREADS="1", OMPI_MCA_rmaps_base_oversubscribe="1")
@@ -138,7 +150,7 @@ def pick_heads(rng, tp_friendly):
 def make_config(rng, eos_id_later=True):
     """Returns (family, transformers config object, summary dict) with a fixed vocab."""
     from transformers import (GPT2Config, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config)
-    family = rng.choice(["llama", "llama", "qwen2", "qwen3", "mistral", "gpt2", "gpt2"])
+    family = rng.choice(FAMILIES)
     vocab = odd(rng, 101, 599)
     layers = rng.choice([1, 2, 2, 3, 3, 4, 4])
     tp_friendly = rng.random() < 0.75
@@ -165,6 +177,8 @@ def make_config(rng, eos_id_later=True):
         s.update(n_embd=n_embd, n_inner=n_inner, act=act,
                  inv_layer_scale=cfg.scale_attn_by_inverse_layer_idx)
         return family, cfg, s
+    if family == "phi3":
+        return make_phi3(rng, s, heads, tp_friendly, seq_len, max_pos)
     hd = 2 * rng.randint(2, 16)              # rope needs an even head_dim
     explicit_hd = rng.random() < 0.4 or family == "qwen3"
     hidden = heads * hd
@@ -218,6 +232,66 @@ def make_config(rng, eos_id_later=True):
     return family, cfg, s
 
 
+# Common single tokens of the data (to be the pad token): GPT-2's byte tokens for ',' '.' 'e' 't'
+# and 'Ġ' (space; a BPE tokenizer here keeps all 256 of them), or, for the character tokenizers
+# (vocab < 257, ids by frequency in the text after <unk> = 0), one of the four commonest characters.
+PHI3_PAD_BYTES = [11, 13, 68, 83, 220]
+
+
+def make_phi3(rng, s, heads, tp_friendly, seq_len, max_pos):
+    """--families phi3: a Phi3Config (fused qkv_proj / gate_up_proj; head_dim = hidden / heads),
+    with a sliding window on every layer or none, partial rotary, longrope, and a pad token
+    (nn.Embedding(padding_idx): no gradient from lookups) that occurs in the data. Draws only in
+    phi3 cases, so the other families' draws are untouched."""
+    from transformers import Phi3Config
+    hd = 2 * rng.randint(2, 16)
+    hidden = heads * hd
+    inter = rng.randint(hidden // 2 + 3, 3 * hidden + 5)
+    if tp_friendly:
+        inter += inter % 2 if rng.random() < 0.6 else (inter % 6 and 6 - inter % 6)
+    tie = rng.random() < 0.4
+    theta = rng.choice([10000.0, 500000.0, 1000000.0])
+    eps = rng.choice([1e-5, 1e-6])
+    win = rng.choice([None, None, rng.randint(3, max(4, seq_len - 1))])
+    prf = None
+    if rng.random() < 0.5:
+        opts = [p for p in (0.5, 0.75) if int(hd * p) % 2 == 0 and int(hd * p) >= 2]
+        prf = rng.choice(opts) if opts else None
+    rot = int(hd * (prf or 1.0))
+    prf_in_dict = rng.random() < 0.5
+    kw = {}
+    rope = {"rope_type": "default", "rope_theta": theta}
+    orig = None
+    if rng.random() < 0.5:                   # longrope: training rows must fit `original`
+        orig = seq_len + rng.choice([0, rng.randint(1, 40)])
+        max_pos = int(orig * rng.choice([1.5, 2.0, 4.0, 16.0, 32.0])) + rng.randint(0, 5)
+        rope = {"rope_type": "longrope", "rope_theta": theta,
+                "short_factor": [round(rng.uniform(0.7, 4.0), 4) for _ in range(rot // 2)],
+                "long_factor": [round(rng.uniform(1.0, 8.0), 4) for _ in range(rot // 2)],
+                "original_max_position_embeddings": orig}
+        kw["original_max_position_embeddings"] = orig
+    if prf is not None:
+        if prf_in_dict:
+            rope["partial_rotary_factor"] = prf
+        else:
+            kw["partial_rotary_factor"] = prf
+    r = rng.random()
+    pad = "eos" if r < 0.35 else None if r < 0.55 else \
+        (rng.choice(PHI3_PAD_BYTES) if s["vocab"] >= 257 else rng.randint(1, 4))
+    cfg = Phi3Config(vocab_size=s["vocab"], hidden_size=hidden, intermediate_size=inter,
+                     num_hidden_layers=s["layers"], num_attention_heads=heads,
+                     num_key_value_heads=s["kv"], max_position_embeddings=max_pos,
+                     tie_word_embeddings=tie, rms_norm_eps=eps, sliding_window=win,
+                     rope_parameters=rope, resid_pdrop=0.0, embd_pdrop=0.0,
+                     attention_dropout=0.0,
+                     pad_token_id=None if pad == "eos" else pad, **kw)
+    s.update(hidden=hidden, inter=inter, tie=tie, head_dim=hd, sliding_window=win,
+             partial_rotary_factor=prf, prf_in=prf and ("rope" if prf_in_dict else "top"),
+             rope=rope["rope_type"], original_max_pos=orig, max_pos=max_pos,
+             pad=pad, pad_row=rng.random() < 0.5)    # pad_row: a nonzero pad row in the weights
+    return "phi3", cfg, s
+
+
 def make_model_dir(rng, case_dir, text):
     import torch
     from transformers import AutoModelForCausalLM
@@ -227,8 +301,14 @@ def make_model_dir(rng, case_dir, text):
     desc, tok_vocab, eos = write_tokenizer(rng, hf, cfg.vocab_size, text)
     cfg.bos_token_id = eos
     cfg.eos_token_id = eos
+    if family == "phi3":                     # the pad token (Phi-3 itself pads with eos)
+        cfg.pad_token_id = eos if s["pad"] == "eos" else s["pad"]
+        s["pad_token_id"] = cfg.pad_token_id
     torch.manual_seed(rng.randint(0, 2**31))
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    if family == "phi3" and cfg.pad_token_id is not None and s["pad_row"]:
+        with torch.no_grad():                # nn.Embedding(padding_idx) starts the row at 0
+            model.get_input_embeddings().weight[cfg.pad_token_id].normal_(0.0, 0.02)
     if rng.random() < 0.5:                   # not all-default init: biases and norms move too
         with torch.no_grad():
             for n, p in model.named_parameters():
@@ -738,6 +818,17 @@ def check_export(case_dir, src_hf, ckpt_root, tag, log, s, findings, compare_to=
 
 
 # ----------------------------------------------------------------------------- main
+def set_families(spec):
+    """--families: make_config draws from this comma list instead of DEFAULT_FAMILIES."""
+    if not spec:
+        return
+    fams = [f.strip() for f in spec.split(",") if f.strip()]
+    unknown = [f for f in fams if f not in ALL_FAMILIES]
+    if unknown or not fams:
+        sys.exit(f"--families {spec}: unknown {unknown}; known: {ALL_FAMILIES}")
+    FAMILIES[:] = fams
+
+
 def run_case(i, args, full_text, results_path, summary):
     rng = random.Random(args.seed * 100003 + i)
     case_dir = os.path.join(args.out, f"case-{i:03d}")
@@ -840,8 +931,13 @@ def main():
                          "the global batch and val_fraction, and add `ferrotron launch` (TCP) layouts")
     ap.add_argument("--edge", action="store_true", help="add rarer layout combinations (recompute + pp, "
                     "interleaved + ZeRO-3 / grouped, uneven pp_layers, eval_batches 3, ...)")
+    ap.add_argument("--families", default="",
+                    help="comma list of model families to draw from instead of the default "
+                         f"{DEFAULT_FAMILIES} (a repeat weighs double), e.g. phi3 or llama,phi3; "
+                         f"known: {ALL_FAMILIES}")
     ap.add_argument("--summarize", action="store_true", help="only rewrite OUT/summary.txt from results.jsonl")
     args = ap.parse_args()
+    set_families(args.families)
     os.makedirs(args.out, exist_ok=True)
     full = open(TEXT, encoding="utf-8").read()
     results = os.path.join(args.out, "results.jsonl")

@@ -37,7 +37,12 @@ it. `--mutate NAME` breaks the reference on purpose, to show that such a mistake
 Usage:
   python3 scripts/trajectory_vs_torch.py --cases 12 --seed 1 [--steps 16] [--out /tmp/traj]
         [--formats text,chat,alpaca] [--styles plain,llama3,qwen] [--text-variants]
-        [--first N] [--mutate NAME]
+        [--first N] [--mutate NAME] [--families F,F,...]
+  --families: draw the model family from this comma list (a repeat weighs double) instead of
+  fuzz_layouts' default llama,llama,qwen2,qwen3,mistral,gpt2,gpt2 (which recorded seeds need);
+  phi3 (Phi-3: fused projections, sliding window, partial rotary, longrope, a pad token in the
+  data) is drawn only this way, e.g. --families phi3. Cases with a pad_token_id print (and
+  results.json records) how often it is an input of the trained batches.
   python3 scripts/trajectory_vs_torch.py --recipe recipes/quickstart.toml --steps 16
   python3 scripts/trajectory_vs_torch.py --cases 1 --first N --seed S --write-fixture \
         tests/fixtures/trajectories/NAME
@@ -567,6 +572,14 @@ def with_context(n):
             cfg.n_positions = max(cfg.n_positions, n)
         else:
             cfg.max_position_embeddings = max(cfg.max_position_embeddings, n)
+        if family == "phi3" and s.get("rope") == "longrope" and s["original_max_pos"] < n:
+            # ferrotron refuses rows longer than original_max_position_embeddings under longrope:
+            # widen it too, keeping max_position_embeddings / original (the attention factor)
+            ratio = s["max_pos"] / s["original_max_pos"]
+            cfg.original_max_position_embeddings = n
+            cfg.rope_parameters["original_max_position_embeddings"] = n
+            cfg.max_position_embeddings = max(cfg.max_position_embeddings, math.ceil(n * ratio))
+            s.update(original_max_pos=n, max_pos=cfg.max_position_embeddings)
         return family, cfg, s
     return wrapped
 
@@ -712,6 +725,23 @@ def own_weights_check(case_dir, recipe, hf, data, r, ours, step, log, sets=()):
             drift(dict(model.named_parameters())), drift(f32_w))
 
 
+def pad_occurrences(hf_dir, data_path, r):
+    """How often the model's pad_token_id (nn.Embedding padding_idx: no gradient to its row from
+    lookups) is an input token, or a target, in the rows the steps train on; None without one."""
+    pad = json.load(open(os.path.join(hf_dir, "config.json"))).get("pad_token_id")
+    if pad is None:
+        return None
+    rows, _ = training_rows(hf_dir, data_path, r)
+    sampler = Sampler(len(rows), r["seed"])
+    n_in = n_tg = 0
+    for _ in range(r["steps"]):
+        for i in sampler.next_global_batch(r["global_batch"]):
+            for ids, tg in rows[i]:
+                n_in += sum(1 for t in ids if t == pad)
+                n_tg += sum(1 for t in tg if t == pad)
+    return {"pad_token_id": pad, "inputs": n_in, "targets": n_tg}
+
+
 def explanation(wl, wn, floor, own):
     """Why a run over the tolerance is not a finding, or None. `floor`: torch f32's worst (loss,
     grad norm) against the reference; `own`: own_weights_check's figures."""
@@ -761,6 +791,7 @@ def run_case(i, args, full_text):
                             os.path.join(case_dir, "tokcache")))
     rc, msg, ours = ferrotron_trajectory(recipe, os.path.join(case_dir, "run"), log)
     ref = reference_trajectory(hf, data, r)
+    pad = pad_occurrences(hf, data, r)
     wl, wn, wr, bad = compare(ours, ref)
     verdict = "pass" if bad is None else ("FAIL" if rc == 0 else f"exit {rc}: {msg}")
     floor = own = None
@@ -775,7 +806,8 @@ def run_case(i, args, full_text):
     rec = {"case": i, "model": s, "recipe": r, "verdict": verdict, "worst_loss_rel": wl,
            "worst_grad_norm_rel": wn, "worst_lr_rel": wr, "first_step_over": bad,
            "torch_f32_worst_loss_and_grad_norm_rel": floor,
-           "own_weights_loss_and_grad_norm_rel": own, "ours": ours, "reference": ref}
+           "own_weights_loss_and_grad_norm_rel": own, "pad_in_training_inputs": pad,
+           "ours": ours, "reference": ref}
     short = {k: s[k] for k in ("family", "vocab", "layers", "heads", "kv", "seq_len", "style")
              if k in s}
     ro = r["optim"]
@@ -786,7 +818,9 @@ def run_case(i, args, full_text):
           + (f"  (torch f32: loss {floor[0]:.2e} gnorm {floor[1]:.2e})" if floor else "")
           + (f"  (f64 at ferrotron's own weights, step {bad}: loss {own[0]:.2e} gnorm {own[1]:.2e};"
              f" weights vs the reference's: ours {own[2]:.2e}, torch f32 {own[3]:.2e})"
-             if own else ""), flush=True)
+             if own else "")
+          + (f"  pad id {pad['pad_token_id']}: {pad['inputs']} times an input of the trained "
+             f"batches" if pad else ""), flush=True)
     if bad is not None and ours:
         for a, b in zip(ours, ref):
             ev = (f" eval {a.get('eval_loss')} ({a.get('eval_rows')} rows, {a.get('eval_tokens')}) "
@@ -925,6 +959,9 @@ def main():
                     help="text cases also draw data.paths (2-3 files) and text_split = blank_line")
     ap.add_argument("--formats", default="text",
                     help="data formats to draw from, e.g. text,chat,alpaca (text alone by default)")
+    ap.add_argument("--families", default="",
+                    help="model families to draw from instead of fuzz_layouts' default "
+                         "(llama,llama,qwen2,qwen3,mistral,gpt2,gpt2), e.g. phi3")
     ap.add_argument("--write-fixture", help="store the (single) case here for tests/train_vs_torch.rs")
     ap.add_argument("--mutate", help="break the reference on purpose (a sensitivity check): "
                     "decay-norms, next-epoch, lr-late, no-cont, alpaca-prompt, "
@@ -932,6 +969,7 @@ def main():
     ap.add_argument("--recipe", help="instead of random cases: this recipe (text data, one "
                     "rank) for --steps steps, from ferrotron's own initial weights")
     args = ap.parse_args()
+    fl.set_families(args.families)
     if args.mutate:
         break_reference(args.mutate)
     if args.recipe:

@@ -112,6 +112,15 @@ impl ModelConfig {
         scale
     }
 
+    /// The longest sequence the model computes as transformers does: max_position_embeddings,
+    /// or less where the rotary table would change with the length beyond it (longrope's
+    /// original_max_position_embeddings). `ferrotron sample` keeps the last this many tokens.
+    pub fn context_positions(&self) -> usize {
+        self.rope_scaling
+            .fixed_table_limit(self.max_positions)
+            .map_or(self.max_positions, |l| l.min(self.max_positions))
+    }
+
     /// Refuses a training or reference sequence of `seq_len` positions the model cannot
     /// represent as transformers would: beyond GPT-2's learned position table, beyond
     /// max_position_embeddings under dynamic rotary scaling, or beyond

@@ -1,6 +1,7 @@
 //! Random initialisation of a model built from a config (no pretrained weights), as HF does:
-//! matrices and embeddings ~ N(0, std²), norm weights 1, biases 0; GPT-2 additionally scales the
-//! residual output projections (attn.c_proj, mlp.c_proj) by 1/√(2·layers).
+//! matrices and embeddings ~ N(0, std²), norm weights 1, biases 0, the token embedding's padding
+//! row (`pad_token_id`, nn.Embedding's padding_idx) 0; GPT-2 additionally scales the residual
+//! output projections (attn.c_proj, mlp.c_proj) by 1/√(2·layers).
 //!
 //! Counter-based, so that no rank ever draws more than its own slice and every layout starts
 //! from the same bits: the value of element g (global row-major index) of logical tensor T is a
@@ -27,6 +28,8 @@ pub struct InitSource {
     std: f64,
     residual_std: f64,
     gpt2: bool,
+    /// The token embedding's global elements that start at zero (the padding row).
+    padding_row: Option<Range<usize>>,
     seed: u64,
 }
 
@@ -37,6 +40,9 @@ impl InitSource {
             std,
             residual_std: std / (2.0 * cfg.layers as f64).sqrt(),
             gpt2: cfg.arch == Arch::Gpt2,
+            padding_row: cfg
+                .embedding_padding_idx
+                .map(|p| p * cfg.hidden..(p + 1) * cfg.hidden),
             seed,
         }
     }
@@ -116,11 +122,21 @@ impl InitSource {
                         rest = tail;
                         consumed = at + len;
                     }
+                    let zero = match t.role {
+                        Role::TokenEmbedding => self.padding_row.clone(),
+                        _ => None,
+                    };
                     pieces.into_par_iter().for_each(|(piece, g)| {
                         if g == usize::MAX {
                             piece.fill(0.0);
-                        } else {
-                            normal_at(piece, g, std, key);
+                            return;
+                        }
+                        normal_at(piece, g, std, key);
+                        if let Some(z) = &zero {
+                            let (s, e) = (z.start.max(g), z.end.min(g + piece.len()));
+                            if s < e {
+                                piece[s - g..e - g].fill(0.0);
+                            }
                         }
                     });
                 }
@@ -271,6 +287,37 @@ mod tests {
                     assert_eq!(local[row * 3 * w + blk * w + c], full[g]);
                 }
             }
+        }
+    }
+
+    /// The padding row starts at zero, as transformers' _init_weights leaves it, in the whole
+    /// tensor and in a vocab-parallel rank's rows alike; the other rows are drawn.
+    #[test]
+    fn the_padding_row_starts_at_zero() {
+        let cfg = ModelConfig::from_file(std::path::Path::new(
+            "tests/fixtures/hf/var-phi3/config.json",
+        ))
+        .unwrap();
+        let (pad, d) = (cfg.embedding_padding_idx.unwrap(), cfg.hidden);
+        let layout = ParamLayout::new(&cfg);
+        let whole = InitSource::new(&cfg, &layout, 0.02, 9).units();
+        let wte = layout.units[0].tensor(Role::TokenEmbedding);
+        let row = |r: usize| &whole[0][wte.offset + r * d..wte.offset + (r + 1) * d];
+        assert!(row(pad).iter().all(|&x| x == 0.0));
+        assert!(row(pad - 1).iter().all(|&x| x != 0.0) && row(pad + 1).iter().all(|&x| x != 0.0));
+        // tp rank 1 of 2 holds rows 31..61 (padded to 31): the padding row 51 is its local 20
+        let tp = crate::model::TpShape {
+            size: 2,
+            rank: 1,
+            sequence_parallel: false,
+        };
+        let sliced = ParamLayout::sliced(&cfg, tp);
+        let local = InitSource::new(&cfg, &sliced, 0.02, 9).units();
+        let lt = sliced.units[0].tensor(Role::TokenEmbedding);
+        let (start, _, _) = tp.vocab_rows(cfg.vocab_size);
+        for r in 0..cfg.vocab_size - start {
+            let got = &local[0][lt.offset + r * d..lt.offset + (r + 1) * d];
+            assert_eq!(got, row(start + r), "row {}", start + r);
         }
     }
 }
