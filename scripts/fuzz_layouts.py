@@ -275,8 +275,10 @@ def make_phi3(rng, s, heads, tp_friendly, seq_len, max_pos):
             rope["partial_rotary_factor"] = prf
         else:
             kw["partial_rotary_factor"] = prf
+    # pad: mostly a common token (it occurs in text, chat and alpaca data alike); eos (what
+    # Phi-3 uses) occurs in text and alpaca data but not in ChatML chat records
     r = rng.random()
-    pad = "eos" if r < 0.35 else None if r < 0.55 else \
+    pad = "eos" if r < 0.25 else None if r < 0.4 else \
         (rng.choice(PHI3_PAD_BYTES) if s["vocab"] >= 257 else rng.randint(1, 4))
     cfg = Phi3Config(vocab_size=s["vocab"], hidden_size=hidden, intermediate_size=inter,
                      num_hidden_layers=s["layers"], num_attention_heads=heads,

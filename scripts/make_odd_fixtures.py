@@ -24,7 +24,8 @@ GPU machine): fused qkv_proj / gate_up_proj with 4 heads over 2 kv heads and a w
 Phi-4-mini's rotary: partial_rotary_factor 0.75 with longrope short factors and the attention
 factor of max_position_embeddings / original_max_position_embeddings = 4, tied. Both set
 pad_token_id to an id their batch holds, whose embedding row nn.Embedding(padding_idx) leaves
-without gradient.
+without gradient. One SmolLM3 fixture: a NoPE layer (no_rope_layers) beside rotary ones, and a
+window on another layer through layer_types.
 Usage: python3 scripts/make_odd_fixtures.py tests/fixtures/hf [NAME ...]   (default: all)
 """
 import json
@@ -35,7 +36,8 @@ import torch
 from safetensors.torch import save_file
 from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
                           MistralConfig, MistralForCausalLM, Phi3Config, Phi3ForCausalLM,
-                          Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+                          Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM,
+                          SmolLM3Config, SmolLM3ForCausalLM)
 
 ODD = {
     "odd-llama": (LlamaForCausalLM, LlamaConfig(
@@ -141,6 +143,14 @@ ODD = {
                          "short_factor": [1.0, 1.3, 2.1, 3.7, 5.9, 8.2],
                          "long_factor": [1.1, 1.9, 4.0, 7.5, 11.0, 16.0]},
         tie_word_embeddings=True, bos_token_id=0, eos_token_id=1, pad_token_id=47), (3, 29)),
+    # SmolLM3: layer 1 attends without positions (NoPE), layer 2 through a window of 5 (its
+    # layer_types), tied by the class default; pad_token_id 29 occurs twice in the batch
+    "var-smollm3": (SmolLM3ForCausalLM, SmolLM3Config(
+        vocab_size=59, hidden_size=32, intermediate_size=24, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        no_rope_layers=[1, 0, 1], use_sliding_window=True, sliding_window=5,
+        layer_types=["full_attention", "full_attention", "sliding_attention"],
+        bos_token_id=0, eos_token_id=1, pad_token_id=29), (2, 21)),
 }
 
 

@@ -63,6 +63,7 @@ M32 = 0xFFFFFFFF
 M64 = 0xFFFFFFFFFFFFFFFF
 LOSS_TOL = 2e-5     # relative, per step: f32 training against the f64 reference
 NORM_TOL = 1e-4
+PAD_GRADIENT = False   # --mutate pad-grad: lookups of pad_token_id train its embedding row too
 
 
 # ----------------------------------------------------------------------------- the sampler
@@ -395,6 +396,8 @@ def reference_trajectory(hf_dir, data_path, r, dtype="float64", weights_after=No
     # src/train/eval.rs: the first min(held-out rows, eval_batches x global_batch) rows.
     val_rows = val_rows[:r["eval_batches"] * r["global_batch"]]
     model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=getattr(torch, dtype))
+    if PAD_GRADIENT:                               # --mutate pad-grad
+        model.get_input_embeddings().padding_idx = None
     model.train()
     o = r["optim"]
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -914,7 +917,7 @@ def break_reference(name):
     """--mutate: one deliberate mistake in the reference trainer, to show that the comparison
     catches mistakes of that kind (ferrotron is left as it is; the case should then fail)."""
     global decays, permutation, lr_at, text_rows, alpaca_example, chat_example, CHAT_SPLIT_SEED
-    global pack
+    global pack, PAD_GRADIENT
     if name == "decay-norms":                      # weight decay on norms and biases too
         decays = lambda n, a: True  # noqa: E731
     elif name == "next-epoch":                     # the order of the next epoch
@@ -940,6 +943,8 @@ def break_reference(name):
         CHAT_SPLIT_SEED += 1
     elif name == "no-pack":                        # examples one per row despite packing
         pack = lambda lengths, cap: [[i] for i in range(len(lengths))]  # noqa: E731
+    elif name == "pad-grad":                       # nn.Embedding without padding_idx
+        PAD_GRADIENT = True
     else:
         sys.exit(f"--mutate {name}: unknown")
 
@@ -965,7 +970,7 @@ def main():
     ap.add_argument("--write-fixture", help="store the (single) case here for tests/train_vs_torch.rs")
     ap.add_argument("--mutate", help="break the reference on purpose (a sensitivity check): "
                     "decay-norms, next-epoch, lr-late, no-cont, alpaca-prompt, "
-                    "chat-end-of-turn, split-seed, no-pack")
+                    "chat-end-of-turn, split-seed, no-pack, pad-grad")
     ap.add_argument("--recipe", help="instead of random cases: this recipe (text data, one "
                     "rank) for --steps steps, from ferrotron's own initial weights")
     args = ap.parse_args()

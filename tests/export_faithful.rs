@@ -225,6 +225,7 @@ fn every_family_exports_its_source_config_and_generation_config() {
         "tiny-mistral",
         "var-phi3",
         "var-phi3-longrope",
+        "var-smollm3",
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let src = tmp.path().join("src");

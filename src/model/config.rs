@@ -1,6 +1,7 @@
 //! Model configuration, read from a Hugging Face `config.json`.
 //!
-//! Two families: the Llama family (Llama 2/3.x, Mistral, Qwen2/2.5, Qwen3, Phi-3/3.5/4-mini:
+//! Two families: the Llama family (Llama 2/3.x, Mistral, Qwen2/2.5, Qwen3, Phi-3/3.5/4-mini,
+//! SmolLM3 (NoPE layers: `no_rope_layers`):
 //! RMSNorm, RoPE with llama3 / linear / yarn / dynamic / longrope scaling and Phi's partial
 //! rotary (rope.rs), SwiGLU, GQA, sliding windows (window.rs), Qwen3's per-head q/k RMSNorm,
 //! Phi-3's fused qkv_proj / gate_up_proj (layout.rs)) and GPT-2 (LayerNorm, learned positions, tanh-GELU, fused Conv1D
@@ -28,7 +29,7 @@ pub enum Arch {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
     pub arch: Arch,
-    /// HF `model_type` as read ("llama", "mistral", "qwen2", "qwen3", "phi3", "gpt2").
+    /// HF `model_type` as read ("llama", "mistral", "qwen2", "qwen3", "phi3", "smollm3", "gpt2").
     pub model_type: String,
     pub vocab_size: usize,
     pub hidden: usize,
@@ -46,6 +47,9 @@ pub struct ModelConfig {
     /// Llama family: the leading dims of each head that rotate (head_dim, or less under Phi's
     /// partial_rotary_factor). GPT-2: unused.
     pub rotary_dim: usize,
+    /// Per layer: whether q and k are rotated (SmolLM3's `no_rope_layers`: 0 marks a NoPE layer,
+    /// which attends without positions); all true otherwise, and unused for GPT-2.
+    pub rope_layers: Vec<bool>,
     /// Phi-3: q | k | v stored as one `qkv_proj` [(H + 2·KV)·Dh, D] and gate | up as one
     /// `gate_up_proj` [2F, D] (layout.rs views their row blocks as Q, K, V, Gate, Up).
     pub fused_projections: bool,
@@ -166,11 +170,13 @@ impl ModelConfig {
         let c = Keys { obj, origin };
         let model_type = c.string("model_type")?;
         let cfg = match model_type.as_str() {
-            "llama" | "mistral" | "qwen2" | "qwen3" | "phi3" => llama(&c, model_type)?,
+            "llama" | "mistral" | "qwen2" | "qwen3" | "phi3" | "smollm3" => {
+                llama(&c, model_type)?
+            }
             "gpt2" => gpt2(&c)?,
             other => {
                 return Err(user!(
-                    "{origin}: model_type `{other}` is not supported (supported: llama, mistral, qwen2, qwen3, phi3, gpt2)"
+                    "{origin}: model_type `{other}` is not supported (supported: llama, mistral, qwen2, qwen3, phi3, smollm3, gpt2)"
                 ))
             }
         };
@@ -232,6 +238,7 @@ impl ModelConfig {
                     "qwen2" => "Qwen2ForCausalLM",
                     "qwen3" => "Qwen3ForCausalLM",
                     "phi3" => "Phi3ForCausalLM",
+                    "smollm3" => "SmolLM3ForCausalLM",
                     _ => "LlamaForCausalLM",
                 };
                 put("architectures", serde_json::json!([class]));
@@ -278,6 +285,16 @@ impl ModelConfig {
                         for (k, v) in self.sliding_window.qwen_keys() {
                             put(k, v);
                         }
+                    }
+                    "smollm3" => {
+                        for (k, v) in self.sliding_window.qwen_keys() {
+                            if k != "max_window_layers" {
+                                put(k, v);
+                            }
+                        }
+                        let nope: Vec<Value> =
+                            self.rope_layers.iter().map(|&r| (r as u8).into()).collect();
+                        put("no_rope_layers", Value::Array(nope));
                     }
                     _ => {}
                 }
@@ -449,12 +466,15 @@ impl Keys<'_> {
 
 /// What transformers' config class of a Llama-family `model_type` assumes for a key that
 /// config.json leaves out (transformers 5: MistralConfig num_key_value_heads 8; Qwen2Config /
-/// Qwen3Config 32, and Qwen3Config head_dim 128; LlamaConfig derives both). None: derived from
-/// the heads (kv heads = heads, head_dim = hidden / heads).
+/// Qwen3Config 32, and Qwen3Config head_dim 128; SmolLM3Config 4 and tied embeddings; LlamaConfig
+/// derives both). None: derived from the heads (kv heads = heads, head_dim = hidden / heads).
 struct ClassDefaults {
     kv_heads: Option<usize>,
     head_dim: Option<usize>,
     max_positions: usize,
+    tie_embeddings: bool,
+    /// pad_token_id (nn.Embedding's padding_idx).
+    pad: Option<i64>,
 }
 
 impl ClassDefaults {
@@ -464,12 +484,60 @@ impl ClassDefaults {
             "qwen2" => (Some(32), None, 32_768),
             "qwen3" => (Some(32), Some(128), 32_768),
             "phi3" => (None, None, 4096),
+            "smollm3" => (Some(4), None, 32_768),
             _ => (None, None, 2048),
         };
         ClassDefaults {
             kv_heads,
             head_dim,
             max_positions,
+            tie_embeddings: model_type == "smollm3",
+            pad: match model_type {
+                "phi3" => Some(32_000),
+                "smollm3" => Some(128_004),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// SmolLM3's rotary layers: `no_rope_layers` (one 0/1 per layer, 1 = rotary), or without it
+/// every layer but each `no_rope_layer_interval`-th (default 4); every layer for other types.
+fn rope_layers(c: &Keys, model_type: &str, layers: usize) -> Result<Vec<bool>> {
+    let origin = c.origin;
+    if model_type != "smollm3" {
+        return Ok(vec![true; layers]);
+    }
+    match c.get("no_rope_layers") {
+        Some(v) => {
+            let list = v.as_array().ok_or_else(|| {
+                user!("{origin}: key `no_rope_layers` must be a list of 0 and 1, found {v}")
+            })?;
+            if list.len() != layers {
+                return Err(user!(
+                    "{origin}: `no_rope_layers` lists {} layers, num_hidden_layers is {layers}",
+                    list.len()
+                ));
+            }
+            list.iter()
+                .enumerate()
+                .map(|(i, x)| match x.as_u64() {
+                    Some(0) => Ok(false),
+                    Some(1) => Ok(true),
+                    _ => Err(user!(
+                        "{origin}: no_rope_layers[{i}] = {x} must be 0 (no rotary) or 1"
+                    )),
+                })
+                .collect()
+        }
+        None => {
+            let every = c.opt_usize("no_rope_layer_interval")?.unwrap_or(4);
+            if every == 0 {
+                return Err(user!(
+                    "{origin}: no_rope_layer_interval must be positive, found 0"
+                ));
+            }
+            Ok((0..layers).map(|l| (l + 1) % every != 0).collect())
         }
     }
 }
@@ -498,7 +566,8 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
     let rope = rope::from_config(c.obj, origin, max_positions, head_dim, &model_type)?;
     let layers = c.layer_count("num_hidden_layers")?;
     let mut notes = Vec::new();
-    let sliding_window = window::from_config(c.obj, &model_type, layers, origin, &mut notes)?;
+    let rope_layers = rope_layers(c, &model_type, layers)?;
+    let sliding_window = window::from_config(c.obj, &model_type, &rope_layers, origin, &mut notes)?;
     // pretraining_tp > 1 made transformers 4.x split each projection into that many slices and
     // add the partial products (the same sums, another rounding); transformers 5 ignores it.
     if c.opt_usize("pretraining_tp")? == Some(0) {
@@ -551,6 +620,7 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
         rope_theta: rope.theta,
         rope_scaling: rope.scaling,
         rotary_dim: rope.rotary_dim,
+        rope_layers,
         fused_projections: phi3,
         qk_norm: model_type == "qwen3",
         sliding_window,
@@ -558,14 +628,15 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
         attn_scale_by_inverse_layer: false,
         gelu: Gelu::Tanh,
         max_positions,
-        tie_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(false),
+        tie_embeddings: c
+            .opt_bool("tie_word_embeddings")?
+            .unwrap_or(class.tie_embeddings),
         qkv_bias,
         o_bias,
         mlp_bias: !phi3 && c.opt_bool("mlp_bias")?.unwrap_or(false),
         bos_token_id: c.opt_token("bos_token_id")?,
         eos_token_id: c.opt_token("eos_token_id")?,
-        // Phi3Config's default is 32000; the other classes' None
-        embedding_padding_idx: c.padding_idx(vocab_size, phi3.then_some(32_000))?,
+        embedding_padding_idx: c.padding_idx(vocab_size, class.pad)?,
         model_type,
         notes,
         source: None,
@@ -613,6 +684,7 @@ fn gpt2(c: &Keys) -> Result<ModelConfig> {
         rope_theta: 0.0,
         rope_scaling: RopeScaling::None,
         rotary_dim: 0,
+        rope_layers: vec![false; layers],
         fused_projections: false,
         qk_norm: false,
         sliding_window: SlidingWindow::none(layers),
@@ -742,6 +814,51 @@ mod tests {
         assert!(llama(serde_json::json!({"hidden_act": "swish", "pretraining_tp": 2})).is_ok());
         assert!(llama(serde_json::json!({"hidden_act": "gelu"})).is_err());
         assert!(llama(serde_json::json!({"pretraining_tp": 0})).is_err());
+    }
+
+    #[test]
+    fn smollm3_reads_its_nope_layers_and_class_defaults() {
+        let smol = |extra: serde_json::Value| {
+            let mut v = serde_json::json!({"model_type": "smollm3", "vocab_size": 128256,
+                "hidden_size": 64, "num_attention_heads": 8, "num_hidden_layers": 8,
+                "intermediate_size": 96});
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            ModelConfig::from_json_str(&v.to_string(), "config.json")
+        };
+        // SmolLM3Config's defaults: a NoPE layer every 4th, 4 kv heads, tied, pad 128004
+        let c = smol(serde_json::json!({})).unwrap();
+        let nope: Vec<usize> = (0..8).filter(|&l| !c.rope_layers[l]).collect();
+        assert_eq!(nope, vec![3, 7]);
+        assert_eq!(
+            (c.kv_heads, c.tie_embeddings, c.embedding_padding_idx),
+            (4, true, Some(128_004))
+        );
+        let c = smol(serde_json::json!({"no_rope_layer_interval": 3})).unwrap();
+        assert_eq!(c.rope_layers, [true, true, false, true, true, false, true, true]);
+        let listed = serde_json::json!({"no_rope_layers": [1, 0, 1, 1, 1, 1, 1, 0]});
+        let c = smol(listed).unwrap();
+        assert_eq!(c.rope_layers.iter().filter(|&&r| !r).count(), 2);
+        let again = ModelConfig::from_json_str(&c.to_hf_json().to_string(), "x").unwrap();
+        assert_eq!(again.rope_layers, c.rope_layers);
+        for (bad, want) in [
+            (
+                serde_json::json!({"no_rope_layers": [1, 0]}),
+                "`no_rope_layers` lists 2 layers",
+            ),
+            (
+                serde_json::json!({"no_rope_layers": [1, 2, 1, 1, 1, 1, 1, 1]}),
+                "no_rope_layers[1] = 2",
+            ),
+            (
+                serde_json::json!({"no_rope_layer_interval": 0}),
+                "no_rope_layer_interval must be positive",
+            ),
+        ] {
+            let e = smol(bad).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     #[test]

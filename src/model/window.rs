@@ -10,6 +10,8 @@
 //!                  `layer_types`, when a window is set and ℓ ≥ `max_window_layers` (default 28).
 //!                  A layer marked "sliding_attention" without a window is an error (transformers
 //!                  cannot build its mask either).
+//!   smollm3:       as qwen2, except that without `layer_types` the windowed layers are the NoPE
+//!                  layers (`no_rope_layers[ℓ]` = 0), as SmolLM3Config derives layer_types.
 //!   phi3:          `sliding_window` w (absent or null: none): every layer windowed, as mistral
 //!                  but with no window by default (Phi3Config's default is None).
 //!   llama:         no sliding window; a non-null `sliding_window` is rejected rather than ignored.
@@ -78,14 +80,16 @@ impl SlidingWindow {
     }
 }
 
-/// The sliding windows of a Llama-family config object with `layers` layers.
+/// The sliding windows of a Llama-family config object with `layers` layers; `rope_layers`:
+/// whether each layer applies the rotary embedding (smollm3's default windows follow it).
 pub fn from_config(
     obj: &Map<String, Value>,
     model_type: &str,
-    layers: usize,
+    rope_layers: &[bool],
     origin: &str,
     notes: &mut Vec<String>,
 ) -> Result<SlidingWindow> {
+    let layers = rope_layers.len();
     let get = |k: &str| obj.get(k).filter(|v| !v.is_null());
     let window = match get("sliding_window") {
         None => None,
@@ -124,7 +128,7 @@ pub fn from_config(
                 layers: vec![window.is_some(); layers],
             })
         }
-        "qwen2" | "qwen3" => {
+        "qwen2" | "qwen3" | "smollm3" => {
             let use_window = flag("use_sliding_window")?.unwrap_or(false);
             let window = window.filter(|_| use_window);
             let windowed: Vec<bool> = match get("layer_types") {
@@ -149,6 +153,9 @@ pub fn from_config(
                         })
                         .collect::<Result<_>>()?
                 }
+                None if model_type == "smollm3" => (0..layers)
+                    .map(|l| window.is_some() && !rope_layers[l])
+                    .collect(),
                 None => {
                     let first = match get("max_window_layers") {
                         None => 28,
@@ -189,10 +196,38 @@ mod tests {
         from_config(
             json.as_object().unwrap(),
             t,
-            layers,
+            &vec![true; layers],
             "config.json",
             &mut Vec::new(),
         )
+    }
+
+    /// SmolLM3Config derives layer_types from no_rope_layers: windows on the NoPE layers when
+    /// use_sliding_window; an explicit layer_types wins.
+    #[test]
+    fn smollm3_windows_default_to_the_nope_layers() {
+        let nope = [true, true, true, false, true, true, true, false];
+        let at = |json: Value| {
+            let w = from_config(
+                json.as_object().unwrap(),
+                "smollm3",
+                &nope,
+                "config.json",
+                &mut Vec::new(),
+            )
+            .unwrap();
+            (0..8).map(|l| w.of(l)).collect::<Vec<_>>()
+        };
+        let on = serde_json::json!({"use_sliding_window": true, "sliding_window": 9});
+        let w = at(on);
+        assert_eq!((w[2], w[3], w[7]), (None, Some(9), Some(9)));
+        assert!(at(serde_json::json!({"sliding_window": 9})).iter().all(Option::is_none));
+        let types: Vec<&str> = (0..8)
+            .map(|l| if l == 0 { "sliding_attention" } else { "full_attention" })
+            .collect();
+        let w = at(serde_json::json!({"use_sliding_window": true, "sliding_window": 9,
+            "layer_types": types}));
+        assert_eq!((w[0], w[3]), (Some(9), None));
     }
 
     #[test]

@@ -262,7 +262,12 @@ impl Transformer {
             let kb = unit.tensor(Role::QkvBias);
             b.fill_zero_acc(Dst::range(g, kb.offset + qd, qd))?;
         } else {
-            for (dx_, heads) in [(&mut dq, heads), (&mut dk, kv_heads)] {
+            let rotary = if self.rotates(unit) {
+                vec![(&mut dq, heads), (&mut dk, kv_heads)]
+            } else {
+                Vec::new()
+            };
+            for (dx_, heads) in rotary {
                 b.rope_backward(
                     dst(dx_),
                     src(&batch.positions),

@@ -241,7 +241,12 @@ impl Transformer {
                 (q_raw, q_rstd) = self.head_norm(b, w, unit, Role::QNorm, &mut q, n * heads)?;
                 (k_raw, k_rstd) = self.head_norm(b, w, unit, Role::KNorm, &mut k, n * kv_heads)?;
             }
-            for (x, heads) in [(&mut q, heads), (&mut k, kv_heads)] {
+            let rotary = if self.rotates(unit) {
+                vec![(&mut q, heads), (&mut k, kv_heads)]
+            } else {
+                Vec::new()
+            };
+            for (x, heads) in rotary {
                 b.rope_forward(
                     dst(x),
                     src(&batch.positions),

@@ -338,6 +338,14 @@ impl Transformer {
     /// Causal attention over the batch's segments, in the unit's layer (its sliding window, if
     /// the layer has one). `max_seqlen` is the batch's longest segment (DeviceBatch computes it
     /// from cu_seqlens), which FlashAttention sizes its grid by.
+    /// Whether block `unit` rotates q and k (false on SmolLM3's NoPE layers).
+    fn rotates(&self, unit: &UnitSpec) -> bool {
+        let UnitKind::Block(layer) = unit.kind else {
+            unreachable!("the rotary embedding runs in block units")
+        };
+        self.cfg.rope_layers.get(layer).copied().unwrap_or(true)
+    }
+
     fn attn_dims<B: Backend>(&self, batch: &DeviceBatch<B>, unit: &UnitSpec) -> AttnDims {
         let c = &self.cfg;
         let UnitKind::Block(layer) = unit.kind else {
