@@ -10,7 +10,8 @@ Each case:
      qkv_proj / gate_up_proj, sliding_window on every layer or none, partial_rotary_factor 0.5 /
      0.75 at the top level or in rope_parameters, longrope with original_max_position_embeddings
      >= seq_len and a larger max_position_embeddings, and often a pad_token_id that occurs in the
-     data: eos, as Phi-3 pads, or a common token; sometimes a nonzero pad row);
+     data: mostly a common token, sometimes eos as Phi-3 pads (eos ends its segment, so it tests
+     the config only, never padding_idx's missing gradient); sometimes a nonzero pad row);
   2. writes a tokenizer into it that fits the vocabulary: the real GPT-2 BPE (data-cache/gpt2)
      cut to its first 256 + k merges plus <|endoftext|> (vocab >= 257), or, for vocabularies under
      257, a character-level tokenizer of the commonest characters of the text (+ <unk>, <|endoftext|>);

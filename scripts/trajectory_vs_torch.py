@@ -42,7 +42,9 @@ Usage:
   fuzz_layouts' default llama,llama,qwen2,qwen3,mistral,gpt2,gpt2 (which recorded seeds need);
   phi3 (Phi-3: fused projections, sliding window, partial rotary, longrope, a pad token in the
   data) is drawn only this way, e.g. --families phi3. Cases with a pad_token_id print (and
-  results.json records) how often it is an input of the trained batches.
+  results.json records) how often it is an input of the trained batches, and how often one with
+  a trained target after it in its segment (only those test padding_idx: an eos pad ends its
+  segment, so its row gets no gradient either way). --mutate pad-grad shows such cases fail.
   python3 scripts/trajectory_vs_torch.py --recipe recipes/quickstart.toml --steps 16
   python3 scripts/trajectory_vs_torch.py --cases 1 --first N --seed S --write-fixture \
         tests/fixtures/trajectories/NAME
@@ -736,13 +738,18 @@ def pad_occurrences(hf_dir, data_path, r):
         return None
     rows, _ = training_rows(hf_dir, data_path, r)
     sampler = Sampler(len(rows), r["seed"])
-    n_in = n_tg = 0
+    n_in = n_live = n_tg = 0
     for _ in range(r["steps"]):
         for i in sampler.next_global_batch(r["global_batch"]):
             for ids, tg in rows[i]:
                 n_in += sum(1 for t in ids if t == pad)
                 n_tg += sum(1 for t in tg if t == pad)
-    return {"pad_token_id": pad, "inputs": n_in, "targets": n_tg}
+                # with a trained target at or after it in its segment (so its row would get a
+                # gradient without padding_idx; an eos ending its segment never has one)
+                n_live += sum(1 for k, t in enumerate(ids)
+                              if t == pad and any(x != -100 for x in tg[k:]))
+    return {"pad_token_id": pad, "inputs": n_in, "inputs_upstream_of_a_target": n_live,
+            "targets": n_tg}
 
 
 def explanation(wl, wn, floor, own):
@@ -823,7 +830,8 @@ def run_case(i, args, full_text):
              f" weights vs the reference's: ours {own[2]:.2e}, torch f32 {own[3]:.2e})"
              if own else "")
           + (f"  pad id {pad['pad_token_id']}: {pad['inputs']} times an input of the trained "
-             f"batches" if pad else ""), flush=True)
+             f"batches ({pad['inputs_upstream_of_a_target']} before a trained target)"
+             if pad else ""), flush=True)
     if bad is not None and ours:
         for a, b in zip(ours, ref):
             ev = (f" eval {a.get('eval_loss')} ({a.get('eval_rows')} rows, {a.get('eval_tokens')}) "
