@@ -25,7 +25,8 @@ Phi-4-mini's rotary: partial_rotary_factor 0.75 with longrope short factors and 
 factor of max_position_embeddings / original_max_position_embeddings = 4, tied. Both set
 pad_token_id to an id their batch holds, whose embedding row nn.Embedding(padding_idx) leaves
 without gradient. One SmolLM3 fixture: a NoPE layer (no_rope_layers) beside rotary ones, and a
-window on another layer through layer_types.
+window on another layer through layer_types. One Granite fixture: its embedding, residual,
+attention and logits multipliers, with attention biases.
 Usage: python3 scripts/make_odd_fixtures.py tests/fixtures/hf [NAME ...]   (default: all)
 """
 import json
@@ -37,7 +38,7 @@ from safetensors.torch import save_file
 from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
                           MistralConfig, MistralForCausalLM, Phi3Config, Phi3ForCausalLM,
                           Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM,
-                          SmolLM3Config, SmolLM3ForCausalLM)
+                          SmolLM3Config, SmolLM3ForCausalLM, GraniteConfig, GraniteForCausalLM)
 
 ODD = {
     "odd-llama": (LlamaForCausalLM, LlamaConfig(
@@ -151,6 +152,14 @@ ODD = {
         no_rope_layers=[1, 0, 1], use_sliding_window=True, sliding_window=5,
         layer_types=["full_attention", "full_attention", "sliding_attention"],
         bos_token_id=0, eos_token_id=1, pad_token_id=29), (2, 21)),
+    # Granite 3.x: x0 = 12·embedding, each branch ×0.22 before its residual add, the softmax scale
+    # 0.09 itself, logits / 8; q/k/v/o biases, tied; pad_token_id 49 occurs twice in the batch
+    "var-granite": (GraniteForCausalLM, GraniteConfig(
+        vocab_size=57, hidden_size=32, intermediate_size=24, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.09,
+        logits_scaling=8.0, attention_bias=True, tie_word_embeddings=True,
+        bos_token_id=0, eos_token_id=1, pad_token_id=49), (2, 19)),
 }
 
 

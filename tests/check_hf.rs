@@ -6,7 +6,7 @@
 //! head_dim, linear / llama3 / yarn / dynamic rope scaling, per-layer windows, n_inner,
 //! gelu_pytorch_tanh, GPT-2's attention scale flags; Phi-3's fused projections, longrope and
 //! partial rotary, and a pad_token_id in the batch, whose embedding row takes no gradient from
-//! its lookups; SmolLM3's NoPE layers):
+//! its lookups; SmolLM3's NoPE layers; Granite's multipliers):
 //! scripts/make_odd_fixtures.py, transformers 5.24): logits, loss, every gradient and every parameter
 //! after one AdamW step within 1e-5 relative error in f32 and 1e-6 in f64. Bad checkpoints
 //! fail with one sentence naming the file and tensor, exit code 2.
@@ -23,7 +23,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// Every fixture; each must have a test pair below (`every_fixture_is_checked`).
-const FIXTURES: [&str; 26] = [
+const FIXTURES: [&str; 27] = [
     "tiny-llama",
     "tiny-gpt2",
     "tiny-qwen2",
@@ -50,6 +50,7 @@ const FIXTURES: [&str; 26] = [
     "var-phi3",
     "var-phi3-longrope",
     "var-smollm3",
+    "var-granite",
 ];
 
 /// Every relative error of `report` within `tol`, and every stage present: a gradient and an
@@ -167,6 +168,7 @@ parity_tests! {
     var_phi3_matches_hf_transformers_f32, var_phi3_matches_hf_transformers_f64: "var-phi3";
     var_phi3_longrope_matches_hf_transformers_f32, var_phi3_longrope_matches_hf_transformers_f64: "var-phi3-longrope";
     var_smollm3_matches_hf_transformers_f32, var_smollm3_matches_hf_transformers_f64: "var-smollm3";
+    var_granite_matches_hf_transformers_f32, var_granite_matches_hf_transformers_f64: "var-granite";
 }
 
 /// Qwen2's key bias trains: its gradient is transformers' (a norm well away from 0), and the

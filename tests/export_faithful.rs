@@ -226,6 +226,7 @@ fn every_family_exports_its_source_config_and_generation_config() {
         "var-phi3",
         "var-phi3-longrope",
         "var-smollm3",
+        "var-granite",
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let src = tmp.path().join("src");

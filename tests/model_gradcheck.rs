@@ -2,7 +2,8 @@
 //! paths real checkpoints add (Qwen2's q/k/v biases after which RoPE runs — the key bias has a
 //! real gradient —, llama3 and linear rope scaling with all three llama3 bands, Qwen3's per-head
 //! q/k RMSNorm with head_dim ≠ hidden/heads, sliding windows in some or all layers, GQA / MQA,
-//! packed varlen segments, tied and untied heads).
+//! packed varlen segments, tied and untied heads, Phi-3's fused projections with longrope and
+//! partial rotary, SmolLM3's NoPE layers, Granite's multipliers).
 //!
 //! Method: loss L = Σ CE over the batch's targets, computed by forward + head on the f64 CPU
 //! backend; backward gives ∂L/∂θ for every parameter. For a sample of elements of every tensor
@@ -180,6 +181,60 @@ fn qwen3_qk_norm_linear_rope_window_gradcheck() {
             "use_sliding_window": true, "sliding_window": 7,
             "layer_types": ["sliding_attention", "full_attention"],
             "rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1000000.0}
+        }),
+    );
+}
+
+/// Phi-3: fused qkv_proj / gate_up_proj (the model's Q, K, V, Gate, Up are row blocks of
+/// them), GQA, a window of 6, Phi-4-mini's rotary: 6 of 8 dims rotate, longrope short factors
+/// with the attention factor of 128 / 32 positions on cos and sin. (No pad_token_id: nn.Embedding's
+/// padding_idx deliberately gives its row no lookup gradient, which differences would see.)
+#[test]
+fn phi3_fused_longrope_partial_rotary_gradcheck() {
+    gradcheck(
+        "phi3",
+        serde_json::json!({
+            "model_type": "phi3", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 36,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "rms_norm_eps": 1e-5, "tie_word_embeddings": false, "sliding_window": 6,
+            "pad_token_id": null, "max_position_embeddings": 128,
+            "original_max_position_embeddings": 32, "partial_rotary_factor": 0.75,
+            "rope_scaling": {"type": "longrope", "short_factor": [1.0, 1.7, 3.1],
+                "long_factor": [2.0, 4.0, 8.0]},
+            "rope_theta": 10000.0
+        }),
+    );
+}
+
+/// SmolLM3: layer 1 without rotary (NoPE), a window of 5 in layer 2 only, tied.
+#[test]
+fn smollm3_nope_layer_gradcheck() {
+    gradcheck(
+        "smollm3",
+        serde_json::json!({
+            "model_type": "smollm3", "vocab_size": 64, "hidden_size": 24, "intermediate_size": 30,
+            "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "rms_norm_eps": 1e-6, "pad_token_id": null, "no_rope_layers": [1, 0, 1],
+            "use_sliding_window": true, "sliding_window": 5,
+            "layer_types": ["full_attention", "full_attention", "sliding_attention"],
+            "rope_theta": 10000.0
+        }),
+    );
+}
+
+/// Granite: the embedding multiplier, each residual branch scaled before its add, the softmax
+/// scale given by attention_multiplier, the logits divided by logits_scaling; q/k/v/o biases,
+/// tied.
+#[test]
+fn granite_multipliers_gradcheck() {
+    gradcheck(
+        "granite",
+        serde_json::json!({
+            "model_type": "granite", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 40,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "rms_norm_eps": 1e-6, "tie_word_embeddings": true, "attention_bias": true,
+            "embedding_multiplier": 6.0, "residual_multiplier": 0.3,
+            "attention_multiplier": 0.2, "logits_scaling": 4.0, "rope_theta": 10000.0
         }),
     );
 }

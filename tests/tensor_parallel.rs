@@ -551,7 +551,9 @@ fn tp_checkpoints_resume_at_other_tp_and_dp() {
 /// parallelism, var-gpt2-gelu-erf (the exact GELU on each rank's MLP columns) at tp 3 with it,
 /// var-gpt2-untied (GPT-2's own vocab-parallel lm_head) at tp 3, var-phi3 (fused qkv_proj and
 /// gate_up_proj: each rank's part of every row block; a padding row in the batch) at tp 2 with
-/// and without sequence parallelism, var-smollm3 (a NoPE layer, a windowed one) at tp 2 with it.
+/// and without sequence parallelism, var-smollm3 (a NoPE layer, a windowed one) and var-granite
+/// (the multipliers around each rank's partial sums, the vocab-parallel logits divided) at tp 2
+/// with it.
 #[test]
 fn check_hf_with_tp_matches_odd_fixtures() {
     let fixtures = root().join("tests/fixtures/hf");
@@ -566,6 +568,7 @@ fn check_hf_with_tp_matches_odd_fixtures() {
         ("var-phi3", 2, false),
         ("var-phi3", 2, true),
         ("var-smollm3", 2, true),
+        ("var-granite", 2, true),
     ] {
         let dir = fixtures.join(name).display().to_string();
         let tp_arg = tp.to_string();

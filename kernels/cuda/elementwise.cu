@@ -1,5 +1,6 @@
 // Elementwise ops over flat regions (one thread per element, grid-stride).
 //   add_act    x[i] += y[i]                      T = float | bf16 (x, y activations)
+//   scale_act  x[i] *= s                         T = float | bf16, s given in double
 //   add_acc    x[i] += y[i]                      fp32
 //   scale_acc  x[i] *= s                         fp32, s given in double
 //   cast_acc   dst[i] = T(src[i])                fp32 -> T (compute copy of master weights)
@@ -13,6 +14,11 @@ template <typename T> __device__ void add_act(T* x, const T* y, long long n) {
     FT_GRID_STRIDE(i, n) x[i] = cvt<T>(ld(x[i]) + ld(y[i]));
 }
 FT_EXPORT(add_act, (T * x, const T* y, long long n), (x, y, n))
+
+template <typename T> __device__ void scale_act(T* x, double s, long long n) {
+    FT_GRID_STRIDE(i, n) x[i] = cvt<T>((float)((double)ld(x[i]) * s));
+}
+FT_EXPORT(scale_act, (T * x, double s, long long n), (x, s, n))
 
 extern "C" __global__ void add_acc(float* x, const float* y, long long n) {
     FT_GRID_STRIDE(i, n) x[i] += y[i];

@@ -620,6 +620,8 @@ pub trait Backend: Send + Sync {
     /// x += y (the residual connection; its backward is the identity, folded into the
     /// accumulate convention).
     fn add_inplace(&self, x: ActDst<'_, Self>, y: ActSrc<'_, Self>) -> Result<()>;
+    /// x *= s (activations; Granite's embedding, residual and logits multipliers).
+    fn scale_inplace(&self, x: ActDst<'_, Self>, s: f64) -> Result<()>;
 
     // ---- loss ------------------------------------------------------------------------------
     /// Fused softmax cross-entropy over rows of logits [N, V] with targets [N] (−100 = ignore):

@@ -751,6 +751,11 @@ fn activations<A: CudaAct>() {
     t.g.add_inplace(Dst::all(&mut gx), Src::all(&gu)).unwrap();
     t.c.add_inplace(Dst::all(&mut cx), Src::all(&u)).unwrap();
     t.check("add_inplace", &t.get_act(&gx), &cx, 1.0);
+    // Granite's multipliers
+    let (mut gx, mut cx) = (t.act(&i2), i2.clone());
+    t.g.scale_inplace(Dst::all(&mut gx), 0.22).unwrap();
+    t.c.scale_inplace(Dst::all(&mut cx), 0.22).unwrap();
+    t.check("scale_inplace", &t.get_act(&gx), &cx, 1.0);
 }
 
 fn cross_entropy<A: CudaAct>() {

@@ -1,7 +1,8 @@
 //! Model configuration, read from a Hugging Face `config.json`.
 //!
 //! Two families: the Llama family (Llama 2/3.x, Mistral, Qwen2/2.5, Qwen3, Phi-3/3.5/4-mini,
-//! SmolLM3 (NoPE layers: `no_rope_layers`):
+//! SmolLM3 (NoPE layers: `no_rope_layers`), Granite 3.x (embedding, residual, attention and
+//! logits multipliers):
 //! RMSNorm, RoPE with llama3 / linear / yarn / dynamic / longrope scaling and Phi's partial
 //! rotary (rope.rs), SwiGLU, GQA, sliding windows (window.rs), Qwen3's per-head q/k RMSNorm,
 //! Phi-3's fused qkv_proj / gate_up_proj (layout.rs)) and GPT-2 (LayerNorm, learned positions, tanh-GELU, fused Conv1D
@@ -29,7 +30,8 @@ pub enum Arch {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
     pub arch: Arch,
-    /// HF `model_type` as read ("llama", "mistral", "qwen2", "qwen3", "phi3", "smollm3", "gpt2").
+    /// HF `model_type` as read ("llama", "mistral", "qwen2", "qwen3", "phi3", "smollm3",
+    /// "granite", "gpt2").
     pub model_type: String,
     pub vocab_size: usize,
     pub hidden: usize,
@@ -47,6 +49,14 @@ pub struct ModelConfig {
     /// Llama family: the leading dims of each head that rotate (head_dim, or less under Phi's
     /// partial_rotary_factor). GPT-2: unused.
     pub rotary_dim: usize,
+    /// Granite's multipliers (1 for every other type): the token embedding's output times
+    /// `embedding_multiplier`; each attention and MLP output times `residual_multiplier` before
+    /// its residual add; the logits divided by `logits_scaling`.
+    pub embedding_multiplier: f64,
+    pub residual_multiplier: f64,
+    pub logits_scaling: f64,
+    /// Granite's `attention_multiplier`: the softmax scale itself, in place of 1/√head_dim.
+    pub attention_multiplier: Option<f64>,
     /// Per layer: whether q and k are rotated (SmolLM3's `no_rope_layers`: 0 marks a NoPE layer,
     /// which attends without positions); all true otherwise, and unused for GPT-2.
     pub rope_layers: Vec<bool>,
@@ -105,6 +115,9 @@ impl ModelConfig {
     /// and longrope's attention factor multiplies cos and sin in the rotary op instead: under
     /// partial rotary it scales only the rotated dims.)
     pub fn attention_scale(&self, layer: usize) -> f64 {
+        if let Some(m) = self.attention_multiplier {
+            return m;
+        }
         let mut scale = if self.attn_scale_by_head_dim {
             1.0 / (self.head_dim as f64).sqrt()
         } else {
@@ -170,13 +183,13 @@ impl ModelConfig {
         let c = Keys { obj, origin };
         let model_type = c.string("model_type")?;
         let cfg = match model_type.as_str() {
-            "llama" | "mistral" | "qwen2" | "qwen3" | "phi3" | "smollm3" => {
+            "llama" | "mistral" | "qwen2" | "qwen3" | "phi3" | "smollm3" | "granite" => {
                 llama(&c, model_type)?
             }
             "gpt2" => gpt2(&c)?,
             other => {
                 return Err(user!(
-                    "{origin}: model_type `{other}` is not supported (supported: llama, mistral, qwen2, qwen3, phi3, smollm3, gpt2)"
+                    "{origin}: model_type `{other}` is not supported (supported: llama, mistral, qwen2, qwen3, phi3, smollm3, granite, gpt2)"
                 ))
             }
         };
@@ -239,6 +252,7 @@ impl ModelConfig {
                     "qwen3" => "Qwen3ForCausalLM",
                     "phi3" => "Phi3ForCausalLM",
                     "smollm3" => "SmolLM3ForCausalLM",
+                    "granite" => "GraniteForCausalLM",
                     _ => "LlamaForCausalLM",
                 };
                 put("architectures", serde_json::json!([class]));
@@ -256,6 +270,13 @@ impl ModelConfig {
                 put("rope_theta", self.rope_theta.into());
                 put("rope_scaling", self.rope_scaling.to_hf_json());
                 put("tie_word_embeddings", self.tie_embeddings.into());
+                if self.model_type == "granite" {
+                    put("embedding_multiplier", self.embedding_multiplier.into());
+                    put("residual_multiplier", self.residual_multiplier.into());
+                    put("logits_scaling", self.logits_scaling.into());
+                    let m = self.attention_multiplier.unwrap_or(1.0);
+                    put("attention_multiplier", m.into());
+                }
                 if self.rotary_dim != self.head_dim {
                     put(
                         "partial_rotary_factor",
@@ -604,6 +625,28 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
     };
     c.dropout_note(dropouts, &mut notes)?;
     let vocab_size = c.usize("vocab_size")?;
+    // GraniteConfig's four multipliers, 1.0 by default; other classes have none
+    let multiplier = |key: &str| -> Result<f64> {
+        if model_type != "granite" {
+            return Ok(1.0);
+        }
+        match c.opt_f64(key)? {
+            None => Ok(1.0),
+            Some(m) if m.is_finite() && m > 0.0 => Ok(m),
+            Some(m) => Err(user!(
+                "{origin}: {key} = {m} must be a positive number"
+            )),
+        }
+    };
+    let (embedding_multiplier, residual_multiplier, logits_scaling) = (
+        multiplier("embedding_multiplier")?,
+        multiplier("residual_multiplier")?,
+        multiplier("logits_scaling")?,
+    );
+    let attention_multiplier = match model_type.as_str() {
+        "granite" => Some(multiplier("attention_multiplier")?),
+        _ => None,
+    };
     Ok(ModelConfig {
         arch: Arch::Llama,
         vocab_size,
@@ -620,6 +663,10 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
         rope_theta: rope.theta,
         rope_scaling: rope.scaling,
         rotary_dim: rope.rotary_dim,
+        embedding_multiplier,
+        residual_multiplier,
+        logits_scaling,
+        attention_multiplier,
         rope_layers,
         fused_projections: phi3,
         qk_norm: model_type == "qwen3",
@@ -684,6 +731,10 @@ fn gpt2(c: &Keys) -> Result<ModelConfig> {
         rope_theta: 0.0,
         rope_scaling: RopeScaling::None,
         rotary_dim: 0,
+        embedding_multiplier: 1.0,
+        residual_multiplier: 1.0,
+        logits_scaling: 1.0,
+        attention_multiplier: None,
         rope_layers: vec![false; layers],
         fused_projections: false,
         qk_norm: false,
@@ -814,6 +865,45 @@ mod tests {
         assert!(llama(serde_json::json!({"hidden_act": "swish", "pretraining_tp": 2})).is_ok());
         assert!(llama(serde_json::json!({"hidden_act": "gelu"})).is_err());
         assert!(llama(serde_json::json!({"pretraining_tp": 0})).is_err());
+    }
+
+    #[test]
+    fn granite_reads_its_multipliers() {
+        let granite = |extra: serde_json::Value| {
+            let mut v = serde_json::json!({"model_type": "granite", "vocab_size": 49155,
+                "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,
+                "intermediate_size": 96});
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            ModelConfig::from_json_str(&v.to_string(), "config.json")
+        };
+        // GraniteConfig's defaults are all 1.0, attention_multiplier too (not 1/√head_dim)
+        let c = granite(serde_json::json!({})).unwrap();
+        let m = |c: &ModelConfig| {
+            (
+                c.embedding_multiplier,
+                c.residual_multiplier,
+                c.logits_scaling,
+                c.attention_scale(1),
+            )
+        };
+        assert_eq!(m(&c), (1.0, 1.0, 1.0, 1.0));
+        let set = serde_json::json!({"embedding_multiplier": 12.0, "residual_multiplier": 0.22,
+            "logits_scaling": 8.0, "attention_multiplier": 0.0078125});
+        let c = granite(set).unwrap();
+        assert_eq!(m(&c), (12.0, 0.22, 8.0, 0.0078125));
+        let again = ModelConfig::from_json_str(&c.to_hf_json().to_string(), "x").unwrap();
+        assert_eq!(m(&again), m(&c));
+        let e = granite(serde_json::json!({"logits_scaling": 0.0}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("logits_scaling = 0 must be a positive number"), "{e}");
+        // other types do not read the keys (their transformers classes ignore them)
+        let llama = serde_json::json!({"model_type": "llama", "vocab_size": 10,
+            "hidden_size": 8, "num_attention_heads": 2, "num_hidden_layers": 1,
+            "intermediate_size": 8, "embedding_multiplier": 12.0});
+        assert_eq!(parse(llama).embedding_multiplier, 1.0);
     }
 
     #[test]

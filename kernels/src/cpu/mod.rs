@@ -465,6 +465,10 @@ impl<T: CpuFloat, M: HostMemory> Backend for CpuBackend<T, M> {
         elementwise::add(w(x), r(y));
         Ok(())
     }
+    fn scale_inplace(&self, x: Dst<'_, Self::Act>, s: f64) -> Result<()> {
+        elementwise::scale(w(x), s);
+        Ok(())
+    }
 
     fn cross_entropy(
         &self,

@@ -24,6 +24,16 @@ impl<A: CudaAct> CudaBackend<A> {
         self.launch("elementwise", &Self::kname("add_act"), grid_for(n), &args)
     }
 
+    pub(crate) fn scale_act(&self, mut x: ADst<'_, A>, s: f64) -> Result<()> {
+        let n = x.len;
+        if n == 0 {
+            return Ok(());
+        }
+        let mut bind = Bound::new(&self.stream);
+        let args = [P(bind.w(&mut x)), F64(s), I64(n as i64)];
+        self.launch("elementwise", &Self::kname("scale_act"), grid_for(n), &args)
+    }
+
     pub(crate) fn add_f32(
         &self,
         mut x: Dst<'_, CudaSlice<f32>>,

@@ -302,6 +302,9 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
     fn add_inplace(&self, x: D<'_, A>, y: S<'_, A>) -> Result<()> {
         self.add_act(x, y)
     }
+    fn scale_inplace(&self, x: D<'_, A>, s: f64) -> Result<()> {
+        self.scale_act(x, s)
+    }
 
     fn cross_entropy(
         &self,

@@ -29,7 +29,7 @@ use super::super::batch::DeviceBatch;
 use super::super::config::Arch;
 use super::super::layout::{Role, UnitSpec};
 use super::norm::NormIn;
-use super::{dst, src, t, tm, weight_grads, BlockActs, Forward, Transformer};
+use super::{dst, scaled_copy, src, t, tm, weight_grads, BlockActs, Forward, Transformer};
 use ferrotron_kernels::{Backend, Dst, LinearDims, Result};
 use ferrotron_parallel::{NoTp, TpComm};
 use ferrotron_zero::ParamStore;
@@ -121,10 +121,12 @@ impl Transformer {
         let (qd, kvd) = (heads * c.head_dim, kv_heads * c.head_dim);
         let gpt2 = c.arch == Arch::Gpt2;
 
-        // MLP: out = mid + down(act);  dx currently holds ∂/∂out, which is also ∂/∂mid's direct path.
+        // MLP: out = mid + r·down(act) (r: Granite's residual_multiplier, else 1);  dx currently
+        // holds ∂/∂out, which is also ∂/∂mid's direct path; the branch gets r·dx.
         let mut act = b.empty_act(n * f)?;
         self.mlp_activation(b, &a.gate, &a.up, &mut act)?;
         let mut dact = b.zeros_act(n * f)?;
+        let d_down = scaled_copy(b, dx, c.residual_multiplier)?;
         self.row_parallel_bwd(
             b,
             w,
@@ -132,7 +134,7 @@ impl Transformer {
             unit,
             (Role::Down, Role::DownBias),
             &act,
-            dx,
+            d_down.as_ref().unwrap_or(dx),
             &mut dact,
             f,
             n,
@@ -194,8 +196,9 @@ impl Transformer {
         )?;
         drop((norm2, h2_all));
 
-        // attention: mid = x + o·Woᵀ;  dx now holds ∂/∂mid.
+        // attention: mid = x + r·o·Woᵀ;  dx now holds ∂/∂mid; the branch gets r·dx.
         let mut d_o = b.zeros_act(n * qd)?;
+        let d_attn = scaled_copy(b, dx, c.residual_multiplier)?;
         self.row_parallel_bwd(
             b,
             w,
@@ -203,7 +206,7 @@ impl Transformer {
             unit,
             (Role::O, Role::OBias),
             &a.o,
-            dx,
+            d_attn.as_ref().unwrap_or(dx),
             &mut d_o,
             qd,
             n,

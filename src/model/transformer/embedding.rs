@@ -14,7 +14,7 @@
 use super::super::batch::DeviceBatch;
 use super::super::config::Arch;
 use super::super::layout::Role;
-use super::{dst, src, t, tm, Transformer};
+use super::{dst, scale_unless_one, scaled_copy, src, t, tm, Transformer};
 use ferrotron_kernels::{Backend, Result};
 use ferrotron_parallel::TpComm;
 use ferrotron_zero::ParamStore;
@@ -52,6 +52,7 @@ impl Transformer {
             n,
             d,
         )?;
+        scale_unless_one(b, &mut x, self.cfg.embedding_multiplier)?;
         let mut pos = None;
         if self.cfg.arch == Arch::Gpt2 && self.tp.adds_replicated_bias() {
             let mut p = b.zeros_act(n * d)?;
@@ -102,6 +103,8 @@ impl Transformer {
         } else {
             dx
         };
+        // x₀ = multiplier · table[id] (Granite): the table's gradient is multiplier · dx₀
+        let dx_table = scaled_copy(b, dx, self.cfg.embedding_multiplier)?;
         let eu = self.embedding_unit();
         store.before_grad(b, eu)?;
         {
@@ -113,7 +116,7 @@ impl Transformer {
             };
             b.embedding_backward(
                 src(ids),
-                src(dx),
+                src(dx_table.as_ref().unwrap_or(dx)),
                 tm(&mut g[eu], unit, Role::TokenEmbedding),
                 n,
                 d,

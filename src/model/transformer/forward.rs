@@ -35,7 +35,7 @@ use super::super::batch::DeviceBatch;
 use super::super::config::Arch;
 use super::super::layout::{Role, UnitSpec};
 use super::norm::NormIn;
-use super::{dst, opt, src, t, BlockActs, Forward, NormOut, Transformer};
+use super::{dst, opt, scale_unless_one, src, t, BlockActs, Forward, NormOut, Transformer};
 use ferrotron_kernels::{Backend, Result};
 use ferrotron_parallel::{NoTp, TpComm};
 use ferrotron_zero::ParamStore;
@@ -272,6 +272,7 @@ impl Transformer {
         )?;
         let mut mid =
             self.row_parallel_forward(b, w, unit, (Role::O, Role::OBias), &o, qd, n, tp)?;
+        scale_unless_one(b, &mut mid, c.residual_multiplier)?;
 
         // MLP: m = x + o·Woᵀ, fused with norm₂.
         let roles = (Role::MlpNorm, Role::MlpNormBias);
@@ -304,7 +305,9 @@ impl Transformer {
             let mut act = b.empty_act(n * f)?;
             self.mlp_activation(b, &gate, &up, &mut act)?;
             let roles = (Role::Down, Role::DownBias);
-            Some(self.row_parallel_forward(b, w, unit, roles, &act, f, n, tp)?)
+            let mut out = self.row_parallel_forward(b, w, unit, roles, &act, f, n, tp)?;
+            scale_unless_one(b, &mut out, c.residual_multiplier)?;
+            Some(out)
         } else {
             None
         };

@@ -19,7 +19,7 @@
 use super::super::batch::DeviceBatch;
 use super::super::config::Arch;
 use super::super::layout::Role;
-use super::{dst, src, t, weight_grads, Forward, Transformer};
+use super::{dst, scale_unless_one, src, t, weight_grads, Forward, Transformer};
 use ferrotron_kernels::{Backend, Dst, LinearDims, Result, Src, VocabSlice, WeightLayout};
 use ferrotron_parallel::{NoTp, TpComm};
 use ferrotron_zero::ParamStore;
@@ -105,6 +105,9 @@ impl Transformer {
             &mut rstd,
             nr,
         )?;
+        // Granite divides the logits by logits_scaling: the same as dividing h_f (h_f·Wᵀ/s =
+        // (h_f/s)·Wᵀ, and dW = dlogitsᵀ·h_f/s either way); ∂h_f is divided below.
+        scale_unless_one(b, &mut hf, 1.0 / c.logits_scaling)?;
         let hf_all = self.gather_tokens(b, tp, &hf, n)?;
         let hf = hf_all.unwrap_or(hf);
 
@@ -200,6 +203,8 @@ impl Transformer {
                     tp.f_backward(b, dst(&mut dhf))?;
                     dhf
                 };
+                let mut dhf = dhf;
+                scale_unless_one(b, &mut dhf, 1.0 / c.logits_scaling)?;
                 let mut dx = b.zeros_act(nr * d)?;
                 let roles = (Role::FinalNorm, Role::FinalNormBias);
                 self.norm_backward(

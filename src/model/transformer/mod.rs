@@ -144,6 +144,27 @@ fn dst<T: ferrotron_kernels::Buffer>(b: &mut T) -> Dst<'_, T> {
     Dst::all(b)
 }
 
+/// s·x in a new buffer, or None when s = 1 (Granite's multipliers in backward: the scaled
+/// gradient goes to one branch while x itself flows on).
+fn scaled_copy<B: Backend>(b: &B, x: &B::Act, s: f64) -> ferrotron_kernels::Result<Option<B::Act>> {
+    use ferrotron_kernels::Buffer;
+    if s == 1.0 {
+        return Ok(None);
+    }
+    let mut y = b.zeros_act(x.len())?;
+    b.add_inplace(dst(&mut y), src(x))?;
+    b.scale_inplace(dst(&mut y), s)?;
+    Ok(Some(y))
+}
+
+/// x *= s unless s = 1 (Granite's multipliers in forward).
+fn scale_unless_one<B: Backend>(b: &B, x: &mut B::Act, s: f64) -> ferrotron_kernels::Result<()> {
+    if s == 1.0 {
+        return Ok(());
+    }
+    b.scale_inplace(dst(x), s)
+}
+
 /// The region (offset, numel) of the weights of `role` in a unit's flat buffer (a tensor of its
 /// own or a row block of a fused one). Panics if absent: the layout and the model are built from
 /// the same config, so a missing role is a bug, not user input.
