@@ -111,7 +111,10 @@ fn export_f32_phi3_logits_are_bitwise_equal() {
     // Phi-3 as save_pretrained writes it: q | k | v in one qkv_proj, gate | up in gate_up_proj.
     let (_, _, _, tmp) = export_and_import("var-phi3", ExportDtype::F32, u64::MAX);
     let s = stored(&tmp.path().join("hf"));
-    assert_eq!(s["model.layers.1.self_attn.qkv_proj.weight"].1, vec![64, 32]);
+    assert_eq!(
+        s["model.layers.1.self_attn.qkv_proj.weight"].1,
+        vec![64, 32]
+    );
     assert_eq!(s["model.layers.0.mlp.gate_up_proj.weight"].1, vec![48, 32]);
     assert!(!s
         .keys()

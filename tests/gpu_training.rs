@@ -30,7 +30,12 @@ const MODELS: [&str; 6] = [
 
 /// Fixtures of the families that run the rotary op partially and with an attention factor
 /// (Phi-3), skip it (SmolLM3's NoPE layer) or scale activations (Granite): check-hf on CUDA too.
-const MORE_FAMILIES: [&str; 4] = ["var-phi3", "var-phi3-longrope", "var-smollm3", "var-granite"];
+const MORE_FAMILIES: [&str; 4] = [
+    "var-phi3",
+    "var-phi3-longrope",
+    "var-smollm3",
+    "var-granite",
+];
 
 fn check_hf_on_cuda<A: ferrotron_kernels::cuda::CudaAct>(dtype: &str, tol: f64) {
     let b = CudaBackend::<A>::new(0).expect(NEEDS_GPU);

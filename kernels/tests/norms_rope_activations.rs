@@ -271,7 +271,11 @@ fn rope_forward_and_gradcheck() {
                     assert!((y[base + i + half] - (x2 * c + x1 * s)).abs() < 1e-14);
                 }
                 for i in 2 * half..ROPE_DH {
-                    assert_eq!(y[base + i], x[base + i], "{name}: dim {i} must pass through");
+                    assert_eq!(
+                        y[base + i],
+                        x[base + i],
+                        "{name}: dim {i} must pass through"
+                    );
                 }
             }
         }
@@ -280,7 +284,13 @@ fn rope_forward_and_gradcheck() {
         let want: Vec<f64> = x
             .iter()
             .enumerate()
-            .map(|(i, v)| if i % ROPE_DH < 2 * half { m * m * v } else { *v })
+            .map(|(i, v)| {
+                if i % ROPE_DH < 2 * half {
+                    m * m * v
+                } else {
+                    *v
+                }
+            })
             .collect();
         assert!(
             max_rel_diff(&back, &want) < 1e-14,

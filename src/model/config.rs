@@ -633,9 +633,7 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
         match c.opt_f64(key)? {
             None => Ok(1.0),
             Some(m) if m.is_finite() && m > 0.0 => Ok(m),
-            Some(m) => Err(user!(
-                "{origin}: {key} = {m} must be a positive number"
-            )),
+            Some(m) => Err(user!("{origin}: {key} = {m} must be a positive number")),
         }
     };
     let (embedding_multiplier, residual_multiplier, logits_scaling) = (
@@ -786,6 +784,14 @@ impl Keys<'_> {
 mod tests {
     use super::*;
 
+    /// `base` with the keys of `extra` added, parsed as a config.json.
+    fn with_keys(mut base: serde_json::Value, extra: serde_json::Value) -> Result<ModelConfig> {
+        base.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        ModelConfig::from_json_str(&base.to_string(), "config.json")
+    }
+
     fn parse(json: serde_json::Value) -> ModelConfig {
         ModelConfig::from_json_str(&json.to_string(), "config.json").unwrap()
     }
@@ -852,13 +858,12 @@ mod tests {
             );
         }
         let llama = |extra: serde_json::Value| {
-            let mut v = serde_json::json!({"model_type": "llama", "vocab_size": 10,
+            with_keys(
+                serde_json::json!({"model_type": "llama", "vocab_size": 10,
                 "hidden_size": 16, "num_attention_heads": 2, "num_hidden_layers": 1,
-                "intermediate_size": 8});
-            v.as_object_mut()
-                .unwrap()
-                .extend(extra.as_object().unwrap().clone());
-            ModelConfig::from_json_str(&v.to_string(), "config.json")
+                "intermediate_size": 8}),
+                extra,
+            )
         };
         // torch's nn.SiLU under its other name; pretraining_tp only split transformers 4.x's
         // products into slices
@@ -870,13 +875,12 @@ mod tests {
     #[test]
     fn granite_reads_its_multipliers() {
         let granite = |extra: serde_json::Value| {
-            let mut v = serde_json::json!({"model_type": "granite", "vocab_size": 49155,
+            with_keys(
+                serde_json::json!({"model_type": "granite", "vocab_size": 49155,
                 "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,
-                "intermediate_size": 96});
-            v.as_object_mut()
-                .unwrap()
-                .extend(extra.as_object().unwrap().clone());
-            ModelConfig::from_json_str(&v.to_string(), "config.json")
+                "intermediate_size": 96}),
+                extra,
+            )
         };
         // GraniteConfig's defaults are all 1.0, attention_multiplier too (not 1/√head_dim)
         let c = granite(serde_json::json!({})).unwrap();
@@ -898,7 +902,10 @@ mod tests {
         let e = granite(serde_json::json!({"logits_scaling": 0.0}))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("logits_scaling = 0 must be a positive number"), "{e}");
+        assert!(
+            e.contains("logits_scaling = 0 must be a positive number"),
+            "{e}"
+        );
         // other types do not read the keys (their transformers classes ignore them)
         let llama = serde_json::json!({"model_type": "llama", "vocab_size": 10,
             "hidden_size": 8, "num_attention_heads": 2, "num_hidden_layers": 1,
@@ -909,13 +916,12 @@ mod tests {
     #[test]
     fn smollm3_reads_its_nope_layers_and_class_defaults() {
         let smol = |extra: serde_json::Value| {
-            let mut v = serde_json::json!({"model_type": "smollm3", "vocab_size": 128256,
+            with_keys(
+                serde_json::json!({"model_type": "smollm3", "vocab_size": 128256,
                 "hidden_size": 64, "num_attention_heads": 8, "num_hidden_layers": 8,
-                "intermediate_size": 96});
-            v.as_object_mut()
-                .unwrap()
-                .extend(extra.as_object().unwrap().clone());
-            ModelConfig::from_json_str(&v.to_string(), "config.json")
+                "intermediate_size": 96}),
+                extra,
+            )
         };
         // SmolLM3Config's defaults: a NoPE layer every 4th, 4 kv heads, tied, pad 128004
         let c = smol(serde_json::json!({})).unwrap();
@@ -926,7 +932,10 @@ mod tests {
             (4, true, Some(128_004))
         );
         let c = smol(serde_json::json!({"no_rope_layer_interval": 3})).unwrap();
-        assert_eq!(c.rope_layers, [true, true, false, true, true, false, true, true]);
+        assert_eq!(
+            c.rope_layers,
+            [true, true, false, true, true, false, true, true]
+        );
         let listed = serde_json::json!({"no_rope_layers": [1, 0, 1, 1, 1, 1, 1, 0]});
         let c = smol(listed).unwrap();
         assert_eq!(c.rope_layers.iter().filter(|&&r| !r).count(), 2);
@@ -954,13 +963,12 @@ mod tests {
     #[test]
     fn phi3_reads_as_transformers_phi3_config() {
         let phi3 = |extra: serde_json::Value| {
-            let mut v = serde_json::json!({"model_type": "phi3", "vocab_size": 32064,
+            with_keys(
+                serde_json::json!({"model_type": "phi3", "vocab_size": 32064,
                 "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,
-                "intermediate_size": 96});
-            v.as_object_mut()
-                .unwrap()
-                .extend(extra.as_object().unwrap().clone());
-            ModelConfig::from_json_str(&v.to_string(), "config.json")
+                "intermediate_size": 96}),
+                extra,
+            )
         };
         // Phi3Config's defaults: 4096 positions, rms_norm_eps 1e-5, pad 32000, no window, no
         // biases (attention_bias is not a Phi-3 key: noted, not applied), fused projections
@@ -977,9 +985,19 @@ mod tests {
         let c = phi3(serde_json::json!({"sliding_window": 2047, "pad_token_id": -1})).unwrap();
         assert_eq!(c.sliding_window.of(1), Some(2047));
         assert_eq!(c.embedding_padding_idx, Some(32_063));
-        assert_eq!(phi3(serde_json::json!({"pad_token_id": null})).unwrap().embedding_padding_idx, None);
-        let e = phi3(serde_json::json!({"pad_token_id": 32064})).unwrap_err().to_string();
-        assert!(e.contains("pad_token_id = 32064 is outside the vocabulary of 32064"), "{e}");
+        assert_eq!(
+            phi3(serde_json::json!({"pad_token_id": null}))
+                .unwrap()
+                .embedding_padding_idx,
+            None
+        );
+        let e = phi3(serde_json::json!({"pad_token_id": 32064}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("pad_token_id = 32064 is outside the vocabulary of 32064"),
+            "{e}"
+        );
         // longrope: its short table only, so no sequence beyond the original length
         let lr = serde_json::json!({"max_position_embeddings": 131072,
             "original_max_position_embeddings": 4096, "partial_rotary_factor": 0.75,
@@ -993,7 +1011,11 @@ mod tests {
         // the config written back reads the same
         let again = ModelConfig::from_json_str(&c.to_hf_json().to_string(), "x").unwrap();
         assert_eq!(
-            (again.rope_scaling, again.rotary_dim, again.fused_projections),
+            (
+                again.rope_scaling,
+                again.rotary_dim,
+                again.fused_projections
+            ),
             (c.rope_scaling, 12, true)
         );
         // the other Llama-family classes have no padding row by default

@@ -141,14 +141,12 @@ impl UnitSpec {
     /// Where the model finds the weights of `role`: its own tensor, or a row block of a fused
     /// one; (offset, numel) in the unit's flat buffer.
     pub fn region(&self, role: Role) -> Option<(usize, usize)> {
-        self.find(role)
-            .map(|t| (t.offset, t.numel()))
-            .or_else(|| {
-                self.views
-                    .iter()
-                    .find(|v| v.role == role)
-                    .map(|v| (v.offset, v.numel))
-            })
+        self.find(role).map(|t| (t.offset, t.numel())).or_else(|| {
+            self.views
+                .iter()
+                .find(|v| v.role == role)
+                .map(|v| (v.offset, v.numel))
+        })
     }
 
     /// The tensor of `role` in this unit. Panics if absent: the layout and the model are built
@@ -204,9 +202,7 @@ impl UnitBuilder {
     /// rank's part of every block, and a view per block for the model.
     fn add_fused(&mut self, name: String, cols: usize, role: Role, blocks: &[(Role, usize)]) {
         let sizes: Vec<usize> = blocks.iter().map(|b| b.1).collect();
-        let slice = self
-            .tp
-            .slice_fused(&[sizes.iter().sum(), cols], &sizes);
+        let slice = self.tp.slice_fused(&[sizes.iter().sum(), cols], &sizes);
         let mut at = self.numel;
         for &(view, rows) in blocks {
             let numel = self.tp.local(rows) * cols;

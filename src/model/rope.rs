@@ -764,7 +764,10 @@ mod tests {
         let near = |ours: &[f64], hf: &[f64]| {
             assert_eq!(ours.len(), hf.len());
             for (i, (a, b)) in ours.iter().zip(hf).enumerate() {
-                assert!((a - b).abs() <= 1e-6 * b, "entry {i}: ours {a:e}, transformers {b:e}");
+                assert!(
+                    (a - b).abs() <= 1e-6 * b,
+                    "entry {i}: ours {a:e}, transformers {b:e}"
+                );
             }
         };
         // 5.x: the short factors below original_max_position_embeddings; factor 8 from the two

@@ -221,12 +221,22 @@ mod tests {
         let on = serde_json::json!({"use_sliding_window": true, "sliding_window": 9});
         let w = at(on);
         assert_eq!((w[2], w[3], w[7]), (None, Some(9), Some(9)));
-        assert!(at(serde_json::json!({"sliding_window": 9})).iter().all(Option::is_none));
+        assert!(at(serde_json::json!({"sliding_window": 9}))
+            .iter()
+            .all(Option::is_none));
         let types: Vec<&str> = (0..8)
-            .map(|l| if l == 0 { "sliding_attention" } else { "full_attention" })
+            .map(|l| {
+                if l == 0 {
+                    "sliding_attention"
+                } else {
+                    "full_attention"
+                }
+            })
             .collect();
-        let w = at(serde_json::json!({"use_sliding_window": true, "sliding_window": 9,
-            "layer_types": types}));
+        let w = at(
+            serde_json::json!({"use_sliding_window": true, "sliding_window": 9,
+            "layer_types": types}),
+        );
         assert_eq!((w[0], w[3]), (Some(9), None));
     }
 
