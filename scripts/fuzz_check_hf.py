@@ -2,7 +2,9 @@
 
 For each case this draws a small random config of one of the supported classes (LlamaForCausalLM
 with default / linear / llama3 / yarn / dynamic rope scaling, GPT2LMHeadModel, Qwen2ForCausalLM,
-Qwen3ForCausalLM, MistralForCausalLM), writes a fixture exactly as scripts/make_odd_fixtures.py's
+Qwen3ForCausalLM, MistralForCausalLM; with --families also Phi3ForCausalLM (fused projections,
+windows, partial rotary, longrope), SmolLM3ForCausalLM (NoPE layers, windows) and
+GraniteForCausalLM (multipliers), each with a pad_token_id that is often in the batch), writes a fixture exactly as scripts/make_odd_fixtures.py's
 `write_fixture` does (the same procedure as the shared make_fixtures.py `make()`: f64 model from
 fp32 save_pretrained weights, labels with row 0's first S/4 = -100, gradients, one AdamW step,
 reference.safetensors + reference.json), optionally rewrites config.json into the transformers 4.x
@@ -36,12 +38,14 @@ Usage:
   python3 scripts/fuzz_check_hf.py --seed 8 --count 100 --init 0.25  # sharper weights
   python3 scripts/fuzz_check_hf.py --seed 6 --count 100 --pure64     # + f64 vs an all-f64 reference
   python3 scripts/fuzz_check_hf.py --summarize                      # all OUT/results-s*.json
+  python3 scripts/fuzz_check_hf.py --seed 31 --count 60 --families phi3,smollm3,granite
+--families replaces the default family list (llama ×3, gpt2, qwen2, qwen3, mistral); without it
+every case of a seed is drawn exactly as before.
 Cases are reproducible from (seed, index): the directory is OUT/s<seed>-<index>-<family>.
 Results: OUT/results-s<seed>.json (one record per case) and a summary table on stdout.
 """
 import argparse
 import json
-import math
 import os
 import random
 import re
@@ -58,8 +62,10 @@ import torch  # noqa: E402
 from make_odd_fixtures import write_fixture  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from transformers import (AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig,  # noqa: E402
-                          LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
-                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+                          GraniteConfig, GraniteForCausalLM, LlamaForCausalLM, MistralConfig,
+                          MistralForCausalLM, Phi3Config, Phi3ForCausalLM, Qwen2Config,
+                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, SmolLM3Config,
+                          SmolLM3ForCausalLM)
 
 CLASSES = {
     "llama": (LlamaForCausalLM, LlamaConfig),
@@ -67,7 +73,13 @@ CLASSES = {
     "qwen2": (Qwen2ForCausalLM, Qwen2Config),
     "qwen3": (Qwen3ForCausalLM, Qwen3Config),
     "mistral": (MistralForCausalLM, MistralConfig),
+    "phi3": (Phi3ForCausalLM, Phi3Config),
+    "smollm3": (SmolLM3ForCausalLM, SmolLM3Config),
+    "granite": (GraniteForCausalLM, GraniteConfig),
 }
+DEFAULT_FAMILIES = ["llama", "llama", "llama", "gpt2", "qwen2", "qwen3", "mistral"]
+FAMILIES = list(DEFAULT_FAMILIES)  # --families replaces it
+NEW_FAMILIES = ("phi3", "smollm3", "granite")
 LIMIT = {"f32": 1e-5, "f64": 1e-6}
 MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
 
@@ -109,9 +121,93 @@ def draw_rope(rng, kind, theta, head_dim, max_pos, seq):
     return d
 
 
+def batch_ids(vocab, batch, seq):
+    """The input ids write_reference draws for a fixture of this shape (generator seed 77)."""
+    gen = torch.Generator().manual_seed(77)
+    return torch.randint(0, vocab, (batch, seq), generator=gen).flatten().tolist()
+
+
+def draw_new_family(rng, fam, kw, batch, seq, layers, hidden, heads, hd, theta, tp_shape):
+    """Fills `kw` for phi3 / smollm3 / granite (see the top comment); returns the rope kind.
+    Sets kw["_unsupported"] when it draws a setting ferrotron refuses."""
+    vocab = kw["vocab_size"]
+    # pad_token_id: an id of the batch (its row then gets no lookup gradient), another id, none
+    r = rng.random()
+    if r < 0.55:
+        kw["pad_token_id"] = rng.choice(batch_ids(vocab, batch, seq))
+    elif r < 0.8:
+        kw["pad_token_id"] = rng.randint(0, vocab - 1)
+    else:
+        kw["pad_token_id"] = None
+    max_pos = seq + rng.choice([0, 1, 3, 10, 40, 100])
+    kw["max_position_embeddings"] = max_pos
+    rope = {"rope_type": "default", "rope_theta": theta}
+    kind = "default"
+    if fam == "phi3":
+        kw.pop("head_dim", None)  # Phi3Config validates the rotary dims from hidden // heads
+        dh = hidden // heads
+        if rng.random() < 0.5:
+            p = rng.choice([0.5, 0.75, 0.25, 0.6])
+            rot = int(dh * p)
+            if rot % 2 or rot < 2:
+                kw["_unsupported"] = f"partial rotary {p} of {dh}: {rot} dims"
+            if rng.random() < 0.5:
+                kw["partial_rotary_factor"] = p
+            else:
+                rope["partial_rotary_factor"] = p
+        else:
+            rot = dh
+        if rng.random() < 0.5 and rot >= 2:
+            kind = "longrope"
+            orig = rng.choice([seq, seq + rng.randint(0, 20), max(2, seq // 2)])
+            if orig < seq:
+                kw["_unsupported"] = kw.get("_unsupported") or "sequence beyond original (longrope)"
+            kw["max_position_embeddings"] = max(max_pos, orig * rng.choice([1, 2, 4, 32]))
+            kw["original_max_position_embeddings"] = orig
+            rope.update(rope_type="longrope", original_max_position_embeddings=orig,
+                        short_factor=[round(rng.uniform(1.0, 6.0), 3) for _ in range(rot // 2)],
+                        long_factor=[round(rng.uniform(1.0, 30.0), 3) for _ in range(rot // 2)])
+            if rng.random() < 0.3:
+                rope["attention_factor"] = rng.choice([1.0, 1.2, 0.9])
+        if rng.random() < 0.5 and seq >= 3:
+            kw["sliding_window"] = rng.randint(1, seq - 1)
+    else:
+        kind = rng.choice(["default"] * 4 + ["linear", "llama3", "yarn", "dynamic"])
+        if kind == "dynamic":
+            kw["max_position_embeddings"] = max_pos = seq + rng.choice([0, 0, 2, 9])
+        rope = draw_rope(rng, kind, theta, hd, max_pos, seq)
+        if rng.random() < 0.4:
+            kw["attention_bias"] = True
+        if rng.random() < 0.3:
+            kw["mlp_bias"] = True
+    if fam == "smollm3":
+        if rng.random() < 0.6:
+            kw["no_rope_layers"] = [int(rng.random() < 0.6) for _ in range(layers)]
+        else:
+            kw["no_rope_layer_interval"] = rng.choice([1, 2, 3, 4])
+        kw["tie_word_embeddings"] = rng.random() < 0.7
+        if rng.random() < 0.6 and seq >= 3:
+            kw.update(use_sliding_window=True, sliding_window=rng.randint(1, seq - 1))
+            if rng.random() < 0.4:
+                kw["layer_types"] = [rng.choice(["sliding_attention", "full_attention"])
+                                     for _ in range(layers)]
+    if fam == "granite":
+        kw.update(embedding_multiplier=rng.choice([1.0, 12.0, 4.5, 0.5]),
+                  residual_multiplier=rng.choice([0.22, 1.0, 0.1, 0.5]),
+                  attention_multiplier=rng.choice([1.0 / hd, hd ** -0.5, 0.0078125, 0.3]),
+                  logits_scaling=rng.choice([1.0, 8.0, 16.0, 2.5]))
+    if rng.random() < 0.5 or fam == "phi3":
+        kw["rope_parameters"] = rope
+    else:  # transformers 4.x keyword style
+        kw["rope_theta"] = rope.pop("rope_theta")
+        if rope["rope_type"] != "default":
+            kw["rope_scaling"] = rope
+    return kind
+
+
 def draw_case(seed, idx):
     rng = random.Random(seed * 100003 + idx)
-    fam = rng.choice(["llama", "llama", "llama", "gpt2", "qwen2", "qwen3", "mistral"])
+    fam = rng.choice(FAMILIES)
     tp_case = idx % 4 == 3
     # tp cases: mostly shapes tensor / sequence parallelism can split (heads, kv heads, ffn and
     # batch*seq divisible by 2 or 3); the rest stay fully random
@@ -170,7 +266,8 @@ def draw_case(seed, idx):
         if fam == "mistral" and rng.random() < 0.25:
             heads, kv = rng.choice([16, 8, 24]), 8  # MistralConfig's default kv heads
         explicit_hd = fam in ("llama", "mistral", "qwen3") and rng.random() < 0.5 or \
-            fam == "qwen2" and rng.random() < 0.15 or fam == "qwen3"
+            fam == "qwen2" and rng.random() < 0.15 or fam == "qwen3" or \
+            fam in ("smollm3", "granite") and rng.random() < 0.3
         hd = rng.choice([2, 4, 6, 8, 10, 12, 14, 16, 20, 24, 32])
         if explicit_hd:
             # transformers validates hidden % heads == 0 even with an explicit head_dim
@@ -184,6 +281,17 @@ def draw_case(seed, idx):
                   rms_norm_eps=rng.choice([1e-5, 1e-6, 1e-6, 1e-3, 1e-2, 1e-8]),
                   tie_word_embeddings=rng.random() < 0.5)
         theta = rng.choice([10000.0, 500000.0, 1000000.0, 100.0, 12345.6, 10000])
+        if fam in NEW_FAMILIES:
+            rope_kind = draw_new_family(rng, fam, kw, batch, seq, layers, hidden, heads, hd,
+                                        theta, tp_shape)
+            layout = rng.choice(["5x", "4x"])
+            unsupported = kw.pop("_unsupported", None)
+            if rng.random() < 0.1:
+                kw["attention_dropout"] = 0.0
+            return {"seed": seed, "index": idx, "family": fam, "rope": rope_kind, "kwargs": kw,
+                    "drop_defaults": rng.random() < 0.35, "shape": [batch, seq],
+                    "layout": layout, "unsupported": unsupported, "heads": heads,
+                    "kv_heads": kv, "tp_case": tp_case}
         if fam == "llama":
             kinds = ["default", "linear", "llama3", "yarn", "dynamic"]
             rope_kind = rng.choice(kinds)
@@ -603,9 +711,17 @@ def main():
     ap.add_argument("--init", type=float, default=None,
                     help="force this initializer_range in every case (default: drawn from 0.02-0.1); "
                          "larger weights sharpen attention and the GELU/window/rope differences")
+    ap.add_argument("--families", default="",
+                    help="comma list replacing the default families (phi3, smollm3, granite only "
+                         "through it)")
     ap.add_argument("--summarize", action="store_true",
                     help="only print the combined summary of OUT/results-s*.json (no new cases)")
     args = ap.parse_args()
+    if args.families:
+        unknown = [f for f in args.families.split(",") if f not in CLASSES]
+        if unknown:
+            sys.exit(f"fuzz_check_hf: unknown families {unknown}; known: {sorted(CLASSES)}")
+        FAMILIES[:] = args.families.split(",")
     if args.summarize:
         import glob
         records = []

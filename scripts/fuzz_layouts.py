@@ -11,7 +11,15 @@ Each case:
      0.75 at the top level or in rope_parameters, longrope with original_max_position_embeddings
      >= seq_len and a larger max_position_embeddings, and often a pad_token_id that occurs in the
      data: mostly a common token, sometimes eos as Phi-3 pads (eos ends its segment, so it tests
-     the config only, never padding_idx's missing gradient); sometimes a nonzero pad row);
+     the config only, never padding_idx's missing gradient); sometimes a nonzero pad row),
+     SmolLM3 (smollm3: NoPE layers from an explicit no_rope_layers list or, with the key removed
+     from config.json, from no_rope_layer_interval (4 or 1-3); use_sliding_window +
+     sliding_window 3..seq_len-1, layer_types explicit or removed (windows then on the NoPE
+     layers); biases; sometimes llama3 / linear rope; pad_token_id always set, as for phi3, since
+     the class default 128004 is outside these vocabularies) and Granite 3.x (granite:
+     embedding_multiplier 1-12, residual_multiplier 0.1-1, attention_multiplier 1/head_dim ..
+     1/sqrt(head_dim), logits_scaling 1-16, a quarter of cases at the published 12 / 0.22 /
+     1/head_dim / 8 or 16; biases, tied or not, llama3 / linear rope, pad ids as for phi3);
   2. writes a tokenizer into it that fits the vocabulary: the real GPT-2 BPE (data-cache/gpt2)
      cut to its first 256 + k merges plus <|endoftext|> (vocab >= 257), or, for vocabularies under
      257, a character-level tokenizer of the commonest characters of the text (+ <unk>, <|endoftext|>);
@@ -38,8 +46,8 @@ Usage:
          recompute + pp, interleaved + ZeRO-3 / grouped p2p, uneven pp_layers, pp 4 gpipe m 1,
          eval_batches 3)] [--no-export]
         [--families F,F,... (draw the model family from this list instead of the default
-         llama,llama,qwen2,qwen3,mistral,gpt2,gpt2; a repeat weighs double; phi3 is drawn only
-         through this option, e.g. --families phi3)]
+         llama,llama,qwen2,qwen3,mistral,gpt2,gpt2; a repeat weighs double; phi3, smollm3 and
+         granite are drawn only through this option, e.g. --families phi3 or smollm3,granite)]
   python3 scripts/fuzz_layouts.py --out DIR --summarize      # rewrite DIR/summary.txt
   A case is reproduced by the same --seed, --steps, --families, --mix/--edge flags and --case N.
   Per case 40 layouts at most are drawn among those likely to run, plus 2 expected refusals.
@@ -73,7 +81,7 @@ RUN_TIMEOUT = 300
 # default as it is: recorded seeds reproduce only with it.
 DEFAULT_FAMILIES = ["llama", "llama", "qwen2", "qwen3", "mistral", "gpt2", "gpt2"]
 FAMILIES = list(DEFAULT_FAMILIES)
-ALL_FAMILIES = sorted(set(DEFAULT_FAMILIES)) + ["phi3"]
+ALL_FAMILIES = sorted(set(DEFAULT_FAMILIES)) + ["phi3", "smollm3", "granite"]
 
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
            RAYON_NUM_THREADS="1", OMPI_MCA_rmaps_base_oversubscribe="1")
@@ -180,6 +188,10 @@ def make_config(rng, eos_id_later=True):
         return family, cfg, s
     if family == "phi3":
         return make_phi3(rng, s, heads, tp_friendly, seq_len, max_pos)
+    if family == "smollm3":
+        return make_smollm3(rng, s, heads, tp_friendly, seq_len, max_pos)
+    if family == "granite":
+        return make_granite(rng, s, heads, tp_friendly, seq_len, max_pos)
     hd = 2 * rng.randint(2, 16)              # rope needs an even head_dim
     explicit_hd = rng.random() < 0.4 or family == "qwen3"
     hidden = heads * hd
@@ -295,6 +307,126 @@ def make_phi3(rng, s, heads, tp_friendly, seq_len, max_pos):
     return "phi3", cfg, s
 
 
+def draw_pad(rng, s):
+    """make_phi3's pad draw: "eos" (25%), None (15%), else a common token of the data."""
+    r = rng.random()
+    return "eos" if r < 0.25 else None if r < 0.4 else \
+        (rng.choice(PHI3_PAD_BYTES) if s["vocab"] >= 257 else rng.randint(1, 4))
+
+
+def llama_like_sizes(rng, heads, tp_friendly):
+    """head_dim (even, = hidden / heads), hidden, intermediate, tie, rope theta, rms eps."""
+    hd = 2 * rng.randint(2, 16)
+    hidden = heads * hd
+    inter = rng.randint(hidden // 2 + 3, 3 * hidden + 5)
+    if tp_friendly:
+        inter += inter % 2 if rng.random() < 0.6 else (inter % 6 and 6 - inter % 6)
+    tie = rng.random() < 0.5
+    theta = rng.choice([10000.0, 500000.0, 1000000.0, 2000000.0])
+    eps = rng.choice([1e-5, 1e-6])
+    return hd, hidden, inter, tie, theta, eps
+
+
+def draw_rope(rng, theta, seq_len, p_llama3, p_linear):
+    """rope_parameters: default, llama3 or linear (as the llama family draws them)."""
+    r = rng.random()
+    if r < p_llama3:
+        return {"rope_type": "llama3", "rope_theta": theta, "factor": rng.choice([2.0, 8.0]),
+                "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": rng.randint(8, max(9, seq_len // 2))}
+    if r < p_llama3 + p_linear:
+        return {"rope_type": "linear", "rope_theta": theta, "factor": rng.choice([2.0, 2.5])}
+    return {"rope_type": "default", "rope_theta": theta}
+
+
+def make_smollm3(rng, s, heads, tp_friendly, seq_len, max_pos):
+    """--families smollm3: a SmolLM3Config. NoPE layers (no_rope_layers[l] = 0: q and k not
+    rotated) from an explicit random 0/1 list, or with the key removed from config.json so that
+    no_rope_layer_interval applies (4, the default, or 1-3 written explicitly); use_sliding_window
+    with sliding_window 3..seq_len-1 (sometimes a window with use_sliding_window false: no window);
+    layer_types explicit (random per layer when windows are on, else all full) or removed from
+    config.json (windows then on the NoPE layers, as SmolLM3Config derives them); attention/MLP
+    biases; sometimes llama3 / linear rope; tied or not; pad_token_id set explicitly (the class
+    default 128004 is outside these vocabularies) as make_phi3 draws it. Draws only in smollm3
+    cases."""
+    from transformers import SmolLM3Config
+    hd, hidden, inter, tie, theta, eps = llama_like_sizes(rng, heads, tp_friendly)
+    layers = s["layers"]
+    drop = []                                # keys removed from the saved config.json
+    interval = 4
+    if rng.random() < 0.5:
+        nope = [rng.choice([0, 1, 1]) for _ in range(layers)]
+    else:
+        nope = None
+        interval = rng.choice([4, 4, 1, 2, 3])
+        drop.append("no_rope_layers")
+    usw = rng.random() < 0.5
+    win = rng.randint(3, max(4, seq_len - 1)) if usw or rng.random() < 0.5 else None
+    types = None
+    if rng.random() < 0.4:
+        types = [rng.choice(["full_attention", "sliding_attention"]) if usw else "full_attention"
+                 for _ in range(layers)]
+    else:
+        drop.append("layer_types")
+    ab, mb = rng.random() < 0.3, rng.random() < 0.3
+    rope = draw_rope(rng, theta, seq_len, 0.15, 0.1)
+    pad = draw_pad(rng, s)
+    kw = {} if interval == 4 and rng.random() < 0.5 else {"no_rope_layer_interval": interval}
+    cfg = SmolLM3Config(vocab_size=s["vocab"], hidden_size=hidden, intermediate_size=inter,
+                        num_hidden_layers=layers, num_attention_heads=heads,
+                        num_key_value_heads=s["kv"], max_position_embeddings=max_pos,
+                        tie_word_embeddings=tie, rms_norm_eps=eps, rope_parameters=rope,
+                        use_sliding_window=usw, sliding_window=win, no_rope_layers=nope,
+                        layer_types=types, attention_bias=ab, mlp_bias=mb,
+                        attention_dropout=0.0, pad_token_id=None if pad == "eos" else pad, **kw)
+    s.update(hidden=hidden, inter=inter, tie=tie, head_dim=hd, rope=rope["rope_type"],
+             no_rope_layers=list(cfg.no_rope_layers), nope_from=("list" if nope else
+                                                                   f"interval {interval}"),
+             use_sliding_window=usw, sliding_window=win,
+             layer_types=types and "".join("s" if t == "sliding_attention" else "f"
+                                           for t in types),
+             attention_bias=ab, mlp_bias=mb, pad=pad, pad_row=rng.random() < 0.5,
+             drop_keys=drop)
+    return "smollm3", cfg, s
+
+
+def make_granite(rng, s, heads, tp_friendly, seq_len, max_pos):
+    """--families granite: a GraniteConfig (Granite 3.x) with its four multipliers drawn from
+    realistic ranges, sometimes at the published values: embedding_multiplier 1-12 (12),
+    residual_multiplier 0.1-1 (0.22), attention_multiplier (the softmax scale) log-uniform in
+    1/head_dim..1/sqrt(head_dim) (1/head_dim), logits_scaling 1-16 (8, 16); attention/MLP biases;
+    tied or not; llama3 / linear rope as the llama family; pad_token_id as make_phi3 draws it
+    (Granite 3 pads with eos). Draws only in granite cases."""
+    from transformers import GraniteConfig
+    hd, hidden, inter, tie, theta, eps = llama_like_sizes(rng, heads, tp_friendly)
+    real = rng.random() < 0.25
+    em = 12.0 if real else round(rng.uniform(1.0, 12.0), 5)
+    rm = 0.22 if real else round(rng.uniform(0.1, 1.0), 5)
+    am = 1.0 / hd if real else \
+        float(f"{math.exp(rng.uniform(math.log(1.0 / hd), math.log(hd ** -0.5))):.6g}")
+    ls = rng.choice([8.0, 16.0]) if real else round(rng.uniform(1.0, 16.0), 4)
+    ab, mb = rng.random() < 0.3, rng.random() < 0.3
+    rope = draw_rope(rng, theta, seq_len, 0.3, 0.15)
+    pad = draw_pad(rng, s)
+    cfg = GraniteConfig(vocab_size=s["vocab"], hidden_size=hidden, intermediate_size=inter,
+                        num_hidden_layers=s["layers"], num_attention_heads=heads,
+                        num_key_value_heads=s["kv"], max_position_embeddings=max_pos,
+                        tie_word_embeddings=tie, rms_norm_eps=eps, rope_parameters=rope,
+                        attention_bias=ab, mlp_bias=mb, attention_dropout=0.0,
+                        embedding_multiplier=em, residual_multiplier=rm,
+                        attention_multiplier=am, logits_scaling=ls,
+                        pad_token_id=None if pad == "eos" else pad)
+    s.update(hidden=hidden, inter=inter, tie=tie, head_dim=hd, rope=rope["rope_type"],
+             embedding_multiplier=em, residual_multiplier=rm, attention_multiplier=am,
+             logits_scaling=ls, published_multipliers=real, attention_bias=ab, mlp_bias=mb,
+             pad=pad, pad_row=rng.random() < 0.5)
+    return "granite", cfg, s
+
+
+# make_model_dir sets pad_token_id (from s["pad"]) and the pad row (s["pad_row"]) for these
+PAD_FAMILIES = ("phi3", "smollm3", "granite")
+
+
 def make_model_dir(rng, case_dir, text):
     import torch
     from transformers import AutoModelForCausalLM
@@ -304,12 +436,12 @@ def make_model_dir(rng, case_dir, text):
     desc, tok_vocab, eos = write_tokenizer(rng, hf, cfg.vocab_size, text)
     cfg.bos_token_id = eos
     cfg.eos_token_id = eos
-    if family == "phi3":                     # the pad token (Phi-3 itself pads with eos)
+    if family in PAD_FAMILIES:               # the pad token (Phi-3, Granite pad with eos)
         cfg.pad_token_id = eos if s["pad"] == "eos" else s["pad"]
         s["pad_token_id"] = cfg.pad_token_id
     torch.manual_seed(rng.randint(0, 2**31))
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-    if family == "phi3" and cfg.pad_token_id is not None and s["pad_row"]:
+    if family in PAD_FAMILIES and cfg.pad_token_id is not None and s["pad_row"]:
         with torch.no_grad():                # nn.Embedding(padding_idx) starts the row at 0
             model.get_input_embeddings().weight[cfg.pad_token_id].normal_(0.0, 0.02)
     if rng.random() < 0.5:                   # not all-default init: biases and norms move too
@@ -318,6 +450,13 @@ def make_model_dir(rng, case_dir, text):
                 if n.endswith("bias") or "norm" in n or "ln_" in n:
                     p.add_(0.05 * torch.randn_like(p))
     model.save_pretrained(hf, safe_serialization=True)
+    if s.get("drop_keys"):                   # smollm3: keys the class derives when absent
+        path = os.path.join(hf, "config.json")
+        c = json.load(open(path))
+        for k in s["drop_keys"]:
+            c.pop(k, None)
+        with open(path, "w") as f:
+            json.dump(c, f, indent=2, sort_keys=True)
     s.update(tokenizer=desc, tokenizer_vocab=tok_vocab, eos_id=eos)
     return hf, s
 
@@ -936,7 +1075,7 @@ def main():
                     "interleaved + ZeRO-3 / grouped, uneven pp_layers, eval_batches 3, ...)")
     ap.add_argument("--families", default="",
                     help="comma list of model families to draw from instead of the default "
-                         f"{DEFAULT_FAMILIES} (a repeat weighs double), e.g. phi3 or llama,phi3; "
+                         f"{DEFAULT_FAMILIES} (a repeat weighs double), e.g. phi3, smollm3,granite or llama,phi3; "
                          f"known: {ALL_FAMILIES}")
     ap.add_argument("--summarize", action="store_true", help="only rewrite OUT/summary.txt from results.jsonl")
     args = ap.parse_args()

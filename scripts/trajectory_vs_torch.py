@@ -41,7 +41,10 @@ Usage:
   --families: draw the model family from this comma list (a repeat weighs double) instead of
   fuzz_layouts' default llama,llama,qwen2,qwen3,mistral,gpt2,gpt2 (which recorded seeds need);
   phi3 (Phi-3: fused projections, sliding window, partial rotary, longrope, a pad token in the
-  data) is drawn only this way, e.g. --families phi3. Cases with a pad_token_id print (and
+  data), smollm3 (SmolLM3: NoPE layers from no_rope_layers or no_rope_layer_interval, windows
+  from layer_types or on the NoPE layers, a pad token) and granite (Granite 3.x: embedding,
+  residual and attention multipliers, logits_scaling, a pad token) are drawn only this way, e.g.
+  --families phi3 or --families smollm3,granite. Cases with a pad_token_id print (and
   results.json records) how often it is an input of the trained batches, and how often one with
   a trained target after it in its segment (only those test padding_idx: an eos pad ends its
   segment, so its row gets no gradient either way). --mutate pad-grad shows such cases fail.
@@ -974,7 +977,8 @@ def main():
                     help="data formats to draw from, e.g. text,chat,alpaca (text alone by default)")
     ap.add_argument("--families", default="",
                     help="model families to draw from instead of fuzz_layouts' default "
-                         "(llama,llama,qwen2,qwen3,mistral,gpt2,gpt2), e.g. phi3")
+                         "(llama,llama,qwen2,qwen3,mistral,gpt2,gpt2), e.g. phi3 or "
+                         "smollm3,granite")
     ap.add_argument("--write-fixture", help="store the (single) case here for tests/train_vs_torch.rs")
     ap.add_argument("--mutate", help="break the reference on purpose (a sensitivity check): "
                     "decay-norms, next-epoch, lr-late, no-cont, alpaca-prompt, "

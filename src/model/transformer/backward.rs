@@ -20,8 +20,9 @@
 //! group: summed (f: all-reduce), or with sequence parallelism reduce-scattered to N/tp tokens,
 //! before the norm backward. The replicated biases get their gradient on rank 0 only (they were
 //! added there) and are summed over the group at the step.
-//! Key bias: GPT-2's (no RoPE) adds the same q_i·b_k to every score of row i, which softmax
-//! ignores, so its gradient is exactly 0 and is kept exactly 0. After RoPE (Qwen2) the bias is
+//! Key bias: GPT-2's (no RoPE), and a NoPE layer's (SmolLM3) without q/k norms, adds the same
+//! q_i·b_k to every score of row i, which softmax ignores, so its gradient is exactly 0 and is
+//! kept exactly 0. After RoPE (Qwen2) the bias is
 //! rotated differently at each key position, so it is no shift: its gradient is Σ_tokens dk
 //! (after the rope backward), computed like every other bias.
 
@@ -320,6 +321,13 @@ impl Transformer {
                 Some(&mut dh1),
                 self.lin(n, d, kvd),
             )?;
+            // Without a rotation or a norm after it (SmolLM3's NoPE layers), the key bias is a
+            // per-row shift of the scores again, as in GPT-2: its exact gradient is 0; keep it.
+            if !self.rotates(unit) && !c.qk_norm {
+                if let Some((offset, numel)) = unit.region(Role::KBias) {
+                    b.fill_zero_acc(Dst::range(g, offset, numel))?;
+                }
+            }
         }
         let dh1 = self.column_input_grad(b, tp, dh1, n)?;
         let roles = (Role::AttnNorm, Role::AttnNormBias);
