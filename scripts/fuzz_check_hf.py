@@ -378,6 +378,8 @@ def rewrite_layout(path, layout, rng):
         rp["type"] = rp.pop("rope_type")
     c["rope_theta"] = theta
     c["rope_scaling"] = None if typ == "default" and rng.random() < 0.7 else rp
+    if c["rope_scaling"] is None and "partial_rotary_factor" in rp:
+        c["partial_rotary_factor"] = rp["partial_rotary_factor"]  # 4.x keeps it at the top
     if layout == "4x":
         del c["rope_parameters"]
         # keys a transformers 4.x save often lacks, where the default gives the same model
