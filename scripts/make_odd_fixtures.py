@@ -145,11 +145,13 @@ ODD = {
                          "long_factor": [1.1, 1.9, 4.0, 7.5, 11.0, 16.0]},
         tie_word_embeddings=True, bos_token_id=0, eos_token_id=1, pad_token_id=47), (3, 29)),
     # SmolLM3: layer 1 attends without positions (NoPE), layer 2 through a window of 5 (its
-    # layer_types), tied by the class default; pad_token_id 29 occurs twice in the batch
+    # layer_types), tied by the class default; pad_token_id 29 occurs twice in the batch. With
+    # attention biases, layer 1's key bias only shifts each row's scores: its gradient is 0
+    # (transformers' holds round-off), which check-hf compares at the model's gradient scale
     "var-smollm3": (SmolLM3ForCausalLM, SmolLM3Config(
         vocab_size=59, hidden_size=32, intermediate_size=24, num_hidden_layers=3,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-        no_rope_layers=[1, 0, 1], use_sliding_window=True, sliding_window=5,
+        no_rope_layers=[1, 0, 1], use_sliding_window=True, sliding_window=5, attention_bias=True,
         layer_types=["full_attention", "full_attention", "sliding_attention"],
         bos_token_id=0, eos_token_id=1, pad_token_id=29), (2, 21)),
     # Granite 3.x: x0 = 12·embedding, each branch ×0.22 before its residual add, the softmax scale
