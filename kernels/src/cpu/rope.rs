@@ -17,6 +17,8 @@ use super::workspace;
 use super::CpuFloat;
 use rayon::prelude::*;
 
+/// x rotated in place with cos and sin times (cos_factor, sin_factor): (m, m) forward, (m, −m)
+/// backward (the transpose).
 fn rotate<T: CpuFloat>(
     x: &mut [T],
     pos: &[i32],
@@ -24,8 +26,7 @@ fn rotate<T: CpuFloat>(
     heads: usize,
     head_dim: usize,
     inv_freq: &[f64],
-    scale: f64,
-    sign: f64,
+    (cos_factor, sin_factor): (f64, f64),
 ) {
     assert!(
         !inv_freq.is_empty() && 2 * inv_freq.len() <= head_dim,
@@ -57,8 +58,8 @@ fn rotate<T: CpuFloat>(
                 for i in 0..half {
                     let a = angle(lo + k as i32, i);
                     (cos[i], sin[i]) = (
-                        T::from_f64c(scale * a.cos()),
-                        T::from_f64c(sign * scale * a.sin()),
+                        T::from_f64c(cos_factor * a.cos()),
+                        T::from_f64c(sin_factor * a.sin()),
                     );
                 }
             });
@@ -75,8 +76,8 @@ fn rotate<T: CpuFloat>(
             for i in 0..half {
                 let a = angle(p, i);
                 (cos[i], sin[i]) = (
-                    T::from_f64c(scale * a.cos()),
-                    T::from_f64c(sign * scale * a.sin()),
+                    T::from_f64c(cos_factor * a.cos()),
+                    T::from_f64c(sin_factor * a.sin()),
                 );
             }
             rotate_token(tok, head_dim, cos, sin);
@@ -107,7 +108,7 @@ pub fn forward<T: CpuFloat>(
     inv_freq: &[f64],
     scale: f64,
 ) {
-    rotate(x, pos, n, heads, head_dim, inv_freq, scale, 1.0);
+    rotate(x, pos, n, heads, head_dim, inv_freq, (scale, scale));
 }
 
 pub fn backward<T: CpuFloat>(
@@ -119,5 +120,5 @@ pub fn backward<T: CpuFloat>(
     inv_freq: &[f64],
     scale: f64,
 ) {
-    rotate(dx, pos, n, heads, head_dim, inv_freq, scale, -1.0);
+    rotate(dx, pos, n, heads, head_dim, inv_freq, (scale, -scale));
 }
