@@ -925,6 +925,7 @@ mod tests {
         };
         // SmolLM3Config's defaults: a NoPE layer every 4th, 4 kv heads, tied, pad 128004
         let c = smol(serde_json::json!({})).unwrap();
+        assert_eq!(c.rope_theta, 2_000_000.0, "SmolLM3Config's default_theta");
         let nope: Vec<usize> = (0..8).filter(|&l| !c.rope_layers[l]).collect();
         assert_eq!(nope, vec![3, 7]);
         assert_eq!(

@@ -458,7 +458,12 @@ pub fn from_config(
         }
         scaling = Some((key, this));
     }
-    let theta = theta.unwrap_or(10000.0);
+    // the class default: SmolLM3Config's default_theta is 2e6, the others' 1e4
+    let theta = theta.unwrap_or(if model_type == "smollm3" {
+        2_000_000.0
+    } else {
+        10000.0
+    });
     if !(theta.is_finite() && theta > 1.0) {
         return Err(user!("{origin}: rope_theta = {theta} must be above 1"));
     }
