@@ -144,6 +144,17 @@ ODD = {
                          "short_factor": [1.0, 1.3, 2.1, 3.7, 5.9, 8.2],
                          "long_factor": [1.1, 1.9, 4.0, 7.5, 11.0, 16.0]},
         tie_word_embeddings=True, bos_token_id=0, eos_token_id=1, pad_token_id=47), (3, 29)),
+    # the same beyond original_max_position_embeddings 16 (21 positions): transformers uses the
+    # long factors for this forward; attention factor sqrt(1 + ln 4 / ln 16); pad 27
+    "var-phi3-longrope-long": (Phi3ForCausalLM, Phi3Config(
+        vocab_size=53, hidden_size=32, intermediate_size=24, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+        original_max_position_embeddings=16,
+        rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                         "partial_rotary_factor": 0.75,
+                         "short_factor": [1.0, 1.3, 2.1, 3.7, 5.9, 8.2],
+                         "long_factor": [1.1, 1.9, 4.0, 7.5, 11.0, 16.0]},
+        tie_word_embeddings=True, bos_token_id=0, eos_token_id=1, pad_token_id=27), (2, 21)),
     # SmolLM3: layer 1 attends without positions (NoPE), layer 2 through a window of 5 (its
     # layer_types), tied by the class default; pad_token_id 29 occurs twice in the batch. With
     # attention biases, layer 1's key bias only shifts each row's scores: its gradient is 0

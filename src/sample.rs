@@ -5,9 +5,7 @@
 //! checkpoint step directory, or a checkpoint root (its newest step). The prompt is encoded with
 //! the tokenizer's special tokens (a Llama-style BOS is added); an empty prompt starts from BOS
 //! (or EOS, as GPT-2 does). Each new token recomputes the full forward over the sequence so far
-//! (no KV cache), truncated to the model's last `ModelConfig::context_positions` tokens
-//! (max_position_embeddings; under longrope original_max_position_embeddings, the length its
-//! short factors hold for: transformers switches to the long ones beyond). Temperature 0 (or top-k 1)
+//! (no KV cache), truncated to the model's last `max_positions` tokens. Temperature 0 (or top-k 1)
 //! is greedy: the first index of the largest logit. Otherwise logits / T over the top-k ids
 //! (k = 0: all) are softmaxed and sampled with ChaCha8 seeded by `seed`, so a seed reproduces a
 //! sample exactly. Generation stops at EOS (the tokenizer's, and every eos id of the model's
@@ -191,7 +189,7 @@ pub fn generate_by(
     let mut stop: Vec<u32> = tokenizer.eos_id().into_iter().collect();
     stop.extend(crate::hf_files::eos_ids(cfg));
     stop.dedup();
-    let new = generate_ids_by(cfg.context_positions(), &ids, &stop, opts, logits_of)?;
+    let new = generate_ids_by(cfg.max_positions, &ids, &stop, opts, logits_of)?;
     let body: Vec<u32> = new.iter().copied().filter(|t| !stop.contains(t)).collect();
     let prefix = tokenizer.decode(&ids)?;
     let full = tokenizer.decode(&[ids.as_slice(), body.as_slice()].concat())?;
@@ -226,7 +224,7 @@ pub fn generate_ids_with<B: Backend, S: ParamStore<B> + ?Sized>(
     opts: &SampleOptions,
 ) -> Result<Vec<u32>> {
     let logits_of = |window: &[u32]| last_logits(b, model, store, tp, window);
-    generate_ids_by(model.cfg.context_positions(), prompt, stop, opts, logits_of)
+    generate_ids_by(model.cfg.max_positions, prompt, stop, opts, logits_of)
 }
 
 /// `generate_ids_with` over the last `max_positions` ids, with logits from `logits_of`.

@@ -23,7 +23,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// Every fixture; each must have a test pair below (`every_fixture_is_checked`).
-const FIXTURES: [&str; 27] = [
+const FIXTURES: [&str; 28] = [
     "tiny-llama",
     "tiny-gpt2",
     "tiny-qwen2",
@@ -49,6 +49,7 @@ const FIXTURES: [&str; 27] = [
     "var-gpt2-untied",
     "var-phi3",
     "var-phi3-longrope",
+    "var-phi3-longrope-long",
     "var-smollm3",
     "var-granite",
 ];
@@ -167,6 +168,7 @@ parity_tests! {
     var_gpt2_untied_matches_hf_transformers_f32, var_gpt2_untied_matches_hf_transformers_f64: "var-gpt2-untied";
     var_phi3_matches_hf_transformers_f32, var_phi3_matches_hf_transformers_f64: "var-phi3";
     var_phi3_longrope_matches_hf_transformers_f32, var_phi3_longrope_matches_hf_transformers_f64: "var-phi3-longrope";
+    var_phi3_longrope_long_matches_hf_transformers_f32, var_phi3_longrope_long_matches_hf_transformers_f64: "var-phi3-longrope-long";
     var_smollm3_matches_hf_transformers_f32, var_smollm3_matches_hf_transformers_f64: "var-smollm3";
     var_granite_matches_hf_transformers_f32, var_granite_matches_hf_transformers_f64: "var-granite";
 }

@@ -30,9 +30,10 @@ const MODELS: [&str; 6] = [
 
 /// Fixtures of the families that run the rotary op partially and with an attention factor
 /// (Phi-3), skip it (SmolLM3's NoPE layer) or scale activations (Granite): check-hf on CUDA too.
-const MORE_FAMILIES: [&str; 4] = [
+const MORE_FAMILIES: [&str; 5] = [
     "var-phi3",
     "var-phi3-longrope",
+    "var-phi3-longrope-long",
     "var-smollm3",
     "var-granite",
 ];

@@ -68,6 +68,9 @@ pub struct DeviceBatch<B: Backend> {
     pub tokens: usize,
     pub segments: usize,
     pub max_seqlen: usize,
+    /// The largest position + 1 (what transformers calls the forward's seq_len when it picks
+    /// longrope's table).
+    pub positions_end: usize,
 }
 
 impl<B: Backend> DeviceBatch<B> {
@@ -82,6 +85,11 @@ impl<B: Backend> DeviceBatch<B> {
             tokens: h.tokens(),
             segments: h.cu_seqlens.len() - 1,
             max_seqlen: h.max_seqlen(),
+            positions_end: h
+                .positions
+                .iter()
+                .max()
+                .map_or(0, |&p| p.max(-1) as usize + 1),
         })
     }
 

@@ -110,6 +110,12 @@ impl ModelConfig {
         self.rope_scaling.inv_freq(self.rope_theta, self.rotary_dim)
     }
 
+    /// Longrope's table for batches whose largest position + 1 exceeds the returned length.
+    pub fn rope_long_inv_freq(&self) -> Option<(usize, Vec<f64>)> {
+        self.rope_scaling
+            .long_inv_freq(self.rope_theta, self.rotary_dim)
+    }
+
     /// The softmax scale of layer `layer` (0-based): 1/√head_dim (unless GPT-2's
     /// scale_attn_weights = false), / (layer + 1) under scale_attn_by_inverse_layer_idx. (Yarn's
     /// and longrope's attention factor multiplies cos and sin in the rotary op instead: under
@@ -129,32 +135,11 @@ impl ModelConfig {
         scale
     }
 
-    /// The longest sequence the model computes as transformers does: max_position_embeddings,
-    /// or less where the rotary table would change with the length beyond it (longrope's
-    /// original_max_position_embeddings). `ferrotron sample` keeps the last this many tokens.
-    pub fn context_positions(&self) -> usize {
-        self.rope_scaling
-            .fixed_table_limit(self.max_positions)
-            .map_or(self.max_positions, |l| l.min(self.max_positions))
-    }
-
     /// Refuses a training or reference sequence of `seq_len` positions the model cannot
     /// represent as transformers would: beyond GPT-2's learned position table, beyond
-    /// max_position_embeddings under dynamic rotary scaling, or beyond
-    /// original_max_position_embeddings under longrope (whose frequencies then change with
+    /// max_position_embeddings under dynamic rotary scaling (whose frequencies then change with
     /// each batch's length).
     pub fn check_sequence_length(&self, seq_len: usize) -> std::result::Result<(), String> {
-        if let RopeScaling::Longrope {
-            original_max_positions,
-            ..
-        } = self.rope_scaling
-        {
-            if seq_len > original_max_positions {
-                return Err(format!(
-                    "sequences of {seq_len} tokens exceed original_max_position_embeddings = {original_max_positions}, beyond which longrope switches from its short to its long factors by each batch's largest position; ferrotron supports it only within that length"
-                ));
-            }
-        }
         if seq_len <= self.max_positions {
             return Ok(());
         }
@@ -999,16 +984,16 @@ mod tests {
             e.contains("pad_token_id = 32064 is outside the vocabulary of 32064"),
             "{e}"
         );
-        // longrope: its short table only, so no sequence beyond the original length
+        // longrope: the short table up to the original length, the long one beyond
         let lr = serde_json::json!({"max_position_embeddings": 131072,
             "original_max_position_embeddings": 4096, "partial_rotary_factor": 0.75,
             "rope_scaling": {"type": "longrope", "short_factor": [1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
             "long_factor": [2.0, 2.0, 2.0, 2.0, 2.0, 2.0]}});
         let c = phi3(lr).unwrap();
         assert_eq!((c.rotary_dim, c.rope_inv_freq().len()), (12, 6));
-        assert!(c.check_sequence_length(4096).is_ok());
-        let e = c.check_sequence_length(4097).unwrap_err();
-        assert!(e.contains("original_max_position_embeddings = 4096"), "{e}");
+        assert!(c.check_sequence_length(8192).is_ok());
+        let (limit, long) = c.rope_long_inv_freq().unwrap();
+        assert_eq!((limit, long[1] * 2.0), (4096, c.rope_inv_freq()[1]));
         // the config written back reads the same
         let again = ModelConfig::from_json_str(&c.to_hf_json().to_string(), "x").unwrap();
         assert_eq!(

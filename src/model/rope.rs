@@ -22,10 +22,10 @@
 //!     ::check_sequence_length) the table is the default one.
 //!   longrope (Phi-3, `su` and, for phi3, `yarn` are its old names; short_factor / long_factor
 //!     e_i, original_max_position_embeddings L, factor s = max_position_embeddings / L unless
-//!     given, attention_factor m): f_i / e_i, with the short factors while every position is
-//!     below L (the only case accepted: transformers switches to the long ones per forward, by
-//!     the batch's largest position); m = attention_factor if given, else √(1 + ln s / ln L)
-//!     (1 when s ≤ 1), on cos and sin as for yarn.
+//!     given, attention_factor m): f_i / e_i, with the short factors while the batch's largest
+//!     position + 1 ≤ L and the long ones beyond, chosen per forward as transformers does
+//!     (`long_inv_freq`, `Transformer::rope_table`); m = attention_factor if given, else
+//!     √(1 + ln s / ln L) (1 when s ≤ 1), on cos and sin as for yarn.
 //! Partial rotary (phi3's `partial_rotary_factor` p, top level or in the rope dict, the dict
 //! first): only the first R = ⌊p·head_dim⌋ dims of each head rotate, and every table above is
 //! built with R in place of head_dim (d = R). Other model types rotate the whole head; their
@@ -163,16 +163,19 @@ impl RopeScaling {
         }
     }
 
-    /// The positions below which the table above is the one transformers uses, when it
-    /// changes with the batch's length beyond them (dynamic: max_position_embeddings;
-    /// longrope: original_max_position_embeddings).
-    pub fn fixed_table_limit(&self, max_positions: usize) -> Option<usize> {
+    /// Longrope's second table: (the longest batch, as largest position + 1, that uses
+    /// `inv_freq`; the table of longer ones, f_i / long_factor_i). None for other scalings.
+    pub fn long_inv_freq(&self, theta: f64, head_dim: usize) -> Option<(usize, Vec<f64>)> {
         match *self {
-            RopeScaling::Dynamic { .. } => Some(max_positions),
             RopeScaling::Longrope {
+                ref long_factor,
                 original_max_positions,
                 ..
-            } => Some(original_max_positions),
+            } => {
+                let base = ferrotron_kernels::rope_inv_freq(theta, head_dim);
+                let table = base.iter().zip(long_factor).map(|(f, e)| f / e).collect();
+                Some((original_max_positions, table))
+            }
             _ => None,
         }
     }
@@ -824,7 +827,20 @@ mod tests {
             ],
         );
         assert_eq!(r.scaling.attention_factor(), 1.5);
-        assert_eq!(r.scaling.fixed_table_limit(131072), Some(4096));
+        // beyond 4096 positions, transformers' long table (the same call with seq_len 5000)
+        let (limit, long_table) = r.scaling.long_inv_freq(r.theta, r.rotary_dim).unwrap();
+        assert_eq!(limit, 4096);
+        near(
+            &long_table,
+            &[
+                1.0,
+                0.06299605220556259,
+                0.003968502394855022,
+                0.0002500000118743628,
+                1.5749008525745012e-05,
+                1.3228345778770745e-06,
+            ],
+        );
         // a top-level original_max_position_embeddings wins over the rope dict's
         let r = parse_as(
             "phi3",

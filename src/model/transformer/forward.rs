@@ -253,7 +253,7 @@ impl Transformer {
                     n,
                     heads,
                     c.head_dim,
-                    &self.rope_inv_freq,
+                    self.rope_table(batch),
                     self.rope_scale,
                 )?;
             }

@@ -53,6 +53,8 @@ pub struct Transformer {
     pub tp: TpShape,
     /// The rotary inverse-frequency table [rotary_dim/2] (`ModelConfig::rope_inv_freq`).
     pub rope_inv_freq: Vec<f64>,
+    /// Longrope: batches whose largest position + 1 exceeds `.0` use the table `.1`.
+    pub rope_long: Option<(usize, Vec<f64>)>,
     /// The factor on rotary cos and sin (yarn's and longrope's attention factor; 1 otherwise).
     pub rope_scale: f64,
     /// Full activation checkpointing: forward keeps only each block's input x_ℓ, and backward
@@ -235,11 +237,13 @@ impl Transformer {
             Arch::Gpt2 => Vec::new(),
         };
         let rope_scale = cfg.rope_scaling.attention_factor();
+        let rope_long = cfg.rope_long_inv_freq();
         Ok(Transformer {
             cfg,
             layout,
             tp,
             rope_inv_freq,
+            rope_long,
             rope_scale,
             recompute_blocks: false,
         })
@@ -338,6 +342,7 @@ impl Transformer {
                 ..self.tp
             },
             rope_inv_freq: self.rope_inv_freq.clone(),
+            rope_long: self.rope_long.clone(),
             rope_scale: self.rope_scale,
             recompute_blocks: self.recompute_blocks,
         }
@@ -359,6 +364,16 @@ impl Transformer {
     /// Causal attention over the batch's segments, in the unit's layer (its sliding window, if
     /// the layer has one). `max_seqlen` is the batch's longest segment (DeviceBatch computes it
     /// from cu_seqlens), which FlashAttention sizes its grid by.
+    /// The rotary table of `batch`: longrope's long table when its largest position + 1
+    /// exceeds original_max_position_embeddings (transformers' choice per forward), else the
+    /// model's table.
+    fn rope_table<B: Backend>(&self, batch: &DeviceBatch<B>) -> &[f64] {
+        match &self.rope_long {
+            Some((limit, long)) if batch.positions_end > *limit => long,
+            _ => &self.rope_inv_freq,
+        }
+    }
+
     /// Whether block `unit` rotates q and k (false on SmolLM3's NoPE layers).
     fn rotates(&self, unit: &UnitSpec) -> bool {
         let UnitKind::Block(layer) = unit.kind else {
