@@ -53,6 +53,14 @@ impl HostBatch {
     }
 }
 
+/// Global id `id` as a row of the vocabulary slice `start..start + rows`, −1 outside it.
+fn local_row(id: i32, start: usize, rows: usize) -> i32 {
+    match usize::try_from(id) {
+        Ok(i) if (start..start + rows).contains(&i) => (i - start) as i32,
+        _ => -1,
+    }
+}
+
 pub struct DeviceBatch<B: Backend> {
     pub input_ids: B::Idx,
     /// Under tensor parallelism: each id as a row of this rank's vocabulary slice, −1 where
@@ -100,10 +108,7 @@ impl<B: Backend> DeviceBatch<B> {
         let local: Vec<i32> = h
             .input_ids
             .iter()
-            .map(|&id| match usize::try_from(id) {
-                Ok(i) if (start..start + rows).contains(&i) => (i - start) as i32,
-                _ => -1,
-            })
+            .map(|&id| local_row(id, start, rows))
             .collect();
         d.vocab_ids = Some(b.upload_idx(&local)?);
         Ok(d)
@@ -131,10 +136,7 @@ impl<B: Backend> DeviceBatch<B> {
             .map(|&id| match (id == pad, vocab_rows) {
                 (true, _) => -1,
                 (false, None) => id,
-                (false, Some((start, rows))) => match usize::try_from(id) {
-                    Ok(i) if (start..start + rows).contains(&i) => (i - start) as i32,
-                    _ => -1,
-                },
+                (false, Some((start, rows))) => local_row(id, start, rows),
             })
             .collect();
         self.grad_ids = Some(b.upload_idx(&ids)?);

@@ -91,7 +91,7 @@ impl RopeScaling {
         match *self {
             RopeScaling::Longrope {
                 ref short_factor, ..
-            } => base.iter().zip(short_factor).map(|(f, e)| f / e).collect(),
+            } => divided(&base, short_factor),
             RopeScaling::None | RopeScaling::Dynamic { .. } => base,
             RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),
             RopeScaling::Llama3 {
@@ -173,8 +173,7 @@ impl RopeScaling {
                 ..
             } => {
                 let base = ferrotron_kernels::rope_inv_freq(theta, head_dim);
-                let table = base.iter().zip(long_factor).map(|(f, e)| f / e).collect();
-                Some((original_max_positions, table))
+                Some((original_max_positions, divided(&base, long_factor)))
             }
             _ => None,
         }
@@ -239,6 +238,11 @@ impl RopeScaling {
             }
         }
     }
+}
+
+/// Longrope's table: each frequency f_i divided by its factor e_i.
+fn divided(base: &[f64], factors: &[f64]) -> Vec<f64> {
+    base.iter().zip(factors).map(|(f, e)| f / e).collect()
 }
 
 /// The rotary parameters of a Llama-family config object of `model_type`; `origin` names the
