@@ -26,7 +26,13 @@ factor of max_position_embeddings / original_max_position_embeddings = 4, tied. 
 pad_token_id to an id their batch holds, whose embedding row nn.Embedding(padding_idx) leaves
 without gradient. One SmolLM3 fixture: a NoPE layer (no_rope_layers) beside rotary ones, and a
 window on another layer through layer_types. One Granite fixture: its embedding, residual,
-attention and logits multipliers, with attention biases.
+attention and logits multipliers, with attention biases. Three Gemma fixtures, each with every
+RMSNorm weight drawn at random (POST_INIT), since Gemma's norms scale by (1 + w) and initialize w
+to 0: Gemma with the √hidden embedding scale, gelu_pytorch_tanh and head_dim 12 over hidden 16;
+Gemma 2 with sandwich norms, query_pre_attn_scalar 20 over head_dim 8, attention and final logit
+softcaps of 5 and 3 that bite (init 0.6), and windows of 5 on alternate layers; Gemma 3 (text) with
+q_norm / k_norm, windows on layers 0 and 2 and a rope per layer type (local theta 1e4; global
+theta 1e6 with linear factor 2). All three tied, with pad_token_id in their batch.
 Usage: python3 scripts/make_odd_fixtures.py tests/fixtures/hf [NAME ...]   (default: all)
 """
 import json
@@ -38,7 +44,9 @@ from safetensors.torch import save_file
 from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
                           MistralConfig, MistralForCausalLM, Phi3Config, Phi3ForCausalLM,
                           Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM,
-                          SmolLM3Config, SmolLM3ForCausalLM, GraniteConfig, GraniteForCausalLM)
+                          SmolLM3Config, SmolLM3ForCausalLM, GraniteConfig, GraniteForCausalLM,
+                          GemmaConfig, GemmaForCausalLM, Gemma2Config, Gemma2ForCausalLM,
+                          Gemma3TextConfig, Gemma3ForCausalLM)
 
 ODD = {
     "odd-llama": (LlamaForCausalLM, LlamaConfig(
@@ -173,13 +181,65 @@ ODD = {
         embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.09,
         logits_scaling=8.0, attention_bias=True, tie_word_embeddings=True,
         bos_token_id=0, eos_token_id=1, pad_token_id=49), (2, 19)),
+    # Gemma: x0 = √hidden·embedding (4 here), RMSNorm as x̂·(1 + w) with each w drawn at random
+    # (POST_INIT), gelu_pytorch_tanh, head_dim 12 with hidden 16 and 4 heads over 2 kv heads, a
+    # wide init (0.25) so the logits spread; tied; pad_token_id 16 occurs three times in the batch
+    "var-gemma": (GemmaForCausalLM, GemmaConfig(
+        vocab_size=61, hidden_size=16, intermediate_size=20, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=12, max_position_embeddings=64,
+        hidden_act="gelu_pytorch_tanh", rms_norm_eps=1e-6, initializer_range=0.25,
+        tie_word_embeddings=True, bos_token_id=0, eos_token_id=1, pad_token_id=16), (2, 19)),
+    # Gemma 2: sandwich norms (post-attention / pre- and post-feedforward), q·k scaled by
+    # query_pre_attn_scalar^-1/2 = 20^-1/2 (head_dim 8), then tanh-capped at 5; logits capped at 3;
+    # windows of 5 on layers 0 and 2 (the default alternation), 21 positions. Init 0.6 puts half
+    # the scaled scores beyond ±2 and an eighth beyond ±5 (max ~19), so both caps bite; tied;
+    # pad_token_id 9 occurs four times in the batch
+    "var-gemma2": (Gemma2ForCausalLM, Gemma2Config(
+        vocab_size=53, hidden_size=16, intermediate_size=12, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
+        hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=20, sliding_window=5,
+        attn_logit_softcapping=5.0, final_logit_softcapping=3.0, rms_norm_eps=1e-6,
+        initializer_range=0.6, tie_word_embeddings=True, bos_token_id=0, eos_token_id=1,
+        pad_token_id=9), (2, 21)),
+    # Gemma 3 (text): q_norm / k_norm (x̂·(1 + w) per head) before rotary, sliding layers 0 and 2
+    # (window 5) with the local rope (theta 1e4), the full layer 1 with the global one (theta 1e6,
+    # linear factor 2), query_pre_attn_scalar 20 with head_dim 12, 2 heads over 1 kv head, no
+    # softcaps; tied; pad_token_id 32 three times in the batch
+    "var-gemma3": (Gemma3ForCausalLM, Gemma3TextConfig(
+        vocab_size=47, hidden_size=16, intermediate_size=20, num_hidden_layers=3,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=12, max_position_embeddings=64,
+        hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=20, sliding_window=5,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0,
+                                            "rope_theta": 1000000.0},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+        rms_norm_eps=1e-6, initializer_range=0.3, tie_word_embeddings=True,
+        bos_token_id=0, eos_token_id=1, pad_token_id=32), (2, 21)),
 }
+
+
+def randomize_norms(model, seed=2468, scale=0.3):
+    """Gemma's RMSNorm multiplies by (1 + w) and initializes w to zeros, which would hide an x̂·w
+    implementation: draw every norm weight (name containing "norm") from N(0, scale²) instead."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "norm" in n:
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * scale)
+
+
+# fixtures whose freshly initialized model is changed before save_pretrained (the others are
+# written as constructed, so their bytes do not depend on this table)
+POST_INIT = {"var-gemma": randomize_norms, "var-gemma2": randomize_norms,
+             "var-gemma3": randomize_norms}
 
 
 def write_fixture(out_dir, name, model_class, config, batch_shape):
     torch.manual_seed(4321)
     config._attn_implementation = "eager"
     model = model_class(config).eval()
+    if name in POST_INIT:
+        POST_INIT[name](model)
     target = os.path.join(out_dir, name)
     os.makedirs(target, exist_ok=True)
     model.save_pretrained(target, safe_serialization=True)

@@ -23,7 +23,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// Every fixture; each must have a test pair below (`every_fixture_is_checked`).
-const FIXTURES: [&str; 28] = [
+const FIXTURES: [&str; 31] = [
     "tiny-llama",
     "tiny-gpt2",
     "tiny-qwen2",
@@ -52,6 +52,9 @@ const FIXTURES: [&str; 28] = [
     "var-phi3-longrope-long",
     "var-smollm3",
     "var-granite",
+    "var-gemma",
+    "var-gemma2",
+    "var-gemma3",
 ];
 
 /// Every relative error of `report` within `tol`, and every stage present: a gradient and an
@@ -113,9 +116,18 @@ fn assert_parity_f32(name: &str) {
 /// (~1e-7 remains) because the reference itself has f32 steps: transformers' causal-LM loss
 /// casts logits with `.float()` (a down-cast for a double model), and its rotary embedding
 /// computes inv_freq and cos/sin in float32 by design.
+/// Gemma's fixtures within 2e-6: their RMSNorms run in float32 inside transformers' float64
+/// model too (`x.float()`, `1.0 + w.float()`), and at their weights (norm weights N(0, 0.3²))
+/// the reference differs from an all-f64 computation by up to 1.3e-6 (var-gemma3's norm-weight
+/// gradients; measured when the fixtures were made).
 fn assert_parity_f64(name: &str) {
     let report = check_hf::run(&CpuBackend::<f64>::new(), &fixture(name)).expect("check-hf runs");
-    assert_within(name, &report, 1e-6);
+    let tol = if name.starts_with("var-gemma") {
+        2e-6
+    } else {
+        1e-6
+    };
+    assert_within(name, &report, tol);
 }
 
 macro_rules! parity_tests {
@@ -171,6 +183,9 @@ parity_tests! {
     var_phi3_longrope_long_matches_hf_transformers_f32, var_phi3_longrope_long_matches_hf_transformers_f64: "var-phi3-longrope-long";
     var_smollm3_matches_hf_transformers_f32, var_smollm3_matches_hf_transformers_f64: "var-smollm3";
     var_granite_matches_hf_transformers_f32, var_granite_matches_hf_transformers_f64: "var-granite";
+    var_gemma_matches_hf_transformers_f32, var_gemma_matches_hf_transformers_f64: "var-gemma";
+    var_gemma2_matches_hf_transformers_f32, var_gemma2_matches_hf_transformers_f64: "var-gemma2";
+    var_gemma3_matches_hf_transformers_f32, var_gemma3_matches_hf_transformers_f64: "var-gemma3";
 }
 
 /// Qwen2's key bias trains: its gradient is transformers' (a norm well away from 0), and the

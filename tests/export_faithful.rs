@@ -227,6 +227,9 @@ fn every_family_exports_its_source_config_and_generation_config() {
         "var-phi3-longrope",
         "var-smollm3",
         "var-granite",
+        "var-gemma",
+        "var-gemma2",
+        "var-gemma3",
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let src = tmp.path().join("src");

@@ -29,13 +29,18 @@ const MODELS: [&str; 6] = [
 ];
 
 /// Fixtures of the families that run the rotary op partially and with an attention factor
-/// (Phi-3), skip it (SmolLM3's NoPE layer) or scale activations (Granite): check-hf on CUDA too.
-const MORE_FAMILIES: [&str; 5] = [
+/// (Phi-3), skip it (SmolLM3's NoPE layer) or scale activations (Granite), and Gemma's (1 + w
+/// norms, GeGLU, sandwich norms, attention and logit softcaps, per-layer-type rotary tables):
+/// check-hf on CUDA too.
+const MORE_FAMILIES: [&str; 8] = [
     "var-phi3",
     "var-phi3-longrope",
     "var-phi3-longrope-long",
     "var-smollm3",
     "var-granite",
+    "var-gemma",
+    "var-gemma2",
+    "var-gemma3",
 ];
 
 fn check_hf_on_cuda<A: ferrotron_kernels::cuda::CudaAct>(dtype: &str, tol: f64) {
@@ -387,6 +392,7 @@ fn flash_attention_model_tracks_the_cpu_curve() {
         causal: true,
         scale: 0.125,
         window: None,
+        softcap: None,
     };
     assert!(
         b.uses_flash_attention(&dims, &[0, 0, 0]).unwrap(),

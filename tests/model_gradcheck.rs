@@ -239,6 +239,58 @@ fn granite_multipliers_gradcheck() {
     );
 }
 
+/// Gemma: RMSNorm scale 1 + w, the embedding times √24 (rounded to f32), an exact-GELU GeGLU
+/// (GemmaConfig's "gelu_python"), explicit head_dim, attention biases, tied.
+#[test]
+fn gemma_offset_norms_geglu_gradcheck() {
+    gradcheck(
+        "gemma",
+        serde_json::json!({
+            "model_type": "gemma", "vocab_size": 64, "hidden_size": 24, "intermediate_size": 30,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "head_dim": 10, "hidden_act": "gelu_python", "attention_bias": true,
+            "pad_token_id": null, "rope_theta": 10000.0
+        }),
+    );
+}
+
+/// Gemma 2: sandwich norms (attention and MLP outputs normed before their residual adds),
+/// attention-logit softcap 3 and final-logit softcap 2 (both well inside tanh's bend at these
+/// weights), the softmax scale query_pre_attn_scalar^−½, windows of 5 on layers 0 and 2, the tanh
+/// GeGLU.
+#[test]
+fn gemma2_sandwich_norms_softcaps_gradcheck() {
+    gradcheck(
+        "gemma2",
+        serde_json::json!({
+            "model_type": "gemma2", "vocab_size": 64, "hidden_size": 24, "intermediate_size": 30,
+            "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "head_dim": 8, "query_pre_attn_scalar": 13, "sliding_window": 5,
+            "attn_logit_softcapping": 3.0, "final_logit_softcapping": 2.0,
+            "pad_token_id": null, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}
+        }),
+    );
+}
+
+/// Gemma 3: per-head q/k norms (scale 1 + w), a linear-scaled rotary table on the full-attention
+/// layer and the local one (θ 1e4) on the windowed layers, sandwich norms, no softcaps.
+#[test]
+fn gemma3_local_rope_qk_norm_gradcheck() {
+    gradcheck(
+        "gemma3_text",
+        serde_json::json!({
+            "model_type": "gemma3_text", "vocab_size": 64, "hidden_size": 24,
+            "intermediate_size": 30, "num_hidden_layers": 3, "num_attention_heads": 4,
+            "num_key_value_heads": 1, "head_dim": 10, "query_pre_attn_scalar": 11,
+            "sliding_window": 6, "pad_token_id": null,
+            "layer_types": ["sliding_attention", "full_attention", "sliding_attention"],
+            "rope_parameters": {
+                "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1000000.0},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}
+        }),
+    );
+}
+
 /// Mistral: a window of 4 in every layer, MHA, untied head.
 #[test]
 fn mistral_window_gradcheck() {

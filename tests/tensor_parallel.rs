@@ -553,7 +553,9 @@ fn tp_checkpoints_resume_at_other_tp_and_dp() {
 /// gate_up_proj: each rank's part of every row block; a padding row in the batch) at tp 2 with
 /// and without sequence parallelism, var-smollm3 (a NoPE layer, a windowed one) and var-granite
 /// (the multipliers around each rank's partial sums, the vocab-parallel logits divided) at tp 2
-/// with it.
+/// with it, var-gemma (1 + w norms, GeGLU on each rank's MLP columns) at tp 2, and var-gemma2
+/// (sandwich norms on the reduce-scattered outputs, each rank's heads' capped scores, the
+/// vocab-parallel logits capped) at tp 2 with sequence parallelism.
 #[test]
 fn check_hf_with_tp_matches_odd_fixtures() {
     let fixtures = root().join("tests/fixtures/hf");
@@ -569,6 +571,8 @@ fn check_hf_with_tp_matches_odd_fixtures() {
         ("var-phi3", 2, true),
         ("var-smollm3", 2, true),
         ("var-granite", 2, true),
+        ("var-gemma", 2, false),
+        ("var-gemma2", 2, true),
     ] {
         let dir = fixtures.join(name).display().to_string();
         let tp_arg = tp.to_string();

@@ -13,6 +13,10 @@
 //   attn_bwd_dq   (warp per (i, h)):   dq_i = scale Σ_j dS_ij k_j
 //   attn_bwd_dkdv (warp per (j, hkv)): dv_j = Σ_{h in group, i} P_ij dout_i,  dk_j = scale Σ dS_ij q_i
 //   Both OVERWRITE their outputs. Shared memory: 4 warps x 2 x Dh floats.
+// Softcap (sh.softcap = c > 0, Gemma 2's attn_logit_softcapping; 0 = none): every score
+//   s = scale·q·k is replaced by c·tanh(s / c) (tanhf, fp32) before the softmax, so lse is the
+//   logsumexp of the capped scores; the backward recomputes the capped s and multiplies dS by
+//   1 − (s / c)². The test on sh.softcap is uniform; without the cap the arithmetic is unchanged.
 #include "ferrotron_common.cuh"
 
 #define FT_ATT_WARPS 4
@@ -22,7 +26,11 @@ struct AttnShape {
     int n, heads, kv_heads, head_dim, segments, causal;
     float scale;
     int window;  // sliding window (causal only): key j seen by query i iff i - window < j <= i; 0 = none
+    float softcap;  // score cap c: s -> c tanh(s / c); 0 = none
 };
+
+// The capped score c·tanh(s / c) (c > 0), as the CPU backend computes it.
+__device__ __forceinline__ float attn_softcap(float s, float c) { return tanhf(s / c) * c; }
 
 // Largest s with cu[s] <= t.
 __device__ __forceinline__ int find_segment(const int* cu, int segments, int t) {
@@ -61,6 +69,7 @@ __device__ void attn_fwd(const T* q, const T* k, const T* v, T* o, float* lse, c
             float dot = 0.f;
             for (int d = 0; d < dh; ++d) dot += qs[d] * ld(kr[d]);
             sc = dot * sh.scale;
+            if (sh.softcap > 0.f) sc = attn_softcap(sc, sh.softcap);
         }
         const float mn = fmaxf(m, warp_max(sc));
         const float p = j < k1 ? expf(sc - mn) : 0.f;
@@ -140,8 +149,13 @@ __device__ void attn_bwd_dq(const T* q, const T* k, const T* v, const T* dout, c
                 qk += qs[d] * ld(kr[d]);
                 dp += dos[d] * ld(vr[d]);
             }
-            const float p = expf(qk * sh.scale - lse_t);
-            ds = p * (dp - delta_t);
+            if (sh.softcap > 0.f) {
+                const float sc = attn_softcap(qk * sh.scale, sh.softcap), u = sc / sh.softcap;
+                ds = expf(sc - lse_t) * (dp - delta_t) * (1.f - u * u);
+            } else {
+                const float p = expf(qk * sh.scale - lse_t);
+                ds = p * (dp - delta_t);
+            }
         }
         const int nk = min(32, k1 - kb);
         for (int jj = 0; jj < nk; ++jj) {
@@ -203,8 +217,14 @@ __device__ void attn_bwd_dkdv(const T* q, const T* k, const T* v, const T* dout,
                     qk += ld(qr[d]) * ks[d];
                     dp += ld(dr[d]) * vs[d];
                 }
-                p = expf(qk * sh.scale - lse[(long long)h * sh.n + i]);
-                ds = p * (dp - delta[(long long)h * sh.n + i]);
+                if (sh.softcap > 0.f) {
+                    const float sc = attn_softcap(qk * sh.scale, sh.softcap), u = sc / sh.softcap;
+                    p = expf(sc - lse[(long long)h * sh.n + i]);
+                    ds = p * (dp - delta[(long long)h * sh.n + i]) * (1.f - u * u);
+                } else {
+                    p = expf(qk * sh.scale - lse[(long long)h * sh.n + i]);
+                    ds = p * (dp - delta[(long long)h * sh.n + i]);
+                }
             }
             const int nq = min(32, q1 - ib);
             for (int ii = 0; ii < nq; ++ii) {

@@ -1,6 +1,8 @@
 // Elementwise ops over flat regions (one thread per element, grid-stride).
 //   add_act    x[i] += y[i]                      T = float | bf16 (x, y activations)
 //   scale_act  x[i] *= s                         T = float | bf16, s given in double
+//   softcap_act      x[i] = c·tanh(x[i] / c)     T = float | bf16 (Gemma 2's logit softcap)
+//   softcap_bwd_act  dy[i] *= 1 − (y[i] / c)²    its backward, y the capped values
 //   add_acc    x[i] += y[i]                      fp32
 //   scale_acc  x[i] *= s                         fp32, s given in double
 //   cast_acc   dst[i] = T(src[i])                fp32 -> T (compute copy of master weights)
@@ -19,6 +21,19 @@ template <typename T> __device__ void scale_act(T* x, double s, long long n) {
     FT_GRID_STRIDE(i, n) x[i] = cvt<T>((float)((double)ld(x[i]) * s));
 }
 FT_EXPORT(scale_act, (T * x, double s, long long n), (x, s, n))
+
+template <typename T> __device__ void softcap_act(T* x, float c, long long n) {
+    FT_GRID_STRIDE(i, n) x[i] = cvt<T>(tanhf(ld(x[i]) / c) * c);
+}
+FT_EXPORT(softcap_act, (T * x, float c, long long n), (x, c, n))
+
+template <typename T> __device__ void softcap_bwd_act(T* dy, const T* y, float c, long long n) {
+    FT_GRID_STRIDE(i, n) {
+        const float t = ld(y[i]) / c;
+        dy[i] = cvt<T>(ld(dy[i]) * (1.f - t * t));
+    }
+}
+FT_EXPORT(softcap_bwd_act, (T * dy, const T* y, float c, long long n), (dy, y, c, n))
 
 extern "C" __global__ void add_acc(float* x, const float* y, long long n) {
     FT_GRID_STRIDE(i, n) x[i] += y[i];

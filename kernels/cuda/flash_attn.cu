@@ -27,6 +27,21 @@
 //   Pass 3 recomputes S and dP (7 GEMMs in all instead of 5) in exchange for needing neither an
 //   fp32 dQ accumulator nor atomics: the op allocates nothing beyond O, lse and the gradients.
 //
+// Softcap (Gemma 2's attn_logit_softcapping c): flash_fwd_softcap, flash_bwd_dkdv_softcap and
+// flash_bwd_dq_softcap are the same bodies compiled with kCap = true (the plain kernels are
+// exactly the code without the cap). The natural-scale score s = scale * q.k becomes
+// s_c = c * tanh(s / c) BEFORE the mask and the softmax: the kernels compute
+// t = tanh(q.k * (scale / c)) (tanh.approx.f32) and only then go to the log2 domain,
+// s_c * log2(e) = t * (c * log2(e)); lse is the natural-log logsumexp of the capped scores.
+// The backward recomputes t and P = exp2(t * c log2(e) - lse log2(e)) and multiplies dS by the
+// cap's derivative d s_c / d s = 1 - t^2 (= 1 - (s_c / c)^2; masked entries have P = 0).
+// The cap reaches them as a second parameter (SoftcapParams: scale / c and c log2(e)), so
+// AttnParams and the plain kernels' signatures are those of the code without a cap.
+// -DFA_SOFTCAP=0 compiles only the plain kernels, -DFA_SOFTCAP=1 only the *_softcap ones (the
+// launch side builds one module per variant, so a model without the cap compiles and loads
+// exactly what it did before); without the define both are compiled (the CI compile check).
+// flash_bwd_dot_do_o is in every variant.
+//
 // Warp tiling: every GEMM is warp-local. A warp owns 16 * kMI consecutive rows of the
 // accumulator and all of its columns; A operands come from swizzled smem via ldmatrix (or from the
 // previous GEMM's accumulators, re-packed to bf16 in registers), B operands via ldmatrix(.trans).
@@ -64,6 +79,14 @@ struct AttnParams {
                         // 0 = none
 };
 
+// The *_softcap kernels' second parameter (mirrors SoftcapParams in
+// kernels/src/cuda/flash_attn/params.rs): with c the cap, t = tanh(q.k * scale_in) and the capped
+// score in log2 units is t * log2_c.
+struct SoftcapParams {
+    float scale_in;  // scale / c
+    float log2_c;    // c * log2(e)
+};
+
 // ---------------------------------------------------------------------------------------------
 // Tile traits. The launch side (kernels/src/cuda/flash_attn/params.rs, TileConfig) passes the
 // tunable ones as defines; the defaults here are its defaults for head dim 128.
@@ -85,6 +108,16 @@ struct AttnParams {
 #endif
 #ifndef FA_DQ_BN
 #define FA_DQ_BN 64     // dQ: K/V tile rows
+#endif
+#ifndef FA_SOFTCAP      // which kernels to compile (see the top of the file)
+#define FA_PLAIN_KERNELS 1
+#define FA_SOFTCAP_KERNELS 1
+#elif FA_SOFTCAP
+#define FA_PLAIN_KERNELS 0
+#define FA_SOFTCAP_KERNELS 1
+#else
+#define FA_PLAIN_KERNELS 1
+#define FA_SOFTCAP_KERNELS 0
 #endif
 constexpr int kChunks = HEAD_DIM / 8;       // 16-byte chunks per smem row
 constexpr int kRowBytes = HEAD_DIM * 2;
@@ -161,6 +194,12 @@ __device__ __forceinline__ u32 pack_bf16(float lo, float hi) {
     return r;
 }
 __device__ __forceinline__ float bf16_to_f32(bf16 x) { return __uint_as_float(((u32)x) << 16); }
+// tanh on the MUFU (sm_75+), max relative error ~2^-11: below bf16's rounding of the inputs.
+__device__ __forceinline__ float tanh_approx(float x) {
+    float y;
+    asm("tanh.approx.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Smem tiles and warp GEMMs.
@@ -317,12 +356,12 @@ __device__ __forceinline__ int first_key_tile(const AttnParams& p, int first_row
 }
 
 // ---------------------------------------------------------------------------------------------
-// Forward.
+// Forward: flash_fwd, flash_fwd_softcap.
 // grid ceil(max_seqlen / kFwdBlockM) * H * segments (see sched_tile), block kFwdThreads,
 // smem Q (kFwdBlockM, D) + 2 x K (kFwdBlockN, D) + 2 x V (kFwdBlockN, D).
 // ---------------------------------------------------------------------------------------------
-extern "C" __global__ void __launch_bounds__(kFwdThreads)
-flash_fwd(const AttnParams p) {
+template <bool kCap>
+__device__ __forceinline__ void flash_fwd_body(const AttnParams p, const SoftcapParams cap) {
     constexpr int MI = kFwdMI, BM = kFwdBlockM, BN = kFwdBlockN, NB = BN / 8;
     extern __shared__ __align__(128) unsigned char smem[];
     // causal: the last query tiles have the most work, so they are scheduled first
@@ -378,8 +417,18 @@ flash_fwd(const AttnParams p) {
         float s[MI][NB][4];  // (16*MI, BN)
         zero(s);
         gemm_nt<MI, NB>(s, sQ, row0, sKc, 0);
+        if constexpr (kCap) {  // capped scores, already in log2 units: c log2(e) tanh(scale q.k / c)
+#pragma unroll
+            for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+                for (int j = 0; j < NB; ++j)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e)
+                        s[mi][j][e] = tanh_approx(s[mi][j][e] * cap.scale_in) * cap.log2_c;
+        }
 
-        // mask (raw scores): keys past the segment end, causal j > i, and outside the window
+        // mask (raw scores, or capped ones): keys past the segment end, causal j > i, and outside
+        // the window
         const bool mask = (nb + 1) * BN > seqlen || (p.causal && (nb + 1) * BN > m_block * BM + 1) ||
                           window_cuts(p, m_block * BM + BM - 1, nb * BN);
         if (mask) {
@@ -399,7 +448,9 @@ flash_fwd(const AttnParams p) {
         // max m is raised when the tile's max exceeds it by more than kRescale (FA_RESCALE): 0 is
         // FlashAttention-2's eager rescale, the default; > 0 rescales O and l less often (P may
         // reach 2^kRescale), which measured up to 2.6x SDPA's O error on the H100.
+        // With the cap the scores are in log2 units already (multiplier 1).
         constexpr float kRescale = (float)FA_RESCALE;
+        const float sl2 = kCap ? 1.f : p.scale_log2;
 #pragma unroll
         for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
@@ -410,7 +461,7 @@ flash_fwd(const AttnParams p) {
                     mx = fmaxf(mx, fmaxf(s[mi][j][2 * hf], s[mi][j][2 * hf + 1]));
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 1));
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 2));
-                mx *= p.scale_log2;
+                mx *= sl2;
                 if (mx > row_max[mi][hf] + kRescale) {  // uniform across the quad owning the row
                     const float corr = exp2f(row_max[mi][hf] - mx);  // 0 on the first raise
                     row_max[mi][hf] = mx;
@@ -425,8 +476,8 @@ flash_fwd(const AttnParams p) {
                 float sum = 0.f;
 #pragma unroll
                 for (int j = 0; j < NB; ++j) {
-                    float p0 = exp2f(fmaf(s[mi][j][2 * hf], p.scale_log2, -m_use));
-                    float p1 = exp2f(fmaf(s[mi][j][2 * hf + 1], p.scale_log2, -m_use));
+                    float p0 = exp2f(fmaf(s[mi][j][2 * hf], sl2, -m_use));
+                    float p1 = exp2f(fmaf(s[mi][j][2 * hf + 1], sl2, -m_use));
                     s[mi][j][2 * hf] = p0;
                     s[mi][j][2 * hf + 1] = p1;
                     sum += p0 + p1;
@@ -459,6 +510,19 @@ flash_fwd(const AttnParams p) {
     store_rows<MI>(go, q_ld, row0, m_valid, acc_o, inv);
 }
 
+#if FA_PLAIN_KERNELS
+extern "C" __global__ void __launch_bounds__(kFwdThreads)
+flash_fwd(const AttnParams p) {
+    flash_fwd_body<false>(p, SoftcapParams{0.f, 0.f});
+}
+#endif
+#if FA_SOFTCAP_KERNELS
+extern "C" __global__ void __launch_bounds__(kFwdThreads)
+flash_fwd_softcap(const AttnParams p, const SoftcapParams cap) {
+    flash_fwd_body<true>(p, cap);
+}
+#endif
+
 // ---------------------------------------------------------------------------------------------
 // Backward pass 1: D[n, h] = sum_d dO[n, h, d] * O[n, h, d], written as fp32 into the first
 // 4 bytes of dq's (n, h) row. grid ceil(N*H / rows per block), block 256.
@@ -489,13 +553,13 @@ __device__ __forceinline__ float load_d(const AttnParams& p, long n, int h) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Backward pass 2: dK, dV.
+// Backward pass 2: dK, dV (flash_bwd_dkdv, flash_bwd_dkdv_softcap).
 // grid ceil(max_seqlen / kKvBlockN) * Hkv * segments (see sched_tile; key tile 0 is longest when
 // causal and comes first), block kKvThreads,
 // smem K, V (kKvBlockN, D) + 2 x Q, dO (kKvBlockM, D) + 2 x lse, D [kKvBlockM] fp32.
 // ---------------------------------------------------------------------------------------------
-extern "C" __global__ void __launch_bounds__(kKvThreads, kKvMinBlocks)
-flash_bwd_dkdv(const AttnParams p) {
+template <bool kCap>
+__device__ __forceinline__ void flash_bwd_dkdv_body(const AttnParams p, const SoftcapParams cap) {
     constexpr int MI = kKvMI, BN = kKvBlockN, BM = kKvBlockM, NB = BM / 8;
     extern __shared__ __align__(128) unsigned char smem[];
     int n_block, grp;
@@ -571,23 +635,49 @@ flash_bwd_dkdv(const AttnParams p) {
         gemm_nt<MI, NB>(s, sK, row0, sQc, 0);
         const bool mask = (p.causal && m * BM < n_block * BN + BN - 1) ||
                           window_cuts(p, m * BM + BM - 1, n_block * BN);
-#pragma unroll
-        for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-            for (int j = 0; j < NB; ++j)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int col = j * 8 + (lane & 3) * 2 + (e & 1);
-                    float x = exp2f(fmaf(s[mi][j][e], p.scale_log2, -(sLc[col] * LOG2E_F)));
-                    if (mask) {
-                        const int key = n_block * BN + row0 + mi * 16 + (lane >> 2) + (e >> 1) * 8;
-                        const int query = m * BM + col;
-                        if (key > query || (p.window > 0 && key <= query - p.window)) x = 0.f;
-                    }
-                    s[mi][j][e] = x;
-                }
         u32 pa[MI][NB / 2][4];
-        to_a_frags<MI, NB>(pa, s);
+        if constexpr (kCap) {
+            // P^T goes to pa (bf16, for dV) as it is computed; s keeps P^T (1 - t^2), the part of
+            // dS^T before (dP^T - D), so the cap needs no extra tile of registers.
+#pragma unroll
+            for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+                for (int j = 0; j < NB; ++j) {
+                    float xs[4];
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int col = j * 8 + (lane & 3) * 2 + (e & 1);
+                        const float t = tanh_approx(s[mi][j][e] * cap.scale_in);
+                        float x = exp2f(fmaf(t, cap.log2_c, -(sLc[col] * LOG2E_F)));
+                        if (mask) {
+                            const int key = n_block * BN + row0 + mi * 16 + (lane >> 2) + (e >> 1) * 8;
+                            const int query = m * BM + col;
+                            if (key > query || (p.window > 0 && key <= query - p.window)) x = 0.f;
+                        }
+                        xs[e] = x;
+                        s[mi][j][e] = x * (1.f - t * t);
+                    }
+                    pa[mi][j >> 1][(j & 1) * 2] = pack_bf16(xs[0], xs[1]);
+                    pa[mi][j >> 1][(j & 1) * 2 + 1] = pack_bf16(xs[2], xs[3]);
+                }
+        } else {
+#pragma unroll
+            for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+                for (int j = 0; j < NB; ++j)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int col = j * 8 + (lane & 3) * 2 + (e & 1);
+                        float x = exp2f(fmaf(s[mi][j][e], p.scale_log2, -(sLc[col] * LOG2E_F)));
+                        if (mask) {
+                            const int key = n_block * BN + row0 + mi * 16 + (lane >> 2) + (e >> 1) * 8;
+                            const int query = m * BM + col;
+                            if (key > query || (p.window > 0 && key <= query - p.window)) x = 0.f;
+                        }
+                        s[mi][j][e] = x;
+                    }
+            to_a_frags<MI, NB>(pa, s);
+        }
         gemm_rs<MI, NB / 2>(acc_dv, pa, sdOc, 0);  // dV += P^T dO
 
         float dp[MI][NB][4];  // dP^T (16*MI keys, BM queries)
@@ -615,13 +705,26 @@ flash_bwd_dkdv(const AttnParams p) {
     store_rows<MI>(p.dv + kv_off, kv_ld, row0, n_valid, acc_dv, mul_v);
 }
 
+#if FA_PLAIN_KERNELS
+extern "C" __global__ void __launch_bounds__(kKvThreads, kKvMinBlocks)
+flash_bwd_dkdv(const AttnParams p) {
+    flash_bwd_dkdv_body<false>(p, SoftcapParams{0.f, 0.f});
+}
+#endif
+#if FA_SOFTCAP_KERNELS
+extern "C" __global__ void __launch_bounds__(kKvThreads, kKvMinBlocks)
+flash_bwd_dkdv_softcap(const AttnParams p, const SoftcapParams cap) {
+    flash_bwd_dkdv_body<true>(p, cap);
+}
+#endif
+
 // ---------------------------------------------------------------------------------------------
-// Backward pass 3: dQ.
+// Backward pass 3: dQ (flash_bwd_dq, flash_bwd_dq_softcap).
 // grid ceil(max_seqlen / kQBlockM) * H * segments (see sched_tile), block kQThreads,
 // smem Q, dO (kQBlockM, D) + 2 x K, V (kQBlockN, D).
 // ---------------------------------------------------------------------------------------------
-extern "C" __global__ void __launch_bounds__(kQThreads, kQMinBlocks)
-flash_bwd_dq(const AttnParams p) {
+template <bool kCap>
+__device__ __forceinline__ void flash_bwd_dq_body(const AttnParams p, const SoftcapParams cap) {
     constexpr int MI = kQMI, BM = kQBlockM, BN = kQBlockN, NB = BN / 8;
     extern __shared__ __align__(128) unsigned char smem[];
     int m_block, grp;  // causal: longest first
@@ -692,13 +795,26 @@ flash_bwd_dq(const AttnParams p) {
             for (int j = 0; j < NB; ++j)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                    float x = exp2f(fmaf(s[mi][j][e], p.scale_log2, -lse2[mi][e >> 1]));
-                    if (mask) {
-                        const int row = m_block * BM + row0 + mi * 16 + (lane >> 2) + (e >> 1) * 8;
-                        const int col = nb * BN + j * 8 + (lane & 3) * 2 + (e & 1);
-                        if (key_hidden(p, row, col, seqlen)) x = 0.f;
+                    if constexpr (kCap) {
+                        // s = P (1 - t^2): P times the cap's derivative, the part of dS before
+                        // (dP - D)
+                        const float t = tanh_approx(s[mi][j][e] * cap.scale_in);
+                        float x = exp2f(fmaf(t, cap.log2_c, -lse2[mi][e >> 1]));
+                        if (mask) {
+                            const int row = m_block * BM + row0 + mi * 16 + (lane >> 2) + (e >> 1) * 8;
+                            const int col = nb * BN + j * 8 + (lane & 3) * 2 + (e & 1);
+                            if (key_hidden(p, row, col, seqlen)) x = 0.f;
+                        }
+                        s[mi][j][e] = x * (1.f - t * t);
+                    } else {
+                        float x = exp2f(fmaf(s[mi][j][e], p.scale_log2, -lse2[mi][e >> 1]));
+                        if (mask) {
+                            const int row = m_block * BM + row0 + mi * 16 + (lane >> 2) + (e >> 1) * 8;
+                            const int col = nb * BN + j * 8 + (lane & 3) * 2 + (e & 1);
+                            if (key_hidden(p, row, col, seqlen)) x = 0.f;
+                        }
+                        s[mi][j][e] = x;
                     }
-                    s[mi][j][e] = x;
                 }
 
         float dp[MI][NB][4];  // dP (16*MI queries, BN keys)
@@ -724,3 +840,16 @@ flash_bwd_dq(const AttnParams p) {
     // All D reads of this CTA happened before the loop's barriers; rows are owned by this CTA.
     store_rows<MI>(p.dq + q_off, q_ld, row0, m_valid, acc_dq, mul);
 }
+
+#if FA_PLAIN_KERNELS
+extern "C" __global__ void __launch_bounds__(kQThreads, kQMinBlocks)
+flash_bwd_dq(const AttnParams p) {
+    flash_bwd_dq_body<false>(p, SoftcapParams{0.f, 0.f});
+}
+#endif
+#if FA_SOFTCAP_KERNELS
+extern "C" __global__ void __launch_bounds__(kQThreads, kQMinBlocks)
+flash_bwd_dq_softcap(const AttnParams p, const SoftcapParams cap) {
+    flash_bwd_dq_body<true>(p, cap);
+}
+#endif

@@ -1,7 +1,8 @@
 // RMSNorm and LayerNorm, forward and backward. x, y, dy, dx [N, D] (T = float | bf16);
 // w, b [D] (T); statistics rstd, mean [N] and parameter gradients dw, db [D] are fp32.
-//   rms fwd:  rstd = 1/sqrt(mean_d x² + eps);  y = x·rstd·w
-//   rms bwd:  dx += rstd·(dy·w) − x·rstd³·(Σ_d dy·w·x)/D;      dw += Σ_n dy·x·rstd
+//   rms fwd:  rstd = 1/sqrt(mean_d x² + eps);  y = x·rstd·s,  s = w + woff (woff 1 for Gemma's
+//             RMSNorm, whose stored weight is the scale minus one; 0 otherwise)
+//   rms bwd:  dx += rstd·(dy·s) − x·rstd³·(Σ_d dy·s·x)/D;      dw += Σ_n dy·x·rstd
 //   ln fwd:   mean = mean_d x, rstd = 1/sqrt(mean_d (x−mean)² + eps);  y = (x−mean)·rstd·w + b
 //   ln bwd:   x̂ = (x−mean)·rstd, g = dy·w;  dx += rstd·(g − mean_d g − x̂·mean_d(g·x̂))
 //             dw += Σ_n dy·x̂,  db += Σ_n dy
@@ -15,7 +16,7 @@
 #include "ferrotron_common.cuh"
 
 template <typename T>
-__device__ void rmsnorm_fwd(const T* x, const T* w, T* y, float* rstd, int d, float eps) {
+__device__ void rmsnorm_fwd(const T* x, const T* w, T* y, float* rstd, int d, float eps, float woff) {
     const long long row = blockIdx.x;
     const T* xr = x + row * d;
     float ss = 0.f;
@@ -26,14 +27,16 @@ __device__ void rmsnorm_fwd(const T* x, const T* w, T* y, float* rstd, int d, fl
     ss = block_sum(ss);
     const float r = 1.f / sqrtf(ss / (float)d + eps);
     T* yr = y + row * d;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) yr[i] = cvt<T>(ld(xr[i]) * r * ld(w[i]));
+    for (int i = threadIdx.x; i < d; i += blockDim.x) yr[i] = cvt<T>(ld(xr[i]) * r * (ld(w[i]) + woff));
     if (threadIdx.x == 0) rstd[row] = r;
 }
-FT_EXPORT(rmsnorm_fwd, (const T* x, const T* w, T* y, float* rstd, int d, float eps), (x, w, y, rstd, d, eps))
+FT_EXPORT(rmsnorm_fwd, (const T* x, const T* w, T* y, float* rstd, int d, float eps, float woff),
+          (x, w, y, rstd, d, eps, woff))
 
 // h += y, then rmsnorm_fwd on h. Each thread re-reads only the elements of h it wrote itself.
 template <typename T>
-__device__ void residual_rmsnorm_fwd(T* h, const T* y, const T* w, T* out, float* rstd, int d, float eps) {
+__device__ void residual_rmsnorm_fwd(T* h, const T* y, const T* w, T* out, float* rstd, int d, float eps,
+                                     float woff) {
     const long long row = blockIdx.x;
     T* hr = h + row * d;
     const T* yr = y + row * d;
@@ -47,27 +50,27 @@ __device__ void residual_rmsnorm_fwd(T* h, const T* y, const T* w, T* out, float
     ss = block_sum(ss);
     const float r = 1.f / sqrtf(ss / (float)d + eps);
     T* outr = out + row * d;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) outr[i] = cvt<T>(ld(hr[i]) * r * ld(w[i]));
+    for (int i = threadIdx.x; i < d; i += blockDim.x) outr[i] = cvt<T>(ld(hr[i]) * r * (ld(w[i]) + woff));
     if (threadIdx.x == 0) rstd[row] = r;
 }
-FT_EXPORT(residual_rmsnorm_fwd, (T * h, const T* y, const T* w, T* out, float* rstd, int d, float eps),
-          (h, y, w, out, rstd, d, eps))
+FT_EXPORT(residual_rmsnorm_fwd, (T * h, const T* y, const T* w, T* out, float* rstd, int d, float eps, float woff),
+          (h, y, w, out, rstd, d, eps, woff))
 
 template <typename T>
-__device__ void rmsnorm_bwd_dx(const T* x, const T* w, const float* rstd, const T* dy, T* dx, int d) {
+__device__ void rmsnorm_bwd_dx(const T* x, const T* w, const float* rstd, const T* dy, T* dx, int d, float woff) {
     const long long row = blockIdx.x;
     const T *xr = x + row * d, *dyr = dy + row * d;
     float dot = 0.f;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) dot += ld(dyr[i]) * ld(w[i]) * ld(xr[i]);
+    for (int i = threadIdx.x; i < d; i += blockDim.x) dot += ld(dyr[i]) * (ld(w[i]) + woff) * ld(xr[i]);
     dot = block_sum(dot);
     const float r = rstd[row];
     const float c = r * r * r * dot / (float)d;
     T* dxr = dx + row * d;
     for (int i = threadIdx.x; i < d; i += blockDim.x)
-        dxr[i] = cvt<T>(ld(dxr[i]) + r * ld(dyr[i]) * ld(w[i]) - ld(xr[i]) * c);
+        dxr[i] = cvt<T>(ld(dxr[i]) + r * ld(dyr[i]) * (ld(w[i]) + woff) - ld(xr[i]) * c);
 }
-FT_EXPORT(rmsnorm_bwd_dx, (const T* x, const T* w, const float* rstd, const T* dy, T* dx, int d),
-          (x, w, rstd, dy, dx, d))
+FT_EXPORT(rmsnorm_bwd_dx, (const T* x, const T* w, const float* rstd, const T* dy, T* dx, int d, float woff),
+          (x, w, rstd, dy, dx, d, woff))
 
 // dw[c] += Σ_{n in chunk} dy[n, c]·x[n, c]·rstd[n]
 template <typename T>

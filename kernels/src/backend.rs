@@ -168,6 +168,16 @@ pub enum Gelu {
     Erf,
 }
 
+/// The activation of a gated MLP, out = act(gate) · up (HF `hidden_act` of the Llama family):
+/// `Silu` (SwiGLU, Llama's "silu"), or a GELU (GeGLU: Gemma's "gelu_pytorch_tanh", or the exact
+/// "gelu" of a Llama config).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Glu {
+    #[default]
+    Silu,
+    Gelu(Gelu),
+}
+
 /// y[N, O] = x[N, I] · W^T (+ b[O]), W in `layout`.
 #[derive(Clone, Copy, Debug)]
 pub struct LinearDims {
@@ -198,6 +208,9 @@ pub struct VocabSlice {
 /// `window` (sliding-window attention, causal only): query i sees key j only when
 /// i − window < j ≤ i (local positions in the segment; transformers' `sliding_window`). A window
 /// of at least the segment length is full causal attention. `None`: no window.
+/// `softcap` (Gemma 2's attn_logit_softcapping c): the scaled scores pass through
+/// s ← c · tanh(s / c) before the mask and the softmax; the backward multiplies dS by
+/// 1 − (s / c)². `None`: the scores as they are.
 #[derive(Clone, Copy, Debug)]
 pub struct AttnDims {
     pub tokens: usize,
@@ -211,6 +224,7 @@ pub struct AttnDims {
     /// with it unrounded; each backend rounds it once to its compute type.
     pub scale: f64,
     pub window: Option<usize>,
+    pub softcap: Option<f64>,
 }
 
 impl AttnDims {
@@ -439,7 +453,9 @@ pub trait Backend: Send + Sync {
     ) -> Result<()>;
 
     // ---- norms -----------------------------------------------------------------------------
-    /// y = x · rstd · w,  rstd[n] = 1 / sqrt(mean_d x[n]² + eps). x, y [N, D], w [D], rstd [N].
+    /// y = x · rstd · (w + w_offset),  rstd[n] = 1 / sqrt(mean_d x[n]² + eps). x, y [N, D],
+    /// w [D], rstd [N]. `w_offset` is 0, or 1 for Gemma's RMSNorm, whose stored weight is the
+    /// scale minus one (w + 1 is formed in Act precision, as transformers' `1.0 + w`).
     #[allow(clippy::too_many_arguments)]
     fn rmsnorm_forward(
         &self,
@@ -450,7 +466,10 @@ pub trait Backend: Send + Sync {
         n: usize,
         d: usize,
         eps: f64,
+        w_offset: f64,
     ) -> Result<()>;
+    /// dx += ∂y/∂x · dy with the scale w + w_offset; dw += Σ_n dy · x · rstd (the offset's
+    /// derivative is 1).
     #[allow(clippy::too_many_arguments)]
     fn rmsnorm_backward(
         &self,
@@ -462,6 +481,7 @@ pub trait Backend: Send + Sync {
         dw: AccDst<'_, Self>,
         n: usize,
         d: usize,
+        w_offset: f64,
     ) -> Result<()>;
     /// y = (x − mean) · rstd · w + b. mean, rstd [N]. Backward: dx += …; dw, db (in `grads`, bias
     /// region required) += ….
@@ -493,7 +513,7 @@ pub trait Backend: Send + Sync {
     ) -> Result<()>;
 
     /// The residual add fused with the RMSNorm that follows it, one pass over memory:
-    ///   h += y;  then exactly `rmsnorm_forward(h, w, out, rstd)` on the updated h.
+    ///   h += y;  then exactly `rmsnorm_forward(h, w, out, rstd, .., w_offset)` on the updated h.
     /// h, y, out [N, D]. h is rounded to Act before its statistics are taken, so the result is
     /// that of `add_inplace` followed by `rmsnorm_forward` (bit for bit on every backend), and
     /// `rmsnorm_backward` on the saved h is its backward. There is no fused backward: the add's
@@ -510,6 +530,7 @@ pub trait Backend: Send + Sync {
         n: usize,
         d: usize,
         eps: f64,
+        w_offset: f64,
     ) -> Result<()>;
     /// h += y; then exactly `layernorm_forward(h, w, b, out, mean, rstd)` (see
     /// `residual_rmsnorm_forward`; backward is `layernorm_backward` on the saved h).
@@ -592,15 +613,18 @@ pub trait Backend: Send + Sync {
     ) -> Result<()>;
 
     // ---- activations and residual ----------------------------------------------------------
-    /// out = silu(gate) · up, silu(g) = g · σ(g). All [n] elements.
-    fn swiglu_forward(
+    /// out = act(gate) · up, act = silu (g · σ(g)) or the GELU of `kind`. All [n] elements.
+    fn glu_forward(
         &self,
+        kind: Glu,
         gate: ActSrc<'_, Self>,
         up: ActSrc<'_, Self>,
         out: ActDst<'_, Self>,
     ) -> Result<()>;
-    fn swiglu_backward(
+    /// dgate += dout · up · act'(gate);  dup += dout · act(gate).
+    fn glu_backward(
         &self,
+        kind: Glu,
         gate: ActSrc<'_, Self>,
         up: ActSrc<'_, Self>,
         dout: ActSrc<'_, Self>,
@@ -622,6 +646,10 @@ pub trait Backend: Send + Sync {
     fn add_inplace(&self, x: ActDst<'_, Self>, y: ActSrc<'_, Self>) -> Result<()>;
     /// x *= s (activations; Granite's embedding, residual and logits multipliers).
     fn scale_inplace(&self, x: ActDst<'_, Self>, s: f64) -> Result<()>;
+    /// x ← c · tanh(x / c) (Gemma 2's final_logit_softcapping on the logits).
+    fn softcap_inplace(&self, x: ActDst<'_, Self>, c: f64) -> Result<()>;
+    /// dy *= 1 − (y / c)², y the capped values `softcap_inplace` wrote: its backward.
+    fn softcap_backward(&self, dy: ActDst<'_, Self>, y: ActSrc<'_, Self>, c: f64) -> Result<()>;
 
     // ---- loss ------------------------------------------------------------------------------
     /// Fused softmax cross-entropy over rows of logits [N, V] with targets [N] (−100 = ignore):

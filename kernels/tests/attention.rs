@@ -35,6 +35,7 @@ fn dims_for(case: Case, seg_lens: &[usize]) -> (AttnDims, Vec<i32>) {
         causal: case.causal,
         scale: 1.0 / (case.head_dim as f64).sqrt(),
         window: case.window,
+        softcap: None,
     };
     (dims, cu)
 }
@@ -127,10 +128,11 @@ fn naive(q: &[f64], k: &[f64], v: &[f64], cu: &[i32], d: &AttnDims) -> (Vec<f64>
                 let sc: Vec<f64> = keys
                     .iter()
                     .map(|&j| {
-                        (0..dh)
+                        let s = (0..dh)
                             .map(|x| q[(i * h_n + h) * dh + x] * k[(j * kv_n + g) * dh + x])
                             .sum::<f64>()
-                            * scale
+                            * scale;
+                        d.softcap.map_or(s, |c| c * (s / c).tanh())
                     })
                     .collect();
                 let z: f64 = sc.iter().map(|s| s.exp()).sum();
@@ -220,12 +222,24 @@ fn gradcheck_on(case: Case, seg_lens: &[usize], seed: u64) {
     let (dims, cu) = dims_for(case, seg_lens);
     // the FD-checked scheme; attention_backward_schemes_agree ties ByKvHead to it
     assert_eq!(scheme_for(&cu, &dims), BackwardScheme::TwoPass);
-    let [q, k, v, r] = inputs(seed, &dims, 1.5);
-    let (dq, dk, dv) = attn_bwd(&q, &k, &v, &r, &cu, &dims, 0.0);
-    let loss = |q: &[f64], k: &[f64], v: &[f64]| dot(&attn_fwd(q, k, v, &cu, &dims).0, &r);
+    gradcheck_dims(case, &dims, &cu, seg_lens, seed, 1.5);
+}
+
+fn gradcheck_dims(
+    case: Case,
+    dims: &AttnDims,
+    cu: &[i32],
+    seg_lens: &[usize],
+    seed: u64,
+    spread: f64,
+) {
+    let dims = *dims;
+    let [q, k, v, r] = inputs(seed, &dims, spread);
+    let (dq, dk, dv) = attn_bwd(&q, &k, &v, &r, cu, &dims, 0.0);
+    let loss = |q: &[f64], k: &[f64], v: &[f64]| dot(&attn_fwd(q, k, v, cu, &dims).0, &r);
     let tag = format!(
-        "attention H={} Hkv={} Dh={} causal={} window={:?} segments {seg_lens:?}",
-        case.heads, case.kv_heads, case.head_dim, case.causal, case.window
+        "attention H={} Hkv={} Dh={} causal={} window={:?} softcap={:?} segments {seg_lens:?}",
+        case.heads, case.kv_heads, case.head_dim, case.causal, case.window, dims.softcap
     );
     fd_check(&format!("{tag} dq"), &q, &dq, |x| loss(x, &k, &v));
     fd_check(&format!("{tag} dk"), &k, &dk, |x| loss(&q, x, &v));
@@ -323,6 +337,61 @@ fn attention_gradcheck_window_larger_than_a_tile() {
         ..CASES[1]
     };
     gradcheck_on(case, &[20, 150], 57);
+}
+
+/// Gemma 2's softcap c·tanh(s/c) on the scaled scores, before the mask: forward against the
+/// naive reference (scores spread to ±9 around c = 2.5, so most rows bend), and f64 finite
+/// differences of the backward (its dS times 1 − (s/c)²) causal with GQA, windowed with MQA, full,
+/// and on enough segments that the one-pass ByKvHead scheme runs.
+#[test]
+fn attention_softcap_matches_naive_and_gradchecks() {
+    let capped = |case: Case, lens: &[usize]| {
+        let (mut dims, cu) = dims_for(case, lens);
+        dims.softcap = Some(2.5);
+        (dims, cu)
+    };
+    let windowed = Case {
+        window: Some(5),
+        head_dim: 8,
+        ..CASES[1]
+    };
+    for (c, case) in [CASES[0], windowed, CASES[2]].into_iter().enumerate() {
+        let (dims, cu) = capped(case, &[37, 70, 1, 150, 0]);
+        let [q, k, v, _] = inputs(90 + c as u64, &dims, 3.0);
+        let (o, lse) = attn_fwd(&q, &k, &v, &cu, &dims);
+        let (o_ref, lse_ref) = naive(&q, &k, &v, &cu, &dims);
+        let (eo, el) = (max_rel_diff(&o, &o_ref), max_rel_diff(&lse, &lse_ref));
+        println!("attention forward softcap {case:?}: o {eo:.2e} lse {el:.2e}");
+        assert!(
+            eo < 1e-13 && el < 1e-13,
+            "{case:?}: o {eo:.2e} lse {el:.2e}"
+        );
+        // the cap changes the output
+        let (plain, _) = dims_for(case, &[37, 70, 1, 150, 0]);
+        let uncapped = attn_fwd(&q, &k, &v, &cu, &plain).0;
+        assert!(
+            max_rel_diff(&o, &uncapped) > 1e-2,
+            "{case:?}: the cap did not bite"
+        );
+    }
+    let full = Case {
+        head_dim: 8,
+        ..CASES[2]
+    };
+    for (seed, case, lens) in [
+        (93, CASES[0], &[11usize, 66][..]),
+        (94, windowed, &[20, 33][..]),
+        (95, full, &[19, 14][..]),
+        (96, CASES[0], &[9, 13, 6, 11][..]),
+    ] {
+        let (dims, cu) = capped(case, lens);
+        let want = match lens.len() * case.kv_heads >= 8 {
+            true => BackwardScheme::ByKvHead,
+            false => BackwardScheme::TwoPass,
+        };
+        assert_eq!(scheme_for(&cu, &dims), want);
+        gradcheck_dims(case, &dims, &cu, lens, seed, 3.0);
+    }
 }
 
 #[test]

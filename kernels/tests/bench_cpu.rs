@@ -130,6 +130,7 @@ fn bench_attention_sliding_window() {
             causal: true,
             scale: 0.125,
             window,
+            softcap: None,
         };
         let (mut o, mut lse) = (vec![0f32; q.len()], vec![0f32; heads * seg]);
         let (mut dq, mut dk, mut dv) = (
@@ -198,6 +199,7 @@ fn bench_attention_gpt2_small_shape() {
         causal: true,
         scale: 0.125,
         window: None,
+        softcap: None,
     };
     let q = uniform_f32(&mut g, n * heads * dh);
     let k = uniform_f32(&mut g, n * heads * dh);

@@ -85,6 +85,7 @@ fn bench_bf16() {
             rn,
             rd,
             1e-5,
+            0.0,
         )
         .unwrap()
     });
@@ -142,6 +143,7 @@ fn bench_bf16() {
         causal: true,
         scale: 0.088,
         window: None,
+        softcap: None,
     };
     let ms = time(&be, || {
         be.attention_forward(

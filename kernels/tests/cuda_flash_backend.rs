@@ -6,7 +6,8 @@
 //! poisoned with NaN first, so rows FlashAttention leaves unwritten fail.
 //! Also: the lse of both paths is the natural-log logsumexp (each backward accepts the other's
 //! lse), the dispatch rule (bf16, Dh 64/128, aligned regions; f32 and Dh 40 fall back), and
-//! regions at offsets inside larger buffers.
+//! regions at offsets inside larger buffers. The same comparisons with Gemma 2's score softcap
+//! (c·tanh(s / c), c = 5, scores up to ~20) run in `flash_path_softcap_matches_cpu_and_fallback`.
 //! Pass: ‖gpu − ref‖/‖ref‖ ≤ 1e-2 (bf16). Lines "CUDA-OP <op> bf16 rel=<err>" feed
 //! scripts/gpu-check.sh. All tests are #[ignore = "needs a CUDA GPU"].
 
@@ -64,6 +65,18 @@ fn windowed(
     causal: bool,
     window: Option<usize>,
 ) -> AttnDims {
+    capped(cu, heads, kv_heads, head_dim, causal, window, None)
+}
+
+fn capped(
+    cu: &[i32],
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    causal: bool,
+    window: Option<usize>,
+    softcap: Option<f64>,
+) -> AttnDims {
     AttnDims {
         tokens: *cu.last().unwrap() as usize,
         heads,
@@ -74,14 +87,18 @@ fn windowed(
         causal,
         scale: 1.0 / (head_dim as f64).sqrt(),
         window,
+        softcap,
     }
 }
 
 fn tag(d: &AttnDims) -> String {
     format!(
-        "[{}{}Dh{}H{}/{}S{}N{}]",
+        "[{}{}{}Dh{}H{}/{}S{}N{}]",
         if d.causal { "causal," } else { "" },
         d.window.map(|w| format!("window{w},")).unwrap_or_default(),
+        d.softcap
+            .map(|c| format!("softcap{c},"))
+            .unwrap_or_default(),
         d.head_dim,
         d.heads,
         d.kv_heads,
@@ -101,6 +118,9 @@ struct Problem {
 }
 
 impl Problem {
+    /// q, k in [-2, 2) (scores of standard deviation ~1.3); with a softcap in [-4, 4) (~5.3,
+    /// magnitudes up to ~20, so the cap of 5 squeezes most scores and saturates many).
+    #[allow(clippy::too_many_arguments)]
     fn new(
         rng: &mut ChaCha8Rng,
         cu: &[i32],
@@ -109,13 +129,15 @@ impl Problem {
         dh: usize,
         causal: bool,
         window: Option<usize>,
+        softcap: Option<f64>,
     ) -> Self {
-        let d = windowed(cu, h, hkv, dh, causal, window);
+        let d = capped(cu, h, hkv, dh, causal, window, softcap);
         let n = d.tokens;
+        let qk_amp = if softcap.is_some() { 4.0 } else { 2.0 };
         Problem {
             cu: cu.to_vec(),
-            q: rand(rng, n * h * dh, 2.0),
-            k: rand(rng, n * hkv * dh, 2.0),
+            q: rand(rng, n * h * dh, qk_amp),
+            k: rand(rng, n * hkv * dh, qk_amp),
             v: rand(rng, n * hkv * dh, 1.0),
             dout: rand(rng, n * h * dh, 1.0),
             d,
@@ -256,13 +278,47 @@ fn cases() -> Vec<(bool, Option<usize>, usize, usize, usize, Vec<i32>)> {
     ]
 }
 
+/// The softcap cases (c = 5, see `Problem::new`): causal and not, sliding windows below, at and
+/// above a tile, GQA and MQA, both head dims, ragged packed segments. (No window of 1 key: there
+/// P = 1 and dS = dP − D is rounding noise on both sides, which a relative error cannot judge.)
+#[allow(clippy::type_complexity)]
+fn softcap_cases() -> Vec<(bool, Option<usize>, usize, usize, usize, Vec<i32>)> {
+    vec![
+        (true, None, 64, 8, 2, vec![0, 1, 130, 131, 300, 517]),
+        (true, None, 128, 4, 1, vec![0, 257, 384]),
+        (false, None, 64, 4, 4, vec![0, 100, 356]),
+        (false, None, 128, 6, 3, vec![0, 77, 78, 333]),
+        (true, Some(50), 64, 8, 2, vec![0, 1, 130, 131, 300, 517]),
+        (true, Some(200), 128, 6, 3, vec![0, 77, 78, 1000]),
+        (true, Some(64), 128, 4, 1, vec![0, 257, 384]),
+    ]
+}
+
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn flash_path_matches_cpu_and_fallback() {
+    compare_paths(cases(), None);
+}
+
+/// As `flash_path_matches_cpu_and_fallback` with Gemma 2's attention softcap c = 5 (the
+/// `*_softcap` FlashAttention kernels and the fallback's capped path, against the CPU backend).
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn flash_path_softcap_matches_cpu_and_fallback() {
+    compare_paths(softcap_cases(), Some(5.0));
+}
+
+/// FlashAttention against the CPU backend and the fallback kernels, forward and backward, on
+/// each case; each backward also from the other path's lse.
+#[allow(clippy::type_complexity)]
+fn compare_paths(
+    cases: Vec<(bool, Option<usize>, usize, usize, usize, Vec<i32>)>,
+    softcap: Option<f64>,
+) {
     let mut rng = rng();
     let g = G::new(0).expect("a CUDA device");
-    for (causal, window, dh, h, hkv, cu) in cases() {
-        let p = Problem::new(&mut rng, &cu, h, hkv, dh, causal, window);
+    for (causal, window, dh, h, hkv, cu) in cases {
+        let p = Problem::new(&mut rng, &cu, h, hkv, dh, causal, window, softcap);
         let t = tag(&p.d);
         let (co, clse) = cpu_forward(&p);
         let (fo, flse) = gpu_forward(&g, &p, true);
@@ -336,11 +392,83 @@ fn dispatch_rule() {
         ..d64
     };
     assert!(!g.uses_flash_attention(&zero_max, &[0; 4]).unwrap());
+    // a softcap runs through FlashAttention too (its *_softcap kernels)
+    let capped64 = AttnDims {
+        softcap: Some(50.0),
+        ..d64
+    };
+    assert!(g.uses_flash_attention(&capped64, &[0; 4]).unwrap());
     g.set_flash_attention(false);
     assert!(!g.uses_flash_attention(&d64, &[0; 4]).unwrap());
     g.set_flash_attention(true);
     let f = CudaBackend::<f32>::new(0).unwrap();
     assert!(!f.uses_flash_attention(&d64, &[0; 4]).unwrap());
+}
+
+/// A softcap no kernel can apply (not a positive finite number, also after rounding to f32) is
+/// `Error::Unsupported` on both paths, forward and backward, and nothing is written.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn invalid_softcap_is_unsupported() {
+    let g = G::new(0).expect("a CUDA device");
+    let cu_h = [0, 50, 190];
+    for flash in [true, false] {
+        g.set_flash_attention(flash);
+        for c in [0.0, -5.0, f64::NAN, f64::INFINITY, 1e-300, 1e300] {
+            let d = capped(&cu_h, 4, 2, 64, true, None, Some(c));
+            let n = d.tokens;
+            let (nq, nkv) = (n * 4 * 64, n * 2 * 64);
+            let (q, k, v) = (
+                up(&g, &vec![0.5; nq]),
+                up(&g, &vec![0.5; nkv]),
+                up(&g, &vec![0.5; nkv]),
+            );
+            let cu = g.upload_idx(&cu_h).unwrap();
+            let (mut o, mut lse) = (nan_act(&g, nq), nan_acc(&g, 4 * n));
+            let r = g.attention_forward(
+                Src::all(&q),
+                Src::all(&k),
+                Src::all(&v),
+                Dst::all(&mut o),
+                Dst::all(&mut lse),
+                Src::all(&cu),
+                &d,
+            );
+            assert!(
+                matches!(r, Err(ferrotron_kernels::Error::Unsupported(_))),
+                "softcap {c} (flash {flash}): forward gave {r:?}"
+            );
+            assert!(
+                get(&g, &o).iter().all(|x| x.is_nan()),
+                "softcap {c}: o written"
+            );
+            let dout = up(&g, &vec![0.5; nq]);
+            let (mut dq, mut dk, mut dv) = (nan_act(&g, nq), nan_act(&g, nkv), nan_act(&g, nkv));
+            let lse_in = g.upload_acc(&vec![1.0; 4 * n]).unwrap();
+            let r = g.attention_backward(
+                Src::all(&q),
+                Src::all(&k),
+                Src::all(&v),
+                Src::all(&dout),
+                Src::all(&dout),
+                Src::all(&lse_in),
+                Dst::all(&mut dq),
+                Dst::all(&mut dk),
+                Dst::all(&mut dv),
+                Src::all(&cu),
+                &d,
+            );
+            assert!(
+                matches!(r, Err(ferrotron_kernels::Error::Unsupported(_))),
+                "softcap {c} (flash {flash}): backward gave {r:?}"
+            );
+            assert!(
+                get(&g, &dq).iter().all(|x| x.is_nan()),
+                "softcap {c}: dq written"
+            );
+        }
+    }
+    g.set_flash_attention(true);
 }
 
 /// Regions inside larger buffers: at an aligned offset (FlashAttention) and at an unaligned
@@ -350,7 +478,7 @@ fn dispatch_rule() {
 fn regions_at_offsets() {
     let mut rng = rng();
     let g = G::new(0).expect("a CUDA device");
-    let p = Problem::new(&mut rng, &[0, 50, 190], 4, 2, 64, true, None);
+    let p = Problem::new(&mut rng, &[0, 50, 190], 4, 2, 64, true, None, None);
     let (co, clse) = cpu_forward(&p);
     let o_in = bf16_round(&co);
     let cref = cpu_backward(&p, &o_in, &clse);
@@ -498,5 +626,70 @@ fn window_speed_s8192() {
             *f <= causal_fwd && *b <= causal_bwd,
             "{name} ({f:.3} / {b:.3} ms) is slower than full causal ({causal_fwd:.3} / {causal_bwd:.3} ms)"
         );
+    }
+}
+
+/// Softcap cost: FlashAttention forward and backward at B1 H16 S8192 D128 bf16 causal, without
+/// a cap (the plain kernels) and with Gemma 2's c = 50 (the `*_softcap` kernels: one tanh per
+/// score more, and 1 − t² in the backward). Prints "CUDA-BENCH" lines; asserts only that both
+/// ran.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn softcap_speed_s8192() {
+    let g = G::new(0).expect("a CUDA device");
+    let (s, h, d) = (8192usize, 16usize, 128usize);
+    let mut rng = rng();
+    let x = |rng: &mut ChaCha8Rng| up(&g, &rand(rng, s * h * d, 1.0));
+    let (q, k, v, dout) = (x(&mut rng), x(&mut rng), x(&mut rng), x(&mut rng));
+    let cu = g.upload_idx(&[0, s as i32]).unwrap();
+    let (mut o, mut lse) = (nan_act(&g, s * h * d), nan_acc(&g, h * s));
+    let (mut dq, mut dk, mut dv) = (
+        nan_act(&g, s * h * d),
+        nan_act(&g, s * h * d),
+        nan_act(&g, s * h * d),
+    );
+    let fl = 4.0 * (s * s) as f64 / 2.0 * (h * d) as f64;
+    for softcap in [None, Some(50.0)] {
+        let dims = capped(&[0, s as i32], h, h, d, true, None, softcap);
+        assert!(g.uses_flash_attention(&dims, &[0; 4]).unwrap());
+        let fwd_ms = common::median_ms(&g, || {
+            g.attention_forward(
+                Src::all(&q),
+                Src::all(&k),
+                Src::all(&v),
+                Dst::all(&mut o),
+                Dst::all(&mut lse),
+                Src::all(&cu),
+                &dims,
+            )
+            .unwrap()
+        });
+        let bwd_ms = common::median_ms(&g, || {
+            g.attention_backward(
+                Src::all(&q),
+                Src::all(&k),
+                Src::all(&v),
+                Src::all(&o),
+                Src::all(&dout),
+                Src::all(&lse),
+                Dst::all(&mut dq),
+                Dst::all(&mut dk),
+                Dst::all(&mut dv),
+                Src::all(&cu),
+                &dims,
+            )
+            .unwrap()
+        });
+        let name = softcap.map_or("causal".to_string(), |c| format!("causal_softcap{c}"));
+        eprintln!(
+            "CUDA-BENCH flash_attention_{name} B1H16S8192D128 fwd {fwd_ms:.3} ms ({:.0} TFLOP/s) bwd {bwd_ms:.3} ms ({:.0} TFLOP/s)",
+            fl / fwd_ms / 1e9,
+            2.5 * fl / bwd_ms / 1e9
+        );
+        assert!(g
+            .download_acc(Src::all(&lse))
+            .unwrap()
+            .iter()
+            .all(|x| x.is_finite()));
     }
 }

@@ -12,7 +12,7 @@ mod common;
 use common::rel_err;
 
 use ferrotron_kernels::backend::{
-    AdamWGroup, AdamWStep, AttnDims, Backend, Buffer, Dst, Gelu, LinearDims, Src, VocabSlice,
+    AdamWGroup, AdamWStep, AttnDims, Backend, Buffer, Dst, Gelu, Glu, LinearDims, Src, VocabSlice,
     WeightGrads, WeightLayout,
 };
 use ferrotron_kernels::cpu::CpuBackend;
@@ -370,14 +370,17 @@ fn linear<A: CudaAct>() {
 
 fn rmsnorm<A: CudaAct>() {
     let mut t = setup::<A>();
-    // the last three: Qwen3's q/k norms, RMSNorm over the N·H rows of one head (Dh 128, 64, 32)
-    for (n, d) in [
-        (64, 96),
-        (9, 1000),
-        (3, 2048),
-        (2400, 128),
-        (1500, 64),
-        (700, 32),
+    // (2400, 128) .. (700, 32): Qwen3's q/k norms, RMSNorm over the N·H rows of one head; the
+    // offset 1: Gemma's scale 1 + w
+    for (n, d, off) in [
+        (64, 96, 0.0),
+        (9, 1000, 0.0),
+        (3, 2048, 0.0),
+        (2400, 128, 0.0),
+        (1500, 64, 0.0),
+        (700, 32, 0.0),
+        (64, 96, 1.0),
+        (700, 32, 1.0),
     ] {
         let (x, w) = (t.rand(n * d, 2.0), t.rand(d, 1.0));
         let (gx, gw) = (t.act(&x), t.act(&w));
@@ -391,6 +394,7 @@ fn rmsnorm<A: CudaAct>() {
             n,
             d,
             1e-5,
+            off,
         )
         .unwrap();
         t.c.rmsnorm_forward(
@@ -401,6 +405,7 @@ fn rmsnorm<A: CudaAct>() {
             n,
             d,
             1e-5,
+            off,
         )
         .unwrap();
         t.check("rmsnorm_forward_y", &t.get_act(&gy), &cy, 1.0);
@@ -418,6 +423,7 @@ fn rmsnorm<A: CudaAct>() {
             Dst::all(&mut gdw),
             n,
             d,
+            off,
         )
         .unwrap();
         t.c.rmsnorm_backward(
@@ -429,6 +435,7 @@ fn rmsnorm<A: CudaAct>() {
             Dst::all(&mut cdw),
             n,
             d,
+            off,
         )
         .unwrap();
         t.check("rmsnorm_backward_dx", &t.get_act(&gdx), &cdx, 1.0);
@@ -581,6 +588,7 @@ fn residual_norms<A: CudaAct>() {
                     n,
                     d,
                     1e-5,
+                    0.0,
                 )
                 .unwrap();
                 t.g.rmsnorm_forward(
@@ -591,6 +599,7 @@ fn residual_norms<A: CudaAct>() {
                     n,
                     d,
                     1e-5,
+                    0.0,
                 )
                 .unwrap();
                 t.c.residual_rmsnorm_forward(
@@ -602,6 +611,7 @@ fn residual_norms<A: CudaAct>() {
                     n,
                     d,
                     1e-5,
+                    0.0,
                 )
                 .unwrap();
             }
@@ -700,33 +710,48 @@ fn activations<A: CudaAct>() {
     let n = 10_007;
     let (g, u, d) = (t.rand(n, 4.0), t.rand(n, 2.0), t.rand(n, 1.0));
     let (gg, gu, gdo) = (t.act(&g), t.act(&u), t.act(&d));
-    let mut go = t.nan_act(n);
-    let mut co = vec![0f32; n];
-    t.g.swiglu_forward(Src::all(&gg), Src::all(&gu), Dst::all(&mut go))
-        .unwrap();
-    t.c.swiglu_forward(Src::all(&g), Src::all(&u), Dst::all(&mut co))
-        .unwrap();
-    t.check("swiglu_forward", &t.get_act(&go), &co, 1.0);
     let (i1, i2) = (t.rand(n, 1.0), t.rand(n, 1.0));
-    let (mut gdg, mut gdu, mut cdg, mut cdu) = (t.act(&i1), t.act(&i2), i1.clone(), i2.clone());
-    t.g.swiglu_backward(
-        Src::all(&gg),
-        Src::all(&gu),
-        Src::all(&gdo),
-        Dst::all(&mut gdg),
-        Dst::all(&mut gdu),
-    )
-    .unwrap();
-    t.c.swiglu_backward(
-        Src::all(&g),
-        Src::all(&u),
-        Src::all(&d),
-        Dst::all(&mut cdg),
-        Dst::all(&mut cdu),
-    )
-    .unwrap();
-    t.check("swiglu_backward_dgate", &t.get_act(&gdg), &cdg, 1.0);
-    t.check("swiglu_backward_dup", &t.get_act(&gdu), &cdu, 1.0);
+    for kind in [Glu::Silu, Glu::Gelu(Gelu::Tanh), Glu::Gelu(Gelu::Erf)] {
+        let mut go = t.nan_act(n);
+        let mut co = vec![0f32; n];
+        t.g.glu_forward(kind, Src::all(&gg), Src::all(&gu), Dst::all(&mut go))
+            .unwrap();
+        t.c.glu_forward(kind, Src::all(&g), Src::all(&u), Dst::all(&mut co))
+            .unwrap();
+        t.check(&format!("glu_forward {kind:?}"), &t.get_act(&go), &co, 1.0);
+        let (mut gdg, mut gdu) = (t.act(&i1), t.act(&i2));
+        let (mut cdg, mut cdu) = (i1.clone(), i2.clone());
+        t.g.glu_backward(
+            kind,
+            Src::all(&gg),
+            Src::all(&gu),
+            Src::all(&gdo),
+            Dst::all(&mut gdg),
+            Dst::all(&mut gdu),
+        )
+        .unwrap();
+        t.c.glu_backward(
+            kind,
+            Src::all(&g),
+            Src::all(&u),
+            Src::all(&d),
+            Dst::all(&mut cdg),
+            Dst::all(&mut cdu),
+        )
+        .unwrap();
+        t.check(
+            &format!("glu_backward_dgate {kind:?}"),
+            &t.get_act(&gdg),
+            &cdg,
+            1.0,
+        );
+        t.check(
+            &format!("glu_backward_dup {kind:?}"),
+            &t.get_act(&gdu),
+            &cdu,
+            1.0,
+        );
+    }
     for kind in [Gelu::Tanh, Gelu::Erf] {
         let mut gy = t.nan_act(n);
         let mut cy = vec![0f32; n];
@@ -1014,7 +1039,9 @@ fn adamw<A: CudaAct>() {
     }
 }
 
-/// f64 reference attention: returns (o, lse) and, given dout, (dq, dk, dv).
+/// f64 reference attention: returns (o, lse) and, given dout, (dq, dk, dv). With `d.softcap`
+/// = Some(c) every score s becomes c·tanh(s / c) before the softmax and dS gets the factor
+/// 1 − (s_capped / c)².
 #[allow(clippy::type_complexity)]
 fn attention_ref(
     q: &[f32],
@@ -1041,13 +1068,14 @@ fn attention_ref(
             for i in s0..s1 {
                 let (lo, hi) = d.key_range(i - s0, s1 - s0);
                 let keys: Vec<usize> = (s0 + lo..s0 + hi).collect();
+                let cap = |s: f64| d.softcap.map_or(s, |c| c * (s / c).tanh());
                 let sc: Vec<f64> = keys
                     .iter()
                     .map(|&j| {
-                        d.scale
+                        cap(d.scale
                             * (0..dh)
                                 .map(|e| q[qi(i, h) + e] as f64 * k[ki(j, kh) + e] as f64)
-                                .sum::<f64>()
+                                .sum::<f64>())
                     })
                     .collect();
                 let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -1068,8 +1096,9 @@ fn attention_ref(
                     })
                     .collect();
                 let delta: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
-                for ((&j, &pj), &dpj) in keys.iter().zip(&p).zip(&dp) {
-                    let ds = pj * (dpj - delta) * d.scale;
+                for (((&j, &pj), &dpj), &sj) in keys.iter().zip(&p).zip(&dp).zip(&sc) {
+                    let cap_grad = d.softcap.map_or(1.0, |c| 1.0 - (sj / c) * (sj / c));
+                    let ds = pj * (dpj - delta) * cap_grad * d.scale;
                     for e in 0..dh {
                         dq[qi(i, h) + e] += ds * k[ki(j, kh) + e] as f64;
                         dk[ki(j, kh) + e] += ds * q[qi(i, h) + e] as f64;
@@ -1088,16 +1117,25 @@ fn attention_ref(
 /// tests/cuda_flash_backend.rs compares the two paths directly.
 fn attention<A: CudaAct>() {
     let mut t = setup::<A>();
-    // (causal, window, Dh, H, Hkv, cu_seqlens): windows smaller and larger than a tile, with
-    // GQA / MQA and several segments; on bf16 the Dh 64/128 cases run FlashAttention.
-    for (causal, window, dh, hq, hk, cu) in [
-        (true, None, 64, 4, 2, vec![0, 37, 100, 161]),
-        (false, None, 64, 4, 4, vec![0, 80, 81, 150]),
-        (true, None, 128, 2, 1, vec![0, 300]),
-        (false, None, 40, 3, 1, vec![0, 45, 90]),
-        (true, Some(7), 64, 4, 2, vec![0, 37, 100, 261]),
-        (true, Some(100), 128, 4, 1, vec![0, 300, 301, 450]),
-        (true, Some(40), 40, 3, 1, vec![0, 45, 190]),
+    // (causal, window, Dh, H, Hkv, cu_seqlens, softcap): windows smaller and larger than a tile,
+    // with GQA / MQA and several segments; on bf16 the Dh 64/128 cases run FlashAttention.
+    // The softcap cases (Gemma 2's c·tanh(s / c), c = 5) draw q and k from [-4, 4), so the
+    // scores' standard deviation is ~5.3 and their magnitude reaches ~20: most of them are
+    // squeezed by the cap and many saturate it.
+    for (causal, window, dh, hq, hk, cu, softcap) in [
+        (true, None, 64, 4, 2, vec![0, 37, 100, 161], None),
+        (false, None, 64, 4, 4, vec![0, 80, 81, 150], None),
+        (true, None, 128, 2, 1, vec![0, 300], None),
+        (false, None, 40, 3, 1, vec![0, 45, 90], None),
+        (true, Some(7), 64, 4, 2, vec![0, 37, 100, 261], None),
+        (true, Some(100), 128, 4, 1, vec![0, 300, 301, 450], None),
+        (true, Some(40), 40, 3, 1, vec![0, 45, 190], None),
+        (true, None, 64, 4, 2, vec![0, 37, 100, 161], Some(5.0)),
+        (false, None, 128, 6, 3, vec![0, 80, 81, 150], Some(5.0)),
+        (true, Some(96), 128, 4, 1, vec![0, 300, 301, 450], Some(5.0)),
+        (true, Some(7), 64, 4, 2, vec![0, 37, 100, 261], Some(5.0)),
+        (false, None, 40, 3, 1, vec![0, 45, 90], Some(5.0)),
+        (true, Some(40), 40, 4, 2, vec![0, 45, 190], Some(5.0)),
     ] {
         let n = *cu.last().unwrap() as usize;
         let d = AttnDims {
@@ -1110,16 +1148,19 @@ fn attention<A: CudaAct>() {
             causal,
             scale: 1.0 / (dh as f64).sqrt(),
             window,
+            softcap,
         };
         let tag = format!(
-            "[{}{}Dh{dh}H{hq}/{hk}S{}]",
+            "[{}{}{}Dh{dh}H{hq}/{hk}S{}]",
             if causal { "causal," } else { "" },
             window.map(|w| format!("window{w},")).unwrap_or_default(),
+            softcap.map(|c| format!("softcap{c},")).unwrap_or_default(),
             d.segments
         );
+        let qk_amp = if softcap.is_some() { 4.0 } else { 2.0 };
         let (q, k, v, dout) = (
-            t.rand(n * hq * dh, 2.0),
-            t.rand(n * hk * dh, 2.0),
+            t.rand(n * hq * dh, qk_amp),
+            t.rand(n * hk * dh, qk_amp),
             t.rand(n * hk * dh, 1.0),
             t.rand(n * hq * dh, 1.0),
         );

@@ -188,6 +188,7 @@ fn flash_attention_within_twice_sdpa_error_of_fp64() {
                 None | Some(0) => None,
                 Some(w) => Some(w),
             },
+            softcap: None,
         };
         let a = run_once(&fa, &stream, &st, &dims);
         let b = run_once(&fa, &stream, &st, &dims);

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use ferrotron_kernels::cpu::CpuBackend;
-use ferrotron_kernels::{rope_inv_freq, Backend, Dst, Gelu, Src, WeightGrads};
+use ferrotron_kernels::{rope_inv_freq, Backend, Dst, Gelu, Glu, Src, WeightGrads};
 
 type B64 = CpuBackend<f64>;
 const EPS: f64 = 1e-5;
@@ -13,6 +13,11 @@ const N: usize = 5;
 const D: usize = 9;
 
 fn rmsnorm_fwd(x: &[f64], w: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    rmsnorm_fwd_offset(x, w, 0.0)
+}
+
+/// RMSNorm with the scale w + w_offset (Gemma's offset is 1).
+fn rmsnorm_fwd_offset(x: &[f64], w: &[f64], w_offset: f64) -> (Vec<f64>, Vec<f64>) {
     let (mut y, mut rstd) = (vec![f64::NAN; N * D], vec![f64::NAN; N]);
     let (x, w) = (x.to_vec(), w.to_vec());
     B64::new()
@@ -24,6 +29,7 @@ fn rmsnorm_fwd(x: &[f64], w: &[f64]) -> (Vec<f64>, Vec<f64>) {
             N,
             D,
             EPS,
+            w_offset,
         )
         .unwrap();
     (y, rstd)
@@ -31,7 +37,17 @@ fn rmsnorm_fwd(x: &[f64], w: &[f64]) -> (Vec<f64>, Vec<f64>) {
 
 /// (dx, dw) after `times` backward calls into zeroed buffers.
 fn rmsnorm_bwd(x: &[f64], w: &[f64], dy: &[f64], times: usize) -> (Vec<f64>, Vec<f64>) {
-    let (_, rstd) = rmsnorm_fwd(x, w);
+    rmsnorm_bwd_offset(x, w, dy, times, 0.0)
+}
+
+fn rmsnorm_bwd_offset(
+    x: &[f64],
+    w: &[f64],
+    dy: &[f64],
+    times: usize,
+    w_offset: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let (_, rstd) = rmsnorm_fwd_offset(x, w, w_offset);
     let (x, w, dy) = (x.to_vec(), w.to_vec(), dy.to_vec());
     let (mut dx, mut dw) = (vec![0.0; N * D], vec![0.0; D]);
     for _ in 0..times {
@@ -45,6 +61,7 @@ fn rmsnorm_bwd(x: &[f64], w: &[f64], dy: &[f64], times: usize) -> (Vec<f64>, Vec
                 Dst::all(&mut dw),
                 N,
                 D,
+                w_offset,
             )
             .unwrap();
     }
@@ -122,6 +139,25 @@ fn rmsnorm_forward_and_gradcheck() {
     let (dx, dw) = rmsnorm_bwd(&x, &w, &r, 1);
     fd_check("rmsnorm dx", &x, &dx, |x| dot(&rmsnorm_fwd(x, &w).0, &r));
     fd_check("rmsnorm dw", &w, &dw, |w| dot(&rmsnorm_fwd(&x, w).0, &r));
+}
+
+#[test]
+fn gemma_rmsnorm_scales_by_one_plus_w_and_gradchecks() {
+    let mut g = rng(26);
+    let (x, w, r) = (
+        uniform(&mut g, N * D),
+        uniform(&mut g, D),
+        uniform(&mut g, N * D),
+    );
+    // the offset form equals the plain norm with the weight 1 + w
+    let one_plus: Vec<f64> = w.iter().map(|v| 1.0 + v).collect();
+    assert_eq!(rmsnorm_fwd_offset(&x, &w, 1.0), rmsnorm_fwd(&x, &one_plus));
+    let (dx, dw) = rmsnorm_bwd_offset(&x, &w, &r, 1, 1.0);
+    let (dx_plain, dw_plain) = rmsnorm_bwd(&x, &one_plus, &r, 1);
+    assert_eq!((&dx, &dw), (&dx_plain, &dw_plain));
+    let y = |x: &[f64], w: &[f64]| rmsnorm_fwd_offset(x, w, 1.0).0;
+    fd_check("gemma rmsnorm dx", &x, &dx, |x| dot(&y(x, &w), &r));
+    fd_check("gemma rmsnorm dw", &w, &dw, |w| dot(&y(&x, w), &r));
 }
 
 #[test]
@@ -313,11 +349,11 @@ fn rope_default_table_is_theta_powers() {
     }
 }
 
-fn swiglu(gate: &[f64], up: &[f64]) -> Vec<f64> {
+fn glu(kind: Glu, gate: &[f64], up: &[f64]) -> Vec<f64> {
     let mut out = vec![f64::NAN; gate.len()];
     let (gate, up) = (gate.to_vec(), up.to_vec());
     B64::new()
-        .swiglu_forward(Src::all(&gate), Src::all(&up), Dst::all(&mut out))
+        .glu_forward(kind, Src::all(&gate), Src::all(&up), Dst::all(&mut out))
         .unwrap();
     out
 }
@@ -335,9 +371,9 @@ fn gelu(x: &[f64]) -> Vec<f64> {
 }
 
 #[test]
-fn swiglu_forward_and_gradcheck() {
+fn glu_forward_and_gradcheck() {
     // silu(1) = σ(1) = 0.7310585786300049; silu(-2)·3 = −2/(1+e²)·3
-    let out = swiglu(&[1.0, -2.0], &[1.0, 3.0]);
+    let out = glu(Glu::Silu, &[1.0, -2.0], &[1.0, 3.0]);
     assert!(
         (out[0] - 0.7310585786300049).abs() < 1e-15
             && (out[1] - 3.0 * -0.2384058440442351).abs() < 1e-15
@@ -350,20 +386,37 @@ fn swiglu_forward_and_gradcheck() {
         uniform(&mut g, n),
         uniform(&mut g, n),
     );
-    let (mut dgate, mut dup) = (vec![0.0; n], vec![0.0; n]);
-    B64::new()
-        .swiglu_backward(
-            Src::all(&gate),
-            Src::all(&up),
-            Src::all(&r),
-            Dst::all(&mut dgate),
-            Dst::all(&mut dup),
-        )
-        .unwrap();
-    fd_check("swiglu dgate", &gate, &dgate, |gt| {
-        dot(&swiglu(gt, &up), &r)
-    });
-    fd_check("swiglu dup", &up, &dup, |u| dot(&swiglu(&gate, u), &r));
+    for kind in [Glu::Silu, Glu::Gelu(Gelu::Tanh), Glu::Gelu(Gelu::Erf)] {
+        // GeGLU's forward is the GELU op's output times up, bit for bit
+        if let Glu::Gelu(gelu) = kind {
+            let want: Vec<f64> = gelu_of(gelu, &gate)
+                .iter()
+                .zip(&up)
+                .map(|(a, u)| a * u)
+                .collect();
+            assert_eq!(glu(kind, &gate, &up), want, "{kind:?} forward");
+        }
+        let (mut dgate, mut dup) = (vec![0.5; n], vec![-0.25; n]);
+        B64::new()
+            .glu_backward(
+                kind,
+                Src::all(&gate),
+                Src::all(&up),
+                Src::all(&r),
+                Dst::all(&mut dgate),
+                Dst::all(&mut dup),
+            )
+            .unwrap();
+        // the backward accumulates into what dgate and dup held
+        dgate.iter_mut().for_each(|v| *v -= 0.5);
+        dup.iter_mut().for_each(|v| *v += 0.25);
+        fd_check(&format!("{kind:?} dgate"), &gate, &dgate, |gt| {
+            dot(&glu(kind, gt, &up), &r)
+        });
+        fd_check(&format!("{kind:?} dup"), &up, &dup, |u| {
+            dot(&glu(kind, &gate, u), &r)
+        });
+    }
 }
 
 #[test]

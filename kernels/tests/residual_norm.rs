@@ -46,6 +46,7 @@ fn fused_matches_unfused<T: CpuFloat>(n: usize, d: usize, seed: u64) {
         n,
         d,
         EPS,
+        0.0,
     )
     .unwrap();
     let (mut h_u, mut out_u, mut rstd_u) = (h0.clone(), z(n * d), z(n));
@@ -58,6 +59,7 @@ fn fused_matches_unfused<T: CpuFloat>(n: usize, d: usize, seed: u64) {
         n,
         d,
         EPS,
+        0.0,
     )
     .unwrap();
     let tag = format!("{} [{n} x {d}]", T::NAME);
@@ -136,6 +138,7 @@ fn regions_inside_larger_buffers() {
         n,
         d,
         EPS,
+        0.0,
     )
     .unwrap();
     assert_eq!(h[..3], h0[..3]);
@@ -183,6 +186,7 @@ fn fused(h: &[f64], y: &[f64], w: &[f64], b: &[f64], ln: bool) -> [Vec<f64>; 4] 
             N,
             D,
             EPS,
+            0.0,
         )
         .unwrap();
     }
@@ -232,6 +236,7 @@ fn norm_backward_is_the_fused_backward() {
                 Dst::range(&mut unit, 0, D),
                 N,
                 D,
+                0.0,
             )
             .unwrap();
         }

@@ -5,19 +5,21 @@
 //! logits multipliers):
 //! RMSNorm, RoPE with llama3 / linear / yarn / dynamic / longrope scaling and Phi's partial
 //! rotary (rope.rs), SwiGLU, GQA, sliding windows (window.rs), Qwen3's per-head q/k RMSNorm,
-//! Phi-3's fused qkv_proj / gate_up_proj (layout.rs)) and GPT-2 (LayerNorm, learned positions, tanh-GELU, fused Conv1D
+//! Phi-3's fused qkv_proj / gate_up_proj (layout.rs), Gemma (RMSNorm scale 1 + w, GeGLU, the
+//! embedding times √hidden)) and GPT-2 (LayerNorm, learned positions, tanh-GELU, fused Conv1D
 //! QKV, optional per-layer attention scale). Every key
 //! the math depends on is read here; a value the model does not implement (a rope scaling type,
 //! a window layout, another activation) is rejected with an error naming the file and key.
 //! `from_file` also keeps the file's every key and the generation_config.json beside it
 //! (`source`), which checkpoints and exports carry through (crate::hf_files).
 
+use super::gemma;
 use super::rope::{self, RopeScaling};
 use super::window::{self, SlidingWindow};
 use crate::error::{Error, Result};
 use crate::hf_files::HfSource;
 use crate::user;
-use ferrotron_kernels::Gelu;
+use ferrotron_kernels::{Gelu, Glu};
 use serde_json::{Map, Value};
 use std::path::Path;
 
@@ -72,8 +74,29 @@ pub struct ModelConfig {
     /// GPT-2's `scale_attn_by_inverse_layer_idx`: layer l's q·k is also divided by l + 1.
     pub attn_scale_by_inverse_layer: bool,
     /// GPT-2: the MLP's GELU (`activation_function`: tanh for "gelu_new" and its aliases,
-    /// exact for "gelu"). Llama family: unused (SwiGLU).
+    /// exact for "gelu"). Llama family: unused (see `glu`).
     pub gelu: Gelu,
+    /// Llama family: the gated MLP's activation (`hidden_act`): SwiGLU for "silu", GeGLU for
+    /// the GELU names (Gemma's "gelu_pytorch_tanh", and its legacy "gelu"). GPT-2: unused.
+    pub glu: Glu,
+    /// Gemma 2/3: the attention and MLP outputs are normed before their residual adds
+    /// (post_attention_layernorm, post_feedforward_layernorm), and the MLP input by
+    /// pre_feedforward_layernorm.
+    pub sandwich_norms: bool,
+    /// Gemma 2/3's `query_pre_attn_scalar` s: the softmax scale is s^−½.
+    pub query_pre_attn_scalar: Option<f64>,
+    /// Gemma 3: the rotary embedding (θ, scaling) of the sliding-window layers, which differs
+    /// from the full-attention layers' (`rope_theta`, `rope_scaling`).
+    pub local_rope: Option<(f64, RopeScaling)>,
+    /// Gemma 2's `attn_logit_softcapping` c: scaled attention scores pass through c·tanh(s/c)
+    /// before the mask. None for every other type.
+    pub attn_softcap: Option<f64>,
+    /// Gemma 2's `final_logit_softcapping` c: the logits pass through c·tanh(z/c) before the
+    /// cross-entropy (and sampling). None for every other type.
+    pub final_softcap: Option<f64>,
+    /// Added to every RMSNorm weight before it scales: 1 for Gemma, whose norms compute
+    /// x̂·(1 + w) and store w (initialised to 0), 0 otherwise.
+    pub norm_weight_offset: f64,
     /// Context length the checkpoint was built for (GPT-2: the learned position table size).
     pub max_positions: usize,
     pub tie_embeddings: bool,
@@ -105,6 +128,17 @@ impl ModelConfig {
         Ok(cfg)
     }
 
+    /// The Llama family's `hidden_act` for `glu`, as transformers' config class reads it back.
+    pub fn hidden_act(&self) -> &'static str {
+        match (self.glu, self.model_type.as_str()) {
+            (Glu::Silu, _) => "silu",
+            (Glu::Gelu(Gelu::Tanh), _) => "gelu_pytorch_tanh",
+            // GemmaConfig reads "gelu" as the tanh GELU; "gelu_python" is the exact one
+            (Glu::Gelu(Gelu::Erf), "gemma") => "gelu_python",
+            (Glu::Gelu(Gelu::Erf), _) => "gelu",
+        }
+    }
+
     /// The rotary inverse-frequency table [rotary_dim / 2] (scaled as the config says).
     pub fn rope_inv_freq(&self) -> Vec<f64> {
         self.rope_scaling.inv_freq(self.rope_theta, self.rotary_dim)
@@ -123,6 +157,9 @@ impl ModelConfig {
     pub fn attention_scale(&self, layer: usize) -> f64 {
         if let Some(m) = self.attention_multiplier {
             return m;
+        }
+        if let Some(s) = self.query_pre_attn_scalar {
+            return s.powf(-0.5);
         }
         let mut scale = if self.attn_scale_by_head_dim {
             1.0 / (self.head_dim as f64).sqrt()
@@ -168,13 +205,12 @@ impl ModelConfig {
         let c = Keys { obj, origin };
         let model_type = c.string("model_type")?;
         let cfg = match model_type.as_str() {
-            "llama" | "mistral" | "qwen2" | "qwen3" | "phi3" | "smollm3" | "granite" => {
-                llama(&c, model_type)?
-            }
+            "llama" | "mistral" | "qwen2" | "qwen3" | "phi3" | "smollm3" | "granite"
+            | "gemma" | "gemma2" | "gemma3_text" => llama(&c, model_type)?,
             "gpt2" => gpt2(&c)?,
             other => {
                 return Err(user!(
-                    "{origin}: model_type `{other}` is not supported (supported: llama, mistral, qwen2, qwen3, phi3, smollm3, granite, gpt2)"
+                    "{origin}: model_type `{other}` is not supported (supported: llama, mistral, qwen2, qwen3, phi3, smollm3, granite, gemma, gemma2, gemma3_text, gpt2)"
                 ))
             }
         };
@@ -238,6 +274,9 @@ impl ModelConfig {
                     "phi3" => "Phi3ForCausalLM",
                     "smollm3" => "SmolLM3ForCausalLM",
                     "granite" => "GraniteForCausalLM",
+                    "gemma" => "GemmaForCausalLM",
+                    "gemma2" => "Gemma2ForCausalLM",
+                    "gemma3_text" => "Gemma3ForCausalLM",
                     _ => "LlamaForCausalLM",
                 };
                 put("architectures", serde_json::json!([class]));
@@ -249,11 +288,47 @@ impl ModelConfig {
                 put("num_attention_heads", self.heads.into());
                 put("num_key_value_heads", self.kv_heads.into());
                 put("head_dim", self.head_dim.into());
-                put("hidden_act", "silu".into());
+                let act_key = match self.model_type.as_str() {
+                    "gemma2" | "gemma3_text" => "hidden_activation",
+                    _ => "hidden_act",
+                };
+                put(act_key, self.hidden_act().into());
                 put("max_position_embeddings", self.max_positions.into());
                 put("rms_norm_eps", self.norm_eps.into());
-                put("rope_theta", self.rope_theta.into());
-                put("rope_scaling", self.rope_scaling.to_hf_json());
+                match &self.local_rope {
+                    Some((local_theta, local_scaling)) => {
+                        let params = |theta: f64, scaling: &RopeScaling| {
+                            let mut p = match scaling.to_hf_json() {
+                                Value::Object(m) => m,
+                                _ => serde_json::json!({"rope_type": "default"})
+                                    .as_object()
+                                    .cloned()
+                                    .unwrap_or_default(),
+                            };
+                            p.insert("rope_theta".into(), theta.into());
+                            Value::Object(p)
+                        };
+                        put(
+                            "rope_parameters",
+                            serde_json::json!({
+                                "full_attention": params(self.rope_theta, &self.rope_scaling),
+                                "sliding_attention": params(*local_theta, local_scaling),
+                            }),
+                        );
+                    }
+                    None => {
+                        put("rope_theta", self.rope_theta.into());
+                        put("rope_scaling", self.rope_scaling.to_hf_json());
+                    }
+                }
+                if let Some(s) = self.query_pre_attn_scalar {
+                    put("query_pre_attn_scalar", s.into());
+                }
+                if self.sandwich_norms {
+                    let cap = |c: Option<f64>| c.map_or(Value::Null, Value::from);
+                    put("attn_logit_softcapping", cap(self.attn_softcap));
+                    put("final_logit_softcapping", cap(self.final_softcap));
+                }
                 put("tie_word_embeddings", self.tie_embeddings.into());
                 if self.model_type == "granite" {
                     put("embedding_multiplier", self.embedding_multiplier.into());
@@ -283,6 +358,13 @@ impl ModelConfig {
                     put("mlp_bias", self.mlp_bias.into());
                 }
                 match self.model_type.as_str() {
+                    "gemma2" | "gemma3_text" => {
+                        for (k, v) in self.sliding_window.qwen_keys() {
+                            if k == "sliding_window" || k == "layer_types" {
+                                put(k, v);
+                            }
+                        }
+                    }
                     "mistral" | "phi3" => put(
                         "sliding_window",
                         self.sliding_window.window.map_or(Value::Null, Value::from),
@@ -491,16 +573,20 @@ impl ClassDefaults {
             "qwen3" => (Some(32), Some(128), 32_768),
             "phi3" => (None, None, 4096),
             "smollm3" => (Some(4), None, 32_768),
+            "gemma" => (Some(16), Some(256), 8192),
+            "gemma2" => (Some(4), Some(256), 8192),
+            "gemma3_text" => (Some(4), Some(256), 131_072),
             _ => (None, None, 2048),
         };
         ClassDefaults {
             kv_heads,
             head_dim,
             max_positions,
-            tie_embeddings: model_type == "smollm3",
+            tie_embeddings: model_type == "smollm3" || gemma::is_gemma(model_type),
             pad: match model_type {
                 "phi3" => Some(32_000),
                 "smollm3" => Some(128_004),
+                "gemma" | "gemma2" | "gemma3_text" => Some(0),
                 _ => None,
             },
         }
@@ -559,17 +645,22 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
     let class = ClassDefaults::of(&model_type);
     let kv_heads = c.usize_or_class("num_key_value_heads", class.kv_heads, heads)?;
     let head_dim = c.usize_or_class("head_dim", class.head_dim, hidden / heads)?;
-    // "swish" is torch's nn.SiLU under another name
-    let act = c.opt_string("hidden_act")?.unwrap_or_else(|| "silu".into());
-    if act != "silu" && act != "swish" {
-        return Err(user!(
-            "{origin}: hidden_act `{act}` is not supported for {model_type} (only `silu`)"
-        ));
-    }
+    let gemma = gemma::is_gemma(&model_type);
+    let glu = glu_from_hf(c, &model_type)?;
+    let gemma_extras = gemma::extras(c.obj, &model_type, origin)?;
     let max_positions = c
         .opt_usize("max_position_embeddings")?
         .unwrap_or(class.max_positions);
-    let rope = rope::from_config(c.obj, origin, max_positions, head_dim, &model_type)?;
+    let (rope, local_rope) = match model_type.as_str() {
+        "gemma3_text" => {
+            let (full, local) = gemma::gemma3_ropes(c.obj, origin, max_positions, head_dim)?;
+            (full, Some((local.theta, local.scaling)))
+        }
+        _ => (
+            rope::from_config(c.obj, origin, max_positions, head_dim, &model_type)?,
+            None,
+        ),
+    };
     let layers = c.layer_count("num_hidden_layers")?;
     let mut notes = Vec::new();
     let rope_layers = rope_layers(c, &model_type, layers)?;
@@ -600,6 +691,11 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
         qkv_bias = false;
         o_bias = false;
     } else {
+        if gemma && c.opt_bool("mlp_bias")? == Some(true) {
+            notes.push(format!(
+                "{origin}: `mlp_bias` is ignored for {model_type} (transformers' Gemma MLPs have no biases)"
+            ));
+        }
         qkv_bias = c.opt_bool("attention_bias")?.unwrap_or(false);
         o_bias = qkv_bias;
     }
@@ -630,6 +726,12 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
         "granite" => Some(multiplier("attention_multiplier")?),
         _ => None,
     };
+    // Gemma scales the embedding by √hidden, rounded to f32 (transformers keeps the factor in a
+    // float32 buffer and casts it to the weights' dtype)
+    let embedding_multiplier = match gemma {
+        true => (hidden as f64).sqrt() as f32 as f64,
+        false => embedding_multiplier,
+    };
     Ok(ModelConfig {
         arch: Arch::Llama,
         vocab_size,
@@ -652,18 +754,25 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
         attention_multiplier,
         rope_layers,
         fused_projections: phi3,
-        qk_norm: model_type == "qwen3",
+        qk_norm: matches!(model_type.as_str(), "qwen3" | "gemma3_text"),
         sliding_window,
         attn_scale_by_head_dim: true,
         attn_scale_by_inverse_layer: false,
         gelu: Gelu::Tanh,
+        glu,
+        sandwich_norms: gemma_extras.is_some(),
+        query_pre_attn_scalar: gemma_extras.as_ref().map(|e| e.query_pre_attn_scalar),
+        local_rope,
+        attn_softcap: gemma_extras.as_ref().and_then(|e| e.attn_softcap),
+        final_softcap: gemma_extras.as_ref().and_then(|e| e.final_softcap),
+        norm_weight_offset: if gemma { 1.0 } else { 0.0 },
         max_positions,
         tie_embeddings: c
             .opt_bool("tie_word_embeddings")?
             .unwrap_or(class.tie_embeddings),
         qkv_bias,
         o_bias,
-        mlp_bias: !phi3 && c.opt_bool("mlp_bias")?.unwrap_or(false),
+        mlp_bias: !phi3 && !gemma && c.opt_bool("mlp_bias")?.unwrap_or(false),
         bos_token_id: c.opt_token("bos_token_id")?,
         eos_token_id: c.opt_token("eos_token_id")?,
         embedding_padding_idx: c.padding_idx(vocab_size, class.pad)?,
@@ -727,6 +836,13 @@ fn gpt2(c: &Keys) -> Result<ModelConfig> {
             .opt_bool("scale_attn_by_inverse_layer_idx")?
             .unwrap_or(false),
         gelu,
+        glu: Glu::Silu,
+        sandwich_norms: false,
+        query_pre_attn_scalar: None,
+        local_rope: None,
+        attn_softcap: None,
+        final_softcap: None,
+        norm_weight_offset: 0.0,
         max_positions: c.opt_usize("n_positions")?.unwrap_or(1024),
         // GPT2Config ties by default; untied, transformers 5 keeps an `lm_head.weight` [V, D]
         tie_embeddings: c.opt_bool("tie_word_embeddings")?.unwrap_or(true),
@@ -739,6 +855,32 @@ fn gpt2(c: &Keys) -> Result<ModelConfig> {
         notes,
         source: None,
     })
+}
+
+/// The gated MLP's activation of a Llama-family config (`hidden_act`, transformers' ACT2FN):
+/// "silu" / "swish" (the default, Gemma's "gelu_pytorch_tanh"), or a GELU name; GemmaConfig
+/// reads the legacy "gelu" of the original Gemma releases as the tanh GELU.
+fn glu_from_hf(c: &Keys, model_type: &str) -> Result<Glu> {
+    let default = match gemma::is_gemma(model_type) {
+        true => "gelu_pytorch_tanh",
+        false => "silu",
+    };
+    // Gemma2Config and Gemma3TextConfig name the key hidden_activation
+    let key = match model_type {
+        "gemma2" | "gemma3_text" => "hidden_activation",
+        _ => "hidden_act",
+    };
+    let act = c.opt_string(key)?.unwrap_or_else(|| default.into());
+    match act.as_str() {
+        "silu" | "swish" => Ok(Glu::Silu),
+        "gelu" if model_type == "gemma" => Ok(Glu::Gelu(Gelu::Tanh)),
+        other => gelu_from_hf(other).map(Glu::Gelu).ok_or_else(|| {
+            user!(
+                "{}: {key} `{act}` is not supported for {model_type} (silu, gelu, gelu_pytorch_tanh and the other GELU names are)",
+                c.origin
+            )
+        }),
+    }
 }
 
 /// The GELU an HF `activation_function` names (transformers' ACT2CLS): the exact one for "gelu"
@@ -853,8 +995,164 @@ mod tests {
         // torch's nn.SiLU under its other name; pretraining_tp only split transformers 4.x's
         // products into slices
         assert!(llama(serde_json::json!({"hidden_act": "swish", "pretraining_tp": 2})).is_ok());
-        assert!(llama(serde_json::json!({"hidden_act": "gelu"})).is_err());
         assert!(llama(serde_json::json!({"pretraining_tp": 0})).is_err());
+        // a gated MLP takes transformers' ACT2FN of hidden_act: "gelu" is the exact GELU for
+        // Llama and Gemma 2/3, the tanh one for Gemma 1 (GemmaConfig's legacy remap)
+        let glu_of = |t: &str, key: &str, act: &str| {
+            let cfg = parse(serde_json::json!({"model_type": t, "vocab_size": 10,
+                "hidden_size": 16, "num_attention_heads": 2, "num_key_value_heads": 1,
+                "num_hidden_layers": 1, "intermediate_size": 8, key: act}));
+            let back = cfg.to_hf_json()[key].as_str().unwrap().to_string();
+            (cfg.glu, back)
+        };
+        let erf = Glu::Gelu(Gelu::Erf);
+        let tanh = Glu::Gelu(Gelu::Tanh);
+        assert_eq!(glu_of("llama", "hidden_act", "gelu"), (erf, "gelu".into()));
+        assert_eq!(
+            glu_of("gemma", "hidden_act", "gelu"),
+            (tanh, "gelu_pytorch_tanh".into())
+        );
+        assert_eq!(
+            glu_of("gemma", "hidden_act", "gelu_python"),
+            (erf, "gelu_python".into())
+        );
+        let gemma2 = glu_of("gemma2", "hidden_activation", "gelu");
+        assert_eq!(gemma2, (erf, "gelu".into()));
+        assert!(llama(serde_json::json!({"hidden_act": "relu"})).is_err());
+    }
+
+    #[test]
+    fn gemma_family_reads_its_keys_and_class_defaults() {
+        let base = |t: &str| {
+            serde_json::json!({"model_type": t, "vocab_size": 64, "hidden_size": 16,
+                "num_attention_heads": 2, "num_key_value_heads": 1, "num_hidden_layers": 7,
+                "intermediate_size": 8})
+        };
+        let gemma = parse(base("gemma"));
+        assert_eq!(gemma.norm_weight_offset, 1.0);
+        assert_eq!(gemma.embedding_multiplier, 4.0);
+        assert_eq!(gemma.head_dim, 256);
+        let class_kv = with_keys(
+            base("gemma"),
+            serde_json::json!({"num_attention_heads": 32, "num_key_value_heads": serde_json::Value::Null}),
+        )
+        .unwrap();
+        assert_eq!(
+            class_kv.kv_heads, 32,
+            "null derives kv heads from the heads"
+        );
+        let mut absent = base("gemma");
+        absent
+            .as_object_mut()
+            .unwrap()
+            .remove("num_key_value_heads");
+        absent["num_attention_heads"] = 32.into();
+        assert_eq!(parse(absent).kv_heads, 16, "GemmaConfig's default");
+        assert_eq!(gemma.glu, Glu::Gelu(Gelu::Tanh));
+        assert!(gemma.tie_embeddings && !gemma.sandwich_norms);
+        assert_eq!(gemma.embedding_padding_idx, Some(0));
+        // √3072 rounded to f32, as transformers keeps it
+        let wide = with_keys(base("gemma"), serde_json::json!({"hidden_size": 3072})).unwrap();
+        assert_eq!(wide.embedding_multiplier, 3072f64.sqrt() as f32 as f64);
+        assert_ne!(wide.embedding_multiplier, 3072f64.sqrt());
+
+        let g2 = parse(base("gemma2"));
+        assert!(g2.sandwich_norms && !g2.qk_norm && g2.local_rope.is_none());
+        assert_eq!(
+            (g2.attn_softcap, g2.final_softcap),
+            (Some(50.0), Some(30.0))
+        );
+        assert_eq!(g2.attention_scale(0), 256f64.powf(-0.5));
+        assert_eq!(g2.sliding_window.window, Some(4096));
+        let every_other: Vec<bool> = (0..7).map(|l| l % 2 == 0).collect();
+        assert_eq!(g2.sliding_window.layers, every_other);
+        let uncapped = with_keys(
+            base("gemma2"),
+            serde_json::json!({"attn_logit_softcapping": null, "final_logit_softcapping": 15.5,
+                "query_pre_attn_scalar": 20}),
+        )
+        .unwrap();
+        assert_eq!(
+            (uncapped.attn_softcap, uncapped.final_softcap),
+            (None, Some(15.5))
+        );
+        assert_eq!(uncapped.attention_scale(3), 20f64.powf(-0.5));
+
+        let g3 = parse(base("gemma3_text"));
+        assert!(g3.sandwich_norms && g3.qk_norm);
+        assert_eq!((g3.attn_softcap, g3.final_softcap), (None, None));
+        // every layer but each 6th windowed; θ 1e6 on full layers, 1e4 on windowed ones
+        let pattern: Vec<bool> = (0..7).map(|l| (l + 1) % 6 != 0).collect();
+        assert_eq!(g3.sliding_window.layers, pattern);
+        assert_eq!(g3.rope_theta, 1e6);
+        assert_eq!(g3.local_rope, Some((1e4, RopeScaling::None)));
+        // the older keys: rope_scaling joins the full layers, rope_local_base_freq the others
+        let old = with_keys(
+            base("gemma3_text"),
+            serde_json::json!({"rope_theta": 5e5, "rope_local_base_freq": 2e4,
+                "rope_scaling": {"rope_type": "linear", "factor": 8.0},
+                "sliding_window_pattern": 3}),
+        )
+        .unwrap();
+        assert_eq!(old.rope_theta, 5e5);
+        assert_eq!(old.rope_scaling, RopeScaling::Linear { factor: 8.0 });
+        assert_eq!(old.local_rope, Some((2e4, RopeScaling::None)));
+        let every_third: Vec<bool> = (0..7).map(|l| (l + 1) % 3 != 0).collect();
+        assert_eq!(old.sliding_window.layers, every_third);
+        let nested = with_keys(
+            base("gemma3_text"),
+            serde_json::json!({"rope_parameters": {
+                "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e6},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}}),
+        )
+        .unwrap();
+        assert_eq!(nested.rope_scaling, RopeScaling::Linear { factor: 2.0 });
+        // an exported config reads back the same
+        let again = ModelConfig::from_json_str(&nested.to_hf_json().to_string(), "x").unwrap();
+        assert_eq!(
+            (
+                again.rope_theta,
+                again.rope_scaling.clone(),
+                again.local_rope.clone()
+            ),
+            (
+                nested.rope_theta,
+                nested.rope_scaling.clone(),
+                nested.local_rope.clone()
+            )
+        );
+        assert_eq!(again.sliding_window, nested.sliding_window);
+
+        for (t, extra, needle) in [
+            (
+                "gemma2",
+                serde_json::json!({"use_bidirectional_attention": true}),
+                "use_bidirectional_attention",
+            ),
+            (
+                "gemma2",
+                serde_json::json!({"attn_logit_softcapping": 0.0}),
+                "attn_logit_softcapping",
+            ),
+            (
+                "gemma3_text",
+                serde_json::json!({"rope_parameters": {"rope_type": "linear"}}),
+                "full_attention",
+            ),
+            (
+                "gemma3_text",
+                serde_json::json!({"sliding_window_pattern": 0}),
+                "sliding_window_pattern",
+            ),
+            (
+                "gemma",
+                serde_json::json!({"sliding_window": 8}),
+                "sliding_window",
+            ),
+        ] {
+            let err = with_keys(base(t), extra).unwrap_err().to_string();
+            assert!(err.contains(needle), "{t}: {err}");
+        }
     }
 
     #[test]

@@ -65,6 +65,12 @@ pub enum Role {
     KNorm,
     MlpNorm,
     MlpNormBias,
+    /// Gemma 2/3: the RMSNorm weight on the attention output before its residual add (HF
+    /// `post_attention_layernorm`; there AttnNorm is `input_layernorm` and MlpNorm
+    /// `pre_feedforward_layernorm`).
+    AttnOutNorm,
+    /// Gemma 2/3: the RMSNorm weight on the MLP output (`post_feedforward_layernorm`).
+    MlpOutNorm,
     Gate,
     GateBias,
     Up,
@@ -81,7 +87,13 @@ impl Role {
     pub fn is_norm_weight(self) -> bool {
         matches!(
             self,
-            Role::AttnNorm | Role::QNorm | Role::KNorm | Role::MlpNorm | Role::FinalNorm
+            Role::AttnNorm
+                | Role::QNorm
+                | Role::KNorm
+                | Role::MlpNorm
+                | Role::AttnOutNorm
+                | Role::MlpOutNorm
+                | Role::FinalNorm
         )
     }
 
@@ -95,6 +107,8 @@ impl Role {
                 | Role::KNorm
                 | Role::MlpNorm
                 | Role::MlpNormBias
+                | Role::AttnOutNorm
+                | Role::MlpOutNorm
                 | Role::FinalNorm
                 | Role::FinalNormBias
                 | Role::QkvBias
@@ -358,11 +372,23 @@ fn llama(c: &ModelConfig, tp: TpShape) -> ParamLayout {
             Role::DownBias,
         );
         b.add(format!("{p}input_layernorm.weight"), &[d], Role::AttnNorm);
-        b.add(
-            format!("{p}post_attention_layernorm.weight"),
-            &[d],
-            Role::MlpNorm,
-        );
+        if c.sandwich_norms {
+            // Gemma 2/3: post_attention_layernorm norms the attention output
+            let norms = [
+                ("post_attention_layernorm", Role::AttnOutNorm),
+                ("pre_feedforward_layernorm", Role::MlpNorm),
+                ("post_feedforward_layernorm", Role::MlpOutNorm),
+            ];
+            for (name, role) in norms {
+                b.add(format!("{p}{name}.weight"), &[d], role);
+            }
+        } else {
+            b.add(
+                format!("{p}post_attention_layernorm.weight"),
+                &[d],
+                Role::MlpNorm,
+            );
+        }
         units.push(b.build());
     }
     let mut n = UnitBuilder::new(UnitKind::FinalNorm, c.arch, tp);

@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod gemma;
 pub mod hf_import;
 pub mod layout;
 pub mod rope;

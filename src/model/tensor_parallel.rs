@@ -82,9 +82,8 @@ impl TpShape {
         }
         match role {
             OBias | DownBias | PositionEmbedding | QNorm | KNorm => true,
-            AttnNorm | AttnNormBias | MlpNorm | MlpNormBias | FinalNorm | FinalNormBias => {
-                self.sequence_parallel
-            }
+            AttnNorm | AttnNormBias | MlpNorm | MlpNormBias | AttnOutNorm | MlpOutNorm
+            | FinalNorm | FinalNormBias => self.sequence_parallel,
             _ => false,
         }
     }

@@ -14,7 +14,11 @@
 //!                  layers (`no_rope_layers[ℓ]` = 0), as SmolLM3Config derives layer_types.
 //!   phi3:          `sliding_window` w (absent or null: none): every layer windowed, as mistral
 //!                  but with no window by default (Phi3Config's default is None).
-//!   llama:         no sliding window; a non-null `sliding_window` is rejected rather than ignored.
+//!   gemma2, gemma3_text: `sliding_window` w (absent: 4096; null: none); layer ℓ is windowed when
+//!                  `layer_types[ℓ]` is "sliding_attention", or, without `layer_types`, as the
+//!                  config classes derive it: Gemma 2 every other layer from layer 0, Gemma 3
+//!                  every layer but each `sliding_window_pattern`-th (default 6).
+//!   llama, gemma:  no sliding window; a non-null `sliding_window` is rejected rather than ignored.
 //! A window is never dropped: a config that sets one either runs it or is rejected with a reason.
 
 use crate::error::Result;
@@ -128,31 +132,32 @@ pub fn from_config(
                 layers: vec![window.is_some(); layers],
             })
         }
+        "gemma2" | "gemma3_text" => {
+            // both classes default to 4096
+            let window = match obj.contains_key("sliding_window") {
+                true => window,
+                false => Some(4096),
+            };
+            let windowed = match get("layer_types") {
+                Some(v) => layer_types(v, layers, origin)?,
+                None if model_type == "gemma2" => (0..layers).map(|l| l % 2 == 0).collect(),
+                None => {
+                    let every = match get("sliding_window_pattern") {
+                        None => 6,
+                        Some(v) => v.as_u64().filter(|&p| p > 0).ok_or_else(|| {
+                            user!("{origin}: key `sliding_window_pattern` must be a positive integer, found {v}")
+                        })? as usize,
+                    };
+                    (0..layers).map(|l| (l + 1) % every != 0).collect()
+                }
+            };
+            with_windowed_layers(window, windowed, origin)
+        }
         "qwen2" | "qwen3" | "smollm3" => {
             let use_window = flag("use_sliding_window")?.unwrap_or(false);
             let window = window.filter(|_| use_window);
             let windowed: Vec<bool> = match get("layer_types") {
-                Some(v) => {
-                    let list = v.as_array().ok_or_else(|| {
-                        user!("{origin}: key `layer_types` must be a list, found {v}")
-                    })?;
-                    if list.len() != layers {
-                        return Err(user!(
-                            "{origin}: `layer_types` lists {} layers, num_hidden_layers is {layers}",
-                            list.len()
-                        ));
-                    }
-                    list.iter()
-                        .enumerate()
-                        .map(|(i, t)| match t.as_str() {
-                            Some("full_attention") => Ok(false),
-                            Some("sliding_attention") => Ok(true),
-                            _ => Err(user!(
-                                "{origin}: layer_types[{i}] = {t} is not supported (full_attention or sliding_attention)"
-                            )),
-                        })
-                        .collect::<Result<_>>()?
-                }
+                Some(v) => layer_types(v, layers, origin)?,
                 None if model_type == "smollm3" => (0..layers)
                     .map(|l| window.is_some() && !rope_layers[l])
                     .collect(),
@@ -166,18 +171,7 @@ pub fn from_config(
                     (0..layers).map(|l| window.is_some() && l >= first).collect()
                 }
             };
-            if let Some(l) = windowed.iter().position(|&w| w) {
-                if window.is_none() {
-                    return Err(user!(
-                        "{origin}: layer_types[{l}] is sliding_attention but no window is set (use_sliding_window is not true or sliding_window is null)"
-                    ));
-                }
-            }
-            let any = windowed.iter().any(|&w| w);
-            Ok(SlidingWindow {
-                window: window.filter(|_| any),
-                layers: windowed,
-            })
+            with_windowed_layers(window, windowed, origin)
         }
         _ => match window {
             None => Ok(SlidingWindow::none(layers)),
@@ -186,6 +180,50 @@ pub fn from_config(
             )),
         },
     }
+}
+
+/// The windows of `windowed` layers; a windowed layer without a window is an error
+/// (transformers cannot build its mask either).
+fn with_windowed_layers(
+    window: Option<usize>,
+    windowed: Vec<bool>,
+    origin: &str,
+) -> Result<SlidingWindow> {
+    if let Some(l) = windowed.iter().position(|&w| w) {
+        if window.is_none() {
+            return Err(user!(
+                "{origin}: layer_types[{l}] is sliding_attention but no window is set (use_sliding_window is not true or sliding_window is null)"
+            ));
+        }
+    }
+    let any = windowed.iter().any(|&w| w);
+    Ok(SlidingWindow {
+        window: window.filter(|_| any),
+        layers: windowed,
+    })
+}
+
+/// `layer_types` (one "full_attention" or "sliding_attention" per layer): windowed per layer.
+fn layer_types(v: &Value, layers: usize, origin: &str) -> Result<Vec<bool>> {
+    let list = v
+        .as_array()
+        .ok_or_else(|| user!("{origin}: key `layer_types` must be a list, found {v}"))?;
+    if list.len() != layers {
+        return Err(user!(
+            "{origin}: `layer_types` lists {} layers, num_hidden_layers is {layers}",
+            list.len()
+        ));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, t)| match t.as_str() {
+            Some("full_attention") => Ok(false),
+            Some("sliding_attention") => Ok(true),
+            _ => Err(user!(
+                "{origin}: layer_types[{i}] = {t} is not supported (full_attention or sliding_attention)"
+            )),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Random initialisation of a model built from a config (no pretrained weights), as HF does:
-//! matrices and embeddings ~ N(0, std²), norm weights 1, biases 0, the token embedding's padding
+//! matrices and embeddings ~ N(0, std²), norm weights 1 (Gemma's, which store the scale minus
+//! one, 0), biases 0, the token embedding's padding
 //! row (`pad_token_id`, nn.Embedding's padding_idx) 0; GPT-2 additionally scales the residual
 //! output projections (attn.c_proj, mlp.c_proj) by 1/√(2·layers).
 //!
@@ -28,6 +29,8 @@ pub struct InitSource {
     std: f64,
     residual_std: f64,
     gpt2: bool,
+    /// The stored value of a norm weight whose scale is 1: 1, or 0 under Gemma's 1 + w.
+    norm_one: f64,
     /// The token embedding's global elements that start at zero (the padding row).
     padding_row: Option<Range<usize>>,
     seed: u64,
@@ -40,6 +43,7 @@ impl InitSource {
             std,
             residual_std: std / (2.0 * cfg.layers as f64).sqrt(),
             gpt2: cfg.arch == Arch::Gpt2,
+            norm_one: 1.0 - cfg.norm_weight_offset,
             padding_row: cfg
                 .embedding_padding_idx
                 .map(|p| p * cfg.hidden..(p + 1) * cfg.hidden),
@@ -50,7 +54,7 @@ impl InitSource {
     /// The standard deviation of tensor `t`, or its constant value (norm weights, biases).
     fn law(&self, t: &TensorSpec) -> Law {
         match t.role {
-            r if r.is_norm_weight() => Law::Constant(1.0),
+            r if r.is_norm_weight() => Law::Constant(self.norm_one as f32),
             r if !r.decays_by_default() => Law::Constant(0.0), // biases
             Role::O | Role::Down if self.gpt2 => Law::Normal(self.residual_std),
             _ => Law::Normal(self.std),

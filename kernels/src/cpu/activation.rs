@@ -1,5 +1,6 @@
 //! Elementwise activations over n elements (gate, up, out, x, y all [n]).
 //! SwiGLU: out = silu(g)·u, silu(g) = g·σ(g); dg += dout·u·σ(g)(1 + g(1 − σ(g))); du += dout·silu(g).
+//! GeGLU: out = gelu(g)·u (either GELU below); dg += dout·u·gelu'(g); du += dout·gelu(g).
 //! tanh-GELU: y = ½x(1 + tanh(c(x + 0.044715x³))), c = √(2/π);
 //!   dx += dy·(½(1 + t) + ½x(1 − t²)·c(1 + 3·0.044715x²)), t = tanh(c(x + 0.044715x³)).
 //! exact (erf) GELU: y = x·Φ(x);  dx += dy·(Φ(x) + x·φ(x)), Φ = ½·erfc(−x/√2), φ = Φ'.
@@ -8,7 +9,7 @@
 
 use super::team::{self, Pieces};
 use super::CpuFloat;
-use crate::Gelu;
+use crate::{Gelu, Glu};
 
 /// Elements per parallel work item.
 const CHUNK: usize = 1 << 13;
@@ -34,13 +35,34 @@ crate::simd_fn! {
     }
 }
 
-pub fn swiglu_forward<T: CpuFloat>(gate: &[T], up: &[T], out: &mut [T]) {
-    check_len("swiglu_forward", &[gate.len(), up.len(), out.len()]);
+crate::simd_fn! {
+    fn geglu_forward_chunk<T: CpuFloat>(o: &mut [T], g: &[T], u: &[T]) {
+        for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+            *o = gelu_tanh(g) * u;
+        }
+    }
+}
+
+crate::simd_fn! {
+    fn geglu_erf_forward_chunk<T: CpuFloat>(o: &mut [T], g: &[T], u: &[T]) {
+        for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+            *o = g.gelu_erf_elem() * u;
+        }
+    }
+}
+
+pub fn glu_forward<T: CpuFloat>(kind: Glu, gate: &[T], up: &[T], out: &mut [T]) {
+    check_len("glu_forward", &[gate.len(), up.len(), out.len()]);
     let op = Pieces::new(out);
     team::for_ranges(gate.len(), CHUNK, &|r| {
         // SAFETY: for_ranges's ranges are disjoint
         let o = unsafe { op.get(r.clone()) };
-        swiglu_forward_chunk(o, &gate[r.clone()], &up[r])
+        let (g, u) = (&gate[r.clone()], &up[r]);
+        match kind {
+            Glu::Silu => swiglu_forward_chunk(o, g, u),
+            Glu::Gelu(Gelu::Tanh) => geglu_forward_chunk(o, g, u),
+            Glu::Gelu(Gelu::Erf) => geglu_erf_forward_chunk(o, g, u),
+        }
     });
 }
 
@@ -55,7 +77,29 @@ crate::simd_fn! {
     }
 }
 
-pub fn swiglu_backward<T: CpuFloat>(
+crate::simd_fn! {
+    fn geglu_backward_chunk<T: CpuFloat>(dg: &mut [T], du: &mut [T], g: &[T], u: &[T], d: &[T]) {
+        let n = dg.len().min(du.len()).min(g.len()).min(u.len()).min(d.len());
+        for i in 0..n {
+            let (a, da) = gelu_tanh_and_grad(g[i]);
+            dg[i] = dg[i] + d[i] * u[i] * da;
+            du[i] = du[i] + d[i] * a;
+        }
+    }
+}
+
+crate::simd_fn! {
+    fn geglu_erf_backward_chunk<T: CpuFloat>(dg: &mut [T], du: &mut [T], g: &[T], u: &[T], d: &[T]) {
+        let n = dg.len().min(du.len()).min(g.len()).min(u.len()).min(d.len());
+        for i in 0..n {
+            dg[i] = dg[i] + d[i] * u[i] * g[i].gelu_erf_grad_elem();
+            du[i] = du[i] + d[i] * g[i].gelu_erf_elem();
+        }
+    }
+}
+
+pub fn glu_backward<T: CpuFloat>(
+    kind: Glu,
     gate: &[T],
     up: &[T],
     dout: &[T],
@@ -63,14 +107,19 @@ pub fn swiglu_backward<T: CpuFloat>(
     dup: &mut [T],
 ) {
     check_len(
-        "swiglu_backward",
+        "glu_backward",
         &[gate.len(), up.len(), dout.len(), dgate.len(), dup.len()],
     );
     let (dgp, dup) = (Pieces::new(dgate), Pieces::new(dup));
     team::for_ranges(gate.len(), CHUNK, &|r| {
         // SAFETY: for_ranges's ranges are disjoint
         let (dg, du) = unsafe { (dgp.get(r.clone()), dup.get(r.clone())) };
-        swiglu_backward_chunk(dg, du, &gate[r.clone()], &up[r.clone()], &dout[r])
+        let (g, u, d) = (&gate[r.clone()], &up[r.clone()], &dout[r]);
+        match kind {
+            Glu::Silu => swiglu_backward_chunk(dg, du, g, u, d),
+            Glu::Gelu(Gelu::Tanh) => geglu_backward_chunk(dg, du, g, u, d),
+            Glu::Gelu(Gelu::Erf) => geglu_erf_backward_chunk(dg, du, g, u, d),
+        }
     });
 }
 
@@ -80,11 +129,30 @@ fn gelu_consts<T: CpuFloat>() -> (T, T, T) {
     (c, T::from_f64c(GELU_CUBIC), T::from_f64c(0.5))
 }
 
+/// ½x(1 + tanh(c(x + 0.044715x³))).
+#[inline(always)]
+fn gelu_tanh<T: CpuFloat>(x: T) -> T {
+    let (c, a, half) = gelu_consts::<T>();
+    half * x * (T::one() + (c * (x + a * x * x * x)).tanh_elem())
+}
+
+/// The tanh GELU and its derivative ½(1 + t) + ½x(1 − t²)·c(1 + 3·0.044715x²).
+#[inline(always)]
+fn gelu_tanh_and_grad<T: CpuFloat>(x: T) -> (T, T) {
+    let (c, a, half) = gelu_consts::<T>();
+    let three_a = T::from_f64c(3.0 * GELU_CUBIC);
+    let t = (c * (x + a * x * x * x)).tanh_elem();
+    let dt = (T::one() - t * t) * c * (T::one() + three_a * x * x);
+    (
+        half * x * (T::one() + t),
+        half * (T::one() + t) + half * x * dt,
+    )
+}
+
 crate::simd_fn! {
     fn gelu_forward_chunk<T: CpuFloat>(y: &mut [T], x: &[T]) {
-        let (c, a, half) = gelu_consts::<T>();
         for (y, &x) in y.iter_mut().zip(x) {
-            *y = half * x * (T::one() + (c * (x + a * x * x * x)).tanh_elem());
+            *y = gelu_tanh(x);
         }
     }
 }
@@ -112,12 +180,8 @@ pub fn gelu_forward<T: CpuFloat>(kind: Gelu, x: &[T], y: &mut [T]) {
 
 crate::simd_fn! {
     fn gelu_backward_chunk<T: CpuFloat>(dx: &mut [T], x: &[T], dy: &[T]) {
-        let (c, a, half) = gelu_consts::<T>();
-        let three_a = T::from_f64c(3.0 * GELU_CUBIC);
         for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-            let t = (c * (x + a * x * x * x)).tanh_elem();
-            let dt = (T::one() - t * t) * c * (T::one() + three_a * x * x);
-            *dx = *dx + dy * (half * (T::one() + t) + half * x * dt);
+            *dx = *dx + dy * gelu_tanh_and_grad(x).1;
         }
     }
 }

@@ -7,7 +7,8 @@
 //! Row helpers (single-threaded): max_lanes, sum_lanes, sum_lanes_f64 keep LANES independent
 //! accumulators so the compiler can use SIMD lanes (a plain fold is one serial dependency chain);
 //! they are inlined into their callers, so they run at the vector width the caller runs at.
-//! add and scale run their chunks at the machine's vector width (simd.rs).
+//!   softcap: x ← c·tanh(x / c);  softcap_backward: dy *= 1 − (y / c)² for y the capped values.
+//! add, scale and the softcaps run their chunks at the machine's vector width (simd.rs).
 
 use super::team::{self, Pieces};
 use super::CpuFloat;
@@ -29,6 +30,44 @@ crate::simd_fn! {
     fn scale_chunk<T: CpuFloat>(x: &mut [T], s: T) {
         x.iter_mut().for_each(|a| *a = *a * s);
     }
+}
+
+crate::simd_fn! {
+    /// x ← c·tanh(x / c), in the order transformers computes Gemma 2's softcaps (one chunk).
+    pub(crate) fn softcap_chunk<T: CpuFloat>(x: &mut [T], c: T) {
+        for v in x.iter_mut() {
+            *v = (*v / c).tanh_elem() * c;
+        }
+    }
+}
+
+crate::simd_fn! {
+    fn softcap_backward_chunk<T: CpuFloat>(dy: &mut [T], y: &[T], c: T) {
+        for (g, &y) in dy.iter_mut().zip(y) {
+            let t = y / c;
+            *g = *g * (T::one() - t * t);
+        }
+    }
+}
+
+pub fn softcap<T: CpuFloat>(x: &mut [T], c: f64) {
+    let c = T::from_f64c(c);
+    let len = x.len();
+    let xp = Pieces::new(x);
+    team::for_ranges(len, CHUNK, &|r| {
+        // SAFETY: for_ranges's ranges are disjoint
+        softcap_chunk(unsafe { xp.get(r) }, c)
+    });
+}
+
+pub fn softcap_backward<T: CpuFloat>(dy: &mut [T], y: &[T], c: f64) {
+    assert_eq!(dy.len(), y.len(), "softcap_backward: lengths differ");
+    let c = T::from_f64c(c);
+    let dp = Pieces::new(dy);
+    team::for_ranges(y.len(), CHUNK, &|r| {
+        // SAFETY: for_ranges's ranges are disjoint
+        softcap_backward_chunk(unsafe { dp.get(r.clone()) }, &y[r], c)
+    });
 }
 
 pub fn add<T: CpuFloat>(x: &mut [T], y: &[T]) {

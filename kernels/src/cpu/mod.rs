@@ -275,8 +275,17 @@ impl<T: CpuFloat, M: HostMemory> Backend for CpuBackend<T, M> {
         n: usize,
         d: usize,
         eps: f64,
+        w_offset: f64,
     ) -> Result<()> {
-        rmsnorm::forward(r(x), r(wt), w(y), w(rstd), n, d, eps);
+        rmsnorm::forward(
+            r(x),
+            r(wt),
+            w(y),
+            w(rstd),
+            n,
+            d,
+            rmsnorm::Params { eps, w_offset },
+        );
         Ok(())
     }
     fn rmsnorm_backward(
@@ -289,8 +298,9 @@ impl<T: CpuFloat, M: HostMemory> Backend for CpuBackend<T, M> {
         dw: Dst<'_, Self::Act>,
         n: usize,
         d: usize,
+        w_offset: f64,
     ) -> Result<()> {
-        rmsnorm::backward(r(x), r(wt), r(rstd), r(dy), w(dx), w(dw), n, d);
+        rmsnorm::backward(r(x), r(wt), r(rstd), r(dy), w(dx), w(dw), n, d, w_offset);
         Ok(())
     }
     fn layernorm_forward(
@@ -336,8 +346,10 @@ impl<T: CpuFloat, M: HostMemory> Backend for CpuBackend<T, M> {
         n: usize,
         d: usize,
         eps: f64,
+        w_offset: f64,
     ) -> Result<()> {
-        rmsnorm::residual_forward(w(h), r(y), r(wt), w(out), w(rstd), n, d, eps);
+        let norm = rmsnorm::Params { eps, w_offset };
+        rmsnorm::residual_forward(w(h), r(y), r(wt), w(out), w(rstd), n, d, norm);
         Ok(())
     }
     fn residual_layernorm_forward(
@@ -427,24 +439,26 @@ impl<T: CpuFloat, M: HostMemory> Backend for CpuBackend<T, M> {
         Ok(())
     }
 
-    fn swiglu_forward(
+    fn glu_forward(
         &self,
+        kind: Glu,
         gate: Src<'_, Self::Act>,
         up: Src<'_, Self::Act>,
         out: Dst<'_, Self::Act>,
     ) -> Result<()> {
-        activation::swiglu_forward(r(gate), r(up), w(out));
+        activation::glu_forward(kind, r(gate), r(up), w(out));
         Ok(())
     }
-    fn swiglu_backward(
+    fn glu_backward(
         &self,
+        kind: Glu,
         gate: Src<'_, Self::Act>,
         up: Src<'_, Self::Act>,
         dout: Src<'_, Self::Act>,
         dgate: Dst<'_, Self::Act>,
         dup: Dst<'_, Self::Act>,
     ) -> Result<()> {
-        activation::swiglu_backward(r(gate), r(up), r(dout), w(dgate), w(dup));
+        activation::glu_backward(kind, r(gate), r(up), r(dout), w(dgate), w(dup));
         Ok(())
     }
     fn gelu_forward(&self, kind: Gelu, x: Src<'_, Self::Act>, y: Dst<'_, Self::Act>) -> Result<()> {
@@ -467,6 +481,19 @@ impl<T: CpuFloat, M: HostMemory> Backend for CpuBackend<T, M> {
     }
     fn scale_inplace(&self, x: Dst<'_, Self::Act>, s: f64) -> Result<()> {
         elementwise::scale(w(x), s);
+        Ok(())
+    }
+    fn softcap_inplace(&self, x: Dst<'_, Self::Act>, c: f64) -> Result<()> {
+        elementwise::softcap(w(x), c);
+        Ok(())
+    }
+    fn softcap_backward(
+        &self,
+        dy: Dst<'_, Self::Act>,
+        y: Src<'_, Self::Act>,
+        c: f64,
+    ) -> Result<()> {
+        elementwise::softcap_backward(w(dy), r(y), c);
         Ok(())
     }
 

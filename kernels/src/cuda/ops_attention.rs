@@ -8,10 +8,16 @@
 //!   exact fp32 math, any length, GQA, packed segments, causal or not, sliding window,
 //!   head_dim <= 256.
 //!
+//! Both take the score softcap (`AttnDims::softcap`, Gemma 2): FlashAttention through its
+//! `*_softcap` kernels (a separate module, compiled on first use, so uncapped attention runs
+//! exactly the kernels it ran before), the fallback through `AttnShape::softcap` (0 = none).
+//! A cap that is not a positive finite number is `Error::Unsupported`, never ignored.
+//!
 //! Both satisfy the same contract (backend.rs `AttnDims`): lse [H, N] is the NATURAL-log
-//! logsumexp of the scaled scores. flash_attn.cu works in base 2 inside (scores scaled by
-//! scale·log2 e) and converts on the way out, lse = (m₂ + log₂ l)·ln 2, and back on the way in
-//! (lse·log2 e), so an lse from either forward feeds either backward. Both backwards OVERWRITE
+//! logsumexp of the scaled (and, with a softcap, capped) scores. flash_attn.cu works in base 2
+//! inside (scores scaled by scale·log2 e; capped scores c·tanh(s / c) times log2 e) and converts
+//! on the way out, lse = (m₂ + log₂ l)·ln 2, and back on the way in (lse·log2 e), so an lse from
+//! either forward feeds either backward. Both backwards OVERWRITE
 //! dq, dk, dv (FlashAttention parks rowsum(dout ∘ o) in dq between its passes).
 //! FlashAttention relies on `max_seqlen` >= the longest segment (its grid is sized by it; it
 //! cannot read cu_seqlens without a sync); the model passes the batch's true longest segment.
@@ -47,6 +53,8 @@ pub struct AttnShape {
     pub scale: f32,
     /// Sliding window (causal only), 0 = none.
     pub window: i32,
+    /// Score softcap c (s -> c·tanh(s / c)), 0 = none.
+    pub softcap: f32,
 }
 // SAFETY: plain-old-data with the C layout of the kernel's struct.
 unsafe impl DeviceRepr for AttnShape {}
@@ -56,6 +64,7 @@ const MAX_HEAD_DIM: usize = 256;
 
 fn shape(d: &AttnDims) -> Result<AttnShape> {
     d.check_window()?;
+    let softcap = softcap_arg(d)?;
     if d.head_dim == 0 || d.head_dim > MAX_HEAD_DIM {
         return Err(Error::Unsupported(format!(
             "CUDA attention: head_dim {} outside 1..={MAX_HEAD_DIM}",
@@ -77,7 +86,20 @@ fn shape(d: &AttnDims) -> Result<AttnShape> {
         causal: d.causal as i32,
         scale: d.scale as f32,
         window: window_arg(d),
+        softcap,
     })
+}
+
+/// The softcap as the kernels take it: c as f32, 0 = none; `Unsupported` for a cap that is not
+/// a positive finite number (in f32 too), which no kernel could apply.
+pub(crate) fn softcap_arg(d: &AttnDims) -> Result<f32> {
+    match d.softcap {
+        None => Ok(0.0),
+        Some(c) if (c as f32).is_finite() && c as f32 > 0.0 => Ok(c as f32),
+        Some(c) => Err(Error::Unsupported(format!(
+            "CUDA attention: softcap {c} (must be a positive finite number)"
+        ))),
+    }
 }
 
 /// The window as the kernels take it: 0 = none; a window of more than i32::MAX keys covers

@@ -89,7 +89,7 @@ impl<A: CudaAct> CudaBackend<A> {
         mut rstd: FDst<'_>,
         n: usize,
         d: usize,
-        eps: f64,
+        (eps, w_offset): (f64, f64),
     ) -> Result<()> {
         let op = x.op_name("rmsnorm");
         x.check_len(&op, n * d)?;
@@ -107,6 +107,7 @@ impl<A: CudaAct> CudaBackend<A> {
             P(bind.w(&mut rstd)),
             I32(d as i32),
             F32(eps as f32),
+            F32(w_offset as f32),
         ]);
         self.launch("norms", &Self::kname(&kernel), rows_cfg(n, d), &args)
     }
@@ -122,6 +123,7 @@ impl<A: CudaAct> CudaBackend<A> {
         mut dw: FDst<'_>,
         n: usize,
         d: usize,
+        w_offset: f64,
     ) -> Result<()> {
         for (what, have, want) in [
             ("x", x.len, n * d),
@@ -145,6 +147,7 @@ impl<A: CudaAct> CudaBackend<A> {
             P(pdy),
             P(bind.w(&mut dx)),
             I32(d as i32),
+            F32(w_offset as f32),
         ];
         self.launch(
             "norms",

@@ -4,7 +4,7 @@
 use super::backend::{grid_for, CudaBackend, KArg::*};
 use super::buffer::{check_len, Bound};
 use super::dtype::CudaAct;
-use crate::backend::{Dst, Gelu, Src};
+use crate::backend::{Dst, Gelu, Glu, Src};
 use crate::{Error, Result};
 use cudarc::driver::CudaSlice;
 use std::sync::Arc;
@@ -34,6 +34,49 @@ impl<A: CudaAct> CudaBackend<A> {
         self.launch("elementwise", &Self::kname("scale_act"), grid_for(n), &args)
     }
 
+    /// x ← c·tanh(x / c) (elementwise.cu's softcap_act).
+    pub(crate) fn softcap_act(&self, mut x: ADst<'_, A>, c: f64) -> Result<()> {
+        let n = x.len;
+        if n == 0 {
+            return Ok(());
+        }
+        let mut bind = Bound::new(&self.stream);
+        let args = [P(bind.w(&mut x)), F32(c as f32), I64(n as i64)];
+        self.launch(
+            "elementwise",
+            &Self::kname("softcap_act"),
+            grid_for(n),
+            &args,
+        )
+    }
+
+    /// dy *= 1 − (y / c)² (elementwise.cu's softcap_bwd_act).
+    pub(crate) fn softcap_bwd_act(
+        &self,
+        mut dy: ADst<'_, A>,
+        y: ASrc<'_, A>,
+        c: f64,
+    ) -> Result<()> {
+        let n = dy.len;
+        check_len("softcap_backward y", y.len, n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let mut bind = Bound::new(&self.stream);
+        let args = [
+            P(bind.w(&mut dy)),
+            P(bind.r(&y)),
+            F32(c as f32),
+            I64(n as i64),
+        ];
+        self.launch(
+            "elementwise",
+            &Self::kname("softcap_bwd_act"),
+            grid_for(n),
+            &args,
+        )
+    }
+
     pub(crate) fn add_f32(
         &self,
         mut x: Dst<'_, CudaSlice<f32>>,
@@ -59,15 +102,17 @@ impl<A: CudaAct> CudaBackend<A> {
         self.launch("elementwise", "scale_acc", grid_for(n), &args)
     }
 
-    pub(crate) fn swiglu_fwd(
+    /// out = act(gate)·up (activations.cu's glu_fwd, `kind` as `glu_code`).
+    pub(crate) fn glu_fwd(
         &self,
+        kind: Glu,
         gate: ASrc<'_, A>,
         up: ASrc<'_, A>,
         mut out: ADst<'_, A>,
     ) -> Result<()> {
         let n = out.len;
-        check_len("swiglu gate", gate.len, n)?;
-        check_len("swiglu up", up.len, n)?;
+        check_len("glu gate", gate.len, n)?;
+        check_len("glu up", up.len, n)?;
         if n == 0 {
             return Ok(());
         }
@@ -77,17 +122,14 @@ impl<A: CudaAct> CudaBackend<A> {
             P(bind.r(&up)),
             P(bind.w(&mut out)),
             I64(n as i64),
+            I32(glu_code(kind)),
         ];
-        self.launch(
-            "activations",
-            &Self::kname("swiglu_fwd"),
-            grid_for(n),
-            &args,
-        )
+        self.launch("activations", &Self::kname("glu_fwd"), grid_for(n), &args)
     }
 
-    pub(crate) fn swiglu_bwd(
+    pub(crate) fn glu_bwd(
         &self,
+        kind: Glu,
         gate: ASrc<'_, A>,
         up: ASrc<'_, A>,
         dout: ASrc<'_, A>,
@@ -101,7 +143,7 @@ impl<A: CudaAct> CudaBackend<A> {
             ("dgate", dgate.len),
             ("dup", dup.len),
         ] {
-            check_len(&format!("swiglu_backward {what}"), len, n)?;
+            check_len(&format!("glu_backward {what}"), len, n)?;
         }
         if n == 0 {
             return Ok(());
@@ -114,13 +156,9 @@ impl<A: CudaAct> CudaBackend<A> {
             P(bind.w(&mut dgate)),
             P(bind.w(&mut dup)),
             I64(n as i64),
+            I32(glu_code(kind)),
         ];
-        self.launch(
-            "activations",
-            &Self::kname("swiglu_bwd"),
-            grid_for(n),
-            &args,
-        )
+        self.launch("activations", &Self::kname("glu_bwd"), grid_for(n), &args)
     }
 
     /// The kernel of a GELU `kind` (activations.cu): `gelu` (tanh) or `gelu_erf`.
@@ -291,5 +329,14 @@ impl<A: CudaAct> CudaBackend<A> {
         let t = Arc::new(self.upload(inv_freq)?);
         tables.push((key, t.clone()));
         Ok(t)
+    }
+}
+
+/// The `kind` argument of activations.cu's glu kernels: 0 silu, 1 tanh GELU, 2 exact GELU.
+fn glu_code(kind: Glu) -> i32 {
+    match kind {
+        Glu::Silu => 0,
+        Glu::Gelu(Gelu::Tanh) => 1,
+        Glu::Gelu(Gelu::Erf) => 2,
     }
 }

@@ -137,8 +137,9 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
         n: usize,
         d: usize,
         eps: f64,
+        w_offset: f64,
     ) -> Result<()> {
-        self.rms_fwd(NormInput::Plain(x), w, y, rstd, n, d, eps)
+        self.rms_fwd(NormInput::Plain(x), w, y, rstd, n, d, (eps, w_offset))
     }
     fn rmsnorm_backward(
         &self,
@@ -150,8 +151,9 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
         dw: D<'_, f32>,
         n: usize,
         d: usize,
+        w_offset: f64,
     ) -> Result<()> {
-        self.rms_bwd(x, w, rstd, dy, dx, dw, n, d)
+        self.rms_bwd(x, w, rstd, dy, dx, dw, n, d, w_offset)
     }
     fn layernorm_forward(
         &self,
@@ -197,8 +199,10 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
         n: usize,
         d: usize,
         eps: f64,
+        w_offset: f64,
     ) -> Result<()> {
-        self.rms_fwd(NormInput::Residual { h, y }, w, out, rstd, n, d, eps)
+        let norm = (eps, w_offset);
+        self.rms_fwd(NormInput::Residual { h, y }, w, out, rstd, n, d, norm)
     }
     fn residual_layernorm_forward(
         &self,
@@ -280,18 +284,19 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
         self.attn_bwd(q, k, v, o, dout, lse, dq, dk, dv, cu_seqlens, dims)
     }
 
-    fn swiglu_forward(&self, gate: S<'_, A>, up: S<'_, A>, out: D<'_, A>) -> Result<()> {
-        self.swiglu_fwd(gate, up, out)
+    fn glu_forward(&self, kind: Glu, gate: S<'_, A>, up: S<'_, A>, out: D<'_, A>) -> Result<()> {
+        self.glu_fwd(kind, gate, up, out)
     }
-    fn swiglu_backward(
+    fn glu_backward(
         &self,
+        kind: Glu,
         gate: S<'_, A>,
         up: S<'_, A>,
         dout: S<'_, A>,
         dgate: D<'_, A>,
         dup: D<'_, A>,
     ) -> Result<()> {
-        self.swiglu_bwd(gate, up, dout, dgate, dup)
+        self.glu_bwd(kind, gate, up, dout, dgate, dup)
     }
     fn gelu_forward(&self, kind: Gelu, x: S<'_, A>, y: D<'_, A>) -> Result<()> {
         self.gelu_fwd(kind, x, y)
@@ -304,6 +309,12 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
     }
     fn scale_inplace(&self, x: D<'_, A>, s: f64) -> Result<()> {
         self.scale_act(x, s)
+    }
+    fn softcap_inplace(&self, x: D<'_, A>, c: f64) -> Result<()> {
+        self.softcap_act(x, c)
+    }
+    fn softcap_backward(&self, dy: D<'_, A>, y: S<'_, A>, c: f64) -> Result<()> {
+        self.softcap_bwd_act(dy, y, c)
     }
 
     fn cross_entropy(

@@ -13,6 +13,8 @@
 //! recomputes what forward never keeps (forward.rs): a from gate and up before W_down's backward,
 //! h₂ = norm₂(m) before the MLP's, h₁ = norm₁(x_ℓ) before the attention projections' — the same
 //! values forward computed (on the CPU bit for bit: the fused residual norm equals add-then-norm).
+//! Gemma 2/3's sandwich norms: a branch normed before its residual add gets the norm's backward
+//! of dx (on its saved input) instead of dx itself.
 //! Every weight gradient is ADDED into the unit's accumulator (micro-batches accumulate).
 //! Tensor parallelism: a row-parallel layer's backward needs ∂y for all N tokens (g's backward is
 //! the identity; with sequence parallelism the scatter's backward all-gathers it), and gives
@@ -31,7 +33,7 @@ use super::super::config::Arch;
 use super::super::layout::{Role, UnitSpec};
 use super::norm::NormIn;
 use super::{dst, scaled_copy, src, t, tm, weight_grads, BlockActs, Forward, Transformer};
-use ferrotron_kernels::{Backend, Dst, LinearDims, Result};
+use ferrotron_kernels::{Backend, Buffer, Dst, LinearDims, Result};
 use ferrotron_parallel::{NoTp, TpComm};
 use ferrotron_zero::ParamStore;
 
@@ -102,6 +104,32 @@ impl Transformer {
         Ok(dx)
     }
 
+    /// Gemma 2/3: ∂/∂y of a branch output y normed before its residual add, given dz = ∂/∂norm(y)
+    /// (the residual stream's gradient); the norm's weight gradient added into `g`. None
+    /// without sandwich norms (the branch gets dz itself).
+    #[allow(clippy::too_many_arguments)]
+    fn sandwich_norm_backward<B: Backend>(
+        &self,
+        b: &B,
+        w: &B::Act,
+        g: &mut B::Acc,
+        unit: &UnitSpec,
+        role: Role,
+        y: &B::Act,
+        dz: &B::Act,
+    ) -> Result<Option<B::Act>> {
+        if !self.cfg.sandwich_norms {
+            return Ok(None);
+        }
+        let n = y.len() / self.cfg.hidden;
+        let stats = self.normed(b, w, unit, (role, role), NormIn::Plain(y), n)?;
+        let mut dy = b.zeros_act(y.len())?;
+        let roles = (role, role);
+        let stats = (&stats.mean, &stats.rstd);
+        self.norm_backward(b, w, g, unit, roles, y, stats, dz, &mut dy, n)?;
+        Ok(Some(dy))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn block_backward<B: Backend>(
         &self,
@@ -127,7 +155,11 @@ impl Transformer {
         let mut act = b.empty_act(n * f)?;
         self.mlp_activation(b, &a.gate, &a.up, &mut act)?;
         let mut dact = b.zeros_act(n * f)?;
-        let d_down = scaled_copy(b, dx, c.residual_multiplier)?;
+        // Gemma 2/3: the branch is norm_mo(r·down(act)); its gradient passes that norm first
+        let d_normed =
+            self.sandwich_norm_backward(b, w, g, unit, Role::MlpOutNorm, &a.mlp_out, dx)?;
+        let d_branch = d_normed.as_ref().unwrap_or(dx);
+        let d_down = scaled_copy(b, d_branch, c.residual_multiplier)?;
         self.row_parallel_bwd(
             b,
             w,
@@ -135,7 +167,7 @@ impl Transformer {
             unit,
             (Role::Down, Role::DownBias),
             &act,
-            d_down.as_ref().unwrap_or(dx),
+            d_down.as_ref().unwrap_or(d_branch),
             &mut dact,
             f,
             n,
@@ -152,7 +184,8 @@ impl Transformer {
             b.gelu_backward(self.cfg.gelu, src(&a.up), src(&dact), dst(&mut dup))?;
         } else {
             let mut dgate = b.zeros_act(n * f)?;
-            b.swiglu_backward(
+            b.glu_backward(
+                self.cfg.glu,
                 src(&a.gate),
                 src(&a.up),
                 src(&dact),
@@ -199,7 +232,10 @@ impl Transformer {
 
         // attention: mid = x + r·o·Woᵀ;  dx now holds ∂/∂mid; the branch gets r·dx.
         let mut d_o = b.zeros_act(n * qd)?;
-        let d_attn = scaled_copy(b, dx, c.residual_multiplier)?;
+        let d_normed =
+            self.sandwich_norm_backward(b, w, g, unit, Role::AttnOutNorm, &a.attn_out, dx)?;
+        let d_branch = d_normed.as_ref().unwrap_or(dx);
+        let d_attn = scaled_copy(b, d_branch, c.residual_multiplier)?;
         self.row_parallel_bwd(
             b,
             w,
@@ -207,7 +243,7 @@ impl Transformer {
             unit,
             (Role::O, Role::OBias),
             &a.o,
-            d_attn.as_ref().unwrap_or(dx),
+            d_attn.as_ref().unwrap_or(d_branch),
             &mut d_o,
             qd,
             n,
@@ -271,6 +307,7 @@ impl Transformer {
             } else {
                 Vec::new()
             };
+            let (table, scale) = self.rope_for(batch, unit);
             for (dx_, heads) in rotary {
                 b.rope_backward(
                     dst(dx_),
@@ -278,8 +315,8 @@ impl Transformer {
                     n,
                     heads,
                     c.head_dim,
-                    self.rope_table(batch),
-                    self.rope_scale,
+                    table,
+                    scale,
                 )?;
             }
             if c.qk_norm {
@@ -399,7 +436,6 @@ impl Transformer {
         rstd: &B::Acc,
         dy: &B::Act,
     ) -> Result<B::Act> {
-        use ferrotron_kernels::Buffer;
         let dh = self.cfg.head_dim;
         let mut dx = b.zeros_act(raw.len())?;
         b.rmsnorm_backward(
@@ -411,6 +447,7 @@ impl Transformer {
             tm(g, unit, role),
             rstd.len(),
             dh,
+            self.cfg.norm_weight_offset,
         )?;
         Ok(dx)
     }

@@ -6,8 +6,12 @@
 //!             q, k ← rmsnorm over each head (Qwen3: q_norm, k_norm);  q, k ← rope(q, k) (Llama)
 //!             o = attn(q, k, v) (causal, per segment, the layer's sliding window; lse saved)
 //!             m = x_ℓ + o·Woᵀ (+ b)
-//!             h₂ = norm₂(m);  a = silu(h₂·W_gateᵀ) ⊙ h₂·W_upᵀ (Llama) | gelu(h₂·W_fc) (GPT-2)
+//!             h₂ = norm₂(m);  a = act(h₂·W_gateᵀ) ⊙ h₂·W_upᵀ (Llama: SwiGLU, Gemma: GeGLU)
+//!                             | gelu(h₂·W_fc) (GPT-2)
 //!             x_{ℓ+1} = m + a·W_downᵀ (+ b)
+//! Gemma 2/3 (sandwich norms): m = x_ℓ + norm_ao(o·Woᵀ) and x_{ℓ+1} = m + norm_mo(a·W_downᵀ),
+//! whose inputs are saved (`attn_out`, `mlp_out`; W_down's output is computed even when a
+//! recomputation needs no block output).
 //! Saved per block (`BlockActs`, none with `recompute_blocks`): q, k, v (and Qwen3's q, k before
 //! the head norms with their rstd), o, lse, m, gate, up. Not saved, because backward recomputes
 //! them in one elementwise pass each (no matmul): h₁ = norm₁(x_ℓ), h₂ = norm₂(m) with their
@@ -165,7 +169,7 @@ impl Transformer {
     ) -> Result<()> {
         match self.cfg.arch {
             Arch::Gpt2 => b.gelu_forward(self.cfg.gelu, src(up), dst(act)),
-            Arch::Llama => b.swiglu_forward(src(gate), src(up), dst(act)),
+            Arch::Llama => b.glu_forward(self.cfg.glu, src(gate), src(up), dst(act)),
         }
     }
 
@@ -246,6 +250,7 @@ impl Transformer {
             } else {
                 Vec::new()
             };
+            let (table, scale) = self.rope_for(batch, unit);
             for (x, heads) in rotary {
                 b.rope_forward(
                     dst(x),
@@ -253,8 +258,8 @@ impl Transformer {
                     n,
                     heads,
                     c.head_dim,
-                    self.rope_table(batch),
-                    self.rope_scale,
+                    table,
+                    scale,
                 )?;
             }
         }
@@ -273,6 +278,7 @@ impl Transformer {
         let mut mid =
             self.row_parallel_forward(b, w, unit, (Role::O, Role::OBias), &o, qd, n, tp)?;
         scale_unless_one(b, &mut mid, c.residual_multiplier)?;
+        let attn_out = self.sandwich_norm_forward(b, w, unit, Role::AttnOutNorm, &mut mid, nr)?;
 
         // MLP: m = x + o·Woᵀ, fused with norm₂.
         let roles = (Role::MlpNorm, Role::MlpNormBias);
@@ -301,15 +307,16 @@ impl Transformer {
             )?;
             gate
         };
-        let out = if with_output {
+        let (out, mlp_out) = if with_output || c.sandwich_norms {
             let mut act = b.empty_act(n * f)?;
             self.mlp_activation(b, &gate, &up, &mut act)?;
             let roles = (Role::Down, Role::DownBias);
             let mut out = self.row_parallel_forward(b, w, unit, roles, &act, f, n, tp)?;
             scale_unless_one(b, &mut out, c.residual_multiplier)?;
-            Some(out)
+            let mlp_out = self.sandwich_norm_forward(b, w, unit, Role::MlpOutNorm, &mut out, nr)?;
+            (with_output.then_some(out), mlp_out)
         } else {
-            None
+            (None, b.zeros_act(0)?)
         };
         Ok((
             BlockActs {
@@ -325,9 +332,32 @@ impl Transformer {
                 mid,
                 gate,
                 up,
+                attn_out,
+                mlp_out,
             },
             out,
         ))
+    }
+
+    /// Gemma 2/3's norm on a branch output y (n residual tokens) before its residual add:
+    /// y ← norm(y) with the weight of `role`; returns y as it was (what the backward needs).
+    /// Without sandwich norms y is left as it is and an empty buffer returned.
+    fn sandwich_norm_forward<B: Backend>(
+        &self,
+        b: &B,
+        w: &B::Act,
+        unit: &UnitSpec,
+        role: Role,
+        y: &mut B::Act,
+        n: usize,
+    ) -> Result<B::Act> {
+        if !self.cfg.sandwich_norms {
+            return b.zeros_act(0);
+        }
+        let normed = self
+            .normed(b, w, unit, (role, role), NormIn::Plain(y), n)?
+            .y;
+        Ok(std::mem::replace(y, normed))
     }
 
     /// A row-parallel layer's output on this rank's residual tokens: y = x·Wᵀ over this rank's
@@ -435,6 +465,7 @@ impl Transformer {
             rows,
             dh,
             self.cfg.norm_eps,
+            self.cfg.norm_weight_offset,
         )?;
         Ok((raw, rstd))
     }

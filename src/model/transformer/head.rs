@@ -1,6 +1,9 @@
 //! The head: final norm, output projection and cross-entropy, and their backward.
 //!
 //!   h_f = norm_f(x_L);  logits = h_f·W_headᵀ (W_head = E when tied);
+//!   Gemma 2: logits ← c·tanh(logits / c) (final_logit_softcapping), and dlogits times
+//!   1 − (logits / c)² on the capped values (kept in a chunk copy where the cross-entropy
+//!   writes its gradient over the logits);
 //!   loss = Σ_n CE(logits[n], target[n])  (targets already shifted; −100 ignored)
 //! Logits are computed `HEAD_CHUNK_ELEMS / V` rows at a time, so N×V logits never exist whole;
 //! with a gradient scale each chunk's dlogits = scale·(softmax − onehot), written over its logits
@@ -118,6 +121,9 @@ impl Transformer {
         let grad = grad_scale.is_some();
         let mut logits = b.empty_act(chunk * vocab)?;
         let mut dlogits = b.empty_act(if parallel && grad { chunk * vocab } else { 0 })?;
+        let cap = c.final_softcap;
+        let keep_capped = cap.is_some() && grad && !parallel;
+        let mut capped = b.empty_act(if keep_capped { chunk * vocab } else { 0 })?;
         let mut dhf = b.zeros_act(if grad { n * d } else { 0 })?;
         let mut losses = b.empty_acc(n)?;
         let stats_len = if parallel { 3 * chunk } else { 0 };
@@ -153,6 +159,13 @@ impl Transformer {
                 Dst::range(&mut logits, 0, rows * vocab),
                 dims,
             )?;
+            if let Some(cap) = cap {
+                b.softcap_inplace(Dst::range(&mut logits, 0, rows * vocab), cap)?;
+                if keep_capped {
+                    let (lg, cp) = (src(&logits), dst(&mut capped));
+                    b.copy_columns(lg, vocab, 0, cp, vocab, 0, rows, vocab, false)?;
+                }
+            }
             if let Some(out) = logits_out.as_deref_mut() {
                 self.logits_to_host(b, tp, &logits, rows, out)?;
             }
@@ -178,6 +191,14 @@ impl Transformer {
             } else {
                 let lg = Dst::range(&mut logits, 0, rows * vocab);
                 b.cross_entropy_in_place(lg, tg, ls, rows, vocab, grad_scale)?;
+            }
+            if let (Some(cap), true) = (cap, grad) {
+                let (dl, y) = match parallel {
+                    true => (&mut dlogits, &logits),
+                    false => (&mut logits, &capped),
+                };
+                let y = Src::range(y, 0, rows * vocab);
+                b.softcap_backward(Dst::range(dl, 0, rows * vocab), y, cap)?;
             }
             if grad {
                 let dx = Dst::range(&mut dhf, r0 * d, rows * d);

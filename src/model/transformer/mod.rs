@@ -57,6 +57,8 @@ pub struct Transformer {
     pub rope_long: Option<(usize, Vec<f64>)>,
     /// The factor on rotary cos and sin (yarn's and longrope's attention factor; 1 otherwise).
     pub rope_scale: f64,
+    /// Gemma 3: the sliding-window layers' own table and factor (`ModelConfig::local_rope`).
+    pub rope_local: Option<(Vec<f64>, f64)>,
     /// Full activation checkpointing: forward keeps only each block's input x_ℓ, and backward
     /// recomputes the block's forward from it (one more forward of every block but W_down).
     pub recompute_blocks: bool,
@@ -100,6 +102,10 @@ pub struct BlockActs<B: Backend> {
     /// Llama: gate and up projections; GPT-2: `up` is c_fc's output, `gate` unused.
     gate: B::Act,
     up: B::Act,
+    /// Gemma 2/3 (sandwich norms): the attention and MLP outputs before their norms, on the
+    /// residual tokens (empty otherwise).
+    attn_out: B::Act,
+    mlp_out: B::Act,
 }
 
 pub struct Forward<B: Backend> {
@@ -238,6 +244,12 @@ impl Transformer {
         };
         let rope_scale = cfg.rope_scaling.attention_factor();
         let rope_long = cfg.rope_long_inv_freq();
+        let rope_local = cfg.local_rope.as_ref().map(|(theta, scaling)| {
+            (
+                scaling.inv_freq(*theta, cfg.rotary_dim),
+                scaling.attention_factor(),
+            )
+        });
         Ok(Transformer {
             cfg,
             layout,
@@ -245,6 +257,7 @@ impl Transformer {
             rope_inv_freq,
             rope_long,
             rope_scale,
+            rope_local,
             recompute_blocks: false,
         })
     }
@@ -344,6 +357,7 @@ impl Transformer {
             rope_inv_freq: self.rope_inv_freq.clone(),
             rope_long: self.rope_long.clone(),
             rope_scale: self.rope_scale,
+            rope_local: self.rope_local.clone(),
             recompute_blocks: self.recompute_blocks,
         }
     }
@@ -364,13 +378,20 @@ impl Transformer {
     /// Causal attention over the batch's segments, in the unit's layer (its sliding window, if
     /// the layer has one). `max_seqlen` is the batch's longest segment (DeviceBatch computes it
     /// from cu_seqlens), which FlashAttention sizes its grid by.
-    /// The rotary table of `batch`: longrope's long table when its largest position + 1
-    /// exceeds original_max_position_embeddings (transformers' choice per forward), else the
+    /// The rotary table and cos/sin factor of block `unit` on `batch`: Gemma 3's local table in
+    /// its sliding-window layers; longrope's long table when the batch's largest position + 1
+    /// exceeds original_max_position_embeddings (transformers' choice per forward); else the
     /// model's table.
-    fn rope_table<B: Backend>(&self, batch: &DeviceBatch<B>) -> &[f64] {
-        match &self.rope_long {
-            Some((limit, long)) if batch.positions_end > *limit => long,
-            _ => &self.rope_inv_freq,
+    fn rope_for<B: Backend>(&self, batch: &DeviceBatch<B>, unit: &UnitSpec) -> (&[f64], f64) {
+        let UnitKind::Block(layer) = unit.kind else {
+            unreachable!("the rotary embedding runs in block units")
+        };
+        match (&self.rope_local, &self.rope_long) {
+            (Some((table, scale)), _) if self.cfg.sliding_window.of(layer).is_some() => {
+                (table, *scale)
+            }
+            (_, Some((limit, long))) if batch.positions_end > *limit => (long, self.rope_scale),
+            _ => (&self.rope_inv_freq, self.rope_scale),
         }
     }
 
@@ -398,6 +419,7 @@ impl Transformer {
             causal: true,
             scale: c.attention_scale(layer),
             window: c.sliding_window.of(layer),
+            softcap: c.attn_softcap,
         }
     }
 

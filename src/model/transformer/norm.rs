@@ -47,9 +47,16 @@ impl Transformer {
     ) -> Result<()> {
         let (d, eps) = (self.cfg.hidden, self.cfg.norm_eps);
         match self.cfg.arch {
-            Arch::Llama => {
-                b.rmsnorm_forward(src(x), t(w, unit, weight), dst(y), dst(rstd), n, d, eps)
-            }
+            Arch::Llama => b.rmsnorm_forward(
+                src(x),
+                t(w, unit, weight),
+                dst(y),
+                dst(rstd),
+                n,
+                d,
+                eps,
+                self.cfg.norm_weight_offset,
+            ),
             Arch::Gpt2 => b.layernorm_forward(
                 src(x),
                 t(w, unit, weight),
@@ -95,6 +102,7 @@ impl Transformer {
                 n,
                 d,
                 eps,
+                self.cfg.norm_weight_offset,
             ),
             Arch::Gpt2 => b.residual_layernorm_forward(
                 dst(h),
@@ -137,6 +145,7 @@ impl Transformer {
                 tm(g, unit, weight),
                 n,
                 d,
+                self.cfg.norm_weight_offset,
             ),
             Arch::Gpt2 => {
                 let grads = weight_grads(g, unit, weight, bias);

@@ -1,6 +1,8 @@
 //! Attention backward (FlashAttention-2 math, recomputing P = exp(S − lse) per tile):
 //!   S (BLOCK_Q, BLOCK_K); P = exp(S − lse); dV += Pᵀ dO; dP = dO Vᵀ; dS = P ∘ (dP − D);
 //!   dK += scale · dSᵀ Q;  dQ += scale · dS K,   with D_i = Σ_d dO_id O_id ([N, H]) computed first.
+//!   With a softcap c, S is the capped score c·tanh(S₀/c) and dS is multiplied by its derivative
+//!   1 − (S / c)² (0 where masked).
 //! Two race-free, deterministic schemes; which one runs depends only on the problem (not on the
 //! thread count), so results are bitwise reproducible:
 //!   ByKvHead (when there are ≥ MIN_KV_TASKS (segment, kv head) pairs, see by_kv_head.rs): one
@@ -183,10 +185,11 @@ pub fn backward_with<T: CpuFloat>(
         .for_each(|(tile, dq_blk)| query_tile(&inp, tile, dq_blk));
 }
 
-/// Score-tile scratch: P and dP/dS, each (BLOCK_Q, BLOCK_K).
+/// Score-tile scratch: P, dP/dS and the softcap's derivative, each (BLOCK_Q, BLOCK_K).
 pub(super) struct Scratch<T> {
     pub p: Work<T>,
     pub ds: Work<T>,
+    pub cap_grad: Work<T>,
 }
 
 impl<T: CpuFloat> Scratch<T> {
@@ -194,6 +197,7 @@ impl<T: CpuFloat> Scratch<T> {
         Scratch {
             p: workspace::zeroed(BLOCK_Q * BLOCK_K),
             ds: workspace::zeroed(BLOCK_Q * BLOCK_K),
+            cap_grad: workspace::zeroed(BLOCK_Q * BLOCK_K),
         }
     }
 }
@@ -230,6 +234,18 @@ pub(super) fn p_and_ds<T: CpuFloat>(
         r0,
         c0,
     );
+    if let Some(c) = inp.dims.softcap {
+        let c = T::from_f64c(c);
+        let s = &sc.p[..rows * cols];
+        for (g, &s) in sc.cap_grad[..rows * cols].iter_mut().zip(s) {
+            let t = s / c;
+            *g = if s == T::neg_infinity() {
+                T::zero()
+            } else {
+                T::one() - t * t
+            };
+        }
+    }
     for i in 0..rows {
         let lse_i = inp.lse[h * n + q_tok + i];
         T::exp_shifted(&mut sc.p[i * cols..(i + 1) * cols], lse_i); // exp(−∞) = 0
@@ -250,6 +266,13 @@ pub(super) fn p_and_ds<T: CpuFloat>(
             &mut sc.ds[i * cols..(i + 1) * cols],
         );
         ds.iter_mut().zip(p).for_each(|(g, &p)| *g = p * (*g - d_i));
+    }
+    if inp.dims.softcap.is_some() {
+        let f = &sc.cap_grad[..rows * cols];
+        sc.ds[..rows * cols]
+            .iter_mut()
+            .zip(f)
+            .for_each(|(g, &f)| *g = *g * f);
     }
 }
 

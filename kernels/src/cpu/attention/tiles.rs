@@ -1,10 +1,12 @@
 //! Tile shapes, the split of a packed batch into per-segment row tiles, the score tile
 //!   S[i, j] = scale · q[r0 + i] · k[c0 + j]   (−∞ where causal and c0 + j > r0 + i, or, with a
-//!                                              sliding window w, c0 + j ≤ r0 + i − w)
+//!                                              sliding window w, c0 + j ≤ r0 + i − w;
+//!                                              with a softcap c, c · tanh(S / c) before the mask)
 //! and the ranges of tiles a query tile or a key tile meets, shared by forward and backward.
 //! Rows are local positions inside one segment.
 
 use crate::backend::AttnDims;
+use crate::cpu::elementwise::softcap_chunk;
 use crate::cpu::gemm::{gemm, View, ViewMut};
 use crate::cpu::CpuFloat;
 
@@ -153,6 +155,9 @@ pub fn scores<T: CpuFloat>(
         T::zero(),
         ViewMut::row_major(&mut s[..rows * cols], rows, cols),
     );
+    if let Some(c) = dims.softcap {
+        softcap_chunk(&mut s[..rows * cols], T::from_f64c(c));
+    }
     if !dims.causal {
         return;
     }

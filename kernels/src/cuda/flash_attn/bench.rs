@@ -120,6 +120,7 @@ pub fn bench_attention_with(
                 causal,
                 scale: 1.0 / (d as f64).sqrt(),
                 window: None,
+                softcap: None,
             };
             let mut fwd = || {
                 fa.forward(

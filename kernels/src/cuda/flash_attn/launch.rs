@@ -1,9 +1,11 @@
 //! Loading the FlashAttention module and launching its kernels.
 //!
-//! One NVRTC module per head dim (compiled with `-DHEAD_DIM=..` and the tile defines of
-//! [`Tuning`] on first use, for the device's architecture) through the shared loader
-//! (`cuda::nvrtc::load_module_with`), so its PTX is cached on disk like every other kernel's.
-//! NVRTC needs no CUDA headers for this source.
+//! One NVRTC module per head dim and variant (compiled with `-DHEAD_DIM=..`, `-DFA_SOFTCAP=0|1`
+//! and the tile defines of [`Tuning`] on first use, for the device's architecture) through the
+//! shared loader (`cuda::nvrtc::load_module_with`), so its PTX is cached on disk like every other
+//! kernel's. The softcap variant (`AttnDims::softcap`: the `*_softcap` kernels) is a module of
+//! its own, compiled only when a call has a cap, so uncapped attention compiles, loads and runs
+//! exactly the plain kernels. NVRTC needs no CUDA headers for this source.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +18,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::Ptx;
 use half::bf16;
 
-use super::params::{tiles, AttnParams, Tuning};
+use super::params::{tiles, AttnParams, SoftcapParams, Tuning};
 use crate::cuda::nvrtc::{self, ModuleOpts};
 use crate::{AttnDims, Error, Result};
 
@@ -40,11 +42,12 @@ struct Kernels {
 pub struct FlashAttention {
     stream: Arc<CudaStream>,
     tuning: Tuning,
-    kernels: Mutex<HashMap<usize, Arc<Kernels>>>,
+    /// Per (head dim, softcap variant).
+    kernels: Mutex<HashMap<(usize, bool), Arc<Kernels>>>,
 }
 
-/// NVRTC options for one head dim under `tuning`.
-fn nvrtc_options(head_dim: usize, tuning: &Tuning) -> Result<Vec<String>> {
+/// NVRTC options for one head dim under `tuning`, the plain or the softcap kernels.
+fn nvrtc_options(head_dim: usize, tuning: &Tuning, softcap: bool) -> Result<Vec<String>> {
     if head_dim != 64 && head_dim != 128 {
         return Err(Error::Unsupported(format!(
             "flash attention: head_dim {head_dim} (supported: 64, 128)"
@@ -54,24 +57,53 @@ fn nvrtc_options(head_dim: usize, tuning: &Tuning) -> Result<Vec<String>> {
     tiles.validate(head_dim)?;
     let mut o = vec![format!("-DHEAD_DIM={head_dim}"), "--use_fast_math".into()];
     o.extend(tiles.defines());
+    o.push(format!("-DFA_SOFTCAP={}", softcap as u8));
     Ok(o)
+}
+
+/// The module name of one head dim and variant (the NVRTC program and disk-cache name).
+fn module_name(head_dim: usize, softcap: bool) -> String {
+    if softcap {
+        format!("flash_attn_d{head_dim}_softcap")
+    } else {
+        format!("flash_attn_d{head_dim}")
+    }
 }
 
 impl FlashAttention {
     /// Compile the source for one head dim (64 or 128) and architecture (`"sm_90"`) with the
     /// default tuning, without a GPU or the disk cache (NVRTC alone suffices): the CI check.
+    /// The plain kernels (flash_fwd, flash_bwd_dot_do_o, flash_bwd_dkdv, flash_bwd_dq).
     pub fn compile_ptx(head_dim: usize, arch: &str) -> Result<Ptx> {
         Self::compile_ptx_with(head_dim, arch, &Tuning::default())
     }
 
-    /// As [`Self::compile_ptx`] for a given tuning.
-    pub fn compile_ptx_with(head_dim: usize, arch: &str, tuning: &Tuning) -> Result<Ptx> {
-        let opts = nvrtc_options(head_dim, tuning)?;
-        let name = format!("flash_attn_d{head_dim}");
-        nvrtc::compile_ptx(&name, FLASH_ATTN_SRC, arch, &opts).map(Ptx::from_src)
+    /// As [`Self::compile_ptx`], the softcap variant (flash_fwd_softcap, flash_bwd_dot_do_o,
+    /// flash_bwd_dkdv_softcap, flash_bwd_dq_softcap).
+    pub fn compile_ptx_softcap(head_dim: usize, arch: &str) -> Result<Ptx> {
+        Self::compile_ptx_variant(head_dim, arch, &Tuning::default(), true)
     }
 
-    /// Kernels are compiled lazily, per head dim, on first use, with the default tuning.
+    /// As [`Self::compile_ptx`] for a given tuning.
+    pub fn compile_ptx_with(head_dim: usize, arch: &str, tuning: &Tuning) -> Result<Ptx> {
+        Self::compile_ptx_variant(head_dim, arch, tuning, false)
+    }
+
+    /// As [`Self::compile_ptx`] for a given tuning and variant (`softcap`: the `*_softcap`
+    /// kernels).
+    pub fn compile_ptx_variant(
+        head_dim: usize,
+        arch: &str,
+        tuning: &Tuning,
+        softcap: bool,
+    ) -> Result<Ptx> {
+        let opts = nvrtc_options(head_dim, tuning, softcap)?;
+        nvrtc::compile_ptx(&module_name(head_dim, softcap), FLASH_ATTN_SRC, arch, &opts)
+            .map(Ptx::from_src)
+    }
+
+    /// Kernels are compiled lazily, per head dim and variant (plain, softcap), on first use,
+    /// with the default tuning.
     pub fn new(stream: Arc<CudaStream>) -> Result<Self> {
         Self::with_tuning(stream, Tuning::default())
     }
@@ -105,15 +137,17 @@ impl FlashAttention {
         &self.stream
     }
 
-    fn kernels(&self, head_dim: usize) -> Result<Arc<Kernels>> {
+    /// The kernels of one head dim, plain or with the softcap (`*_softcap`), compiled and
+    /// loaded on first use.
+    fn kernels(&self, head_dim: usize, softcap: bool) -> Result<Arc<Kernels>> {
         let mut map = self.kernels.lock().unwrap();
-        if let Some(k) = map.get(&head_dim) {
+        if let Some(k) = map.get(&(head_dim, softcap)) {
             return Ok(k.clone());
         }
-        let extra = nvrtc_options(head_dim, &self.tuning)?;
+        let extra = nvrtc_options(head_dim, &self.tuning, softcap)?;
         let module = nvrtc::load_module_with(
             self.stream.context(),
-            &format!("flash_attn_d{head_dim}"),
+            &module_name(head_dim, softcap),
             FLASH_ATTN_SRC,
             &ModuleOpts {
                 extra: &extra,
@@ -130,13 +164,14 @@ impl FlashAttention {
             .map_err(|e| cuda_err(name, e))?;
             Ok(f)
         };
+        let suffix = if softcap { "_softcap" } else { "" };
         let k = Arc::new(Kernels {
-            fwd: load("flash_fwd", t.fwd_smem(head_dim))?,
+            fwd: load(&format!("flash_fwd{suffix}"), t.fwd_smem(head_dim))?,
             dot_do_o: load("flash_bwd_dot_do_o", 0)?,
-            dkdv: load("flash_bwd_dkdv", t.dkdv_smem(head_dim))?,
-            dq: load("flash_bwd_dq", t.dq_smem(head_dim))?,
+            dkdv: load(&format!("flash_bwd_dkdv{suffix}"), t.dkdv_smem(head_dim))?,
+            dq: load(&format!("flash_bwd_dq{suffix}"), t.dq_smem(head_dim))?,
         });
-        map.insert(head_dim, k.clone());
+        map.insert((head_dim, softcap), k.clone());
         Ok(k)
     }
 
@@ -149,6 +184,13 @@ impl FlashAttention {
     ) -> Result<()> {
         let bad = |m: String| Err(Error::Unsupported(format!("flash attention: {m}")));
         dims.check_window()?;
+        crate::cuda::ops_attention::softcap_arg(dims)?;
+        if let Some(c) = dims.softcap {
+            let cap = SoftcapParams::new(dims.scale, c);
+            if !cap.scale_in.is_finite() || !cap.log2_c.is_finite() {
+                return bad(format!("softcap {c} out of range for scale {}", dims.scale));
+            }
+        }
         if dims.head_dim != 64 && dims.head_dim != 128 {
             return bad(format!("head_dim {} (supported: 64, 128)", dims.head_dim));
         }
@@ -214,7 +256,8 @@ impl FlashAttention {
         Ok(())
     }
 
-    /// o = softmax(scale · q kᵀ + mask) v, lse = logsumexp(scale · q kᵀ + mask) (see `AttnDims`).
+    /// o = softmax(cap(scale · q kᵀ) + mask) v, lse = logsumexp(cap(scale · q kᵀ) + mask), with
+    /// cap(s) = c·tanh(s / c) for `dims.softcap` = Some(c), the identity for None (see `AttnDims`).
     /// `dims.max_seqlen` must be the longest segment. Allocates nothing.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
@@ -236,7 +279,7 @@ impl FlashAttention {
         if dims.tokens == 0 {
             return Ok(());
         }
-        let kern = self.kernels(dims.head_dim)?;
+        let kern = self.kernels(dims.head_dim, dims.softcap.is_some())?;
         let s = &self.stream;
         let (q_p, _g1) = q.device_ptr(s);
         let (k_p, _g2) = k.device_ptr(s);
@@ -272,9 +315,16 @@ impl FlashAttention {
         if cfg.grid_dim.0 == 0 {
             return Ok(());
         }
-        // SAFETY: argument checked against the kernel's struct; buffer lengths checked above.
-        unsafe { s.launch_builder(&kern.fwd).arg(&p).launch(cfg) }
-            .map_err(|e| cuda_err("forward launch", e))?;
+        let cap = dims.softcap.map(|c| SoftcapParams::new(dims.scale, c));
+        let mut fwd = s.launch_builder(&kern.fwd);
+        fwd.arg(&p);
+        if let Some(cap) = &cap {
+            fwd.arg(cap); // flash_fwd_softcap's second parameter
+        }
+        // SAFETY: arguments checked against the kernel's structs (the softcap module's kernels
+        // take SoftcapParams second: `kern` was loaded for `dims.softcap.is_some()`); buffer
+        // lengths checked above.
+        unsafe { fwd.launch(cfg) }.map_err(|e| cuda_err("forward launch", e))?;
         Ok(())
     }
 
@@ -312,7 +362,7 @@ impl FlashAttention {
         if dims.tokens == 0 {
             return Ok(());
         }
-        let kern = self.kernels(dims.head_dim)?;
+        let kern = self.kernels(dims.head_dim, dims.softcap.is_some())?;
         let s = &self.stream;
         let (q_p, _g1) = q.device_ptr(s);
         let (k_p, _g2) = k.device_ptr(s);
@@ -383,21 +433,94 @@ impl FlashAttention {
         if dkdv_cfg.grid_dim.0 == 0 {
             return Ok(());
         }
-        // SAFETY: arguments checked against the kernels' struct; buffer lengths checked above.
+        let cap = dims.softcap.map(|c| SoftcapParams::new(dims.scale, c));
+        let mut dkdv = s.launch_builder(&kern.dkdv);
+        let mut dq = s.launch_builder(&kern.dq);
+        dkdv.arg(&p_kv);
+        dq.arg(&p_q);
+        if let Some(cap) = &cap {
+            // the *_softcap kernels' second parameter
+            dkdv.arg(cap);
+            dq.arg(cap);
+        }
+        // SAFETY: arguments checked against the kernels' structs (the softcap module's dK/dV
+        // and dQ kernels take SoftcapParams second: `kern` was loaded for
+        // `dims.softcap.is_some()`); buffer lengths checked above.
         unsafe {
             s.launch_builder(&kern.dot_do_o)
                 .arg(&p)
                 .launch(dot_cfg)
                 .map_err(|e| cuda_err("backward D launch", e))?;
-            s.launch_builder(&kern.dkdv)
-                .arg(&p_kv)
-                .launch(dkdv_cfg)
+            dkdv.launch(dkdv_cfg)
                 .map_err(|e| cuda_err("backward dK/dV launch", e))?;
-            s.launch_builder(&kern.dq)
-                .arg(&p_q)
-                .launch(dq_cfg)
+            dq.launch(dq_cfg)
                 .map_err(|e| cuda_err("backward dQ launch", e))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_variant_has_its_own_define_and_module() {
+        let t = Tuning::default();
+        let plain = nvrtc_options(64, &t, false).unwrap();
+        let cap = nvrtc_options(64, &t, true).unwrap();
+        assert!(plain.contains(&"-DFA_SOFTCAP=0".to_string()));
+        assert!(cap.contains(&"-DFA_SOFTCAP=1".to_string()));
+        assert_ne!(module_name(128, false), module_name(128, true));
+    }
+
+    /// The plain module holds exactly the plain kernels, the softcap module the `*_softcap`
+    /// ones (and the shared D pass), for both head dims. Needs libnvrtc (scripts/setup-nvrtc.sh);
+    /// skipped without it unless CI / FERROTRON_REQUIRE_NVRTC is set.
+    #[test]
+    fn variants_compile_with_their_kernels() {
+        if !nvrtc::nvrtc_available() {
+            let required = ["CI", "FERROTRON_REQUIRE_NVRTC"]
+                .iter()
+                .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty() && s != "0" && s != "false"));
+            assert!(!required, "libnvrtc not found");
+            eprintln!("skipped: libnvrtc not found");
+            return;
+        }
+        let entries = |ptx: &Ptx| -> Vec<String> {
+            ptx.to_src()
+                .lines()
+                .filter_map(|l| l.split(".entry ").nth(1))
+                .map(|r| r.trim_end_matches('(').trim().to_string())
+                .collect()
+        };
+        for d in [64, 128] {
+            let plain = entries(&FlashAttention::compile_ptx(d, "sm_90").unwrap());
+            let cap = entries(&FlashAttention::compile_ptx_softcap(d, "sm_90").unwrap());
+            let sorted = |mut v: Vec<String>| {
+                v.sort();
+                v
+            };
+            assert_eq!(
+                sorted(plain),
+                [
+                    "flash_bwd_dkdv",
+                    "flash_bwd_dot_do_o",
+                    "flash_bwd_dq",
+                    "flash_fwd"
+                ],
+                "D={d}"
+            );
+            assert_eq!(
+                sorted(cap),
+                [
+                    "flash_bwd_dkdv_softcap",
+                    "flash_bwd_dot_do_o",
+                    "flash_bwd_dq_softcap",
+                    "flash_fwd_softcap"
+                ],
+                "D={d}"
+            );
+        }
     }
 }

@@ -15,4 +15,4 @@ pub use bench::{
     BENCH_SHAPES,
 };
 pub use launch::{FlashAttention, FLASH_ATTN_SRC};
-pub use params::{TileConfig, Tuning};
+pub use params::{SoftcapParams, TileConfig, Tuning};

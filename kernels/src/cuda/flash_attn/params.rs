@@ -38,6 +38,31 @@ pub struct AttnParams {
 // SAFETY: plain-old-data, layout identical to the C struct (8-byte pointers, then 4-byte fields).
 unsafe impl DeviceRepr for AttnParams {}
 
+/// Mirrors `struct SoftcapParams` in flash_attn.cu: the second parameter of the `*_softcap`
+/// kernels. With c = `AttnDims::softcap`, t = tanh(q·k · scale_in) and the capped score in
+/// log2 units is t · log2_c.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SoftcapParams {
+    /// scale / c.
+    pub scale_in: f32,
+    /// c · log2(e).
+    pub log2_c: f32,
+}
+
+impl SoftcapParams {
+    /// The parameters for a cap `c` at softmax scale `scale` (both rounded once, from f64).
+    pub fn new(scale: f64, c: f64) -> Self {
+        SoftcapParams {
+            scale_in: (scale / c) as f32,
+            log2_c: (c * std::f64::consts::LOG2_E) as f32,
+        }
+    }
+}
+
+// SAFETY: plain-old-data, two f32 fields, layout identical to the C struct.
+unsafe impl DeviceRepr for SoftcapParams {}
+
 /// Fixed tile traits of the kernels (must match the constants in flash_attn.cu).
 pub mod tiles {
     /// forward: (FWD_BLOCK_M, Dh) query tile, 4 warps x 32 rows, K/V tiles double-buffered.
@@ -221,6 +246,16 @@ impl Tuning {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn softcap_params_match_the_kernel_struct() {
+        // two floats, the C struct SoftcapParams in flash_attn.cu
+        assert_eq!(std::mem::size_of::<SoftcapParams>(), 8);
+        assert_eq!(std::mem::align_of::<SoftcapParams>(), 4);
+        let p = SoftcapParams::new(0.125, 50.0);
+        assert_eq!(p.scale_in, 0.0025f32);
+        assert_eq!(p.log2_c, (50.0 * std::f64::consts::LOG2_E) as f32);
+    }
 
     #[test]
     fn default_tuning_is_valid_and_parses() {
