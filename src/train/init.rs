@@ -211,6 +211,27 @@ mod tests {
         (cfg, layout)
     }
 
+    /// Gemma stores each norm's scale minus one (x̂·(1 + w)): its norm weights start at 0, every
+    /// one of the four per block and the final norm; a Llama's at 1.
+    #[test]
+    fn gemma_norm_weights_start_at_zero() {
+        let cfg = ModelConfig::from_file(std::path::Path::new(
+            "tests/fixtures/hf/var-gemma2/config.json",
+        ))
+        .unwrap();
+        let layout = ParamLayout::new(&cfg);
+        let units = InitSource::new(&cfg, &layout, 0.02, 7).units();
+        let mut norms = 0;
+        for (u, t) in layout.tensors() {
+            let v = &units[u][t.offset..t.offset + t.numel()];
+            if t.role.is_norm_weight() {
+                norms += 1;
+                assert!(v.iter().all(|&x| x == 0.0), "{}", t.name);
+            }
+        }
+        assert_eq!(norms, 4 * cfg.layers + 1);
+    }
+
     #[test]
     fn init_is_seeded_and_has_the_requested_spread() {
         let (cfg, layout) = tiny_gpt2();

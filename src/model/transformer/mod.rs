@@ -333,7 +333,9 @@ impl Transformer {
         } else {
             (0, 0)
         };
-        let act = nr * c.hidden + n * (2 * qd + 2 * kvd + ffn + gate + qk_raw);
+        // Gemma 2/3: the attention and MLP outputs before their sandwich norms
+        let branch_outs = if c.sandwich_norms { 2 } else { 0 };
+        let act = (1 + branch_outs) * nr * c.hidden + n * (2 * qd + 2 * kvd + ffn + gate + qk_raw);
         let acc = n * (heads + qk_rstd);
         (xs + layers * act, layers * acc)
     }
