@@ -32,7 +32,10 @@ to 0: Gemma with the √hidden embedding scale, gelu_pytorch_tanh and head_dim 1
 Gemma 2 with sandwich norms, query_pre_attn_scalar 20 over head_dim 8, attention and final logit
 softcaps of 5 and 3 that bite (init 0.6), and windows of 5 on alternate layers; Gemma 3 (text) with
 q_norm / k_norm, windows on layers 0 and 2 and a rope per layer type (local theta 1e4; global
-theta 1e6 with linear factor 2). All three tied, with pad_token_id in their batch.
+theta 1e6 with linear factor 2). All three tied, with pad_token_id in their batch. One OLMo-2
+fixture: no input norms, post_attention_layernorm / post_feedforward_layernorm on the branch
+outputs, q_norm / k_norm over each token's whole projection (head_dim 6: 24 and 12 dims), attention
+biases, untied, every norm weight drawn around 1 (POST_INIT).
 Usage: python3 scripts/make_odd_fixtures.py tests/fixtures/hf [NAME ...]   (default: all)
 """
 import json
@@ -46,7 +49,7 @@ from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCaus
                           Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM,
                           SmolLM3Config, SmolLM3ForCausalLM, GraniteConfig, GraniteForCausalLM,
                           GemmaConfig, GemmaForCausalLM, Gemma2Config, Gemma2ForCausalLM,
-                          Gemma3TextConfig, Gemma3ForCausalLM)
+                          Gemma3TextConfig, Gemma3ForCausalLM, Olmo2Config, Olmo2ForCausalLM)
 
 ODD = {
     "odd-llama": (LlamaForCausalLM, LlamaConfig(
@@ -215,7 +218,24 @@ ODD = {
                          "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
         rms_norm_eps=1e-6, initializer_range=0.3, tie_word_embeddings=True,
         bos_token_id=0, eos_token_id=1, pad_token_id=32), (2, 21)),
+    # OLMo-2: no input norms; the attention and MLP outputs normed before their residual adds;
+    # q_norm / k_norm over the whole projection ([4·6], [2·6]) before rotary; attention biases,
+    # untied; norm weights around 1 (POST_INIT); pad_token_id 29 occurs twice in the batch
+    "var-olmo2": (Olmo2ForCausalLM, Olmo2Config(
+        vocab_size=59, hidden_size=16, intermediate_size=20, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=6, max_position_embeddings=64,
+        attention_bias=True, rms_norm_eps=1e-6, initializer_range=0.3,
+        bos_token_id=0, eos_token_id=1, pad_token_id=29), (2, 19)),
 }
+
+
+def randomize_norms_around_one(model):
+    """Norms that scale by w (init 1): every norm weight drawn from 1 + N(0, 0.3²)."""
+    randomize_norms(model)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "norm" in n:
+                p.add_(1.0)
 
 
 def randomize_norms(model, seed=2468, scale=0.3):
@@ -231,7 +251,7 @@ def randomize_norms(model, seed=2468, scale=0.3):
 # fixtures whose freshly initialized model is changed before save_pretrained (the others are
 # written as constructed, so their bytes do not depend on this table)
 POST_INIT = {"var-gemma": randomize_norms, "var-gemma2": randomize_norms,
-             "var-gemma3": randomize_norms}
+             "var-gemma3": randomize_norms, "var-olmo2": randomize_norms_around_one}
 
 
 def write_fixture(out_dir, name, model_class, config, batch_shape):

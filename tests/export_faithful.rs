@@ -230,6 +230,7 @@ fn every_family_exports_its_source_config_and_generation_config() {
         "var-gemma",
         "var-gemma2",
         "var-gemma3",
+        "var-olmo2",
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let src = tmp.path().join("src");

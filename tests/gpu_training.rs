@@ -30,9 +30,9 @@ const MODELS: [&str; 6] = [
 
 /// Fixtures of the families that run the rotary op partially and with an attention factor
 /// (Phi-3), skip it (SmolLM3's NoPE layer) or scale activations (Granite), and Gemma's (1 + w
-/// norms, GeGLU, sandwich norms, attention and logit softcaps, per-layer-type rotary tables):
-/// check-hf on CUDA too.
-const MORE_FAMILIES: [&str; 8] = [
+/// norms, GeGLU, sandwich norms, attention and logit softcaps, per-layer-type rotary tables) and
+/// OLMo-2's (no input norms, q/k norms over the whole projection): check-hf on CUDA too.
+const MORE_FAMILIES: [&str; 9] = [
     "var-phi3",
     "var-phi3-longrope",
     "var-phi3-longrope-long",
@@ -41,6 +41,7 @@ const MORE_FAMILIES: [&str; 8] = [
     "var-gemma",
     "var-gemma2",
     "var-gemma3",
+    "var-olmo2",
 ];
 
 fn check_hf_on_cuda<A: ferrotron_kernels::cuda::CudaAct>(dtype: &str, tol: f64) {

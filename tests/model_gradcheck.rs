@@ -291,6 +291,22 @@ fn gemma3_local_rope_qk_norm_gradcheck() {
     );
 }
 
+/// OLMo-2: no input norms, the attention and MLP outputs normed before their residual adds,
+/// q_norm / k_norm over each token's whole projection (head_dim 10: 40 and 20 dims), attention
+/// biases, untied.
+#[test]
+fn olmo2_output_norms_whole_qk_norm_gradcheck() {
+    gradcheck(
+        "olmo2",
+        serde_json::json!({
+            "model_type": "olmo2", "vocab_size": 64, "hidden_size": 24, "intermediate_size": 30,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "head_dim": 10, "attention_bias": true, "pad_token_id": null,
+            "rope_theta": 10000.0
+        }),
+    );
+}
+
 /// Mistral: a window of 4 in every layer, MHA, untied head.
 #[test]
 fn mistral_window_gradcheck() {

@@ -621,3 +621,17 @@ fn check_hf_with_tp_2_matches_every_fixture() {
         }
     }
 }
+
+/// OLMo-2's q_norm / k_norm run over a token's whole projection, which tensor parallelism would
+/// split over the ranks: tp > 1 is refused with a reason (exit code 2 on every rank), not run.
+#[test]
+fn olmo2_is_refused_under_tensor_parallelism() {
+    let dir = root().join("tests/fixtures/hf/var-olmo2");
+    let o = mpirun(2, &["check-hf", dir.to_str().unwrap(), "--tp", "2"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("parallel.tp = 2 is not supported for olmo2") && err.contains("q_norm"),
+        "{err}"
+    );
+}

@@ -6,7 +6,8 @@
 //! RMSNorm, RoPE with llama3 / linear / yarn / dynamic / longrope scaling and Phi's partial
 //! rotary (rope.rs), SwiGLU, GQA, sliding windows (window.rs), Qwen3's per-head q/k RMSNorm,
 //! Phi-3's fused qkv_proj / gate_up_proj (layout.rs), Gemma (RMSNorm scale 1 + w, GeGLU, the
-//! embedding times √hidden)) and GPT-2 (LayerNorm, learned positions, tanh-GELU, fused Conv1D
+//! embedding times √hidden; Gemma 2/3 in gemma.rs), OLMo-2 (norms on the branch outputs only,
+//! q/k norms over the whole projection)) and GPT-2 (LayerNorm, learned positions, tanh-GELU, fused Conv1D
 //! QKV, optional per-layer attention scale). Every key
 //! the math depends on is read here; a value the model does not implement (a rope scaling type,
 //! a window layout, another activation) is rejected with an error naming the file and key.
@@ -67,6 +68,13 @@ pub struct ModelConfig {
     pub fused_projections: bool,
     /// Qwen3: RMSNorm (weight [head_dim]) over each query and key head, before RoPE.
     pub qk_norm: bool,
+    /// OLMo-2: the q and k norms run over each token's whole projection (weights [H·Dh] and
+    /// [KV·Dh]) instead of over each head.
+    pub qk_norm_whole: bool,
+    /// Whether each block norms its attention and MLP inputs (input_layernorm and
+    /// post_attention_layernorm / Gemma 2-3's pre_feedforward_layernorm); false for OLMo-2,
+    /// whose only block norms are on the branch outputs (`sandwich_norms`).
+    pub pre_norms: bool,
     /// Sliding-window attention per layer (Mistral, Qwen2/3).
     pub sliding_window: SlidingWindow,
     /// q·k is divided by √head_dim (GPT-2's `scale_attn_weights`; always for the Llama family).
@@ -206,11 +214,11 @@ impl ModelConfig {
         let model_type = c.string("model_type")?;
         let cfg = match model_type.as_str() {
             "llama" | "mistral" | "qwen2" | "qwen3" | "phi3" | "smollm3" | "granite"
-            | "gemma" | "gemma2" | "gemma3_text" => llama(&c, model_type)?,
+            | "gemma" | "gemma2" | "gemma3_text" | "olmo2" => llama(&c, model_type)?,
             "gpt2" => gpt2(&c)?,
             other => {
                 return Err(user!(
-                    "{origin}: model_type `{other}` is not supported (supported: llama, mistral, qwen2, qwen3, phi3, smollm3, granite, gemma, gemma2, gemma3_text, gpt2)"
+                    "{origin}: model_type `{other}` is not supported (supported: llama, mistral, qwen2, qwen3, phi3, smollm3, granite, gemma, gemma2, gemma3_text, olmo2, gpt2)"
                 ))
             }
         };
@@ -277,6 +285,7 @@ impl ModelConfig {
                     "gemma" => "GemmaForCausalLM",
                     "gemma2" => "Gemma2ForCausalLM",
                     "gemma3_text" => "Gemma3ForCausalLM",
+                    "olmo2" => "Olmo2ForCausalLM",
                     _ => "LlamaForCausalLM",
                 };
                 put("architectures", serde_json::json!([class]));
@@ -587,6 +596,7 @@ impl ClassDefaults {
                 "phi3" => Some(32_000),
                 "smollm3" => Some(128_004),
                 "gemma" | "gemma2" | "gemma3_text" => Some(0),
+                "olmo2" => Some(1),
                 _ => None,
             },
         }
@@ -646,6 +656,7 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
     let kv_heads = c.usize_or_class("num_key_value_heads", class.kv_heads, heads)?;
     let head_dim = c.usize_or_class("head_dim", class.head_dim, hidden / heads)?;
     let gemma = gemma::is_gemma(&model_type);
+    let olmo2 = model_type == "olmo2";
     let glu = glu_from_hf(c, &model_type)?;
     let gemma_extras = gemma::extras(c.obj, &model_type, origin)?;
     let max_positions = c
@@ -691,9 +702,9 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
         qkv_bias = false;
         o_bias = false;
     } else {
-        if gemma && c.opt_bool("mlp_bias")? == Some(true) {
+        if (gemma || olmo2) && c.opt_bool("mlp_bias")? == Some(true) {
             notes.push(format!(
-                "{origin}: `mlp_bias` is ignored for {model_type} (transformers' Gemma MLPs have no biases)"
+                "{origin}: `mlp_bias` is ignored for {model_type} (its transformers MLP has no biases)"
             ));
         }
         qkv_bias = c.opt_bool("attention_bias")?.unwrap_or(false);
@@ -741,10 +752,10 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
         kv_heads,
         head_dim,
         ffn: c.usize("intermediate_size")?,
-        // Phi3Config's default is 1e-5, the others' 1e-6
+        // Phi3Config's and Olmo2Config's default is 1e-5, the others' 1e-6
         norm_eps: c
             .opt_f64("rms_norm_eps")?
-            .unwrap_or(if phi3 { 1e-5 } else { 1e-6 }),
+            .unwrap_or(if phi3 || olmo2 { 1e-5 } else { 1e-6 }),
         rope_theta: rope.theta,
         rope_scaling: rope.scaling,
         rotary_dim: rope.rotary_dim,
@@ -754,13 +765,15 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
         attention_multiplier,
         rope_layers,
         fused_projections: phi3,
-        qk_norm: matches!(model_type.as_str(), "qwen3" | "gemma3_text"),
+        qk_norm: matches!(model_type.as_str(), "qwen3" | "gemma3_text" | "olmo2"),
+        qk_norm_whole: olmo2,
+        pre_norms: !olmo2,
         sliding_window,
         attn_scale_by_head_dim: true,
         attn_scale_by_inverse_layer: false,
         gelu: Gelu::Tanh,
         glu,
-        sandwich_norms: gemma_extras.is_some(),
+        sandwich_norms: gemma_extras.is_some() || olmo2,
         query_pre_attn_scalar: gemma_extras.as_ref().map(|e| e.query_pre_attn_scalar),
         local_rope,
         attn_softcap: gemma_extras.as_ref().and_then(|e| e.attn_softcap),
@@ -772,7 +785,7 @@ fn llama(c: &Keys, model_type: String) -> Result<ModelConfig> {
             .unwrap_or(class.tie_embeddings),
         qkv_bias,
         o_bias,
-        mlp_bias: !phi3 && !gemma && c.opt_bool("mlp_bias")?.unwrap_or(false),
+        mlp_bias: !phi3 && !gemma && !olmo2 && c.opt_bool("mlp_bias")?.unwrap_or(false),
         bos_token_id: c.opt_token("bos_token_id")?,
         eos_token_id: c.opt_token("eos_token_id")?,
         embedding_padding_idx: c.padding_idx(vocab_size, class.pad)?,
@@ -830,6 +843,8 @@ fn gpt2(c: &Keys) -> Result<ModelConfig> {
         rope_layers: vec![false; layers],
         fused_projections: false,
         qk_norm: false,
+        qk_norm_whole: false,
+        pre_norms: true,
         sliding_window: SlidingWindow::none(layers),
         attn_scale_by_head_dim: c.opt_bool("scale_attn_weights")?.unwrap_or(true),
         attn_scale_by_inverse_layer: c
@@ -1019,6 +1034,40 @@ mod tests {
         let gemma2 = glu_of("gemma2", "hidden_activation", "gelu");
         assert_eq!(gemma2, (erf, "gelu".into()));
         assert!(llama(serde_json::json!({"hidden_act": "relu"})).is_err());
+    }
+
+    #[test]
+    fn olmo2_reads_as_transformers_olmo2_config() {
+        let c = parse(
+            serde_json::json!({"model_type": "olmo2", "vocab_size": 100278,
+            "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,
+            "intermediate_size": 96, "mlp_bias": true}),
+        );
+        // Olmo2Config: eps 1e-5, pad 1, untied, kv heads = heads; no input norms, norms on the
+        // branch outputs, q/k norms over the whole projection, no MLP biases (noted)
+        assert_eq!((c.norm_eps, c.embedding_padding_idx), (1e-5, Some(1)));
+        assert_eq!(
+            (c.kv_heads, c.tie_embeddings, c.mlp_bias),
+            (4, false, false)
+        );
+        assert!(!c.pre_norms && c.sandwich_norms && c.qk_norm && c.qk_norm_whole);
+        assert_eq!((c.norm_weight_offset, c.attn_softcap), (0.0, None));
+        assert!(c.notes.iter().any(|n| n.contains("mlp_bias")));
+        let names: Vec<String> = crate::model::layout::ParamLayout::new(&c)
+            .tensors()
+            .map(|(_, t)| t.name.clone())
+            .filter(|n| n.starts_with("model.layers.0.") && n.contains("norm"))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "model.layers.0.self_attn.q_norm.weight",
+                "model.layers.0.self_attn.k_norm.weight",
+                "model.layers.0.post_attention_layernorm.weight",
+                "model.layers.0.post_feedforward_layernorm.weight"
+            ]
+        );
+        assert_eq!(c.to_hf_json()["architectures"][0], "Olmo2ForCausalLM");
     }
 
     #[test]

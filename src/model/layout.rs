@@ -338,16 +338,21 @@ fn llama(c: &ModelConfig, tp: TpShape) -> ParamLayout {
             &[d],
             Role::OBias,
         );
+        // per head [Dh], or OLMo-2's over the whole projection [H·Dh], [KV·Dh]
+        let (q_norm, k_norm) = match c.qk_norm_whole {
+            true => (qd, kvd),
+            false => (c.head_dim, c.head_dim),
+        };
         b.add_if(
             c.qk_norm,
             format!("{p}self_attn.q_norm.weight"),
-            &[c.head_dim],
+            &[q_norm],
             Role::QNorm,
         );
         b.add_if(
             c.qk_norm,
             format!("{p}self_attn.k_norm.weight"),
-            &[c.head_dim],
+            &[k_norm],
             Role::KNorm,
         );
         b.add(format!("{p}mlp.gate_proj.weight"), &[f, d], Role::Gate);
@@ -371,16 +376,22 @@ fn llama(c: &ModelConfig, tp: TpShape) -> ParamLayout {
             &[d],
             Role::DownBias,
         );
-        b.add(format!("{p}input_layernorm.weight"), &[d], Role::AttnNorm);
+        b.add_if(
+            c.pre_norms,
+            format!("{p}input_layernorm.weight"),
+            &[d],
+            Role::AttnNorm,
+        );
         if c.sandwich_norms {
-            // Gemma 2/3: post_attention_layernorm norms the attention output
+            // Gemma 2/3 and OLMo-2: post_attention_layernorm norms the attention output (OLMo-2
+            // has no input norms)
             let norms = [
-                ("post_attention_layernorm", Role::AttnOutNorm),
-                ("pre_feedforward_layernorm", Role::MlpNorm),
-                ("post_feedforward_layernorm", Role::MlpOutNorm),
+                ("post_attention_layernorm", Role::AttnOutNorm, true),
+                ("pre_feedforward_layernorm", Role::MlpNorm, c.pre_norms),
+                ("post_feedforward_layernorm", Role::MlpOutNorm, true),
             ];
-            for (name, role) in norms {
-                b.add(format!("{p}{name}.weight"), &[d], role);
+            for (name, role, present) in norms {
+                b.add_if(present, format!("{p}{name}.weight"), &[d], role);
             }
         } else {
             b.add(

@@ -436,7 +436,7 @@ impl Transformer {
         rstd: &B::Acc,
         dy: &B::Act,
     ) -> Result<B::Act> {
-        let dh = self.cfg.head_dim;
+        let dh = raw.len() / rstd.len();
         let mut dx = b.zeros_act(raw.len())?;
         b.rmsnorm_backward(
             src(raw),

@@ -241,9 +241,14 @@ impl Transformer {
                 self.lin(n, d, kvd),
             )?;
             if c.qk_norm {
-                // RMSNorm over each head: rows of Dh, N·H of them (N·Hkv for k).
-                (q_raw, q_rstd) = self.head_norm(b, w, unit, Role::QNorm, &mut q, n * heads)?;
-                (k_raw, k_rstd) = self.head_norm(b, w, unit, Role::KNorm, &mut k, n * kv_heads)?;
+                // RMSNorm over each head: rows of Dh, N·H of them (N·Hkv for k); OLMo-2's over
+                // each token's whole projection: N rows of H·Dh (KV·Dh)
+                let (q_rows, k_rows) = match c.qk_norm_whole {
+                    true => (n, n),
+                    false => (n * heads, n * kv_heads),
+                };
+                (q_raw, q_rstd) = self.head_norm(b, w, unit, Role::QNorm, &mut q, q_rows)?;
+                (k_raw, k_rstd) = self.head_norm(b, w, unit, Role::KNorm, &mut k, k_rows)?;
             }
             let rotary = if self.rotates(unit) {
                 vec![(&mut q, heads), (&mut k, kv_heads)]
@@ -443,8 +448,8 @@ impl Transformer {
         Ok(())
     }
 
-    /// x ← rmsnorm(x) over `rows` rows of Dh with the weight of `role`; returns x as it was
-    /// before and the rows' rstd (what the backward needs).
+    /// x ← rmsnorm(x) over `rows` equal rows (of Dh, or OLMo-2's whole projection) with the
+    /// weight of `role`; returns x as it was before and the rows' rstd (what the backward needs).
     fn head_norm<B: Backend>(
         &self,
         b: &B,
@@ -454,7 +459,7 @@ impl Transformer {
         x: &mut B::Act,
         rows: usize,
     ) -> Result<(B::Act, B::Acc)> {
-        let dh = self.cfg.head_dim;
+        let dh = ferrotron_kernels::Buffer::len(x) / rows;
         let raw = std::mem::replace(x, b.zeros_act(rows * dh)?);
         let mut rstd = b.zeros_acc(rows)?;
         b.rmsnorm_forward(

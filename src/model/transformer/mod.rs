@@ -230,6 +230,12 @@ impl Transformer {
             ),
             Arch::Gpt2 => ("config.json", "n_head", "n_head", "n_inner"),
         };
+        if p > 1 && cfg.qk_norm_whole {
+            return Err(format!(
+                "parallel.tp = {p} is not supported for {}: its q_norm / k_norm run over every head's dims of a token at once, which tensor parallelism splits over the ranks (use tp = 1 with data, ZeRO or pipeline parallelism)",
+                cfg.model_type
+            ));
+        }
         for (key, n) in [(heads, cfg.heads), (kv, cfg.kv_heads), (ffn, cfg.ffn)] {
             if n % p != 0 {
                 return Err(format!(
@@ -328,10 +334,10 @@ impl Transformer {
             return (xs, 0);
         }
         let gate = if c.arch == Arch::Llama { ffn } else { 0 };
-        let (qk_raw, qk_rstd) = if c.qk_norm {
-            (qd + kvd, heads + kv)
-        } else {
-            (0, 0)
+        let (qk_raw, qk_rstd) = match (c.qk_norm, c.qk_norm_whole) {
+            (true, false) => (qd + kvd, heads + kv),
+            (true, true) => (qd + kvd, 2),
+            (false, _) => (0, 0),
         };
         // Gemma 2/3: the attention and MLP outputs before their sandwich norms
         let branch_outs = if c.sandwich_norms { 2 } else { 0 };

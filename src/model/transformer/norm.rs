@@ -1,6 +1,7 @@
 //! The norm of the configured family, forward and backward:
 //!   Llama: RMSNorm   y = x·rstd·w,              rstd = 1/sqrt(mean x² + eps)      (mean unused)
 //!   GPT-2: LayerNorm y = (x − mean)·rstd·w + b,  rstd = 1/sqrt(var x + eps)
+//!   OLMo-2: no input norms (norm₁, norm₂ are the identity: y = x, dx += dy; `pre_norms`).
 //! Statistics are saved per token ([N], accumulation precision) for the backward, which ADDS
 //! dx into the residual stream's gradient and dw (db) into the unit's gradient.
 //!
@@ -31,6 +32,11 @@ impl<'a, B: Backend> NormIn<'a, B> {
 }
 
 impl Transformer {
+    /// Whether the norm of `weight` is the identity: a block's input norms under OLMo-2.
+    fn is_identity(&self, weight: Role) -> bool {
+        !self.cfg.pre_norms && matches!(weight, Role::AttnNorm | Role::MlpNorm)
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) fn norm_forward<B: Backend>(
         &self,
@@ -46,6 +52,9 @@ impl Transformer {
         n: usize,
     ) -> Result<()> {
         let (d, eps) = (self.cfg.hidden, self.cfg.norm_eps);
+        if self.is_identity(weight) {
+            return b.copy_columns(src(x), d, 0, dst(y), d, 0, n, d, false);
+        }
         match self.cfg.arch {
             Arch::Llama => b.rmsnorm_forward(
                 src(x),
@@ -92,6 +101,10 @@ impl Transformer {
             NormIn::Residual { h, y } => (h, y),
         };
         let (d, eps) = (self.cfg.hidden, self.cfg.norm_eps);
+        if self.is_identity(weight) {
+            b.add_inplace(dst(h), src(y))?;
+            return b.copy_columns(src(h), d, 0, dst(o), d, 0, n, d, false);
+        }
         match self.cfg.arch {
             Arch::Llama => b.residual_rmsnorm_forward(
                 dst(h),
@@ -135,6 +148,9 @@ impl Transformer {
         n: usize,
     ) -> Result<()> {
         let d = self.cfg.hidden;
+        if self.is_identity(weight) {
+            return b.add_inplace(dst(dx), src(dy));
+        }
         match self.cfg.arch {
             Arch::Llama => b.rmsnorm_backward(
                 src(x),
