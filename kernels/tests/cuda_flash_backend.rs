@@ -558,6 +558,74 @@ fn regions_at_offsets() {
     }
 }
 
+/// Inputs and outputs of one [S, H, D] causal attention for the speed tests: random q, k, v and
+/// dout, one segment, NaN-poisoned outputs.
+struct BenchBuffers {
+    q: Slice<bf16>,
+    k: Slice<bf16>,
+    v: Slice<bf16>,
+    dout: Slice<bf16>,
+    cu: Slice<i32>,
+    o: Slice<bf16>,
+    lse: Slice<f32>,
+    dq: Slice<bf16>,
+    dk: Slice<bf16>,
+    dv: Slice<bf16>,
+}
+
+impl BenchBuffers {
+    fn new(g: &G, s: usize, h: usize, d: usize) -> Self {
+        let mut rng = rng();
+        let mut x = || up(g, &rand(&mut rng, s * h * d, 1.0));
+        let (q, k, v, dout) = (x(), x(), x(), x());
+        BenchBuffers {
+            q,
+            k,
+            v,
+            dout,
+            cu: g.upload_idx(&[0, s as i32]).unwrap(),
+            o: nan_act(g, s * h * d),
+            lse: nan_acc(g, h * s),
+            dq: nan_act(g, s * h * d),
+            dk: nan_act(g, s * h * d),
+            dv: nan_act(g, s * h * d),
+        }
+    }
+
+    /// Median (forward, backward) milliseconds of attention with `dims`.
+    fn time(&mut self, g: &G, dims: &AttnDims) -> (f64, f64) {
+        let fwd_ms = common::median_ms(g, || {
+            g.attention_forward(
+                Src::all(&self.q),
+                Src::all(&self.k),
+                Src::all(&self.v),
+                Dst::all(&mut self.o),
+                Dst::all(&mut self.lse),
+                Src::all(&self.cu),
+                dims,
+            )
+            .unwrap()
+        });
+        let bwd_ms = common::median_ms(g, || {
+            g.attention_backward(
+                Src::all(&self.q),
+                Src::all(&self.k),
+                Src::all(&self.v),
+                Src::all(&self.o),
+                Src::all(&self.dout),
+                Src::all(&self.lse),
+                Dst::all(&mut self.dq),
+                Dst::all(&mut self.dk),
+                Dst::all(&mut self.dv),
+                Src::all(&self.cu),
+                dims,
+            )
+            .unwrap()
+        });
+        (fwd_ms, bwd_ms)
+    }
+}
+
 /// Sliding-window speed: FlashAttention forward and backward at B1 H16 S8192 D128 bf16, full
 /// causal beside windows of 4096 and 1024 keys (tiles wholly outside the window are skipped, so
 /// the work is S·w − w²/2 score elements instead of S²/2). Prints "CUDA-BENCH" lines for the
@@ -567,48 +635,12 @@ fn regions_at_offsets() {
 fn window_speed_s8192() {
     let g = G::new(0).expect("a CUDA device");
     let (s, h, d) = (8192usize, 16usize, 128usize);
-    let mut rng = rng();
-    let x = |rng: &mut ChaCha8Rng| up(&g, &rand(rng, s * h * d, 1.0));
-    let (q, k, v, dout) = (x(&mut rng), x(&mut rng), x(&mut rng), x(&mut rng));
-    let cu = g.upload_idx(&[0, s as i32]).unwrap();
-    let (mut o, mut lse) = (nan_act(&g, s * h * d), nan_acc(&g, h * s));
-    let (mut dq, mut dk, mut dv) = (
-        nan_act(&g, s * h * d),
-        nan_act(&g, s * h * d),
-        nan_act(&g, s * h * d),
-    );
+    let mut bufs = BenchBuffers::new(&g, s, h, d);
     let mut times = Vec::new();
     for window in [None, Some(4096), Some(1024)] {
         let dims = windowed(&[0, s as i32], h, h, d, true, window);
         assert!(g.uses_flash_attention(&dims, &[0; 4]).unwrap());
-        let fwd_ms = common::median_ms(&g, || {
-            g.attention_forward(
-                Src::all(&q),
-                Src::all(&k),
-                Src::all(&v),
-                Dst::all(&mut o),
-                Dst::all(&mut lse),
-                Src::all(&cu),
-                &dims,
-            )
-            .unwrap()
-        });
-        let bwd_ms = common::median_ms(&g, || {
-            g.attention_backward(
-                Src::all(&q),
-                Src::all(&k),
-                Src::all(&v),
-                Src::all(&o),
-                Src::all(&dout),
-                Src::all(&lse),
-                Dst::all(&mut dq),
-                Dst::all(&mut dk),
-                Dst::all(&mut dv),
-                Src::all(&cu),
-                &dims,
-            )
-            .unwrap()
-        });
+        let (fwd_ms, bwd_ms) = bufs.time(&g, &dims);
         let w = window.unwrap_or(s) as f64;
         let scores = s as f64 * w - w * w / 2.0;
         let fl = 4.0 * scores * (h * d) as f64;
@@ -638,48 +670,12 @@ fn window_speed_s8192() {
 fn softcap_speed_s8192() {
     let g = G::new(0).expect("a CUDA device");
     let (s, h, d) = (8192usize, 16usize, 128usize);
-    let mut rng = rng();
-    let x = |rng: &mut ChaCha8Rng| up(&g, &rand(rng, s * h * d, 1.0));
-    let (q, k, v, dout) = (x(&mut rng), x(&mut rng), x(&mut rng), x(&mut rng));
-    let cu = g.upload_idx(&[0, s as i32]).unwrap();
-    let (mut o, mut lse) = (nan_act(&g, s * h * d), nan_acc(&g, h * s));
-    let (mut dq, mut dk, mut dv) = (
-        nan_act(&g, s * h * d),
-        nan_act(&g, s * h * d),
-        nan_act(&g, s * h * d),
-    );
+    let mut bufs = BenchBuffers::new(&g, s, h, d);
     let fl = 4.0 * (s * s) as f64 / 2.0 * (h * d) as f64;
     for softcap in [None, Some(50.0)] {
         let dims = capped(&[0, s as i32], h, h, d, true, None, softcap);
         assert!(g.uses_flash_attention(&dims, &[0; 4]).unwrap());
-        let fwd_ms = common::median_ms(&g, || {
-            g.attention_forward(
-                Src::all(&q),
-                Src::all(&k),
-                Src::all(&v),
-                Dst::all(&mut o),
-                Dst::all(&mut lse),
-                Src::all(&cu),
-                &dims,
-            )
-            .unwrap()
-        });
-        let bwd_ms = common::median_ms(&g, || {
-            g.attention_backward(
-                Src::all(&q),
-                Src::all(&k),
-                Src::all(&v),
-                Src::all(&o),
-                Src::all(&dout),
-                Src::all(&lse),
-                Dst::all(&mut dq),
-                Dst::all(&mut dk),
-                Dst::all(&mut dv),
-                Src::all(&cu),
-                &dims,
-            )
-            .unwrap()
-        });
+        let (fwd_ms, bwd_ms) = bufs.time(&g, &dims);
         let name = softcap.map_or("causal".to_string(), |c| format!("causal_softcap{c}"));
         eprintln!(
             "CUDA-BENCH flash_attention_{name} B1H16S8192D128 fwd {fwd_ms:.3} ms ({:.0} TFLOP/s) bwd {bwd_ms:.3} ms ({:.0} TFLOP/s)",
@@ -687,7 +683,7 @@ fn softcap_speed_s8192() {
             2.5 * fl / bwd_ms / 1e9
         );
         assert!(g
-            .download_acc(Src::all(&lse))
+            .download_acc(Src::all(&bufs.lse))
             .unwrap()
             .iter()
             .all(|x| x.is_finite()));
