@@ -216,6 +216,11 @@ impl ModelConfig {
             "llama" | "mistral" | "qwen2" | "qwen3" | "phi3" | "smollm3" | "granite"
             | "gemma" | "gemma2" | "gemma3_text" | "olmo2" => llama(&c, model_type)?,
             "gpt2" => gpt2(&c)?,
+            "gemma3" => {
+                return Err(user!(
+                    "{origin}: model_type `gemma3` (Gemma3ForConditionalGeneration: the text model with a vision tower) is not supported; the text-only checkpoints (gemma-3-1b, model_type `gemma3_text`) are"
+                ))
+            }
             other => {
                 return Err(user!(
                     "{origin}: model_type `{other}` is not supported (supported: llama, mistral, qwen2, qwen3, phi3, smollm3, granite, gemma, gemma2, gemma3_text, olmo2, gpt2)"
@@ -1172,6 +1177,11 @@ mod tests {
         );
         assert_eq!(again.sliding_window, nested.sliding_window);
 
+        let multimodal = with_keys(base("gemma3"), serde_json::json!({})).unwrap_err();
+        assert!(
+            multimodal.to_string().contains("gemma3_text"),
+            "{multimodal}"
+        );
         for (t, extra, needle) in [
             (
                 "gemma2",
