@@ -19,7 +19,14 @@ Each case:
      the class default 128004 is outside these vocabularies) and Granite 3.x (granite:
      embedding_multiplier 1-12, residual_multiplier 0.1-1, attention_multiplier 1/head_dim ..
      1/sqrt(head_dim), logits_scaling 1-16, a quarter of cases at the published 12 / 0.22 /
-     1/head_dim / 8 or 16; biases, tied or not, llama3 / linear rope, pad ids as for phi3);
+     1/head_dim / 8 or 16; biases, tied or not, llama3 / linear rope, pad ids as for phi3) and
+     Gemma 1/2/3 (gemma, gemma2, gemma3_text: explicit head_dim, GeGLU with gelu_pytorch_tanh,
+     sometimes gelu (Gemma 1's legacy name) / gelu_new / silu, attention_bias, tied mostly, pad ids
+     as for phi3 or the class default 0; Gemma 2/3 sandwich norms, query_pre_attn_scalar, final
+     (and Gemma 2 attention) softcaps small enough to bite, null or default, sliding_window below
+     seq_len with random / derived layer_types; Gemma 3 q/k norms, sliding_window_pattern, a
+     rope per layer type (full: linear / llama3 / yarn sometimes), the older rope_theta +
+     rope_local_base_freq + rope_scaling keys; see make_gemma);
   2. writes a tokenizer into it that fits the vocabulary: the real GPT-2 BPE (data-cache/gpt2)
      cut to its first 256 + k merges plus <|endoftext|> (vocab >= 257), or, for vocabularies under
      257, a character-level tokenizer of the commonest characters of the text (+ <unk>, <|endoftext|>);
@@ -46,8 +53,9 @@ Usage:
          recompute + pp, interleaved + ZeRO-3 / grouped p2p, uneven pp_layers, pp 4 gpipe m 1,
          eval_batches 3)] [--no-export]
         [--families F,F,... (draw the model family from this list instead of the default
-         llama,llama,qwen2,qwen3,mistral,gpt2,gpt2; a repeat weighs double; phi3, smollm3 and
-         granite are drawn only through this option, e.g. --families phi3 or smollm3,granite)]
+         llama,llama,qwen2,qwen3,mistral,gpt2,gpt2; a repeat weighs double; phi3, smollm3,
+         granite, gemma, gemma2 and gemma3_text are drawn only through this option, e.g.
+         --families phi3 or smollm3,granite or gemma,gemma2,gemma3_text)]
   python3 scripts/fuzz_layouts.py --out DIR --summarize      # rewrite DIR/summary.txt
   A case is reproduced by the same --seed, --steps, --families, --mix/--edge flags and --case N.
   Per case 40 layouts at most are drawn among those likely to run, plus 2 expected refusals.
@@ -81,7 +89,8 @@ RUN_TIMEOUT = 300
 # default as it is: recorded seeds reproduce only with it.
 DEFAULT_FAMILIES = ["llama", "llama", "qwen2", "qwen3", "mistral", "gpt2", "gpt2"]
 FAMILIES = list(DEFAULT_FAMILIES)
-ALL_FAMILIES = sorted(set(DEFAULT_FAMILIES)) + ["phi3", "smollm3", "granite"]
+GEMMA_FAMILIES = ("gemma", "gemma2", "gemma3_text")
+ALL_FAMILIES = sorted(set(DEFAULT_FAMILIES)) + ["phi3", "smollm3", "granite", *GEMMA_FAMILIES]
 
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
            RAYON_NUM_THREADS="1", OMPI_MCA_rmaps_base_oversubscribe="1")
@@ -192,6 +201,8 @@ def make_config(rng, eos_id_later=True):
         return make_smollm3(rng, s, heads, tp_friendly, seq_len, max_pos)
     if family == "granite":
         return make_granite(rng, s, heads, tp_friendly, seq_len, max_pos)
+    if family in GEMMA_FAMILIES:
+        return make_gemma(rng, family, s, heads, tp_friendly, seq_len, max_pos)
     hd = 2 * rng.randint(2, 16)              # rope needs an even head_dim
     explicit_hd = rng.random() < 0.4 or family == "qwen3"
     hidden = heads * hd
@@ -423,8 +434,166 @@ def make_granite(rng, s, heads, tp_friendly, seq_len, max_pos):
     return "granite", cfg, s
 
 
+def log_uniform(rng, lo, hi, digits=4):
+    return float(f"{math.exp(rng.uniform(math.log(lo), math.log(hi))):.{digits}g}")
+
+
+def draw_softcap(rng, default, lo, hi, p_bite=0.5, p_none=0.25):
+    """A Gemma softcap: one that bites (log-uniform in lo..hi, where the scores and logits of
+    these small models lie), null (none), or the class's published value."""
+    r = rng.random()
+    if r < p_bite:
+        return log_uniform(rng, lo, hi)
+    return None if r < p_bite + p_none else default
+
+
+def draw_gemma_rope(rng, theta, seq_len, max_pos, p_llama3, p_linear, p_yarn):
+    """rope_parameters of one Gemma layer type: default, llama3 / linear (draw_rope) or yarn
+    (factor 2-8, original_max_position_embeddings below seq_len, sometimes beta_fast /
+    beta_slow / attention_factor / truncate)."""
+    if rng.random() < p_yarn:
+        rope = {"rope_type": "yarn", "rope_theta": theta, "factor": rng.choice([2.0, 4.0, 8.0]),
+                "original_max_position_embeddings": rng.randint(8, max(9, seq_len // 2))}
+        if rng.random() < 0.3:
+            rope.update(beta_fast=rng.choice([16.0, 32.0, 64.0]), beta_slow=rng.choice([1.0, 2.0]))
+        if rng.random() < 0.2:
+            rope["attention_factor"] = round(rng.uniform(0.8, 1.5), 4)
+        if rng.random() < 0.2:
+            rope["truncate"] = False
+        return rope
+    return draw_rope(rng, theta, seq_len, p_llama3, p_linear)
+
+
+def make_gemma(rng, family, s, heads, tp_friendly, seq_len, max_pos):
+    """--families gemma, gemma2, gemma3_text: a GemmaConfig / Gemma2Config / Gemma3TextConfig
+    with an explicit head_dim (2*2..2*16, independent of hidden: Gemma 1 any hidden, Gemma 2/3
+    hidden % heads == 0 as their configs demand, sometimes hidden = heads * head_dim);
+    hidden_act / hidden_activation mostly gelu_pytorch_tanh, sometimes gelu (Gemma 1: the legacy
+    name, written back into config.json since GemmaConfig rewrites it to the tanh GELU; Gemma 2/3:
+    the erf GELU), gelu_new or silu; attention_bias; tied mostly (the class default); a pad id as
+    make_phi3 draws it, or 0 with the key removed from config.json (the classes' default 0).
+    Gemma 2: query_pre_attn_scalar (head_dim, hidden / heads, random, 256), softcaps that bite,
+    null, or the published 50 / 30 (sometimes removed from config.json: the class defaults),
+    sliding_window 3..seq_len-1 (sometimes beyond seq_len; never null: transformers then fails),
+    layer_types random or alternating (sometimes removed from config.json: derived), rope
+    default / llama3 / linear / yarn. Gemma 3 (q/k norms): the same, but final softcap only
+    (none by default; transformers ignores Gemma 3's attn_logit_softcapping); layer_types
+    random, or removed with sliding_window_pattern 1-3 or absent (6); rope_parameters per layer
+    type (full: default / linear / llama3 / yarn, theta 1e6 or drawn; sliding: default with
+    theta 1e4 or drawn, sometimes linear), or in the older format rope_theta +
+    rope_local_base_freq + rope_scaling. Draws only in Gemma cases."""
+    from transformers import GemmaConfig, Gemma2Config, Gemma3TextConfig
+    layers = s["layers"]
+    hd = 2 * rng.randint(2, 16)
+    r = rng.random()
+    if family == "gemma" and r < 0.35:
+        hidden = rng.randint(6, 160)          # GemmaConfig has no hidden % heads rule
+    elif r < 0.6:
+        hidden = heads * hd
+    else:
+        hidden = heads * rng.randint(2, 12)
+    inter = rng.randint(hidden // 2 + 3, 3 * hidden + 5)
+    if tp_friendly:
+        inter += inter % 2 if rng.random() < 0.6 else (inter % 6 and 6 - inter % 6)
+    tie = rng.random() < 0.7
+    eps = rng.choice([1e-5, 1e-6])
+    ab = rng.random() < 0.25
+    drop, set_keys = [], {}
+    r = rng.random()
+    act = "gelu_pytorch_tanh" if r < 0.6 else rng.choice(["gelu", "gelu", "gelu_new", "silu"])
+    # GemmaConfig turns the legacy "gelu" into "gelu_pytorch_tanh" (and would save that):
+    # make the model with the name it means, and write "gelu" back into config.json
+    act_key = "hidden_act" if family == "gemma" else "hidden_activation"
+    cls_act = "gelu_pytorch_tanh" if family == "gemma" and act == "gelu" else act
+    if cls_act != act:
+        set_keys[act_key] = act
+    pad = draw_pad(rng, s)
+    if pad is None and rng.random() < 0.5:
+        pad = 0                               # the class default, key removed from config.json
+        drop.append("pad_token_id")
+    kw = {act_key: cls_act}
+    if family == "gemma":
+        theta = rng.choice([10000.0, 500000.0, 1000000.0])
+        rope = draw_rope(rng, theta, seq_len, 0.15, 0.15)
+        cls = GemmaConfig
+    else:
+        scalar = rng.choice([hd, hidden // heads, rng.randint(1, 300), 256])
+        if family == "gemma2":
+            a_cap = draw_softcap(rng, 50.0, 0.02, 5.0)
+            f_cap = draw_softcap(rng, 30.0, 0.05, 3.0)
+        else:
+            # transformers' Gemma3Attention never passes attn_logit_softcapping to its attention
+            # functions (5.x: the key is read and ignored), so Gemma 3 draws none (null or absent)
+            a_cap = None
+            f_cap = draw_softcap(rng, None, 0.05, 3.0, 0.35, 0.5)
+        for key, cap, default in (("attn_logit_softcapping", a_cap, 50.0),
+                                  ("final_logit_softcapping", f_cap, 30.0)):
+            if cap == (default if family == "gemma2" else None) and rng.random() < 0.4:
+                drop.append(key)              # absent: the class default
+        r = rng.random()
+        win = rng.randint(3, max(4, seq_len - 1)) if r < 0.75 else \
+            None if r < 0.88 else seq_len + rng.randint(0, 20)
+        if win is None:
+            # not null: Gemma2Model and Gemma3TextModel build a sliding-window mask whatever the
+            # layer types, and cannot without a window; a window beyond seq_len instead (drawn
+            # here, after the null, so that seed 431's recorded cases keep their draws)
+            win = seq_len + rng.randint(0, 20)
+        if family == "gemma2":
+            r = rng.random()
+            types = [rng.choice(["full_attention", "sliding_attention"]) for _ in range(layers)] \
+                if r < 0.45 else ["sliding_attention" if l % 2 == 0 else "full_attention"
+                                  for l in range(layers)]
+            if r >= 0.7:
+                drop.append("layer_types")    # Gemma2Config derives the alternation
+            theta = rng.choice([10000.0, 500000.0, 1000000.0])
+            rope = draw_gemma_rope(rng, theta, seq_len, max_pos, 0.1, 0.1, 0.1)
+            cls = Gemma2Config
+        else:
+            r = rng.random()
+            if r < 0.4:
+                types = [rng.choice(["full_attention", "sliding_attention"]) for _ in range(layers)]
+            else:
+                pattern = rng.choice([1, 2, 3, 6]) if r < 0.75 else 6
+                types = ["sliding_attention" if (l + 1) % pattern else "full_attention"
+                         for l in range(layers)]
+                if r < 0.75:                  # as older configs: the pattern, no layer_types
+                    drop.append("layer_types")
+                    if pattern != 6 or rng.random() < 0.5:
+                        set_keys["sliding_window_pattern"] = pattern
+            full = draw_gemma_rope(rng, rng.choice([1000000.0, 1000000.0, 10000.0, 500000.0]),
+                                   seq_len, max_pos, 0.15, 0.15, 0.15)
+            local = {"rope_type": "default", "rope_theta": rng.choice([10000.0, 10000.0, 50000.0])}
+            if rng.random() < 0.15:
+                local = {"rope_type": "linear", "rope_theta": local["rope_theta"],
+                         "factor": rng.choice([2.0, 4.0])}
+            rope = {"full_attention": full, "sliding_attention": local}
+            if local["rope_type"] == "default" and rng.random() < 0.25:
+                # the older format: rope_theta (+ rope_scaling) and rope_local_base_freq
+                drop.append("rope_parameters")
+                set_keys["rope_theta"] = full["rope_theta"]
+                set_keys["rope_local_base_freq"] = local["rope_theta"]
+                if full["rope_type"] != "default":
+                    set_keys["rope_scaling"] = {k: v for k, v in full.items() if k != "rope_theta"}
+            cls = Gemma3TextConfig
+        kw.update(query_pre_attn_scalar=scalar, attn_logit_softcapping=a_cap,
+                  final_logit_softcapping=f_cap, sliding_window=win, layer_types=types)
+        s.update(query_pre_attn_scalar=scalar, attn_softcap=a_cap, final_softcap=f_cap,
+                 sliding_window=win,
+                 layer_types="".join("s" if t == "sliding_attention" else "f" for t in types))
+    cfg = cls(vocab_size=s["vocab"], hidden_size=hidden, intermediate_size=inter,
+              num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=s["kv"],
+              head_dim=hd, max_position_embeddings=max_pos, tie_word_embeddings=tie,
+              rms_norm_eps=eps, rope_parameters=rope, attention_bias=ab, attention_dropout=0.0,
+              pad_token_id=None if pad == "eos" else pad, **kw)
+    s.update(hidden=hidden, inter=inter, tie=tie, head_dim=hd, act=act, attention_bias=ab,
+             rope=(rope["rope_type"] if family != "gemma3_text" else
+                   f'{rope["full_attention"]["rope_type"]}/{rope["sliding_attention"]["rope_type"]}'),
+             pad=pad, pad_row=rng.random() < 0.5, drop_keys=drop, set_keys=set_keys)
+    return family, cfg, s
+
+
 # make_model_dir sets pad_token_id (from s["pad"]) and the pad row (s["pad_row"]) for these
-PAD_FAMILIES = ("phi3", "smollm3", "granite")
+PAD_FAMILIES = ("phi3", "smollm3", "granite", *GEMMA_FAMILIES)
 
 
 def make_model_dir(rng, case_dir, text):
@@ -450,11 +619,12 @@ def make_model_dir(rng, case_dir, text):
                 if n.endswith("bias") or "norm" in n or "ln_" in n:
                     p.add_(0.05 * torch.randn_like(p))
     model.save_pretrained(hf, safe_serialization=True)
-    if s.get("drop_keys"):                   # smollm3: keys the class derives when absent
-        path = os.path.join(hf, "config.json")
+    if s.get("drop_keys") or s.get("set_keys"):   # smollm3, gemma: keys the class derives
+        path = os.path.join(hf, "config.json")      # when absent; older key styles (gemma)
         c = json.load(open(path))
-        for k in s["drop_keys"]:
+        for k in s.get("drop_keys", []):
             c.pop(k, None)
+        c.update(s.get("set_keys", {}))
         with open(path, "w") as f:
             json.dump(c, f, indent=2, sort_keys=True)
     s.update(tokenizer=desc, tokenizer_vocab=tok_vocab, eos_id=eos)
@@ -1075,7 +1245,7 @@ def main():
                     "interleaved + ZeRO-3 / grouped, uneven pp_layers, eval_batches 3, ...)")
     ap.add_argument("--families", default="",
                     help="comma list of model families to draw from instead of the default "
-                         f"{DEFAULT_FAMILIES} (a repeat weighs double), e.g. phi3, smollm3,granite or llama,phi3; "
+                         f"{DEFAULT_FAMILIES} (a repeat weighs double), e.g. phi3, smollm3,granite, gemma,gemma2,gemma3_text or llama,phi3; "
                          f"known: {ALL_FAMILIES}")
     ap.add_argument("--summarize", action="store_true", help="only rewrite OUT/summary.txt from results.jsonl")
     args = ap.parse_args()

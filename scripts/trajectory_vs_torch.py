@@ -42,9 +42,13 @@ Usage:
   fuzz_layouts' default llama,llama,qwen2,qwen3,mistral,gpt2,gpt2 (which recorded seeds need);
   phi3 (Phi-3: fused projections, sliding window, partial rotary, longrope, a pad token in the
   data), smollm3 (SmolLM3: NoPE layers from no_rope_layers or no_rope_layer_interval, windows
-  from layer_types or on the NoPE layers, a pad token) and granite (Granite 3.x: embedding,
-  residual and attention multipliers, logits_scaling, a pad token) are drawn only this way, e.g.
-  --families phi3 or --families smollm3,granite. Cases with a pad_token_id print (and
+  from layer_types or on the NoPE layers, a pad token), granite (Granite 3.x: embedding,
+  residual and attention multipliers, logits_scaling, a pad token) and gemma, gemma2,
+  gemma3_text (Gemma 1/2/3: x(1 + w) norms, GeGLU, the sqrt(hidden) embedding scale, sandwich
+  norms, query_pre_attn_scalar, softcaps, sliding windows by layer type, Gemma 3's q/k norms and
+  per-layer-type rotary tables, a pad token or the class default 0; fuzz_layouts.make_gemma) are
+  drawn only this way, e.g. --families phi3 or --families smollm3,granite or
+  --families gemma,gemma2,gemma3_text. Cases with a pad_token_id print (and
   results.json records) how often it is an input of the trained batches, and how often one with
   a trained target after it in its segment (only those test padding_idx: an eos pad ends its
   segment, so its row gets no gradient either way). --mutate pad-grad shows such cases fail.
@@ -390,12 +394,31 @@ def grad_norm(params):
     return math.sqrt(sum(float((p.grad ** 2).sum()) for p in params if p.grad is not None))
 
 
+def gemma_norms_in_model_dtype():
+    """transformers' Gemma, Gemma 2 and Gemma 3 RMSNorms compute in float32 whatever the model's
+    dtype (`self._norm(x.float()) * (1.0 + self.weight.float())`), so a float64 reference would
+    carry float32 norms, which torch's own float32 run (the noise floor) shares bit for bit
+    wherever its inputs round alike, and ferrotron does not: seen as a q/k-norm weight drift 4-5x
+    torch f32's on a gemma3_text case. Here they compute in the input's dtype: the same operations,
+    so float32 runs are unchanged, and the float64 reference is float64 throughout."""
+    from transformers.models.gemma import modeling_gemma
+    from transformers.models.gemma2 import modeling_gemma2
+    from transformers.models.gemma3 import modeling_gemma3
+
+    def forward(self, x):
+        return (self._norm(x) * (1.0 + self.weight.to(x.dtype))).type_as(x)
+    for cls in (modeling_gemma.GemmaRMSNorm, modeling_gemma2.Gemma2RMSNorm,
+                modeling_gemma3.Gemma3RMSNorm):
+        cls.forward = forward
+
+
 def reference_trajectory(hf_dir, data_path, r, dtype="float64", weights_after=None):
     """The per-step (loss, grad_norm, lr) of recipe dict `r` trained in torch (float64; float32
     gives torch's own round-off trajectory, the noise floor an f32 trainer is judged against).
     With `weights_after` = k, also the weights after step k (name -> tensor)."""
     import torch
     from transformers import AutoModelForCausalLM
+    gemma_norms_in_model_dtype()
     torch.manual_seed(0)
     rows, val_rows = training_rows(hf_dir, data_path, r)
     # src/train/eval.rs: the first min(held-out rows, eval_batches x global_batch) rows.
@@ -736,7 +759,9 @@ def own_weights_check(case_dir, recipe, hf, data, r, ours, step, log, sets=()):
 def pad_occurrences(hf_dir, data_path, r):
     """How often the model's pad_token_id (nn.Embedding padding_idx: no gradient to its row from
     lookups) is an input token, or a target, in the rows the steps train on; None without one."""
-    pad = json.load(open(os.path.join(hf_dir, "config.json"))).get("pad_token_id")
+    cfg = json.load(open(os.path.join(hf_dir, "config.json")))
+    # an absent key takes the class default: 0 for the Gemma classes
+    pad = cfg.get("pad_token_id", 0 if cfg.get("model_type") in fl.GEMMA_FAMILIES else None)
     if pad is None:
         return None
     rows, _ = training_rows(hf_dir, data_path, r)
@@ -978,7 +1003,7 @@ def main():
     ap.add_argument("--families", default="",
                     help="model families to draw from instead of fuzz_layouts' default "
                          "(llama,llama,qwen2,qwen3,mistral,gpt2,gpt2), e.g. phi3 or "
-                         "smollm3,granite")
+                         "smollm3,granite or gemma,gemma2,gemma3_text")
     ap.add_argument("--write-fixture", help="store the (single) case here for tests/train_vs_torch.rs")
     ap.add_argument("--mutate", help="break the reference on purpose (a sensitivity check): "
                     "decay-norms, next-epoch, lr-late, no-cont, alpaca-prompt, "
