@@ -7,9 +7,10 @@
 # Both sides train the same two shapes (ferrotron the Llama shape also with full activation
 # checkpointing): GPT-2 124M at 16 x 1024 tokens and the Llama-3.2-1B shape
 # (16 layers, d 2048, GQA 32/8, ffn 8192, vocab 128256, tied) at 4 x 2048; bf16 compute, fp32
-# master weights and AdamW, clipping at 1.0. ferrotron runs recipes/gpu-bench.toml (13 steps: 3
-# warm-up, the median of the other 10, each timed on the host around the whole step including its
-# final wait); PyTorch runs train_bench.py (eager and torch.compile; 3 warm-up steps, the median of
+# master weights and AdamW, clipping at 1.0. ferrotron runs recipes/gpu-bench.toml (15 steps: 3
+# warm-up, the median of steps 4-13, each timed on the host around the whole step including its
+# final wait; steps 14-15 run under the per-kernel profile, whose table, profile.md, is appended
+# to the record for each run); PyTorch runs train_bench.py (eager and torch.compile; 3 warm-up steps, the median of
 # 10, CUDA events). MFU is (6·N_matmul + 12·L·d·S) FLOPs per token over 989.5 TFLOP/s for both
 # (ours from metrics.jsonl's tflops_per_device, src/model/transformer/flops.rs).
 # Memory: ours is the largest nvidia-smi reading during the run minus the reading before it (it
@@ -103,7 +104,7 @@ for i, (name, model, seq, batch, *extra) in enumerate(configs):
     path = f"{run}/metrics.jsonl"
     if os.path.exists(path):
         recs = [r for r in map(json.loads, open(path)) if "step_time_s" in r]
-    timed = [r["step_time_s"] for r in recs[3:]]
+    timed = [r["step_time_s"] for r in recs[3:13]]  # steps 4-13: 14-15 are profiled
     if timed:
         t = statistics.median(timed)
         tok = recs[0]["tokens"] / t  # tokens per step (step 1 starts from 0)
@@ -112,7 +113,8 @@ for i, (name, model, seq, batch, *extra) in enumerate(configs):
         mem = [int(x) for x in open(f"{run}.mem").read().split() if x.isdigit()]
         row.update(step_ms=t * 1e3, tokens_per_s=tok, mfu=tok * fpt / PEAK,
                    peak_gib=(max(mem) - int(status[1])) / 1024 if mem else None,
-                   loss=f"{recs[0]['loss']:.3f} -> {recs[-1]['loss']:.3f}", steps=len(recs))
+                   loss=f"{recs[0]['loss']:.3f} -> {recs[min(12, len(recs) - 1)]['loss']:.3f} (step {recs[min(12, len(recs) - 1)]['step']})",
+                   steps=len(recs))
     rows.append(row)
 for name in dict.fromkeys(c[0] for c in configs):
     torch_json, status = f"{work}/torch-{name}.json", f"{work}/torch-{name}.status"
@@ -143,6 +145,15 @@ print("ferrotron memory: nvidia-smi peak minus the reading before the run (inclu
       " PyTorch memory: torch.cuda.max_memory_allocated (tensors only). GPT-2 vocabulary: ferrotron"
       " 50257, the PyTorch baseline 50304 (MFU counts each model's own).")
 json.dump(rows, open(f"{work}/rows.json", "w"), indent=1)
+# Where ferrotron's time goes: each run's kernel profile (train.profile_steps), its head.
+for i, (name, model, seq, batch, *extra) in enumerate(configs):
+    path = f"{work}/{i}-{name}/profile.md"
+    if os.path.exists(path):
+        lines = open(path).read().splitlines()
+        print()
+        print(f"## Kernel profile, ferrotron {name} {' '.join(extra)}".rstrip())
+        print()
+        print("\n".join(lines[2:] if lines and lines[0].startswith("#") else lines))
 EOF
 [ -n "${OUT:-}" ] && cp "$work/rows.json" "$OUT/train-bench.json"
 bad=0
@@ -157,5 +168,11 @@ for f in "$work"/torch-*.status; do
   [ "$(cat "$f")" = 0 ] || { echo "gpu-bench-train: PyTorch $(basename "$f" .status) failed (exit $(cat "$f"))" >&2; bad=1; }
 done
 # The logs (ours and PyTorch's) for the session's archive.
-[ -n "${OUT:-}" ] && mkdir -p "$OUT/train-bench-logs" && cp "$work"/*.log "$work"/*.json "$OUT/train-bench-logs/" 2>/dev/null
+if [ -n "${OUT:-}" ]; then
+  mkdir -p "$OUT/train-bench-logs" && cp "$work"/*.log "$work"/*.json "$OUT/train-bench-logs/" 2>/dev/null
+  for d in "$work"/*/; do
+    [ -f "$d/profile.md" ] && cp "$d/profile.md" "$OUT/train-bench-logs/profile-$(basename "$d").md"
+    [ -f "$d/metrics.jsonl" ] && cp "$d/metrics.jsonl" "$OUT/train-bench-logs/metrics-$(basename "$d").jsonl"
+  done
+fi
 exit "$bad"

@@ -70,7 +70,7 @@ unshare --mount --propagation private -- bash -c '
   # (GPT-2 124M, 4 steps of 1 x 64 tokens), so the success path of the table is exercised too.
   if [ -d "$t/smoke" ]; then
     TRAIN_BENCH_ONLY=gpt2-124m OUT="$t/smoke" BUDGET_DEADLINE=$(($(date +%s) + 600)) TRAIN_BENCH_OURS_CAP_S=400 \
-      TRAIN_BENCH_EXTRA_SETS="train.device=cpu train.precision=f32 data.seq_len=64 train.global_batch=1 train.steps=4" \
+      TRAIN_BENCH_EXTRA_SETS="train.device=cpu train.precision=f32 data.seq_len=64 train.global_batch=1 train.steps=4 train.profile_steps=0" \
       bash scripts/gpu-bench-train.sh > "$t/smoke/console" 2>&1
   fi
   # Two ranks through the packed Open MPI alone (MPI_Init, the collectives, point-to-point): a

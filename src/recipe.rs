@@ -127,6 +127,13 @@ pub struct TrainSection {
     /// (exit code 2), and the last checkpoint saved before it is never pruned (train/spike.rs).
     #[serde(default)]
     pub spike_guard: f64,
+    /// Per-kernel device profile of the last N steps (0: off; CUDA only). Every kernel, matmul
+    /// and FlashAttention call of those steps is timed with CUDA events; the table (time per
+    /// kernel, share, achieved TFLOP/s for the matmuls and attention, the GPU's busy share of
+    /// the steps' wall time) goes to `<out_dir>/profile.md` and the console. Profiled steps run
+    /// slightly slower than the others (two event records per launch).
+    #[serde(default)]
+    pub profile_steps: u64,
 }
 
 fn default_seed() -> u64 {
@@ -294,6 +301,19 @@ impl Recipe {
                 "{origin}: `train.activation_checkpointing` = \"{other}\" is not one of \"none\", \"full\""
             )),
         }
+        if self.train.profile_steps > 0 && device != "cuda" {
+            return Err(user!(
+                "{origin}: `train.profile_steps` = {} times CUDA kernels and needs `train.device` = \"cuda\" (on the CPU, profile with perf)",
+                self.train.profile_steps
+            ));
+        }
+        if self.train.profile_steps > self.train.steps {
+            return Err(user!(
+                "{origin}: `train.profile_steps` = {} is more than `train.steps` = {}",
+                self.train.profile_steps,
+                self.train.steps
+            ));
+        }
         if self.parallel.sequence_parallel && self.parallel.tp < 2 {
             return Err(user!(
                 "{origin}: `parallel.sequence_parallel` = true splits tokens over the tensor-parallel group and needs `parallel.tp` > 1 (it is {})",
@@ -455,6 +475,7 @@ fn known_keys() -> Vec<(&'static str, &'static [&'static str])> {
                 "sample_tokens",
                 "activation_checkpointing",
                 "spike_guard",
+                "profile_steps",
             ],
         ),
         (

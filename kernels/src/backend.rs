@@ -274,6 +274,17 @@ pub fn rope_inv_freq(theta: f64, head_dim: usize) -> Vec<f64> {
         .collect()
 }
 
+/// Device time of one kernel (or matmul shape) summed over a profiled stretch
+/// ([`Backend::take_profile`]): how often it ran, for how long, and the floating-point
+/// operations counted for it (0 where none are counted).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelTime {
+    pub name: String,
+    pub calls: u64,
+    pub ms: f64,
+    pub flops: f64,
+}
+
 /// One decoupled AdamW update (Loshchilov & Hutter), PyTorch semantics:
 ///   p -= lr·wd·p;  m = b1·m + (1−b1)·g;  v = b2·v + (1−b2)·g²;
 ///   p -= lr · (m / (1−b1^t)) / (sqrt(v / (1−b2^t)) + eps)
@@ -335,6 +346,19 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> String;
     /// Wait for queued work (no-op on CPU).
     fn synchronize(&self) -> Result<()>;
+    /// Turns per-kernel device timing on or off (CUDA: events around every launch). Backends
+    /// without it refuse, so a run never asks for a profile it cannot get.
+    fn set_profiling(&self, _on: bool) -> Result<()> {
+        Err(crate::Error::Unsupported(format!(
+            "per-kernel profiling is not available on {} (it times CUDA kernels; on the CPU use perf)",
+            self.name()
+        )))
+    }
+    /// The kernel times gathered since profiling was turned on or last taken, largest first
+    /// (waits for the device); clears them.
+    fn take_profile(&self) -> Result<Vec<KernelTime>> {
+        Ok(Vec::new())
+    }
 
     // ---- memory ----------------------------------------------------------------------------
     fn zeros_act(&self, n: usize) -> Result<Self::Act>;

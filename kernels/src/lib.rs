@@ -11,7 +11,7 @@ pub mod cuda;
 pub mod error;
 
 pub use backend::{
-    rope_inv_freq, AdamWGroup, AdamWStep, AttnDims, Backend, Buffer, Dst, Gelu, Glu, LinearDims,
-    Src, VocabSlice, WeightGrads, WeightLayout,
+    rope_inv_freq, AdamWGroup, AdamWStep, AttnDims, Backend, Buffer, Dst, Gelu, Glu, KernelTime,
+    LinearDims, Src, VocabSlice, WeightGrads, WeightLayout,
 };
 pub use error::{Error, Result};

@@ -12,6 +12,7 @@ pub mod eval;
 mod finite;
 mod groups;
 pub mod init;
+pub mod kernel_profile;
 pub mod metrics;
 mod pipeline;
 mod plan;
@@ -163,7 +164,11 @@ fn train<B: Collectives + 'static>(
     let mut spikes = spike::SpikeGuard::new(r.train.spike_guard, s.start_loss_mean);
     let started = Instant::now();
     let mut last_eval = None;
+    let mut profile = kernel_profile::KernelProfile::new(r.train.profile_steps, steps);
     for step in s.start_step + 1..=steps {
+        if let Some(p) = profile.as_mut() {
+            p.before_step(b, step)?;
+        }
         let t0 = Instant::now();
         let global = s.sampler.next_global_batch(global_batch);
         let mine = rank_slice(&global, dp.rank(), dp.size())?;
@@ -274,7 +279,13 @@ fn train<B: Collectives + 'static>(
             None => None,
         };
         tokens_seen += (global_batch * seq_len) as u64;
+        if let Some(p) = &profile {
+            p.end_step(b, step)?;
+        }
         let dt = t0.elapsed().as_secs_f64();
+        if let Some(p) = profile.as_mut() {
+            p.add_wall(step, dt);
+        }
         let tps = (global_batch * seq_len) as f64 / dt;
         // Model FLOPs per second per device (the MFU numerator; recomputation not counted).
         let tflops = tps * flops_per_token / s.comms.world.size() as f64 / 1e12;
@@ -312,6 +323,16 @@ fn train<B: Collectives + 'static>(
             s.memory_table()?;
         }
         rss.end("step");
+        if step == steps {
+            if let Some(p) = profile.take() {
+                if let Some(text) = p.finish(b, &r.train.out_dir, s.rank0)? {
+                    if let Some(m) = &m {
+                        let head: Vec<&str> = text.lines().take(24).collect();
+                        m.println(&head.join("\n"));
+                    }
+                }
+            }
+        }
         let eval_now = r.train.eval_every > 0 && step % r.train.eval_every == 0;
         if eval_now || step == steps {
             let e = s.evaluate(b)?;

@@ -8,8 +8,9 @@
 use super::device::{cublaslt_present, open_context};
 use super::dtype::CudaAct;
 use super::flash_attn::FlashAttention;
-use super::gemm::Blas;
+use super::gemm::{Blas, Gemm};
 use super::nvrtc;
+use super::profile::Profiler;
 use super::sources::MODULES;
 use crate::{Error, Result};
 use cudarc::driver::{
@@ -33,6 +34,8 @@ pub struct CudaBackend<A: CudaAct> {
     pub(crate) flash_enabled: AtomicBool,
     /// Rotary frequency tables on the device, keyed by their bits (ops_pointwise.rs `rope`).
     pub(crate) rope_tables: Mutex<Vec<RopeTable>>,
+    /// Per-kernel device timing (off unless `set_profiling` turned it on).
+    pub(crate) profiler: Profiler,
     _act: PhantomData<A>,
 }
 
@@ -88,6 +91,7 @@ impl<A: CudaAct> CudaBackend<A> {
             flash: OnceLock::new(),
             flash_enabled: AtomicBool::new(true),
             rope_tables: Mutex::new(Vec::new()),
+            profiler: Profiler::default(),
             _act: PhantomData,
         })
     }
@@ -142,7 +146,22 @@ impl<A: CudaAct> CudaBackend<A> {
         args: &[KArg],
     ) -> Result<()> {
         let f = self.func(module, name)?;
-        let mut b = self.stream.launch_builder(&f);
+        self.profiler.time(
+            &self.stream,
+            || name.to_string(),
+            0.0,
+            || self.launch_now(&f, name, cfg, args),
+        )
+    }
+
+    fn launch_now(
+        &self,
+        f: &CudaFunction,
+        name: &str,
+        cfg: LaunchConfig,
+        args: &[KArg],
+    ) -> Result<()> {
+        let mut b = self.stream.launch_builder(f);
         for a in args {
             match a {
                 KArg::P(v) => b.arg(v),
@@ -159,5 +178,23 @@ impl<A: CudaAct> CudaBackend<A> {
         unsafe { b.launch(cfg) }
             .map(|_| ())
             .map_err(|e| cuda_err(&format!("launching {name}"), e))
+    }
+
+    /// One cuBLASLt matmul on the stream, timed in profiling mode under `what` and its shape.
+    pub(crate) fn gemm(&self, what: &str, g: &Gemm) -> Result<()> {
+        let flops = 2.0 * g.m as f64 * g.n as f64 * g.k as f64;
+        let name = || {
+            let t = |x: bool| if x { 'T' } else { 'N' };
+            format!(
+                "gemm {what} {}{} {}x{}x{}",
+                t(g.transa),
+                t(g.transb),
+                g.m,
+                g.n,
+                g.k
+            )
+        };
+        self.profiler
+            .time(&self.stream, name, flops, || self.blas.matmul(g))
     }
 }

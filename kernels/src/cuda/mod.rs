@@ -17,6 +17,7 @@ mod ops_loss;
 mod ops_memory;
 mod ops_norms;
 mod ops_pointwise;
+mod profile;
 pub mod sources;
 mod trait_impl;
 

@@ -236,7 +236,13 @@ impl<A: CudaAct> CudaBackend<A> {
             let mut o_v = unsafe { o_a.transmute_mut::<bf16>(nq) }.expect("same element size");
             let mut lse_v = lse.buf.slice_mut(lse.start..lse.start + nl);
             // FlashAttention checks everything before it launches: Unsupported means nothing ran.
-            match fa.forward(&qv, &kv, &vv, &mut o_v, &mut lse_v, &cuv, d) {
+            let timed = self.profiler.time(
+                &self.stream,
+                || "flash_attn fwd".to_string(),
+                attn_flops(d),
+                || fa.forward(&qv, &kv, &vv, &mut o_v, &mut lse_v, &cuv, d),
+            );
+            match timed {
                 Err(Error::Unsupported(_)) => {}
                 done => return done,
             }
@@ -303,9 +309,17 @@ impl<A: CudaAct> CudaBackend<A> {
                 )
             };
             // FlashAttention checks everything before it launches: Unsupported means nothing ran.
-            match fa.backward(
-                &qv, &kv, &vv, &ov, &dov, &lse_v, &mut dq_v, &mut dk_v, &mut dv_v, &cuv, d,
-            ) {
+            let timed = self.profiler.time(
+                &self.stream,
+                || "flash_attn bwd".to_string(),
+                2.5 * attn_flops(d),
+                || {
+                    fa.backward(
+                        &qv, &kv, &vv, &ov, &dov, &lse_v, &mut dq_v, &mut dk_v, &mut dv_v, &cuv, d,
+                    )
+                },
+            );
+            match timed {
                 Err(Error::Unsupported(_)) => {}
                 done => return done,
             }
@@ -368,4 +382,17 @@ impl<A: CudaAct> CudaBackend<A> {
         // kernels queued above).
         Ok(())
     }
+}
+
+/// Forward FLOPs of attention for the profile (the FlashAttention papers' count: 4·Dh per
+/// query-key pair, the backward 2.5 times that), as if the `segments` were of equal length;
+/// causal halves the pairs and a window caps them.
+fn attn_flops(d: &AttnDims) -> f64 {
+    let len = d.tokens as f64 / d.segments.max(1) as f64;
+    let keys = match (d.causal, d.window) {
+        (false, _) => len,
+        (true, Some(w)) if (w as f64) < len => w as f64,
+        (true, _) => (len + 1.0) / 2.0,
+    };
+    4.0 * d.head_dim as f64 * d.heads as f64 * d.tokens as f64 * keys
 }

@@ -68,7 +68,7 @@ impl<A: CudaAct> CudaBackend<A> {
             beta: 0.0,
             bias: b.as_ref().map(|bs| bind.r(bs)),
         };
-        self.blas.matmul(&g)
+        self.gemm("fwd", &g)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -95,47 +95,53 @@ impl<A: CudaAct> CudaBackend<A> {
                 WeightLayout::OutIn => (false, i),
                 WeightLayout::InOut => (true, o),
             };
-            self.blas.matmul(&Gemm {
-                transa,
-                transb: false,
-                m: i as u64,
-                n: n as u64,
-                k: o as u64,
-                a: pw,
-                lda: lda as i64,
-                b: pdy,
-                ldb: o as i64,
-                d: bind.w(dx),
-                ldd: i as i64,
-                ab_type: A::BLAS_TYPE,
-                d_type: A::BLAS_TYPE,
-                alpha: 1.0,
-                beta: 1.0,
-                bias: None,
-            })?;
+            self.gemm(
+                "dx",
+                &Gemm {
+                    transa,
+                    transb: false,
+                    m: i as u64,
+                    n: n as u64,
+                    k: o as u64,
+                    a: pw,
+                    lda: lda as i64,
+                    b: pdy,
+                    ldb: o as i64,
+                    d: bind.w(dx),
+                    ldd: i as i64,
+                    ab_type: A::BLAS_TYPE,
+                    d_type: A::BLAS_TYPE,
+                    alpha: 1.0,
+                    beta: 1.0,
+                    bias: None,
+                },
+            )?;
         }
         let (m_, n_, a, lda, b, ldb) = match d.layout {
             WeightLayout::OutIn => (i, o, px, i, pdy, o),
             WeightLayout::InOut => (o, i, pdy, o, px, i),
         };
-        self.blas.matmul(&Gemm {
-            transa: false,
-            transb: true,
-            m: m_ as u64,
-            n: n_ as u64,
-            k: n as u64,
-            a,
-            lda: lda as i64,
-            b,
-            ldb: ldb as i64,
-            d: dw.ptr,
-            ldd: m_ as i64,
-            ab_type: A::BLAS_TYPE,
-            d_type: cudaDataType_t::CUDA_R_32F,
-            alpha: 1.0,
-            beta: 1.0,
-            bias: None,
-        })?;
+        self.gemm(
+            "dw",
+            &Gemm {
+                transa: false,
+                transb: true,
+                m: m_ as u64,
+                n: n_ as u64,
+                k: n as u64,
+                a,
+                lda: lda as i64,
+                b,
+                ldb: ldb as i64,
+                d: dw.ptr,
+                ldd: m_ as i64,
+                ab_type: A::BLAS_TYPE,
+                d_type: cudaDataType_t::CUDA_R_32F,
+                alpha: 1.0,
+                beta: 1.0,
+                bias: None,
+            },
+        )?;
         if let Some(db) = db {
             self.column_sum(dy, db, n, o)?;
         }

@@ -25,6 +25,13 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
             .synchronize()
             .map_err(|e| cuda_err("synchronize", e))
     }
+    fn set_profiling(&self, on: bool) -> Result<()> {
+        self.profiler.set(on);
+        Ok(())
+    }
+    fn take_profile(&self) -> Result<Vec<KernelTime>> {
+        self.profiler.take()
+    }
 
     fn zeros_act(&self, n: usize) -> Result<CudaSlice<A>> {
         self.zeros(n)
