@@ -164,7 +164,7 @@ fi
 if [ -d "$t/smoke" ]; then
   echo "dryrun: CPU smoke run of gpu-bench-train.sh (GPT-2 124M on the CPU, 4 steps of 1 x 64 tokens):"
   grep '^| gpt2' "$t/smoke/train-bench.md" | sed 's/^/    /'
-  grep -q -E '^\| gpt2-124m \| ferrotron \| [0-9.]+ \| [0-9,]+ \| [0-9.]+% \| [0-9.]+ \| [0-9.]+ -> [0-9.]+ \|' "$t/smoke/train-bench.md"
+  grep -q -E '^\| gpt2-124m \| ferrotron \| [0-9.]+ \| [0-9,]+ \| [0-9.]+% \| [0-9.]+ \| [0-9.]+ -> [0-9.]+ \(step [0-9]+\) \|' "$t/smoke/train-bench.md"
   verdict $? "train-bench table from real metrics.jsonl (step, tokens/s, MFU, memory, loss) on the CPU"
 fi
 if [ -f "$t/logs/out/attention-bench.md" ]; then
