@@ -83,16 +83,13 @@ by one f32 ulp: transformers_f32_spread). The mixed fixture shares transformers'
 which favours transformers' unperturbed f32 model; wide-init Gemma cases spread over 1e-4. Still
 above: high-tiny-grad when the errors taken at the scale of the largest gradient are within 1e-5
 (see gemma_explain).
-Known transformers 5.24 behaviours that make ferrotron differ (GEMMA_QUIRKS; a failing case where
-editing config.json to what transformers computes passes is labelled "transformers quirk: ..."):
-  gemma3-attn-softcap-unused   Gemma3Attention passes no softcap to its attention function, so
-                               gemma3_text's attn_logit_softcapping has no effect there
-  gemma3-yarn-truncate-unread  _compute_yarn_parameters reads `truncate` from the top level of
-                               rope_parameters, so a per-layer-type yarn dict's truncate: false is
-                               never seen
-and one that the reload check reports (status +reload-mismatch, rewrite "rope_scaling.type", when
-a layer is full_attention and the type is not dynamic): a Gemma 3 4.x rope_scaling naming its type
-under the old key "type" is read by Gemma3TextConfig as default rope; ferrotron reads the type.
+Known transformers 5.24 behaviours that ferrotron refuses rather than mimics (expected refusals):
+gemma3_text's attn_logit_softcapping (Gemma3Attention passes no softcap to its attention
+function); a per-layer-type yarn dict's truncate: false (_compute_yarn_parameters reads `truncate`
+from the top level of rope_parameters); a Gemma 3 4.x rope_scaling naming its type under the old
+key "type" (Gemma3TextConfig keeps the default rope). GEMMA_QUIRKS (a failing case where editing
+config.json to what transformers computes passes is labelled "transformers quirk: ...") lists
+none now; the mechanism stays for the next one.
 Quirk cases keep their FAIL verdicts (ferrotron differs from transformers there). Runs so far:
 seeds 51 (60 cases), 52, 53 (100 each), 54 (80) and 55 (40, --init 0.5): 380 cases.
 Cases are reproducible from (seed, index): the directory is OUT/s<seed>-<index>-<family>.
@@ -398,6 +395,11 @@ def draw_gemma_case(rng, seed, idx, fam):
         if rng.random() < 0.03:
             kw["use_bidirectional_attention"] = True
             unsupported = "use_bidirectional_attention"
+        # what transformers 5.24 would silently not apply, ferrotron refuses
+        if kw.get("attn_logit_softcapping") is not None:
+            unsupported = "gemma3_text attn_logit_softcapping (unused by Gemma3Attention)"
+        elif _truncate_dicts(kw):
+            unsupported = "gemma3_text yarn truncate: false per layer type (unread by transformers)"
     kw["max_position_embeddings"] = max_pos
     if rng.random() < 0.1:
         kw["attention_dropout"] = 0.0
@@ -681,6 +683,9 @@ def rewrite_gemma_config(path, case, rng):
                         # reports a mismatch
                         full["type"] = full.pop("rope_type")
                         done.append("rope_scaling.type")
+                        # so ferrotron refuses it
+                        case["unsupported"] = "gemma3_text rope_scaling with the legacy key type"
+
                     c["rope_scaling"] = full
                 elif rng.random() < 0.5:
                     c["rope_scaling"] = None
@@ -906,15 +911,9 @@ def _truncate_dicts(c):
 
 
 GEMMA_QUIRKS = [
-    # Gemma3Attention.forward passes no softcap to the attention function (Gemma2Attention does)
-    ("gemma3-attn-softcap-unused",
-     lambda c: c.get("model_type") == "gemma3_text" and c.get("attn_logit_softcapping") is not None,
-     lambda c: c.update(attn_logit_softcapping=None)),
-    # _compute_yarn_parameters reads truncate from config.rope_parameters, the per-layer-type
-    # dict's parent, so a nested truncate: false is never seen
-    ("gemma3-yarn-truncate-unread",
-     lambda c: c.get("model_type") == "gemma3_text" and bool(_truncate_dicts(c)),
-     lambda c: [x.pop("truncate") for x in _truncate_dicts(c)]),
+    # (name, applies to config.json c, edit making c say what transformers computes). Empty: the
+    # two found so far (gemma3_text's unused attention softcap and a per-layer-type yarn
+    # truncate: false) are refused by ferrotron now.
 ]
 
 

@@ -53,6 +53,27 @@ fn check(op: &str, got: &[f32], reference: &[f32]) {
     assert!(rel <= TOL, "{op}: relative error {rel:.3e} over {TOL:.1e}");
 }
 
+/// As `check` for a gradient. `zero`: the gradient is exactly 0 in exact arithmetic (a window of
+/// 1 key: P = 1 and o = v, so dS = dP − D = 0 and dq = dk = 0); every path then holds rounding
+/// noise of its own summation order, which a relative error cannot judge: |x| <= 1e-3 instead.
+fn check_grad(op: &str, got: &[f32], reference: &[f32], zero: bool) {
+    if !zero {
+        return check(op, got, reference);
+    }
+    let worst = got.iter().chain(reference).fold(0f32, |m, x| {
+        if x.is_finite() {
+            m.max(x.abs())
+        } else {
+            f32::INFINITY
+        }
+    });
+    eprintln!("CUDA-OP {op} bf16 max|x|={worst:.3e} (exactly 0 in exact arithmetic)");
+    assert!(
+        worst <= 1e-3,
+        "{op}: max |x| {worst:.3e} where the gradient is exactly 0"
+    );
+}
+
 fn dims(cu: &[i32], heads: usize, kv_heads: usize, head_dim: usize, causal: bool) -> AttnDims {
     windowed(cu, heads, kv_heads, head_dim, causal, None)
 }
@@ -338,27 +359,37 @@ fn compare_paths(
         let cref = cpu_backward(&p, &o_in, &clse);
         let fa = gpu_backward(&g, &p, &o_in, &clse, true);
         let fb = gpu_backward(&g, &p, &o_in, &clse, false);
+        // a window of 1 key: dq and dk are exactly 0 (see check_grad)
+        let zero = |i: usize| p.d.window == Some(1) && i < 2;
         for (i, name) in ["dq", "dk", "dv"].iter().enumerate() {
-            check(&format!("fa_backend_backward_{name}{t}"), &fa[i], &cref[i]);
-            check(
+            check_grad(
+                &format!("fa_backend_backward_{name}{t}"),
+                &fa[i],
+                &cref[i],
+                zero(i),
+            );
+            check_grad(
                 &format!("fa_backend_backward_{name}_vs_fallback{t}"),
                 &fa[i],
                 &fb[i],
+                zero(i),
             );
         }
         // Each backward accepts the other path's lse (same natural-log convention).
         let fa_on_fallback_lse = gpu_backward(&g, &p, &bf16_round(&bo), &blse, true);
         let fb_on_flash_lse = gpu_backward(&g, &p, &bf16_round(&fo), &flse, false);
         for (i, name) in ["dq", "dk", "dv"].iter().enumerate() {
-            check(
+            check_grad(
                 &format!("fa_backend_backward_{name}_fallback_lse{t}"),
                 &fa_on_fallback_lse[i],
                 &cref[i],
+                zero(i),
             );
-            check(
+            check_grad(
                 &format!("fallback_backward_{name}_flash_lse{t}"),
                 &fb_on_flash_lse[i],
                 &cref[i],
+                zero(i),
             );
         }
     }

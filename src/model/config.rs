@@ -1208,6 +1208,35 @@ mod tests {
                 serde_json::json!({"sliding_window": 8}),
                 "sliding_window",
             ),
+            // what transformers 5.24 would silently not apply is refused, not honoured
+            (
+                "gemma3_text",
+                serde_json::json!({"attn_logit_softcapping": 50.0}),
+                "Gemma3Attention ignores it",
+            ),
+            (
+                "gemma3_text",
+                serde_json::json!({"rope_theta": 1e6, "rope_scaling": {"type": "linear", "factor": 8.0}}),
+                "legacy key `type`",
+            ),
+            (
+                "gemma3_text",
+                serde_json::json!({"rope_parameters": {
+                    "full_attention": {"rope_type": "yarn", "factor": 4.0, "truncate": false,
+                        "original_max_position_embeddings": 32, "rope_theta": 1e6},
+                    "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}}),
+                "truncate` = false for gemma3_text's full_attention",
+            ),
+            (
+                "gemma2",
+                serde_json::json!({"sliding_window": null}),
+                "needs a sliding_window",
+            ),
+            (
+                "gemma3_text",
+                serde_json::json!({"sliding_window": null, "layer_types": ["full_attention"]}),
+                "needs a sliding_window",
+            ),
         ] {
             let err = with_keys(base(t), extra).unwrap_err().to_string();
             assert!(err.contains(needle), "{t}: {err}");

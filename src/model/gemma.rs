@@ -8,13 +8,17 @@
 //!                  (post_attention_layernorm, post_feedforward_layernorm) before their residual
 //!                  adds, and the MLP input by pre_feedforward_layernorm;
 //!                  the softmax scale query_pre_attn_scalar^−½ (default 256);
-//!                  attn_logit_softcapping c: scores ← c·tanh(s/c) (Gemma 2 default 50, Gemma 3
-//!                  none); final_logit_softcapping c on the logits (Gemma 2 default 30, Gemma 3
-//!                  none).
+//!                  attn_logit_softcapping c: scores ← c·tanh(s/c) (Gemma 2, default 50; Gemma 3's
+//!                  attention never applies it in transformers 5.x, so a non-null value is
+//!                  refused rather than honoured or dropped); final_logit_softcapping c on the
+//!                  logits (Gemma 2 default 30, Gemma 3 none).
 //!   gemma3_text:   q_norm / k_norm over each head; one rotary table per layer type:
 //!                  `rope_parameters` {"full_attention": {...}, "sliding_attention": {...}}, or
 //!                  in older configs `rope_theta` (+ `rope_scaling`) for full-attention layers
 //!                  (default θ 1e6) and `rope_local_base_freq` for sliding ones (default 1e4).
+//!                  Refused where transformers 5.x would silently read something else: a
+//!                  `rope_scaling` with the legacy key `type` (it keeps the default rotary), and
+//!                  yarn's `truncate` = false inside a per-layer-type dict (it reads it from the top).
 //! `use_bidirectional_attention` = true (an encoder's mask) is refused.
 
 use super::rope::{self, RopeParams};
@@ -62,9 +66,15 @@ pub fn extras(
             Present::Value(v) => Some(v),
         })
     };
+    let attn_softcap = cap("attn_logit_softcapping", 50.0)?;
+    if let (false, Some(c)) = (gemma2, attn_softcap) {
+        return Err(user!(
+            "{origin}: attn_logit_softcapping = {c} is not applied by Gemma 3 (transformers' Gemma3Attention ignores it, so a checkpoint trained with this config never used it); set it to null"
+        ));
+    }
     Ok(Some(GemmaExtras {
         query_pre_attn_scalar: scalar,
-        attn_softcap: cap("attn_logit_softcapping", 50.0)?,
+        attn_softcap,
         final_softcap: cap("final_logit_softcapping", 30.0)?,
     }))
 }
@@ -99,6 +109,11 @@ pub fn gemma3_ropes(
     // parameters; rope_theta and rope_local_base_freq fill the thetas the dicts leave out
     let mut full = part("full_attention")?.unwrap_or_default();
     if let Some(Value::Object(s)) = obj.get("rope_scaling") {
+        if s.contains_key("type") && !s.contains_key("rope_type") {
+            return Err(user!(
+                "{origin}: gemma3_text's `rope_scaling` names its kind with the legacy key `type`, which transformers 5.x does not read for Gemma 3 (it keeps the default rotary embedding); write `rope_type` instead"
+            ));
+        }
         for (k, v) in s {
             full.insert(k.clone(), v.clone());
         }
@@ -114,6 +129,13 @@ pub fn gemma3_ropes(
                 "rope_theta".into(),
                 theta.cloned().unwrap_or(default.into()),
             );
+        }
+    }
+    for (params, kind) in [(&full, "full_attention"), (&local, "sliding_attention")] {
+        if params.get("truncate") == Some(&Value::Bool(false)) {
+            return Err(user!(
+                "{origin}: `truncate` = false for gemma3_text's {kind} layers is not supported: transformers 5.x reads yarn's truncate only from the top level of rope_parameters, so for gemma3_text it is always true; remove the key"
+            ));
         }
     }
     let parse = |params: Map<String, Value>, kind: &str| {

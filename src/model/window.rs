@@ -14,7 +14,9 @@
 //!                  layers (`no_rope_layers[ℓ]` = 0), as SmolLM3Config derives layer_types.
 //!   phi3:          `sliding_window` w (absent or null: none): every layer windowed, as mistral
 //!                  but with no window by default (Phi3Config's default is None).
-//!   gemma2, gemma3_text: `sliding_window` w (absent: 4096; null: none); layer ℓ is windowed when
+//!   gemma2, gemma3_text: `sliding_window` w (absent: 4096; null is refused, as transformers
+//!                  cannot build these models' masks without one even when no layer is
+//!                  windowed: set a window of at least the sequence length instead); layer ℓ is windowed when
 //!                  `layer_types[ℓ]` is "sliding_attention", or, without `layer_types`, as the
 //!                  config classes derive it: Gemma 2 every other layer from layer 0, Gemma 3
 //!                  every layer but each `sliding_window_pattern`-th (default 6).
@@ -134,10 +136,14 @@ pub fn from_config(
         }
         "gemma2" | "gemma3_text" => {
             // both classes default to 4096
-            let window = match obj.contains_key("sliding_window") {
-                true => window,
-                false => Some(4096),
+            let window = match (obj.contains_key("sliding_window"), window) {
+                (false, _) => 4096,
+                (true, Some(w)) => w,
+                (true, None) => return Err(user!(
+                    "{origin}: {model_type} needs a sliding_window (transformers cannot build its attention masks with sliding_window = null, even where every layer is full_attention); set one of at least the sequence length for no effective window"
+                )),
             };
+            let window = Some(window);
             let windowed = match get("layer_types") {
                 Some(v) => layer_types(v, layers, origin)?,
                 None if model_type == "gemma2" => (0..layers).map(|l| l % 2 == 0).collect(),

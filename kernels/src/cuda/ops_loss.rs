@@ -6,7 +6,7 @@ use super::backend::{cuda_err, CudaBackend, KArg::*, BLOCK};
 use super::buffer::{check_len, Bound};
 use super::dtype::CudaAct;
 use crate::backend::{Dst, Src, VocabSlice};
-use crate::Result;
+use crate::{Error, Result};
 use cudarc::driver::{CudaSlice, LaunchConfig};
 
 const REDUCE_BLOCKS: usize = 1024;
@@ -67,6 +67,7 @@ impl<A: CudaAct> CudaBackend<A> {
         mut stats: Dst<'_, CudaSlice<f32>>,
         d: VocabSlice,
     ) -> Result<()> {
+        valid_columns("cross_entropy_stats", d)?;
         check_len("cross_entropy_stats logits", logits.len, d.n * d.v)?;
         check_len("cross_entropy_stats targets", targets.len, d.n)?;
         check_len("cross_entropy_stats stats", stats.len, 3 * d.n)?;
@@ -100,6 +101,7 @@ impl<A: CudaAct> CudaBackend<A> {
         d: VocabSlice,
         grad_scale: f64,
     ) -> Result<()> {
+        valid_columns("cross_entropy_finish", d)?;
         check_len("cross_entropy_finish logits", logits.len, d.n * d.v)?;
         check_len("cross_entropy_finish targets", targets.len, d.n)?;
         check_len("cross_entropy_finish stats", all.len, parts * 3 * d.n)?;
@@ -204,4 +206,15 @@ impl<A: CudaAct> CudaBackend<A> {
             .map_err(|e| cuda_err("synchronize", e))?;
         Ok(host.iter().sum())
     }
+}
+
+/// The kernels read `valid` columns of each `v`-wide row: more would read past the row.
+fn valid_columns(op: &str, d: VocabSlice) -> Result<()> {
+    if d.valid > d.v {
+        return Err(Error::Cuda(format!(
+            "{op}: {} valid columns of rows {} wide",
+            d.valid, d.v
+        )));
+    }
+    Ok(())
 }
