@@ -44,7 +44,15 @@ failed=()
 stopped=()
 skipped=()
 ran=0
+# Quick kernel-level executables first, so that a session short of time still gets them; the
+# training runs next; the benchmark last. Executables not named here follow in name order.
+order=(cuda_ops cuda_optimizer cuda_flash_backend flash_attn gpu_tensor_parallel gpu_training train_vs_torch cuda_bench)
+exes=()
+for n in "${order[@]}"; do [ -f "$dir/$n" ] && exes+=("$dir/$n"); done
 for exe in "$dir"/*; do
+  case " ${exes[*]} " in *" $exe "*) ;; *) exes+=("$exe") ;; esac
+done
+for exe in "${exes[@]}"; do
   [ -f "$exe" ] && [ -x "$exe" ] || continue
   ran=$((ran + 1))
   name="$(basename "$exe")"
