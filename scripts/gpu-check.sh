@@ -46,12 +46,20 @@ skipped=()
 ran=0
 # Quick kernel-level executables first, so that a session short of time still gets them; the
 # training runs next; the benchmark last. Executables not named here follow in name order.
+# GPU_CHECK_ONLY="name ...": those executables alone (a re-run of what a session changed).
 order=(cuda_ops cuda_optimizer cuda_flash_backend flash_attn gpu_tensor_parallel gpu_training train_vs_torch cuda_bench)
 exes=()
 for n in "${order[@]}"; do [ -f "$dir/$n" ] && exes+=("$dir/$n"); done
 for exe in "$dir"/*; do
   case " ${exes[*]} " in *" $exe "*) ;; *) exes+=("$exe") ;; esac
 done
+if [ -n "${GPU_CHECK_ONLY:-}" ]; then
+  only=()
+  for exe in "${exes[@]}"; do
+    case " $GPU_CHECK_ONLY " in *" $(basename "$exe") "*) only+=("$exe") ;; esac
+  done
+  exes=("${only[@]}")
+fi
 for exe in "${exes[@]}"; do
   [ -f "$exe" ] && [ -x "$exe" ] || continue
   ran=$((ran + 1))
@@ -73,7 +81,7 @@ pack_dir="${FERROTRON_PACK:-.gpu/pack}"
 {
   echo "# gpu-check $(date -u +%Y-%m-%d)"
   echo
-  echo "- command: \`bash scripts/gpu-check.sh $dir${*:+ $*}\` (executables from scripts/gpu-pack.sh)"
+  echo "- command: \`${GPU_CHECK_ONLY:+GPU_CHECK_ONLY=\"$GPU_CHECK_ONLY\" }bash scripts/gpu-check.sh $dir${*:+ $*}\` (executables from scripts/gpu-pack.sh)"
   echo "- commit: $(cat "$pack_dir/COMMIT" 2>/dev/null || echo unknown)"
   echo "- device: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
   echo "- result: $ran executable(s), ${#failed[@]} failed${failed[*]:+: ${failed[*]}}${stopped[*]:+; stopped at the time cap: ${stopped[*]}}${skipped[*]:+; not run, time budget spent: ${skipped[*]}}"

@@ -9,9 +9,12 @@ the loss difference: the floor of any f64 comparison with that reference
 (tests/check_hf.rs's tolerance for these fixtures; docs/cpu-runs/gemma-olmo2-2026-12-03.md).
 
 With --torch-f32 it instead runs transformers' own float32 model (norms as shipped) against the
-same reference: how far f32 round-off alone moves these gradients.
+same reference: how far f32 round-off alone moves these gradients. With --torch-bf16, that f32
+model under torch.autocast(bfloat16) (PyTorch's mixed precision, as users train): PyTorch's own
+bf16 error, which tests/gpu_training.rs holds ferrotron's CUDA bf16 check-hf to (times 1.5)
+where it exceeds 2e-2.
 
-Usage: python3 scripts/reference_norm_precision.py [--torch-f32] tests/fixtures/hf/var-olmo2 [...]
+Usage: python3 scripts/reference_norm_precision.py [--torch-f32 | --torch-bf16] tests/fixtures/hf/var-olmo2 [...]
 """
 import sys
 
@@ -33,21 +36,24 @@ def olmo2_norm(self, h):
     return self.weight * (h * torch.rsqrt(v + self.variance_epsilon))
 
 
-torch_f32 = "--torch-f32" in sys.argv
+torch_bf16 = "--torch-bf16" in sys.argv
+torch_f32 = "--torch-f32" in sys.argv or torch_bf16
 if not torch_f32:
     modeling_gemma.GemmaRMSNorm.forward = gemma_norm
     modeling_gemma2.Gemma2RMSNorm.forward = gemma_norm
     modeling_gemma3.Gemma3RMSNorm.forward = gemma_norm
     modeling_olmo2.Olmo2RMSNorm.forward = olmo2_norm
-what = "transformers' f32 model" if torch_f32 else "all-f64 norms"
+what = ("transformers' f32 model under autocast(bf16)" if torch_bf16
+        else "transformers' f32 model" if torch_f32 else "all-f64 norms")
 dtype = torch.float32 if torch_f32 else torch.float64
 
-for d in [a for a in sys.argv[1:] if a != "--torch-f32"]:
+for d in [a for a in sys.argv[1:] if not a.startswith("--torch-")]:
     ref = load_file(d + "/reference.safetensors")
     m = AutoModelForCausalLM.from_pretrained(d, dtype=dtype, attn_implementation="eager")
-    out = m(input_ids=ref["input_ids"], labels=ref["labels"])
-    out.loss.backward()
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=torch_bf16):
+        out = m(input_ids=ref["input_ids"], labels=ref["labels"])
+    out.loss.float().backward()
     worst = max((((p.grad.double() - ref["grad." + n]).norm() / ref["grad." + n].norm()).item(), n)
-                for n, p in m.named_parameters())
+                for n, p in m.named_parameters() if p.grad is not None)
     loss = abs(out.loss.item() - ref["loss"].item()) / abs(ref["loss"].item())
     print(f"{d}: {what} vs reference: loss {loss:.2e}, worst gradient {worst[0]:.2e} ({worst[1]})")

@@ -2,7 +2,8 @@
 // Pass 1 streams the row once keeping an online (max, sum-exp) pair per thread, merged across the
 // block: lse = m + log(s). Pass 2 (when dlogits is wanted) streams it again and writes
 //   dlogits[n, j] = grad_scale·(exp(x_j − lse) − [j == t])
-// so no fp32 copy of the logits ever exists. losses[n] = lse − x_t (fp32). A target outside
+// so no fp32 copy of the logits ever exists; dlogits may alias the logits (in place). losses[n] =
+// lse − x_t (fp32). A target outside
 // [0, V) (−100 by convention) means "ignored": loss 0 and a zero gradient row.
 #include "ferrotron_common.cuh"
 
@@ -62,6 +63,10 @@ __device__ void cross_entropy(const T* logits, const int* targets, float* losses
     const float lse = m + logf(s);
     if (threadIdx.x == 0) losses[row] = ignored ? 0.f : lse - ld(x[t]);
     if (!want_grad) return;
+    // dlogits may be the logits themselves (Backend::cross_entropy_in_place): every thread has
+    // read the row (block_row_max_sumexp ends past a barrier) and thread 0 the target's logit
+    // before any element is overwritten; below each element is read before it is written.
+    __syncthreads();
     T* dx = dlogits + row * v;
     for (long long j = threadIdx.x; j < v; j += blockDim.x) {
         const float g = ignored ? 0.f : grad_scale * (expf(ld(x[j]) - lse) - (j == t ? 1.f : 0.f));

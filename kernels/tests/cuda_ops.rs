@@ -829,6 +829,36 @@ fn cross_entropy<A: CudaAct>() {
                     1.0,
                 );
             }
+            // In place (the head's path): the same kernel with dlogits over the logits gives
+            // the same bits as with a buffer of its own.
+            let mut inplace = t.act(&logits);
+            let mut iloss = t.nan_acc(n);
+            t.g.cross_entropy_in_place(
+                Dst::all(&mut inplace),
+                Src::all(&gt),
+                Dst::all(&mut iloss),
+                n,
+                v,
+                with_grad.then_some(1.0 / 29.0),
+            )
+            .unwrap();
+            let same = |a: Vec<f32>, b: Vec<f32>| {
+                a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits())
+            };
+            assert!(
+                same(t.get_acc(&iloss), t.get_acc(&gloss)),
+                "in-place CE losses, V={v}"
+            );
+            if with_grad {
+                assert!(
+                    same(t.get_act(&inplace), t.get_act(&gd)),
+                    "in-place CE dlogits, V={v}"
+                );
+            }
+            eprintln!(
+                "CUDA-OP cross_entropy_in_place_bitwise[V={v},grad={with_grad}] {} rel=0.000e0",
+                A::NAME
+            );
         }
     }
 }

@@ -89,6 +89,8 @@ pub struct Device {
     /// The model reads a whole master as its compute weights (`Backend::acc_as_act`: the CPU),
     /// so ZeRO-0 keeps no compute copy.
     pub aliases_master: bool,
+    /// `Backend::LOGITS_CHUNK_ELEMS`: the head's logits chunk.
+    pub logits_chunk_elems: u64,
 }
 
 impl Device {
@@ -100,6 +102,7 @@ impl Device {
             gpu: None,
             ranks_per_gpu: 1,
             aliases_master: B::acc_as_act(&[]).is_some(),
+            logits_chunk_elems: B::LOGITS_CHUNK_ELEMS as u64,
         }
     }
 
@@ -126,6 +129,7 @@ impl Device {
             }),
             ranks_per_gpu: local.div_ceil(gpus) as u64,
             aliases_master: false,
+            logits_chunk_elems: <ferrotron_kernels::cuda::CudaBackend<A> as ferrotron_kernels::Backend>::LOGITS_CHUNK_ELEMS as u64,
         })
     }
 }
@@ -311,8 +315,8 @@ impl Plan<'_> {
         };
         let tokens = self.micro * self.seq;
         let kept = share.act * w + share.acc * g;
-        use crate::model::transformer::{HEAD_CHUNK_ELEMS, HEAD_PREPARED_MAX_ELEMS};
-        let head_chunk = (tokens * c.vocab_size as f64).min(HEAD_CHUNK_ELEMS as f64);
+        use crate::model::transformer::HEAD_PREPARED_MAX_ELEMS;
+        let head_chunk = (tokens * c.vocab_size as f64).min(self.dev.logits_chunk_elems as f64);
         let prepared = match table <= HEAD_PREPARED_MAX_ELEMS as f64 {
             true => table,
             false => 0.0,
@@ -446,6 +450,7 @@ mod tests {
             gpu: None,
             ranks_per_gpu: 1,
             aliases_master: true,
+            logits_chunk_elems: 1 << 24,
         }
     }
 

@@ -41,12 +41,7 @@ impl<A: CudaAct> CudaBackend<A> {
             Some(d) => (bind.w(d), 1),
             None => (0, 0),
         };
-        let threads = (v.next_multiple_of(32) as u32).clamp(32, CE_THREADS);
-        let cfg = LaunchConfig {
-            grid_dim: (n as u32, 1, 1),
-            block_dim: (threads, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = Self::xent_cfg(n, v);
         let args = [
             P(bind.r(&logits)),
             P(bind.r(&targets)),
@@ -57,6 +52,55 @@ impl<A: CudaAct> CudaBackend<A> {
             F32(grad_scale as f32),
         ];
         self.launch("cross_entropy", &Self::kname("cross_entropy"), cfg, &args)
+    }
+
+    /// `xent` with dlogits written over the logits (the kernel reads a row whole, and the
+    /// target's logit, before it writes any of it), or no gradient without a scale.
+    pub(crate) fn xent_in_place(
+        &self,
+        mut logits: Dst<'_, CudaSlice<A>>,
+        targets: Src<'_, CudaSlice<i32>>,
+        mut losses: Dst<'_, CudaSlice<f32>>,
+        n: usize,
+        v: usize,
+        grad_scale: Option<f64>,
+    ) -> Result<()> {
+        check_len("cross_entropy logits", logits.len, n * v)?;
+        check_len("cross_entropy targets", targets.len, n)?;
+        check_len("cross_entropy losses", losses.len, n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if v == 0 {
+            return self.fill_zero(losses);
+        }
+        let mut bind = Bound::new(&self.stream);
+        let x = bind.w(&mut logits);
+        let (dl, want) = match grad_scale {
+            Some(_) => (x, 1),
+            None => (0, 0),
+        };
+        let args = [
+            P(x),
+            P(bind.r(&targets)),
+            P(bind.w(&mut losses)),
+            P(dl),
+            I32(want),
+            I64(v as i64),
+            F32(grad_scale.unwrap_or(0.0) as f32),
+        ];
+        let k = Self::kname("cross_entropy");
+        self.launch("cross_entropy", &k, Self::xent_cfg(n, v), &args)
+    }
+
+    /// One block per row, up to CE_THREADS threads.
+    fn xent_cfg(n: usize, v: usize) -> LaunchConfig {
+        let threads = (v.next_multiple_of(32) as u32).clamp(32, CE_THREADS);
+        LaunchConfig {
+            grid_dim: (n as u32, 1, 1),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes: 0,
+        }
     }
 
     /// Vocab-parallel cross-entropy, step 1 (kernels/cuda/cross_entropy.cu).

@@ -17,6 +17,13 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
     type Acc = CudaSlice<f32>;
     type Idx = CudaSlice<i32>;
 
+    /// 2^28 (512 MiB in bf16; 5,341 rows of GPT-2's vocabulary, 2,093 of Llama 3's): on an
+    /// H200 2^24 left the head at 35-40% of a step (GPT-2 124M, Llama-1B shape): dW_head's
+    /// product ran at 84-90 TFLOP/s over 130-333 rows (each chunk reads and writes the fp32
+    /// dW_head, 1 GB for Llama 3's vocabulary) against 600-800 for the blocks' products, and
+    /// the cross-entropy ran one block per row on as few rows (docs/gpu-runs/h200-2026-12-04.md).
+    const LOGITS_CHUNK_ELEMS: usize = 1 << 28;
+
     fn name(&self) -> String {
         format!("cuda:{}-{}", self.ctx.ordinal(), A::NAME)
     }
@@ -337,6 +344,17 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
         self.xent(logits, targets, losses, dlogits, n, v, grad_scale)
     }
 
+    fn cross_entropy_in_place(
+        &self,
+        logits: D<'_, A>,
+        targets: S<'_, i32>,
+        losses: D<'_, f32>,
+        n: usize,
+        v: usize,
+        grad_scale: Option<f64>,
+    ) -> Result<()> {
+        self.xent_in_place(logits, targets, losses, n, v, grad_scale)
+    }
     fn cross_entropy_stats(
         &self,
         logits: S<'_, A>,

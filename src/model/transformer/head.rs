@@ -5,7 +5,7 @@
 //!   1 − (logits / c)² on the capped values (kept in a chunk copy where the cross-entropy
 //!   writes its gradient over the logits);
 //!   loss = Σ_n CE(logits[n], target[n])  (targets already shifted; −100 ignored)
-//! Logits are computed `HEAD_CHUNK_ELEMS / V` rows at a time, so N×V logits never exist whole;
+//! Logits are computed `Backend::LOGITS_CHUNK_ELEMS / V` rows at a time, so N×V logits never exist whole;
 //! with a gradient scale each chunk's dlogits = scale·(softmax − onehot), written over its logits
 //! (one chunk buffer), is folded straight into dh_f and dW_head before the next chunk. Then
 //! dx_L = norm_f backward(dh_f).
@@ -26,14 +26,6 @@ use super::{dst, scale_unless_one, src, t, weight_grads, Forward, Transformer};
 use ferrotron_kernels::{Backend, Dst, LinearDims, Result, Src, VocabSlice, WeightLayout};
 use ferrotron_parallel::{NoTp, TpComm};
 use ferrotron_zero::ParamStore;
-
-/// Rows of logits computed at once in the head, so N×V logits never exist whole: 2^24 elements
-/// (64 MiB in f32, 32 MiB in bf16), about 330 rows of a 50k vocabulary. Each chunk re-reads
-/// W_head for its logits and for dh_f (on the CPU packed again for dh_f), and adds into all of
-/// dW_head, so smaller chunks cost passes over W_head-sized memory: 2^23 made the quickstart's
-/// step about 8% slower (with matrixmultiply, which re-packed W_head per chunk and product, 2^22
-/// spent 1.47×).
-pub const HEAD_CHUNK_ELEMS: usize = 1 << 24;
 
 /// The largest W_head (elements; 64 MiB in f32) that is prepared (CPU: packed) whole: up to it
 /// the head is prepared once per call and every chunk's logits read it; above it each chunk's product packs
@@ -114,7 +106,7 @@ impl Transformer {
         let hf_all = self.gather_tokens(b, tp, &hf, n)?;
         let hf = hf_all.unwrap_or(hf);
 
-        let chunk = (HEAD_CHUNK_ELEMS / vocab).clamp(1, n.max(1));
+        let chunk = (B::LOGITS_CHUNK_ELEMS / vocab).clamp(1, n.max(1));
         // logits of a chunk, then (cross-entropy in place) their gradient; vocab-parallel, the
         // gradient goes to its own buffer
         let parallel = self.tp.is_parallel();
