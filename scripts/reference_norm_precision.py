@@ -10,11 +10,12 @@ the loss difference: the floor of any f64 comparison with that reference
 
 With --torch-f32 it instead runs transformers' own float32 model (norms as shipped) against the
 same reference: how far f32 round-off alone moves these gradients. With --torch-bf16, that f32
-model under torch.autocast(bfloat16) (PyTorch's mixed precision, as users train): PyTorch's own
-bf16 error, which tests/gpu_training.rs holds ferrotron's CUDA bf16 check-hf to (times 1.5)
-where it exceeds 2e-2.
+model under torch.autocast(bfloat16) (PyTorch's mixed precision: f32 residual stream); with
+--torch-bf16-pure, the model cast to bfloat16 (bf16 activations throughout, as ferrotron's bf16
+mode keeps them). The larger of the two is PyTorch's own bf16 error, which tests/gpu_training.rs
+holds ferrotron's CUDA bf16 check-hf to (times 1.5) where it exceeds 2e-2.
 
-Usage: python3 scripts/reference_norm_precision.py [--torch-f32 | --torch-bf16] tests/fixtures/hf/var-olmo2 [...]
+Usage: python3 scripts/reference_norm_precision.py [--torch-f32 | --torch-bf16 | --torch-bf16-pure] DIR [...]
 """
 import sys
 
@@ -37,15 +38,17 @@ def olmo2_norm(self, h):
 
 
 torch_bf16 = "--torch-bf16" in sys.argv
-torch_f32 = "--torch-f32" in sys.argv or torch_bf16
+torch_bf16_pure = "--torch-bf16-pure" in sys.argv
+torch_f32 = "--torch-f32" in sys.argv or torch_bf16 or torch_bf16_pure
 if not torch_f32:
     modeling_gemma.GemmaRMSNorm.forward = gemma_norm
     modeling_gemma2.Gemma2RMSNorm.forward = gemma_norm
     modeling_gemma3.Gemma3RMSNorm.forward = gemma_norm
     modeling_olmo2.Olmo2RMSNorm.forward = olmo2_norm
 what = ("transformers' f32 model under autocast(bf16)" if torch_bf16
+        else "transformers' model cast to bf16" if torch_bf16_pure
         else "transformers' f32 model" if torch_f32 else "all-f64 norms")
-dtype = torch.float32 if torch_f32 else torch.float64
+dtype = torch.bfloat16 if torch_bf16_pure else torch.float32 if torch_f32 else torch.float64
 
 for d in [a for a in sys.argv[1:] if not a.startswith("--torch-")]:
     ref = load_file(d + "/reference.safetensors")
