@@ -348,6 +348,10 @@ pub trait Backend: Send + Sync {
     /// in f32, about 330 rows of a 50k vocabulary), where 2^23 made the quickstart's step about
     /// 8% slower and larger chunks no faster. CUDA overrides it.
     const LOGITS_CHUNK_ELEMS: usize = 1 << 24;
+    /// A single rank's logits rows are padded to a multiple of this many elements when the
+    /// vocabulary is not one (the model's head, `Transformer::head_aligned`). The CPU: 1 (no
+    /// padding). CUDA overrides it.
+    const LOGITS_ROW_ALIGN: usize = 1;
 
     /// e.g. "cpu-f32", "cuda:0-bf16".
     fn name(&self) -> String;

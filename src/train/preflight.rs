@@ -91,6 +91,8 @@ pub struct Device {
     pub aliases_master: bool,
     /// `Backend::LOGITS_CHUNK_ELEMS`: the head's logits chunk.
     pub logits_chunk_elems: u64,
+    /// `Backend::LOGITS_ROW_ALIGN`: a single rank's logits rows are padded to it.
+    pub logits_row_align: u64,
 }
 
 impl Device {
@@ -103,6 +105,7 @@ impl Device {
             ranks_per_gpu: 1,
             aliases_master: B::acc_as_act(&[]).is_some(),
             logits_chunk_elems: B::LOGITS_CHUNK_ELEMS as u64,
+            logits_row_align: B::LOGITS_ROW_ALIGN as u64,
         }
     }
 
@@ -130,6 +133,7 @@ impl Device {
             ranks_per_gpu: local.div_ceil(gpus) as u64,
             aliases_master: false,
             logits_chunk_elems: <ferrotron_kernels::cuda::CudaBackend<A> as ferrotron_kernels::Backend>::LOGITS_CHUNK_ELEMS as u64,
+            logits_row_align: <ferrotron_kernels::cuda::CudaBackend<A> as ferrotron_kernels::Backend>::LOGITS_ROW_ALIGN as u64,
         })
     }
 }
@@ -321,7 +325,17 @@ impl Plan<'_> {
             true => table,
             false => 0.0,
         };
-        let activations = kept + (2.0 * head_chunk + prepared) * w + 4.0 * tokens * d * w;
+        // a single rank's padded head rows: W_head and its gradient copied padded, and the
+        // chunk's gradient in a buffer of its own (model/transformer/head.rs `head_aligned`)
+        let align = self.dev.logits_row_align.max(1);
+        let padded_head = match self.tp == 1.0 && c.vocab_size as u64 % align != 0 {
+            true => {
+                (c.vocab_size as u64).next_multiple_of(align) as f64 * d * (w + g) + head_chunk * w
+            }
+            false => 0.0,
+        };
+        let activations =
+            kept + (2.0 * head_chunk + prepared) * w + 4.0 * tokens * d * w + padded_head;
         let transient = 12.0 * largest_unit / n;
         Need {
             stage: share.stage,
@@ -451,6 +465,7 @@ mod tests {
             ranks_per_gpu: 1,
             aliases_master: true,
             logits_chunk_elems: 1 << 24,
+            logits_row_align: 1,
         }
     }
 

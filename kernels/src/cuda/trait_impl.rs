@@ -23,6 +23,10 @@ impl<A: CudaAct> Backend for CudaBackend<A> {
     /// dW_head, 1 GB for Llama 3's vocabulary) against 600-800 for the blocks' products, and
     /// the cross-entropy ran one block per row on as few rows (docs/gpu-runs/h200-2026-12-04.md).
     const LOGITS_CHUNK_ELEMS: usize = 1 << 28;
+    /// 64: rows of 50,257 bf16 logits (GPT-2) are 100,514 bytes, not a multiple of 16, and the
+    /// head's products over them ran at 94-145 TFLOP/s on the H200 against 700-860 over Llama 3's
+    /// 128,256 (docs/gpu-runs/h200-2026-12-04.md); PyTorch's GPT-2 baselines pad to 50,304.
+    const LOGITS_ROW_ALIGN: usize = 64;
 
     fn name(&self) -> String {
         format!("cuda:{}-{}", self.ctx.ordinal(), A::NAME)

@@ -22,8 +22,10 @@
 use super::super::batch::DeviceBatch;
 use super::super::config::Arch;
 use super::super::layout::Role;
-use super::{dst, scale_unless_one, src, t, weight_grads, Forward, Transformer};
-use ferrotron_kernels::{Backend, Dst, LinearDims, Result, Src, VocabSlice, WeightLayout};
+use super::{dst, scale_unless_one, src, t, tm, weight_grads, Forward, Transformer};
+use ferrotron_kernels::{
+    Backend, Dst, LinearDims, Result, Src, VocabSlice, WeightGrads, WeightLayout,
+};
 use ferrotron_parallel::{NoTp, TpComm};
 use ferrotron_zero::ParamStore;
 
@@ -61,8 +63,30 @@ impl Transformer {
         batch: &DeviceBatch<B>,
         fwd: &Forward<B>,
         grad_scale: Option<f64>,
+        logits_out: Option<&mut Vec<f32>>,
+        tp: &dyn TpComm<B>,
+    ) -> Result<(f64, Option<B::Act>)> {
+        let align = B::LOGITS_ROW_ALIGN;
+        self.head_aligned(b, store, batch, fwd, grad_scale, logits_out, tp, align)
+    }
+
+    /// `head_tp` with a single rank's logits rows padded to a multiple of `row_align` elements
+    /// when V is not one (`head_tp` passes `Backend::LOGITS_ROW_ALIGN`): W_head is copied into
+    /// a zero-padded [V_pad, D] buffer, the logits chunk is [rows, V_pad], the cross-entropy is
+    /// the vocab-parallel one over the V valid columns (one part), and dW_head is computed
+    /// padded and its first V rows added into the gradient. The same numbers up to round-off;
+    /// public so that tests run the padded path on the CPU.
+    #[allow(clippy::too_many_arguments)]
+    pub fn head_aligned<B: Backend, S: ParamStore<B> + ?Sized>(
+        &self,
+        b: &B,
+        store: &mut S,
+        batch: &DeviceBatch<B>,
+        fwd: &Forward<B>,
+        grad_scale: Option<f64>,
         mut logits_out: Option<&mut Vec<f32>>,
         tp: &dyn TpComm<B>,
+        row_align: usize,
     ) -> Result<(f64, Option<B::Act>)> {
         self.check_group(tp, batch)?;
         let c = &self.cfg;
@@ -106,30 +130,64 @@ impl Transformer {
         let hf_all = self.gather_tokens(b, tp, &hf, n)?;
         let hf = hf_all.unwrap_or(hf);
 
-        let chunk = (B::LOGITS_CHUNK_ELEMS / vocab).clamp(1, n.max(1));
-        // logits of a chunk, then (cross-entropy in place) their gradient; vocab-parallel, the
-        // gradient goes to its own buffer
         let parallel = self.tp.is_parallel();
+        // a single rank's logits rows padded to `width` (see head_aligned); the vocab-parallel
+        // path pads its own (the vocabulary to a multiple of tp)
+        let padded = !parallel && row_align > 1 && vocab % row_align != 0;
+        let width = if padded {
+            vocab.next_multiple_of(row_align)
+        } else {
+            vocab
+        };
+        // the cross-entropy over row statistics: vocab-parallel, or over a padded row
+        let by_stats = parallel || padded;
+        let chunk = (B::LOGITS_CHUNK_ELEMS / width).clamp(1, n.max(1));
+        // logits of a chunk, then (cross-entropy in place) their gradient; through the row
+        // statistics, the gradient goes to its own buffer
         let grad = grad_scale.is_some();
-        let mut logits = b.empty_act(chunk * vocab)?;
-        let mut dlogits = b.empty_act(if parallel && grad { chunk * vocab } else { 0 })?;
+        let mut logits = b.empty_act(chunk * width)?;
+        let mut dlogits = b.empty_act(if by_stats && grad { chunk * width } else { 0 })?;
         let cap = c.final_softcap;
-        let keep_capped = cap.is_some() && grad && !parallel;
-        let mut capped = b.empty_act(if keep_capped { chunk * vocab } else { 0 })?;
+        let keep_capped = cap.is_some() && grad && !by_stats;
+        let mut capped = b.empty_act(if keep_capped { chunk * width } else { 0 })?;
         let mut dhf = b.zeros_act(if grad { n * d } else { 0 })?;
         let mut losses = b.empty_acc(n)?;
-        let stats_len = if parallel { 3 * chunk } else { 0 };
+        let stats_len = if by_stats { 3 * chunk } else { 0 };
         let mut stats = b.empty_acc(stats_len)?;
-        let mut all_stats = b.empty_acc(self.tp.size * stats_len)?;
-        let wh = t(&w[hu], hunit, head_role);
+        let mut all_stats = b.empty_acc(if parallel {
+            self.tp.size * stats_len
+        } else {
+            0
+        })?;
+        // padded: W_head in zero-padded rows, and its gradient computed padded
+        let mut wh_padded = b.zeros_act(if padded { width * d } else { 0 })?;
+        let mut dwh_padded = b.zeros_acc(if padded && grad { width * d } else { 0 })?;
+        if padded {
+            let rows = dst(&mut wh_padded);
+            b.copy_columns(
+                t(&w[hu], hunit, head_role),
+                d,
+                0,
+                rows,
+                d,
+                0,
+                vocab,
+                d,
+                false,
+            )?;
+        }
+        let wh = match padded {
+            true => src(&wh_padded),
+            false => t(&w[hu], hunit, head_role),
+        };
         // W_head prepared (CPU: packed) once for every chunk's logits, unless that copy is large
         let whole = LinearDims {
             n,
             inp: d,
-            out: vocab,
+            out: width,
             layout: WeightLayout::OutIn,
         };
-        let wh_prepared = match vocab * d <= HEAD_PREPARED_MAX_ELEMS {
+        let wh_prepared = match width * d <= HEAD_PREPARED_MAX_ELEMS {
             true => b.prepare_linear_weight(wh, whole)?,
             false => b.empty_act(0)?,
         };
@@ -140,66 +198,79 @@ impl Transformer {
             let dims = LinearDims {
                 n: rows,
                 inp: d,
-                out: vocab,
+                out: width,
                 layout: WeightLayout::OutIn,
             };
+            let cells = rows * width;
             b.linear_forward_prepared(
                 xin,
                 wh,
                 src(&wh_prepared),
                 None,
-                Dst::range(&mut logits, 0, rows * vocab),
+                Dst::range(&mut logits, 0, cells),
                 dims,
             )?;
             if let Some(cap) = cap {
-                b.softcap_inplace(Dst::range(&mut logits, 0, rows * vocab), cap)?;
+                b.softcap_inplace(Dst::range(&mut logits, 0, cells), cap)?;
                 if keep_capped {
                     let (lg, cp) = (src(&logits), dst(&mut capped));
-                    b.copy_columns(lg, vocab, 0, cp, vocab, 0, rows, vocab, false)?;
+                    b.copy_columns(lg, width, 0, cp, width, 0, rows, width, false)?;
                 }
             }
             if let Some(out) = logits_out.as_deref_mut() {
-                self.logits_to_host(b, tp, &logits, rows, out)?;
+                self.logits_to_host(b, tp, &logits, rows, width, out)?;
             }
             let tg = Src::range(&batch.targets, r0, rows);
             let ls = Dst::range(&mut losses, r0, rows);
-            if parallel {
-                // Vocab-parallel cross-entropy: this rank's row statistics, everyone's, the loss.
+            if by_stats {
+                // This rank's row statistics, everyone's (vocab-parallel), the loss.
                 let slice = VocabSlice {
                     n: rows,
-                    v: vocab,
+                    v: width,
                     valid,
                     start,
                 };
-                let lg = Src::range(&logits, 0, rows * vocab);
+                let lg = Src::range(&logits, 0, cells);
                 b.cross_entropy_stats(lg, tg, Dst::range(&mut stats, 0, 3 * rows), slice)?;
                 let p = self.tp.size;
-                let all = Dst::range(&mut all_stats, 0, p * 3 * rows);
-                tp.all_gather_acc(b, Src::range(&stats, 0, 3 * rows), all)?;
-                let all = Src::range(&all_stats, 0, p * 3 * rows);
-                let dl = grad_scale.map(|_| Dst::range(&mut dlogits, 0, rows * vocab));
+                let all = match parallel {
+                    true => {
+                        let all = Dst::range(&mut all_stats, 0, p * 3 * rows);
+                        tp.all_gather_acc(b, Src::range(&stats, 0, 3 * rows), all)?;
+                        Src::range(&all_stats, 0, p * 3 * rows)
+                    }
+                    false => Src::range(&stats, 0, 3 * rows),
+                };
+                let dl = grad_scale.map(|_| Dst::range(&mut dlogits, 0, cells));
                 let scale = grad_scale.unwrap_or(0.0);
                 b.cross_entropy_finish(lg, tg, all, p, ls, dl, slice, scale)?;
             } else {
-                let lg = Dst::range(&mut logits, 0, rows * vocab);
+                let lg = Dst::range(&mut logits, 0, cells);
                 b.cross_entropy_in_place(lg, tg, ls, rows, vocab, grad_scale)?;
             }
             if let (Some(cap), true) = (cap, grad) {
-                let (dl, y) = match parallel {
+                let (dl, y) = match by_stats {
                     true => (&mut dlogits, &logits),
                     false => (&mut logits, &capped),
                 };
-                let y = Src::range(y, 0, rows * vocab);
-                b.softcap_backward(Dst::range(dl, 0, rows * vocab), y, cap)?;
+                let y = Src::range(y, 0, cells);
+                b.softcap_backward(Dst::range(dl, 0, cells), y, cap)?;
             }
             if grad {
                 let dx = Dst::range(&mut dhf, r0 * d, rows * d);
-                let dw = weight_grads(&mut g[hu], hunit, head_role, head_role);
-                let dlogits =
-                    Src::range(if parallel { &dlogits } else { &logits }, 0, rows * vocab);
+                let dw = match padded {
+                    true => WeightGrads::new(&mut dwh_padded, (0, width * d), None),
+                    false => weight_grads(&mut g[hu], hunit, head_role, head_role),
+                };
+                let dlogits = Src::range(if by_stats { &dlogits } else { &logits }, 0, cells);
                 b.linear_backward(xin, wh, dlogits, Some(dx), dw, dims)?;
             }
             r0 += rows;
+        }
+        if padded && grad {
+            // the first V rows of the padded gradient are dW_head's
+            let dw = tm(&mut g[hu], hunit, head_role);
+            b.add_acc(dw, Src::range(&dwh_padded, 0, vocab * d))?;
         }
         let loss_sum = b.sum(src(&losses))?;
         let dx = match grad_scale {
@@ -248,19 +319,24 @@ impl Transformer {
         Ok((loss_sum, dx))
     }
 
-    /// Appends this chunk's logits [rows, V] to `out`: every rank's vocabulary columns gathered
-    /// (padding dropped) under tensor parallelism.
+    /// Appends this chunk's logits [rows, V] to `out` (from rows of `width`, padding dropped):
+    /// every rank's vocabulary columns gathered (padding dropped) under tensor parallelism.
+    #[allow(clippy::too_many_arguments)]
     fn logits_to_host<B: Backend>(
         &self,
         b: &B,
         tp: &dyn TpComm<B>,
         logits: &B::Act,
         rows: usize,
+        width: usize,
         out: &mut Vec<f32>,
     ) -> Result<()> {
         let v = self.cfg.vocab_size;
         if !self.tp.is_parallel() {
-            out.extend(b.download_act(Src::range(logits, 0, rows * v))?);
+            let all = b.download_act(Src::range(logits, 0, rows * width))?;
+            for row in all.chunks(width) {
+                out.extend_from_slice(&row[..v]);
+            }
             return Ok(());
         }
         let (p, local) = (self.tp.size, v.div_ceil(self.tp.size));
