@@ -319,7 +319,7 @@ impl Plan<'_> {
         };
         let tokens = self.micro * self.seq;
         let kept = share.act * w + share.acc * g;
-        use crate::model::transformer::HEAD_PREPARED_MAX_ELEMS;
+        use crate::model::transformer::{logits_row_width, HEAD_PREPARED_MAX_ELEMS};
         let head_chunk = (tokens * c.vocab_size as f64).min(self.dev.logits_chunk_elems as f64);
         let prepared = match table <= HEAD_PREPARED_MAX_ELEMS as f64 {
             true => table,
@@ -327,11 +327,9 @@ impl Plan<'_> {
         };
         // a single rank's padded head rows: W_head and its gradient copied padded, and the
         // chunk's gradient in a buffer of its own (model/transformer/head.rs `head_aligned`)
-        let align = self.dev.logits_row_align.max(1);
-        let padded_head = match self.tp == 1.0 && c.vocab_size as u64 % align != 0 {
-            true => {
-                (c.vocab_size as u64).next_multiple_of(align) as f64 * d * (w + g) + head_chunk * w
-            }
+        let width = logits_row_width(c.vocab_size, self.dev.logits_row_align as usize);
+        let padded_head = match self.tp == 1.0 && width != c.vocab_size {
+            true => width as f64 * d * (w + g) + head_chunk * w,
             false => 0.0,
         };
         let activations =

@@ -24,34 +24,17 @@ impl<A: CudaAct> CudaBackend<A> {
         v: usize,
         grad_scale: f64,
     ) -> Result<()> {
-        check_len("cross_entropy logits", logits.len, n * v)?;
-        check_len("cross_entropy targets", targets.len, n)?;
-        check_len("cross_entropy losses", losses.len, n)?;
+        Self::xent_lens(logits.len, targets.len, losses.len, n, v)?;
         if let Some(d) = &dlogits {
             check_len("cross_entropy dlogits", d.len, n * v)?;
         }
-        if n == 0 {
-            return Ok(());
-        }
-        if v == 0 {
+        if n == 0 || v == 0 {
             return self.fill_zero(losses);
         }
         let mut bind = Bound::new(&self.stream);
-        let (dl, want) = match &mut dlogits {
-            Some(d) => (bind.w(d), 1),
-            None => (0, 0),
-        };
-        let cfg = Self::xent_cfg(n, v);
-        let args = [
-            P(bind.r(&logits)),
-            P(bind.r(&targets)),
-            P(bind.w(&mut losses)),
-            P(dl),
-            I32(want),
-            I64(v as i64),
-            F32(grad_scale as f32),
-        ];
-        self.launch("cross_entropy", &Self::kname("cross_entropy"), cfg, &args)
+        let dl = dlogits.as_mut().map(|d| bind.w(d));
+        let (x, t, l) = (bind.r(&logits), bind.r(&targets), bind.w(&mut losses));
+        self.xent_launch([x, t, l], dl, n, v, grad_scale)
     }
 
     /// `xent` with dlogits written over the logits (the kernel reads a row whole, and the
@@ -65,29 +48,41 @@ impl<A: CudaAct> CudaBackend<A> {
         v: usize,
         grad_scale: Option<f64>,
     ) -> Result<()> {
-        check_len("cross_entropy logits", logits.len, n * v)?;
-        check_len("cross_entropy targets", targets.len, n)?;
-        check_len("cross_entropy losses", losses.len, n)?;
-        if n == 0 {
-            return Ok(());
-        }
-        if v == 0 {
+        Self::xent_lens(logits.len, targets.len, losses.len, n, v)?;
+        if n == 0 || v == 0 {
             return self.fill_zero(losses);
         }
         let mut bind = Bound::new(&self.stream);
         let x = bind.w(&mut logits);
-        let (dl, want) = match grad_scale {
-            Some(_) => (x, 1),
-            None => (0, 0),
-        };
+        let (t, l) = (bind.r(&targets), bind.w(&mut losses));
+        let dl = grad_scale.map(|_| x);
+        self.xent_launch([x, t, l], dl, n, v, grad_scale.unwrap_or(0.0))
+    }
+
+    fn xent_lens(logits: usize, targets: usize, losses: usize, n: usize, v: usize) -> Result<()> {
+        check_len("cross_entropy logits", logits, n * v)?;
+        check_len("cross_entropy targets", targets, n)?;
+        check_len("cross_entropy losses", losses, n)
+    }
+
+    /// The cross_entropy kernel on device addresses [logits, targets, losses] and, when a
+    /// gradient is wanted, dlogits (which may be the logits).
+    fn xent_launch(
+        &self,
+        [x, t, l]: [u64; 3],
+        dlogits: Option<u64>,
+        n: usize,
+        v: usize,
+        grad_scale: f64,
+    ) -> Result<()> {
         let args = [
             P(x),
-            P(bind.r(&targets)),
-            P(bind.w(&mut losses)),
-            P(dl),
-            I32(want),
+            P(t),
+            P(l),
+            P(dlogits.unwrap_or(0)),
+            I32(dlogits.is_some() as i32),
             I64(v as i64),
-            F32(grad_scale.unwrap_or(0.0) as f32),
+            F32(grad_scale as f32),
         ];
         let k = Self::kname("cross_entropy");
         self.launch("cross_entropy", &k, Self::xent_cfg(n, v), &args)

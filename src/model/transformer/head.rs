@@ -35,6 +35,12 @@ use ferrotron_zero::ParamStore;
 /// of its step time; the quickstart's 25 MiB copy is kept, where packing is a larger share).
 pub const HEAD_PREPARED_MAX_ELEMS: usize = 1 << 24;
 
+/// A single rank's logits row for a vocabulary of `vocab` under `Backend::LOGITS_ROW_ALIGN`
+/// = `row_align`: `vocab` rounded up to a multiple of it (see `Transformer::head_aligned`).
+pub fn logits_row_width(vocab: usize, row_align: usize) -> usize {
+    vocab.next_multiple_of(row_align.max(1))
+}
+
 impl Transformer {
     /// Final norm, output projection and cross-entropy. Returns Σ loss over target tokens.
     /// With `grad_scale`, also runs the head's backward (dloss = grad_scale per target token)
@@ -133,12 +139,11 @@ impl Transformer {
         let parallel = self.tp.is_parallel();
         // a single rank's logits rows padded to `width` (see head_aligned); the vocab-parallel
         // path pads its own (the vocabulary to a multiple of tp)
-        let padded = !parallel && row_align > 1 && vocab % row_align != 0;
-        let width = if padded {
-            vocab.next_multiple_of(row_align)
-        } else {
-            vocab
+        let width = match parallel {
+            true => vocab,
+            false => logits_row_width(vocab, row_align),
         };
+        let padded = width != vocab;
         // the cross-entropy over row statistics: vocab-parallel, or over a padded row
         let by_stats = parallel || padded;
         let chunk = (B::LOGITS_CHUNK_ELEMS / width).clamp(1, n.max(1));

@@ -36,7 +36,7 @@ mod forward;
 mod head;
 mod norm;
 
-pub use head::HEAD_PREPARED_MAX_ELEMS;
+pub use head::{logits_row_width, HEAD_PREPARED_MAX_ELEMS};
 
 use super::batch::DeviceBatch;
 use super::config::{Arch, ModelConfig};
