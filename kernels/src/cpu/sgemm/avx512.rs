@@ -6,12 +6,9 @@
 //! element in k order, as the engine's contract requires.
 
 #[cfg(target_arch = "x86_64")]
+use super::{MR, NR};
+#[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
-
-/// Rows of a tile (broadcast from packed A).
-pub const MR: usize = 12;
-/// Columns of a tile (two 16-float vectors from B).
-pub const NR: usize = 32;
 
 #[cfg(target_arch = "x86_64")]
 macro_rules! fma_rows {
@@ -107,20 +104,6 @@ pub(super) unsafe fn tile_to_buf(
     for (i, row) in acc.iter().enumerate() {
         _mm512_storeu_ps(out.add(i * NR), row[0]);
         _mm512_storeu_ps(out.add(i * NR + 16), row[1]);
-    }
-}
-
-/// Asks for the cache lines of `len` floats from `p` (a hint: addresses need not be valid).
-#[cfg(target_arch = "x86_64")]
-#[inline]
-pub(super) fn prefetch_run(p: *const f32, len: usize) {
-    let bytes = len * 4;
-    let base = p as *const i8;
-    let mut off = 0;
-    while off < bytes + 63 {
-        // SAFETY: a prefetch never faults, whatever the address.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(off)) };
-        off += 64;
     }
 }
 

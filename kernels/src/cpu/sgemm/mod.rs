@@ -1,4 +1,5 @@
-//! The f32 GEMM of the CPU backend on AVX-512 machines (elsewhere: matrixmultiply):
+//! The f32 GEMM of the CPU backend on x86-64 CPUs with AVX-512 or AVX2 + FMA (elsewhere:
+//! matrixmultiply):
 //!
 //!   C[m, n] = alpha · A[m, k] · B[k, n] + beta · C,   every operand at any (row, col) strides.
 //!
@@ -14,8 +15,10 @@
 //!     c ← β' · c + alpha · ab        (two roundings) on the grid's ragged edge
 //! The two non-zero forms agree unless alpha ≠ 1 or β' ∉ {0, 1} (attention's scaled tiles).
 //!
-//! Blocking (BLIS): C is computed in MR × NR = 12 × 32 tiles held in 24 zmm registers
-//! (avx512.rs), from A packed into MR-row panels and B in NR-column panels (pack.rs), in
+//! Blocking (BLIS): C is computed in MR × NR = 12 × 32 tiles, held in 24 zmm registers
+//! (avx512.rs) or computed as four 6 × 16 sub-tiles in 12 ymm registers (avx2.rs) — isa.rs
+//! picks one per CPU, and both give the arithmetic above — from A packed into MR-row panels
+//! and B in NR-column panels (pack.rs, the same layouts for both), in
 //! thread-local buffers that are reused, never reallocated in the steady state (scratch.rs).
 //! B's panels come one of two ways (`BSource`): packed per block (the default), or prepared once
 //! for many products (`prepare_b`, `sgemm_prepared`: W_headᵀ for every logits chunk of a step).
@@ -31,31 +34,34 @@
 //! Single-threaded: cpu/gemm.rs splits large products over the thread team (team.rs), a block
 //! each.
 
+mod avx2;
 mod avx512;
+mod isa;
+#[cfg(target_arch = "x86_64")]
 mod pack;
 mod scratch;
+
+pub use isa::{with_isa, Isa};
+
+/// Rows of a tile (broadcast from packed A): part of the packed A layout.
+const MR: usize = 12;
+/// Columns of a tile: the width of a packed B panel.
+const NR: usize = 32;
 
 /// k per block: fixed, it is part of the arithmetic contract above.
 pub const KC: usize = 256;
 /// The tile grid of the edge rule (matrixmultiply's AVX-512 MR = NR = 16).
 const EDGE_GRID: usize = 16;
 /// Rows of C (and A) per packed A block: 28 panels, 344 KiB of A at k = KC (L2 holds it).
-const MC: usize = 28 * avx512::MR;
+const MC: usize = 28 * MR;
 /// Columns of C (and B) per B block: 512 KiB of packed B at k = KC.
-const NC: usize = 16 * avx512::NR;
+const NC: usize = 16 * NR;
 /// Most K blocks of a single-MC-block A packed once for all column blocks (5.5 MiB at 16).
 const MAX_HOISTED_K_BLOCKS: usize = 16;
 
 /// Whether this CPU runs the engine (else callers use matrixmultiply).
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    Isa::current().is_some()
 }
 
 /// A strided matrix operand: element (r, c) at ptr[r·rs + c·cs].
@@ -190,11 +196,11 @@ pub unsafe fn sgemm(
 }
 
 /// Columns of a prepared B per panel (a product on prepared B starts at a multiple of it).
-pub const PREPARED_COLS: usize = avx512::NR;
+pub const PREPARED_COLS: usize = NR;
 
 /// Floats `prepare_b` writes for a k × n matrix B.
 pub fn prepared_len(k: usize, n: usize) -> usize {
-    k * n.div_ceil(avx512::NR) * avx512::NR
+    k * n.div_ceil(NR) * NR
 }
 
 /// Packs panels `panels` of B [k × n] for `sgemm_prepared` (the panel layout of
@@ -214,20 +220,29 @@ pub unsafe fn prepare_b(
     dst: *mut f32,
     panels: std::ops::Range<usize>,
 ) {
-    use avx512::NR;
     let b = Mat {
         ptr: b,
         rs: rsb,
         cs: csb,
     };
-    let total = n.div_ceil(NR);
-    for (kb, pc) in (0..k).step_by(KC).enumerate() {
-        let kc = KC.min(k - pc);
-        for jp in panels.clone() {
-            let j0 = jp * NR;
-            let dst = dst.add(kb * KC * total * NR + jp * kc * NR);
-            pack::pack_b(kc, NR.min(n - j0), b.at(pc, j0), dst);
+    #[cfg(target_arch = "x86_64")]
+    {
+        // the packed layout is the same for every kernel family
+        let isa = Isa::current().expect("prepare_b: the sgemm engine needs AVX-512 or AVX2");
+        let total = n.div_ceil(NR);
+        for (kb, pc) in (0..k).step_by(KC).enumerate() {
+            let kc = KC.min(k - pc);
+            for jp in panels.clone() {
+                let j0 = jp * NR;
+                let dst = dst.add(kb * KC * total * NR + jp * kc * NR);
+                pack::pack_b(isa, kc, NR.min(n - j0), b.at(pc, j0), dst);
+            }
         }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (k, n, b, dst, panels);
+        unreachable!("the sgemm engine runs on x86-64 only (`available()`)");
     }
 }
 
@@ -288,8 +303,8 @@ pub unsafe fn sgemm_prepared(
     };
     let src = BSource::Prepared {
         ptr: prepared,
-        panels: b_cols.div_ceil(avx512::NR),
-        first: first_col / avx512::NR,
+        panels: b_cols.div_ceil(NR),
+        first: first_col / NR,
     };
     #[cfg(target_arch = "x86_64")]
     run(&p, src);
@@ -330,7 +345,7 @@ impl Panels {
 
 #[cfg(target_arch = "x86_64")]
 unsafe fn run(p: &Problem, bsrc: BSource) {
-    use avx512::NR;
+    let isa = Isa::current().expect("sgemm: the engine needs AVX-512 or AVX2 (`available()`)");
     // C block first when B is not packed per block, or there is one MC block anyway: the C
     // block stays in cache across K blocks
     let c_first = p.m <= MC || !matches!(bsrc, BSource::Pack);
@@ -343,7 +358,13 @@ unsafe fn run(p: &Problem, bsrc: BSource) {
         if hoist_a {
             for (kb, pc) in (0..p.k).step_by(KC).enumerate() {
                 let kc = KC.min(p.k - pc);
-                pack::pack_a(p.m, kc, p.a.at(0, pc), apack.as_mut_ptr().add(kb * MC * KC));
+                pack::pack_a(
+                    isa,
+                    p.m,
+                    kc,
+                    p.a.at(0, pc),
+                    apack.as_mut_ptr().add(kb * MC * KC),
+                );
             }
         }
         for jc in (0..p.n).step_by(NC) {
@@ -358,7 +379,7 @@ unsafe fn run(p: &Problem, bsrc: BSource) {
                             let j0 = jp * NR;
                             let w = NR.min(nc - j0);
                             let dst = bpack.as_mut_ptr().add(jp * kc * NR);
-                            pack::pack_b(kc, w, src.at(0, j0), dst);
+                            pack::pack_b(isa, kc, w, src.at(0, j0), dst);
                         }
                         Panels {
                             ptr: bpack.as_ptr(),
@@ -382,10 +403,10 @@ unsafe fn run(p: &Problem, bsrc: BSource) {
                         let a = if hoist_a {
                             apack.as_ptr().add(kb * MC * KC)
                         } else {
-                            pack::pack_a(mc, kc, p.a.at(ic, pc), apack.as_mut_ptr());
+                            pack::pack_a(isa, mc, kc, p.a.at(ic, pc), apack.as_mut_ptr());
                             apack.as_ptr()
                         };
-                        tiles(p, &bp, a, ic, mc, jc, nc, kc, kb);
+                        tiles(isa, p, &bp, a, ic, mc, jc, nc, kc, kb);
                     }
                 }
             } else {
@@ -394,8 +415,8 @@ unsafe fn run(p: &Problem, bsrc: BSource) {
                     let bp = b_panels(kb, kc, bpack);
                     for ic in (0..p.m).step_by(MC) {
                         let mc = MC.min(p.m - ic);
-                        pack::pack_a(mc, kc, p.a.at(ic, pc), apack.as_mut_ptr());
-                        tiles(p, &bp, apack.as_ptr(), ic, mc, jc, nc, kc, kb);
+                        pack::pack_a(isa, mc, kc, p.a.at(ic, pc), apack.as_mut_ptr());
+                        tiles(isa, p, &bp, apack.as_ptr(), ic, mc, jc, nc, kc, kb);
                     }
                 }
             }
@@ -407,6 +428,7 @@ unsafe fn run(p: &Problem, bsrc: BSource) {
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tiles(
+    isa: Isa,
     p: &Problem,
     bp: &Panels,
     apack: *const f32,
@@ -417,7 +439,6 @@ unsafe fn tiles(
     kc: usize,
     kb: usize,
 ) {
-    use avx512::{MR, NR};
     let beta = if kb == 0 { p.beta } else { 1.0 };
     // both epilogue forms agree here, so every full tile may take the fused one
     let uniform = beta == 0.0 || (p.alpha == 1.0 && beta == 1.0);
@@ -437,9 +458,9 @@ unsafe fn tiles(
             let inside = i + MR <= p.full_m && j + NR <= p.full_n;
             if full && p.c.cs == 1 && (uniform || inside) {
                 let c = p.c.ptr.offset(i as isize * p.c.rs + j as isize);
-                avx512::tile_to_c(kc, a, bptr, NR, c, p.c.rs, p.alpha, beta);
+                isa.tile_to_c(kc, a, bptr, NR, c, p.c.rs, p.alpha, beta);
             } else {
-                avx512::tile_to_buf(kc, a, bptr, NR, tile.as_mut_ptr());
+                isa.tile_to_buf(kc, a, bptr, NR, tile.as_mut_ptr());
                 edge_epilogue(p, &tile, i, h, j, w, beta);
             }
         }
@@ -449,7 +470,6 @@ unsafe fn tiles(
 /// The per-element epilogue of a tile computed into `tile` (row-major MR × NR): rows
 /// [i, i + h), columns [j, j + w) of C.
 fn edge_epilogue(p: &Problem, tile: &[f32], i: usize, h: usize, j: usize, w: usize, beta: f32) {
-    use avx512::NR;
     for r in 0..h {
         for col in 0..w {
             let ab = tile[r * NR + col];

@@ -2,11 +2,12 @@
 //!   A block [mc × kc] → MR-row panels: panel p, step k at dst[(p·kc + k)·MR + i] = A[p·MR + i, k]
 //!   B block [kc × w]  → one NR-column panel: dst[k·NR + j] = B[k, j]
 //! zero-padded to MR rows / NR columns. Each source layout has its own loop: a contiguous
-//! copy per step where the packed direction is contiguous in memory, a transpose (avx512.rs)
-//! where the other one is, element by element otherwise.
+//! copy per step where the packed direction is contiguous in memory, a register transpose
+//! (avx512.rs or avx2.rs, as isa.rs chooses) where the other one is, element by element otherwise.
 
-use super::avx512::{self, MR, NR};
-use super::Mat;
+use super::isa::Isa;
+use super::{Mat, MR, NR};
+use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
 
 /// How many steps ahead the column-copying packer fetches.
 const PREFETCH_STEPS: usize = 6;
@@ -16,7 +17,7 @@ const PREFETCH_STEPS: usize = 6;
 /// # Safety
 /// `a` addresses mc × kc valid elements; dst holds ceil(mc / MR)·kc·MR floats plus the
 /// scratch slack (the transposing path stores full vectors past a panel's last step).
-pub(super) unsafe fn pack_a(mc: usize, kc: usize, a: Mat, dst: *mut f32) {
+pub(super) unsafe fn pack_a(isa: Isa, mc: usize, kc: usize, a: Mat, dst: *mut f32) {
     if a.rs == 1 {
         // columns contiguous: walk each source column (step k) once, left to right, fetching
         // the column PREFETCH_STEPS ahead (a far-apart short run each: the hardware
@@ -24,7 +25,7 @@ pub(super) unsafe fn pack_a(mc: usize, kc: usize, a: Mat, dst: *mut f32) {
         let panels = mc.div_ceil(MR);
         for k in 0..kc {
             let s = a.ptr.offset(k as isize * a.cs);
-            avx512::prefetch_run(s.wrapping_offset(PREFETCH_STEPS as isize * a.cs), mc);
+            prefetch_run(s.wrapping_offset(PREFETCH_STEPS as isize * a.cs), mc);
             for p in 0..panels {
                 let rows = MR.min(mc - p * MR);
                 let dk = dst.add((p * kc + k) * MR);
@@ -45,7 +46,7 @@ pub(super) unsafe fn pack_a(mc: usize, kc: usize, a: Mat, dst: *mut f32) {
         let src = a.at(p * MR, 0);
         let d = dst.add(p * kc * MR);
         if a.cs == 1 && rows == MR {
-            avx512::pack_rows_transposed(kc, src.ptr, a.rs as usize, d);
+            isa.pack_rows_transposed(kc, src.ptr, a.rs as usize, d);
         } else {
             for k in 0..kc {
                 for i in 0..MR {
@@ -64,7 +65,7 @@ pub(super) unsafe fn pack_a(mc: usize, kc: usize, a: Mat, dst: *mut f32) {
 ///
 /// # Safety
 /// `b` addresses kc × w valid elements; dst holds kc·NR floats.
-pub(super) unsafe fn pack_b(kc: usize, w: usize, b: Mat, dst: *mut f32) {
+pub(super) unsafe fn pack_b(isa: Isa, kc: usize, w: usize, b: Mat, dst: *mut f32) {
     if b.cs == 1 && w == NR {
         for k in 0..kc {
             let dk = dst.add(k * NR) as *mut [f32; NR];
@@ -83,7 +84,7 @@ pub(super) unsafe fn pack_b(kc: usize, w: usize, b: Mat, dst: *mut f32) {
         }
     } else if b.rs == 1 {
         // Bᵀ row-major (e.g. an nn.Linear weight): row j of Bᵀ is column j of the panel
-        avx512::pack_cols_transposed(kc, w, b.ptr, b.cs as usize, dst);
+        isa.pack_cols_transposed(kc, w, b.ptr, b.cs as usize, dst);
     } else {
         for k in 0..kc {
             for j in 0..NR {
@@ -94,5 +95,18 @@ pub(super) unsafe fn pack_b(kc: usize, w: usize, b: Mat, dst: *mut f32) {
                 };
             }
         }
+    }
+}
+
+/// Asks for the cache lines of `len` floats from `p` (a hint: addresses need not be valid).
+#[inline]
+fn prefetch_run(p: *const f32, len: usize) {
+    let bytes = len * 4;
+    let base = p as *const i8;
+    let mut off = 0;
+    while off < bytes + 63 {
+        // SAFETY: a prefetch never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(off)) };
+        off += 64;
     }
 }
