@@ -14,11 +14,12 @@
 //! the batch's rows; `Backend::release_zero_acc`), so its pages fault in again, at most twice
 //! each (read as zeros by the optimizer, written by the embedding backward). Those faults are
 //! allowed on top of the bound, and no more.
-//! A second one, by CPU: without AVX-512 the f32 products fall back from the crate's own GEMM
-//! engine to matrixmultiply (kernels/src/cpu/float.rs), which allocates its packing buffer on
-//! every call (about 108 blocks, 43 MB per quickstart step). There the bound on blocks and bytes
-//! is not held, and said so; the page-fault bound still is (the system allocator hands the freed
-//! blocks back), and on AVX-512 CPUs the whole bound is.
+//! A second one, by CPU: on a CPU with neither AVX-512 nor AVX2 + FMA (x86-64 before Haswell,
+//! or not x86) the f32 products fall back from the crate's own GEMM engine to matrixmultiply
+//! (kernels/src/cpu/float.rs), which allocates its packing buffer on every call (about 108
+//! blocks, 43 MB per quickstart step). There the bound on blocks and bytes is not held, and
+//! said so; the page-fault bound still is (the system allocator hands the freed blocks back),
+//! and wherever the engine runs the whole bound is.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
@@ -193,7 +194,7 @@ fn a_training_step_allocates_no_buffers() {
     let (steps, checked) = (9, 3..=8);
     let engine = ferrotron_kernels::cpu::sgemm::available();
     if !engine {
-        println!("no AVX-512: products through matrixmultiply, which allocates per call; checking page faults only");
+        println!("no AVX-512 or AVX2 + FMA: products through matrixmultiply, which allocates per call; checking page faults only");
     }
     for (llama, stage) in [(false, 0u8), (false, 3), (true, 0)] {
         let name = if llama { "tiny Llama" } else { "GPT-2" };

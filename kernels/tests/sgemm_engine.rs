@@ -90,9 +90,12 @@ fn run(
     c
 }
 
+/// A case with its operands A, B and C's starting value.
+type Operands = (Case, Vec<f32>, Vec<f32>, Vec<f32>);
+
 /// `n` random cases over the shapes, layouts and coefficients of the top comment, with their
 /// operands.
-fn random_cases(seed: u64, n: usize) -> Vec<(Case, Vec<f32>, Vec<f32>, Vec<f32>)> {
+fn random_cases(seed: u64, n: usize) -> Vec<Operands> {
     let mut g = rng(seed);
     let dims = [1, 5, 12, 16, 31, 33, 64, 100, 130];
     let ks = [1, 7, 64, 255, 256, 257, 600];
@@ -140,6 +143,7 @@ fn first_difference(case: &Case, got: &[f32], want: &[f32], what: &str) -> Optio
 /// The engine's arithmetic contract (kernels/src/cpu/sgemm/mod.rs), element by element in
 /// scalar f32: one FMA chain from zero in k order per block of KC, then the epilogue of the
 /// element's place against the 16 × 16 grid.
+#[allow(clippy::too_many_arguments)]
 unsafe fn contract_reference(
     m: usize,
     k: usize,

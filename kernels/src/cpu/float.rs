@@ -104,7 +104,8 @@ pub trait CpuFloat:
         unreachable!("gemm_prepared without a prepared GEMM")
     }
     /// C[m, n] = alpha · A[m, k] · B[k, n] + beta · C, all addressed by (row, col) strides
-    /// (matrixmultiply, single-threaded; kernels/src/cpu/gemm.rs is the checked, threaded caller).
+    /// (single-threaded: the sgemm engine for f32 where the CPU runs it, matrixmultiply otherwise;
+    /// kernels/src/cpu/gemm.rs is the checked, threaded caller).
     ///
     /// # Safety
     /// Every addressed element must lie inside its allocation; C must not alias A or B.

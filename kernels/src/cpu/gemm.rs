@@ -1,4 +1,5 @@
-//! Safe strided GEMM over slices (bounds checked), on top of CpuFloat::gemm (matrixmultiply).
+//! Safe strided GEMM over slices (bounds checked), on top of CpuFloat::gemm (the sgemm engine
+//! for f32 on AVX-512 and AVX2 CPUs, matrixmultiply otherwise).
 //!
 //!   C[M, N] = alpha · A[M, K] · B[K, N] + beta · C
 //!
@@ -8,7 +9,7 @@
 //! slice before it calls the unsafe kernel.
 //!
 //! Threads: a product with m·k + k·n ≥ 2^15 is split along the longer side of C into one block
-//! per rayon thread, each a single-threaded matrixmultiply call; smaller ones (the attention tiles
+//! per rayon thread, each a single-threaded CpuFloat::gemm call; smaller ones (the attention tiles
 //! inside rayon tasks) run as one call. Each element of C is the same dot product in the same
 //! order either way, so the split does not change a bit. (matrixmultiply's own `threading` pool,
 //! used before, beside rayon's on 2 cores: the quickstart ran 20% slower, its idle threads

@@ -1,8 +1,8 @@
 //! CPU backend: the f32 reference the CUDA path is checked against, and (with T = f64) the
 //! target of the finite-difference gradchecks. Multi-threaded: GEMM splits and the per-step
 //! elementwise passes (AdamW, cross-entropy, activations) on a spin-waiting team (team.rs), the
-//! rest with rayon; f32 GEMMs through our engine (sgemm/) on AVX-512 CPUs, matrixmultiply
-//! elsewhere and for f64. Each op lives in
+//! rest with rayon; f32 GEMMs through our engine (sgemm/) on x86-64 CPUs with AVX-512 or
+//! AVX2 + FMA, matrixmultiply elsewhere and for f64. Each op lives in
 //! its own file as plain functions over slices; this file only maps the `Backend` trait onto
 //! them. Buffers come from `M` (memory.rs): plain `Vec`s (`CpuBackend::<T>::new()`), or a
 //! pool owned by the backend (`CpuBackend::<T, Pooled>::pooled()`, what training uses).
