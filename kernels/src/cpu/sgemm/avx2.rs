@@ -238,3 +238,33 @@ unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
     }
     out
 }
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// The tile kernel alone on L1-resident panels (kc = KC), one thread: its GFLOP/s, to set
+    /// beside the CPU's FMA peak (scripts/fma-peak.c) and the whole engine's (bench_engine_*).
+    #[test]
+    #[ignore = "a benchmark"]
+    fn bench_tile_kernel() {
+        assert!(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"));
+        let a = vec![1.0f32; KC * MR];
+        let b = vec![1.0f32; KC * NR];
+        let mut out = vec![0f32; MR * NR];
+        for _ in 0..5 {
+            let reps = 20_000;
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                // SAFETY: the panels hold KC steps; out holds a tile.
+                unsafe { tile_to_buf(KC, a.as_ptr(), b.as_ptr(), NR, out.as_mut_ptr()) };
+                std::hint::black_box(&mut out);
+            }
+            let flop = 2.0 * (MR * NR * KC * reps) as f64;
+            println!(
+                "tile kernel: {:.1} GFLOP/s",
+                flop / t.elapsed().as_secs_f64() * 1e-9
+            );
+        }
+    }
+}
