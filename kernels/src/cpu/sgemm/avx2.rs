@@ -125,14 +125,20 @@ pub(super) unsafe fn tile_to_buf(
 }
 
 /// Packs MR = 12 rows (each `rs` floats apart, kc contiguous floats) into one A panel:
-/// d[k·12 + i] = src[i·rs + k]. Eight steps at a time: rows 0..8 through one 8 × 8 register
-/// transpose, rows 8..12 through another (its other four rows zero, its upper halves unused).
+/// d[k·12 + i] = src[i·rs + k], for the whole blocks of eight steps (returns how many steps
+/// that is; pack.rs packs the rest): rows 0..8 through one 8 × 8 register transpose, rows
+/// 8..12 through another (its other four rows zero, its upper halves unused).
 ///
 /// # Safety
 /// AVX2 present; src rows valid for kc floats; d holds kc·12 floats.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn pack_rows_transposed(kc: usize, src: *const f32, rs: usize, d: *mut f32) {
+pub(super) unsafe fn pack_rows_transposed(
+    kc: usize,
+    src: *const f32,
+    rs: usize,
+    d: *mut f32,
+) -> usize {
     let blocks = kc / 8;
     for blk in 0..blocks {
         let k0 = blk * 8;
@@ -160,16 +166,13 @@ pub(super) unsafe fn pack_rows_transposed(kc: usize, src: *const f32, rs: usize,
             _mm_storeu_ps(dk.add(8), _mm256_castps256_ps128(hi[t]));
         }
     }
-    for k in blocks * 8..kc {
-        for i in 0..MR {
-            *d.add(k * MR + i) = *src.add(i * rs + k);
-        }
-    }
+    blocks * 8
 }
 
 /// Packs a B panel from Bᵀ row-major: `w` ≤ NR rows of Bᵀ (columns of B), each `cs` floats
 /// apart with kc contiguous floats, into d[k·NR + j] = src[j·cs + k] (zero for j ≥ w).
-/// Eight steps at a time through four 8 × 8 register transposes.
+/// Whole blocks of eight steps through four 8 × 8 register transposes; returns the steps
+/// packed (pack.rs packs the rest).
 ///
 /// # Safety
 /// AVX2 present; src rows valid for kc floats; d holds kc·NR floats.
@@ -181,7 +184,7 @@ pub(super) unsafe fn pack_cols_transposed(
     src: *const f32,
     cs: usize,
     d: *mut f32,
-) {
+) -> usize {
     let blocks = kc / 8;
     for blk in 0..blocks {
         let k0 = blk * 8;
@@ -204,11 +207,7 @@ pub(super) unsafe fn pack_cols_transposed(
             }
         }
     }
-    for k in blocks * 8..kc {
-        for j in 0..NR {
-            *d.add(k * NR + j) = if j < w { *src.add(j * cs + k) } else { 0.0 };
-        }
-    }
+    blocks * 8
 }
 
 /// 8 × 8 transpose: out[j] lane i = r[i] lane j.

@@ -108,15 +108,20 @@ pub(super) unsafe fn tile_to_buf(
 }
 
 /// Packs MR = 12 rows (each `rs` floats apart, kc contiguous floats) into one A panel:
-/// d[k·12 + i] = src[i·rs + k]. Sixteen steps at a time through a 16 × 16 register
-/// transpose (rows 12..15 zero); each step's 16-float store spills 4 floats into the next
+/// d[k·12 + i] = src[i·rs + k], for the whole blocks of sixteen steps (returns how many steps
+/// that is; pack.rs packs the rest), through a 16 × 16 register transpose (rows 12..15 zero); each step's 16-float store spills 4 floats into the next
 /// step, which its own store then overwrites (so the last one needs the scratch slack).
 ///
 /// # Safety
 /// AVX-512F present; src rows valid for kc floats; d holds kc·12 floats + 4.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn pack_rows_transposed(kc: usize, src: *const f32, rs: usize, d: *mut f32) {
+pub(super) unsafe fn pack_rows_transposed(
+    kc: usize,
+    src: *const f32,
+    rs: usize,
+    d: *mut f32,
+) -> usize {
     let blocks = kc / 16;
     for blk in 0..blocks {
         let k0 = blk * 16;
@@ -133,16 +138,13 @@ pub(super) unsafe fn pack_rows_transposed(kc: usize, src: *const f32, rs: usize,
             _mm512_storeu_ps(d.add((k0 + t) * MR), *col);
         }
     }
-    for k in blocks * 16..kc {
-        for i in 0..MR {
-            *d.add(k * MR + i) = *src.add(i * rs + k);
-        }
-    }
+    blocks * 16
 }
 
 /// Packs a B panel from Bᵀ row-major: `w` ≤ NR rows of Bᵀ (columns of B), each `cs` floats
 /// apart with kc contiguous floats, into d[k·NR + j] = src[j·cs + k] (zero for j ≥ w).
-/// Sixteen steps at a time through two 16 × 16 register transposes.
+/// Whole blocks of sixteen steps through two 16 × 16 register transposes; returns the steps
+/// packed (pack.rs packs the rest).
 ///
 /// # Safety
 /// AVX-512F present; src rows valid for kc floats; d holds kc·NR floats.
@@ -154,7 +156,7 @@ pub(super) unsafe fn pack_cols_transposed(
     src: *const f32,
     cs: usize,
     d: *mut f32,
-) {
+) -> usize {
     let blocks = kc / 16;
     for blk in 0..blocks {
         let k0 = blk * 16;
@@ -175,11 +177,7 @@ pub(super) unsafe fn pack_cols_transposed(
             }
         }
     }
-    for k in blocks * 16..kc {
-        for j in 0..NR {
-            *d.add(k * NR + j) = if j < w { *src.add(j * cs + k) } else { 0.0 };
-        }
-    }
+    blocks * 16
 }
 
 /// 16 × 16 transpose: out[j] lane i = r[i] lane j.

@@ -123,7 +123,7 @@ impl Isa {
         src: *const f32,
         rs: usize,
         d: *mut f32,
-    ) {
+    ) -> usize {
         match self {
             Isa::Avx512 => avx512::pack_rows_transposed(kc, src, rs, d),
             Isa::Avx2 => avx2::pack_rows_transposed(kc, src, rs, d),
@@ -140,7 +140,7 @@ impl Isa {
         src: *const f32,
         cs: usize,
         d: *mut f32,
-    ) {
+    ) -> usize {
         match self {
             Isa::Avx512 => avx512::pack_cols_transposed(kc, w, src, cs, d),
             Isa::Avx2 => avx2::pack_cols_transposed(kc, w, src, cs, d),

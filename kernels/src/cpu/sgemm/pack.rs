@@ -45,17 +45,20 @@ pub(super) unsafe fn pack_a(isa: Isa, mc: usize, kc: usize, a: Mat, dst: *mut f3
         let rows = MR.min(mc - p * MR);
         let src = a.at(p * MR, 0);
         let d = dst.add(p * kc * MR);
-        if a.cs == 1 && rows == MR {
-            isa.pack_rows_transposed(kc, src.ptr, a.rs as usize, d);
+        // rows contiguous: a register transpose for the whole blocks of steps; the rest, and
+        // any other layout, element by element
+        let done = if a.cs == 1 && rows == MR {
+            isa.pack_rows_transposed(kc, src.ptr, a.rs as usize, d)
         } else {
-            for k in 0..kc {
-                for i in 0..MR {
-                    *d.add(k * MR + i) = if i < rows {
-                        *src.ptr.offset(i as isize * a.rs + k as isize * a.cs)
-                    } else {
-                        0.0
-                    };
-                }
+            0
+        };
+        for k in done..kc {
+            for i in 0..MR {
+                *d.add(k * MR + i) = if i < rows {
+                    *src.ptr.offset(i as isize * a.rs + k as isize * a.cs)
+                } else {
+                    0.0
+                };
             }
         }
     }
@@ -82,11 +85,16 @@ pub(super) unsafe fn pack_b(isa: Isa, kc: usize, w: usize, b: Mat, dst: *mut f32
             std::ptr::copy_nonoverlapping(b.ptr.offset(k as isize * b.rs), dk, w);
             std::ptr::write_bytes(dk.add(w), 0, NR - w);
         }
-    } else if b.rs == 1 {
-        // Bᵀ row-major (e.g. an nn.Linear weight): row j of Bᵀ is column j of the panel
-        isa.pack_cols_transposed(kc, w, b.ptr, b.cs as usize, dst);
     } else {
-        for k in 0..kc {
+        // Bᵀ row-major (e.g. an nn.Linear weight): row j of Bᵀ is column j of the panel, by a
+        // register transpose for the whole blocks of steps; the rest, and any other layout,
+        // element by element
+        let done = if b.rs == 1 {
+            isa.pack_cols_transposed(kc, w, b.ptr, b.cs as usize, dst)
+        } else {
+            0
+        };
+        for k in done..kc {
             for j in 0..NR {
                 *dst.add(k * NR + j) = if j < w {
                     *b.ptr.offset(k as isize * b.rs + j as isize * b.cs)
