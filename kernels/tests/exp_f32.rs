@@ -6,7 +6,7 @@
 //! The exact GELU x·Φ(x) and its derivative Φ(x) + x·φ(x) (`gelu_erf_elem`,
 //! `gelu_erf_grad_elem`) against f64 through libm's erfc.
 
-use ferrotron_kernels::cpu::CpuFloat;
+use ferrotron_kernels::cpu::{float, CpuFloat};
 
 /// |y − exact| in units of the f32 spacing at the rounded exact value.
 fn ulps(y: f32, exact: f64) -> f64 {
@@ -42,20 +42,36 @@ fn sweep(max: f32, f: impl Fn(&[f32]) -> Vec<f32>, reference: impl Fn(f64) -> f6
     worst
 }
 
+/// Both forms of the f32 exp (fused multiply-adds where the CPU has them, else unfused), and
+/// `exp_shifted` itself, which picks one: under 1 ulp over the range.
 #[test]
 fn exp_shifted_f32_accuracy_and_special_values() {
-    let (worst, at) = sweep(
-        88.0,
-        |xs| {
-            let mut ys: Vec<f32> = xs.iter().map(|&x| x.max(-87.3)).collect();
-            f32::exp_shifted(&mut ys, 0.0);
-            ys
-        },
-        |x| x.max(-87.3f32 as f64).exp(),
-    );
-    println!("exp_shifted (Cephes polynomial): max {worst:.3} ulp (at {at}) on [-87.3, 88]");
-    assert!(worst < 1.0, "exp_shifted: {worst} ulp at {at}");
+    let forms: [(&str, fn(&mut [f32], f32)); 3] = [
+        ("exp_shifted", f32::exp_shifted),
+        ("fused", float::exp_shifted_f32_fused),
+        ("unfused", float::exp_shifted_f32_unfused),
+    ];
+    for (name, exp_shifted) in forms {
+        let (worst, at) = sweep(
+            88.0,
+            |xs| {
+                let mut ys: Vec<f32> = xs.iter().map(|&x| x.max(-87.3)).collect();
+                exp_shifted(&mut ys, 0.0);
+                ys
+            },
+            |x| x.max(-87.3f32 as f64).exp(),
+        );
+        println!("{name} (Cephes polynomial): max {worst:.3} ulp (at {at}) on [-87.3, 88]");
+        assert!(worst < 1.0, "{name}: {worst} ulp at {at}");
+    }
+    exp_special_values(f32::exp_shifted);
+    exp_special_values(float::exp_shifted_f32_fused);
+    exp_special_values(float::exp_shifted_f32_unfused);
+}
 
+/// exp of the special values, and the shift subtracted first, at every position of a block
+/// and of its tail.
+fn exp_special_values(exp_shifted: fn(&mut [f32], f32)) {
     let mut special = [
         f32::NEG_INFINITY,
         f32::INFINITY,
@@ -65,7 +81,7 @@ fn exp_shifted_f32_accuracy_and_special_values() {
         -100.0,
         1.0,
     ];
-    f32::exp_shifted(&mut special, 0.0);
+    exp_shifted(&mut special, 0.0);
     assert_eq!(special[0], 0.0);
     assert_eq!(special[1], f32::INFINITY);
     assert!(special[2].is_nan());
@@ -76,9 +92,31 @@ fn exp_shifted_f32_accuracy_and_special_values() {
 
     // the shift is subtracted first
     let mut shifted = [3.0f32, 2.0];
-    f32::exp_shifted(&mut shifted, 3.0);
+    exp_shifted(&mut shifted, 3.0);
     assert_eq!(shifted[0], 1.0);
     assert!((shifted[1] as f64 - (-1f64).exp()).abs() < 1e-7);
+
+    // an element's result does not depend on where it sits (block or tail, any length)
+    let xs: Vec<f32> = (0..200)
+        .map(|i| (i as f32 * 0.37).sin() * 30.0 - 20.0)
+        .collect();
+    let mut whole = xs.clone();
+    exp_shifted(&mut whole, 1.5);
+    for start in [0, 1, 5, 31, 32, 33, 100] {
+        for len in [0, 1, 7, 31, 32, 33, 64, 67] {
+            let end = (start + len).min(xs.len());
+            let mut part = xs[start..end].to_vec();
+            exp_shifted(&mut part, 1.5);
+            let same = part
+                .iter()
+                .zip(&whole[start..end])
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "exp of elements {start}..{end} depends on their position"
+            );
+        }
+    }
 }
 
 #[test]

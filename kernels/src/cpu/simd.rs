@@ -6,6 +6,7 @@
 //! `level()`, detected once. On aarch64 (NEON is baseline there) the body is compiled once.
 //! The body is plain scalar Rust that the compiler vectorizes; it never uses `mul_add`
 //! (which the compiler does not form on its own), so every level computes the same bits.
+//! (One exception, float.rs's f32 exp, picks a fused body itself where the CPU has FMA.)
 //! Helpers a body calls must be `#[inline(always)]`, so that they are compiled inside it.
 
 use std::sync::atomic::{AtomicU8, Ordering};
