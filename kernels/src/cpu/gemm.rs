@@ -9,9 +9,10 @@
 //! slice before it calls the unsafe kernel.
 //!
 //! Threads: a product with m·k + k·n ≥ 2^15 is split along the longer side of C into one block
-//! per rayon thread, each a single-threaded CpuFloat::gemm call; smaller ones (the attention tiles
-//! inside rayon tasks) run as one call. Each element of C is the same dot product in the same
-//! order either way, so the split does not change a bit. (matrixmultiply's own `threading` pool,
+//! per thread (more on a long side: `split_parts`), each a single-threaded CpuFloat::gemm call
+//! on the thread team; smaller ones (the attention tiles inside team parts) run as one call.
+//! Each element of C is the same dot product in the same order either way, so the split does
+//! not change a bit. (matrixmultiply's own `threading` pool,
 //! used before, beside rayon's on 2 cores: the quickstart ran 20% slower, its idle threads
 //! spinning in sched_yield while the other pool worked.)
 //!
@@ -205,7 +206,10 @@ pub fn gemm<T: CpuFloat>(alpha: T, a: View<'_, T>, b: View<'_, T>, beta: T, c: V
     let parts = if m * k + k * n < PAR_MIN {
         1
     } else {
-        rayon::current_num_threads().min(len)
+        // a scaled product keeps one block per thread: its blocks' edges are part of its
+        // arithmetic (the engine's edge rule), and those stay where they always were
+        let plain = alpha == T::one() && (beta == T::zero() || beta == T::one());
+        split_parts(len, plain)
     };
     if parts <= 1 {
         return block(0, len);
@@ -215,6 +219,27 @@ pub fn gemm<T: CpuFloat>(alpha: T, a: View<'_, T>, b: View<'_, T>, beta: T, c: V
 }
 
 const PAR_MIN: usize = 1 << 15;
+
+/// Fewest rows (or columns) of C per block before a product is split into more blocks than
+/// threads.
+const MIN_SPLIT: usize = 1024;
+/// Most blocks per thread.
+const MAX_PARTS_PER_THREAD: usize = 8;
+
+/// Blocks for a product split along a side of `len`: one per thread, or where that side is long
+/// and `fine` (an unscaled product, whose result cannot depend on the split), up to
+/// `MAX_PARTS_PER_THREAD` per thread: a thread the machine slowed then holds up the job by a
+/// small block, not by half of it (on a 2-vCPU VM the caller waited 3.6% of a quickstart step
+/// for its helper's half). Each block packs its own copy of the other operand, so a side
+/// shorter than `MIN_SPLIT` per block keeps one block per thread.
+fn split_parts(len: usize, fine: bool) -> usize {
+    let threads = rayon::current_num_threads();
+    let parts = match fine {
+        true => (len / MIN_SPLIT).clamp(threads, threads * MAX_PARTS_PER_THREAD),
+        false => threads,
+    };
+    parts.min(len)
+}
 
 /// Floats `prepare` writes for a k × n B, or None when T's GEMM has no prepared form here.
 pub fn prepared_len<T: CpuFloat>(k: usize, n: usize) -> Option<usize> {
@@ -304,7 +329,7 @@ pub fn gemm_prepared<T: CpuFloat>(
     let parts = if m * k + k * n < PAR_MIN {
         1
     } else {
-        rayon::current_num_threads()
+        split_parts(m.max(n), true)
     };
     let cols = super::sgemm::PREPARED_COLS;
     if parts <= 1 {
