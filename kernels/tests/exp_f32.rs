@@ -46,7 +46,8 @@ fn sweep(max: f32, f: impl Fn(&[f32]) -> Vec<f32>, reference: impl Fn(f64) -> f6
 /// `exp_shifted` itself, which picks one: under 1 ulp over the range.
 #[test]
 fn exp_shifted_f32_accuracy_and_special_values() {
-    let forms: [(&str, fn(&mut [f32], f32)); 3] = [
+    type ExpShifted = fn(&mut [f32], f32);
+    let forms: [(&str, ExpShifted); 3] = [
         ("exp_shifted", f32::exp_shifted),
         ("fused", float::exp_shifted_f32_fused),
         ("unfused", float::exp_shifted_f32_unfused),

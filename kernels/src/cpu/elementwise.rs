@@ -12,7 +12,6 @@
 
 use super::team::{self, Pieces};
 use super::CpuFloat;
-use rayon::prelude::*;
 
 /// Elements per parallel work item.
 const CHUNK: usize = 1 << 14;
@@ -91,10 +90,11 @@ pub fn scale<T: CpuFloat>(x: &mut [T], s: f64) {
 
 /// Σ f(x) in f64, deterministic: chunk partials in parallel, then summed in chunk order.
 fn reduce<T: CpuFloat>(x: &[T], f: impl Fn(f64) -> f64 + Sync) -> f64 {
-    let partials: Vec<f64> = x
-        .par_chunks(CHUNK)
-        .map(|c| c.iter().map(|&a| f(a.to_f64c())).sum::<f64>())
-        .collect();
+    let mut partials = super::workspace::zeroed::<f64>(x.len().div_ceil(CHUNK));
+    team::for_chunks_mut(&mut partials, 1, 1, &|i, p| {
+        let c = &x[i * CHUNK..((i + 1) * CHUNK).min(x.len())];
+        p[0] = c.iter().map(|&a| f(a.to_f64c())).sum::<f64>();
+    });
     partials.iter().sum()
 }
 
@@ -141,17 +141,16 @@ pub fn copy_columns<T: CpuFloat>(
     }
     let src = &src[..rows * src_cols];
     let dst = &mut dst[..rows * dst_cols];
-    dst.par_chunks_mut(dst_cols)
-        .zip(src.par_chunks(src_cols))
-        .for_each(|(d, s)| {
-            let d = &mut d[dst_col0..dst_col0 + width];
-            let s = &s[src_col0..src_col0 + width];
-            if accumulate {
-                add_chunk(d, s);
-            } else {
-                d.copy_from_slice(s);
-            }
-        });
+    let per_part = (CHUNK / width).max(1);
+    team::for_chunks_mut(dst, dst_cols, per_part, &|i, d| {
+        let d = &mut d[dst_col0..dst_col0 + width];
+        let s = &src[i * src_cols + src_col0..i * src_cols + src_col0 + width];
+        if accumulate {
+            add_chunk(d, s);
+        } else {
+            d.copy_from_slice(s);
+        }
+    });
 }
 
 /// Independent accumulators of the row helpers.

@@ -7,8 +7,9 @@
 //! parallel task scans all ids and adds the rows that fall into its block, in token order
 //! (deterministic).
 
+use super::rmsnorm::rows_per_part;
+use super::team;
 use super::CpuFloat;
-use rayon::prelude::*;
 
 /// Table rows per backward task.
 const ROWS_PER_TASK: usize = 256;
@@ -28,13 +29,15 @@ pub fn forward<T: CpuFloat>(ids: &[i32], table: &[T], out: &mut [T], n: usize, d
         "embedding_forward: buffers too small for [{n} x {d}]"
     );
     let v = table.len() / d;
-    out[..n * d]
-        .par_chunks_mut(d)
-        .zip(&ids[..n])
-        .for_each(|(row, &id)| match row_of(id, v) {
+    team::for_chunks_mut(
+        &mut out[..n * d],
+        d,
+        rows_per_part(d),
+        &|i, row| match row_of(ids[i], v) {
             Some(r) => row.copy_from_slice(&table[r * d..(r + 1) * d]),
             None => row.fill(T::zero()),
-        });
+        },
+    );
 }
 
 pub fn backward<T: CpuFloat>(ids: &[i32], dout: &[T], dtable: &mut [T], n: usize, d: usize) {
@@ -47,22 +50,19 @@ pub fn backward<T: CpuFloat>(ids: &[i32], dout: &[T], dtable: &mut [T], n: usize
     for &id in ids {
         row_of(id, v);
     }
-    dtable[..v * d]
-        .par_chunks_mut(ROWS_PER_TASK * d)
-        .enumerate()
-        .for_each(|(blk, block)| {
-            let first = blk * ROWS_PER_TASK;
-            let last = first + block.len() / d;
-            for (tok, &id) in ids.iter().enumerate() {
-                let Ok(r) = usize::try_from(id) else {
-                    continue;
-                };
-                if r >= first && r < last {
-                    let dst = &mut block[(r - first) * d..(r - first + 1) * d];
-                    dst.iter_mut()
-                        .zip(&dout[tok * d..(tok + 1) * d])
-                        .for_each(|(a, &b)| *a = *a + b);
-                }
+    team::for_chunks_mut(&mut dtable[..v * d], ROWS_PER_TASK * d, 1, &|blk, block| {
+        let first = blk * ROWS_PER_TASK;
+        let last = first + block.len() / d;
+        for (tok, &id) in ids.iter().enumerate() {
+            let Ok(r) = usize::try_from(id) else {
+                continue;
+            };
+            if r >= first && r < last {
+                let dst = &mut block[(r - first) * d..(r - first + 1) * d];
+                dst.iter_mut()
+                    .zip(&dout[tok * d..(tok + 1) * d])
+                    .for_each(|(a, &b)| *a = *a + b);
             }
-        });
+        }
+    });
 }

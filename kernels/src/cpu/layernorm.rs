@@ -7,10 +7,9 @@
 //! Row statistics in f64 (two-pass variance). dw, db reduced over fixed row blocks as in rmsnorm,
 //! and the per-row loops dispatched to the machine's vector level as there (same bits).
 
-use super::rmsnorm::{add_partials, ROWS_PER_TASK};
-use super::workspace::{self, Work};
+use super::rmsnorm::{add_partials, backward_blocks, for_row_blocks};
+use super::team::Pieces;
 use super::CpuFloat;
-use rayon::prelude::*;
 
 #[allow(clippy::too_many_arguments)]
 pub fn forward<T: CpuFloat>(
@@ -34,11 +33,15 @@ pub fn forward<T: CpuFloat>(
             && rstd.len() >= n,
         "layernorm_forward: buffers too small for [{n} x {d}]"
     );
-    y[..n * d]
-        .par_chunks_mut(d)
-        .zip(x[..n * d].par_chunks(d))
-        .zip(mean[..n].par_iter_mut().zip(&mut rstd[..n]))
-        .for_each(|((y, x), (mu_out, rs_out))| (*mu_out, *rs_out) = row(x, w, b, y, eps));
+    let rp = Pieces::new(&mut rstd[..n]);
+    for_row_blocks(y, &mut mean[..n], d, &|r, y, mean| {
+        // SAFETY: for_row_blocks's ranges are disjoint
+        let rstd = unsafe { rp.get(r.clone()) };
+        let x = x[r.start * d..r.end * d].chunks(d);
+        for ((y, x), (mu, rs)) in y.chunks_mut(d).zip(x).zip(mean.iter_mut().zip(rstd)) {
+            (*mu, *rs) = row(x, w, b, y, eps);
+        }
+    });
 }
 
 crate::simd_fn! {
@@ -96,14 +99,16 @@ pub fn residual_forward<T: CpuFloat>(
             && rstd.len() >= n,
         "residual_layernorm_forward: buffers too small for [{n} x {d}]"
     );
-    h[..n * d]
-        .par_chunks_mut(d)
-        .zip(y[..n * d].par_chunks(d))
-        .zip(out[..n * d].par_chunks_mut(d))
-        .zip(mean[..n].par_iter_mut().zip(&mut rstd[..n]))
-        .for_each(|(((h, y), out), (mu_out, rs_out))| {
-            (*mu_out, *rs_out) = residual_row(h, y, w, b, out, eps)
-        });
+    let (hp, rp) = (Pieces::new(&mut h[..n * d]), Pieces::new(&mut rstd[..n]));
+    for_row_blocks(out, &mut mean[..n], d, &|r, out, mean| {
+        // SAFETY: for_row_blocks's ranges are disjoint
+        let (h, rstd) = unsafe { (hp.get(r.start * d..r.end * d), rp.get(r.clone())) };
+        let y = y[r.start * d..r.end * d].chunks(d);
+        let rows = h.chunks_mut(d).zip(y).zip(out.chunks_mut(d));
+        for ((((h, y), out), mu), rs) in rows.zip(mean.iter_mut()).zip(rstd) {
+            (*mu, *rs) = residual_row(h, y, w, b, out, eps);
+        }
+    });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -131,24 +136,16 @@ pub fn backward<T: CpuFloat>(
             && rstd.len() >= n,
         "layernorm_backward: buffers too small for [{n} x {d}]"
     );
-    let blk = ROWS_PER_TASK * d;
-    let partials: Vec<(Work<f64>, Work<f64>)> = dx[..n * d]
-        .par_chunks_mut(blk)
-        .enumerate()
-        .map(|(b, dxb)| {
-            let (mut dw_part, mut db_part) = (workspace::zeroed(d), workspace::zeroed(d));
-            for (i, dxr) in dxb.chunks_mut(d).enumerate() {
-                let row = b * ROWS_PER_TASK + i;
-                let (xr, dyr) = (&x[row * d..(row + 1) * d], &dy[row * d..(row + 1) * d]);
-                let stats = (mean[row].to_f64c(), rstd[row].to_f64c());
-                backward_row(xr, dyr, w, stats, dxr, &mut dw_part, &mut db_part);
-            }
-            (dw_part, db_part)
-        })
-        .collect();
-    let (dw_parts, db_parts): (Vec<Work<f64>>, Vec<Work<f64>>) = partials.into_iter().unzip();
-    add_partials(&mut dw[..d], &dw_parts);
-    add_partials(&mut db[..d], &db_parts);
+    let partials = backward_blocks(dx, n, d, 2, &|rows, dxb, parts| {
+        let (dw_part, db_part) = parts.split_at_mut(d);
+        for (row, dxr) in rows.zip(dxb.chunks_mut(d)) {
+            let (xr, dyr) = (&x[row * d..(row + 1) * d], &dy[row * d..(row + 1) * d]);
+            let stats = (mean[row].to_f64c(), rstd[row].to_f64c());
+            backward_row(xr, dyr, w, stats, dxr, dw_part, db_part);
+        }
+    });
+    add_partials(&mut dw[..d], &partials, 0, 2);
+    add_partials(&mut db[..d], &partials, 1, 2);
 }
 
 crate::simd_fn! {

@@ -7,9 +7,9 @@
 //! packed once (gemm.rs, prepared B); the same numbers as `forward`.
 
 use super::gemm::{self, gemm, View, ViewMut};
+use super::team;
 use super::CpuFloat;
 use crate::backend::{LinearDims, WeightLayout};
-use rayon::prelude::*;
 
 /// Columns of db per parallel task.
 const BIAS_COLS_PER_TASK: usize = 64;
@@ -48,8 +48,10 @@ fn bias_rows<'a, T: CpuFloat>(
                 "linear_forward: bias holds {} < {out}",
                 b.len()
             );
-            y.par_chunks_mut(out.max(1))
-                .for_each(|row| row.copy_from_slice(&b[..out]));
+            let rows = (1 << 14) / out.max(1);
+            team::for_chunks_mut(y, out.max(1), rows.max(1), &|_, row| {
+                row.copy_from_slice(&b[..out])
+            });
             T::one()
         }
         None => T::zero(),
@@ -158,19 +160,17 @@ pub fn backward<T: CpuFloat>(
 
 /// db[o] += Σ_n dy[n, o], summed in f64 per column block.
 fn bias_grad<T: CpuFloat>(dy: &[T], db: &mut [T], n: usize, out: usize) {
-    db.par_chunks_mut(BIAS_COLS_PER_TASK)
-        .enumerate()
-        .for_each(|(blk, dbc)| {
-            let c0 = blk * BIAS_COLS_PER_TASK;
-            let mut acc = super::workspace::zeroed::<f64>(dbc.len());
-            for r in 0..n {
-                let row = &dy[r * out + c0..r * out + c0 + dbc.len()];
-                acc.iter_mut()
-                    .zip(row)
-                    .for_each(|(a, &g)| *a += g.to_f64c());
-            }
-            dbc.iter_mut()
-                .zip(acc.iter())
-                .for_each(|(d, &a)| *d = *d + T::from_f64c(a));
-        });
+    team::for_chunks_mut(db, BIAS_COLS_PER_TASK, 1, &|blk, dbc| {
+        let c0 = blk * BIAS_COLS_PER_TASK;
+        let mut acc = super::workspace::zeroed::<f64>(dbc.len());
+        for r in 0..n {
+            let row = &dy[r * out + c0..r * out + c0 + dbc.len()];
+            acc.iter_mut()
+                .zip(row)
+                .for_each(|(a, &g)| *a += g.to_f64c());
+        }
+        dbc.iter_mut()
+            .zip(acc.iter())
+            .for_each(|(d, &a)| *d = *d + T::from_f64c(a));
+    });
 }

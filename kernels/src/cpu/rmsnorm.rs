@@ -7,15 +7,70 @@
 //!
 //! Row statistics are accumulated in f64. dw is reduced over fixed blocks of rows (one f64
 //! partial per block, summed in block order): race-free and independent of the thread count.
+//! Rows are spread over the GEMM's thread team (team.rs), like every other per-step loop, so
+//! no second pool competes with the team's spinning helpers for the cores.
 //! The per-row loops run compiled for the machine's vector level (`simd_fn!`): the elementwise
 //! parts vectorize, the f64 sums keep their sequential order, so every level gives the same bits.
 
+use super::team::{self, Pieces};
 use super::workspace::{self, Work};
 use super::CpuFloat;
-use rayon::prelude::*;
 
-/// Rows per parallel task (and per dw partial sum).
+/// Rows per backward task (and per dw partial sum).
 pub(crate) const ROWS_PER_TASK: usize = 32;
+
+/// Rows per team part in the forward loops: about 8K elements, so a part outweighs its claim.
+pub(crate) fn rows_per_part(d: usize) -> usize {
+    (8192 / d.max(1)).max(1)
+}
+
+/// A block of rows with its rows of one output and of one per-row vector (or partials).
+pub(crate) type RowBlock<'a, T, S> = dyn Fn(std::ops::Range<usize>, &mut [T], &mut [S]) + Sync + 'a;
+
+/// Calls row_block(rows, out_rows, stat_rows) over the team for consecutive ranges of rows,
+/// with the matching rows of `out` (d each) and entries of `stats`.
+pub(crate) fn for_row_blocks<T: Send, S: Send>(
+    out: &mut [T],
+    stats: &mut [S],
+    d: usize,
+    row_block: &RowBlock<'_, T, S>,
+) {
+    let n = stats.len();
+    let (op, sp) = (Pieces::new(&mut out[..n * d]), Pieces::new(stats));
+    team::for_ranges(n, rows_per_part(d), &|r| {
+        // SAFETY: for_ranges's ranges are disjoint, and so are the rows they scale to
+        let (o, s) = unsafe { (op.get(r.start * d..r.end * d), sp.get(r.clone())) };
+        row_block(r, o, s)
+    });
+}
+
+/// The backward's blocks of `ROWS_PER_TASK` rows over the team: block_rows(rows, dx_rows,
+/// partials) with that block's own zeroed f64 partials (`sums` vectors of d). Returns every
+/// block's partials, block after block, for `add_partials`.
+pub(crate) fn backward_blocks<T: CpuFloat>(
+    dx: &mut [T],
+    n: usize,
+    d: usize,
+    sums: usize,
+    block_rows: &RowBlock<'_, T, f64>,
+) -> Work<f64> {
+    let blocks = n.div_ceil(ROWS_PER_TASK);
+    let mut partials = workspace::zeroed::<f64>(blocks * sums * d);
+    let (dp, pp) = (
+        Pieces::new(&mut dx[..n * d]),
+        Pieces::new(&mut partials[..]),
+    );
+    team::for_ranges(blocks, 1, &|bs| {
+        for b in bs {
+            let rows = b * ROWS_PER_TASK..((b + 1) * ROWS_PER_TASK).min(n);
+            let part = b * sums * d..(b + 1) * sums * d;
+            // SAFETY: blocks are disjoint, and so are their rows and partials
+            let (dxb, pb) = unsafe { (dp.get(rows.start * d..rows.end * d), pp.get(part)) };
+            block_rows(rows, dxb, pb);
+        }
+    });
+    partials
+}
 
 /// The forward's constants: eps under the square root, and the offset added to the weight.
 #[derive(Clone, Copy, Debug)]
@@ -37,11 +92,12 @@ pub fn forward<T: CpuFloat>(
         d > 0 && x.len() >= n * d && y.len() >= n * d && w.len() >= d && rstd.len() >= n,
         "rmsnorm_forward: buffers too small for [{n} x {d}]"
     );
-    y[..n * d]
-        .par_chunks_mut(d)
-        .zip(x[..n * d].par_chunks(d))
-        .zip(&mut rstd[..n])
-        .for_each(|((y, x), rs)| *rs = row(x, w, y, p.eps, p.w_offset));
+    for_row_blocks(y, &mut rstd[..n], d, &|r, y, rstd| {
+        let x = x[r.start * d..r.end * d].chunks(d);
+        for ((y, x), rs) in y.chunks_mut(d).zip(x).zip(rstd) {
+            *rs = row(x, w, y, p.eps, p.w_offset);
+        }
+    });
 }
 
 crate::simd_fn! {
@@ -100,12 +156,15 @@ pub fn residual_forward<T: CpuFloat>(
             && rstd.len() >= n,
         "residual_rmsnorm_forward: buffers too small for [{n} x {d}]"
     );
-    h[..n * d]
-        .par_chunks_mut(d)
-        .zip(y[..n * d].par_chunks(d))
-        .zip(out[..n * d].par_chunks_mut(d))
-        .zip(&mut rstd[..n])
-        .for_each(|(((h, y), out), rs)| *rs = residual_row(h, y, w, out, p.eps, p.w_offset));
+    let hp = Pieces::new(&mut h[..n * d]);
+    for_row_blocks(out, &mut rstd[..n], d, &|r, out, rstd| {
+        // SAFETY: for_row_blocks's ranges are disjoint
+        let h = unsafe { hp.get(r.start * d..r.end * d) };
+        let y = y[r.start * d..r.end * d].chunks(d);
+        for (((h, y), out), rs) in h.chunks_mut(d).zip(y).zip(out.chunks_mut(d)).zip(rstd) {
+            *rs = residual_row(h, y, w, out, p.eps, p.w_offset);
+        }
+    });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -130,21 +189,13 @@ pub fn backward<T: CpuFloat>(
             && rstd.len() >= n,
         "rmsnorm_backward: buffers too small for [{n} x {d}]"
     );
-    let blk = ROWS_PER_TASK * d;
-    let partials: Vec<Work<f64>> = dx[..n * d]
-        .par_chunks_mut(blk)
-        .enumerate()
-        .map(|(b, dxb)| {
-            let mut dw_part = workspace::zeroed::<f64>(d);
-            for (i, dxr) in dxb.chunks_mut(d).enumerate() {
-                let row = b * ROWS_PER_TASK + i;
-                let (xr, dyr) = (&x[row * d..(row + 1) * d], &dy[row * d..(row + 1) * d]);
-                backward_row(xr, dyr, w, w_offset, rstd[row].to_f64c(), dxr, &mut dw_part);
-            }
-            dw_part
-        })
-        .collect();
-    add_partials(&mut dw[..d], &partials);
+    let partials = backward_blocks(dx, n, d, 1, &|rows, dxb, dw_part| {
+        for (row, dxr) in rows.zip(dxb.chunks_mut(d)) {
+            let (xr, dyr) = (&x[row * d..(row + 1) * d], &dy[row * d..(row + 1) * d]);
+            backward_row(xr, dyr, w, w_offset, rstd[row].to_f64c(), dxr, dw_part);
+        }
+    });
+    add_partials(&mut dw[..d], &partials, 0, 1);
 }
 
 crate::simd_fn! {
@@ -171,10 +222,17 @@ crate::simd_fn! {
     }
 }
 
-/// dst[j] += Σ_p partials[p][j], summed in order.
-pub(crate) fn add_partials<T: CpuFloat>(dst: &mut [T], partials: &[Work<f64>]) {
+/// dst[j] += Σ_b (block b's partial vector `which` of `sums`)[j], summed in block order
+/// (`backward_blocks`'s layout; d = dst.len()).
+pub(crate) fn add_partials<T: CpuFloat>(
+    dst: &mut [T],
+    partials: &[f64],
+    which: usize,
+    sums: usize,
+) {
+    let d = dst.len();
     for (j, v) in dst.iter_mut().enumerate() {
-        let s: f64 = partials.iter().map(|p| p[j]).sum();
+        let s: f64 = partials[which * d + j..].iter().step_by(sums * d).sum();
         *v = *v + T::from_f64c(s);
     }
 }

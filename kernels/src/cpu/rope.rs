@@ -13,9 +13,10 @@
 //! than there are tokens, cos and sin are tabulated once per position; the same numbers either way.
 //! Parallel over tokens.
 
+use super::rmsnorm::rows_per_part;
+use super::team;
 use super::workspace;
 use super::CpuFloat;
-use rayon::prelude::*;
 
 /// x rotated in place with cos and sin times (cos_factor, sin_factor): (m, m) forward, (m, −m)
 /// backward (the transpose).
@@ -50,39 +51,35 @@ fn rotate<T: CpuFloat>(
     if span <= n {
         // cos and sin once per position (a batch repeats the same positions in every row)
         let mut table = workspace::zeroed::<T>(2 * span * half);
-        table
-            .par_chunks_mut(2 * half)
-            .enumerate()
-            .for_each(|(k, t)| {
-                let (cos, sin) = t.split_at_mut(half);
-                for i in 0..half {
-                    let a = angle(lo + k as i32, i);
-                    (cos[i], sin[i]) = (
-                        T::from_f64c(cos_factor * a.cos()),
-                        T::from_f64c(sin_factor * a.sin()),
-                    );
-                }
-            });
-        x.par_chunks_mut(row).zip(pos).for_each(|(tok, &p)| {
-            let k = (p as i64 - lo as i64) as usize;
-            let (cos, sin) = table[2 * k * half..2 * (k + 1) * half].split_at(half);
-            rotate_token(tok, head_dim, cos, sin);
-        });
-        return;
-    }
-    x.par_chunks_mut(row).zip(pos).for_each_init(
-        || (workspace::zeroed::<T>(half), workspace::zeroed::<T>(half)),
-        |(cos, sin), (tok, &p)| {
+        let per_part = rows_per_part(2 * half);
+        team::for_chunks_mut(&mut table, 2 * half, per_part, &|k, t| {
+            let (cos, sin) = t.split_at_mut(half);
             for i in 0..half {
-                let a = angle(p, i);
+                let a = angle(lo + k as i32, i);
                 (cos[i], sin[i]) = (
                     T::from_f64c(cos_factor * a.cos()),
                     T::from_f64c(sin_factor * a.sin()),
                 );
             }
+        });
+        team::for_chunks_mut(x, row, rows_per_part(row), &|i, tok| {
+            let k = (pos[i] as i64 - lo as i64) as usize;
+            let (cos, sin) = table[2 * k * half..2 * (k + 1) * half].split_at(half);
             rotate_token(tok, head_dim, cos, sin);
-        },
-    );
+        });
+        return;
+    }
+    team::for_chunks_mut(x, row, rows_per_part(row), &|i, tok| {
+        let (mut cos, mut sin) = (workspace::zeroed::<T>(half), workspace::zeroed::<T>(half));
+        for j in 0..half {
+            let a = angle(pos[i], j);
+            (cos[j], sin[j]) = (
+                T::from_f64c(cos_factor * a.cos()),
+                T::from_f64c(sin_factor * a.sin()),
+            );
+        }
+        rotate_token(tok, head_dim, &cos, &sin);
+    });
 }
 
 /// Every head of one token rotated by the angles whose cos and sin are given (the first

@@ -233,6 +233,33 @@ pub fn for_ranges(len: usize, chunk: usize, f: &(dyn Fn(std::ops::Range<usize>) 
     });
 }
 
+/// rayon's `par_chunks_mut(size).enumerate().for_each(f)` on the team: f(i, chunk) for the
+/// consecutive `size`-element chunks of `data` (the last may be shorter), `per_part` chunks
+/// to a part.
+pub fn for_chunks_mut<T: Send>(
+    data: &mut [T],
+    size: usize,
+    per_part: usize,
+    f: &(dyn Fn(usize, &mut [T]) + Sync),
+) {
+    let size = size.max(1);
+    let len = data.len();
+    let pieces = Pieces::new(data);
+    for_ranges(len.div_ceil(size), per_part, &|r| {
+        for i in r {
+            // SAFETY: distinct i address disjoint chunks
+            f(i, unsafe {
+                pieces.get(i * size..((i + 1) * size).min(len))
+            });
+        }
+    });
+}
+
+/// rayon's `items.par_iter_mut().for_each(f)` on the team: f(item), one item a part.
+pub fn for_each_mut<I: Send>(items: &mut [I], f: &(dyn Fn(&mut I) + Sync)) {
+    for_chunks_mut(items, 1, 1, &|_, item| f(&mut item[0]));
+}
+
 /// A mutable slice lent in disjoint pieces to the parts of one team job (what rayon's
 /// `par_chunks_mut` does with its borrow splitting).
 pub struct Pieces<'a, T> {

@@ -24,8 +24,7 @@ use super::tiles::{
 use crate::backend::AttnDims;
 use crate::cpu::gemm::{gemm, View, ViewMut};
 use crate::cpu::workspace::{self, Work};
-use crate::cpu::CpuFloat;
-use rayon::prelude::*;
+use crate::cpu::{team, CpuFloat};
 
 /// Read-only inputs of the backward, with the derived D = rowsum(dO ∘ O) and lse.
 pub(super) struct Inputs<'a, T> {
@@ -134,18 +133,15 @@ pub fn backward_with<T: CpuFloat>(
     );
 
     let mut delta = workspace::zeroed(n * heads);
-    delta
-        .par_chunks_mut(heads)
-        .enumerate()
-        .for_each(|(t, d_t)| {
-            for (h, d) in d_t.iter_mut().enumerate() {
-                let at = (t * heads + h) * dh;
-                let s: f64 = (0..dh)
-                    .map(|i| dout[at + i].to_f64c() * o[at + i].to_f64c())
-                    .sum();
-                *d = T::from_f64c(s);
-            }
-        });
+    team::for_chunks_mut(&mut delta, heads, 64, &|t, d_t| {
+        for (h, d) in d_t.iter_mut().enumerate() {
+            let at = (t * heads + h) * dh;
+            let s: f64 = (0..dh)
+                .map(|i| dout[at + i].to_f64c() * o[at + i].to_f64c())
+                .sum();
+            *d = T::from_f64c(s);
+        }
+    });
     let inp = Inputs {
         q,
         k,
@@ -169,20 +165,16 @@ pub fn backward_with<T: CpuFloat>(
     let k_tiles = row_tiles(&segs, BLOCK_K);
     let dk_blocks = split_rows(&mut dk[..n * kv_row], &k_tiles, kv_row);
     let dv_blocks = split_rows(&mut dv[..n * kv_row], &k_tiles, kv_row);
-    k_tiles
-        .par_iter()
-        .zip(dk_blocks.into_par_iter().zip(dv_blocks))
-        .for_each(|(tile, (dk_blk, dv_blk))| {
-            key_tile(&inp, tile, dk_blk, dv_blk);
-        });
+    let mut jobs: Vec<_> = k_tiles.iter().zip(dk_blocks).zip(dv_blocks).collect();
+    team::for_each_mut(&mut jobs, &|((tile, dk_blk), dv_blk)| {
+        key_tile(&inp, tile, dk_blk, dv_blk)
+    });
 
     // pass 2: dq by query tiles
     let q_tiles = row_tiles(&segs, BLOCK_Q);
     let dq_blocks = split_rows(&mut dq[..n * q_row], &q_tiles, q_row);
-    q_tiles
-        .par_iter()
-        .zip(dq_blocks)
-        .for_each(|(tile, dq_blk)| query_tile(&inp, tile, dq_blk));
+    let mut jobs: Vec<_> = q_tiles.iter().zip(dq_blocks).collect();
+    team::for_each_mut(&mut jobs, &|(tile, dq_blk)| query_tile(&inp, tile, dq_blk));
 }
 
 /// Score-tile scratch: P, dP/dS and the softcap's derivative, each (BLOCK_Q, BLOCK_K).

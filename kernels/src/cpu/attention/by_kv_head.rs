@@ -11,8 +11,7 @@ use super::tiles::{head_rows, query_rows, BLOCK_K, BLOCK_Q};
 use crate::backend::AttnDims;
 use crate::cpu::gemm::{gemm, View, ViewMut};
 use crate::cpu::workspace::{self, Work};
-use crate::cpu::CpuFloat;
-use rayon::prelude::*;
+use crate::cpu::{team, CpuFloat};
 
 /// Task-local gradients of one (segment, kv head) pair.
 struct PairGrads<T> {
@@ -40,11 +39,12 @@ pub(super) fn backward<T: CpuFloat>(
         .iter()
         .flat_map(|&seg| (0..kv_heads).map(move |g| (seg, g)))
         .collect();
-    let grads: Vec<PairGrads<T>> = pairs
-        .par_iter()
-        .map(|&(seg, g)| pair(inp, seg, g))
-        .collect();
-    for (((start, len), g), pg) in pairs.into_iter().zip(grads) {
+    let mut jobs: Vec<(_, Option<PairGrads<T>>)> = pairs.iter().map(|&p| (p, None)).collect();
+    team::for_each_mut(&mut jobs, &|((seg, g), out)| {
+        *out = Some(pair(inp, *seg, *g))
+    });
+    for (((start, len), g), pg) in jobs {
+        let pg = pg.expect("every (segment, kv head) pair ran");
         for t in 0..len {
             let tok = start + t;
             let kv_at = (tok * kv_heads + g) * dh;

@@ -16,8 +16,7 @@ use crate::backend::AttnDims;
 use crate::cpu::elementwise::{max_lanes, sum_lanes};
 use crate::cpu::gemm::{gemm, View, ViewMut};
 use crate::cpu::workspace::{self, Work};
-use crate::cpu::CpuFloat;
-use rayon::prelude::*;
+use crate::cpu::{team, CpuFloat};
 
 #[allow(clippy::too_many_arguments)]
 pub fn forward<T: CpuFloat>(
@@ -53,20 +52,23 @@ pub fn forward<T: CpuFloat>(
 
     let tiles = row_tiles(&segs, BLOCK_Q);
     let o_blocks = split_rows(&mut o[..n * q_row], &tiles, q_row);
-    let lse_blocks: Vec<Work<T>> = tiles
-        .par_iter()
+    // per query tile: its rows of o, and its lse (heads × rows) once computed
+    let mut jobs: Vec<(_, _, Option<Work<T>>)> = tiles
+        .iter()
         .zip(o_blocks)
-        .map(|(tile, o_blk)| {
-            let mut lse_blk = workspace::zeroed(heads * tile.rows());
-            let mut scratch = Scratch::new(dh);
-            for h in 0..heads {
-                let lse_h = &mut lse_blk[h * tile.rows()..(h + 1) * tile.rows()];
-                query_tile_head(q, k, v, o_blk, lse_h, tile, h, dims, &mut scratch);
-            }
-            lse_blk
-        })
+        .map(|(t, o)| (t, o, None))
         .collect();
-    for (tile, blk) in tiles.iter().zip(&lse_blocks) {
+    team::for_each_mut(&mut jobs, &|(tile, o_blk, lse_out)| {
+        let mut lse_blk = workspace::zeroed(heads * tile.rows());
+        let mut scratch = Scratch::new(dh);
+        for h in 0..heads {
+            let lse_h = &mut lse_blk[h * tile.rows()..(h + 1) * tile.rows()];
+            query_tile_head(q, k, v, o_blk, lse_h, tile, h, dims, &mut scratch);
+        }
+        *lse_out = Some(lse_blk);
+    });
+    for (tile, _, blk) in &jobs {
+        let blk = blk.as_ref().expect("every query tile ran");
         for h in 0..heads {
             let dst = h * n + tile.token();
             lse[dst..dst + tile.rows()]
