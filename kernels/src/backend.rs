@@ -475,6 +475,31 @@ pub trait Backend: Send + Sync {
     ) -> Result<()> {
         self.linear_forward(x, w, b, y, dims)
     }
+    /// W prepared for several `linear_backward_prepared` calls with the same W (the head's row
+    /// chunks): on the CPU, W packed once as the B of dx = dy · W. Empty where a backend
+    /// prepares nothing (the default). `dims.n` is not used.
+    fn prepare_linear_weight_dx(
+        &self,
+        _w: ActSrc<'_, Self>,
+        _dims: LinearDims,
+    ) -> Result<Self::Act> {
+        self.empty_act(0)
+    }
+    /// `linear_backward`, reading W for dx from `prepared_dx` (`prepare_linear_weight_dx` of
+    /// this w and these dims) where it is not empty. The same numbers as `linear_backward`.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_backward_prepared(
+        &self,
+        x: ActSrc<'_, Self>,
+        w: ActSrc<'_, Self>,
+        _prepared_dx: ActSrc<'_, Self>,
+        dy: ActSrc<'_, Self>,
+        dx: Option<ActDst<'_, Self>>,
+        grads: WeightGrads<'_, Self::Acc>,
+        dims: LinearDims,
+    ) -> Result<()> {
+        self.linear_backward(x, w, dy, dx, grads, dims)
+    }
     /// dx += dy · W;  dW += dy^T · x (stored in W's layout);  db += Σ_n dy[n]  (dW, db: `grads`).
     #[allow(clippy::too_many_arguments)]
     fn linear_backward(

@@ -397,3 +397,56 @@ fn row_helpers_match_naive() {
         assert!((sum_lanes_f64(&x) - want).abs() <= 1e-15 * len as f64);
     }
 }
+
+/// The backward with W prepared once for dx (`prepare_linear_weight_dx`, the head's chunks)
+/// gives the bits of `linear_backward`: f32, both weight layouts, with and without a bias, at
+/// shapes that cover ragged panels and the GEMM's thread split (and one too small to split).
+#[test]
+fn linear_backward_prepared_gives_the_bits_of_linear_backward() {
+    let be = CpuBackend::<f32>::new();
+    let mut r = rng(7);
+    for (n, inp, out) in [(333, 128, 2_000), (7, 33, 45), (70, 96, 5_003)] {
+        for layout in [WeightLayout::OutIn, WeightLayout::InOut] {
+            for bias in [false, true] {
+                let dims = LinearDims {
+                    n,
+                    inp,
+                    out,
+                    layout,
+                };
+                let x = uniform_f32(&mut r, n * inp);
+                let w = uniform_f32(&mut r, out * inp);
+                let dy = uniform_f32(&mut r, n * out);
+                let dx0 = uniform_f32(&mut r, n * inp);
+                let g0 = uniform_f32(&mut r, out * inp + out);
+                let (bias_at, grads_len) = match bias {
+                    true => (Some((out * inp, out)), out * inp + out),
+                    false => (None, out * inp),
+                };
+                let run = |prepared: bool| {
+                    let (mut dx, mut g) = (dx0.clone(), g0[..grads_len].to_vec());
+                    let grads = WeightGrads::new(&mut g, (0, out * inp), bias_at);
+                    let dxd = Some(Dst::all(&mut dx));
+                    let (xs, ws, dys) = (Src::all(&x), Src::all(&w), Src::all(&dy));
+                    if prepared {
+                        let p = be.prepare_linear_weight_dx(ws, dims).unwrap();
+                        assert!(!p.is_empty() || !ferrotron_kernels::cpu::sgemm::available());
+                        be.linear_backward_prepared(xs, ws, Src::all(&p), dys, dxd, grads, dims)
+                    } else {
+                        be.linear_backward(xs, ws, dys, dxd, grads, dims)
+                    }
+                    .unwrap();
+                    (dx, g)
+                };
+                let (want, got) = (run(false), run(true));
+                let same = |a: &[f32], b: &[f32]| {
+                    a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits())
+                };
+                assert!(
+                    same(&got.0, &want.0) && same(&got.1, &want.1),
+                    "{dims:?} bias {bias}: the prepared backward differs"
+                );
+            }
+        }
+    }
+}

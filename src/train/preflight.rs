@@ -321,8 +321,9 @@ impl Plan<'_> {
         let kept = share.act * w + share.acc * g;
         use crate::model::transformer::{logits_row_width, HEAD_PREPARED_MAX_ELEMS};
         let head_chunk = (tokens * c.vocab_size as f64).min(self.dev.logits_chunk_elems as f64);
+        // W_head prepared twice (forward and dx) when small (model/transformer/head.rs)
         let prepared = match table <= HEAD_PREPARED_MAX_ELEMS as f64 {
-            true => table,
+            true => 2.0 * table,
             false => 0.0,
         };
         // a single rank's padded head rows: W_head and its gradient copied padded, and the

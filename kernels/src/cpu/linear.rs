@@ -4,7 +4,8 @@
 //! Both layouts go through the same GEMMs; only the strides of the W view change
 //! (`w_as_out_in` below), so no weight is ever transposed in memory.
 //! `prepare_weight` / `forward_prepared`: the forward for several row blocks of x with Wᵀ
-//! packed once (gemm.rs, prepared B); the same numbers as `forward`.
+//! packed once (gemm.rs, prepared B); the same numbers as `forward`. `prepare_weight_dx` /
+//! `backward_prepared` likewise for dx = dy·W, with W packed once as that product's B.
 
 use super::gemm::{self, gemm, View, ViewMut};
 use super::team;
@@ -102,9 +103,35 @@ pub fn forward_prepared<T: CpuFloat>(
     );
 }
 
+/// Floats of `prepare_weight_dx`'s output for these dims, 0 where T's GEMM has no prepared form.
+pub fn prepared_dx_len<T: CpuFloat>(dims: LinearDims) -> usize {
+    gemm::prepared_len::<T>(dims.out, dims.inp).unwrap_or(0)
+}
+
+/// W as the [O, I] B of dx = dy·W, packed for `backward_prepared` into `out`.
+pub fn prepare_weight_dx<T: CpuFloat>(w: &[T], dims: LinearDims, out: &mut [T]) {
+    gemm::prepare(w_as_out_in(w, dims), out);
+}
+
 pub fn backward<T: CpuFloat>(
     x: &[T],
     w: &[T],
+    dy: &[T],
+    dx: Option<&mut [T]>,
+    dw: &mut [T],
+    db: Option<&mut [T]>,
+    dims: LinearDims,
+) {
+    backward_prepared(x, w, None, dy, dx, dw, db, dims)
+}
+
+/// `backward`, with dx's product reading W from `prepared_dx` (`prepare_weight_dx` of the same
+/// W and dims) when given.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_prepared<T: CpuFloat>(
+    x: &[T],
+    w: &[T],
+    prepared_dx: Option<&[T]>,
     dy: &[T],
     dx: Option<&mut [T]>,
     dw: &mut [T],
@@ -134,13 +161,11 @@ pub fn backward<T: CpuFloat>(
             "linear_backward: dx holds {} < {n} x {inp}",
             dx.len()
         );
-        gemm(
-            T::one(),
-            dyv,
-            w_as_out_in(w, dims),
-            T::one(),
-            ViewMut::row_major(dx, n, inp),
-        );
+        let dx = ViewMut::row_major(dx, n, inp);
+        match prepared_dx {
+            Some(prepared) => gemm::gemm_prepared(dyv, prepared, inp, T::one(), dx),
+            None => gemm(T::one(), dyv, w_as_out_in(w, dims), T::one(), dx),
+        }
     }
     // dW[O, I] += dyᵀ[O, N] · x[N, I], written through a view in W's storage layout.
     let dw_out_in = match layout {

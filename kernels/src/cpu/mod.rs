@@ -265,6 +265,33 @@ impl<T: CpuFloat, M: HostMemory> Backend for CpuBackend<T, M> {
         linear::backward(r(x), r(wt), r(dy), dx.map(w), dw, db, dims);
         Ok(())
     }
+    fn prepare_linear_weight_dx(
+        &self,
+        wt: Src<'_, Self::Act>,
+        dims: LinearDims,
+    ) -> Result<Self::Act> {
+        let len = linear::prepared_dx_len::<T>(dims);
+        let mut out = self.mem.empty(len);
+        if len > 0 {
+            linear::prepare_weight_dx(r(wt), dims, &mut out);
+        }
+        Ok(out)
+    }
+    fn linear_backward_prepared(
+        &self,
+        x: Src<'_, Self::Act>,
+        wt: Src<'_, Self::Act>,
+        prepared_dx: Src<'_, Self::Act>,
+        dy: Src<'_, Self::Act>,
+        dx: Option<Dst<'_, Self::Act>>,
+        grads: WeightGrads<'_, Self::Acc>,
+        dims: LinearDims,
+    ) -> Result<()> {
+        let (dw, db) = split_grads(grads);
+        let prepared = (prepared_dx.len > 0).then(|| r(prepared_dx));
+        linear::backward_prepared(r(x), r(wt), prepared, r(dy), dx.map(w), dw, db, dims);
+        Ok(())
+    }
 
     fn rmsnorm_forward(
         &self,

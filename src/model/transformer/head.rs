@@ -30,9 +30,10 @@ use ferrotron_parallel::{NoTp, TpComm};
 use ferrotron_zero::ParamStore;
 
 /// The largest W_head (elements; 64 MiB in f32) that is prepared (CPU: packed) whole: up to it
-/// the head is prepared once per call and every chunk's logits read it; above it each chunk's product packs
-/// W_head block by block as it goes (a 75M Llama's 50257 × 512 head: 98 MiB saved for about 3%
-/// of its step time; the quickstart's 25 MiB copy is kept, where packing is a larger share).
+/// the head is prepared once per call for every chunk's logits, and once more for every chunk's
+/// dx = dlogits·W_head when there is a backward; above it each chunk's products pack W_head
+/// block by block as they go (a 75M Llama's 50257 × 512 head: 2 × 98 MiB saved for a few % of
+/// its step time; the quickstart's 2 × 25 MiB copies are kept, where packing is a larger share).
 pub const HEAD_PREPARED_MAX_ELEMS: usize = 1 << 24;
 
 /// A single rank's logits row for a vocabulary of `vocab` under `Backend::LOGITS_ROW_ALIGN`
@@ -192,8 +193,14 @@ impl Transformer {
             out: width,
             layout: WeightLayout::OutIn,
         };
-        let wh_prepared = match width * d <= HEAD_PREPARED_MAX_ELEMS {
+        let small = width * d <= HEAD_PREPARED_MAX_ELEMS;
+        let wh_prepared = match small {
             true => b.prepare_linear_weight(wh, whole)?,
+            false => b.empty_act(0)?,
+        };
+        // and once as the B of every chunk's dx = dlogits · W_head
+        let wh_prepared_dx = match small && grad {
+            true => b.prepare_linear_weight_dx(wh, whole)?,
             false => b.empty_act(0)?,
         };
         let mut r0 = 0;
@@ -268,7 +275,8 @@ impl Transformer {
                     false => weight_grads(&mut g[hu], hunit, head_role, head_role),
                 };
                 let dlogits = Src::range(if by_stats { &dlogits } else { &logits }, 0, cells);
-                b.linear_backward(xin, wh, dlogits, Some(dx), dw, dims)?;
+                let prepared_dx = src(&wh_prepared_dx);
+                b.linear_backward_prepared(xin, wh, prepared_dx, dlogits, Some(dx), dw, dims)?;
             }
             r0 += rows;
         }
