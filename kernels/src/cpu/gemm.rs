@@ -235,7 +235,8 @@ const MAX_PARTS_PER_THREAD: usize = 8;
 fn split_parts(len: usize, fine: bool) -> usize {
     let threads = rayon::current_num_threads();
     let parts = match fine {
-        true => (len / MIN_SPLIT).clamp(threads, threads * MAX_PARTS_PER_THREAD),
+        // whole rounds of blocks: 3 blocks on 2 threads would leave one idle a third of the time
+        true => (len / MIN_SPLIT / threads).clamp(1, MAX_PARTS_PER_THREAD) * threads,
         false => threads,
     };
     parts.min(len)
