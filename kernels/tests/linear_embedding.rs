@@ -439,9 +439,8 @@ fn linear_backward_prepared_gives_the_bits_of_linear_backward() {
                     (dx, g)
                 };
                 let (want, got) = (run(false), run(true));
-                let same = |a: &[f32], b: &[f32]| {
-                    a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits())
-                };
+                let same =
+                    |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
                 assert!(
                     same(&got.0, &want.0) && same(&got.1, &want.1),
                     "{dims:?} bias {bias}: the prepared backward differs"

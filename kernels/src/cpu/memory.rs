@@ -279,7 +279,7 @@ impl<E: Element> Pool<E> {
                 // the allocation's fresh zeroing, or writes since), and init ≤ capacity.
                 unsafe { v.set_len(n.min(init)) };
                 if zero {
-                    v.fill(E::default());
+                    super::team::fill(&mut v, E::default());
                 }
                 v.resize(n, E::default());
                 (v, init.max(n))

@@ -146,11 +146,11 @@ impl<T: CpuFloat, M: HostMemory> Backend for CpuBackend<T, M> {
         Ok(cast_out(r(src)))
     }
     fn fill_zero_act(&self, dst: Dst<'_, Self::Act>) -> Result<()> {
-        w(dst).fill(T::zero());
+        team::fill(w(dst), T::zero());
         Ok(())
     }
     fn fill_zero_acc(&self, dst: Dst<'_, Self::Act>) -> Result<()> {
-        w(dst).fill(T::zero());
+        team::fill(w(dst), T::zero());
         Ok(())
     }
     fn release_zero_acc(&self, dst: Dst<'_, Self::Act>) -> Result<()> {

@@ -255,6 +255,16 @@ pub fn for_chunks_mut<T: Send>(
     });
 }
 
+/// x.fill(value), over the team where x is large (a memset on one core leaves the other idle).
+pub fn fill<T: Copy + Send + Sync>(x: &mut [T], value: T) {
+    const PER_PART: usize = 1 << 16;
+    if x.len() <= PER_PART {
+        x.fill(value);
+    } else {
+        for_chunks_mut(x, PER_PART, 1, &|_, part| part.fill(value));
+    }
+}
+
 /// rayon's `items.par_iter_mut().for_each(f)` on the team: f(item), one item a part.
 pub fn for_each_mut<I: Send>(items: &mut [I], f: &(dyn Fn(&mut I) + Sync)) {
     for_chunks_mut(items, 1, 1, &|_, item| f(&mut item[0]));
