@@ -74,6 +74,18 @@ fn w<'a, E, B: DerefMut<Target = [E]>>(d: Dst<'a, B>) -> &'a mut [E] {
     &mut d.buf[d.start..d.start + d.len]
 }
 /// The weight and (optional) bias gradient regions as two disjoint slices.
+impl<T: CpuFloat, M: HostMemory> CpuBackend<T, M> {
+    /// A buffer of `len` elements written by `pack` (empty, and `pack` not called, when len is
+    /// 0: the GEMM has no prepared form here).
+    fn packed(&self, len: usize, pack: impl FnOnce(&mut [T])) -> M::Buf<T> {
+        let mut out = self.mem.empty(len);
+        if len > 0 {
+            pack(&mut out);
+        }
+        out
+    }
+}
+
 fn split_grads<E, B: DerefMut<Target = [E]>>(
     g: WeightGrads<'_, B>,
 ) -> (&mut [E], Option<&mut [E]>) {
@@ -230,11 +242,7 @@ impl<T: CpuFloat, M: HostMemory> Backend for CpuBackend<T, M> {
     }
     fn prepare_linear_weight(&self, wt: Src<'_, Self::Act>, dims: LinearDims) -> Result<Self::Act> {
         let len = linear::prepared_len::<T>(dims);
-        let mut out = self.mem.empty(len);
-        if len > 0 {
-            linear::prepare_weight(r(wt), dims, &mut out);
-        }
-        Ok(out)
+        Ok(self.packed(len, |out| linear::prepare_weight(r(wt), dims, out)))
     }
     fn linear_forward_prepared(
         &self,
@@ -271,11 +279,7 @@ impl<T: CpuFloat, M: HostMemory> Backend for CpuBackend<T, M> {
         dims: LinearDims,
     ) -> Result<Self::Act> {
         let len = linear::prepared_dx_len::<T>(dims);
-        let mut out = self.mem.empty(len);
-        if len > 0 {
-            linear::prepare_weight_dx(r(wt), dims, &mut out);
-        }
-        Ok(out)
+        Ok(self.packed(len, |out| linear::prepare_weight_dx(r(wt), dims, out)))
     }
     fn linear_backward_prepared(
         &self,
