@@ -8,6 +8,9 @@
 
 use ferrotron_kernels::cpu::{float, CpuFloat};
 
+/// xs ← exp(xs − shift), in one of its forms.
+type ExpShifted = fn(&mut [f32], f32);
+
 /// |y − exact| in units of the f32 spacing at the rounded exact value.
 fn ulps(y: f32, exact: f64) -> f64 {
     let e = (exact as f32).abs();
@@ -46,7 +49,6 @@ fn sweep(max: f32, f: impl Fn(&[f32]) -> Vec<f32>, reference: impl Fn(f64) -> f6
 /// `exp_shifted` itself, which picks one: under 1 ulp over the range.
 #[test]
 fn exp_shifted_f32_accuracy_and_special_values() {
-    type ExpShifted = fn(&mut [f32], f32);
     let forms: [(&str, ExpShifted); 3] = [
         ("exp_shifted", f32::exp_shifted),
         ("fused", float::exp_shifted_f32_fused),
@@ -224,4 +226,36 @@ fn exact_gelu_f32_is_correctly_rounded_nearly() {
     assert_eq!((-30f32).gelu_erf_grad_elem(), 0.0);
     assert_eq!(30f32.gelu_erf_grad_elem(), 1.0);
     assert!(f32::NAN.gelu_erf_grad_elem().is_nan());
+}
+
+/// ns per element of the two exp forms on L1-resident data (1,024 floats, 200,000 calls each,
+/// interleaved, three rounds), one thread: the figures in
+/// docs/cpu-runs/team-and-exp-2026-12-04.md.
+#[test]
+#[ignore = "a benchmark"]
+fn bench_exp_shifted_forms() {
+    // exp(x − 5) of values in [0, 1] stays in [0, 1]: the same range every call
+    let mut row: Vec<f32> = (0..1024)
+        .map(|i| ((i * 7919) % 1000) as f32 * 0.001)
+        .collect();
+    // both dispatched to this CPU's vector level (`exp_shifted_f32_fused` called directly
+    // would be compiled for baseline x86-64, where each `mul_add` is a library call)
+    let forms: [(&str, ExpShifted); 2] = [
+        (
+            "exp_shifted (fused where the CPU has FMA)",
+            f32::exp_shifted,
+        ),
+        ("unfused", float::exp_shifted_f32_unfused),
+    ];
+    for round in 0..3 {
+        for (name, exp_shifted) in forms {
+            let reps = 200_000;
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                exp_shifted(std::hint::black_box(&mut row), 5.0);
+            }
+            let ns = t.elapsed().as_secs_f64() / (reps * row.len()) as f64 * 1e9;
+            println!("round {round}: {name} {ns:.3} ns/element");
+        }
+    }
 }
