@@ -101,7 +101,9 @@ pub(super) unsafe fn tile_to_c(
     }
 }
 
-/// One tile's raw products ab into `out` (row-major MR × NR), for the per-element epilogue.
+/// One tile's raw products ab into `out` (row-major MR × NR), for the per-element epilogue:
+/// rows below `rows` and columns left of `cols` (the part of the tile inside C); sub-tiles
+/// wholly outside it are skipped (a 4-row edge panel computes half the tile).
 ///
 /// # Safety
 /// As `tile_to_c`; out holds MR·NR floats.
@@ -113,8 +115,13 @@ pub(super) unsafe fn tile_to_buf(
     b: *const f32,
     ldb: usize,
     out: *mut f32,
+    rows: usize,
+    cols: usize,
 ) {
     for (r0, c0) in SUB_TILES {
+        if r0 >= rows || c0 >= cols {
+            continue;
+        }
         let acc = accumulate6x16!(kc, a.add(r0), b.add(c0), ldb);
         for (i, row) in acc.iter().enumerate() {
             let p = out.add((r0 + i) * NR + c0);
@@ -256,7 +263,7 @@ mod tests {
             let t = std::time::Instant::now();
             for _ in 0..reps {
                 // SAFETY: the panels hold KC steps; out holds a tile.
-                unsafe { tile_to_buf(KC, a.as_ptr(), b.as_ptr(), NR, out.as_mut_ptr()) };
+                unsafe { tile_to_buf(KC, a.as_ptr(), b.as_ptr(), NR, out.as_mut_ptr(), MR, NR) };
                 std::hint::black_box(&mut out);
             }
             let flop = 2.0 * (MR * NR * KC * reps) as f64;

@@ -87,7 +87,8 @@ pub(super) unsafe fn tile_to_c(
     }
 }
 
-/// One tile's raw products ab into `out` (row-major MR × NR), for the per-element epilogue.
+/// One tile's raw products ab into `out` (row-major MR × NR), for the per-element epilogue
+/// (the whole tile: `_rows` and `_cols`, the part inside C, matter to avx2.rs's sub-tiles).
 ///
 /// # Safety
 /// As `tile_to_c`; out holds MR·NR floats.
@@ -99,6 +100,8 @@ pub(super) unsafe fn tile_to_buf(
     b: *const f32,
     ldb: usize,
     out: *mut f32,
+    _rows: usize,
+    _cols: usize,
 ) {
     let acc = accumulate!(kc, a, b, ldb);
     for (i, row) in acc.iter().enumerate() {

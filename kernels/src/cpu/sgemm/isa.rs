@@ -99,6 +99,7 @@ impl Isa {
 
     /// # Safety
     /// As `avx512::tile_to_buf`, with `self` supported by the CPU.
+    #[allow(clippy::too_many_arguments)]
     #[inline]
     pub(super) unsafe fn tile_to_buf(
         self,
@@ -107,10 +108,12 @@ impl Isa {
         b: *const f32,
         ldb: usize,
         out: *mut f32,
+        rows: usize,
+        cols: usize,
     ) {
         match self {
-            Isa::Avx512 => avx512::tile_to_buf(kc, a, b, ldb, out),
-            Isa::Avx2 => avx2::tile_to_buf(kc, a, b, ldb, out),
+            Isa::Avx512 => avx512::tile_to_buf(kc, a, b, ldb, out, rows, cols),
+            Isa::Avx2 => avx2::tile_to_buf(kc, a, b, ldb, out, rows, cols),
         }
     }
 
