@@ -348,6 +348,10 @@ pub trait Backend: Send + Sync {
     /// in f32, about 330 rows of a 50k vocabulary), where 2^23 made the quickstart's step about
     /// 8% slower and larger chunks no faster. CUDA overrides it.
     const LOGITS_CHUNK_ELEMS: usize = 1 << 24;
+    /// The head's chunks hold a multiple of this many rows (when they hold more than that),
+    /// the last chunk the rest. The CPU: the GEMM's panel height (`cpu::sgemm::PANEL_ROWS`),
+    /// so that only the last chunk's products have a partial panel of rows.
+    const LOGITS_CHUNK_ROW_MULTIPLE: usize = 1;
     /// A single rank's logits rows are padded to a multiple of this many elements when the
     /// vocabulary is not one (the model's head, `Transformer::head_aligned`). The CPU: 1 (no
     /// padding). CUDA overrides it.

@@ -120,6 +120,7 @@ impl<T: CpuFloat, M: HostMemory> Backend for CpuBackend<T, M> {
     type Act = M::Buf<T>;
     type Acc = M::Buf<T>;
     type Idx = M::Buf<i32>;
+    const LOGITS_CHUNK_ROW_MULTIPLE: usize = sgemm::PANEL_ROWS;
 
     fn name(&self) -> String {
         format!("cpu-{}", T::NAME)

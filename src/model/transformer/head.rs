@@ -36,6 +36,18 @@ use ferrotron_zero::ParamStore;
 /// its step time; the quickstart's 2 × 25 MiB copies are kept, where packing is a larger share).
 pub const HEAD_PREPARED_MAX_ELEMS: usize = 1 << 24;
 
+/// Rows of the head's logits chunk: as many rows of `width` as `chunk_elems` holds, rounded
+/// down to a multiple of `multiple` when that leaves at least one, and at most `n` (≥ 1).
+pub fn logits_chunk_rows(chunk_elems: usize, multiple: usize, width: usize, n: usize) -> usize {
+    let rows = chunk_elems / width.max(1);
+    let rows = if rows >= multiple {
+        rows / multiple * multiple
+    } else {
+        rows
+    };
+    rows.clamp(1, n.max(1))
+}
+
 /// A single rank's logits row for a vocabulary of `vocab` under `Backend::LOGITS_ROW_ALIGN`
 /// = `row_align`: `vocab` rounded up to a multiple of it (see `Transformer::head_aligned`).
 pub fn logits_row_width(vocab: usize, row_align: usize) -> usize {
@@ -147,7 +159,12 @@ impl Transformer {
         let padded = width != vocab;
         // the cross-entropy over row statistics: vocab-parallel, or over a padded row
         let by_stats = parallel || padded;
-        let chunk = (B::LOGITS_CHUNK_ELEMS / width).clamp(1, n.max(1));
+        let chunk = logits_chunk_rows(
+            B::LOGITS_CHUNK_ELEMS,
+            B::LOGITS_CHUNK_ROW_MULTIPLE,
+            width,
+            n,
+        );
         // logits of a chunk, then (cross-entropy in place) their gradient; through the row
         // statistics, the gradient goes to its own buffer
         let grad = grad_scale.is_some();
@@ -363,5 +380,24 @@ impl Transformer {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::logits_chunk_rows;
+
+    #[test]
+    fn logits_chunks_hold_whole_panels_of_rows() {
+        // the quickstart: 2^24 / 50257 = 333 rows, rounded down to 324 = 27 panels of 12
+        assert_eq!(logits_chunk_rows(1 << 24, 12, 50257, 1024), 324);
+        // fewer rows than one chunk: all of them, whatever the multiple
+        assert_eq!(logits_chunk_rows(1 << 24, 12, 50257, 100), 100);
+        // a chunk smaller than the multiple keeps its rows; never fewer than one
+        assert_eq!(logits_chunk_rows(1 << 20, 12, 200_000, 64), 5);
+        assert_eq!(logits_chunk_rows(1 << 10, 12, 200_000, 64), 1);
+        // no multiple (CUDA)
+        assert_eq!(logits_chunk_rows(1 << 24, 1, 50257, 1024), 333);
+        assert_eq!(logits_chunk_rows(1 << 24, 12, 50257, 0), 1);
     }
 }

@@ -195,6 +195,10 @@ pub unsafe fn sgemm(
     }
 }
 
+/// Rows of A per packed panel (a product whose rows are a multiple of it has no partial
+/// panel, whose tiles compute padding rows).
+pub const PANEL_ROWS: usize = MR;
+
 /// Columns of a prepared B per panel (a product on prepared B starts at a multiple of it).
 pub const PREPARED_COLS: usize = NR;
 
@@ -460,7 +464,7 @@ unsafe fn tiles(
                 let c = p.c.ptr.offset(i as isize * p.c.rs + j as isize);
                 isa.tile_to_c(kc, a, bptr, NR, c, p.c.rs, p.alpha, beta);
             } else {
-                isa.tile_to_buf(kc, a, bptr, NR, tile.as_mut_ptr());
+                isa.tile_to_buf(kc, a, bptr, NR, tile.as_mut_ptr(), h, w);
                 edge_epilogue(p, &tile, i, h, j, w, beta);
             }
         }
