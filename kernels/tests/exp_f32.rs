@@ -122,6 +122,40 @@ fn exp_special_values(exp_shifted: fn(&mut [f32], f32)) {
     }
 }
 
+/// `exp_shifted_sum` (the cross-entropy's row) gives the bits of `exp_shifted` followed by
+/// `sum_lanes_f64`, in every form, at lengths around the exp's blocks and the sum's lanes.
+#[test]
+fn exp_shifted_sum_gives_the_bits_of_exp_then_sum() {
+    use ferrotron_kernels::cpu::elementwise::sum_lanes_f64;
+    type ExpSum = fn(&mut [f32], f32) -> f64;
+    let forms: [(&str, ExpSum); 2] = [
+        ("exp_shifted_sum", f32::exp_shifted_sum),
+        ("fused", float::exp_shifted_sum_f32_fused),
+    ];
+    let xs: Vec<f32> = (0..50_300)
+        .map(|i| (i as f32 * 0.113).sin() * 12.0 + (i % 7) as f32)
+        .collect();
+    for (name, exp_sum) in forms {
+        for len in (0..80).chain([95, 96, 97, 1000, 50_257, 50_300]) {
+            let mut want = xs[..len].to_vec();
+            f32::exp_shifted(&mut want, 17.0);
+            let want_sum = sum_lanes_f64(&want);
+            let mut got = xs[..len].to_vec();
+            let got_sum = exp_sum(&mut got, 17.0);
+            assert_eq!(
+                got_sum.to_bits(),
+                want_sum.to_bits(),
+                "{name}: sum of {len}: {got_sum} against {want_sum}"
+            );
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{name}: the exps of {len} elements differ");
+        }
+    }
+}
+
 #[test]
 fn exp_elem_f32_is_as_accurate_as_libm() {
     let (ours, at) = sweep(

@@ -6,7 +6,7 @@
 //! With dlogits, exp is evaluated once: stored in dlogits, then scaled in place. `in_place` does
 //! the same with dlogits written over the logits (the same numbers, one buffer).
 
-use super::elementwise::{max_lanes, sum_lanes_f64};
+use super::elementwise::max_lanes;
 use super::team::{self, Pieces};
 use super::CpuFloat;
 use rayon::prelude::*;
@@ -31,8 +31,7 @@ fn target_col(t: i32, v: usize) -> Option<usize> {
 fn exp_row<T: CpuFloat>(row: &[T], e: &mut [T]) -> (T, f64) {
     let m = max_lanes(row);
     e.copy_from_slice(row);
-    T::exp_shifted(e, m);
-    (m, sum_lanes_f64(e))
+    (m, T::exp_shifted_sum(e, m))
 }
 
 crate::simd_fn! {
@@ -40,8 +39,7 @@ crate::simd_fn! {
     /// machine's vector width).
     fn exp_row_in_place<T: CpuFloat>(row: &mut [T]) -> (T, f64) {
         let m = max_lanes(row);
-        T::exp_shifted(row, m);
-        (m, sum_lanes_f64(row))
+        (m, T::exp_shifted_sum(row, m))
     }
 }
 

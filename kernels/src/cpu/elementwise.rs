@@ -154,7 +154,7 @@ pub fn copy_columns<T: CpuFloat>(
 }
 
 /// Independent accumulators of the row helpers.
-const LANES: usize = 8;
+pub(crate) const LANES: usize = 8;
 
 /// max of xs (−∞ for an empty slice).
 #[inline(always)]

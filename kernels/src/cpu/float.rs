@@ -41,6 +41,12 @@ pub trait CpuFloat:
     fn exp_shifted(xs: &mut [Self], shift: Self) {
         xs.iter_mut().for_each(|x| *x = (*x - shift).exp());
     }
+    /// xs[i] ← exp(xs[i] − shift), then Σ xs as `sum_lanes_f64` adds it (the cross-entropy's
+    /// row): the same numbers as the two calls; f32 adds each block while it is in registers.
+    fn exp_shifted_sum(xs: &mut [Self], shift: Self) -> f64 {
+        Self::exp_shifted(xs, shift);
+        super::elementwise::sum_lanes_f64(xs)
+    }
     /// exp of one element, for loops that vectorize (see the top comment).
     #[inline(always)]
     fn exp_elem(self) -> Self {
@@ -138,6 +144,10 @@ impl CpuFloat for f32 {
     #[inline]
     fn exp_shifted(xs: &mut [f32], shift: f32) {
         exp_shifted_f32(xs, shift)
+    }
+    #[inline]
+    fn exp_shifted_sum(xs: &mut [f32], shift: f32) -> f64 {
+        exp_shifted_sum_f32(xs, shift)
     }
     #[inline(always)]
     fn exp_elem(self) -> f32 {
@@ -257,6 +267,33 @@ pub fn exp_shifted_f32(xs: &mut [f32], shift: f32) {
     exp_shifted_f32_fused(xs, shift)
 }
 
+/// `exp_shifted_sum` for f32: `exp_shifted_f32` and then `sum_lanes_f64`, the sum taken
+/// block by block as the fused exp leaves each (same numbers, one pass over xs less).
+pub fn exp_shifted_sum_f32(xs: &mut [f32], shift: f32) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+        unsafe fn v512(xs: &mut [f32], shift: f32) -> f64 {
+            exp_shifted_sum_f32_fused(xs, shift)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn v256(xs: &mut [f32], shift: f32) -> f64 {
+            exp_shifted_sum_f32_fused(xs, shift)
+        }
+        match super::simd::level() {
+            // SAFETY: the level was detected on this CPU.
+            super::simd::Level::Avx512 => unsafe { v512(xs, shift) },
+            super::simd::Level::Avx2 => unsafe { v256(xs, shift) },
+            super::simd::Level::Baseline => {
+                exp_shifted_f32_unfused(xs, shift);
+                super::elementwise::sum_lanes_f64(xs)
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    exp_shifted_sum_f32_fused(xs, shift)
+}
+
 /// Elements the fused exp works on at once: four AVX2 vectors (two AVX-512 ones) of
 /// independent dependency chains, which the core overlaps (one chain at a time left it
 /// waiting on the polynomial's latency: 0.96 ns an element on a Zen 3 unfused, 0.53 so;
@@ -264,16 +301,18 @@ pub fn exp_shifted_f32(xs: &mut [f32], shift: f32) {
 const EXP_BLOCK: usize = 32;
 
 /// xs ← exp(xs − shift) by the fused polynomial, in blocks of `EXP_BLOCK` (the tail in a
-/// padded block: every element gets the same arithmetic wherever it sits). Compiled for its
-/// caller's features: outside `exp_shifted_f32` (tests) each `mul_add` on baseline x86-64 is a
-/// library call, about 40 ns an element.
+/// padded block: every element gets the same arithmetic wherever it sits), handing each
+/// finished block (the tail: its own elements only) to `visit`. Compiled for its caller's
+/// features: outside the dispatchers (tests) each `mul_add` on baseline x86-64 is a library
+/// call, about 40 ns an element.
 #[inline(always)]
-pub fn exp_shifted_f32_fused(xs: &mut [f32], shift: f32) {
+fn exp_fused_blocks(xs: &mut [f32], shift: f32, mut visit: impl FnMut(&[f32])) {
     let mut blocks = xs.chunks_exact_mut(EXP_BLOCK);
     for block in &mut blocks {
         let block: &mut [f32; EXP_BLOCK] = block.try_into().expect("a whole block");
         block.iter_mut().for_each(|x| *x -= shift);
         exp_block_fused(block);
+        visit(block);
     }
     let tail = blocks.into_remainder();
     if !tail.is_empty() {
@@ -282,7 +321,41 @@ pub fn exp_shifted_f32_fused(xs: &mut [f32], shift: f32) {
         block.iter_mut().for_each(|x| *x -= shift);
         exp_block_fused(&mut block);
         tail.copy_from_slice(&block[..tail.len()]);
+        visit(tail);
     }
+}
+
+/// xs ← exp(xs − shift) by the fused polynomial (`exp_fused_blocks`; compiled for its
+/// caller's features, as that says).
+#[inline(always)]
+pub fn exp_shifted_f32_fused(xs: &mut [f32], shift: f32) {
+    exp_fused_blocks(xs, shift, |_| {});
+}
+
+/// `exp_shifted_f32_fused`, returning Σ xs in `sum_lanes_f64`'s order: lane j of
+/// `SUM_LANES` f64 accumulators adds element j of every whole group of `SUM_LANES` (a block
+/// holds four groups, and blocks start at multiples of it), the last partial group is summed
+/// on its own, then the lanes in order plus that.
+#[inline(always)]
+pub fn exp_shifted_sum_f32_fused(xs: &mut [f32], shift: f32) -> f64 {
+    const SUM_LANES: usize = super::elementwise::LANES;
+    const _: () = assert!(EXP_BLOCK.is_multiple_of(SUM_LANES));
+    let mut acc = [0f64; SUM_LANES];
+    let mut tail = 0.0;
+    exp_fused_blocks(xs, shift, |done| {
+        let groups = done.chunks_exact(SUM_LANES);
+        let rest = groups.remainder();
+        for g in groups {
+            for (a, &x) in acc.iter_mut().zip(g) {
+                *a += x as f64;
+            }
+        }
+        if !rest.is_empty() {
+            // only the last piece can end in a partial group
+            tail = rest.iter().map(|&x| x as f64).sum::<f64>();
+        }
+    });
+    acc.iter().sum::<f64>() + tail
 }
 
 /// The constants of the Cephes-style exp (see the top comment): arguments in (88, ln f32::MAX]
