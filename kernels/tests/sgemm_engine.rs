@@ -355,7 +355,14 @@ fn bench_engine_head_shapes() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(128);
-    let (rows, v) = (165usize, 25_129usize);
+    let rows: usize = std::env::var("BENCH_ROWS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(165);
+    let v: usize = std::env::var("BENCH_V")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(25_129);
     let mut g = rng(3);
     let h = uniform_f32(&mut g, rows * d);
     let w = uniform_f32(&mut g, v * d);
