@@ -564,3 +564,37 @@ fn bench_head_products() {
         );
     }
 }
+
+/// The element-wise activations at the quickstart's and the 75M Llama's sizes (4 layers ×
+/// 1024 tokens × 512, f32): ns per element on the thread team.
+#[test]
+#[ignore]
+fn bench_activations() {
+    use ferrotron_kernels::cpu::activation::{
+        gelu_backward, gelu_forward, glu_backward, glu_forward,
+    };
+    use ferrotron_kernels::{Gelu, Glu};
+    let n = 1 << 21;
+    let mut g = rng(9);
+    let x = uniform_f32(&mut g, n)
+        .iter()
+        .map(|v| 4.0 * v)
+        .collect::<Vec<_>>();
+    let u = uniform_f32(&mut g, n);
+    let d = uniform_f32(&mut g, n);
+    let (mut y, mut dx, mut du) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    let per = |t: f64| t / n as f64 * 1e9;
+    for _ in 0..3 {
+        let fwd = best_of(10, || gelu_forward(Gelu::Tanh, &x, &mut y));
+        let bwd = best_of(10, || gelu_backward(Gelu::Tanh, &x, &d, &mut dx));
+        let sfwd = best_of(10, || glu_forward(Glu::Silu, &x, &u, &mut y));
+        let sbwd = best_of(10, || glu_backward(Glu::Silu, &x, &u, &d, &mut dx, &mut du));
+        println!(
+            "ns/element: tanh-GELU fwd {:.3} bwd {:.3} | SwiGLU fwd {:.3} bwd {:.3}",
+            per(fwd),
+            per(bwd),
+            per(sfwd),
+            per(sbwd)
+        );
+    }
+}
