@@ -123,22 +123,6 @@ pub fn release_zero<T: Copy>(x: &mut [T], zero: T) {
     x.fill(zero);
 }
 
-/// Asks Linux to back the whole 2 MiB ranges inside a fresh, untouched allocation with
-/// transparent huge pages (MADV_HUGEPAGE; a hint, ignored where THP is off).
-pub fn advise_huge_pages<T>(x: &[T]) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let start = x.as_ptr() as usize;
-        let end = start + std::mem::size_of_val(x);
-        let (lo, hi) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
-        if hi > lo {
-            // SAFETY: advice on whole pages inside x; it changes no contents.
-            unsafe { libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE) };
-        }
-    }
-}
-
 /// The pools of one `Pooled` memory, one per element type.
 #[derive(Default)]
 pub struct PoolSet {
@@ -302,7 +286,6 @@ impl<E: Element> Pool<E> {
             }
             None => {
                 let mut v = vec![E::default(); class];
-                advise_huge_pages(&v);
                 v.truncate(n);
                 (v, class)
             }
