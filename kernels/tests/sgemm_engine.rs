@@ -351,18 +351,18 @@ fn bench_engine_head_shapes() {
     extern "C" {
         fn clock_gettime(clk: i32, ts: *mut libc_timespec) -> i32;
     }
-    let d: usize = std::env::var("BENCH_D")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(128);
-    let rows: usize = std::env::var("BENCH_ROWS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(165);
-    let v: usize = std::env::var("BENCH_V")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(25_129);
+    // the shape, from the environment where set
+    let env_or = |name: &str, default: usize| -> usize {
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    let (d, rows, v) = (
+        env_or("BENCH_D", 128),
+        env_or("BENCH_ROWS", 165),
+        env_or("BENCH_V", 25_129),
+    );
     let mut g = rng(3);
     let h = uniform_f32(&mut g, rows * d);
     let w = uniform_f32(&mut g, v * d);

@@ -243,55 +243,59 @@ impl CpuFloat for f64 {
     }
 }
 
-/// `exp_shifted` for f32 (see the top comment): the fused polynomial (`exp_block_fused`)
-/// wherever the CPU has fused multiply-adds, the unfused one on x86-64 CPUs without them.
-pub fn exp_shifted_f32(xs: &mut [f32], shift: f32) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-        unsafe fn v512(xs: &mut [f32], shift: f32) {
-            exp_shifted_f32_fused(xs, shift)
+/// A public `fn $name(xs: &mut [f32], shift: f32) -> $ret` that runs `$fused` compiled for the
+/// CPU's fused multiply-adds (AVX-512 or AVX2 + FMA, as simd.rs detects them), and `$baseline`
+/// on x86-64 CPUs without them (where each `mul_add` would be a library call); elsewhere
+/// `$fused`.
+macro_rules! fma_dispatch {
+    ($(#[$doc:meta])* fn $name:ident($xs:ident, $shift:ident) -> $ret:ty {
+        fused: $fused:expr,
+        baseline: $baseline:expr $(,)?
+    }) => {
+        $(#[$doc])*
+        pub fn $name($xs: &mut [f32], $shift: f32) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+                unsafe fn v512($xs: &mut [f32], $shift: f32) -> $ret {
+                    $fused
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v256($xs: &mut [f32], $shift: f32) -> $ret {
+                    $fused
+                }
+                match super::simd::level() {
+                    // SAFETY: the level was detected on this CPU.
+                    super::simd::Level::Avx512 => unsafe { v512($xs, $shift) },
+                    super::simd::Level::Avx2 => unsafe { v256($xs, $shift) },
+                    super::simd::Level::Baseline => $baseline,
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            $fused
         }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn v256(xs: &mut [f32], shift: f32) {
-            exp_shifted_f32_fused(xs, shift)
-        }
-        match super::simd::level() {
-            // SAFETY: the level was detected on this CPU.
-            super::simd::Level::Avx512 => unsafe { v512(xs, shift) },
-            super::simd::Level::Avx2 => unsafe { v256(xs, shift) },
-            super::simd::Level::Baseline => exp_shifted_f32_unfused(xs, shift),
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    exp_shifted_f32_fused(xs, shift)
+    };
 }
 
-/// `exp_shifted_sum` for f32: `exp_shifted_f32` and then `sum_lanes_f64`, the sum taken
-/// block by block as the fused exp leaves each (same numbers, one pass over xs less).
-pub fn exp_shifted_sum_f32(xs: &mut [f32], shift: f32) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-        unsafe fn v512(xs: &mut [f32], shift: f32) -> f64 {
-            exp_shifted_sum_f32_fused(xs, shift)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn v256(xs: &mut [f32], shift: f32) -> f64 {
-            exp_shifted_sum_f32_fused(xs, shift)
-        }
-        match super::simd::level() {
-            // SAFETY: the level was detected on this CPU.
-            super::simd::Level::Avx512 => unsafe { v512(xs, shift) },
-            super::simd::Level::Avx2 => unsafe { v256(xs, shift) },
-            super::simd::Level::Baseline => {
-                exp_shifted_f32_unfused(xs, shift);
-                super::elementwise::sum_lanes_f64(xs)
-            }
-        }
+fma_dispatch! {
+    /// `exp_shifted` for f32 (see the top comment): the fused polynomial (`exp_block_fused`)
+    /// wherever the CPU has fused multiply-adds, the unfused one on x86-64 CPUs without them.
+    fn exp_shifted_f32(xs, shift) -> () {
+        fused: exp_shifted_f32_fused(xs, shift),
+        baseline: exp_shifted_f32_unfused(xs, shift),
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    exp_shifted_sum_f32_fused(xs, shift)
+}
+
+fma_dispatch! {
+    /// `exp_shifted_sum` for f32: `exp_shifted_f32` and then `sum_lanes_f64`, the sum taken
+    /// block by block as the fused exp leaves each (same numbers, one pass over xs less).
+    fn exp_shifted_sum_f32(xs, shift) -> f64 {
+        fused: exp_shifted_sum_f32_fused(xs, shift),
+        baseline: {
+            exp_shifted_f32_unfused(xs, shift);
+            super::elementwise::sum_lanes_f64(xs)
+        },
+    }
 }
 
 /// Elements the fused exp works on at once: four AVX2 vectors (two AVX-512 ones) of

@@ -73,7 +73,6 @@ fn r<'a, E, B: Deref<Target = [E]>>(s: Src<'a, B>) -> &'a [E] {
 fn w<'a, E, B: DerefMut<Target = [E]>>(d: Dst<'a, B>) -> &'a mut [E] {
     &mut d.buf[d.start..d.start + d.len]
 }
-/// The weight and (optional) bias gradient regions as two disjoint slices.
 impl<T: CpuFloat, M: HostMemory> CpuBackend<T, M> {
     /// A buffer of `len` elements written by `pack` (empty, and `pack` not called, when len is
     /// 0: the GEMM has no prepared form here).
@@ -86,6 +85,7 @@ impl<T: CpuFloat, M: HostMemory> CpuBackend<T, M> {
     }
 }
 
+/// The weight and (optional) bias gradient regions as two disjoint slices.
 fn split_grads<E, B: DerefMut<Target = [E]>>(
     g: WeightGrads<'_, B>,
 ) -> (&mut [E], Option<&mut [E]>) {
