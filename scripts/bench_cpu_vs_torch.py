@@ -13,12 +13,17 @@ Prints per model the median over rounds of each variant's tokens/s and peak RSS,
 median over rounds of the per-round ratio ferrotron / variant (paired: both ran in the same
 round, minutes apart), plus the load average before and after, and ferrotron's kernel (sys)
 time as a share of its whole-process CPU time (startup included, so an upper bound for a step).
+Each variant's rate is also given as model GFLOP/s (tokens/s times ferrotron's printed model
+FLOPs per token, the same arithmetic on both sides) and as a share of the machine's f32 FMA peak
+at the same thread count, measured at the start of every round by scripts/fma-peak.c (built with
+`cc -O2 -march=native`, so 512-bit FMAs where the CPU has AVX-512; skipped without a C
+compiler): on a VM whose speed drifts between runs, that share is what stays comparable.
 
   usage: scripts/bench_cpu_vs_torch.py [--rounds 3] [--steps 20] [--warmup 5]
                                        [--models quickstart,llama-75m] [--no-compile] [--tuned-only]
                                        [--idle 0.10] [--max-wait 30] [--tries 4]
 Run from the repository root (scripts/bench-cpu-vs-torch.sh installs what it needs first)."""
-import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, re, shutil, statistics, subprocess, sys, tempfile, time
 
 p = argparse.ArgumentParser()
 p.add_argument("--rounds", type=int, default=3)
@@ -96,6 +101,27 @@ def measure_once(cmd, env):
     return res["out"], res["maxrss_kb"] / 1024, others
 
 
+def fma_peak_probe():
+    """The path of scripts/fma-peak.c built for this CPU, or None (no C compiler, or it failed)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    exe = os.path.join(tempfile.mkdtemp(prefix="bench-fma-"), "fma-peak")
+    r = subprocess.run([cc, "-O2", "-march=native", "scripts/fma-peak.c", "-o", exe, "-lpthread"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return exe if r.returncode == 0 else None
+
+
+def fma_peak(exe):
+    """The f32 FMA peak in GFLOP/s on --threads threads, measured now (None without a probe)."""
+    if exe is None:
+        return None
+    wait_idle()
+    out = subprocess.run([exe, str(a.threads)], stdout=subprocess.PIPE, text=True).stdout
+    m = re.search(r"([0-9.]+) GFLOP/s", out)
+    return float(m.group(1)) if m else None
+
+
 def ferrotron(model):
     sets, _ = MODELS[model]
     out = tempfile.mkdtemp(prefix="bench-ferrotron-")
@@ -103,8 +129,11 @@ def ferrotron(model):
                    "train.sample_tokens=1", f"train.out_dir={out}"]
     cmd = [a.bin, "train", "recipes/quickstart.toml"] + [x for s in sets for x in ("--set", s)]
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
-    _, rss, others = measure(cmd, env)
+    out_text, rss, others = measure(cmd, env)
     sys_shares.setdefault(model, []).append(measure_once.sys_share)
+    m = re.search(r"model FLOPs per token: ([0-9.e+]+)", out_text)
+    if m:
+        flops_per_token[model] = float(m.group(1))
     recs = [json.loads(l) for l in open(f"{out}/metrics.jsonl")]
     shutil.rmtree(out, ignore_errors=True)
     recs = [r for r in recs if "step_time_s" in r]
@@ -129,6 +158,9 @@ variants = [(f"torch {'compile' if c else 'eager'}{', tuned malloc' if t else ''
             for c in ([False] if a.no_compile else [False, True])
             for t in ([True] if a.tuned_only else [False, True])]
 sys_shares = {}  # per model: ferrotron's kernel (sys) share of its CPU time, per run
+flops_per_token = {}  # per model, as ferrotron prints it
+peaks = {}  # per model: the FMA peak (GFLOP/s) measured at the start of each round
+probe = fma_peak_probe()
 
 load0 = os.getloadavg()
 print(f"bench: {a.rounds} rounds x {a.steps} steps (median of steps {a.warmup + 1}-{a.steps}), "
@@ -138,12 +170,17 @@ for model in a.models.split(","):
     runs = {"ferrotron": []} | {v[0]: [] for v in variants}
     for rnd in range(a.rounds):
         t0 = time.time()
+        peak = fma_peak(probe)
+        if peak is not None:
+            peaks.setdefault(model, []).append(peak)
         runs["ferrotron"].append(ferrotron(model))
         for name, c, t in variants:
             runs[name].append(torch(model, c, t))
         line = "; ".join(f"{k} {v[-1][0]:.0f} tok/s {v[-1][1]:.0f} MiB (others {v[-1][2]:.0%})"
                          for k, v in runs.items())
-        print(f"  {model} round {rnd + 1} ({time.time() - t0:.0f} s, load {os.getloadavg()[0]:.2f}): {line}", flush=True)
+        peak_note = f", FMA peak {peak:.0f} GFLOP/s" if peak is not None else ""
+        print(f"  {model} round {rnd + 1} ({time.time() - t0:.0f} s, load {os.getloadavg()[0]:.2f}{peak_note}): "
+              f"{line}", flush=True)
     summary[model] = runs
 
 print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -151,18 +188,36 @@ for model, runs in summary.items():
     f_tok = [r[0] for r in runs["ferrotron"]]
     f_rss = [r[1] for r in runs["ferrotron"]]
     f_oth = [r[2] for r in runs["ferrotron"]]
+    fpt = flops_per_token.get(model)
+    pk = peaks.get(model, [])
     print(f"\n{model}: median of {a.rounds} rounds")
-    print("| run | tokens/s | ferrotron / run (paired) | peak RSS MiB | run RSS / ferrotron RSS | others' CPU share |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    print(f"| ferrotron | {statistics.median(f_tok):.0f} | 1.00 | {statistics.median(f_rss):.0f} | 1.00 "
-          f"| {statistics.median(f_oth):.0%} |")
+    if fpt is not None and len(pk) == a.rounds:
+        print(f"model FLOPs per token {fpt:.4g}; f32 FMA peak on {a.threads} threads per round: "
+              f"{', '.join(f'{x:.0f}' for x in pk)} GFLOP/s")
+    else:
+        pk = []
+        print("(no FMA peak: scripts/fma-peak.c was not built, or ferrotron printed no FLOPs per token)")
+
+    def rate(tok):
+        """Median model GFLOP/s, and median share of the same round's FMA peak."""
+        if not pk:
+            return "- | -"
+        gf = [t * fpt / 1e9 for t in tok]
+        share = statistics.median(g / p for g, p in zip(gf, pk))
+        return f"{statistics.median(gf):.0f} | {share:.0%}"
+
+    print("| run | tokens/s | ferrotron / run (paired) | model GFLOP/s | share of FMA peak | peak RSS MiB "
+          "| run RSS / ferrotron RSS | others' CPU share |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| ferrotron | {statistics.median(f_tok):.0f} | 1.00 | {rate(f_tok)} | {statistics.median(f_rss):.0f} "
+          f"| 1.00 | {statistics.median(f_oth):.0%} |")
     for name, *_ in variants:
         tok = [r[0] for r in runs[name]]
         rss = [r[1] for r in runs[name]]
         oth = [r[2] for r in runs[name]]
         ratio = statistics.median(f / t for f, t in zip(f_tok, tok))
         rss_ratio = statistics.median(r / f for r, f in zip(rss, f_rss))
-        print(f"| {name} | {statistics.median(tok):.0f} | {ratio:.2f} | {statistics.median(rss):.0f} "
+        print(f"| {name} | {statistics.median(tok):.0f} | {ratio:.2f} | {rate(tok)} | {statistics.median(rss):.0f} "
               f"| {rss_ratio:.2f} | {statistics.median(oth):.0%} |")
     print(f"ferrotron's kernel (sys) time, share of its whole-process CPU time: median "
           f"{statistics.median(sys_shares[model]):.2%}, max {max(sys_shares[model]):.2%}")

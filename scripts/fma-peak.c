@@ -2,7 +2,8 @@
  * (256-bit when built without AVX-512) on registers (no memory), the ceiling any GEMM on this
  * CPU can reach.
  *   gcc -O2 -mavx512f -mfma scripts/fma-peak.c -o /tmp/fma-peak -lpthread && /tmp/fma-peak 2
- *   gcc -O2 -mavx2 -mfma scripts/fma-peak.c -o /tmp/fma-peak -lpthread && /tmp/fma-peak 2 */
+ *   gcc -O2 -mavx2 -mfma scripts/fma-peak.c -o /tmp/fma-peak -lpthread && /tmp/fma-peak 2
+ *   (scripts/bench_cpu_vs_torch.py builds it with cc -O2 -march=native: the widest the CPU has) */
 #include <immintrin.h>
 #include <pthread.h>
 #include <stdio.h>
