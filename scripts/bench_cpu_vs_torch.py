@@ -23,7 +23,7 @@ compiler): on a VM whose speed drifts between runs, that share is what stays com
                                        [--models quickstart,llama-75m] [--no-compile] [--tuned-only]
                                        [--idle 0.10] [--max-wait 30] [--tries 4]
 Run from the repository root (scripts/bench-cpu-vs-torch.sh installs what it needs first)."""
-import argparse, json, os, re, shutil, statistics, subprocess, sys, tempfile, time
+import argparse, atexit, json, os, re, shutil, statistics, subprocess, sys, tempfile, time
 
 p = argparse.ArgumentParser()
 p.add_argument("--rounds", type=int, default=3)
@@ -106,7 +106,9 @@ def fma_peak_probe():
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         return None
-    exe = os.path.join(tempfile.mkdtemp(prefix="bench-fma-"), "fma-peak")
+    tmp = tempfile.mkdtemp(prefix="bench-fma-")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    exe = os.path.join(tmp, "fma-peak")
     r = subprocess.run([cc, "-O2", "-march=native", "scripts/fma-peak.c", "-o", exe, "-lpthread"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return exe if r.returncode == 0 else None
