@@ -37,8 +37,10 @@ use ferrotron_zero::ParamStore;
 pub const HEAD_PREPARED_MAX_ELEMS: usize = 1 << 24;
 
 /// Rows of the head's logits chunk: as many rows of `width` as `chunk_elems` holds, rounded
-/// down to a multiple of `multiple` when that leaves at least one, and at most `n` (≥ 1).
+/// down to a multiple of `multiple` when that leaves at least one, and at most `n` (≥ 1). A
+/// multiple of 0 counts as 1.
 pub fn logits_chunk_rows(chunk_elems: usize, multiple: usize, width: usize, n: usize) -> usize {
+    let multiple = multiple.max(1);
     let rows = chunk_elems / width.max(1);
     let rows = if rows >= multiple {
         rows / multiple * multiple
