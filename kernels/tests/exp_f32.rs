@@ -1,8 +1,10 @@
 //! The f32 exp and tanh the CPU backend uses instead of per-element libm calls, against f64
 //! references, in ulps of the correctly rounded f32 result, over every 61st f32 of their ranges
 //! (both signs): `CpuFloat::exp_shifted` (softmax, attention, cross-entropy) and `exp_elem` /
-//! `tanh_elem` (sigmoid, GELU). The bounds are what was measured (glibc on the dev machine:
+//! `tanh_elem` (tanh softcapping). The bounds are what was measured (glibc on the dev machine:
 //! expf 0.502 ulp, tanhf 2.16 ulp); each of ours must be at least as accurate as libm's.
+//! σ and 1 − σ (`sigmoid_parts_elem`, SiLU) and the tanh GELU with its derivative
+//! (`gelu_tanh_elem`, `gelu_tanh_and_grad_elem`), all in f32 arithmetic, against f64.
 //! The exact GELU x·Φ(x) and its derivative Φ(x) + x·φ(x) (`gelu_erf_elem`,
 //! `gelu_erf_grad_elem`) against f64 through libm's erfc.
 
@@ -292,4 +294,149 @@ fn bench_exp_shifted_forms() {
             println!("round {round}: {name} {ns:.3} ns/element");
         }
     }
+}
+
+/// The tanh GELU in f64 by the sigmoid form (no cancellation): (y, s, slope) with
+/// y = x·s, y' = s + slope, s = σ(2u), slope = 2c·x·s(1 − s)(1 + 3·0.044715x²).
+fn tanh_gelu_parts(x: f64) -> (f64, f64, f64) {
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    let u = c * (x + 0.044715 * x * x * x);
+    let s = 1.0 / (1.0 + (-2.0 * u).exp());
+    let one_minus_s = 1.0 / (1.0 + (2.0 * u).exp());
+    let slope = 2.0 * c * x * s * one_minus_s * (1.0 + 3.0 * 0.044715 * x * x);
+    (x * s, s, slope)
+}
+
+/// The f32 tanh GELU (`gelu_tanh_elem`, `gelu_tanh_and_grad_elem`) against f64 over every
+/// 61st f32 of [−16, 16], beside the textbook f32 form ½x(1 + tanh_elem(u)) (and its
+/// derivative from the same t), whose 1 + t and 1 − t² cancel as x goes negative. Errors in
+/// ulps of y, and of the derivative against the size of its terms, s + |slope|, as the exact
+/// GELU's; by ranges of x, since below x ≈ −2 every f32 evaluation inherits the rounding of
+/// u = c(x + 0.044715x³) amplified by |u| (y is 4e-4 at −3, 1e-27 at −9).
+#[test]
+fn tanh_gelu_f32_against_f64() {
+    let c = (2.0 / std::f64::consts::PI).sqrt() as f32;
+    let textbook = |x: f32| {
+        let t = (c * (x + 0.044715 * x * x * x)).tanh_elem();
+        let dt = (1.0 - t * t) * c * (1.0 + 3.0 * 0.044715 * x * x);
+        (0.5 * x * (1.0 + t), 0.5 * (1.0 + t) + 0.5 * x * dt)
+    };
+    let ranges = [
+        (-16.0, -9.0),
+        (-9.0, -5.0),
+        (-5.0, -3.0),
+        (-3.0, -1.0),
+        (-1.0, 16.0),
+    ];
+    // per range: (ours y ulp, textbook y ulp, ours y' rel, textbook y' rel)
+    let mut worst = [[0f64; 4]; 5];
+    for b in (0..16f32.to_bits()).step_by(61) {
+        for x in [f32::from_bits(b), -f32::from_bits(b)] {
+            let (y, s, slope) = tanh_gelu_parts(x as f64);
+            let (ours, grad) = x.gelu_tanh_and_grad_elem();
+            assert_eq!(
+                ours.to_bits(),
+                x.gelu_tanh_elem().to_bits(),
+                "forms differ at {x}"
+            );
+            let (ty, tgrad) = textbook(x);
+            let size = (s + slope.abs()).max(1e-30);
+            let r = ranges
+                .iter()
+                .position(|&(lo, hi)| x >= lo && x <= hi)
+                .unwrap();
+            let errs = [
+                ulps(ours, y),
+                ulps(ty, y),
+                (grad as f64 - (s + slope)).abs() / size,
+                (tgrad as f64 - (s + slope)).abs() / size,
+            ];
+            for (w, e) in worst[r].iter_mut().zip(errs) {
+                *w = w.max(e);
+            }
+        }
+    }
+    // what was measured (the record docs/cpu-runs/), rounded up; below −9, y < 1e-27 and its
+    // ulps are those of numbers near f32's smallest: it is bounded in absolute terms below
+    let bounds = [
+        [f64::INFINITY, 1.3e-5],
+        [160.0, 1.2e-5],
+        [45.0, 3e-6],
+        [15.0, 9e-7],
+        [2.9, 2e-7],
+    ];
+    for ((&(lo, hi), w), b) in ranges.iter().zip(&worst).zip(bounds) {
+        println!(
+            "x in [{lo}, {hi}]: y ours {:.3} ulp, textbook {:.3e} ulp | y' ours {:.2e}, textbook {:.2e}",
+            w[0], w[1], w[2], w[3]
+        );
+        assert!(
+            w[0] <= b[0] && w[2] <= b[1],
+            "tanh GELU on [{lo}, {hi}]: {w:?}"
+        );
+    }
+    for b in (9f32.to_bits()..16f32.to_bits()).step_by(61) {
+        let x = -f32::from_bits(b);
+        let (y, _, _) = tanh_gelu_parts(x as f64);
+        assert!(
+            (x.gelu_tanh_elem() as f64 - y).abs() < 1e-26,
+            "tanh GELU at {x}"
+        );
+    }
+    assert_eq!(0f32.gelu_tanh_and_grad_elem(), (0.0, 0.5));
+    assert_eq!(30f32.gelu_tanh_and_grad_elem(), (30.0, 1.0));
+    assert_eq!((-30f32).gelu_tanh_and_grad_elem(), (-0.0, 0.0));
+    assert_eq!(f32::INFINITY.gelu_tanh_elem(), f32::INFINITY);
+    let (y, g) = f32::NAN.gelu_tanh_and_grad_elem();
+    assert!(y.is_nan() && g.is_nan());
+}
+
+/// σ(z) and 1 − σ(z) in f32 (`sigmoid_parts_elem`, SiLU's) against f64, in ulps, over every
+/// 61st f32 of [−87, 87]; beyond, the special values.
+#[test]
+fn sigmoid_f32_against_f64() {
+    let (mut worst_s, mut worst_c) = ((0f64, 0f32), (0f64, 0f32));
+    // the textbook f32 form 1/(1 + exp_elem(−z)) and 1 − that, for comparison
+    let mut textbook = (0f64, 0f64);
+    for b in (0..87f32.to_bits()).step_by(61) {
+        for z in [f32::from_bits(b), -f32::from_bits(b)] {
+            let (s, c) = z.sigmoid_parts_elem();
+            let zd = z as f64;
+            let (es, ec) = (1.0 / (1.0 + (-zd).exp()), 1.0 / (1.0 + zd.exp()));
+            let (us, uc) = (ulps(s, es), ulps(c, ec));
+            if us > worst_s.0 {
+                worst_s = (us, z);
+            }
+            if uc > worst_c.0 {
+                worst_c = (uc, z);
+            }
+            let ts = 1.0 / (1.0 + (-z).exp_elem());
+            textbook.0 = textbook.0.max(ulps(ts, es));
+            textbook.1 = textbook.1.max(ulps(1.0 - ts, ec));
+        }
+    }
+    println!(
+        "sigmoid_parts_elem: σ max {:.3} ulp (at {}), 1 − σ max {:.3} ulp (at {}) over [-87, 87]; \
+         textbook f32 form: σ {:.3} ulp, 1 − σ {:.3e} ulp",
+        worst_s.0, worst_s.1, worst_c.0, worst_c.1, textbook.0, textbook.1
+    );
+    // what was measured, rounded up (glibc's tanhf: 2.16 ulp)
+    assert!(worst_s.0 <= 2.5, "σ: {} ulp at {}", worst_s.0, worst_s.1);
+    assert!(
+        worst_c.0 <= 3.0,
+        "1 − σ: {} ulp at {}",
+        worst_c.0,
+        worst_c.1
+    );
+    for (z, want) in [
+        (0.0f32, (0.5, 0.5)),
+        (-88.0, (0.0, 1.0)),
+        (f32::NEG_INFINITY, (0.0, 1.0)),
+        (88.0, (1.0, 0.0)),
+        (f32::INFINITY, (1.0, 0.0)),
+    ] {
+        assert_eq!(z.sigmoid_parts_elem(), want, "σ({z})");
+    }
+    let (s, c) = f32::NAN.sigmoid_parts_elem();
+    assert!(s.is_nan() && c.is_nan());
 }

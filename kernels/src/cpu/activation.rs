@@ -4,8 +4,9 @@
 //! tanh-GELU: y = ½x(1 + tanh(c(x + 0.044715x³))), c = √(2/π);
 //!   dx += dy·(½(1 + t) + ½x(1 − t²)·c(1 + 3·0.044715x²)), t = tanh(c(x + 0.044715x³)).
 //! exact (erf) GELU: y = x·Φ(x);  dx += dy·(Φ(x) + x·φ(x)), Φ = ½·erfc(−x/√2), φ = Φ'.
-//! Chunks run at the machine's vector width (simd.rs), exp, tanh and erfc without libm calls for
-//! f32 (math.rs, as accurate as libm's).
+//! Chunks run at the machine's vector width (simd.rs), without libm calls for f32: σ and the tanh
+//! GELU (via ½(1 + tanh u) = σ(2u)) in f32 arithmetic, 1 − σ taken without cancelling, and
+//! erfc in f64 rounded once (math.rs; kernels/tests/exp_f32.rs measures them against f64).
 
 use super::team::{self, Pieces};
 use super::CpuFloat;
@@ -13,11 +14,11 @@ use crate::{Gelu, Glu};
 
 /// Elements per parallel work item.
 const CHUNK: usize = 1 << 13;
-const GELU_CUBIC: f64 = 0.044715;
 
+/// σ(g) = 1/(1 + e^{−g}) (float.rs; math.rs for f32).
 #[inline(always)]
 fn sigmoid<T: CpuFloat>(g: T) -> T {
-    T::one() / (T::one() + (-g).exp_elem())
+    g.sigmoid_parts_elem().0
 }
 
 fn check_len(what: &str, lens: &[usize]) {
@@ -70,8 +71,8 @@ crate::simd_fn! {
     fn swiglu_backward_chunk<T: CpuFloat>(dg: &mut [T], du: &mut [T], g: &[T], u: &[T], d: &[T]) {
         let n = dg.len().min(du.len()).min(g.len()).min(u.len()).min(d.len());
         for i in 0..n {
-            let s = sigmoid(g[i]);
-            dg[i] = dg[i] + d[i] * u[i] * s * (T::one() + g[i] * (T::one() - s));
+            let (s, one_minus_s) = g[i].sigmoid_parts_elem();
+            dg[i] = dg[i] + d[i] * u[i] * s * (T::one() + g[i] * one_minus_s);
             du[i] = du[i] + d[i] * g[i] * s;
         }
     }
@@ -123,30 +124,16 @@ pub fn glu_backward<T: CpuFloat>(
     });
 }
 
-#[inline(always)]
-fn gelu_consts<T: CpuFloat>() -> (T, T, T) {
-    let c = T::from_f64c((2.0 / std::f64::consts::PI).sqrt());
-    (c, T::from_f64c(GELU_CUBIC), T::from_f64c(0.5))
-}
-
-/// ½x(1 + tanh(c(x + 0.044715x³))).
+/// ½x(1 + tanh(c(x + 0.044715x³))) (float.rs; math.rs for f32).
 #[inline(always)]
 fn gelu_tanh<T: CpuFloat>(x: T) -> T {
-    let (c, a, half) = gelu_consts::<T>();
-    half * x * (T::one() + (c * (x + a * x * x * x)).tanh_elem())
+    x.gelu_tanh_elem()
 }
 
-/// The tanh GELU and its derivative ½(1 + t) + ½x(1 − t²)·c(1 + 3·0.044715x²).
+/// The tanh GELU and its derivative, from one exp or tanh (float.rs; math.rs for f32).
 #[inline(always)]
 fn gelu_tanh_and_grad<T: CpuFloat>(x: T) -> (T, T) {
-    let (c, a, half) = gelu_consts::<T>();
-    let three_a = T::from_f64c(3.0 * GELU_CUBIC);
-    let t = (c * (x + a * x * x * x)).tanh_elem();
-    let dt = (T::one() - t * t) * c * (T::one() + three_a * x * x);
-    (
-        half * x * (T::one() + t),
-        half * (T::one() + t) + half * x * dt,
-    )
+    x.gelu_tanh_and_grad_elem()
 }
 
 crate::simd_fn! {

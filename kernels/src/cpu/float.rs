@@ -11,8 +11,10 @@
 //! Every CPU with FMA (x86-64 with AVX2 or AVX-512, aarch64) computes the same bits; x86-64
 //! CPUs without FMA, where `mul_add` would be a library call, evaluate the same polynomial
 //! unfused (`exp_shifted_f32_unfused`), which can differ in the last bit.
-//! `exp_elem` / `tanh_elem` (sigmoid, GELU): std's for f64; for f32 math.rs, which is as
-//! accurate as glibc's (≤ 0.502 ulp) and vectorizes. `gelu_erf_elem` / `gelu_erf_grad_elem`
+//! `exp_elem` / `tanh_elem` (tanh softcapping): std's for f64; for f32 math.rs, which is as
+//! accurate as glibc's (≤ 0.502 ulp) and vectorizes. `sigmoid_parts_elem` (SiLU) and
+//! `gelu_tanh_elem` / `gelu_tanh_and_grad_elem` (tanh GELU): from std's exp and tanh for f64;
+//! for f32 math.rs's sigmoid forms in f32 arithmetic. `gelu_erf_elem` / `gelu_erf_grad_elem`
 //! (exact GELU): libm's erfc for f64; for f32 math.rs's (f64 inside, rounded once).
 
 use num_traits::{Float, FromPrimitive, ToPrimitive};
@@ -56,6 +58,34 @@ pub trait CpuFloat:
     #[inline(always)]
     fn tanh_elem(self) -> Self {
         self.tanh()
+    }
+    /// (σ(x), 1 − σ(x)), σ(x) = 1/(1 + e^{−x}), of one element, likewise (f32: math.rs, which
+    /// takes 1 − σ without cancelling).
+    #[inline(always)]
+    fn sigmoid_parts_elem(self) -> (Self, Self) {
+        let s = Self::one() / (Self::one() + (-self).exp_elem());
+        (s, Self::one() - s)
+    }
+    /// The tanh GELU ½x(1 + tanh(c(x + 0.044715x³))), c = √(2/π), of one element, likewise
+    /// (f32: math.rs's sigmoid form).
+    #[inline(always)]
+    fn gelu_tanh_elem(self) -> Self {
+        let (c, a, half) = gelu_tanh_consts::<Self>();
+        half * self * (Self::one() + (c * (self + a * self * self * self)).tanh_elem())
+    }
+    /// `gelu_tanh_elem` and its derivative ½(1 + t) + ½x(1 − t²)·c(1 + 3·0.044715x²),
+    /// t = tanh(c(x + 0.044715x³)), from one tanh (f32: math.rs's sigmoid form).
+    #[inline(always)]
+    fn gelu_tanh_and_grad_elem(self) -> (Self, Self) {
+        let (c, a, half) = gelu_tanh_consts::<Self>();
+        let x = self;
+        let three_a = Self::from_f64c(3.0 * GELU_CUBIC);
+        let t = (c * (x + a * x * x * x)).tanh_elem();
+        let dt = (Self::one() - t * t) * c * (Self::one() + three_a * x * x);
+        (
+            half * x * (Self::one() + t),
+            half * (Self::one() + t) + half * x * dt,
+        )
     }
     /// The exact GELU x·Φ(x) of one element, likewise (Φ the standard normal distribution
     /// function, ½·erfc(−x/√2); libm's erfc here, math.rs for f32).
@@ -158,6 +188,18 @@ impl CpuFloat for f32 {
         super::math::tanh_f32(self)
     }
     #[inline(always)]
+    fn sigmoid_parts_elem(self) -> (f32, f32) {
+        super::math::sigmoid_parts_f32(self)
+    }
+    #[inline(always)]
+    fn gelu_tanh_elem(self) -> f32 {
+        super::math::gelu_tanh_f32(self)
+    }
+    #[inline(always)]
+    fn gelu_tanh_and_grad_elem(self) -> (f32, f32) {
+        super::math::gelu_tanh_and_grad_f32(self)
+    }
+    #[inline(always)]
     fn gelu_erf_elem(self) -> f32 {
         super::math::gelu_erf_f32(self)
     }
@@ -241,6 +283,16 @@ impl CpuFloat for f64 {
     ) {
         matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
     }
+}
+
+/// The tanh GELU's coefficient 0.044715.
+pub const GELU_CUBIC: f64 = 0.044715;
+
+/// (√(2/π), 0.044715, ½) in the element type.
+#[inline(always)]
+fn gelu_tanh_consts<T: CpuFloat>() -> (T, T, T) {
+    let c = T::from_f64c((2.0 / std::f64::consts::PI).sqrt());
+    (c, T::from_f64c(GELU_CUBIC), T::from_f64c(0.5))
 }
 
 /// A public `fn $name(xs: &mut [f32], shift: f32) -> $ret` that runs `$fused` compiled for the
@@ -436,9 +488,9 @@ crate::simd_fn! {
     }
 }
 
-/// exp for f32 without branches, calls or fused multiply-adds.
+/// exp for f32 without branches, calls or fused multiply-adds (< 1 ulp; the top comment).
 #[inline(always)]
-fn exp_f32_unfused(x: f32) -> f32 {
+pub(super) fn exp_f32_unfused(x: f32) -> f32 {
     let xc = x.clamp(EXP_MIN_LOG, EXP_HI);
     let t = xc * std::f32::consts::LOG2_E + ROUND; // bits of t: bits(ROUND) + n
     let n = t - ROUND;

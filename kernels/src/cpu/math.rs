@@ -15,6 +15,15 @@
 //!         degree-12 polynomial fitted over z ∈ [0, 10.5] (Chebyshev least squares against
 //!         Python's math.erfc): relative error < 2e-10; Φ(x) for x > 0 as 1 − ½·erfc(x/√2), so
 //!         neither tail cancels. Beyond z = 10.5 every f32 result is 0 (or x). NaN stays NaN.
+//!   sigmoid (SiLU, and the tanh GELU below): s = σ(z) = 1/(1 + E), E = e^{−z}, in f32
+//!         arithmetic with float.rs's unfused f32 exp (< 1 ulp), and 1 − s as E·s, so that
+//!         neither cancels (1 − s does where s is near 1). Where −z > 87, s would leave f32's
+//!         normal range and is taken as 0 (1 − s = 1); below ln(2^-126), E is 0 (s = 1,
+//!         1 − s = 0). NaN stays NaN.
+//!   tanh GELU: y = ½x(1 + tanh u), u = c(x + 0.044715x³), c = √(2/π), by
+//!         ½(1 + tanh u) = σ(2u) = s: y = x·s, y' = s + 2c·x·s(1 − s)(1 + 3·0.044715x²), so
+//!         nothing cancels where tanh u is near −1 (the form ½x(1 + t) does, in f32).
+//!         kernels/tests/exp_f32.rs measures both against f64.
 //! No `mul_add`: every ISA computes the same bits (see simd.rs).
 
 const LOG2E: f64 = std::f64::consts::LOG2_E;
@@ -154,4 +163,50 @@ pub fn gelu_erf_grad_f32(x: f32) -> f32 {
     } else {
         g as f32
     }
+}
+
+/// Above this −z, σ(z) would leave f32's normal range: it is taken as 0.
+const SIGMOID_EXP_MAX: f32 = 87.0;
+
+/// (σ(z), 1 − σ(z)) in f32 arithmetic (see the top comment).
+#[inline(always)]
+pub fn sigmoid_parts_f32(z: f32) -> (f32, f32) {
+    let minus_z = -z;
+    // NaN passes (a comparison with NaN is false), so the results stay NaN
+    let e = super::float::exp_f32_unfused(if minus_z > SIGMOID_EXP_MAX {
+        SIGMOID_EXP_MAX
+    } else {
+        minus_z
+    });
+    let s = 1.0 / (1.0 + e);
+    if minus_z > SIGMOID_EXP_MAX {
+        (0.0, 1.0)
+    } else {
+        (s, e * s)
+    }
+}
+
+/// 2·√(2/π), the tanh GELU's c doubled.
+const GELU_TWO_C: f32 =
+    (2.0 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2) as f32;
+const GELU_CUBIC_F32: f32 = super::float::GELU_CUBIC as f32;
+
+/// (s, 1 − s), s = σ(2u) = ½(1 + tanh u), for the tanh GELU at x (see the top comment).
+#[inline(always)]
+fn gelu_tanh_sigmoid_f32(x: f32) -> (f32, f32) {
+    sigmoid_parts_f32(GELU_TWO_C * (x + GELU_CUBIC_F32 * x * x * x))
+}
+
+/// The tanh GELU ½x(1 + tanh(c(x + 0.044715x³))) in f32 arithmetic (see the top comment).
+#[inline(always)]
+pub fn gelu_tanh_f32(x: f32) -> f32 {
+    x * gelu_tanh_sigmoid_f32(x).0
+}
+
+/// The tanh GELU and its derivative s + 2c·x·s(1 − s)(1 + 3·0.044715x²) (see the top comment).
+#[inline(always)]
+pub fn gelu_tanh_and_grad_f32(x: f32) -> (f32, f32) {
+    let (s, one_minus_s) = gelu_tanh_sigmoid_f32(x);
+    let slope = GELU_TWO_C * x * s * one_minus_s * (1.0 + 3.0 * GELU_CUBIC_F32 * x * x);
+    (x * s, s + slope)
 }
