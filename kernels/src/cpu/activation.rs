@@ -15,12 +15,6 @@ use crate::{Gelu, Glu};
 /// Elements per parallel work item.
 const CHUNK: usize = 1 << 13;
 
-/// σ(g) = 1/(1 + e^{−g}) (float.rs; math.rs for f32).
-#[inline(always)]
-fn sigmoid<T: CpuFloat>(g: T) -> T {
-    g.sigmoid_parts_elem().0
-}
-
 fn check_len(what: &str, lens: &[usize]) {
     assert!(
         lens.iter().all(|&l| l == lens[0]),
@@ -31,7 +25,7 @@ fn check_len(what: &str, lens: &[usize]) {
 crate::simd_fn! {
     fn swiglu_forward_chunk<T: CpuFloat>(o: &mut [T], g: &[T], u: &[T]) {
         for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-            *o = g * sigmoid(g) * u;
+            *o = g * g.sigmoid_parts_elem().0 * u;
         }
     }
 }
@@ -39,7 +33,7 @@ crate::simd_fn! {
 crate::simd_fn! {
     fn geglu_forward_chunk<T: CpuFloat>(o: &mut [T], g: &[T], u: &[T]) {
         for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-            *o = gelu_tanh(g) * u;
+            *o = g.gelu_tanh_elem() * u;
         }
     }
 }
@@ -82,7 +76,7 @@ crate::simd_fn! {
     fn geglu_backward_chunk<T: CpuFloat>(dg: &mut [T], du: &mut [T], g: &[T], u: &[T], d: &[T]) {
         let n = dg.len().min(du.len()).min(g.len()).min(u.len()).min(d.len());
         for i in 0..n {
-            let (a, da) = gelu_tanh_and_grad(g[i]);
+            let (a, da) = g[i].gelu_tanh_and_grad_elem();
             dg[i] = dg[i] + d[i] * u[i] * da;
             du[i] = du[i] + d[i] * a;
         }
@@ -124,22 +118,10 @@ pub fn glu_backward<T: CpuFloat>(
     });
 }
 
-/// ½x(1 + tanh(c(x + 0.044715x³))) (float.rs; math.rs for f32).
-#[inline(always)]
-fn gelu_tanh<T: CpuFloat>(x: T) -> T {
-    x.gelu_tanh_elem()
-}
-
-/// The tanh GELU and its derivative, from one exp or tanh (float.rs; math.rs for f32).
-#[inline(always)]
-fn gelu_tanh_and_grad<T: CpuFloat>(x: T) -> (T, T) {
-    x.gelu_tanh_and_grad_elem()
-}
-
 crate::simd_fn! {
     fn gelu_forward_chunk<T: CpuFloat>(y: &mut [T], x: &[T]) {
         for (y, &x) in y.iter_mut().zip(x) {
-            *y = gelu_tanh(x);
+            *y = x.gelu_tanh_elem();
         }
     }
 }
@@ -168,7 +150,7 @@ pub fn gelu_forward<T: CpuFloat>(kind: Gelu, x: &[T], y: &mut [T]) {
 crate::simd_fn! {
     fn gelu_backward_chunk<T: CpuFloat>(dx: &mut [T], x: &[T], dy: &[T]) {
         for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-            *dx = *dx + dy * gelu_tanh_and_grad(x).1;
+            *dx = *dx + dy * x.gelu_tanh_and_grad_elem().1;
         }
     }
 }

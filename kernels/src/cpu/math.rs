@@ -174,14 +174,15 @@ const SIGMOID_EXP_MAX: f32 = 87.0;
 #[inline(always)]
 pub fn sigmoid_parts_f32(z: f32) -> (f32, f32) {
     let minus_z = -z;
-    // NaN passes (a comparison with NaN is false), so the results stay NaN
-    let e = super::float::exp_f32_unfused(if minus_z > SIGMOID_EXP_MAX {
+    // false for NaN, which then passes on, so the results stay NaN
+    let below_normal = minus_z > SIGMOID_EXP_MAX;
+    let e = super::float::exp_f32_unfused(if below_normal {
         SIGMOID_EXP_MAX
     } else {
         minus_z
     });
     let s = 1.0 / (1.0 + e);
-    if minus_z > SIGMOID_EXP_MAX {
+    if below_normal {
         (0.0, 1.0)
     } else {
         (s, e * s)
